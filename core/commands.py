@@ -1,0 +1,124 @@
+"""Commands ask an instance to change. Every one carries an id the instance remembers, so a redelivered
+command is rejected out loud instead of applied twice (the second layer under Kafka transactions).
+
+Step numbers are 1-based, as in the API paths and `skip_to:N`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from core.actors import SYSTEM, Actor
+from core.types import Json
+
+
+@dataclass(frozen=True, kw_only=True)
+class Command:
+    command_id: str
+    instance_id: str
+    issued_at: int = 0  # epoch milliseconds, set by whoever issued it; informational
+
+
+@dataclass(frozen=True, kw_only=True)
+class StartInstance(Command):
+    template_id: str
+    template_version: int
+    tenant_id: str
+    trigger: Json
+    source: str = "manual"  # "event:<topic>:<event id>", "schedule:<tick>", or "manual"
+    initiated_by: Actor = SYSTEM
+    agent_context: Json = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class RecordDecision(Command):
+    """An approver's decision: `decision` is "approve" or "reject"."""
+
+    step: int
+    decision: str
+    actor: Actor
+    reasoning: str = ""
+    signature: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReportStepResult(Command):
+    """A handler's result for one attempt of one step.
+
+    `outcome` is "succeeded", "failed", or "accepted" (an async external call was made and now waits for
+    its callback). `retryable=False` skips the retry policy (a 4xx from a partner, a rejected payment).
+    """
+
+    step: int
+    attempt: int
+    outcome: str
+    output: Json = None
+    error: str = ""
+    retryable: bool = True
+
+
+@dataclass(frozen=True, kw_only=True)
+class CompleteExternal(Command):
+    """An external system's verified callback for an async external step: status "completed" or "failed"."""
+
+    step: int
+    status: str
+    result: Json = None
+    actor: Actor = SYSTEM
+
+
+@dataclass(frozen=True, kw_only=True)
+class Advance(Command):
+    """`proceed_if_ready`: re-check what the current step waits for and move on if it is satisfied."""
+
+    actor: Actor = SYSTEM
+
+
+@dataclass(frozen=True, kw_only=True)
+class PauseInstance(Command):
+    actor: Actor = SYSTEM
+    reason: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ResumeInstance(Command):
+    actor: Actor = SYSTEM
+
+
+@dataclass(frozen=True, kw_only=True)
+class CancelInstance(Command):
+    actor: Actor = SYSTEM
+    reason: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class RetryStep(Command):
+    """Run a failed step again (the PRD's `retry_step`); only a FAILED instance at that step accepts it."""
+
+    step: int
+    actor: Actor = SYSTEM
+
+
+@dataclass(frozen=True, kw_only=True)
+class FireTimer(Command):
+    """A durable timer fell due (the design's `TimerFired`).
+
+    The sweep sends it through `workflow.commands` instead of acting directly, so firing is ordered with
+    every other input and applied exactly once; a timer the instance no longer holds is rejected.
+    """
+
+    timer_id: str
+
+
+COMMAND_TYPES: tuple[type[Command], ...] = (
+    StartInstance,
+    RecordDecision,
+    ReportStepResult,
+    CompleteExternal,
+    Advance,
+    PauseInstance,
+    ResumeInstance,
+    CancelInstance,
+    RetryStep,
+    FireTimer,
+)

@@ -1,0 +1,265 @@
+"""Events tell what happened to an instance. Only `apply` (core/state.py) turns them into state, so the
+state of any instance can be rebuilt by replaying its events; `workflow.events` carries them to the read
+model and to downstream consumers.
+
+Every event carries the instance id, a per-instance sequence number (1, 2, 3, ... with no gaps), the time
+it was decided at and the id of the command that caused it. A released event keeps its meaning: a new
+meaning is a new event type with its own `apply` branch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from core.actors import SYSTEM, Actor
+from core.types import Json
+
+
+@dataclass(frozen=True, kw_only=True)
+class Event:
+    instance_id: str
+    seq: int = 0
+    at: int = 0
+    command_id: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class InstanceStarted(Event):
+    template_id: str
+    template_version: int
+    tenant_id: str
+    template_name: str
+    trigger: Json
+    source: str
+    initiated_by: Actor
+    agent_context: Json = None
+    step_count: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class StepStarted(Event):
+    """A step began an attempt; `retry` marks an automatic retry of the same visit (counts toward
+    `retry_config.max_retries`)."""
+
+    step: int
+    name: str
+    type: str
+    attempt: int
+    retry: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class StepRequested(Event):
+    """A request went to the step's handler topic; `idempotency_key` is `instance_id:step:attempt`."""
+
+    step: int
+    attempt: int
+    kind: str
+    idempotency_key: str
+    request: Json = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConditionEvaluated(Event):
+    step: int
+    expression: str
+    result: bool
+    branch: str
+    error: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class StepSucceeded(Event):
+    step: int
+    attempt: int
+    output: Json = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class StepFailed(Event):
+    """One attempt failed. `retry_at` > 0 means a retry is scheduled; 0 means the failure is final."""
+
+    step: int
+    attempt: int
+    error: str
+    retry_at: int = 0
+    on_failure: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class StepSkipped(Event):
+    step: int
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class ApprovalRequested(Event):
+    step: int
+    attempt: int
+    approvers: Json
+    level: str
+    required: int
+    deadline: int = 0
+    escalation: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class DecisionRecorded(Event):
+    """One approver's vote; `actor.kind` tells a human from an agent in the audit trail."""
+
+    step: int
+    actor: Actor
+    decision: str
+    reasoning: str = ""
+    signature: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class StepApproved(Event):
+    step: int
+    approved_by: tuple[str, ...]
+    automatic: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class StepRejected(Event):
+    step: int
+    rejected_by: tuple[str, ...]
+    automatic: bool = False
+    reason: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class StepTimedOut(Event):
+    step: int
+    attempt: int
+    action: str
+    timer_id: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ApprovalEscalated(Event):
+    step: int
+    approvers: Json
+    deadline: int = 0
+    escalation: int = 1
+
+
+@dataclass(frozen=True, kw_only=True)
+class WaitStarted(Event):
+    step: int
+    attempt: int
+    until: int = 0
+    condition: str = ""
+    poll_at: int = 0
+    deadline: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class WaitPolled(Event):
+    """A wait condition was checked and is still false; the next check is at `poll_at`."""
+
+    step: int
+    attempt: int
+    poll_at: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExternalCallAccepted(Event):
+    """An async external call was made; the step now waits for `complete-external` until `deadline`."""
+
+    step: int
+    attempt: int
+    deadline: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class HumanReviewRequested(Event):
+    """An external step failed with `on_failure: human_review`; approvers decide whether to go on."""
+
+    step: int
+    attempt: int
+    approvers: Json
+    error: str = ""
+    deadline: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class InstancePaused(Event):
+    actor: Actor = SYSTEM
+    reason: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class InstanceResumed(Event):
+    actor: Actor = SYSTEM
+
+
+@dataclass(frozen=True, kw_only=True)
+class InstanceCancelled(Event):
+    actor: Actor = SYSTEM
+    reason: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class StepRetried(Event):
+    """A FAILED instance was asked to run a step again (manual retry)."""
+
+    step: int
+    actor: Actor = SYSTEM
+
+
+@dataclass(frozen=True, kw_only=True)
+class InstanceCompleted(Event):
+    pass
+
+
+@dataclass(frozen=True, kw_only=True)
+class InstanceFailed(Event):
+    step: int = 0
+    reason: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class AdvanceChecked(Event):
+    """The answer to `proceed_if_ready` when nothing could proceed: what the instance still waits for."""
+
+    actor: Actor = SYSTEM
+    blocking: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class CommandRejected(Event):
+    """An input that changed nothing, and why ("Expected ..., but ...")."""
+
+    command_type: str
+    reason: str
+
+
+EVENT_TYPES: tuple[type[Event], ...] = (
+    InstanceStarted,
+    StepStarted,
+    StepRequested,
+    ConditionEvaluated,
+    StepSucceeded,
+    StepFailed,
+    StepSkipped,
+    ApprovalRequested,
+    DecisionRecorded,
+    StepApproved,
+    StepRejected,
+    StepTimedOut,
+    ApprovalEscalated,
+    WaitStarted,
+    WaitPolled,
+    ExternalCallAccepted,
+    HumanReviewRequested,
+    InstancePaused,
+    InstanceResumed,
+    InstanceCancelled,
+    StepRetried,
+    InstanceCompleted,
+    InstanceFailed,
+    AdvanceChecked,
+    CommandRejected,
+)

@@ -1,0 +1,328 @@
+"""Safe expressions and `{{...}}` placeholders, compiled once per template version.
+
+Expressions use Python's expression syntax evaluated by `simpleeval` (no `eval`, no attribute access
+beyond JSON data, no imports, no assignment): `trigger.amount <= 1000`, `response.status == 200`,
+`steps.fetch_po.po_amount > 0 and trigger.currency in ["USD", "EUR"]`. We parse once with `ast` at compile
+time, reject anything outside a small grammar with a message a partner can act on, and evaluate the
+stored tree for every record.
+
+Null-safety: a missing key or a path through `null` yields `null`; ordering comparisons with `null` are
+false (`null <= 1000` is false, `null == null` is true). `true`, `false` and `null` are accepted as in
+JSON. Functions: len, lower, upper, abs, min, max, round, int, float, str, contains, starts_with,
+ends_with, exists (is not null), coalesce.
+
+simpleeval is a pure-Python, single-module library with no I/O: the only third-party import of the core
+(see docs/adr/0003-expressions-with-simpleeval.md).
+"""
+
+from __future__ import annotations
+
+import ast
+import operator as op
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import simpleeval
+
+ALLOWED_ROOTS = frozenset({"trigger", "steps", "response", "instance", "now", "context"})
+JSON_CONSTANTS = {"true": True, "false": False, "null": None}
+
+
+class ExpressionError(ValueError):
+    """An expression that does not compile, or failed while evaluating."""
+
+
+def _null_safe(compare):
+    def compare_or_false(a: Any, b: Any) -> bool:
+        if a is None or b is None:
+            return False
+        try:
+            return compare(a, b)
+        except TypeError:
+            return False
+
+    return compare_or_false
+
+
+def _contains(container: Any, item: Any) -> bool:
+    if container is None:
+        return False
+    try:
+        return item in container
+    except TypeError:
+        return False
+
+
+def _not_in(item: Any, container: Any) -> bool:
+    return not _contains(container, item)
+
+
+def _arith(fn):
+    def null_propagating(a: Any, b: Any) -> Any:
+        if a is None or b is None:
+            return None
+        return fn(a, b)
+
+    return null_propagating
+
+
+_OPERATORS = {
+    ast.Add: _arith(op.add),
+    ast.Sub: _arith(op.sub),
+    ast.Mult: _arith(op.mul),
+    ast.Div: _arith(op.truediv),
+    ast.FloorDiv: _arith(op.floordiv),
+    ast.Mod: _arith(op.mod),
+    ast.Eq: op.eq,
+    ast.NotEq: op.ne,
+    ast.Gt: _null_safe(op.gt),
+    ast.Lt: _null_safe(op.lt),
+    ast.GtE: _null_safe(op.ge),
+    ast.LtE: _null_safe(op.le),
+    ast.Not: op.not_,
+    ast.USub: lambda a: None if a is None else -a,
+    ast.UAdd: lambda a: a,
+    ast.In: lambda a, b: _contains(b, a),
+    ast.NotIn: _not_in,
+}
+
+
+def _str_fn(fn):
+    return lambda s, *args: None if s is None else fn(str(s), *args)
+
+
+_FUNCTIONS = {
+    "len": lambda x: 0 if x is None else len(x),
+    "lower": _str_fn(str.lower),
+    "upper": _str_fn(str.upper),
+    "abs": lambda x: None if x is None else abs(x),
+    "min": min,
+    "max": max,
+    "round": lambda x, n=0: None if x is None else round(x, n),
+    "int": lambda x: None if x is None else int(x),
+    "float": lambda x: None if x is None else float(x),
+    "str": lambda x: "" if x is None else str(x),
+    "contains": _contains,
+    "starts_with": _str_fn(str.startswith),
+    "ends_with": _str_fn(str.endswith),
+    "exists": lambda x: x is not None,
+    "coalesce": lambda *xs: next((x for x in xs if x is not None), None),
+}
+
+_ALLOWED_NODES = (
+    ast.Expression, ast.Expr, ast.BoolOp, ast.And, ast.Or, ast.UnaryOp, ast.Not, ast.USub, ast.UAdd,
+    ast.BinOp, ast.Add, ast.Sub, ast.Mult, ast.Div, ast.FloorDiv, ast.Mod, ast.Compare, ast.Eq, ast.NotEq,
+    ast.Gt, ast.Lt, ast.GtE, ast.LtE, ast.In, ast.NotIn, ast.Name, ast.Load, ast.Attribute, ast.Subscript,
+    ast.Constant, ast.List, ast.Tuple, ast.Call, ast.IfExp,
+)
+
+
+class _JsonEvaluator(simpleeval.EvalWithCompoundTypes):
+    """simpleeval over JSON data: missing keys and paths through null are null, not errors."""
+
+    def __init__(self) -> None:
+        super().__init__(operators=dict(_OPERATORS), functions=dict(_FUNCTIONS), names={})
+
+    def _check_disallowed_items(self, item: Any) -> None:
+        # Values come from decoded JSON (no callables or modules can hide inside); only a function
+        # object could be unsafe, and the function table is ours.
+        return None
+
+    def _eval_name(self, node: ast.Name) -> Any:
+        names = self.names
+        if node.id in names:
+            return names[node.id]
+        if node.id in JSON_CONSTANTS:
+            return JSON_CONSTANTS[node.id]
+        if node.id in self.functions:
+            return self.functions[node.id]
+        return None
+
+    def _eval_attribute(self, node: ast.Attribute) -> Any:
+        base = self._eval(node.value)
+        if isinstance(base, Mapping):
+            return base.get(node.attr)
+        return None
+
+    def _eval_subscript(self, node: ast.Subscript) -> Any:
+        base = self._eval(node.value)
+        key = self._eval(node.slice)
+        if base is None:
+            return None
+        try:
+            return base[key]
+        except (KeyError, IndexError, TypeError):
+            return None
+
+    def _eval_boolop(self, node: ast.BoolOp) -> Any:
+        if isinstance(node.op, ast.And):
+            result: Any = True
+            for value in node.values:
+                result = self._eval(value)
+                if not result:
+                    return result
+            return result
+        result = False
+        for value in node.values:
+            result = self._eval(value)
+            if result:
+                return result
+        return result
+
+
+@dataclass(frozen=True)
+class Expression:
+    source: str
+    tree: ast.AST = field(repr=False, compare=False)
+    roots: frozenset[str] = frozenset()
+
+    def evaluate(self, names: Mapping[str, Any]) -> Any:
+        evaluator = _EVALUATOR
+        evaluator.names = names
+        try:
+            return evaluator._eval(self.tree)
+        except (ArithmeticError, TypeError, ValueError, simpleeval.InvalidExpression) as exc:
+            raise ExpressionError(f"{self.source!r} failed: {exc}") from None
+        finally:
+            evaluator.names = {}
+
+    def test(self, names: Mapping[str, Any]) -> bool:
+        return bool(self.evaluate(names))
+
+
+_EVALUATOR = _JsonEvaluator()
+
+
+def compile_expression(source: str, *, roots: frozenset[str] = ALLOWED_ROOTS) -> Expression:
+    """Parse and check an expression once; raises ExpressionError with a sentence that says what is wrong."""
+    if not isinstance(source, str) or not source.strip():
+        raise ExpressionError("expression must be a non-empty string")
+    if len(source) > 2000:
+        raise ExpressionError("expression is longer than 2000 characters")
+    try:
+        tree = ast.parse(source.strip(), mode="eval")
+    except SyntaxError as exc:
+        raise ExpressionError(f"{source!r} is not a valid expression: {exc.msg} at column {exc.offset}") from None
+    used_roots: set[str] = set()
+    for node in ast.walk(tree):
+        if not isinstance(node, _ALLOWED_NODES):
+            raise ExpressionError(f"{source!r} uses {type(node).__name__}, which expressions do not allow")
+        if isinstance(node, ast.Attribute) and node.attr.startswith("_"):
+            raise ExpressionError(f"{source!r}: names starting with '_' are not allowed")
+        if isinstance(node, ast.Call):
+            if not isinstance(node.func, ast.Name) or node.func.id not in _FUNCTIONS:
+                name = node.func.id if isinstance(node.func, ast.Name) else ast.unparse(node.func)
+                raise ExpressionError(
+                    f"{source!r} calls {name}(), which is not one of: {', '.join(sorted(_FUNCTIONS))}"
+                )
+            if node.keywords:
+                raise ExpressionError(f"{source!r}: keyword arguments are not allowed")
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and not _is_call_target(tree, node):
+            if node.id in JSON_CONSTANTS:
+                continue
+            if node.id not in roots:
+                raise ExpressionError(
+                    f"{source!r} refers to {node.id!r}; expressions can use {', '.join(sorted(roots))}"
+                )
+            used_roots.add(node.id)
+    return Expression(source=source, tree=tree.body, roots=frozenset(used_roots))
+
+
+def _is_call_target(tree: ast.AST, name: ast.Name) -> bool:
+    return any(isinstance(n, ast.Call) and n.func is name for n in ast.walk(tree))
+
+
+# ---------------------------------------------------------------------------------------------- placeholders
+
+_PLACEHOLDER = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")
+_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_\-]+)*$")
+
+
+def find_placeholders(text: str) -> list[str]:
+    return [m.group(1) for m in _PLACEHOLDER.finditer(text)]
+
+
+def check_placeholder(path: str) -> str | None:
+    """None if `path` is a valid placeholder path, else the reason it is not."""
+    if not _PATH.match(path):
+        return f"'{{{{{path}}}}}' is not a dotted path such as {{{{trigger.id}}}}"
+    return None
+
+
+def lookup(names: Mapping[str, Any], path: tuple[str, ...]) -> Any:
+    value: Any = names
+    for part in path:
+        if isinstance(value, Mapping):
+            value = value.get(part)
+        elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
+            value = value[int(part)]
+        else:
+            return None
+    return value
+
+
+def render(value: Any, names: Mapping[str, Any], roots: frozenset[str]) -> Any:
+    """Replace `{{path}}` placeholders whose root is in `roots` everywhere inside a JSON value.
+
+    A string that is exactly one placeholder takes the value's own type (a number stays a number); inside
+    longer text, values are formatted as strings and null as "". Placeholders of other roots (secrets,
+    tenant, payos) are left as they are, for the handler that owns them.
+    """
+    if isinstance(value, str):
+        if "{{" not in value:
+            return value
+        whole = _PLACEHOLDER.fullmatch(value)
+        if whole:
+            path = tuple(whole.group(1).split("."))
+            if path[0] in roots:
+                return lookup(names, path)
+            return value
+
+        def substitute(match: re.Match[str]) -> str:
+            path = tuple(match.group(1).split("."))
+            if path[0] not in roots:
+                return match.group(0)
+            found = lookup(names, path)
+            return "" if found is None else _to_text(found)
+
+        return _PLACEHOLDER.sub(substitute, value)
+    if isinstance(value, Mapping):
+        return {k: render(v, names, roots) for k, v in value.items()}
+    if isinstance(value, list):
+        return [render(v, names, roots) for v in value]
+    return value
+
+
+def _to_text(value: Any) -> str:
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def placeholders_in(value: Any) -> list[tuple[str, str]]:
+    """Every placeholder in a JSON value, as (json pointer suffix, path)."""
+    found: list[tuple[str, str]] = []
+
+    def walk(v: Any, pointer: str) -> None:
+        if isinstance(v, str):
+            found.extend((pointer, p) for p in find_placeholders(v))
+        elif isinstance(v, Mapping):
+            for k, item in v.items():
+                walk(item, f"{pointer}/{_escape(str(k))}")
+        elif isinstance(v, list):
+            for i, item in enumerate(v):
+                walk(item, f"{pointer}/{i}")
+
+    walk(value, "")
+    return found
+
+
+def _escape(token: str) -> str:
+    return token.replace("~", "~0").replace("/", "~1")

@@ -1,0 +1,99 @@
+"""The working set of one decision: append an event, apply it at once, collect effects.
+
+Step modules and `decide` only call `emit`, `request` and `reject`; none of them assigns to state. Each
+event gets the next sequence number, the decision time and the id of the command being decided.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from core import events as ev
+from core.commands import Command
+from core.effects import StepRequest, idempotency_key
+from core.expressions import render
+from core.state import InstanceState, StepState, apply
+from core.template import CompiledStep, CompiledTemplate
+
+RENDERED_ROOTS = frozenset({"trigger", "steps", "instance"})
+
+
+@dataclass
+class Recorder:
+    state: InstanceState | None
+    command: Command
+    template: CompiledTemplate
+    now: int
+    events: list[ev.Event] = field(default_factory=list)
+    effects: list[StepRequest] = field(default_factory=list)
+
+    @property
+    def instance(self) -> InstanceState:
+        assert self.state is not None
+        return self.state
+
+    def emit(self, event_type: type[ev.Event], **fields: Any) -> ev.Event:
+        seq = (self.state.seq if self.state else 0) + 1
+        event = event_type(
+            instance_id=self.command.instance_id, seq=seq, at=self.now, command_id=self.command.command_id,
+            **fields,
+        )
+        self.state = apply(self.state, event)
+        self.events.append(event)
+        return event
+
+    def reject(self, reason: str) -> None:
+        self.emit(ev.CommandRejected, command_type=type(self.command).__name__, reason=reason)
+
+    def step_state(self, number: int) -> StepState:
+        return self.instance.steps[number - 1]
+
+    def names(self) -> dict[str, Any]:
+        """What expressions and placeholders can see: trigger, earlier step outputs, instance, now."""
+        state = self.instance
+        return {
+            "trigger": state.trigger or {},
+            "steps": {
+                spec.key: state.steps[spec.number - 1].output
+                for spec in self.template.template.steps
+                if state.steps[spec.number - 1].output is not None
+            },
+            "instance": {
+                "id": state.instance_id,
+                "template_id": state.template_id,
+                "template_version": state.template_version,
+                "tenant_id": state.tenant_id,
+            },
+            "now": self.now / 1000,
+        }
+
+    def render(self, value: Any) -> Any:
+        return render(value, self.names(), RENDERED_ROOTS)
+
+    def request(self, step: CompiledStep, config: dict[str, Any], *, key_suffix: str = "",
+                kind: str | None = None) -> StepRequest:
+        """Send one attempt of a step to its handler (and record that it was sent)."""
+        state = self.instance
+        attempt = state.steps[step.spec.number - 1].attempt
+        key = idempotency_key(state.instance_id, step.spec.number, attempt) + key_suffix
+        names = self.names()
+        request = StepRequest(
+            request_id=key,
+            instance_id=state.instance_id,
+            tenant_id=state.tenant_id,
+            template_id=state.template_id,
+            template_version=state.template_version,
+            step=step.spec.number,
+            step_name=step.spec.name,
+            step_key=step.spec.key,
+            kind=kind or step.spec.type.value,
+            attempt=attempt,
+            config=config,
+            context={"trigger": names["trigger"], "steps": names["steps"], "instance": names["instance"]},
+            requested_at=self.now,
+        )
+        self.emit(ev.StepRequested, step=step.spec.number, attempt=attempt, kind=request.kind,
+                  idempotency_key=key, request=config)
+        self.effects.append(request)
+        return request

@@ -1,0 +1,375 @@
+"""Instance state, and `apply`: the only code that builds it.
+
+`apply(state, event)` folds one event into the state. It never decides anything: every choice was made by
+`decide` when it produced the event, so replaying an instance's events always rebuilds the same state.
+
+Timers are part of the state (`InstanceState.timers`), not a separate table: the engine derives its
+per-partition timer index from the states it holds, so a timer can never outlive or precede the state
+that armed it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+from core import events as ev
+from core.actors import SYSTEM, Actor
+from core.types import (
+    TERMINAL_STATUSES,
+    ActorKind,
+    Awaiting,
+    Json,
+    TaskStatus,
+    WorkflowStatus,
+)
+
+RECENT_COMMANDS_KEPT = 256
+
+
+@dataclass(frozen=True, kw_only=True)
+class Timer:
+    timer_id: str
+    fire_at: int
+    purpose: str
+    step: int
+    attempt: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class Vote:
+    actor_id: str
+    actor_kind: ActorKind
+    decision: str
+    at: int
+    reasoning: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class StepState:
+    step: int
+    status: TaskStatus = TaskStatus.PENDING
+    attempt: int = 0
+    awaiting: Awaiting = Awaiting.NOTHING
+    started_at: int = 0
+    ended_at: int = 0
+    votes: tuple[Vote, ...] = ()
+    approvers: Json = None
+    required: int = 0
+    escalation: int = 0
+    retries: int = 0
+    output: Json = None
+    error: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class InstanceState:
+    instance_id: str
+    tenant_id: str
+    template_id: str
+    template_version: int
+    template_name: str = ""
+    status: WorkflowStatus = WorkflowStatus.ACTIVE
+    current_step: int = 1
+    steps: tuple[StepState, ...] = ()
+    trigger: Json = None
+    initiated_by: Actor = SYSTEM
+    agent_context: Json = None
+    timers: tuple[Timer, ...] = ()
+    seq: int = 0
+    recent_commands: tuple[str, ...] = ()
+    created_at: int = 0
+    updated_at: int = 0
+    failure: str = ""
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+    @property
+    def step_count(self) -> int:
+        return len(self.steps)
+
+    def step_state(self, step: int) -> StepState | None:
+        if 1 <= step <= len(self.steps):
+            return self.steps[step - 1]
+        return None
+
+    @property
+    def current(self) -> StepState | None:
+        return self.step_state(self.current_step)
+
+    def timer(self, timer_id: str) -> Timer | None:
+        for timer in self.timers:
+            if timer.timer_id == timer_id:
+                return timer
+        return None
+
+    def armed_timers(self) -> tuple[Timer, ...]:
+        """Timers the engine should fire now: none while paused or finished (resume re-arms them)."""
+        return self.timers if self.status == WorkflowStatus.ACTIVE else ()
+
+
+def timer_id(instance_id: str, step: int, attempt: int, purpose: str) -> str:
+    return f"{instance_id}:{step}:{attempt}:{purpose}"
+
+
+def _with_step(state: InstanceState, step: int, **changes: Any) -> InstanceState:
+    steps = list(state.steps)
+    steps[step - 1] = replace(steps[step - 1], **changes)
+    return replace(state, steps=tuple(steps))
+
+
+def _clear_step_timers(state: InstanceState, step: int) -> InstanceState:
+    if not any(t.step == step for t in state.timers):
+        return state
+    return replace(state, timers=tuple(t for t in state.timers if t.step != step))
+
+
+def _set_timer(state: InstanceState, timer: Timer) -> InstanceState:
+    kept = tuple(t for t in state.timers if t.timer_id != timer.timer_id)
+    return replace(state, timers=(*kept, timer))
+
+
+def _finish_step(state: InstanceState, step: int, status: TaskStatus, at: int, **changes: Any) -> InstanceState:
+    state = _clear_step_timers(state, step)
+    return _with_step(state, step, status=status, awaiting=Awaiting.NOTHING, ended_at=at, **changes)
+
+
+def _apply_started(state: InstanceState | None, e: ev.InstanceStarted) -> InstanceState:
+    return InstanceState(
+        instance_id=e.instance_id,
+        tenant_id=e.tenant_id,
+        template_id=e.template_id,
+        template_version=e.template_version,
+        template_name=e.template_name,
+        status=WorkflowStatus.ACTIVE,
+        current_step=1,
+        steps=tuple(StepState(step=n) for n in range(1, e.step_count + 1)),
+        trigger=e.trigger,
+        initiated_by=e.initiated_by,
+        agent_context=e.agent_context,
+        created_at=e.at,
+    )
+
+
+def _apply_step_started(state: InstanceState, e: ev.StepStarted) -> InstanceState:
+    state = _clear_step_timers(state, e.step)
+    return replace(
+        _with_step(
+            state,
+            e.step,
+            status=TaskStatus.IN_PROGRESS,
+            attempt=e.attempt,
+            awaiting=Awaiting.NOTHING,
+            started_at=e.at,
+            ended_at=0,
+            votes=(),
+            approvers=None,
+            required=0,
+            escalation=0,
+            retries=state.steps[e.step - 1].retries + 1 if e.retry else 0,
+            output=None,
+            error="",
+        ),
+        current_step=e.step,
+    )
+
+
+def _apply_step_requested(state: InstanceState, e: ev.StepRequested) -> InstanceState:
+    step = state.steps[e.step - 1]
+    if step.status is TaskStatus.IN_PROGRESS and step.awaiting is Awaiting.NOTHING:
+        return _with_step(state, e.step, awaiting=Awaiting.HANDLER)
+    return state  # a side request (approver notice, failure notification) changes no wait
+
+
+def _apply_condition(state: InstanceState, e: ev.ConditionEvaluated) -> InstanceState:
+    return _finish_step(state, e.step, TaskStatus.COMPLETED, e.at, output={"result": e.result, "branch": e.branch})
+
+
+def _apply_succeeded(state: InstanceState, e: ev.StepSucceeded) -> InstanceState:
+    return _finish_step(state, e.step, TaskStatus.COMPLETED, e.at, output=e.output, error="")
+
+
+def _apply_failed(state: InstanceState, e: ev.StepFailed) -> InstanceState:
+    if e.retry_at:
+        purpose = "retry"
+        state = _clear_step_timers(state, e.step)
+        state = _set_timer(state, Timer(
+            timer_id=timer_id(state.instance_id, e.step, e.attempt, purpose),
+            fire_at=e.retry_at, purpose=purpose, step=e.step, attempt=e.attempt,
+        ))
+        return _with_step(state, e.step, awaiting=Awaiting.RETRY, error=e.error)
+    return _finish_step(state, e.step, TaskStatus.FAILED, e.at, error=e.error)
+
+
+def _apply_skipped(state: InstanceState, e: ev.StepSkipped) -> InstanceState:
+    return _finish_step(state, e.step, TaskStatus.SKIPPED, e.at)
+
+
+def _apply_approval_requested(state: InstanceState, e: ev.ApprovalRequested) -> InstanceState:
+    state = _with_step(
+        state, e.step, awaiting=Awaiting.APPROVAL, approvers=e.approvers, required=e.required,
+        escalation=e.escalation,
+    )
+    if e.deadline:
+        state = _set_timer(state, Timer(
+            timer_id=timer_id(state.instance_id, e.step, e.attempt, "approval_timeout"),
+            fire_at=e.deadline, purpose="approval_timeout", step=e.step, attempt=e.attempt,
+        ))
+    return state
+
+
+def _apply_decision(state: InstanceState, e: ev.DecisionRecorded) -> InstanceState:
+    step = state.steps[e.step - 1]
+    vote = Vote(actor_id=e.actor.id, actor_kind=e.actor.kind, decision=e.decision, at=e.at, reasoning=e.reasoning)
+    return _with_step(state, e.step, votes=(*step.votes, vote))
+
+
+def _apply_approved(state: InstanceState, e: ev.StepApproved) -> InstanceState:
+    return _finish_step(state, e.step, TaskStatus.APPROVED, e.at, output={"approved_by": list(e.approved_by)})
+
+
+def _apply_rejected(state: InstanceState, e: ev.StepRejected) -> InstanceState:
+    return _finish_step(
+        state, e.step, TaskStatus.REJECTED, e.at, output={"rejected_by": list(e.rejected_by)}, error=e.reason
+    )
+
+
+STEP_STAYS_OPEN_ON_TIMEOUT = frozenset({"escalate", "auto_approve", "auto_reject"})
+
+
+def _apply_timed_out(state: InstanceState, e: ev.StepTimedOut) -> InstanceState:
+    if e.action in STEP_STAYS_OPEN_ON_TIMEOUT:
+        # the step goes on (escalation) or the next event closes it: only the spent timer goes
+        return replace(state, timers=tuple(t for t in state.timers if t.timer_id != e.timer_id))
+    return _finish_step(state, e.step, TaskStatus.TIMED_OUT, e.at, error=f"timed out ({e.action})")
+
+
+def _apply_escalated(state: InstanceState, e: ev.ApprovalEscalated) -> InstanceState:
+    step = state.steps[e.step - 1]
+    state = _with_step(state, e.step, approvers=e.approvers, escalation=e.escalation)
+    if e.deadline:
+        state = _set_timer(state, Timer(
+            timer_id=timer_id(state.instance_id, e.step, step.attempt, f"approval_timeout_{e.escalation}"),
+            fire_at=e.deadline, purpose="approval_timeout", step=e.step, attempt=step.attempt,
+        ))
+    return state
+
+
+def _apply_wait_started(state: InstanceState, e: ev.WaitStarted) -> InstanceState:
+    awaiting = Awaiting.CONDITION if e.condition else Awaiting.TIME
+    state = _with_step(state, e.step, awaiting=awaiting)
+    for fire_at, purpose in ((e.until, "wait_until"), (e.poll_at, "wait_poll"), (e.deadline, "wait_timeout")):
+        if fire_at:
+            state = _set_timer(state, Timer(
+                timer_id=timer_id(state.instance_id, e.step, e.attempt, purpose),
+                fire_at=fire_at, purpose=purpose, step=e.step, attempt=e.attempt,
+            ))
+    return state
+
+
+def _apply_wait_polled(state: InstanceState, e: ev.WaitPolled) -> InstanceState:
+    return _set_timer(state, Timer(
+        timer_id=timer_id(state.instance_id, e.step, e.attempt, "wait_poll"),
+        fire_at=e.poll_at, purpose="wait_poll", step=e.step, attempt=e.attempt,
+    ))
+
+
+def _apply_external_accepted(state: InstanceState, e: ev.ExternalCallAccepted) -> InstanceState:
+    state = _with_step(state, e.step, awaiting=Awaiting.CALLBACK)
+    if e.deadline:
+        state = _set_timer(state, Timer(
+            timer_id=timer_id(state.instance_id, e.step, e.attempt, "callback_timeout"),
+            fire_at=e.deadline, purpose="callback_timeout", step=e.step, attempt=e.attempt,
+        ))
+    return state
+
+
+def _apply_review_requested(state: InstanceState, e: ev.HumanReviewRequested) -> InstanceState:
+    state = _clear_step_timers(state, e.step)
+    state = _with_step(
+        state, e.step, status=TaskStatus.IN_PROGRESS, awaiting=Awaiting.REVIEW, approvers=e.approvers,
+        required=1, votes=(), error=e.error, ended_at=0,
+    )
+    if e.deadline:
+        state = _set_timer(state, Timer(
+            timer_id=timer_id(state.instance_id, e.step, e.attempt, "review_timeout"),
+            fire_at=e.deadline, purpose="review_timeout", step=e.step, attempt=e.attempt,
+        ))
+    return state
+
+
+def _apply_paused(state: InstanceState, e: ev.InstancePaused) -> InstanceState:
+    return replace(state, status=WorkflowStatus.PAUSED)
+
+
+def _apply_resumed(state: InstanceState, e: ev.InstanceResumed) -> InstanceState:
+    return replace(state, status=WorkflowStatus.ACTIVE)
+
+
+def _apply_cancelled(state: InstanceState, e: ev.InstanceCancelled) -> InstanceState:
+    return replace(state, status=WorkflowStatus.CANCELLED, timers=(), failure=e.reason)
+
+
+def _apply_retried(state: InstanceState, e: ev.StepRetried) -> InstanceState:
+    state = _with_step(state, e.step, status=TaskStatus.PENDING, awaiting=Awaiting.NOTHING, error="")
+    return replace(state, status=WorkflowStatus.ACTIVE, current_step=e.step, failure="")
+
+
+def _apply_completed(state: InstanceState, e: ev.InstanceCompleted) -> InstanceState:
+    return replace(state, status=WorkflowStatus.COMPLETED, timers=(), current_step=len(state.steps) + 1)
+
+
+def _apply_failed_instance(state: InstanceState, e: ev.InstanceFailed) -> InstanceState:
+    return replace(state, status=WorkflowStatus.FAILED, timers=(), failure=e.reason)
+
+
+def _apply_nothing(state: InstanceState, e: ev.Event) -> InstanceState:
+    return state
+
+
+_APPLIERS = {
+    ev.InstanceStarted: _apply_started,
+    ev.StepStarted: _apply_step_started,
+    ev.StepRequested: _apply_step_requested,
+    ev.ConditionEvaluated: _apply_condition,
+    ev.StepSucceeded: _apply_succeeded,
+    ev.StepFailed: _apply_failed,
+    ev.StepSkipped: _apply_skipped,
+    ev.ApprovalRequested: _apply_approval_requested,
+    ev.DecisionRecorded: _apply_decision,
+    ev.StepApproved: _apply_approved,
+    ev.StepRejected: _apply_rejected,
+    ev.StepTimedOut: _apply_timed_out,
+    ev.ApprovalEscalated: _apply_escalated,
+    ev.WaitStarted: _apply_wait_started,
+    ev.WaitPolled: _apply_wait_polled,
+    ev.ExternalCallAccepted: _apply_external_accepted,
+    ev.HumanReviewRequested: _apply_review_requested,
+    ev.InstancePaused: _apply_paused,
+    ev.InstanceResumed: _apply_resumed,
+    ev.InstanceCancelled: _apply_cancelled,
+    ev.StepRetried: _apply_retried,
+    ev.InstanceCompleted: _apply_completed,
+    ev.InstanceFailed: _apply_failed_instance,
+    ev.AdvanceChecked: _apply_nothing,
+    ev.CommandRejected: _apply_nothing,
+}
+
+
+def apply(state: InstanceState | None, event: ev.Event) -> InstanceState:
+    """Fold one event into the state; also advances `seq` and remembers the causing command id."""
+    applier = _APPLIERS[type(event)]
+    new = applier(state, event)  # type: ignore[arg-type]
+    recent = new.recent_commands
+    if event.command_id and (not recent or recent[-1] != event.command_id):
+        recent = (*recent, event.command_id)[-RECENT_COMMANDS_KEPT:]
+    return replace(new, seq=event.seq, updated_at=event.at, recent_commands=recent)
+
+
+def replay(events: list[ev.Event]) -> InstanceState | None:
+    state: InstanceState | None = None
+    for event in events:
+        state = apply(state, event)
+    return state

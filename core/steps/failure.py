@@ -1,0 +1,50 @@
+"""What happens when an attempt of an action, notification or external step fails.
+
+First the retry policy: a retryable failure within `retry_config.max_retries` schedules the next attempt
+as a durable timer (never a sleep in a handler). Then `on_failure`: `retry` or `fail_workflow` fail the
+instance, `skip` moves on, `human_review` turns the step into an approval. A `failure_notification`, if
+configured, is sent in every final case.
+"""
+
+from __future__ import annotations
+
+from core import events as ev
+from core.recorder import Recorder
+from core.retry import on_failure, retry_policy
+from core.template import CompiledStep
+
+DEFAULT_REVIEWERS = {"type": "role", "value": "workflow_admin"}
+DEFAULT_REVIEW_TIMEOUT_HOURS = 72
+
+
+def fail_attempt(rec: Recorder, step: CompiledStep, error: str, *, retryable: bool) -> None:
+    spec = step.spec
+    state = rec.step_state(spec.number)
+    policy = retry_policy(spec.type, dict(spec.config))
+    choice = on_failure(spec.type, dict(spec.config))
+    if retryable and choice != "skip" and state.retries < policy.max_retries:
+        delay = policy.delay_ms(state.retries + 1, f"{rec.instance.instance_id}:{spec.number}:{state.attempt}")
+        rec.emit(ev.StepFailed, step=spec.number, attempt=state.attempt, error=error, retry_at=rec.now + delay,
+                 on_failure="retry")
+        return
+    rec.emit(ev.StepFailed, step=spec.number, attempt=state.attempt, error=error, on_failure=choice)
+    _notify_failure(rec, step, error)
+    if choice == "skip":
+        rec.emit(ev.StepSkipped, step=spec.number, reason=f"failed and on_failure is skip: {error}")
+    elif choice == "human_review":
+        hours = float(spec.config.get("review_timeout_hours", DEFAULT_REVIEW_TIMEOUT_HOURS))
+        rec.emit(ev.HumanReviewRequested, step=spec.number, attempt=state.attempt,
+                 approvers=spec.config.get("review_approvers") or DEFAULT_REVIEWERS, error=error,
+                 deadline=rec.now + int(hours * 3_600_000))
+        rec.request(step, {"review": True, "approvers": rec.step_state(spec.number).approvers, "error": error,
+                           "level": "SINGLE"}, key_suffix=":review", kind="approval")
+
+
+def _notify_failure(rec: Recorder, step: CompiledStep, error: str) -> None:
+    notification = step.spec.config.get("failure_notification")
+    if not notification:
+        return
+    config = dict(rec.render(notification))
+    config.setdefault("channel", config.pop("type", "webhook"))
+    config["event"] = {"type": "step_failed", "step": step.spec.number, "name": step.spec.name, "error": error}
+    rec.request(step, config, key_suffix=":failure-notice", kind="notification")
