@@ -1,0 +1,96 @@
+"""The Kafka topics Flowline uses: the one place that names them and sets their configuration.
+
+The local stack (`deploy/stack.py`), the Docker topic-creation job and the engine all read this list.
+Commands, step results, step requests, events and the engine's state changelog share one partition count
+(`FLOWLINE_PARTITIONS`), because an instance id must map to the same partition everywhere.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+DEFAULT_PARTITIONS = 6
+
+# Input and payment topics
+PAYMENTS_TRANSFERS = "payments.transfers"
+PAYMENTS_COMMANDS = "payments.commands"
+PAYMENTS_RESULTS = "payments.results"
+
+# Workflow topics
+WORKFLOW_COMMANDS = "workflow.commands"
+WORKFLOW_STEP_RESULTS = "workflow.step-results"
+WORKFLOW_STEPS_APPROVAL = "workflow.steps.approval"
+WORKFLOW_STEPS_NOTIFICATION = "workflow.steps.notification"
+WORKFLOW_STEPS_ACTION = "workflow.steps.action"
+WORKFLOW_STEPS_EXTERNAL = "workflow.steps.external"
+WORKFLOW_EVENTS = "workflow.events"
+WORKFLOW_TEMPLATES = "workflow.templates"
+WORKFLOW_DLQ = "workflow.dlq"
+
+# Engine state: changelog of the engine's `instances` table (pass it as the table's `changelog_topic`).
+ENGINE_INSTANCES_CHANGELOG = "flowline.engine.instances-changelog"
+
+STEP_KINDS = ("approval", "notification", "action", "external")
+
+
+def step_topic(kind: str) -> str:
+    """Request topic of a step kind: `workflow.steps.<kind>`."""
+    if kind not in STEP_KINDS:
+        raise ValueError(f"unknown step kind {kind!r}; expected one of {STEP_KINDS}")
+    return f"workflow.steps.{kind}"
+
+
+def partitions_from_env() -> int:
+    """The shared partition count (`FLOWLINE_PARTITIONS`, default 6)."""
+    value = int(os.environ.get("FLOWLINE_PARTITIONS", DEFAULT_PARTITIONS))
+    if value < 1:
+        raise ValueError("FLOWLINE_PARTITIONS must be >= 1")
+    return value
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    description: str
+    compacted: bool = False
+    # None: use the shared partition count (FLOWLINE_PARTITIONS).
+    partitions: int | None = None
+    configs: dict[str, str] = field(default_factory=dict)
+
+    def num_partitions(self, shared: int | None = None) -> int:
+        if self.partitions is not None:
+            return self.partitions
+        return shared if shared is not None else partitions_from_env()
+
+    def topic_configs(self) -> dict[str, str]:
+        configs = dict(self.configs)
+        if self.compacted:
+            configs.setdefault("cleanup.policy", "compact")
+        return configs
+
+
+TOPICS: list[TopicSpec] = [
+    TopicSpec(PAYMENTS_TRANSFERS, "transfer and domain events from upstream payment services (input)"),
+    TopicSpec(PAYMENTS_COMMANDS, "payment commands published by action adapters"),
+    TopicSpec(PAYMENTS_RESULTS, "results of payment commands, awaited by action adapters"),
+    TopicSpec(WORKFLOW_COMMANDS, "commands to instances, keyed by instance id"),
+    TopicSpec(WORKFLOW_STEP_RESULTS, "handler results, keyed by instance id"),
+    TopicSpec(WORKFLOW_STEPS_APPROVAL, "approval step requests"),
+    TopicSpec(WORKFLOW_STEPS_NOTIFICATION, "notification step requests"),
+    TopicSpec(WORKFLOW_STEPS_ACTION, "action step requests"),
+    TopicSpec(WORKFLOW_STEPS_EXTERNAL, "external-call step requests"),
+    TopicSpec(WORKFLOW_EVENTS, "instance outcomes for the projector and downstream consumers"),
+    TopicSpec(WORKFLOW_TEMPLATES, "published templates, read by the engine as a global table", compacted=True),
+    TopicSpec(WORKFLOW_DLQ, "undecodable or invalid input with the reason and the original bytes"),
+    TopicSpec(ENGINE_INSTANCES_CHANGELOG, "changelog of the engine's instances table", compacted=True),
+]
+
+TOPIC_NAMES: list[str] = [t.name for t in TOPICS]
+
+
+def get(name: str) -> TopicSpec:
+    for spec in TOPICS:
+        if spec.name == name:
+            return spec
+    raise KeyError(name)
