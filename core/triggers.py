@@ -1,0 +1,91 @@
+"""Which templates an incoming event starts, and the instance id it starts them under.
+
+The instance id is derived from the template id and the event id, so a redelivered event maps to the same
+instance and the engine rejects the second `StartInstance` as a duplicate: no second instance, ever.
+Conditions use the epic's `{field, op, value}` vocabulary over the event's trigger data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from core.expressions import lookup
+from core.template import DEFAULT_TRIGGER_TOPIC, Template
+from core.types import TriggerType, WorkflowStatus
+
+
+def instance_id_for(template_id: str, source_key: str) -> str:
+    digest = hashlib.sha256(f"{template_id}\x00{source_key}".encode()).hexdigest()
+    return f"wfi_{digest[:26]}"
+
+
+def start_command_id(instance_id: str) -> str:
+    return f"start:{instance_id}"
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return value
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
+
+def condition_holds(data: Mapping[str, Any], condition: Mapping[str, Any]) -> bool:
+    actual = lookup(data, tuple(str(condition["field"]).split(".")))
+    op = condition["op"]
+    expected = condition.get("value")
+    if op == "exists":
+        return actual is not None
+    if op == "eq":
+        return actual == expected or (_number(actual) is not None and _number(actual) == _number(expected))
+    if op == "ne":
+        return not condition_holds(data, {**condition, "op": "eq"})
+    if op in ("gt", "gte", "lt", "lte"):
+        a, b = _number(actual), _number(expected)
+        if a is None or b is None:
+            return False
+        return {"gt": a > b, "gte": a >= b, "lt": a < b, "lte": a <= b}[op]
+    if op == "in":
+        return actual in (expected or [])
+    if op == "not_in":
+        return actual not in (expected or [])
+    if op == "contains":
+        try:
+            return expected in actual  # type: ignore[operator]
+        except TypeError:
+            return False
+    if op == "starts_with":
+        return isinstance(actual, str) and isinstance(expected, str) and actual.startswith(expected)
+    return False
+
+
+def matches(template: Template, topic: str, data: Mapping[str, Any]) -> bool:
+    """Does this event start an instance of this (ACTIVE, EVENT or THRESHOLD) template?"""
+    if template.status is not WorkflowStatus.ACTIVE:
+        return False
+    if template.trigger_type not in (TriggerType.EVENT, TriggerType.THRESHOLD):
+        return False
+    config = template.trigger_config
+    if config.get("topic", DEFAULT_TRIGGER_TOPIC) != topic:
+        return False
+    if template.tenant_id and data.get("tenant_id") and data.get("tenant_id") != template.tenant_id:
+        return False
+    event_types = config.get("event_types")
+    if event_types and data.get("event_type") not in event_types:
+        return False
+    if template.trigger_type is TriggerType.THRESHOLD and not condition_holds(
+            data, {"field": config["field"], "op": config["op"], "value": config["value"]}):
+        return False
+    return all(condition_holds(data, c) for c in config.get("conditions", []))
+
+
+def matching_templates(templates: Iterable[Template], topic: str, data: Mapping[str, Any]) -> list[Template]:
+    return [t for t in templates if matches(t, topic, data)]
