@@ -662,6 +662,15 @@ def start_postgres(profile: Profile) -> dict[str, Any]:
 
 
 def _start_local_postgres(profile: Profile) -> dict[str, Any]:
+    for orphan in _pg_processes(profile):  # backends of a crashed postmaster still hold shared memory
+        _say(f"killing leftover postgres process {orphan.pid} of a crashed earlier run")
+        with contextlib.suppress(psutil.Error):
+            orphan.kill()
+            orphan.wait(5)
+    stale = profile.pg_data_dir / "postmaster.pid"
+    if stale.exists():  # we checked above that no live postmaster runs on this data dir
+        _say(f"removing stale {stale} of a crashed earlier run")
+        stale.unlink()
     _ensure_port_free(profile.postgres_port, "PostgreSQL", "FLOWLINE_PG_PORT")
     bindir = _pg_bin()
     user = _pg_run_as()
@@ -897,6 +906,24 @@ def wipe_state(profile: Profile) -> None:
     shutil.rmtree(profile.state_dir, ignore_errors=True)
 
 
+def _preflight(profile: Profile) -> None:
+    """Fail fast, before starting anything, if a port we need is taken by someone else."""
+    problems = []
+    checks = []
+    if not profile.external_kafka and kafka_process(profile) is None:
+        checks += [(profile.kafka_port, "Kafka", "FLOWLINE_KAFKA_PORT"),
+                   (profile.controller_port, "Kafka controller", "FLOWLINE_KAFKA_CONTROLLER_PORT")]
+    if not profile.external_postgres and postgres_process(profile) is None:
+        checks.append((profile.postgres_port, "PostgreSQL", "FLOWLINE_PG_PORT"))
+    for port, what, var in checks:
+        try:
+            _ensure_port_free(port, what, var)
+        except StackError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise StackError("\n".join(problems))
+
+
 def up(profile: Profile | None = None, *, processes: bool = True, fresh: bool | None = None,
        quiet: bool = False) -> dict[str, Any]:
     """Start Kafka and PostgreSQL (in parallel), create topics, run migrations, start the processes.
@@ -911,6 +938,7 @@ def up(profile: Profile | None = None, *, processes: bool = True, fresh: bool | 
     if fresh and kafka_process(profile) is None and postgres_process(profile) is None:
         shutil.rmtree(profile.state_dir, ignore_errors=True)
     profile.state_dir.mkdir(parents=True, exist_ok=True)
+    _preflight(profile)
 
     with ThreadPoolExecutor(max_workers=2) as pool:
         fk = pool.submit(start_kafka, profile)
@@ -923,6 +951,11 @@ def up(profile: Profile | None = None, *, processes: bool = True, fresh: bool | 
             except Exception as exc:
                 errors.append(exc)
     if errors:
+        # leave nothing half-started behind: stop what this call started
+        if any(r.get("state") == "started" for r in results):
+            _say("start-up failed; stopping what was started")
+            with contextlib.suppress(Exception):
+                down(profile, quiet=True)
         raise StackError("; ".join(str(e) for e in errors))
     kafka_info, pg_info = results
 
