@@ -1,0 +1,99 @@
+"""The engine process: template catalog, trigger matcher, instance processor and timer sweep.
+
+Run it with `flowline engine`; scale by running more of them (up to the partition count): each worker
+takes a share of the partitions, restores their states from the changelog and fences any zombie that
+still held them. `--role` runs only the matcher or only the processor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from aiokafka import AIOKafkaProducer
+from prometheus_client import start_http_server
+from schemas.codec import Codec
+
+from streams.catalog import TemplateCatalog
+from streams.matcher import TriggerMatcher
+from streams.processor import InstanceProcessor
+from streams.settings import EngineSettings
+from streams.transactional import Outgoing, TransactionalWorker
+
+log = logging.getLogger("flowline.engine")
+
+
+class Engine:
+    def __init__(self, settings: EngineSettings | None = None, *, roles: tuple[str, ...] = ("matcher", "processor")):
+        self.settings = settings or EngineSettings()
+        self.roles = roles
+        self.codec = Codec()
+        self.catalog = TemplateCatalog(bootstrap_servers=self.settings.bootstrap_servers,
+                                       topic=self.settings.templates_topic, decode=self.codec.decode)
+        self.processor = InstanceProcessor(self.settings, self.catalog, self.codec)
+        self.matcher = TriggerMatcher(self.settings, self.catalog, self.codec)
+        self.stop_event = asyncio.Event()
+        self.workers: list[TransactionalWorker] = []
+
+    def _worker(self, role: str, topics, logic) -> TransactionalWorker:
+        s = self.settings
+        return TransactionalWorker(bootstrap_servers=s.bootstrap_servers, group_id=f"{s.app_id}-{role}",
+                                   topics=topics, logic=logic, transactional_prefix=f"{s.app_id}-{role}",
+                                   max_batch=s.max_batch, poll_timeout_ms=s.poll_timeout_ms, linger_ms=s.linger_ms,
+                                   role=role)
+
+    async def run(self) -> None:
+        s = self.settings
+        await self.catalog.start()
+        tasks = []
+        if "processor" in self.roles:
+            worker = self._worker("processor", [s.commands_topic, s.results_topic], self.processor)
+            self.workers.append(worker)
+            tasks.append(asyncio.create_task(worker.run(), name="processor"))
+            tasks.append(asyncio.create_task(self.processor.sweep_timers(self.stop_event), name="timers"))
+        if "matcher" in self.roles:
+            worker = self._worker("matcher", list(s.trigger_topics), self.matcher)
+            self.workers.append(worker)
+            tasks.append(asyncio.create_task(worker.run(), name="matcher"))
+            tasks.append(asyncio.create_task(self._schedules(), name="schedules"))
+        log.info("engine running roles=%s partitions=%d bootstrap=%s", ",".join(self.roles), s.partitions,
+                 s.bootstrap_servers)
+        try:
+            await self.stop_event.wait()
+        finally:
+            for worker in self.workers:
+                worker.stop()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self.catalog.stop()
+
+    async def _schedules(self) -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=self.settings.bootstrap_servers, enable_idempotence=True)
+        await producer.start()
+
+        async def send(out: Outgoing) -> None:
+            await producer.send_and_wait(out.topic, out.value, key=out.key)
+
+        try:
+            await self.matcher.run_schedules(self.stop_event, send)
+        finally:
+            await producer.stop()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+
+def main(roles: tuple[str, ...] = ("matcher", "processor")) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    engine = Engine(roles=roles)
+    if engine.settings.metrics_port:
+        start_http_server(engine.settings.metrics_port, addr="127.0.0.1")
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, engine.stop)
+        await engine.run()
+
+    asyncio.run(run())

@@ -1,0 +1,109 @@
+"""The engine's copy of every template version: a global table over the compacted `workflow.templates`.
+
+Every worker reads all partitions of the topic (no consumer group), compiles each version once, and keeps
+following the topic. Records are keyed `<template_id>:<version>`, so compaction keeps every version a
+running instance may still need. `catch_up()` reads up to the current end, for a command that names a
+version published a moment ago.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from core.template import CompiledTemplate, Template, compile_template, parse_template
+from core.types import WorkflowStatus
+from core.validation import validate_template
+
+log = logging.getLogger(__name__)
+
+
+class TemplateCatalog:
+    def __init__(self, *, bootstrap_servers: str, topic: str, decode: Callable[[bytes], object]) -> None:
+        self.bootstrap_servers = bootstrap_servers
+        self.topic = topic
+        self.decode = decode
+        self.versions: dict[tuple[str, int], CompiledTemplate] = {}
+        self.latest: dict[str, int] = {}
+        self._consumer: AIOKafkaConsumer | None = None
+        self._partitions: list[TopicPartition] = []
+        self._task: asyncio.Task | None = None
+        self._lock = asyncio.Lock()
+
+    def get(self, template_id: str, version: int) -> CompiledTemplate | None:
+        return self.versions.get((template_id, version))
+
+    def active(self) -> list[Template]:
+        """The newest version of each template, if it is ACTIVE (what triggers may start)."""
+        found = []
+        for template_id, version in self.latest.items():
+            compiled = self.versions.get((template_id, version))
+            if compiled and compiled.template.status is WorkflowStatus.ACTIVE:
+                found.append(compiled.template)
+        return found
+
+    def add(self, record) -> None:
+        """Compile one TemplateRecord; an invalid one is logged and skipped (the gateway validates first)."""
+        problems = validate_template(record.document)
+        if problems:
+            log.error("template %s v%s is invalid and was skipped: %s", record.template_id, record.version,
+                      "; ".join(f"{p.pointer}: {p.message}" for p in problems))
+            return
+        template = parse_template(record.document, template_id=record.template_id, version=record.version,
+                                  tenant_id=record.tenant_id, status=WorkflowStatus(record.status))
+        self.versions[(record.template_id, record.version)] = compile_template(template)
+        if record.version >= self.latest.get(record.template_id, 0):
+            self.latest[record.template_id] = record.version
+
+    async def start(self) -> None:
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap_servers, enable_auto_commit=False,
+                                    isolation_level="read_committed", auto_offset_reset="earliest")
+        await consumer.start()
+        partitions = consumer.partitions_for_topic(self.topic)
+        if partitions is None:
+            await consumer.stop()
+            raise RuntimeError(f"topic {self.topic} does not exist; start the stack or create the topics first")
+        self._partitions = [TopicPartition(self.topic, p) for p in sorted(partitions)]
+        consumer.assign(self._partitions)
+        await consumer.seek_to_beginning(*self._partitions)
+        self._consumer = consumer
+        await self.catch_up()
+        log.info("template catalog loaded %d versions of %d templates", len(self.versions), len(self.latest))
+        self._task = asyncio.create_task(self._follow())
+
+    async def catch_up(self) -> None:
+        assert self._consumer is not None
+        async with self._lock:
+            ends = await self._consumer.end_offsets(self._partitions)
+            while any(await self._consumer.position(tp) < end for tp, end in ends.items()):
+                self._consume(await self._consumer.getmany(timeout_ms=200))
+
+    def _consume(self, batches) -> None:
+        for records in batches.values():
+            for record in records:
+                if record.value is None:
+                    continue
+                try:
+                    self.add(self.decode(record.value))
+                except Exception:
+                    log.exception("could not read template record at offset %s", record.offset)
+
+    async def _follow(self) -> None:
+        assert self._consumer is not None
+        while True:
+            async with self._lock:
+                batches = await self._consumer.getmany(timeout_ms=100)
+                self._consume(batches)
+            await asyncio.sleep(0.2)
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        if self._consumer:
+            await self._consumer.stop()

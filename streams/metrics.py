@@ -1,0 +1,17 @@
+"""Prometheus metrics of the engine processes."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+RECORDS = Counter("flowline_engine_records_total", "Records consumed and committed", ["role"])
+BATCH_SECONDS = Histogram("flowline_engine_batch_seconds", "Time to process and commit one batch", ["role"],
+                          buckets=(0.002, 0.005, 0.01, 0.02, 0.04, 0.06, 0.1, 0.25, 0.5, 1, 2.5))
+TRANSACTION_FAILURES = Counter("flowline_engine_transaction_failures_total", "Aborted transactions", ["role"])
+OWNED_PARTITIONS = Gauge("flowline_engine_owned_partitions", "Partitions this worker owns", ["role"])
+DECISIONS = Counter("flowline_engine_decisions_total", "Commands decided", ["command", "outcome"])
+DLQ_RECORDS = Counter("flowline_engine_dlq_total", "Records sent to the dead-letter topic", ["role", "reason"])
+INSTANCES = Gauge("flowline_engine_instances", "Instances held in memory by this worker")
+TIMERS_FIRED = Counter("flowline_engine_timers_fired_total", "FireTimer commands sent by the sweep")
+RESTORED = Counter("flowline_engine_restored_instances_total", "Instance states restored from the changelog")
+STARTS = Counter("flowline_engine_trigger_starts_total", "StartInstance commands sent by the trigger matcher")

@@ -1,0 +1,193 @@
+"""The instance processor: decode, decide, store, emit: nothing else.
+
+It consumes `workflow.commands` and `workflow.step-results` (keyed by instance id, co-partitioned with
+the state changelog). For a batch of one partition it decides every record against the states it holds,
+stages the new states in an overlay, and returns the events (to `workflow.events`), step requests (to
+`workflow.steps.<kind>`), dead letters (to `workflow.dlq`) and the changed states (to the changelog,
+once per instance per batch). The worker commits all of that with the consumed offsets in one
+transaction; only then does the overlay become the partition's state. Timers come due from the states
+themselves and are sent back through `workflow.commands` as `FireTimer` commands.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from schemas.codec import Codec, DecodeError
+from schemas.records import DlqRecord
+
+from core.commands import Command, FireTimer, StartInstance
+from core.decide import decide
+from core.events import CommandRejected
+from core.state import InstanceState
+from deploy.topics import step_topic
+from streams import metrics
+from streams.catalog import TemplateCatalog
+from streams.settings import EngineSettings
+from streams.timers import TimerIndex
+from streams.transactional import BatchResult, Outgoing, partition_for
+
+log = logging.getLogger(__name__)
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def dead_letter(codec: Codec, topic: str, record, reason: str, error_type: str, consumer: str) -> Outgoing:
+    letter = DlqRecord(source_topic=record.topic, partition=record.partition, offset=record.offset, key=record.key,
+                       value=record.value or b"", reason=reason, error_type=error_type, failed_at=now_ms(),
+                       consumer=consumer)
+    metrics.DLQ_RECORDS.labels(consumer, error_type).inc()
+    return Outgoing(topic, record.key, codec.encode(letter))
+
+
+class InstanceProcessor:
+    def __init__(self, settings: EngineSettings, catalog: TemplateCatalog, codec: Codec) -> None:
+        self.settings = settings
+        self.catalog = catalog
+        self.codec = codec
+        self.states: dict[int, dict[str, InstanceState]] = {}
+        self.timers: dict[int, TimerIndex] = {}
+        self._timer_producer: AIOKafkaProducer | None = None
+
+    # ------------------------------------------------------------------ ownership
+    async def assigned(self, partition: int) -> None:
+        states = await self._restore(partition)
+        index = TimerIndex()
+        for state in states.values():
+            index.track(state)
+        self.states[partition] = states
+        self.timers[partition] = index
+        metrics.INSTANCES.set(sum(len(s) for s in self.states.values()))
+
+    async def revoked(self, partition: int) -> None:
+        self.states.pop(partition, None)
+        self.timers.pop(partition, None)
+        metrics.INSTANCES.set(sum(len(s) for s in self.states.values()))
+
+    async def _restore(self, partition: int) -> dict[str, InstanceState]:
+        """Rebuild one partition's states from the compacted changelog (committed records only)."""
+        tp = TopicPartition(self.settings.changelog_topic, partition)
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.bootstrap_servers, enable_auto_commit=False,
+                                    isolation_level="read_committed", auto_offset_reset="earliest")
+        await consumer.start()
+        states: dict[str, InstanceState] = {}
+        try:
+            consumer.assign([tp])
+            await consumer.seek_to_beginning(tp)
+            end = (await consumer.end_offsets([tp]))[tp]
+            while await consumer.position(tp) < end:
+                batches = await consumer.getmany(tp, timeout_ms=500, max_records=5000)
+                for record in batches.get(tp, []):
+                    key = record.key.decode()
+                    if record.value is None:
+                        states.pop(key, None)
+                        continue
+                    try:
+                        states[key] = self.codec.decode(record.value)
+                    except DecodeError:
+                        log.exception("changelog record %s/%s does not decode; skipped", partition, record.offset)
+        finally:
+            await consumer.stop()
+        metrics.RESTORED.inc(len(states))
+        log.info("restored %d instances of partition %d", len(states), partition)
+        return states
+
+    # ------------------------------------------------------------------ a batch
+    async def process(self, partition: int, records: Sequence) -> BatchResult:
+        states = self.states.setdefault(partition, {})
+        overlay: dict[str, InstanceState] = {}
+        out: list[Outgoing] = []
+        settings = self.settings
+        for record in records:
+            try:
+                command = self.codec.decode(record.value)
+            except DecodeError as exc:
+                out.append(dead_letter(self.codec, settings.dlq_topic, record, str(exc), "undecodable", "engine"))
+                continue
+            if not isinstance(command, Command):
+                out.append(dead_letter(self.codec, settings.dlq_topic, record,
+                                       f"{type(command).__name__} is not a command", "not_a_command", "engine"))
+                continue
+            key = command.instance_id.encode()
+            home = partition_for(key, settings.partitions)
+            if home != partition:
+                out.append(dead_letter(
+                    self.codec, settings.dlq_topic, record,
+                    f"instance {command.instance_id} belongs to partition {home}, but the record arrived on "
+                    f"partition {partition}: producers must key commands by instance id", "wrong_partition", "engine"))
+                continue
+            state = overlay.get(command.instance_id) or states.get(command.instance_id)
+            template_ref = ((state.template_id, state.template_version) if state is not None else
+                            (command.template_id, command.template_version) if isinstance(command, StartInstance)
+                            else None)
+            template = self.catalog.get(*template_ref) if template_ref else None
+            if template is None and template_ref is not None:
+                await self.catalog.catch_up()
+                template = self.catalog.get(*template_ref)
+            now = now_ms()
+            if template is None:
+                reason = (f"template {template_ref[0]} v{template_ref[1]} is not known to the engine" if template_ref
+                          else f"Expected an existing instance {command.instance_id}, but there is none")
+                rejection = CommandRejected(instance_id=command.instance_id, seq=0, at=now,
+                                            command_id=command.command_id, command_type=type(command).__name__,
+                                            reason=reason)
+                out.append(Outgoing(settings.events_topic, key, self.codec.encode(rejection)))
+                metrics.DECISIONS.labels(type(command).__name__, "rejected").inc()
+                continue
+            try:
+                decision = decide(state, command, template, now)
+            except Exception as exc:  # a bug must not stop the partition: park the record, keep going
+                log.exception("decide failed for %s", command.command_id)
+                out.append(dead_letter(self.codec, settings.dlq_topic, record, f"engine error: {exc!r}",
+                                       "engine_error", "engine"))
+                continue
+            if decision.state is not None and decision.state is not state:
+                overlay[command.instance_id] = decision.state
+            for event in decision.events:
+                out.append(Outgoing(settings.events_topic, key, self.codec.encode(event)))
+            for request in decision.effects:
+                out.append(Outgoing(step_topic(request.kind), key, self.codec.encode(request)))
+            metrics.DECISIONS.labels(type(command).__name__,
+                                     "rejected" if decision.rejected else "applied").inc()
+        for instance_id, state in overlay.items():
+            out.append(Outgoing(settings.changelog_topic, instance_id.encode(), self.codec.encode(state),
+                                partition=partition))
+
+        def commit() -> None:
+            states.update(overlay)
+            index = self.timers.get(partition)
+            if index is not None:
+                for state in overlay.values():
+                    index.track(state)
+            metrics.INSTANCES.set(sum(len(s) for s in self.states.values()))
+
+        return BatchResult(records=out, on_commit=commit)
+
+    # ------------------------------------------------------------------ timers
+    async def sweep_timers(self, stop: asyncio.Event) -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=self.settings.bootstrap_servers, enable_idempotence=True,
+                                    linger_ms=self.settings.linger_ms)
+        await producer.start()
+        self._timer_producer = producer
+        try:
+            while not stop.is_set():
+                now = now_ms()
+                for partition, index in list(self.timers.items()):
+                    states = self.states.get(partition, {})
+                    for instance_id, timer_id, fire_at in index.due(now, states):
+                        command = FireTimer(command_id=f"fire:{timer_id}@{fire_at}", instance_id=instance_id,
+                                            timer_id=timer_id, issued_at=now)
+                        await producer.send(self.settings.commands_topic, self.codec.encode(command),
+                                            key=instance_id.encode(), partition=partition)
+                        metrics.TIMERS_FIRED.inc()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self.settings.timer_sweep_ms / 1000)
+        finally:
+            await producer.stop()

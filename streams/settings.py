@@ -1,0 +1,52 @@
+"""Engine settings, read once from the environment (every variable is listed in the README)."""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass, field
+
+from deploy import topics
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(name, default)
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    bootstrap_servers: str = field(default_factory=lambda: _env("FLOWLINE_KAFKA_BOOTSTRAP", "127.0.0.1:19092"))
+    app_id: str = field(default_factory=lambda: _env("FLOWLINE_ENGINE_ID", "flowline-engine"))
+    member_name: str = field(default_factory=lambda: _env("FLOWLINE_MEMBER", f"{socket.gethostname()}-{os.getpid()}"))
+    partitions: int = field(default_factory=topics.partitions_from_env)
+    trigger_topics: tuple[str, ...] = field(default_factory=lambda: tuple(
+        t.strip() for t in _env("FLOWLINE_TRIGGER_TOPICS", topics.PAYMENTS_TRANSFERS).split(",") if t.strip()))
+    max_batch: int = field(default_factory=lambda: int(_env("FLOWLINE_ENGINE_MAX_BATCH", "500")))
+    poll_timeout_ms: int = field(default_factory=lambda: int(_env("FLOWLINE_ENGINE_POLL_MS", "50")))
+    timer_sweep_ms: int = field(default_factory=lambda: int(_env("FLOWLINE_TIMER_SWEEP_MS", "200")))
+    linger_ms: int = field(default_factory=lambda: int(_env("FLOWLINE_PRODUCER_LINGER_MS", "1")))
+    metrics_port: int = field(default_factory=lambda: int(_env("FLOWLINE_ENGINE_METRICS_PORT", "0")))
+
+    @property
+    def commands_topic(self) -> str:
+        return topics.WORKFLOW_COMMANDS
+
+    @property
+    def results_topic(self) -> str:
+        return topics.WORKFLOW_STEP_RESULTS
+
+    @property
+    def events_topic(self) -> str:
+        return topics.WORKFLOW_EVENTS
+
+    @property
+    def changelog_topic(self) -> str:
+        return topics.ENGINE_INSTANCES_CHANGELOG
+
+    @property
+    def templates_topic(self) -> str:
+        return topics.WORKFLOW_TEMPLATES
+
+    @property
+    def dlq_topic(self) -> str:
+        return topics.WORKFLOW_DLQ

@@ -1,0 +1,194 @@
+"""A consumer group whose every batch commits atomically with what it produced (Kafka transactions).
+
+This is the engine's runtime in place of Faust agents (docs/adr/0002-engine-runtime-on-aiokafka.md): for
+each assigned partition it owns one transactional producer whose id names the partition
+(`<app>-<role>-p<N>`), so a worker that takes a partition over fences any zombie still writing for it
+(the per-partition fencing model of KIP-98). A batch of records from one partition is handed to a
+`PartitionLogic`; the records it returns, the consumed offsets and (for the engine) the state changelog
+go into one transaction. If the transaction fails, the logic is told to forget the batch and the consumer
+rewinds to the batch's first offsets, so nothing is half-applied.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from aiokafka.errors import KafkaError, ProducerFenced
+from aiokafka.partitioner import murmur2
+
+from streams import metrics
+
+log = logging.getLogger(__name__)
+
+
+def partition_for(key: bytes, partitions: int) -> int:
+    """The partition Kafka's default partitioner (Java and aiokafka alike) gives a key."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    topic: str
+    key: bytes | None
+    value: bytes
+    partition: int | None = None
+
+
+@dataclass
+class BatchResult:
+    """What a batch produced, and what to do once its transaction committed or failed."""
+
+    records: list[Outgoing] = field(default_factory=list)
+    on_commit: Callable[[], None] = lambda: None
+    on_abort: Callable[[], None] = lambda: None
+
+
+class PartitionLogic(Protocol):
+    async def assigned(self, partition: int) -> None: ...
+
+    async def revoked(self, partition: int) -> None: ...
+
+    async def process(self, partition: int, records: Sequence) -> BatchResult: ...
+
+
+class TransactionalWorker:
+    def __init__(self, *, bootstrap_servers: str, group_id: str, topics: Sequence[str], logic: PartitionLogic,
+                 transactional_prefix: str, max_batch: int = 500, poll_timeout_ms: int = 50, linger_ms: int = 1,
+                 role: str = "engine") -> None:
+        self.bootstrap_servers = bootstrap_servers
+        self.group_id = group_id
+        self.topics = list(topics)
+        self.logic = logic
+        self.transactional_prefix = transactional_prefix
+        self.max_batch = max_batch
+        self.poll_timeout_ms = poll_timeout_ms
+        self.linger_ms = linger_ms
+        self.role = role
+        self.producers: dict[int, AIOKafkaProducer] = {}
+        self.consumer: AIOKafkaConsumer | None = None
+        self._lock = asyncio.Lock()
+        self._stopping = asyncio.Event()
+        self.ready = asyncio.Event()
+
+    # ------------------------------------------------------------------ rebalancing
+    class _Listener(ConsumerRebalanceListener):
+        def __init__(self, worker: TransactionalWorker) -> None:
+            self.worker = worker
+
+        async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+            await self.worker._revoke({tp.partition for tp in revoked})
+
+        async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+            await self.worker._assign({tp.partition for tp in assigned})
+
+    async def _assign(self, partitions: set[int]) -> None:
+        async with self._lock:
+            for p in sorted(partitions - set(self.producers)):
+                producer = AIOKafkaProducer(
+                    bootstrap_servers=self.bootstrap_servers,
+                    transactional_id=f"{self.transactional_prefix}-p{p}",
+                    enable_idempotence=True,
+                    linger_ms=self.linger_ms,
+                    max_batch_size=256 * 1024,
+                )
+                await producer.start()  # init_transactions: fences a zombie holding this partition
+                self.producers[p] = producer
+                await self.logic.assigned(p)
+            metrics.OWNED_PARTITIONS.labels(self.role).set(len(self.producers))
+            log.info("%s owns partitions %s", self.role, sorted(self.producers))
+        self.ready.set()
+
+    async def _revoke(self, partitions: set[int]) -> None:
+        async with self._lock:
+            for p in sorted(partitions & set(self.producers)):
+                producer = self.producers.pop(p)
+                await self.logic.revoked(p)
+                try:
+                    await producer.stop()
+                except KafkaError:
+                    log.warning("producer for partition %s did not stop cleanly", p, exc_info=True)
+            metrics.OWNED_PARTITIONS.labels(self.role).set(len(self.producers))
+
+    # ------------------------------------------------------------------ the loop
+    async def run(self) -> None:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap_servers,
+            group_id=self.group_id,
+            enable_auto_commit=False,
+            isolation_level="read_committed",
+            auto_offset_reset="earliest",
+            partition_assignment_strategy=(RangePartitionAssignor,),
+            max_poll_records=self.max_batch,
+            fetch_max_wait_ms=self.poll_timeout_ms,
+        )
+        consumer.subscribe(self.topics, listener=self._Listener(self))
+        self.consumer = consumer
+        await consumer.start()
+        try:
+            while not self._stopping.is_set():
+                batches = await consumer.getmany(timeout_ms=self.poll_timeout_ms, max_records=self.max_batch)
+                if not batches:
+                    continue
+                by_partition: dict[int, list[tuple[TopicPartition, list]]] = defaultdict(list)
+                for tp, records in batches.items():
+                    by_partition[tp.partition].append((tp, records))
+                async with self._lock:
+                    for p, parts in by_partition.items():
+                        if p in self.producers:
+                            await self._transact(p, parts)
+        finally:
+            await self._shutdown()
+
+    async def _transact(self, partition: int, parts: list[tuple[TopicPartition, list]]) -> None:
+        assert self.consumer is not None
+        records = [r for _, rs in parts for r in rs]
+        if len(parts) > 1:
+            records.sort(key=lambda r: r.timestamp)
+        started = time.perf_counter()
+        result = await self.logic.process(partition, records)
+        producer = self.producers[partition]
+        offsets = {tp: rs[-1].offset + 1 for tp, rs in parts}
+        try:
+            await producer.begin_transaction()
+            for out in result.records:
+                await producer.send(out.topic, out.value, key=out.key, partition=out.partition)
+            await producer.send_offsets_to_transaction(offsets, self.group_id)
+            await producer.commit_transaction()
+        except ProducerFenced:
+            log.warning("partition %s was taken over by another worker; dropping its batch", partition)
+            result.on_abort()
+            return
+        except Exception:
+            log.exception("transaction for partition %s failed; rewinding %d records", partition, len(records))
+            result.on_abort()
+            try:
+                await producer.abort_transaction()
+            except Exception:
+                log.warning("abort failed for partition %s", partition, exc_info=True)
+            for tp, rs in parts:
+                self.consumer.seek(tp, rs[0].offset)
+            metrics.TRANSACTION_FAILURES.labels(self.role).inc()
+            await asyncio.sleep(0.5)
+            return
+        result.on_commit()
+        metrics.BATCH_SECONDS.labels(self.role).observe(time.perf_counter() - started)
+        metrics.RECORDS.labels(self.role).inc(len(records))
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def _shutdown(self) -> None:
+        if self.consumer is not None:
+            try:
+                await self.consumer.stop()
+            except Exception:
+                log.warning("consumer did not stop cleanly", exc_info=True)
+        await self._revoke(set(self.producers))
