@@ -46,8 +46,63 @@ def build_parser() -> argparse.ArgumentParser:
                          help="up: wipe the profile's state dir first (the test profile always does)")
     p_stack.set_defaults(func=_stack)
 
-    # engine / handler / gateway / projector subcommands are registered here by their owners.
+    p_engine = sub.add_parser("engine", help="run an engine worker (trigger matcher, instance processor, timers)")
+    p_engine.add_argument("roles", nargs="*", choices=["matcher", "processor"], default=["matcher", "processor"])
+    p_engine.set_defaults(func=_engine)
+
+    p_handler = sub.add_parser("handler", help="run a step handler consumer")
+    p_handler.add_argument("kind", choices=["approval", "notification", "action", "external"])
+    p_handler.set_defaults(func=_handler)
+
+    p_gateway = sub.add_parser("gateway", help="run the HTTP gateway (API, dashboard, metrics)")
+    p_gateway.set_defaults(func=_gateway)
+
+    p_projector = sub.add_parser("projector", help="run the PostgreSQL read-model projector")
+    p_projector.set_defaults(func=_projector)
+
+    p_sim = sub.add_parser("payment-simulator", help="development tool: answer payments.commands")
+    p_sim.set_defaults(func=_simulator)
+
+    p_seed = sub.add_parser("seed", help="publish the built-in demo templates to workflow.templates")
+    p_seed.set_defaults(func=_seed)
     return parser
+
+
+def _engine(args: argparse.Namespace) -> int:
+    from streams.app import main as engine_main
+
+    engine_main(tuple(args.roles))
+    return 0
+
+
+def _handler(args: argparse.Namespace) -> int:
+    from handlers.main import main as handler_main
+
+    return int(handler_main(args.kind) or 0)
+
+
+def _gateway(args: argparse.Namespace) -> int:
+    from gateway.app import main as gateway_main
+
+    return int(gateway_main() or 0)
+
+
+def _projector(args: argparse.Namespace) -> int:
+    from store.projector import main as projector_main
+
+    return int(projector_main() or 0)
+
+
+def _simulator(args: argparse.Namespace) -> int:
+    from deploy.payment_simulator import main as simulator_main
+
+    return int(simulator_main() or 0)
+
+
+def _seed(args: argparse.Namespace) -> int:
+    from deploy.seed import main as seed_main
+
+    return int(seed_main() or 0)
 
 
 def main(argv: list[str] | None = None) -> int:
