@@ -204,7 +204,9 @@ class ProcessSpec:
 #   ProcessSpec("handler-approval", ["{python}", "-m", "deploy.cli", "handler", "approval"]),
 #   ProcessSpec("gateway", ["{python}", "-m", "deploy.cli", "gateway"],
 #               url=lambda p: p.gateway_url, health_url=lambda p: p.gateway_url + "healthz"),
-PROCESSES: list[ProcessSpec] = []
+PROCESSES: list[ProcessSpec] = [
+    ProcessSpec("engine", ["{python}", "-m", "deploy.cli", "engine"]),
+]
 
 
 # --------------------------------------------------------------------------------------------------------
