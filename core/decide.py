@@ -78,15 +78,22 @@ def decide(state: InstanceState | None, command: cmd.Command, template: Compiled
 
 
 def _precheck(state: InstanceState, command: cmd.Command, template: CompiledTemplate) -> str | None:
+    refusal = _precheck_any_status(state, command, template)
+    if refusal is None and state.is_terminal:
+        return f"Instance is {state.status.value}; it accepts no more commands"
+    return refusal
+
+
+def _precheck_any_status(state: InstanceState, command: cmd.Command, template: CompiledTemplate) -> str | None:
     if command.command_id in state.recent_commands:
         return f"Command {command.command_id} was already applied"
+    if command.instance_id != state.instance_id:
+        return f"Expected a command for instance {state.instance_id}, but got one for {command.instance_id}"
     if isinstance(command, cmd.StartInstance):
         return f"Instance {state.instance_id} already exists (started from {state.template_id})"
     if (template.template.template_id, template.template.version) != (state.template_id, state.template_version):
         return (f"Expected template {state.template_id} v{state.template_version}, but was given "
                 f"{template.template.template_id} v{template.template.version}")
-    if state.is_terminal:
-        return f"Instance is {state.status.value}; it accepts no more commands"
     actor = getattr(command, "actor", None)
     if actor is not None and actor.tenant_id and actor.tenant_id != state.tenant_id:
         return f"{actor.id} belongs to another tenant"
@@ -228,11 +235,9 @@ def retry_failed(state: InstanceState, command: cmd.RetryStep, template: Compile
     """RetryStep is the one command a terminal (FAILED) instance accepts."""
     rec = Recorder(state=state, command=command, template=template, now=now)
     step_state = state.step_state(command.step)
-    refusal = _precheck(state, command, template)
-    if refusal and not state.is_terminal:
+    refusal = _precheck_any_status(state, command, template)
+    if refusal:
         rec.reject(refusal)
-    elif command.command_id in state.recent_commands:
-        rec.reject(f"Command {command.command_id} was already applied")
     elif state.status is not WorkflowStatus.FAILED:
         rec.reject(f"Expected a FAILED instance to retry, but it is {state.status.value}")
     elif command.step != state.current_step or step_state is None or step_state.status not in (
@@ -268,9 +273,18 @@ def next_target(template: CompiledTemplate, state: InstanceState) -> Target:
         return following
     if status is TaskStatus.REJECTED:
         return step.targets.get("on_reject", Target("fail"))
-    if status is TaskStatus.TIMED_OUT and str(step.spec.config.get("on_timeout", "")) == "continue":
+    if status is TaskStatus.TIMED_OUT and final_timeout_action(step.spec.config.get("on_timeout")) == "continue":
         return following
     return Target("fail")
+
+
+def final_timeout_action(on_timeout: Any) -> str:
+    """What a timeout finally does: `on_timeout` itself, or an escalation's `then` once escalations ran out."""
+    if isinstance(on_timeout, dict):
+        if on_timeout.get("action", "escalate") == "escalate":
+            return str(on_timeout.get("then", "fail"))
+        return str(on_timeout.get("action"))
+    return str(on_timeout or "fail")
 
 
 def _run(rec: Recorder) -> None:

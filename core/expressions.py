@@ -28,6 +28,8 @@ import simpleeval
 
 ALLOWED_ROOTS = frozenset({"trigger", "steps", "response", "instance", "now", "context"})
 JSON_CONSTANTS = {"true": True, "false": False, "null": None}
+MAX_DEPTH = 50  # nesting of the syntax tree; the evaluator recurses once (or more) per level
+MAX_SEQUENCE_LENGTH = 100_000  # longest string or list a multiplication may build
 
 
 class ExpressionError(ValueError):
@@ -59,6 +61,14 @@ def _not_in(item: Any, container: Any) -> bool:
     return not _contains(container, item)
 
 
+def _multiply(a: Any, b: Any) -> Any:
+    # "x" * 10**9 would build a gigabyte inside the engine: refuse repetitions past a sane length
+    for seq, times in ((a, b), (b, a)):
+        if isinstance(seq, str | list | tuple) and isinstance(times, int) and len(seq) * times > MAX_SEQUENCE_LENGTH:
+            raise ValueError(f"repeating a sequence would exceed {MAX_SEQUENCE_LENGTH} items")
+    return a * b
+
+
 def _arith(fn):
     def null_propagating(a: Any, b: Any) -> Any:
         if a is None or b is None:
@@ -71,7 +81,7 @@ def _arith(fn):
 _OPERATORS = {
     ast.Add: _arith(op.add),
     ast.Sub: _arith(op.sub),
-    ast.Mult: _arith(op.mul),
+    ast.Mult: _arith(_multiply),
     ast.Div: _arith(op.truediv),
     ast.FloorDiv: _arith(op.floordiv),
     ast.Mod: _arith(op.mod),
@@ -183,7 +193,7 @@ class Expression:
         evaluator.names = names
         try:
             return evaluator._eval(self.tree)
-        except (ArithmeticError, TypeError, ValueError, simpleeval.InvalidExpression) as exc:
+        except (ArithmeticError, TypeError, ValueError, RecursionError, simpleeval.InvalidExpression) as exc:
             raise ExpressionError(f"{self.source!r} failed: {exc}") from None
         finally:
             evaluator.names = {}
@@ -205,6 +215,10 @@ def compile_expression(source: str, *, roots: frozenset[str] = ALLOWED_ROOTS) ->
         tree = ast.parse(source.strip(), mode="eval")
     except SyntaxError as exc:
         raise ExpressionError(f"{source!r} is not a valid expression: {exc.msg} at column {exc.offset}") from None
+    except (RecursionError, MemoryError):
+        raise ExpressionError(f"{source!r} is nested too deeply") from None
+    if _depth(tree) > MAX_DEPTH:
+        raise ExpressionError(f"{source!r} is nested more than {MAX_DEPTH} levels deep")
     used_roots: set[str] = set()
     for node in ast.walk(tree):
         if not isinstance(node, _ALLOWED_NODES):
@@ -229,6 +243,16 @@ def compile_expression(source: str, *, roots: frozenset[str] = ALLOWED_ROOTS) ->
                 )
             used_roots.add(node.id)
     return Expression(source=source, tree=tree.body, roots=frozenset(used_roots))
+
+
+def _depth(tree: ast.AST) -> int:
+    deepest = 0
+    stack = [(tree, 1)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
+    return deepest
 
 
 def _is_call_target(tree: ast.AST, name: ast.Name) -> bool:

@@ -363,7 +363,9 @@ def apply(state: InstanceState | None, event: ev.Event) -> InstanceState:
     applier = _APPLIERS[type(event)]
     new = applier(state, event)  # type: ignore[arg-type]
     recent = new.recent_commands
-    if event.command_id and (not recent or recent[-1] != event.command_id):
+    # A rejected command changed nothing, so it is not remembered: the same command sent again (the sweep
+    # re-firing a timer that was refused while paused) is judged afresh on the state it meets then.
+    if event.command_id and type(event) is not ev.CommandRejected and (not recent or recent[-1] != event.command_id):
         recent = (*recent, event.command_id)[-RECENT_COMMANDS_KEPT:]
     return replace(new, seq=event.seq, updated_at=event.at, recent_commands=recent)
 

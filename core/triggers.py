@@ -45,6 +45,8 @@ def condition_holds(data: Mapping[str, Any], condition: Mapping[str, Any]) -> bo
     if op == "exists":
         return actual is not None
     if op == "eq":
+        if isinstance(actual, bool) or isinstance(expected, bool):
+            return actual is expected  # JSON true is not 1
         return actual == expected or (_number(actual) is not None and _number(actual) == _number(expected))
     if op == "ne":
         return not condition_holds(data, {**condition, "op": "eq"})

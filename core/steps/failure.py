@@ -22,7 +22,7 @@ def fail_attempt(rec: Recorder, step: CompiledStep, error: str, *, retryable: bo
     state = rec.step_state(spec.number)
     policy = retry_policy(spec.type, dict(spec.config))
     choice = on_failure(spec.type, dict(spec.config))
-    if retryable and choice != "skip" and state.retries < policy.max_retries:
+    if retryable and state.retries < policy.max_retries:
         delay = policy.delay_ms(state.retries + 1, f"{rec.instance.instance_id}:{spec.number}:{state.attempt}")
         rec.emit(ev.StepFailed, step=spec.number, attempt=state.attempt, error=error, retry_at=rec.now + delay,
                  on_failure="retry")

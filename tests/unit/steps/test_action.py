@@ -1,0 +1,116 @@
+"""Action steps: a request to the action handler, the result judged here, retries and on_failure (story 29.5)."""
+
+from __future__ import annotations
+
+from core import events as ev
+from core.types import Awaiting, TaskStatus, WorkflowStatus
+from tests.unit.harness import Harness, human, workflow
+
+
+def action(**config) -> dict:
+    config.setdefault("action", "execute_transfer")
+    config.setdefault("params", {"transfer_id": "{{trigger.id}}", "amount": "{{trigger.amount}}"})
+    return {"type": "action", "name": "Pay", "config": config}
+
+
+NEXT = {"type": "notification", "name": "Next", "config": {"channel": "webhook", "url": "https://x.test/h"}}
+
+
+def run(*steps) -> Harness:
+    h = Harness(workflow(*steps))
+    h.start({"id": "tr_9", "amount": 42.5})
+    return h
+
+
+def test_action_request_carries_rendered_params_and_the_idempotency_key():
+    h = run(action(), NEXT)
+    [request] = h.requests_for(1)
+    assert request.request_id == "wfi_test:1:1"
+    assert request.kind == "action"
+    assert request.config == {"action": "execute_transfer", "params": {"transfer_id": "tr_9", "amount": 42.5},
+                              "timeout_seconds": 30}
+    assert request.context["trigger"] == {"id": "tr_9", "amount": 42.5}
+    assert h.step(1).awaiting is Awaiting.HANDLER
+
+
+def test_success_completes_the_step_with_its_output():
+    h = run(action(), NEXT)
+    h.succeed(1, {"transfer_status": "completed"})
+    assert h.step(1).output == {"transfer_status": "completed"}
+    assert h.current_step == 2
+
+
+def test_success_condition_false_counts_as_a_failed_attempt():
+    h = run(action(success_condition="response.transfer_status == 'completed'", retry_config={"max_retries": 0}),
+            NEXT)
+    h.succeed(1, {"transfer_status": "pending"})
+    assert h.status is WorkflowStatus.FAILED
+    assert "success_condition" in h.step(1).error
+
+
+def test_retries_with_backoff_are_timers_with_growing_delays_and_new_attempts():
+    h = run(action(retry_config={"max_retries": 3, "backoff_ms": 1000}), NEXT)
+    delays, keys = [], ["wfi_test:1:1"]
+    for attempt in (1, 2, 3):
+        h.fail(1, f"timeout {attempt}")
+        [failed] = h.last_events
+        assert isinstance(failed, ev.StepFailed) and failed.attempt == attempt and failed.on_failure == "retry"
+        delays.append(failed.retry_at - h.now)
+        assert h.step(1).awaiting is Awaiting.RETRY
+        [timer] = h.timers("retry")
+        assert timer.fire_at == failed.retry_at
+        h.fire_due_timers(failed.retry_at - h.now)
+        assert h.step(1).attempt == attempt + 1
+        keys.append(h.requests_for(1)[-1].request_id)
+    assert all(1000 * 2 ** i <= d <= 1200 * 2 ** i for i, d in enumerate(delays))
+    assert keys == ["wfi_test:1:1", "wfi_test:1:2", "wfi_test:1:3", "wfi_test:1:4"]
+    h.fail(1, "still down")
+    assert h.status is WorkflowStatus.FAILED
+    assert h.state.failure == "step 1 (Pay) failed: still down"
+
+
+def test_a_non_retryable_failure_skips_the_retry_policy():
+    h = run(action(), NEXT)
+    h.fail(1, "insufficient funds", retryable=False)
+    assert h.status is WorkflowStatus.FAILED
+    assert h.timers() == []
+
+
+def test_a_result_for_an_old_attempt_is_rejected():
+    h = run(action(), NEXT)
+    h.fail(1, "timeout")
+    h.fire_due_timers(60_000)
+    h.succeed(1, {"late": True}, attempt=1)
+    assert h.last_rejection.startswith("Expected a result for step 1 attempt 2")
+    assert h.step_status(1) is TaskStatus.IN_PROGRESS
+
+
+def test_a_result_while_a_retry_is_scheduled_is_rejected():
+    h = run(action(), NEXT)
+    h.fail(1, "timeout")
+    h.succeed(1, {}, attempt=1)
+    assert "awaiting retry" in h.last_rejection
+
+
+def test_an_unknown_outcome_is_rejected():
+    h = run(action(), NEXT)
+    h.result(1, "exploded")
+    assert h.last_rejection == "Expected outcome succeeded or failed for an action step, but got 'exploded'"
+
+
+def test_on_failure_skip_moves_on_after_a_final_failure():
+    h = run(action(on_failure="skip", retry_config={"max_retries": 0}), NEXT)
+    h.fail(1, "nope")
+    assert h.step_status(1) is TaskStatus.SKIPPED
+    assert h.current_step == 2
+
+
+def test_on_failure_human_review_turns_the_step_into_an_approval():
+    h = run(action(on_failure="human_review", retry_config={"max_retries": 0},
+                   review_approvers={"type": "role", "value": "ops"}), NEXT)
+    h.fail(1, "declined")
+    assert h.step(1).awaiting is Awaiting.REVIEW
+    assert h.requests_for(1, "approval")[0].request_id == "wfi_test:1:1:review"
+    h.approve(1, human("o", "ops"))
+    assert h.step_status(1) is TaskStatus.APPROVED
+    assert h.current_step == 2
