@@ -13,8 +13,8 @@ import signal
 
 from aiokafka import AIOKafkaProducer
 from prometheus_client import start_http_server
-from schemas.codec import Codec
 
+from schemas.codec import Codec
 from streams.catalog import TemplateCatalog
 from streams.matcher import TriggerMatcher
 from streams.processor import InstanceProcessor
@@ -53,7 +53,7 @@ class Engine:
             tasks.append(asyncio.create_task(worker.run(), name="processor"))
             tasks.append(asyncio.create_task(self.processor.sweep_timers(self.stop_event), name="timers"))
         if "matcher" in self.roles:
-            worker = self._worker("matcher", list(s.trigger_topics), self.matcher)
+            worker = self._worker("matcher", s.trigger_topic_names, self.matcher)
             self.workers.append(worker)
             tasks.append(asyncio.create_task(worker.run(), name="matcher"))
             tasks.append(asyncio.create_task(self._schedules(), name="schedules"))

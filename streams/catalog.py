@@ -63,7 +63,8 @@ class TemplateCatalog:
         consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap_servers, enable_auto_commit=False,
                                     isolation_level="read_committed", auto_offset_reset="earliest")
         await consumer.start()
-        partitions = consumer.partitions_for_topic(self.topic)
+        # A consumer without subscriptions holds no topic metadata; ask the cluster directly.
+        partitions = (await consumer._client.fetch_all_metadata()).partitions_for_topic(self.topic)
         if partitions is None:
             await consumer.stop()
             raise RuntimeError(f"topic {self.topic} does not exist; start the stack or create the topics first")
@@ -79,8 +80,15 @@ class TemplateCatalog:
         assert self._consumer is not None
         async with self._lock:
             ends = await self._consumer.end_offsets(self._partitions)
-            while any(await self._consumer.position(tp) < end for tp, end in ends.items()):
+            while not await self._reached(ends):
                 self._consume(await self._consumer.getmany(timeout_ms=200))
+
+    async def _reached(self, ends: dict[TopicPartition, int]) -> bool:
+        assert self._consumer is not None
+        for tp, end in ends.items():
+            if await self._consumer.position(tp) < end:
+                return False
+        return True
 
     def _consume(self, batches) -> None:
         for records in batches.values():

@@ -20,14 +20,14 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from croniter import croniter
-from schemas.codec import Codec, DecodeError
-from schemas.records import TransferEvent
 
 from core.actors import SYSTEM
 from core.commands import StartInstance
 from core.template import Template
 from core.triggers import instance_id_for, matching_templates, start_command_id
 from core.types import TriggerType
+from schemas.codec import Codec, DecodeError
+from schemas.records import TransferEvent
 from streams import metrics
 from streams.catalog import TemplateCatalog
 from streams.processor import dead_letter, now_ms
@@ -82,12 +82,12 @@ class TriggerMatcher:
         self.codec = codec
         self.owns_schedule = False
 
-    async def assigned(self, partition: int) -> None:
-        if partition == 0:
+    async def assigned(self, partitions: set[int]) -> None:
+        if 0 in partitions:
             self.owns_schedule = True
 
-    async def revoked(self, partition: int) -> None:
-        if partition == 0:
+    async def revoked(self, partitions: set[int]) -> None:
+        if 0 in partitions:
             self.owns_schedule = False
 
     async def process(self, partition: int, records: Sequence) -> BatchResult:
@@ -101,8 +101,9 @@ class TriggerMatcher:
                 out.append(dead_letter(self.codec, self.settings.dlq_topic, record, str(exc), "invalid_input",
                                        "matcher"))
                 continue
-            for template in matching_templates(templates, record.topic, trigger):
-                out.append(self._start(template, trigger, f"event:{record.topic}:{event.event_id}",
+            topic = self.settings.unprefixed(record.topic)
+            for template in matching_templates(templates, topic, trigger):
+                out.append(self._start(template, trigger, f"event:{topic}:{event.event_id}",
                                        tenant_id=event.tenant_id or template.tenant_id))
         return BatchResult(records=out)
 

@@ -18,14 +18,13 @@ import time
 from collections.abc import Sequence
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from schemas.codec import Codec, DecodeError
-from schemas.records import DlqRecord
 
 from core.commands import Command, FireTimer, StartInstance
 from core.decide import decide
 from core.events import CommandRejected
 from core.state import InstanceState
-from deploy.topics import step_topic
+from schemas.codec import Codec, DecodeError
+from schemas.records import DlqRecord
 from streams import metrics
 from streams.catalog import TemplateCatalog
 from streams.settings import EngineSettings
@@ -57,47 +56,57 @@ class InstanceProcessor:
         self._timer_producer: AIOKafkaProducer | None = None
 
     # ------------------------------------------------------------------ ownership
-    async def assigned(self, partition: int) -> None:
-        states = await self._restore(partition)
-        index = TimerIndex()
-        for state in states.values():
-            index.track(state)
-        self.states[partition] = states
-        self.timers[partition] = index
+    async def assigned(self, partitions: set[int]) -> None:
+        restored = await self._restore(partitions)
+        for partition, states in restored.items():
+            index = TimerIndex()
+            for state in states.values():
+                index.track(state)
+            self.states[partition] = states
+            self.timers[partition] = index
         metrics.INSTANCES.set(sum(len(s) for s in self.states.values()))
 
-    async def revoked(self, partition: int) -> None:
-        self.states.pop(partition, None)
-        self.timers.pop(partition, None)
+    async def revoked(self, partitions: set[int]) -> None:
+        for partition in partitions:
+            self.states.pop(partition, None)
+            self.timers.pop(partition, None)
         metrics.INSTANCES.set(sum(len(s) for s in self.states.values()))
 
-    async def _restore(self, partition: int) -> dict[str, InstanceState]:
-        """Rebuild one partition's states from the compacted changelog (committed records only)."""
-        tp = TopicPartition(self.settings.changelog_topic, partition)
+    async def _restore(self, partitions: set[int]) -> dict[int, dict[str, InstanceState]]:
+        """Rebuild the partitions' states from the compacted changelog (committed records only)."""
+        tps = [TopicPartition(self.settings.changelog_topic, p) for p in sorted(partitions)]
+        restored: dict[int, dict[str, InstanceState]] = {p: {} for p in partitions}
         consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.bootstrap_servers, enable_auto_commit=False,
                                     isolation_level="read_committed", auto_offset_reset="earliest")
         await consumer.start()
-        states: dict[str, InstanceState] = {}
         try:
-            consumer.assign([tp])
-            await consumer.seek_to_beginning(tp)
-            end = (await consumer.end_offsets([tp]))[tp]
-            while await consumer.position(tp) < end:
-                batches = await consumer.getmany(tp, timeout_ms=500, max_records=5000)
-                for record in batches.get(tp, []):
-                    key = record.key.decode()
-                    if record.value is None:
-                        states.pop(key, None)
-                        continue
-                    try:
-                        states[key] = self.codec.decode(record.value)
-                    except DecodeError:
-                        log.exception("changelog record %s/%s does not decode; skipped", partition, record.offset)
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            ends = await consumer.end_offsets(tps)
+            pending = {tp for tp, end in ends.items() if end > 0}
+            while pending:
+                batches = await consumer.getmany(*pending, timeout_ms=200, max_records=10_000)
+                for tp, records in batches.items():
+                    states = restored[tp.partition]
+                    for record in records:
+                        key = record.key.decode()
+                        if record.value is None:
+                            states.pop(key, None)
+                            continue
+                        try:
+                            states[key] = self.codec.decode(record.value)
+                        except DecodeError:
+                            log.exception("changelog record %s/%s does not decode; skipped", tp.partition,
+                                          record.offset)
+                for tp in list(pending):
+                    if await consumer.position(tp) >= ends[tp]:
+                        pending.discard(tp)
         finally:
             await consumer.stop()
-        metrics.RESTORED.inc(len(states))
-        log.info("restored %d instances of partition %d", len(states), partition)
-        return states
+        count = sum(len(s) for s in restored.values())
+        metrics.RESTORED.inc(count)
+        log.info("restored %d instances of partitions %s", count, sorted(partitions))
+        return restored
 
     # ------------------------------------------------------------------ a batch
     async def process(self, partition: int, records: Sequence) -> BatchResult:
@@ -153,7 +162,7 @@ class InstanceProcessor:
             for event in decision.events:
                 out.append(Outgoing(settings.events_topic, key, self.codec.encode(event)))
             for request in decision.effects:
-                out.append(Outgoing(step_topic(request.kind), key, self.codec.encode(request)))
+                out.append(Outgoing(settings.step_topic(request.kind), key, self.codec.encode(request)))
             metrics.DECISIONS.labels(type(command).__name__,
                                      "rejected" if decision.rejected else "applied").inc()
         for instance_id, state in overlay.items():

@@ -26,27 +26,42 @@ class EngineSettings:
     timer_sweep_ms: int = field(default_factory=lambda: int(_env("FLOWLINE_TIMER_SWEEP_MS", "200")))
     linger_ms: int = field(default_factory=lambda: int(_env("FLOWLINE_PRODUCER_LINGER_MS", "1")))
     metrics_port: int = field(default_factory=lambda: int(_env("FLOWLINE_ENGINE_METRICS_PORT", "0")))
+    # Prepended to every topic name: lets several isolated engines share one cluster (tests, staging).
+    topic_prefix: str = field(default_factory=lambda: _env("FLOWLINE_TOPIC_PREFIX", ""))
+
+    def topic(self, name: str) -> str:
+        return self.topic_prefix + name
+
+    def step_topic(self, kind: str) -> str:
+        return self.topic_prefix + topics.step_topic(kind)
+
+    def unprefixed(self, name: str) -> str:
+        return name[len(self.topic_prefix):] if self.topic_prefix and name.startswith(self.topic_prefix) else name
+
+    @property
+    def trigger_topic_names(self) -> list[str]:
+        return [self.topic(t) for t in self.trigger_topics]
 
     @property
     def commands_topic(self) -> str:
-        return topics.WORKFLOW_COMMANDS
+        return self.topic(topics.WORKFLOW_COMMANDS)
 
     @property
     def results_topic(self) -> str:
-        return topics.WORKFLOW_STEP_RESULTS
+        return self.topic(topics.WORKFLOW_STEP_RESULTS)
 
     @property
     def events_topic(self) -> str:
-        return topics.WORKFLOW_EVENTS
+        return self.topic(topics.WORKFLOW_EVENTS)
 
     @property
     def changelog_topic(self) -> str:
-        return topics.ENGINE_INSTANCES_CHANGELOG
+        return self.topic(topics.ENGINE_INSTANCES_CHANGELOG)
 
     @property
     def templates_topic(self) -> str:
-        return topics.WORKFLOW_TEMPLATES
+        return self.topic(topics.WORKFLOW_TEMPLATES)
 
     @property
     def dlq_topic(self) -> str:
-        return topics.WORKFLOW_DLQ
+        return self.topic(topics.WORKFLOW_DLQ)

@@ -52,9 +52,9 @@ class BatchResult:
 
 
 class PartitionLogic(Protocol):
-    async def assigned(self, partition: int) -> None: ...
+    async def assigned(self, partitions: set[int]) -> None: ...
 
-    async def revoked(self, partition: int) -> None: ...
+    async def revoked(self, partitions: set[int]) -> None: ...
 
     async def process(self, partition: int, records: Sequence) -> BatchResult: ...
 
@@ -91,26 +91,30 @@ class TransactionalWorker:
 
     async def _assign(self, partitions: set[int]) -> None:
         async with self._lock:
-            for p in sorted(partitions - set(self.producers)):
-                producer = AIOKafkaProducer(
-                    bootstrap_servers=self.bootstrap_servers,
-                    transactional_id=f"{self.transactional_prefix}-p{p}",
-                    enable_idempotence=True,
-                    linger_ms=self.linger_ms,
-                    max_batch_size=256 * 1024,
-                )
-                await producer.start()  # init_transactions: fences a zombie holding this partition
-                self.producers[p] = producer
-                await self.logic.assigned(p)
+            new = sorted(partitions - set(self.producers))
+            producers = {p: AIOKafkaProducer(
+                bootstrap_servers=self.bootstrap_servers,
+                transactional_id=f"{self.transactional_prefix}-p{p}",
+                enable_idempotence=True,
+                linger_ms=self.linger_ms,
+                max_batch_size=256 * 1024,
+            ) for p in new}
+            # init_transactions fences a zombie that still holds the partition, before we read its state
+            await asyncio.gather(*(producer.start() for producer in producers.values()))
+            self.producers.update(producers)
+            if new:
+                await self.logic.assigned(set(new))
             metrics.OWNED_PARTITIONS.labels(self.role).set(len(self.producers))
             log.info("%s owns partitions %s", self.role, sorted(self.producers))
         self.ready.set()
 
     async def _revoke(self, partitions: set[int]) -> None:
         async with self._lock:
-            for p in sorted(partitions & set(self.producers)):
+            gone = partitions & set(self.producers)
+            if gone:
+                await self.logic.revoked(gone)
+            for p in sorted(gone):
                 producer = self.producers.pop(p)
-                await self.logic.revoked(p)
                 try:
                     await producer.stop()
                 except KafkaError:

@@ -1,0 +1,210 @@
+"""Run real engines against the real broker, on topics of their own, and watch what they publish.
+
+Each `EngineWorld` gets a unique topic prefix and application id, so tests never see each other's
+records. Engines run in-process (`start_engine`) or as separate processes (`spawn_engine`, so a test can
+SIGKILL one); both use the production code paths unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from core import events as ev
+from core.commands import Command
+from core.effects import StepRequest
+from deploy import topics as topics_mod
+from schemas.codec import Codec
+from schemas.records import TemplateRecord, TransferEvent
+from streams.app import Engine
+from streams.settings import EngineSettings
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class EngineWorld:
+    bootstrap: str
+    partitions: int = 3
+    prefix: str = field(default_factory=lambda: f"it{uuid.uuid4().hex[:8]}.")
+    codec: Codec = field(default_factory=Codec)
+    events: dict[str, list[ev.Event]] = field(default_factory=lambda: defaultdict(list))
+    requests: dict[str, list[StepRequest]] = field(default_factory=lambda: defaultdict(list))
+    dlq: list[Any] = field(default_factory=list)
+    _tasks: list[asyncio.Task] = field(default_factory=list)
+    _engines: list[Engine] = field(default_factory=list)
+    _procs: list[subprocess.Popen] = field(default_factory=list)
+
+    @property
+    def app_id(self) -> str:
+        return f"flowline-{self.prefix.rstrip('.')}"
+
+    def topic(self, name: str) -> str:
+        return self.prefix + name
+
+    def settings(self, **overrides: Any) -> EngineSettings:
+        return EngineSettings(bootstrap_servers=self.bootstrap, app_id=self.app_id, partitions=self.partitions,
+                              topic_prefix=self.prefix, timer_sweep_ms=100, **overrides)
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "FLOWLINE_KAFKA_BOOTSTRAP": self.bootstrap, "FLOWLINE_ENGINE_ID": self.app_id,
+                "FLOWLINE_PARTITIONS": str(self.partitions), "FLOWLINE_TOPIC_PREFIX": self.prefix,
+                "FLOWLINE_TIMER_SWEEP_MS": "100"}
+
+    # ------------------------------------------------------------------ setup / teardown
+    async def __aenter__(self) -> EngineWorld:
+        from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+        await admin.start()
+        try:
+            specs = [replace(spec, name=self.topic(spec.name)) for spec in topics_mod.TOPICS]
+            await admin.create_topics([NewTopic(s.name, s.num_partitions(self.partitions), 1,
+                                                topic_configs=s.topic_configs()) for s in specs])
+        finally:
+            await admin.close()
+        self.producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, enable_idempotence=True)
+        await self.producer.start()
+        self._tasks.append(asyncio.create_task(self._watch()))
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for engine in self._engines:
+            engine.stop()
+        engine_tasks = [t for t in self._tasks if t is not self._tasks[0]]
+        if engine_tasks:
+            await asyncio.wait(engine_tasks, timeout=15)
+        for proc in self._procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+        await self.producer.stop()
+
+    # ------------------------------------------------------------------ engines
+    async def start_engine(self, **overrides: Any) -> Engine:
+        engine = Engine(self.settings(**overrides))
+        self._engines.append(engine)
+        task = asyncio.create_task(engine.run())
+        self._tasks.append(task)
+        await self._wait_owned(engine, task)
+        return engine
+
+    async def _wait_owned(self, engine: Engine, task: asyncio.Task, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if task.done():
+                task.result()  # raises what stopped the engine
+                raise AssertionError("engine stopped before it owned its partitions")
+            if len(engine.workers) == 2 and all(w.ready.is_set() for w in engine.workers):
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError("engine did not get its partitions in time")
+
+    async def stop_engine(self, engine: Engine) -> None:
+        engine.stop()
+        for _ in range(200):
+            if all(w.consumer is None or w.consumer._closed for w in engine.workers):
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.2)
+
+    def spawn_engine(self, log_name: str) -> subprocess.Popen:
+        log = open(REPO / ".flowline" / f"{log_name}.log", "wb")  # noqa: SIM115 - kept open for the child
+        proc = subprocess.Popen([sys.executable, "-m", "streams"], cwd=REPO, env=self.env(), stdout=log,
+                                stderr=subprocess.STDOUT)
+        self._procs.append(proc)
+        return proc
+
+    # ------------------------------------------------------------------ input
+    async def publish_template(self, template_id: str, document: dict, *, version: int = 1, tenant_id: str = "t1",
+                               status: str = "ACTIVE") -> None:
+        record = TemplateRecord(template_id=template_id, version=version, tenant_id=tenant_id,
+                                name=document["name"], status=status, document=document,
+                                updated_at=int(time.time() * 1000))
+        await self.producer.send_and_wait(self.topic(topics_mod.WORKFLOW_TEMPLATES), self.codec.encode(record),
+                                          key=f"{template_id}:{version}".encode())
+
+    async def send_transfer(self, event: TransferEvent) -> None:
+        await self.producer.send_and_wait(self.topic(topics_mod.PAYMENTS_TRANSFERS), self.codec.encode(event),
+                                          key=event.event_id.encode())
+
+    async def send_raw(self, topic: str, value: bytes, key: bytes | None = None) -> None:
+        await self.producer.send_and_wait(self.topic(topic), value, key=key)
+
+    async def send_command(self, command: Command, topic: str = topics_mod.WORKFLOW_COMMANDS) -> None:
+        await self.producer.send_and_wait(self.topic(topic), self.codec.encode(command),
+                                          key=command.instance_id.encode())
+
+    # ------------------------------------------------------------------ output
+    async def _watch(self) -> None:
+        watched = [topics_mod.WORKFLOW_EVENTS, topics_mod.WORKFLOW_DLQ, *(topics_mod.step_topic(k) for k in
+                                                                          topics_mod.STEP_KINDS)]
+        consumer = AIOKafkaConsumer(*[self.topic(t) for t in watched], bootstrap_servers=self.bootstrap,
+                                    isolation_level="read_committed", auto_offset_reset="earliest",
+                                    enable_auto_commit=False)
+        await consumer.start()
+        try:
+            while True:
+                batches = await consumer.getmany(timeout_ms=100)
+                for records in batches.values():
+                    for record in records:
+                        value = self.codec.decode(record.value)
+                        if record.topic.endswith(topics_mod.WORKFLOW_DLQ):
+                            self.dlq.append(value)
+                        elif isinstance(value, StepRequest):
+                            self.requests[value.instance_id].append(value)
+                        else:
+                            self.events[value.instance_id].append(value)
+        finally:
+            await consumer.stop()
+
+    def log_text(self, instance_id: str) -> str:
+        return "\n".join(f"  {e.seq:3d} {type(e).__name__} {_brief(e)}" for e in self.events[instance_id])
+
+    async def wait_for_event(self, instance_id: str, event_type: type, timeout: float = 30, **match: Any) -> ev.Event:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for event in self.events.get(instance_id, []):
+                if isinstance(event, event_type) and all(getattr(event, k) == v for k, v in match.items()):
+                    return event
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"no {event_type.__name__} {match} for {instance_id} within {timeout}s; log:\n"
+                             f"{self.log_text(instance_id)}")
+
+    async def wait_for_request(self, instance_id: str, step: int, timeout: float = 30) -> StepRequest:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for request in self.requests.get(instance_id, []):
+                if request.step == step:
+                    return request
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"no step request for step {step} of {instance_id}; log:\n{self.log_text(instance_id)}")
+
+    async def wait_until(self, predicate, timeout: float = 30, message: str = "condition") -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"{message} not reached within {timeout}s")
+
+
+def _brief(event: ev.Event) -> str:
+    fields = {k: v for k, v in vars(event).items() if k not in ("instance_id", "seq", "at", "command_id")}
+    text = ", ".join(f"{k}={v!r}" for k, v in fields.items())
+    return text[:200]

@@ -1,0 +1,151 @@
+"""The engine on the real broker: triggers, decisions, handler results, timers, redelivery, poison records."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from core import events as ev
+from core.actors import Actor
+from core.builtin import builtin_template
+from core.commands import RecordDecision, ReportStepResult, StartInstance
+from core.triggers import instance_id_for
+from deploy import topics
+from schemas.records import TransferEvent
+from tests.integration.engine_harness import EngineWorld
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+CFO = Actor(id="u_cfo", roles=("cfo",), tenant_id="t1")
+MANAGER = Actor(id="u_manager", roles=("finance_manager",), tenant_id="t1")
+
+
+def transfer(event_id: str, amount_minor: int, kind: str = "procurement") -> TransferEvent:
+    return TransferEvent(event_id=event_id, transfer_id=f"tr_{event_id}", event_type="transfer.created",
+                         tenant_id="t1", amount_minor=amount_minor, currency="USD", currency_exponent=2,
+                         source_account="acc_src", destination_account="acc_dst", metadata={"type": kind},
+                         occurred_at=int(time.time() * 1000))
+
+
+@pytest.fixture
+async def world(kafka_bootstrap):
+    async with EngineWorld(kafka_bootstrap) as w:
+        yield w
+
+
+async def approve(world: EngineWorld, instance_id: str, step: int, actor: Actor) -> None:
+    await world.wait_for_event(instance_id, ev.ApprovalRequested, step=step)
+    await world.send_command(RecordDecision(command_id=f"decide:{instance_id}:{step}:{actor.id}",
+                                            instance_id=instance_id, step=step, decision="approve", actor=actor))
+    await world.wait_for_event(instance_id, ev.StepApproved, step=step)
+
+
+async def execute_payment(world: EngineWorld, instance_id: str) -> None:
+    request = await world.wait_for_request(instance_id, step=4)
+    assert request.config["action"] == "execute_transfer"
+    await world.send_command(ReportStepResult(command_id=f"result:{request.request_id}", instance_id=instance_id,
+                                              step=4, attempt=request.attempt, outcome="succeeded",
+                                              output={"status": "executed"}),
+                             topic=topics.WORKFLOW_STEP_RESULTS)
+    await world.wait_for_event(instance_id, ev.InstanceCompleted)
+
+
+async def test_procurement_up_to_1000_skips_the_cfo_and_needs_the_manager(world):
+    await world.publish_template("tpl_procurement", builtin_template("procurement_approval"))
+    await world.start_engine()
+    await world.send_transfer(transfer("evt_small", 50_000))  # 500.00 USD
+    instance_id = instance_id_for("tpl_procurement", f"event:{topics.PAYMENTS_TRANSFERS}:evt_small")
+    skipped = await world.wait_for_event(instance_id, ev.StepSkipped)
+    assert skipped.step == 2
+    await approve(world, instance_id, 3, MANAGER)
+    await execute_payment(world, instance_id)
+
+
+async def test_procurement_above_1000_needs_the_cfo_then_the_manager(world):
+    await world.publish_template("tpl_procurement", builtin_template("procurement_approval"))
+    await world.start_engine()
+    await world.send_transfer(transfer("evt_large", 500_000))  # 5,000.00 USD
+    instance_id = instance_id_for("tpl_procurement", f"event:{topics.PAYMENTS_TRANSFERS}:evt_large")
+    await world.wait_for_event(instance_id, ev.ApprovalRequested, step=2)
+    # the manager cannot stand in for the CFO
+    await world.send_command(RecordDecision(command_id="wrong-role", instance_id=instance_id, step=2,
+                                            decision="approve", actor=MANAGER))
+    rejected = await world.wait_for_event(instance_id, ev.CommandRejected)
+    assert "not among the approvers" in rejected.reason
+    await approve(world, instance_id, 2, CFO)
+    await approve(world, instance_id, 3, MANAGER)
+    await execute_payment(world, instance_id)
+    kinds = [type(e).__name__ for e in world.events[instance_id]]
+    assert "StepSkipped" not in kinds
+
+
+async def test_a_redelivered_transfer_event_starts_nothing_new(world):
+    await world.publish_template("tpl_procurement", builtin_template("procurement_approval"))
+    await world.start_engine()
+    event = transfer("evt_twice", 20_000)
+    await world.send_transfer(event)
+    await world.send_transfer(event)
+    instance_id = instance_id_for("tpl_procurement", f"event:{topics.PAYMENTS_TRANSFERS}:evt_twice")
+    rejected = await world.wait_for_event(instance_id, ev.CommandRejected)
+    assert "already" in rejected.reason
+    started = [e for e in world.events[instance_id] if isinstance(e, ev.InstanceStarted)]
+    assert len(started) == 1
+    assert len(world.events) == 1  # no other instance anywhere
+
+
+async def test_a_poison_record_lands_in_the_dlq_while_the_next_one_flows(world):
+    await world.publish_template("tpl_procurement", builtin_template("procurement_approval"))
+    await world.start_engine()
+    await world.send_raw(topics.PAYMENTS_TRANSFERS, b"\x00garbage that is no event", key=b"bad")
+    await world.send_raw(topics.WORKFLOW_COMMANDS, b'{"not": "a command"}', key=b"wfi_whatever")
+    await world.send_transfer(transfer("evt_after_poison", 10_000))
+    instance_id = instance_id_for("tpl_procurement", f"event:{topics.PAYMENTS_TRANSFERS}:evt_after_poison")
+    await world.wait_for_event(instance_id, ev.ApprovalRequested, step=3)
+    await world.wait_until(lambda: len(world.dlq) >= 2, message="two dead letters")
+    by_topic = {letter.source_topic: letter for letter in world.dlq}
+    transfer_letter = by_topic[world.topic(topics.PAYMENTS_TRANSFERS)]
+    assert transfer_letter.value == b"\x00garbage that is no event"
+    assert transfer_letter.reason
+    command_letter = by_topic[world.topic(topics.WORKFLOW_COMMANDS)]
+    assert command_letter.value == b'{"not": "a command"}'
+
+
+WAIT_TEMPLATE = {
+    "name": "Cooling-off period",
+    "trigger_type": "manual",
+    "steps": [
+        {"type": "wait", "name": "Cool off", "config": {"duration_seconds": 3}},
+        {"type": "condition", "name": "Done", "config": {"expression": "true", "if_true": "complete"}},
+    ],
+}
+
+
+async def test_a_timer_fires_after_the_worker_was_restarted(world):
+    await world.publish_template("tpl_wait", WAIT_TEMPLATE)
+    engine = await world.start_engine()
+    await world.send_command(StartInstance(command_id="start:wfi_wait1", instance_id="wfi_wait1",
+                                           template_id="tpl_wait", template_version=1, tenant_id="t1",
+                                           trigger={"id": "x"}))
+    await world.wait_for_event("wfi_wait1", ev.WaitStarted)
+    await world.stop_engine(engine)
+    await asyncio.sleep(3.5)  # the timer falls due while no worker runs
+    assert not any(isinstance(e, ev.InstanceCompleted) for e in world.events["wfi_wait1"])
+    await world.start_engine()  # restores the state, and the timer with it, from the changelog
+    await world.wait_for_event("wfi_wait1", ev.InstanceCompleted, timeout=30)
+    succeeded = next(e for e in world.events["wfi_wait1"] if isinstance(e, ev.StepSucceeded))
+    assert succeeded.output["waited_ms"] >= 3000
+
+
+async def test_a_result_for_an_old_attempt_is_rejected_by_the_engine(world):
+    await world.publish_template("tpl_procurement", builtin_template("procurement_approval"))
+    await world.start_engine()
+    await world.send_transfer(transfer("evt_stale", 10_000))
+    instance_id = instance_id_for("tpl_procurement", f"event:{topics.PAYMENTS_TRANSFERS}:evt_stale")
+    await approve(world, instance_id, 3, MANAGER)
+    await world.wait_for_request(instance_id, step=4)
+    await world.send_command(ReportStepResult(command_id="stale", instance_id=instance_id, step=4, attempt=7,
+                                              outcome="succeeded", output={}), topic=topics.WORKFLOW_STEP_RESULTS)
+    rejected = await world.wait_for_event(instance_id, ev.CommandRejected)
+    assert "attempt 1" in rejected.reason
