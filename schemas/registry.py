@@ -1,0 +1,30 @@
+"""Every record type a Flowline topic carries, i.e. every type with a committed `schemas/*.avsc`.
+
+Topics and what they carry (keys: instance id for the workflow topics, event id for inputs):
+- `workflow.commands`, `workflow.step-results`: `COMMAND_TYPES` (a result is a `ReportStepResult`)
+- `workflow.events`: `EVENT_TYPES`
+- `workflow.steps.<kind>`: `StepRequest`
+- the `instances` changelog: `InstanceState`
+- `payments.transfers`: `TransferEvent`; `payments.commands` / `payments.results`: `PaymentCommand` /
+  `PaymentResult`; `workflow.templates`: `TemplateRecord`; `workflow.dlq`: `DlqRecord`
+"""
+
+from __future__ import annotations
+
+from core.commands import COMMAND_TYPES
+from core.effects import StepRequest
+from core.events import EVENT_TYPES
+from core.state import InstanceState
+from schemas.records import DlqRecord, PaymentCommand, PaymentResult, TemplateRecord, TransferEvent
+
+RECORD_TYPES: tuple[type, ...] = (
+    *COMMAND_TYPES,
+    *EVENT_TYPES,
+    InstanceState,
+    StepRequest,
+    TransferEvent,
+    DlqRecord,
+    TemplateRecord,
+    PaymentCommand,
+    PaymentResult,
+)
