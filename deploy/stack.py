@@ -206,6 +206,11 @@ class ProcessSpec:
 #               url=lambda p: p.gateway_url, health_url=lambda p: p.gateway_url + "healthz"),
 PROCESSES: list[ProcessSpec] = [
     ProcessSpec("engine", ["{python}", "-m", "deploy.cli", "engine"]),
+    ProcessSpec("payment-simulator", ["{python}", "-m", "deploy.cli", "payment-simulator"]),  # development tool
+    ProcessSpec("handler-approval", ["{python}", "-m", "deploy.cli", "handler", "approval"]),
+    ProcessSpec("handler-notification", ["{python}", "-m", "deploy.cli", "handler", "notification"]),
+    ProcessSpec("handler-action", ["{python}", "-m", "deploy.cli", "handler", "action"]),
+    ProcessSpec("handler-external", ["{python}", "-m", "deploy.cli", "handler", "external"]),
 ]
 
 
