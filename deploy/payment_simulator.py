@@ -1,0 +1,168 @@
+"""DEVELOPMENT TOOL, NOT A PAYMENT SERVICE: a stand-in for PayOS on the local stack.
+
+`flowline payment-simulator` consumes `payments.commands` and answers each on `payments.results`, keyed by
+the command's idempotency key, the way the real payment service is expected to behave:
+
+- a key it has not seen is "executed" once: appended (and fsynced) to a JSON-lines ledger
+  (`FLOWLINE_SIMULATOR_LEDGER`, default `<state dir>/payment-simulator.jsonl`) before the reply is sent;
+- a key it has seen is answered with the first result again, executing nothing (also after a restart:
+  the ledger is read back at start-up);
+- `params.simulate_failure` makes a command fail with that reason (to exercise rejected payments);
+- `FLOWLINE_SIMULATOR_DELAY_MS` delays the first reply, so tests can crash a handler between the
+  execution and the result.
+
+Offsets are committed after the reply (at-least-once); the ledger makes that safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from deploy import topics
+from schemas.codec import Codec, DecodeError
+from schemas.records import PaymentCommand, PaymentResult
+
+log = logging.getLogger("flowline.payment_simulator")
+
+
+def default_ledger() -> Path:
+    state = os.environ.get("FLOWLINE_STATE_DIR") or str(Path(__file__).resolve().parent.parent / ".flowline" / "dev")
+    return Path(state) / "payment-simulator.jsonl"
+
+
+def read_ledger(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+class PaymentSimulator:
+    def __init__(self, *, bootstrap_servers: str, topic_prefix: str = "", ledger: Path | None = None,
+                 delay_ms: int = 0, group_id: str | None = None) -> None:
+        self.bootstrap_servers = bootstrap_servers
+        self.commands_topic = topic_prefix + topics.PAYMENTS_COMMANDS
+        self.results_topic = topic_prefix + topics.PAYMENTS_RESULTS
+        self.group_id = group_id or f"{topic_prefix}flowline-payment-simulator"
+        self.ledger = ledger or default_ledger()
+        self.delay_ms = delay_ms
+        self.codec = Codec()
+        self.results: dict[str, PaymentResult] = {}
+        self.commands_seen = 0
+        self.duplicates = 0
+        self._stopping = asyncio.Event()
+        self.ready = asyncio.Event()
+
+    @classmethod
+    def from_env(cls) -> PaymentSimulator:
+        ledger = os.environ.get("FLOWLINE_SIMULATOR_LEDGER")
+        return cls(bootstrap_servers=os.environ.get("FLOWLINE_KAFKA_BOOTSTRAP", "127.0.0.1:19092"),
+                   topic_prefix=os.environ.get("FLOWLINE_TOPIC_PREFIX", ""),
+                   ledger=Path(ledger) if ledger else None,
+                   delay_ms=int(os.environ.get("FLOWLINE_SIMULATOR_DELAY_MS", "0")))
+
+    def _load(self) -> None:
+        for entry in read_ledger(self.ledger):
+            self.results[entry["idempotency_key"]] = PaymentResult(
+                idempotency_key=entry["idempotency_key"], status=entry["status"], output=entry.get("output"),
+                error=entry.get("error", ""), completed_at=entry["completed_at"])
+
+    def execute(self, command: PaymentCommand) -> PaymentResult:
+        """Run a command once: record it in the ledger, return its result."""
+        params = command.params if isinstance(command.params, dict) else {}
+        now = int(time.time() * 1000)
+        reason = params.get("simulate_failure")
+        if reason:
+            result = PaymentResult(idempotency_key=command.idempotency_key, status="failed", error=str(reason),
+                                   completed_at=now)
+        else:
+            simulated = command.action == "simulate_transfer"
+            output = {"payment_id": "sim_" + hashlib.sha256(command.idempotency_key.encode()).hexdigest()[:16],
+                      "action": command.action, "status": "simulated" if simulated else "executed",
+                      "amount": params.get("amount"), "transfer_id": params.get("transfer_id")}
+            result = PaymentResult(idempotency_key=command.idempotency_key, status="succeeded", output=output,
+                                   completed_at=now)
+        entry = {"idempotency_key": command.idempotency_key, "action": command.action,
+                 "tenant_id": command.tenant_id, "params": params, "status": result.status,
+                 "output": result.output, "error": result.error, "completed_at": now}
+        self.ledger.parent.mkdir(parents=True, exist_ok=True)
+        with self.ledger.open("a") as f:
+            f.write(json.dumps(entry) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        self.results[command.idempotency_key] = result
+        return result
+
+    async def run(self) -> None:
+        self._load()
+        producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap_servers, enable_idempotence=True)
+        consumer = AIOKafkaConsumer(self.commands_topic, bootstrap_servers=self.bootstrap_servers,
+                                    group_id=self.group_id, enable_auto_commit=False,
+                                    isolation_level="read_committed", auto_offset_reset="earliest")
+        await producer.start()
+        await consumer.start()
+        self.ready.set()
+        log.info("payment simulator (development tool) answering %s; ledger %s", self.commands_topic, self.ledger)
+        try:
+            while not self._stopping.is_set():
+                batches = await consumer.getmany(timeout_ms=200)
+                for records in batches.values():
+                    for record in records:
+                        await self._answer(producer, record)
+                if batches:
+                    await consumer.commit()
+        finally:
+            with contextlib.suppress(Exception):
+                await consumer.stop()
+            with contextlib.suppress(Exception):
+                await producer.stop()
+
+    async def _answer(self, producer: AIOKafkaProducer, record: Any) -> None:
+        try:
+            command = self.codec.decode(record.value, PaymentCommand)
+        except DecodeError as exc:
+            log.warning("ignoring undecodable payment command at offset %s: %s", record.offset, exc)
+            return
+        self.commands_seen += 1
+        result = self.results.get(command.idempotency_key)
+        if result is None:
+            result = self.execute(command)
+            if self.delay_ms:
+                await asyncio.sleep(self.delay_ms / 1000)
+        else:
+            self.duplicates += 1
+            log.info("duplicate command %s: answering with the first result", command.idempotency_key)
+        await producer.send_and_wait(self.results_topic, self.codec.encode(result),
+                                     key=command.idempotency_key.encode())
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    simulator = PaymentSimulator.from_env()
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, simulator.stop)
+        await simulator.run()
+
+    asyncio.run(run())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

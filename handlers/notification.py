@@ -1,0 +1,248 @@
+"""Notification handler: signed webhooks and email (story 29.6), one attempt per request.
+
+Webhooks carry `X-Flowline-Signature` (core.signing.sign_payload over the exact body bytes, with the
+template secret named by `secret_name`, else FLOWLINE_WEBHOOK_SIGNING_KEY) and `Idempotency-Key` (the
+request id), so a receiver drops the copy a redelivery may send. Emails carry the same key in
+`X-Flowline-Idempotency-Key` and a Message-ID derived from it.
+
+Outcome: a 2xx or an accepted email -> succeeded; 408, 429, 5xx, timeouts and connection errors ->
+failed, retryable (the engine schedules the retry); other 4xx, refused recipients, SSRF refusals,
+missing secrets -> failed, not retryable. Failure notices (side requests) are delivered the same way but
+report nothing: the failed step does not wait for them.
+
+Ports: `WebhookSender` and `EmailSender`, each with a real and a fake implementation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from typing import Any, Protocol
+
+from core.commands import ReportStepResult
+from core.effects import StepRequest
+from core.signing import sign_payload
+from handlers import metrics
+from handlers.http import HttpError, SafeHttpClient
+from handlers.rendering import MissingSecret, Renderer
+from handlers.results import failed, is_side_request, succeeded
+
+log = logging.getLogger(__name__)
+
+SIGNATURE_HEADER = "X-Flowline-Signature"
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+DEFAULT_TIMEOUT_SECONDS = 10.0
+
+
+class DeliveryError(Exception):
+    def __init__(self, message: str, *, retryable: bool) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+# ------------------------------------------------------------------------------------------------ webhooks
+
+@dataclass(frozen=True)
+class Webhook:
+    url: str
+    body: bytes
+    headers: Mapping[str, str]
+    timeout: float = DEFAULT_TIMEOUT_SECONDS
+
+
+class WebhookSender(Protocol):
+    async def send(self, webhook: Webhook) -> int:
+        """Deliver; return the receiver's 2xx status or raise DeliveryError."""
+        ...
+
+
+def _retryable_status(status: int) -> bool:
+    return status >= 500 or status in (408, 429)
+
+
+class HttpWebhookSender:
+    def __init__(self, http: SafeHttpClient) -> None:
+        self.http = http
+
+    async def send(self, webhook: Webhook) -> int:
+        try:
+            exchange = await self.http.request("POST", webhook.url, headers=webhook.headers, body=webhook.body,
+                                               timeout=webhook.timeout)
+        except HttpError as exc:
+            raise DeliveryError(str(exc), retryable=exc.retryable) from None
+        status = exchange.response.status
+        if not 200 <= status < 300:
+            raise DeliveryError(f"webhook receiver answered HTTP {status}", retryable=_retryable_status(status))
+        return status
+
+
+@dataclass
+class FakeWebhookSender:
+    sent: list[Webhook] = field(default_factory=list)
+    fail_with: DeliveryError | None = None
+
+    async def send(self, webhook: Webhook) -> int:
+        if self.fail_with is not None:
+            raise self.fail_with
+        self.sent.append(webhook)
+        return 200
+
+
+# ------------------------------------------------------------------------------------------------ email
+
+@dataclass(frozen=True)
+class Email:
+    to: tuple[str, ...]
+    subject: str
+    text: str
+    idempotency_key: str
+
+
+class EmailSender(Protocol):
+    async def send(self, email: Email) -> None:
+        """Hand the message to the mail server, or raise DeliveryError."""
+        ...
+
+
+def message_id(idempotency_key: str) -> str:
+    return f"<{hashlib.sha256(idempotency_key.encode()).hexdigest()[:32]}@flowline>"
+
+
+class SmtpEmailSender:
+    def __init__(self, *, host: str, port: int, sender: str, user: str = "", password: str = "",
+                 starttls: bool = False, timeout: float = 30.0) -> None:
+        self.host, self.port, self.sender = host, port, sender
+        self.user, self.password, self.starttls, self.timeout = user, password, starttls, timeout
+
+    async def send(self, email: Email) -> None:
+        import aiosmtplib
+
+        message = EmailMessage()
+        message["From"] = self.sender
+        message["To"] = ", ".join(email.to)
+        message["Subject"] = email.subject
+        message["Message-ID"] = message_id(email.idempotency_key)
+        message["X-Flowline-Idempotency-Key"] = email.idempotency_key
+        message.set_content(email.text)
+        try:
+            await aiosmtplib.send(message, hostname=self.host, port=self.port, username=self.user or None,
+                                  password=self.password or None, start_tls=self.starttls,
+                                  use_tls=False, timeout=self.timeout)
+        except aiosmtplib.SMTPRecipientsRefused as exc:
+            raise DeliveryError(f"mail server refused the recipients: {exc}", retryable=False) from None
+        except aiosmtplib.SMTPResponseException as exc:
+            raise DeliveryError(f"mail server answered {exc.code}: {exc.message}", retryable=exc.code < 500) from None
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            raise DeliveryError(f"mail server unreachable: {type(exc).__name__}: {exc}", retryable=True) from None
+
+
+@dataclass
+class FakeEmailSender:
+    sent: list[Email] = field(default_factory=list)
+    fail_with: DeliveryError | None = None
+
+    async def send(self, email: Email) -> None:
+        if self.fail_with is not None:
+            raise self.fail_with
+        self.sent.append(email)
+
+
+# ------------------------------------------------------------------------------------------------ handler
+
+def canonical_json(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":"), sort_keys=True, ensure_ascii=False).encode()
+
+
+def default_body(request: StepRequest, config: Mapping[str, Any]) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "type": "workflow.notification", "instance_id": request.instance_id, "template_id": request.template_id,
+        "tenant_id": request.tenant_id, "step": request.step, "step_name": request.step_name,
+        "idempotency_key": request.request_id,
+    }
+    if config.get("event") is not None:
+        body["event"] = config["event"]
+    if config.get("text"):
+        body["text"] = config["text"]
+    return body
+
+
+class NotificationHandler:
+    def __init__(self, *, webhooks: WebhookSender, emails: EmailSender, renderer: Renderer,
+                 default_signing_key: bytes, clock=time.time) -> None:
+        self.webhooks = webhooks
+        self.emails = emails
+        self.renderer = renderer
+        self.default_signing_key = default_signing_key
+        self.clock = clock
+
+    async def handle(self, request: StepRequest) -> ReportStepResult | None:
+        try:
+            output = await self.deliver(request, dict(request.config or {}))
+        except DeliveryError as exc:
+            metrics.DELIVERIES.labels(str((request.config or {}).get("channel", "webhook")), "failed").inc()
+            if is_side_request(request):
+                log.warning("side notice %s was not delivered: %s", request.request_id, exc)
+                return None
+            return failed(request, str(exc), retryable=exc.retryable)
+        if is_side_request(request):
+            return None
+        return succeeded(request, output)
+
+    async def deliver(self, request: StepRequest, config: dict[str, Any]) -> dict[str, Any]:
+        channel = str(config.get("channel") or config.get("type") or "webhook")
+        try:
+            rendered, _ = await self.renderer.render(request, {k: v for k, v in config.items() if k != "secret_name"})
+        except MissingSecret as exc:
+            raise DeliveryError(str(exc), retryable=False) from None
+        if channel == "email":
+            return await self._email(request, rendered)
+        if channel == "webhook":
+            return await self._webhook(request, rendered, config.get("secret_name"))
+        raise DeliveryError(f"unknown notification channel {channel!r}", retryable=False)
+
+    async def signing_key(self, request: StepRequest, secret_name: Any) -> bytes:
+        if not secret_name:
+            return self.default_signing_key
+        try:
+            return (await self.renderer.secret(request, str(secret_name))).encode()
+        except MissingSecret as exc:
+            raise DeliveryError(str(exc), retryable=False) from None
+
+    async def _webhook(self, request: StepRequest, config: Mapping[str, Any], secret_name: Any) -> dict[str, Any]:
+        url = config.get("url")
+        if not isinstance(url, str) or not url:
+            raise DeliveryError("a webhook notification needs a url", retryable=False)
+        body_value = config.get("body") if config.get("body") is not None else default_body(request, config)
+        body = body_value.encode() if isinstance(body_value, str) else canonical_json(body_value)
+        key = await self.signing_key(request, secret_name)
+        headers = {str(k): str(v) for k, v in (config.get("headers") or {}).items()}
+        headers.update({
+            "Content-Type": "application/json",
+            IDEMPOTENCY_HEADER: request.request_id,
+            SIGNATURE_HEADER: sign_payload(key, body, int(self.clock())),
+            "User-Agent": "Flowline-Webhooks/1",
+        })
+        timeout = float(config.get("timeout_seconds") or DEFAULT_TIMEOUT_SECONDS)
+        status = await self.webhooks.send(Webhook(url=url, body=body, headers=headers, timeout=timeout))
+        metrics.DELIVERIES.labels("webhook", "delivered").inc()
+        return {"channel": "webhook", "status": status}
+
+    async def _email(self, request: StepRequest, config: Mapping[str, Any]) -> dict[str, Any]:
+        to = config.get("to")
+        recipients = tuple(str(t) for t in (to if isinstance(to, list) else [to]) if t)
+        if not recipients:
+            raise DeliveryError("an email notification needs `to`", retryable=False)
+        event = config.get("event") if isinstance(config.get("event"), Mapping) else None
+        subject = str(config.get("subject") or (f"Workflow step failed: {event.get('name')}" if event else
+                                                f"Workflow notification: {request.step_name}"))
+        text = str(config.get("text") or (json.dumps(event, indent=2) if event else
+                                          f"Instance {request.instance_id}, step {request.step} "
+                                          f"({request.step_name})."))
+        await self.emails.send(Email(to=recipients, subject=subject, text=text, idempotency_key=request.request_id))
+        metrics.DELIVERIES.labels("email", "delivered").inc()
+        return {"channel": "email", "to": list(recipients)}
