@@ -1,0 +1,67 @@
+"""Sending commands to the engine, and (for `?wait=true`) waiting until the read model shows their effect.
+
+Commands go to `workflow.commands` keyed by instance id (the engine's partitioning). A command id is
+fresh per request, or derived from the principal and `Idempotency-Key`, so a retried request that slips
+past the idempotency table is still rejected by the engine as a duplicate. Waiting polls the projector's
+tables for an event carrying the command id: an applied event -> the new instance state; a
+`CommandRejected` -> 409 with the engine's reason; nothing within the bound -> the plain 202 answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from core.commands import Command
+from gateway.problems import Problem
+
+if TYPE_CHECKING:
+    from gateway.app import Call, Gateway
+
+POLL_SECONDS = 0.05
+
+
+def command_id_for(call: Call) -> str:
+    if call.idempotency_key and call.principal is not None:
+        digest = hashlib.sha256(f"{call.principal.id}\x00{call.idempotency_key}".encode()).hexdigest()
+        return f"cmd_{digest[:32]}"
+    return f"cmd_{uuid.uuid4().hex}"
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class CommandSender:
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+
+    async def send(self, command: Command) -> None:
+        gw = self.gateway
+        try:
+            await gw.producer.send_and_wait(gw.settings.commands_topic, gw.codec.encode(command),
+                                            key=command.instance_id.encode())
+        except Exception as exc:
+            raise Problem(503, f"the command could not be sent to the engine ({type(exc).__name__}); "
+                               "retry with the same Idempotency-Key") from exc
+
+    async def outcome(self, command_id: str, timeout: float | None = None) -> dict[str, Any] | None:
+        """`{"applied": True}` or `{"rejected": reason}` once the projector saw the command, else None."""
+        pool = self.gateway.pool
+        deadline = time.monotonic() + (self.gateway.settings.wait_seconds if timeout is None else timeout)
+        while True:
+            applied = await pool.fetchval(
+                "SELECT 1 FROM workflow_transitions WHERE command_id = $1 AND event_type <> 'CommandRejected' "
+                "LIMIT 1", command_id)
+            if applied:
+                return {"applied": True}
+            reason = await pool.fetchval("SELECT reason FROM workflow_rejected_commands WHERE command_id = $1",
+                                         command_id)
+            if reason is not None:
+                return {"rejected": reason}
+            if time.monotonic() >= deadline:
+                return None
+            await asyncio.sleep(POLL_SECONDS)

@@ -1,0 +1,431 @@
+"""Instance endpoints: reads from the read model, and every state change as a command.
+
+Who is blocking comes from `workflow_instances.blocking` and `workflow_pending_approvals`, which the
+projector derives from the events (never from the engine's state). Approve/reject/advance/cancel/pause/
+resume/retry/complete-external answer 202 with the command id; `?wait=true` waits for the projector.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+from aiohttp import web
+
+from core import commands as cmd
+from core.actors import ApprovalLimits
+from core.signing import callback_token, verify_payload
+from core.triggers import instance_id_for, start_command_id
+from gateway.app import Call, json_response
+from gateway.auth import ADVANCE, CALLBACK, DECIDE, OPERATE, READ, TRIGGER, Principal
+from gateway.commands import command_id_for, now_ms
+from gateway.problems import Problem
+from gateway.templates import _iso, _limit, decode_cursor, encode_cursor
+
+SIGNATURE_HEADER = "X-Flowline-Signature"
+INSTANCE_STATUSES = ("ACTIVE", "PAUSED", "COMPLETED", "CANCELLED", "FAILED")
+INSTANCE_COLUMNS = """i.id, i.tenant_id, i.template_id, i.template_version, i.template_name, i.status, i.current_step,
+    i.current_step_name, i.step_count, i.trigger, i.source, i.initiated_by, i.initiated_by_kind, i.agent_context,
+    i.blocking, i.failure_reason, i.created_at, i.updated_at, i.completed_at, i.last_seq"""
+
+
+def _loads(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def instance_json(row: asyncpg.Record) -> dict[str, Any]:
+    return {
+        "id": row["id"], "tenant_id": row["tenant_id"], "template_id": row["template_id"],
+        "template_version": row["template_version"], "template_name": row["template_name"],
+        "status": row["status"], "current_step": row["current_step"], "current_step_name": row["current_step_name"],
+        "step_count": row["step_count"], "trigger": _loads(row["trigger"]), "source": row["source"],
+        "initiated_by": {"id": row["initiated_by"], "kind": row["initiated_by_kind"]},
+        "agent_context": _loads(row["agent_context"]), "blocking": _loads(row["blocking"]) or {},
+        "failure_reason": row["failure_reason"], "created_at": _iso(row["created_at"]),
+        "updated_at": _iso(row["updated_at"]), "completed_at": _iso(row["completed_at"]),
+        "last_seq": row["last_seq"],
+    }
+
+
+def step_json(row: asyncpg.Record) -> dict[str, Any]:
+    return {
+        "step": row["step"], "attempt": row["attempt"], "name": row["name"], "type": row["type"],
+        "status": row["status"], "awaiting": row["awaiting"], "started_at": _iso(row["started_at"]),
+        "ended_at": _iso(row["ended_at"]), "approvers": _loads(row["approvers"]), "required": row["required"],
+        "votes": _loads(row["votes"]) or [], "approved_by": list(row["approved_by"] or []),
+        "approved_by_agent_id": row["approved_by_agent_id"], "agent_reasoning": row["agent_reasoning"],
+        "output": _loads(row["output"]), "error": row["error"], "retries": row["retries"],
+        "external_request": _loads(row["external_request"]), "external_response": _loads(row["external_response"]),
+    }
+
+
+def transition_json(row: asyncpg.Record) -> dict[str, Any]:
+    return {"seq": row["seq"], "event_type": row["event_type"], "step": row["step"], "command_id": row["command_id"],
+            "actor": {"id": row["actor_id"], "kind": row["actor_kind"]}, "reasoning": row["reasoning"],
+            "details": _loads(row["details"]) or {}, "at": _iso(row["at"])}
+
+
+async def load_instance(pool, instance_id: str, tenant_id: str) -> asyncpg.Record:
+    row = await pool.fetchrow(f"SELECT {INSTANCE_COLUMNS} FROM workflow_instances i WHERE i.id = $1 "
+                              "AND i.tenant_id = $2", instance_id, tenant_id)
+    if row is None:
+        raise Problem(404, f"no instance {instance_id!r}")
+    return row
+
+
+async def instance_detail(pool, instance_id: str, tenant_id: str) -> dict[str, Any]:
+    row = await load_instance(pool, instance_id, tenant_id)
+    out = instance_json(row)
+    steps = await pool.fetch("SELECT * FROM workflow_step_executions WHERE instance_id = $1 ORDER BY step, attempt",
+                             instance_id)
+    timeline = await pool.fetch("SELECT * FROM workflow_transitions WHERE instance_id = $1 ORDER BY seq",
+                                instance_id)
+    out["steps"] = [step_json(s) for s in steps]
+    out["timeline"] = [transition_json(t) for t in timeline]
+    return out
+
+
+async def get_instance(call: Call) -> web.Response:
+    call.me.require(READ, "read instances")
+    return json_response(await instance_detail(call.gateway.pool, call.param("id"), call.me.tenant_id))
+
+
+def _time_param(call: Call, name: str) -> datetime | None:
+    raw = call.query(name)
+    if raw is None:
+        return None
+    try:
+        value = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise Problem(400, f"{name} must be an ISO 8601 date-time", pointer=f"/query/{name}") from None
+    if value.tzinfo is None:
+        raise Problem(400, f"{name} needs a time zone (e.g. 2026-01-31T12:00:00Z)", pointer=f"/query/{name}")
+    return value
+
+
+def approver_predicate(me: Principal, args: list[Any], alias: str = "p") -> str:
+    """SQL: the pending approval `alias` waits for `me` (the same rules as core.approvers, in SQL)."""
+    args.append(me.id)
+    me_arg = f"${len(args)}"
+    args.append(list(me.roles))
+    roles_arg = f"${len(args)}"
+    member = f"{alias}.approver_roles && {roles_arg}::text[]"
+    if me.is_agent:
+        member += (f" OR {me_arg} = ANY({alias}.approver_agents) OR EXISTS (SELECT 1 FROM agent_workflow_permissions"
+                   f" w WHERE w.agent_id = {me_arg} AND w.template_id = {alias}.template_id AND w.can_approve AND"
+                   f" (COALESCE(jsonb_array_length(w.approval_conditions->'step_names'), 0) = 0 OR"
+                   f" w.approval_conditions->'step_names' ? {alias}.step_name) AND"
+                   f" (w.approval_conditions->>'max_amount' IS NULL OR"
+                   f" ({alias}.amount IS NOT NULL AND"
+                   f" {alias}.amount <= (w.approval_conditions->>'max_amount')::float8)))")
+    else:
+        member += f" OR {me_arg} = ANY({alias}.approver_users)"
+    return f"(({member}) AND NOT ({me_arg} = ANY({alias}.decided_by)) AND {alias}.initiated_by <> {me_arg})"
+
+
+async def list_instances(call: Call) -> web.Response:
+    me = call.me
+    me.require(READ, "read instances")
+    limit = _limit(call)
+    args: list[Any] = [me.tenant_id]
+    where = ["i.tenant_id = $1"]
+    status = call.query("status")
+    if status is not None:
+        if status not in INSTANCE_STATUSES:
+            raise Problem(400, f"status must be one of {', '.join(INSTANCE_STATUSES)}", pointer="/query/status")
+        args.append(status)
+        where.append(f"i.status = ${len(args)}")
+    template_id = call.query("template_id")
+    if template_id is not None:
+        args.append(template_id)
+        where.append(f"i.template_id = ${len(args)}")
+    for name, op in (("created_after", ">"), ("created_before", "<")):
+        value = _time_param(call, name)
+        if value is not None:
+            args.append(value)
+            where.append(f"i.created_at {op} ${len(args)}")
+    blocked_on = call.query("blocked_on")
+    if blocked_on is not None:
+        if blocked_on != "me":
+            raise Problem(400, "blocked_on accepts only 'me'", pointer="/query/blocked_on")
+        predicate = approver_predicate(me, args)
+        where.append(f"EXISTS (SELECT 1 FROM workflow_pending_approvals p WHERE p.instance_id = i.id AND {predicate})")
+    cursor = decode_cursor(call.query("cursor"), 2)
+    if cursor:
+        try:
+            args += [datetime.fromisoformat(cursor[0]), cursor[1]]
+        except ValueError:
+            raise Problem(400, "cursor is not one this API returned", pointer="/query/cursor") from None
+        where.append(f"(i.created_at, i.id) < (${len(args) - 1}, ${len(args)})")
+    args.append(limit + 1)
+    rows = await call.gateway.pool.fetch(
+        f"SELECT {INSTANCE_COLUMNS} FROM workflow_instances i WHERE {' AND '.join(where)} "
+        f"ORDER BY i.created_at DESC, i.id DESC LIMIT ${len(args)}", *args)
+    items = [instance_json(r) for r in rows[:limit]]
+    next_cursor = encode_cursor(rows[limit - 1]["created_at"].isoformat(), rows[limit - 1]["id"]) \
+        if len(rows) > limit else None
+    return json_response({"items": items, "next_cursor": next_cursor})
+
+
+# ---------------------------------------------------------------------------------------------- commands
+
+async def _answer(call: Call, command: cmd.Command, tenant_id: str) -> web.Response:
+    gw = call.gateway
+    await gw.commands.send(command)
+    accepted = {"command_id": command.command_id, "instance_id": command.instance_id, "status": "accepted"}
+    if not call.wait:
+        return json_response(accepted, 202)
+    outcome = await gw.commands.outcome(command.command_id)
+    if outcome is None:
+        return json_response(accepted, 202)
+    if "rejected" in outcome:
+        raise Problem(409, f"the engine rejected the command: {outcome['rejected']}", title="Command rejected",
+                      command_id=command.command_id)
+    detail = await instance_detail(gw.pool, command.instance_id, tenant_id)
+    return json_response(detail, 201 if isinstance(command, cmd.StartInstance) else 200)
+
+
+async def agent_limits(pool, me: Principal, template_id: str) -> ApprovalLimits | None:
+    if not me.is_agent:
+        return None
+    row = await pool.fetchrow("SELECT approval_conditions FROM agent_workflow_permissions WHERE agent_id = $1 "
+                              "AND template_id = $2 AND can_approve", me.id, template_id)
+    if row is None:
+        return None
+    conditions = _loads(row["approval_conditions"]) or {}
+    max_amount = conditions.get("max_amount")
+    return ApprovalLimits(max_amount=float(max_amount) if max_amount is not None else None,
+                          step_names=tuple(conditions.get("step_names") or ()))
+
+
+async def trigger(call: Call) -> web.Response:
+    me = call.me
+    me.require(TRIGGER, "start instances")
+    body = call.body
+    pool = call.gateway.pool
+    template = await pool.fetchrow("SELECT id, status, current_version FROM workflow_templates WHERE id = $1 "
+                                   "AND tenant_id = $2", body["template_id"], me.tenant_id)
+    if template is None:
+        raise Problem(422, f"no template {body['template_id']!r}", pointer="/template_id")
+    if me.is_agent:
+        allowed = await pool.fetchval("SELECT can_initiate FROM agent_workflow_permissions WHERE agent_id = $1 "
+                                      "AND template_id = $2", me.id, template["id"])
+        if not allowed:
+            raise Problem(403, f"agent {me.id} has no can_initiate permission for template {template['id']}")
+    if template["status"] != "ACTIVE":
+        raise Problem(409, f"template {template['id']} is {template['status']}; only ACTIVE templates start "
+                           "instances", pointer="/template_id")
+    agent_context = body.get("agent_context")
+    if me.is_agent:
+        agent_context = dict(agent_context or {})
+        claimed = agent_context.setdefault("agent_id", me.id)
+        if claimed != me.id:
+            raise Problem(422, f"agent_context.agent_id must be the calling agent ({me.id})",
+                          pointer="/agent_context/agent_id")
+    source_key = call.idempotency_key or uuid.uuid4().hex
+    instance_id = instance_id_for(template["id"], "manual:" + source_key)
+    command = cmd.StartInstance(
+        command_id=start_command_id(instance_id), instance_id=instance_id, issued_at=now_ms(),
+        template_id=template["id"], template_version=template["current_version"], tenant_id=me.tenant_id,
+        trigger={**(body.get("trigger_data") or {})}, source="manual", initiated_by=me.actor(),
+        agent_context=agent_context)
+    return await _answer(call, command, me.tenant_id)
+
+
+async def _decision(call: Call, decision: str) -> web.Response:
+    me = call.me
+    me.require(DECIDE, f"{decision} steps")
+    step = call.step()
+    pool = call.gateway.pool
+    instance = await load_instance(pool, call.param("id"), me.tenant_id)
+    named = call.body.get("decision")
+    expected = "approved" if decision == "approve" else "rejected"
+    if named is not None and named != expected:
+        raise Problem(422, f"this endpoint records {expected!r}; use the other endpoint for {named!r}",
+                      pointer="/decision")
+    limits = await agent_limits(pool, me, instance["template_id"])
+    command = cmd.RecordDecision(
+        command_id=command_id_for(call), instance_id=instance["id"], issued_at=now_ms(), step=step,
+        decision=decision, actor=me.actor(limits), reasoning=call.body.get("reasoning", ""),
+        signature=call.body.get("agent_signature", ""))
+    return await _answer(call, command, me.tenant_id)
+
+
+async def approve(call: Call) -> web.Response:
+    return await _decision(call, "approve")
+
+
+async def reject(call: Call) -> web.Response:
+    return await _decision(call, "reject")
+
+
+async def advance(call: Call) -> web.Response:
+    me = call.me
+    me.require(ADVANCE, "advance instances")
+    instance = await load_instance(call.gateway.pool, call.param("id"), me.tenant_id)
+    command = cmd.Advance(command_id=command_id_for(call), instance_id=instance["id"], issued_at=now_ms(),
+                          actor=me.actor())
+    return await _answer(call, command, me.tenant_id)
+
+
+async def _operate(call: Call, what: str, build) -> web.Response:
+    me = call.me
+    me.require(OPERATE, f"{what} instances")
+    instance = await load_instance(call.gateway.pool, call.param("id"), me.tenant_id)
+    command = build(command_id=command_id_for(call), instance_id=instance["id"], issued_at=now_ms(),
+                    actor=me.actor())
+    return await _answer(call, command, me.tenant_id)
+
+
+async def cancel(call: Call) -> web.Response:
+    reason = call.body.get("reason", "")
+    return await _operate(call, "cancel", lambda **kw: cmd.CancelInstance(reason=reason, **kw))
+
+
+async def pause(call: Call) -> web.Response:
+    reason = call.body.get("reason", "")
+    return await _operate(call, "pause", lambda **kw: cmd.PauseInstance(reason=reason, **kw))
+
+
+async def resume(call: Call) -> web.Response:
+    return await _operate(call, "resume", cmd.ResumeInstance)
+
+
+async def retry(call: Call) -> web.Response:
+    step = call.step()
+    return await _operate(call, "retry steps of", lambda **kw: cmd.RetryStep(step=step, **kw))
+
+
+async def _current_attempt(pool, instance_id: str, step: int) -> asyncpg.Record:
+    row = await pool.fetchrow("SELECT attempt, type, awaiting, status FROM workflow_step_executions WHERE "
+                              "instance_id = $1 AND step = $2 ORDER BY attempt DESC LIMIT 1", instance_id, step)
+    if row is None:
+        raise Problem(409, f"step {step} has not started", pointer="/path/n")
+    if row["type"] and row["type"] != "external":
+        raise Problem(409, f"step {step} is a {row['type']} step, not an external step", pointer="/path/n")
+    return row
+
+
+async def complete_external(call: Call) -> web.Response:
+    me = call.me
+    me.require(CALLBACK, "complete external steps")
+    step = call.step()
+    gw = call.gateway
+    instance = await load_instance(gw.pool, call.param("id"), me.tenant_id)
+    attempt = (await _current_attempt(gw.pool, instance["id"], step))["attempt"]
+    token = callback_token(gw.settings.callback_key, instance["id"], step, attempt)
+    refusal = verify_payload(token.encode(), call.raw_body, call.request.headers.get(SIGNATURE_HEADER, ""),
+                             int(time.time()), gw.settings.replay_window_seconds)
+    if refusal:
+        raise Problem(401, f"{SIGNATURE_HEADER}: {refusal}", pointer=f"/header/{SIGNATURE_HEADER}")
+    command = cmd.CompleteExternal(command_id=command_id_for(call), instance_id=instance["id"], issued_at=now_ms(),
+                                   step=step, status=call.body["status"], result=call.body.get("result"),
+                                   actor=me.actor())
+    return await _answer(call, command, me.tenant_id)
+
+
+async def callback_url(call: Call) -> web.Response:
+    me = call.me
+    me.require(CALLBACK, "read callback URLs")
+    step = call.step()
+    gw = call.gateway
+    instance = await load_instance(gw.pool, call.param("id"), me.tenant_id)
+    attempt = (await _current_attempt(gw.pool, instance["id"], step))["attempt"]
+    path = f"/v1/workflows/instances/{instance['id']}/steps/{step}/complete-external"
+    return json_response({
+        "url": gw.settings.base_url() + path, "method": "POST", "step": step, "attempt": attempt,
+        "token": callback_token(gw.settings.callback_key, instance["id"], step, attempt),
+        "signature_header": SIGNATURE_HEADER,
+        "signature_format": "t=<unix seconds>,v1=<hex HMAC-SHA256 of '<t>.<raw body>' keyed with token>",
+    })
+
+
+async def agent_actions(call: Call) -> web.Response:
+    me = call.me
+    me.require(READ, "read instances")
+    pool = call.gateway.pool
+    instance = await load_instance(pool, call.param("id"), me.tenant_id)
+    base = f"/v1/workflows/instances/{instance['id']}"
+    actions: list[dict[str, Any]] = []
+    status = instance["status"]
+    if status == "ACTIVE" and me.can(DECIDE):
+        args: list[Any] = [instance["id"]]
+        predicate = approver_predicate(me, args)
+        pending = await pool.fetchrow(f"SELECT p.step, p.step_name FROM workflow_pending_approvals p "
+                                      f"WHERE p.instance_id = $1 AND {predicate}", *args)
+        if pending is not None:
+            n = pending["step"]
+            for action in ("approve", "reject"):
+                actions.append({"action": action, "method": "POST", "href": f"{base}/steps/{n}/{action}", "step": n,
+                                "description": f"{action} step {n} ({pending['step_name']})"})
+    blocking = _loads(instance["blocking"]) or {}
+    if status == "ACTIVE" and me.can(CALLBACK) and blocking.get("waiting_for") == "callback":
+        n = blocking.get("step")
+        actions.append({"action": "complete-external", "method": "POST", "href": f"{base}/steps/{n}/complete-external",
+                        "step": n, "description": f"complete external step {n} (signed callback)"})
+    if status == "ACTIVE" and me.can(ADVANCE):
+        actions.append({"action": "advance", "method": "POST", "href": f"{base}/advance",
+                        "description": "proceed if the current step is ready"})
+    if me.can(OPERATE):
+        if status == "ACTIVE":
+            actions.append({"action": "pause", "method": "POST", "href": f"{base}/pause",
+                            "description": "pause the instance"})
+        if status == "PAUSED":
+            actions.append({"action": "resume", "method": "POST", "href": f"{base}/resume",
+                            "description": "resume the instance"})
+        if status in ("ACTIVE", "PAUSED"):
+            actions.append({"action": "cancel", "method": "POST", "href": f"{base}/cancel",
+                            "description": "cancel the instance"})
+        if status == "FAILED" and instance["current_step"]:
+            n = instance["current_step"]
+            actions.append({"action": "retry", "method": "POST", "href": f"{base}/steps/{n}/retry", "step": n,
+                            "description": f"retry failed step {n}"})
+    return json_response({"instance_id": instance["id"], "actor": {"id": me.id, "kind": me.kind},
+                          "actions": actions})
+
+
+async def pending(call: Call) -> web.Response:
+    me = call.me
+    me.require(READ, "read pending approvals")
+    limit = _limit(call)
+    args: list[Any] = [me.tenant_id]
+    predicate = approver_predicate(me, args)
+    args.append(limit)
+    rows = await call.gateway.pool.fetch(
+        f"""SELECT p.* FROM workflow_pending_approvals p JOIN workflow_instances i ON i.id = p.instance_id
+            WHERE p.tenant_id = $1 AND i.status = 'ACTIVE' AND {predicate}
+            ORDER BY p.requested_at LIMIT ${len(args)}""", *args)
+    items = []
+    for r in rows:
+        base = f"/v1/workflows/instances/{r['instance_id']}/steps/{r['step']}"
+        items.append({
+            "instance_id": r["instance_id"], "template_id": r["template_id"], "step": r["step"],
+            "attempt": r["attempt"], "step_name": r["step_name"], "kind": r["kind"],
+            "approvers": _loads(r["approvers"]), "required": r["required"], "approvals": r["approvals"],
+            "decided_by": list(r["decided_by"] or []), "amount": r["amount"], "deadline": _iso(r["deadline"]),
+            "requested_at": _iso(r["requested_at"]),
+            "links": {"approve": f"{base}/approve", "reject": f"{base}/reject"},
+        })
+    return json_response({"items": items})
+
+
+HANDLERS = {
+    "triggerInstance": trigger,
+    "listInstances": list_instances,
+    "getInstance": get_instance,
+    "approveStep": approve,
+    "rejectStep": reject,
+    "advanceInstance": advance,
+    "completeExternal": complete_external,
+    "getCallbackUrl": callback_url,
+    "listAgentActions": agent_actions,
+    "cancelInstance": cancel,
+    "pauseInstance": pause,
+    "resumeInstance": resume,
+    "retryStep": retry,
+    "listPending": pending,
+}

@@ -1,0 +1,519 @@
+"""The OpenAPI 3.1 document: the single source of the gateway's routes and request schemas.
+
+`gateway.app` registers exactly the operations listed here (by `operationId`), validates request bodies
+against the schemas here (template documents go through `core.validation` instead, which reports every
+problem with a JSON pointer), and serves the document at `/v1/openapi.json` and as HTML at `/docs`.
+"""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+PROBLEM_CODES = (400, 401, 403, 404, 409, 413, 415, 422)
+
+
+def ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def nullable(schema_type: str, **extra: Any) -> dict[str, Any]:
+    return {"type": [schema_type, "null"], **extra}
+
+
+ANY_JSON: dict[str, Any] = {}
+TIMESTAMP = {"type": "string", "format": "date-time"}
+OPT_TIMESTAMP = nullable("string", format="date-time")
+ACTOR_REF = {"type": "object", "required": ["id", "kind"],
+             "properties": {"id": {"type": "string"}, "kind": {"type": "string", "enum": ["human", "agent", "system"]}}}
+
+SCHEMAS: dict[str, Any] = {
+    "Problem": {
+        "type": "object", "required": ["type", "title", "status", "detail"],
+        "properties": {
+            "type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"},
+            "detail": {"type": "string"}, "instance": {"type": "string"},
+            "pointer": {"type": "string", "description": "JSON pointer to the offending field"},
+            "errors": {"type": "array", "items": ref("FieldError")},
+            "error_id": {"type": "string"}, "command_id": {"type": "string"},
+        },
+    },
+    "FieldError": {"type": "object", "required": ["pointer", "message"],
+                   "properties": {"pointer": {"type": "string"}, "message": {"type": "string"}}},
+    "TemplateDocument": {
+        "type": "object", "additionalProperties": False, "required": ["name", "steps"],
+        "description": "A workflow template (epic 29): validated by core.validation, every problem reported "
+                       "with a JSON pointer.",
+        "properties": {
+            "name": {"type": "string", "minLength": 1}, "description": {"type": "string"},
+            "trigger_type": {"type": "string", "enum": ["on_transfer", "event", "manual", "scheduled", "schedule",
+                                                        "threshold"]},
+            "trigger_config": {"type": "object"},
+            "steps": {"type": "array", "minItems": 1, "items": ref("Step")},
+            "status": {"type": "string", "enum": ["ACTIVE", "DRAFT", "PAUSED"]},
+            "metadata": {"type": "object"},
+        },
+    },
+    "Step": {
+        "type": "object", "additionalProperties": False, "required": ["type", "name"],
+        "properties": {
+            "type": {"type": "string", "enum": ["approval", "condition", "action", "wait", "notification",
+                                                "external"]},
+            "name": {"type": "string", "minLength": 1}, "id": {"type": "string"},
+            "description": {"type": "string"}, "config": {"type": "object"},
+        },
+    },
+    "Template": {
+        "type": "object",
+        "required": ["id", "tenant_id", "name", "description", "trigger_type", "status", "version", "created_at",
+                     "updated_at", "document"],
+        "properties": {
+            "id": {"type": "string"}, "tenant_id": {"type": "string"}, "name": {"type": "string"},
+            "description": {"type": "string"}, "trigger_type": {"type": "string"},
+            "status": {"type": "string", "enum": ["ACTIVE", "DRAFT", "PAUSED"]},
+            "version": {"type": "integer", "minimum": 1}, "created_at": TIMESTAMP, "updated_at": TIMESTAMP,
+            "document": {"type": "object"},
+            "versions": {"type": "array", "items": {"type": "integer"}},
+        },
+    },
+    "TemplateList": {"type": "object", "required": ["items", "next_cursor"],
+                     "properties": {"items": {"type": "array", "items": ref("Template")},
+                                    "next_cursor": nullable("string")}},
+    "ValidationResult": {"type": "object", "required": ["valid", "errors"],
+                         "properties": {"valid": {"type": "boolean"},
+                                        "errors": {"type": "array", "items": ref("FieldError")}}},
+    "SecretInput": {
+        "type": "object", "additionalProperties": False, "required": ["name", "value"],
+        "properties": {"name": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]{0,99}$"},
+                       "value": {"type": "string", "minLength": 1, "maxLength": 8192}},
+    },
+    "SecretName": {"type": "object", "required": ["name", "created_at", "updated_at"],
+                   "properties": {"name": {"type": "string"}, "created_at": TIMESTAMP, "updated_at": TIMESTAMP}},
+    "SecretList": {"type": "object", "required": ["items"],
+                   "properties": {"items": {"type": "array", "items": ref("SecretName")}}},
+    "TriggerInput": {
+        "type": "object", "additionalProperties": False, "required": ["template_id"],
+        "properties": {
+            "template_id": {"type": "string", "minLength": 1, "maxLength": 200},
+            "trigger_data": {"type": "object", "description": "what {{trigger.*}} sees"},
+            "agent_context": nullable("object", description="agent_id, intent, conversation_id, ..."),
+        },
+    },
+    "DecisionInput": {
+        "type": "object", "additionalProperties": False,
+        "properties": {
+            "decision": {"type": "string", "enum": ["approved", "rejected"],
+                         "description": "optional; must match the endpoint"},
+            "reasoning": {"type": "string", "maxLength": 4000},
+            "agent_signature": {"type": "string", "maxLength": 4096},
+        },
+    },
+    "AdvanceInput": {"type": "object", "additionalProperties": False, "required": ["action"],
+                     "properties": {"action": {"type": "string", "enum": ["proceed_if_ready"]}}},
+    "ReasonInput": {"type": "object", "additionalProperties": False,
+                    "properties": {"reason": {"type": "string", "maxLength": 2000}}},
+    "EmptyInput": {"type": "object", "additionalProperties": False, "properties": {}},
+    "CompleteExternalInput": {
+        "type": "object", "additionalProperties": False, "required": ["status"],
+        "properties": {"status": {"type": "string", "enum": ["completed", "failed"]}, "result": ANY_JSON},
+    },
+    "AgentPermissionsInput": {
+        "type": "object", "additionalProperties": False, "required": ["workflow_permissions"],
+        "properties": {"agent_id": {"type": "string"}, "workflow_permissions": ref("WorkflowPermissions")},
+    },
+    "WorkflowPermissions": {
+        "type": "object", "additionalProperties": False,
+        "properties": {
+            "can_initiate": {"type": "array", "items": {"type": "string", "minLength": 1}, "maxItems": 500},
+            "can_approve": {"type": "object", "maxProperties": 500,
+                            "additionalProperties": ref("ApprovalConditions")},
+        },
+    },
+    "ApprovalConditions": {
+        "type": "object", "additionalProperties": False,
+        "properties": {"max_amount": nullable("number", minimum=0),
+                       "step_names": {"type": "array", "items": {"type": "string"}, "maxItems": 100}},
+    },
+    "AgentPermissions": {
+        "type": "object", "required": ["agent_id", "workflow_permissions"],
+        "properties": {"agent_id": {"type": "string"}, "workflow_permissions": {
+            "type": "object", "required": ["can_initiate", "can_approve"],
+            "properties": {"can_initiate": {"type": "array", "items": {"type": "string"}},
+                           "can_approve": {"type": "object", "additionalProperties": {
+                               "type": "object", "required": ["max_amount", "step_names"],
+                               "properties": {"max_amount": nullable("number"),
+                                              "step_names": {"type": "array", "items": {"type": "string"}}}}}}}},
+    },
+    "CommandAccepted": {
+        "type": "object", "required": ["command_id", "instance_id", "status"],
+        "properties": {"command_id": {"type": "string"}, "instance_id": {"type": "string"},
+                       "status": {"type": "string", "enum": ["accepted"]}},
+    },
+    "Instance": {
+        "type": "object",
+        "required": ["id", "tenant_id", "template_id", "template_version", "template_name", "status",
+                     "current_step", "current_step_name", "step_count", "trigger", "source", "initiated_by",
+                     "agent_context", "blocking", "failure_reason", "created_at", "updated_at", "completed_at",
+                     "last_seq"],
+        "properties": {
+            "id": {"type": "string"}, "tenant_id": {"type": "string"}, "template_id": {"type": "string"},
+            "template_version": {"type": "integer"}, "template_name": {"type": "string"},
+            "status": {"type": "string", "enum": ["ACTIVE", "PAUSED", "COMPLETED", "CANCELLED", "FAILED"]},
+            "current_step": nullable("integer"), "current_step_name": nullable("string"),
+            "step_count": {"type": "integer"}, "trigger": ANY_JSON, "source": {"type": "string"},
+            "initiated_by": ACTOR_REF, "agent_context": ANY_JSON,
+            "blocking": {"type": "object", "description": "where the instance is and what it waits for",
+                         "properties": {"waiting_for": nullable("string"), "status": {"type": "string"}}},
+            "failure_reason": {"type": "string"}, "created_at": TIMESTAMP, "updated_at": TIMESTAMP,
+            "completed_at": OPT_TIMESTAMP, "last_seq": {"type": "integer"},
+        },
+    },
+    "StepExecution": {
+        "type": "object",
+        "required": ["step", "attempt", "name", "type", "status", "awaiting", "started_at", "ended_at", "votes",
+                     "approved_by", "approved_by_agent_id", "agent_reasoning", "output", "error", "retries"],
+        "properties": {
+            "step": {"type": "integer"}, "attempt": {"type": "integer"}, "name": {"type": "string"},
+            "type": {"type": "string"}, "status": {"type": "string"}, "awaiting": {"type": "string"},
+            "started_at": OPT_TIMESTAMP, "ended_at": OPT_TIMESTAMP, "approvers": ANY_JSON,
+            "required": {"type": "integer"}, "votes": {"type": "array", "items": {"type": "object"}},
+            "approved_by": {"type": "array", "items": {"type": "string"}},
+            "approved_by_agent_id": nullable("string"), "agent_reasoning": nullable("string"),
+            "output": ANY_JSON, "error": {"type": "string"}, "retries": {"type": "integer"},
+            "external_request": ANY_JSON, "external_response": ANY_JSON,
+        },
+    },
+    "Transition": {
+        "type": "object",
+        "required": ["seq", "event_type", "step", "command_id", "actor", "reasoning", "details", "at"],
+        "properties": {
+            "seq": {"type": "integer"}, "event_type": {"type": "string"}, "step": nullable("integer"),
+            "command_id": {"type": "string"}, "actor": ACTOR_REF, "reasoning": {"type": "string"},
+            "details": {"type": "object"}, "at": TIMESTAMP,
+        },
+    },
+    "InstanceDetail": {
+        "allOf": [ref("Instance"), {
+            "type": "object", "required": ["steps", "timeline"],
+            "properties": {"steps": {"type": "array", "items": ref("StepExecution")},
+                           "timeline": {"type": "array", "items": ref("Transition")}}}],
+    },
+    "InstanceList": {"type": "object", "required": ["items", "next_cursor"],
+                     "properties": {"items": {"type": "array", "items": ref("Instance")},
+                                    "next_cursor": nullable("string")}},
+    "PendingApproval": {
+        "type": "object",
+        "required": ["instance_id", "template_id", "step", "attempt", "step_name", "kind", "approvers",
+                     "required", "approvals", "decided_by", "amount", "deadline", "requested_at", "links"],
+        "properties": {
+            "instance_id": {"type": "string"}, "template_id": {"type": "string"}, "step": {"type": "integer"},
+            "attempt": {"type": "integer"}, "step_name": {"type": "string"},
+            "kind": {"type": "string", "enum": ["approval", "review"]}, "approvers": ANY_JSON,
+            "required": {"type": "integer"}, "approvals": {"type": "integer"},
+            "decided_by": {"type": "array", "items": {"type": "string"}}, "amount": nullable("number"),
+            "deadline": OPT_TIMESTAMP, "requested_at": TIMESTAMP,
+            "links": {"type": "object", "properties": {"approve": {"type": "string"}, "reject": {"type": "string"}}},
+        },
+    },
+    "PendingList": {"type": "object", "required": ["items"],
+                    "properties": {"items": {"type": "array", "items": ref("PendingApproval")}}},
+    "AgentActions": {
+        "type": "object", "required": ["instance_id", "actor", "actions"],
+        "properties": {
+            "instance_id": {"type": "string"}, "actor": ACTOR_REF,
+            "actions": {"type": "array", "items": {
+                "type": "object", "required": ["action", "method", "href", "description"],
+                "properties": {"action": {"type": "string"}, "method": {"type": "string"},
+                               "href": {"type": "string"}, "step": {"type": "integer"},
+                               "description": {"type": "string"}}}},
+        },
+    },
+    "CallbackUrl": {
+        "type": "object",
+        "required": ["url", "method", "step", "attempt", "token", "signature_header", "signature_format"],
+        "properties": {"url": {"type": "string"}, "method": {"type": "string"}, "step": {"type": "integer"},
+                       "attempt": {"type": "integer"}, "token": {"type": "string"},
+                       "signature_header": {"type": "string"}, "signature_format": {"type": "string"}},
+    },
+    "Percentiles": {"type": "object", "required": ["count", "p50", "p90", "p99"],
+                    "properties": {"count": {"type": "integer"}, "p50": nullable("number"),
+                                   "p90": nullable("number"), "p99": nullable("number")}},
+    "StepStat": {"type": "object", "required": ["template_id", "step", "name", "executions", "avg_seconds"],
+                 "properties": {"template_id": {"type": "string"}, "step": {"type": "integer"},
+                                "name": {"type": "string"}, "executions": {"type": "integer"},
+                                "avg_seconds": nullable("number")}},
+    "Analytics": {
+        "type": "object",
+        "required": ["counts_by_status", "completion_time_seconds", "approval_latency_seconds", "busiest_steps",
+                     "slowest_steps", "per_template"],
+        "properties": {
+            "counts_by_status": {"type": "object", "additionalProperties": {"type": "integer"}},
+            "completion_time_seconds": ref("Percentiles"), "approval_latency_seconds": ref("Percentiles"),
+            "busiest_steps": {"type": "array", "items": ref("StepStat")},
+            "slowest_steps": {"type": "array", "items": ref("StepStat")},
+            "per_template": {"type": "array", "items": {
+                "type": "object", "required": ["template_id", "counts_by_status", "completion_time_seconds"],
+                "properties": {"template_id": {"type": "string"},
+                               "counts_by_status": {"type": "object", "additionalProperties": {"type": "integer"}},
+                               "completion_time_seconds": ref("Percentiles")}}},
+        },
+    },
+    "Health": {
+        "type": "object", "required": ["status", "checks"],
+        "properties": {"status": {"type": "string", "enum": ["ok", "degraded"]},
+                       "checks": {"type": "object", "additionalProperties": {
+                           "type": "object", "required": ["ok"], "properties": {"ok": {"type": "boolean"}}}}},
+    },
+}
+
+ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1, "maxLength": 200}}
+STEP_N = {"name": "n", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1, "maximum": 100}}
+WAIT = {"name": "wait", "in": "query", "required": False, "schema": {"type": "boolean"},
+        "description": "wait (at most 10 s) until the read model shows the command's effect; if it does "
+                       "not in time, the answer is still 202"}
+IDEMPOTENCY = {"name": "Idempotency-Key", "in": "header", "required": False,
+               "schema": {"type": "string", "minLength": 1, "maxLength": 200},
+               "description": "a replay with the same key and body returns the first response"}
+CURSOR = {"name": "cursor", "in": "query", "required": False, "schema": {"type": "string", "maxLength": 500}}
+LIMIT = {"name": "limit", "in": "query", "required": False,
+         "schema": {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}}
+
+
+def _json_response(description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _problems(codes: tuple[int, ...]) -> dict[str, Any]:
+    out = {str(c): {"$ref": "#/components/responses/Problem"} for c in codes}
+    out["default"] = {"$ref": "#/components/responses/Problem"}
+    return out
+
+
+def op(operation_id: str, summary: str, tag: str, responses: dict[int, tuple[str, dict[str, Any]]], *,
+       params: list[dict[str, Any]] | None = None, body: str | None = None, body_required: bool = True,
+       public: bool = False, extra_problems: tuple[int, ...] = ()) -> dict[str, Any]:
+    operation: dict[str, Any] = {"operationId": operation_id, "summary": summary, "tags": [tag]}
+    if params:
+        operation["parameters"] = params
+    if body:
+        operation["requestBody"] = {"required": body_required,
+                                    "content": {"application/json": {"schema": ref(body)}}}
+        params_post = [*(params or []), IDEMPOTENCY]
+        operation["parameters"] = params_post
+    out = {str(code): _json_response(desc, schema) for code, (desc, schema) in responses.items()}
+    if public:
+        operation["security"] = []
+        out.update(_problems((*extra_problems,)) if extra_problems else {})
+    else:
+        out.update(_problems(tuple(sorted({*PROBLEM_CODES, *extra_problems}))))
+    operation["responses"] = out
+    return operation
+
+
+INSTANCE = ("the instance after the command took effect (wait=true)", ref("InstanceDetail"))
+ACCEPTED = ("the command was sent to the engine", ref("CommandAccepted"))
+
+
+def _command(operation_id: str, summary: str, body: str, *, step: bool = False,
+             body_required: bool = True, extra: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    params = [ID, *([STEP_N] if step else []), WAIT, *(extra or [])]
+    return op(operation_id, summary, "decisions", {202: ACCEPTED, 200: INSTANCE}, params=params, body=body,
+              body_required=body_required)
+
+
+PATHS: dict[str, dict[str, Any]] = {
+    "/v1/workflows/templates": {
+        "post": op("createTemplate", "Create a workflow template (version 1)", "templates",
+                   {201: ("created", ref("Template"))}, body="TemplateDocument"),
+        "get": op("listTemplates", "List the tenant's templates", "templates",
+                  {200: ("templates", ref("TemplateList"))},
+                  params=[{"name": "status", "in": "query", "required": False,
+                           "schema": {"type": "string", "enum": ["ACTIVE", "DRAFT", "PAUSED"]}}, CURSOR, LIMIT]),
+    },
+    "/v1/workflows/templates/{id}": {
+        "get": op("getTemplate", "Get a template (current version, or ?version=N)", "templates",
+                  {200: ("the template", ref("Template"))},
+                  params=[ID, {"name": "version", "in": "query", "required": False,
+                               "schema": {"type": "integer", "minimum": 1}}]),
+        "put": op("updateTemplate", "Publish a new version; running instances keep theirs", "templates",
+                  {200: ("the new version", ref("Template"))}, params=[ID], body="TemplateDocument"),
+        "delete": op("deactivateTemplate", "Deactivate: no new instances start (status PAUSED)", "templates",
+                     {200: ("deactivated", ref("Template"))}, params=[ID]),
+    },
+    "/v1/workflows/templates/{id}/validate": {
+        "post": op("validateTemplate", "Validate a proposed version against this template's secrets", "templates",
+                   {200: ("validation result", ref("ValidationResult"))}, params=[ID], body="TemplateDocument"),
+    },
+    "/v1/workflows/templates/{id}/secrets": {
+        "post": op("setTemplateSecret", "Store (or replace) an encrypted secret; the value is never returned",
+                   "templates", {201: ("stored", ref("SecretName"))}, params=[ID], body="SecretInput"),
+        "get": op("listTemplateSecrets", "List secret names (never values)", "templates",
+                  {200: ("secret names", ref("SecretList"))}, params=[ID]),
+    },
+    "/v1/workflows/instances": {
+        "post": op("triggerInstance", "Start an instance manually (humans with trigger rights, agents with "
+                   "can_initiate)", "instances", {202: ACCEPTED, 201: ("started (wait=true)", ref("InstanceDetail"))},
+                   params=[WAIT], body="TriggerInput"),
+        "get": op("listInstances", "List instances", "instances", {200: ("instances", ref("InstanceList"))},
+                  params=[
+                      {"name": "status", "in": "query", "required": False, "schema": {
+                          "type": "string", "enum": ["ACTIVE", "PAUSED", "COMPLETED", "CANCELLED", "FAILED"]}},
+                      {"name": "template_id", "in": "query", "required": False,
+                       "schema": {"type": "string", "maxLength": 200}},
+                      {"name": "created_after", "in": "query", "required": False,
+                       "schema": {"type": "string", "format": "date-time"}},
+                      {"name": "created_before", "in": "query", "required": False,
+                       "schema": {"type": "string", "format": "date-time"}},
+                      {"name": "blocked_on", "in": "query", "required": False,
+                       "schema": {"type": "string", "enum": ["me"]}},
+                      CURSOR, LIMIT]),
+    },
+    "/v1/workflows/instances/{id}": {
+        "get": op("getInstance", "Instance status: current step, who is blocking, full timeline", "instances",
+                  {200: ("the instance", ref("InstanceDetail"))}, params=[ID]),
+    },
+    "/v1/workflows/instances/{id}/steps/{n}/approve": {
+        "post": _command("approveStep", "Approve step n", "DecisionInput", step=True, body_required=False),
+    },
+    "/v1/workflows/instances/{id}/steps/{n}/reject": {
+        "post": _command("rejectStep", "Reject step n", "DecisionInput", step=True, body_required=False),
+    },
+    "/v1/workflows/instances/{id}/advance": {
+        "post": _command("advanceInstance", "Proceed if the current step is ready", "AdvanceInput"),
+    },
+    "/v1/workflows/instances/{id}/steps/{n}/complete-external": {
+        "post": _command("completeExternal", "Complete an async external step (HMAC-signed callback)",
+                         "CompleteExternalInput", step=True,
+                         extra=[{"name": "X-Flowline-Signature", "in": "header", "required": True,
+                                 "schema": {"type": "string"},
+                                 "description": "t=<unix seconds>,v1=<hex HMAC-SHA256 of '<t>.<body>' under "
+                                                "the step attempt's callback token>"}]),
+    },
+    "/v1/workflows/instances/{id}/steps/{n}/callback-url": {
+        "get": op("getCallbackUrl", "Callback URL and signing token of an external step's current attempt",
+                  "instances", {200: ("callback", ref("CallbackUrl"))}, params=[ID, STEP_N]),
+    },
+    "/v1/workflows/instances/{id}/agent-actions": {
+        "get": op("listAgentActions", "Actions the caller can take on this instance now", "instances",
+                  {200: ("actions", ref("AgentActions"))}, params=[ID]),
+    },
+    "/v1/workflows/instances/{id}/cancel": {
+        "post": _command("cancelInstance", "Cancel the instance", "ReasonInput", body_required=False),
+    },
+    "/v1/workflows/instances/{id}/pause": {
+        "post": _command("pauseInstance", "Pause the instance", "ReasonInput", body_required=False),
+    },
+    "/v1/workflows/instances/{id}/resume": {
+        "post": _command("resumeInstance", "Resume a paused instance", "EmptyInput", body_required=False),
+    },
+    "/v1/workflows/instances/{id}/steps/{n}/retry": {
+        "post": _command("retryStep", "Retry the failed step of a FAILED instance", "EmptyInput", step=True,
+                         body_required=False),
+    },
+    "/v1/workflows/pending": {
+        "get": op("listPending", "Approvals waiting for the caller", "instances",
+                  {200: ("pending approvals", ref("PendingList"))}, params=[LIMIT]),
+    },
+    "/v1/agents/{id}/workflow-permissions": {
+        "get": op("getAgentPermissions", "An agent's workflow permissions (story 29.12)", "agents",
+                  {200: ("permissions", ref("AgentPermissions"))}, params=[ID]),
+        "post": op("setAgentPermissions", "Replace an agent's workflow permissions", "agents",
+                   {200: ("permissions", ref("AgentPermissions"))}, params=[ID], body="AgentPermissionsInput"),
+    },
+    "/v1/workflows/analytics": {
+        "get": op("getAnalytics", "Counts, completion times, approval latency, busiest and slowest steps",
+                  "analytics", {200: ("analytics", ref("Analytics"))},
+                  params=[{"name": "template_id", "in": "query", "required": False,
+                           "schema": {"type": "string", "maxLength": 200}},
+                          {"name": "created_after", "in": "query", "required": False,
+                           "schema": {"type": "string", "format": "date-time"}}]),
+    },
+    "/health": {
+        "get": op("health", "Broker, database and projector lag", "operations",
+                  {200: ("healthy", ref("Health")), 503: ("degraded", ref("Health"))}, public=True),
+    },
+    "/metrics": {
+        "get": {"operationId": "metrics", "summary": "Prometheus metrics", "tags": ["operations"], "security": [],
+                "responses": {"200": {"description": "text exposition format",
+                                      "content": {"text/plain": {"schema": {"type": "string"}}}}}},
+    },
+    "/v1/openapi.json": {
+        "get": {"operationId": "openapi", "summary": "This document", "tags": ["operations"], "security": [],
+                "responses": {"200": _json_response("OpenAPI 3.1 document", {"type": "object"})}},
+    },
+    "/docs": {
+        "get": {"operationId": "docs", "summary": "HTML rendering of this document", "tags": ["operations"],
+                "security": [],
+                "responses": {"200": {"description": "HTML page",
+                                      "content": {"text/html": {"schema": {"type": "string"}}}}}},
+    },
+}
+
+DOCUMENT: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {
+        "title": "Flowline API", "version": "1.0.0",
+        "description": "Workflow templates, instances, approvals and agentic composition (epic 29). Every "
+                       "error is an RFC 7807 problem document. State changes are commands: they answer 202 "
+                       "with a command_id, or with ?wait=true the instance once the read model shows the "
+                       "effect.",
+    },
+    "servers": [{"url": "/"}],
+    "security": [{"bearer": []}],
+    "tags": [{"name": t} for t in ("templates", "instances", "decisions", "agents", "analytics", "operations")],
+    "paths": PATHS,
+    "components": {
+        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
+                                       "description": "an API token (fl_...); stored hashed"}},
+        "schemas": SCHEMAS,
+        "responses": {"Problem": {"description": "RFC 7807 problem",
+                                  "content": {"application/problem+json": {"schema": ref("Problem")}}}},
+    },
+}
+
+METHODS = ("get", "put", "post", "delete", "patch")
+
+
+def operations() -> list[tuple[str, str, dict[str, Any]]]:
+    """(METHOD, path, operation) for every operation in the document."""
+    return [(method.upper(), path, item[method]) for path, item in PATHS.items() for method in METHODS
+            if method in item]
+
+
+def body_schema(operation: dict[str, Any]) -> dict[str, Any] | None:
+    """The operation's request schema with every `$ref` resolvable (a self-contained JSON Schema)."""
+    body = operation.get("requestBody")
+    if not body:
+        return None
+    schema = body["content"]["application/json"]["schema"]
+    return {**schema, "components": {"schemas": SCHEMAS}}
+
+
+def docs_html() -> str:
+    rows = []
+    for method, path, operation in operations():
+        auth = "public" if operation.get("security") == [] else "bearer"
+        body = operation.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema", {})
+        body_name = body.get("$ref", "").rsplit("/", 1)[-1]
+        codes = ", ".join(c for c in operation["responses"] if c != "default")
+        rows.append(f"<tr><td><code>{method}</code></td><td><code>{html.escape(path)}</code></td>"
+                    f"<td>{html.escape(operation['summary'])}</td><td>{auth}</td>"
+                    f"<td>{html.escape(body_name)}</td><td>{codes}</td></tr>")
+    schemas = "".join(f"<h3 id='{name}'>{name}</h3><pre>{html.escape(_pretty(schema))}</pre>"
+                      for name, schema in SCHEMAS.items())
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Flowline API</title>
+<style>body{{font-family:system-ui,sans-serif;margin:2rem;max-width:1200px}}table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}}pre{{background:#f6f6f6;
+padding:8px;overflow:auto}}</style></head>
+<body><h1>Flowline API {DOCUMENT['info']['version']}</h1><p>{html.escape(DOCUMENT['info']['description'])}</p>
+<p>Authenticate with <code>Authorization: Bearer &lt;token&gt;</code>. The machine-readable document is
+<a href="/v1/openapi.json">/v1/openapi.json</a> (OpenAPI 3.1).</p>
+<h2>Operations</h2><table><tr><th>Method</th><th>Path</th><th>Summary</th><th>Auth</th><th>Body</th>
+<th>Responses</th></tr>{''.join(rows)}</table><h2>Schemas</h2>{schemas}</body></html>"""
+
+
+def _pretty(schema: Any) -> str:
+    import json
+
+    return json.dumps(schema, indent=2)

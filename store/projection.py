@@ -1,0 +1,245 @@
+"""The read model's fold: events in, rows out. No I/O; `store/projector.py` loads and writes.
+
+The projector keeps each instance's `InstanceState` (built only by `core.state.apply`, like the engine's)
+and derives every row from it, so the read model answers "where is it, who is blocking?" exactly as the
+core would, without ever reading the engine's state. Events are applied in sequence order; an event
+whose `seq` is not above the instance's `last_seq` was applied before and changes nothing (idempotent
+under redelivery). A `CommandRejected` with `seq == 0` (the engine's "no such instance/template") has no
+place in an instance's sequence and is only recorded as a rejected command.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from core import events as ev
+from core.actors import Actor
+from core.state import InstanceState, StepState, apply
+from core.types import ActorKind, Awaiting, TaskStatus, WorkflowStatus
+
+_ACTOR_FIELDS = ("actor", "initiated_by")
+_REASON_FIELDS = ("reasoning", "reason", "blocking", "error")
+
+
+def ts(ms: int | None) -> datetime | None:
+    return datetime.fromtimestamp(ms / 1000, UTC) if ms else None
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, enum.Enum):
+        return value.value
+    if dataclasses.is_dataclass(value):
+        return dataclasses.asdict(value)
+    if isinstance(value, tuple | set | frozenset):
+        return list(value)
+    if isinstance(value, bytes):
+        return value.hex()
+    return str(value)
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, default=_default, separators=(",", ":"))
+
+
+def event_details(event: ev.Event) -> dict[str, Any]:
+    data = {}
+    for f in dataclasses.fields(event):
+        if f.name in ("instance_id", "seq", "at", "command_id"):
+            continue
+        data[f.name] = getattr(event, f.name)
+    return json.loads(dumps(data))
+
+
+def event_actor(event: ev.Event) -> Actor | None:
+    for name in _ACTOR_FIELDS:
+        actor = getattr(event, name, None)
+        if isinstance(actor, Actor):
+            return actor
+    return None
+
+
+def event_reasoning(event: ev.Event) -> str:
+    for name in _REASON_FIELDS:
+        value = getattr(event, name, None)
+        if isinstance(value, str) and value:
+            return value
+    return ""
+
+
+def _approver_values(approvers: Any, kind: str) -> list[str]:
+    specs = approvers if isinstance(approvers, list) else [approvers] if isinstance(approvers, dict) else []
+    found: list[str] = []
+    for spec in specs:
+        if isinstance(spec, dict) and spec.get("type") == kind:
+            value = spec.get("value")
+            found.extend(str(v) for v in (value if isinstance(value, list) else [value]) if v is not None)
+    return found
+
+
+def _amount(trigger: Any) -> float | None:
+    value = trigger.get("amount") if isinstance(trigger, dict) else None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+@dataclass
+class InstanceView:
+    """One instance during a batch: its state and what the batch changed."""
+
+    state: InstanceState | None
+    steps_meta: list[dict[str, str]]
+    last_seq: int
+    source: str = ""
+    changed: bool = False
+    touched_steps: dict[tuple[int, int], dict[str, Any]] = field(default_factory=dict)
+    external_requests: dict[tuple[int, int], Any] = field(default_factory=dict)
+
+
+def blocking_info(state: InstanceState, steps_meta: list[dict[str, str]]) -> dict[str, Any]:
+    """`core.decide.blocking`, answered from the state and the step names the projector has seen."""
+    info: dict[str, Any] = {"status": state.status.value, "waiting_for": None}
+    if state.is_terminal:
+        if state.failure:
+            info["reason"] = state.failure
+        return info
+    current = state.current
+    if current is None:
+        return info
+    meta = steps_meta[state.current_step - 1] if 0 < state.current_step <= len(steps_meta) else {}
+    info.update(step=state.current_step, step_name=meta.get("name", ""), step_type=meta.get("type", ""),
+                step_status=current.status.value, waiting_for=current.awaiting.value or None)
+    if current.awaiting in (Awaiting.APPROVAL, Awaiting.REVIEW):
+        approvals = sum(1 for v in current.votes if v.decision == "approve")
+        info.update(approvers=current.approvers, required=current.required, approvals=approvals,
+                    remaining=max(current.required - approvals, 0), decided_by=[v.actor_id for v in current.votes])
+    timers = [t for t in state.timers if t.step == state.current_step]
+    if timers:
+        first = min(timers, key=lambda t: t.fire_at)
+        info["next_timer"] = {"purpose": first.purpose, "fire_at": ts(first.fire_at).isoformat()}
+    return info
+
+
+def step_row(view: InstanceView, step: StepState) -> dict[str, Any]:
+    meta = view.steps_meta[step.step - 1] if step.step <= len(view.steps_meta) else {}
+    votes = [{"actor_id": v.actor_id, "actor_kind": v.actor_kind.value, "decision": v.decision,
+              "reasoning": v.reasoning, "at": ts(v.at).isoformat() if v.at else None} for v in step.votes]
+    agent_votes = [v for v in step.votes if v.actor_kind is ActorKind.AGENT]
+    approved = [v.actor_id for v in step.votes if v.decision == "approve"]
+    external_response = None
+    if meta.get("type") == "external" and step.status in (TaskStatus.COMPLETED, TaskStatus.FAILED):
+        external_response = step.output if step.output is not None else ({"error": step.error} if step.error
+                                                                          else None)
+    return {
+        "step": step.step, "attempt": step.attempt, "name": meta.get("name", ""), "type": meta.get("type", ""),
+        "status": step.status.value, "awaiting": step.awaiting.value, "started_at": ts(step.started_at),
+        "ended_at": ts(step.ended_at), "approvers": step.approvers, "required": step.required, "votes": votes,
+        "approved_by": approved, "approved_by_agent_id": agent_votes[-1].actor_id if agent_votes else None,
+        "agent_reasoning": agent_votes[-1].reasoning if agent_votes else None, "output": step.output,
+        "error": step.error, "retries": step.retries,
+        "external_request": view.external_requests.get((step.step, step.attempt)),
+        "external_response": external_response,
+    }
+
+
+@dataclass
+class BatchRows:
+    transitions: list[tuple] = field(default_factory=list)
+    rejections: list[tuple] = field(default_factory=list)
+    applied: int = 0
+    skipped: int = 0
+    last_event_at: int = 0
+
+
+def fold(views: dict[str, InstanceView], events: list[ev.Event], rows: BatchRows,
+         template_steps: dict[tuple[str, int], list[dict[str, str]]]) -> None:
+    """Apply `events` (in log order) to `views`, collecting transition and rejection rows in `rows`."""
+    for event in events:
+        rows.last_event_at = max(rows.last_event_at, event.at)
+        if isinstance(event, ev.CommandRejected):
+            rows.rejections.append((event.command_id, event.instance_id, event.command_type, event.reason,
+                                    ts(event.at) or datetime.now(UTC)))
+            if event.seq == 0:
+                rows.applied += 1
+                continue
+        view = views.get(event.instance_id)
+        if view is None:
+            if not isinstance(event, ev.InstanceStarted):
+                rows.skipped += 1  # the start is missing (topic truncated?): nothing to fold into
+                continue
+            view = views[event.instance_id] = InstanceView(state=None, steps_meta=[], last_seq=0)
+        if event.seq <= view.last_seq:
+            rows.skipped += 1
+            continue
+        if isinstance(event, ev.InstanceStarted):
+            meta = template_steps.get((event.template_id, event.template_version))
+            view.steps_meta = [dict(m) for m in meta] if meta else [{} for _ in range(event.step_count)]
+            view.source = event.source
+        elif isinstance(event, ev.StepStarted) and 0 < event.step <= len(view.steps_meta):
+            view.steps_meta[event.step - 1] = {"name": event.name, "type": event.type}
+        elif isinstance(event, ev.StepRequested) and event.kind == "external":
+            view.external_requests[(event.step, event.attempt)] = event.request
+        view.state = apply(view.state, event)
+        view.last_seq = event.seq
+        view.changed = True
+        rows.applied += 1
+        state = view.state
+        step = getattr(event, "step", None)
+        if isinstance(step, int) and 0 < step <= len(state.steps):
+            step_state = state.steps[step - 1]
+            if step_state.attempt > 0:
+                view.touched_steps[(step, step_state.attempt)] = step_row(view, step_state)
+        actor = event_actor(event)
+        rows.transitions.append((
+            event.instance_id, event.seq, state.tenant_id, type(event).__name__,
+            step if isinstance(step, int) else None, event.command_id,
+            actor.id if actor else "flowline", actor.kind.value if actor else ActorKind.SYSTEM.value,
+            event_reasoning(event), dumps(event_details(event)), ts(event.at) or datetime.now(UTC),
+        ))
+
+
+def instance_row(view: InstanceView, encoded_state: bytes) -> tuple:
+    state = view.state
+    assert state is not None
+    meta = view.steps_meta
+    current_name = None
+    if not state.is_terminal and 0 < state.current_step <= len(meta):
+        current_name = meta[state.current_step - 1].get("name")
+    initiator = state.initiated_by
+    finished = state.is_terminal
+    return (
+        state.instance_id, state.tenant_id, state.template_id, state.template_version, state.template_name,
+        state.status.value, None if state.status is WorkflowStatus.COMPLETED else state.current_step,
+        current_name, len(state.steps), dumps(state.trigger), view.source, initiator.id, initiator.kind.value,
+        initiator.id if initiator.kind is ActorKind.AGENT else None,
+        dumps(state.agent_context) if state.agent_context is not None else None,
+        dumps(blocking_info(state, meta)), state.failure, _amount(state.trigger), encoded_state, view.last_seq,
+        ts(state.created_at) or datetime.now(UTC), ts(state.updated_at) or datetime.now(UTC),
+        ts(state.updated_at) if finished else None, dumps(meta),
+    )
+
+
+def pending_row(view: InstanceView) -> tuple | None:
+    """The instance's open approval (or human review), or None: then any old row is deleted."""
+    state = view.state
+    if state is None or state.status is not WorkflowStatus.ACTIVE:
+        return None
+    current = state.current
+    if current is None or current.awaiting not in (Awaiting.APPROVAL, Awaiting.REVIEW):
+        return None
+    meta = view.steps_meta[state.current_step - 1] if state.current_step <= len(view.steps_meta) else {}
+    deadlines = [t.fire_at for t in state.timers if t.step == state.current_step]
+    return (
+        state.instance_id, state.tenant_id, state.template_id, state.current_step, current.attempt,
+        meta.get("name", ""), "review" if current.awaiting is Awaiting.REVIEW else "approval",
+        dumps(current.approvers), _approver_values(current.approvers, "role"),
+        _approver_values(current.approvers, "user"), _approver_values(current.approvers, "agent"),
+        current.required or 1, sum(1 for v in current.votes if v.decision == "approve"),
+        [v.actor_id for v in current.votes], state.initiated_by.id, _amount(state.trigger),
+        ts(min(deadlines)) if deadlines else None, ts(current.started_at) or datetime.now(UTC),
+    )

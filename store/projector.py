@@ -1,0 +1,280 @@
+"""The projector: `workflow.events` -> the PostgreSQL read model the gateway serves.
+
+One consumer group (`flowline-projector`), read_committed, manual commits. For each polled batch it
+loads the touched instances' folded states, applies the new events with `store.projection.fold`, and
+writes every changed row in one transaction (executemany, pipelined by asyncpg); only after that
+transaction commits does it commit the Kafka offsets. A crash in between redelivers the batch, and the
+`(instance_id, seq)` check makes the replay change nothing. Lag (last stable offset - position, summed
+over the assigned partitions) is a Prometheus gauge and a row in `projector_status`, which `/health` reads.
+
+Run it with `flowline projector` (environment: FLOWLINE_KAFKA_BOOTSTRAP, DATABASE_URL,
+FLOWLINE_TOPIC_PREFIX, FLOWLINE_PROJECTOR_GROUP, FLOWLINE_PROJECTOR_METRICS_PORT).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+from typing import Any
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+from core import events as ev
+from deploy import topics as topics_mod
+from schemas.codec import Codec, DecodeError
+from store.projection import BatchRows, InstanceView, fold, instance_row, pending_row
+
+log = logging.getLogger("flowline.projector")
+
+LAG = Gauge("flowline_projector_lag", "events on workflow.events not yet applied to the read model")
+APPLIED = Counter("flowline_projector_events_total", "events consumed by the projector", ["outcome"])
+BATCH_SECONDS = Histogram("flowline_projector_batch_seconds", "time to apply one batch to PostgreSQL")
+
+DEFAULT_GROUP = "flowline-projector"
+
+UPSERT_INSTANCE = """
+INSERT INTO workflow_instances (id, tenant_id, template_id, template_version, template_name, status, current_step,
+    current_step_name, step_count, trigger, source, initiated_by, initiated_by_kind, initiated_by_agent_id,
+    agent_context, blocking, failure_reason, amount, state, last_seq, created_at, updated_at, completed_at,
+    steps_meta)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11, $12, $13, $14, $15::jsonb, $16::jsonb, $17, $18, $19,
+    $20, $21, $22, $23, $24::jsonb)
+ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, current_step = EXCLUDED.current_step,
+    current_step_name = EXCLUDED.current_step_name, blocking = EXCLUDED.blocking,
+    failure_reason = EXCLUDED.failure_reason, state = EXCLUDED.state, last_seq = EXCLUDED.last_seq,
+    updated_at = EXCLUDED.updated_at, completed_at = EXCLUDED.completed_at, steps_meta = EXCLUDED.steps_meta,
+    source = CASE WHEN EXCLUDED.source = '' THEN workflow_instances.source ELSE EXCLUDED.source END
+WHERE workflow_instances.last_seq < EXCLUDED.last_seq
+"""
+
+UPSERT_STEP = """
+INSERT INTO workflow_step_executions (instance_id, step, attempt, name, type, status, awaiting, started_at, ended_at,
+    approvers, required, votes, approved_by, approved_by_agent_id, agent_reasoning, output, error, retries,
+    external_request, external_response)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11, $12::jsonb, $13, $14, $15, $16::jsonb, $17, $18,
+    $19::jsonb, $20::jsonb)
+ON CONFLICT (instance_id, step, attempt) DO UPDATE SET name = EXCLUDED.name, type = EXCLUDED.type,
+    status = EXCLUDED.status, awaiting = EXCLUDED.awaiting, started_at = EXCLUDED.started_at,
+    ended_at = EXCLUDED.ended_at, approvers = EXCLUDED.approvers, required = EXCLUDED.required,
+    votes = EXCLUDED.votes, approved_by = EXCLUDED.approved_by,
+    approved_by_agent_id = EXCLUDED.approved_by_agent_id, agent_reasoning = EXCLUDED.agent_reasoning,
+    output = EXCLUDED.output, error = EXCLUDED.error, retries = EXCLUDED.retries,
+    external_request = COALESCE(EXCLUDED.external_request, workflow_step_executions.external_request),
+    external_response = COALESCE(EXCLUDED.external_response, workflow_step_executions.external_response)
+"""
+
+INSERT_TRANSITION = """
+INSERT INTO workflow_transitions (instance_id, seq, tenant_id, event_type, step, command_id, actor_id, actor_kind,
+    reasoning, details, at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11)
+ON CONFLICT (instance_id, seq) DO NOTHING
+"""
+
+INSERT_REJECTION = """
+INSERT INTO workflow_rejected_commands (command_id, instance_id, command_type, reason, at)
+VALUES ($1, $2, $3, $4, $5) ON CONFLICT (command_id) DO NOTHING
+"""
+
+UPSERT_PENDING = """
+INSERT INTO workflow_pending_approvals (instance_id, tenant_id, template_id, step, attempt, step_name, kind,
+    approvers, approver_roles, approver_users, approver_agents, required, approvals, decided_by, initiated_by,
+    amount, deadline, requested_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
+ON CONFLICT (instance_id) DO UPDATE SET step = EXCLUDED.step, attempt = EXCLUDED.attempt,
+    step_name = EXCLUDED.step_name, kind = EXCLUDED.kind, approvers = EXCLUDED.approvers,
+    approver_roles = EXCLUDED.approver_roles, approver_users = EXCLUDED.approver_users,
+    approver_agents = EXCLUDED.approver_agents, required = EXCLUDED.required, approvals = EXCLUDED.approvals,
+    decided_by = EXCLUDED.decided_by, deadline = EXCLUDED.deadline, requested_at = EXCLUDED.requested_at
+"""
+
+
+def _json(value: Any) -> str | None:
+    from store.projection import dumps
+
+    return None if value is None else dumps(value)
+
+
+class Projector:
+    def __init__(self, *, bootstrap_servers: str, database_url: str, topic_prefix: str = "",
+                 group_id: str = DEFAULT_GROUP, codec: Codec | None = None, max_records: int = 2000) -> None:
+        self.bootstrap_servers = bootstrap_servers
+        self.database_url = database_url
+        self.topic = topic_prefix + topics_mod.WORKFLOW_EVENTS
+        self.group_id = group_id
+        self.codec = codec or Codec()
+        self.max_records = max_records
+        self.pool: asyncpg.Pool | None = None
+        self.consumer: AIOKafkaConsumer | None = None
+        self.lag = 0
+        self.applied = 0
+        self.ready = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._template_steps: dict[tuple[str, int], list[dict[str, str]]] = {}
+        self._last_status_write = 0.0
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        self.pool = await asyncpg.create_pool(self.database_url, min_size=1, max_size=2)
+        self.consumer = AIOKafkaConsumer(
+            self.topic, bootstrap_servers=self.bootstrap_servers, group_id=self.group_id,
+            isolation_level="read_committed", enable_auto_commit=False, auto_offset_reset="earliest",
+            max_partition_fetch_bytes=4 * 1024 * 1024)
+        await self.consumer.start()
+        log.info("projector consuming %s as %s", self.topic, self.group_id)
+        try:
+            while not self._stop.is_set():
+                batches = await self.consumer.getmany(timeout_ms=200, max_records=self.max_records)
+                records = [r for rs in batches.values() for r in rs]
+                if records:
+                    with BATCH_SECONDS.time():
+                        await self.apply_records(records)
+                    await self.consumer.commit()
+                if self.consumer.assignment():
+                    self.ready.set()
+                await self._report_lag(force=bool(records))
+        finally:
+            with contextlib.suppress(Exception):
+                await self.consumer.stop()
+            await self.pool.close()
+
+    async def _report_lag(self, *, force: bool) -> None:
+        assert self.consumer is not None and self.pool is not None
+        lag = 0
+        for tp in self.consumer.assignment():
+            end = self.consumer.last_stable_offset(tp) or self.consumer.highwater(tp)
+            with contextlib.suppress(Exception):
+                if end is not None:
+                    lag += max(end - await self.consumer.position(tp), 0)
+        self.lag = lag
+        LAG.set(lag)
+        now = time.monotonic()
+        if force or now - self._last_status_write >= 1.0:
+            self._last_status_write = now
+            await self.pool.execute(
+                """INSERT INTO projector_status (consumer_group, lag, events_applied, updated_at)
+                   VALUES ($1, $2, $3, now())
+                   ON CONFLICT (consumer_group) DO UPDATE SET lag = EXCLUDED.lag,
+                       events_applied = EXCLUDED.events_applied, updated_at = now()""",
+                self.group_id, lag, self.applied)
+
+    def decode(self, records) -> list[ev.Event]:
+        events = []
+        for record in records:
+            if record.value is None:
+                continue
+            try:
+                value = self.codec.decode(record.value)
+            except DecodeError as exc:
+                log.error("undecodable record %s/%s/%s skipped: %s", record.topic, record.partition,
+                          record.offset, exc)
+                APPLIED.labels("undecodable").inc()
+                continue
+            if isinstance(value, ev.Event):
+                events.append(value)
+        return events
+
+    async def apply_records(self, records) -> BatchRows:
+        return await self.apply_events(self.decode(records))
+
+    async def _template_meta(self, conn, events: list[ev.Event]) -> None:
+        wanted = {(e.template_id, e.template_version) for e in events if isinstance(e, ev.InstanceStarted)}
+        missing = [k for k in wanted if k not in self._template_steps]
+        if not missing:
+            return
+        rows = await conn.fetch(
+            """SELECT template_id, version, document FROM workflow_template_versions
+               WHERE (template_id, version) IN (SELECT * FROM unnest($1::text[], $2::int[]))""",
+            [m[0] for m in missing], [m[1] for m in missing])
+        import json
+
+        for row in rows:
+            doc = json.loads(row["document"]) if isinstance(row["document"], str) else row["document"]
+            self._template_steps[(row["template_id"], row["version"])] = [
+                {"name": str(s.get("name", "")), "type": str(s.get("type", ""))} for s in doc.get("steps", [])]
+
+    async def apply_events(self, events: list[ev.Event]) -> BatchRows:
+        """Fold `events` into the read model in one transaction (idempotent)."""
+        assert self.pool is not None
+        rows = BatchRows()
+        if not events:
+            return rows
+        import json
+
+        ids = sorted({e.instance_id for e in events})
+        async with self.pool.acquire() as conn, conn.transaction():
+            await self._template_meta(conn, events)
+            existing = await conn.fetch(
+                "SELECT id, state, steps_meta, last_seq, source FROM workflow_instances WHERE id = ANY($1) "
+                "ORDER BY id FOR UPDATE", ids)
+            views: dict[str, InstanceView] = {}
+            for row in existing:
+                state = self.codec.decode(row["state"]) if row["state"] else None
+                meta = row["steps_meta"]
+                views[row["id"]] = InstanceView(state=state, steps_meta=json.loads(meta) if isinstance(meta, str)
+                                                else list(meta or []), last_seq=row["last_seq"],
+                                                source=row["source"])
+            fold(views, events, rows, self._template_steps)
+            changed = [v for v in views.values() if v.changed and v.state is not None]
+            if changed:
+                await conn.executemany(UPSERT_INSTANCE, [instance_row(v, self.codec.encode(v.state))
+                                                         for v in changed])
+                steps = [(v.state.instance_id, *_step_tuple(r)) for v in changed for r in v.touched_steps.values()]
+                if steps:
+                    await conn.executemany(UPSERT_STEP, steps)
+                pending = [p for p in (pending_row(v) for v in changed) if p is not None]
+                closed = [v.state.instance_id for v in changed if pending_row(v) is None]
+                if pending:
+                    await conn.executemany(UPSERT_PENDING, pending)
+                if closed:
+                    await conn.execute("DELETE FROM workflow_pending_approvals WHERE instance_id = ANY($1)", closed)
+            if rows.transitions:
+                await conn.executemany(INSERT_TRANSITION, rows.transitions)
+            if rows.rejections:
+                await conn.executemany(INSERT_REJECTION, rows.rejections)
+            if rows.last_event_at:
+                await conn.execute(
+                    """INSERT INTO projector_status (consumer_group, last_event_at, updated_at)
+                       VALUES ($1, to_timestamp($2 / 1000.0), now())
+                       ON CONFLICT (consumer_group) DO UPDATE SET last_event_at = EXCLUDED.last_event_at""",
+                    self.group_id, rows.last_event_at)
+        self.applied += rows.applied
+        APPLIED.labels("applied").inc(rows.applied)
+        APPLIED.labels("duplicate").inc(rows.skipped)
+        return rows
+
+
+def _step_tuple(r: dict[str, Any]) -> tuple:
+    return (r["step"], r["attempt"], r["name"], r["type"], r["status"], r["awaiting"], r["started_at"],
+            r["ended_at"], _json(r["approvers"]), r["required"], _json(r["votes"]), r["approved_by"],
+            r["approved_by_agent_id"], r["agent_reasoning"], _json(r["output"]), r["error"], r["retries"],
+            _json(r["external_request"]), _json(r["external_response"]))
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    projector = Projector(
+        bootstrap_servers=os.environ.get("FLOWLINE_KAFKA_BOOTSTRAP", "127.0.0.1:19092"),
+        database_url=os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:15432/flowline"),
+        topic_prefix=os.environ.get("FLOWLINE_TOPIC_PREFIX", ""),
+        group_id=os.environ.get("FLOWLINE_PROJECTOR_GROUP", DEFAULT_GROUP))
+    port = int(os.environ.get("FLOWLINE_PROJECTOR_METRICS_PORT", "0"))
+    if port:
+        start_http_server(port, addr="127.0.0.1")
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, projector.stop)
+        await projector.run()
+
+    asyncio.run(run())
+    return 0
