@@ -55,13 +55,14 @@ def _values(spec: Mapping[str, Any]) -> list[str]:
 
 
 def resolve(principals: Sequence[Principal], approvers: Any) -> list[Principal]:
-    """The principals an approver spec names, in directory order, each once."""
+    """The principals an approver spec names (spec order, then directory order), each once."""
     chosen: dict[str, Principal] = {}
     for spec in spec_list(approvers):
         kind, values = spec.get("type"), set(_values(spec))
         for p in principals:
-            if (kind == "role" and values & set(p.roles)) or (kind == "user" and p.id in values) or \
-                    (kind == "agent" and p.kind == "agent" and p.id in values):
+            by_role = kind == "role" and values & set(p.roles)
+            by_id = kind in ("user", "agent") and p.kind == ("human" if kind == "user" else "agent") and p.id in values
+            if by_role or by_id:
                 chosen.setdefault(p.id, p)
     return list(chosen.values())
 
