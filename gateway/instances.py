@@ -210,7 +210,7 @@ async def trigger(call: Call) -> web.Response:
     template = await pool.fetchrow("SELECT id, status, current_version FROM workflow_templates WHERE id = $1 "
                                    "AND tenant_id = $2", body["template_id"], me.tenant_id)
     if template is None:
-        raise Problem(422, f"no template {body['template_id']!r}", pointer="/template_id")
+        raise Problem(404, f"no template {body['template_id']!r}", pointer="/template_id")
     if me.is_agent:
         allowed = await pool.fetchval("SELECT can_initiate FROM agent_workflow_permissions WHERE agent_id = $1 "
                                       "AND template_id = $2", me.id, template["id"])

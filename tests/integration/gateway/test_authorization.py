@@ -1,0 +1,170 @@
+"""Every endpoint x {no token -> 401, another tenant's object -> 404, a role that may not -> 403,
+the right role -> 2xx}. Cells that cannot apply are absent (listed in NOT_APPLICABLE): a collection has no
+other tenant's object, a read every principal may do has no wrong role, public endpoints have no token."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+
+import pytest
+
+from core import events as ev
+from core.commands import ReportStepResult
+from core.signing import callback_token, sign_payload
+from deploy import topics
+from gateway import openapi
+from gateway.settings import DEV_CALLBACK_KEY
+from tests.integration.gateway.test_api import manual_procurement
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+@dataclass(frozen=True)
+class Rule:
+    right: str | None  # principal with the permission (None: public)
+    wrong: str | None = None  # principal of the same tenant without it (None: every principal may)
+    scoped: bool = True  # addresses one tenant's object (another tenant gets 404)
+    body: str | None = None  # which request body (see bodies())
+
+
+RULES: dict[str, Rule] = {
+    "createTemplate": Rule("admin", "viewer", scoped=False, body="template"),
+    "listTemplates": Rule("viewer", scoped=False),
+    "getTemplate": Rule("viewer"),
+    "updateTemplate": Rule("admin", "viewer", body="template"),
+    "deactivateTemplate": Rule("admin", "operator"),
+    "validateTemplate": Rule("admin", "viewer", body="template"),
+    "setTemplateSecret": Rule("admin", "operator", body="secret"),
+    "listTemplateSecrets": Rule("admin", "viewer"),
+    "triggerInstance": Rule("requester", "viewer", body="trigger"),
+    "listInstances": Rule("viewer", scoped=False),
+    "getInstance": Rule("viewer"),
+    "approveStep": Rule("cfo", "viewer", body="decision"),
+    "rejectStep": Rule("cfo", "requester", body="decision"),
+    "advanceInstance": Rule("agent", "viewer", body="advance"),
+    "completeExternal": Rule("integration", "viewer", body="callback"),
+    "getCallbackUrl": Rule("integration", "viewer"),
+    "listAgentActions": Rule("viewer"),
+    "cancelInstance": Rule("operator", "requester", body="reason"),
+    "pauseInstance": Rule("operator", "cfo", body="reason"),
+    "resumeInstance": Rule("operator", "agent", body="empty"),
+    "retryStep": Rule("operator", "viewer", body="empty"),
+    "listPending": Rule("viewer", scoped=False),
+    "getAgentPermissions": Rule("admin", "viewer"),
+    "setAgentPermissions": Rule("admin", "operator", body="permissions"),
+    "getAnalytics": Rule("viewer", scoped=False),
+    "health": Rule(None, scoped=False),
+    "metrics": Rule(None, scoped=False),
+    "openapi": Rule(None, scoped=False),
+    "docs": Rule(None, scoped=False),
+}
+EXTERNAL_OPS = {"completeExternal", "getCallbackUrl"}
+DELETE_OPS = {"deactivateTemplate"}
+
+
+def cases():
+    out = []
+    for _, _, operation in openapi.operations():
+        name = operation["operationId"]
+        rule = RULES[name]
+        if rule.right is None:
+            out.append((name, "public"))
+            continue
+        out += [(name, "no_token"), (name, "right_role")]
+        if rule.wrong:
+            out.append((name, "wrong_role"))
+        if rule.scoped:
+            out.append((name, "wrong_tenant"))
+    return out
+
+
+async def test_every_operation_has_a_rule():
+    assert {op["operationId"] for _, _, op in openapi.operations()} == set(RULES)
+
+
+@pytest.fixture(scope="module")
+async def matrix(api_world):
+    a = await api_world.new_tenant()
+    b = await api_world.new_tenant()
+    _, template = await api_world.call("POST", "/v1/workflows/templates", a, json=manual_procurement(), expect=201)
+    _, doomed = await api_world.call("POST", "/v1/workflows/templates", a, json=manual_procurement(), expect=201)
+    _, instance = await api_world.call("POST", "/v1/workflows/instances?wait=true", a, "requester",
+                                       json={"template_id": template["id"], "trigger_data": {"amount": 5000}},
+                                       expect=201)
+    external_doc = {"name": "ERP", "trigger_type": "manual", "steps": [
+        {"type": "external", "name": "Submit", "config": {"mode": "async", "url": "https://erp.example/api"}}]}
+    _, ext_template = await api_world.call("POST", "/v1/workflows/templates", a, json=external_doc, expect=201)
+    _, ext = await api_world.call("POST", "/v1/workflows/instances?wait=true", a, "operator",
+                                  json={"template_id": ext_template["id"]}, expect=201)
+    request = await api_world.engine.wait_for_request(ext["id"], step=1)
+    await api_world.engine.send_command(ReportStepResult(
+        command_id=f"result:{request.request_id}", instance_id=ext["id"], step=1, attempt=request.attempt,
+        outcome="accepted", output={"status": 202}), topic=topics.WORKFLOW_STEP_RESULTS)
+    await api_world.engine.wait_for_event(ext["id"], ev.ExternalCallAccepted)
+    await api_world.wait_instance(a, ext["id"], lambda d: d["blocking"].get("waiting_for") == "callback")
+    await api_world.wait_instance(a, instance["id"], lambda d: d["blocking"].get("waiting_for") == "approval")
+    return {"a": a, "b": b, "template": template["id"], "doomed": doomed["id"], "instance": instance["id"],
+            "external": ext["id"], "agent": a.ids["agent"]}
+
+
+def request_for(name: str, m: dict, unique: str) -> tuple[str, str, dict]:
+    method, path = next((mt, p) for mt, p, op in openapi.operations() if op["operationId"] == name)
+    instance = m["external"] if name in EXTERNAL_OPS else m["instance"]
+    template = m["doomed"] if name in DELETE_OPS else m["template"]
+    agent = m["agent"]
+    step = "1" if name in EXTERNAL_OPS else "2"
+    url = path.replace("{n}", step)
+    if "/agents/" in path:
+        url = url.replace("{id}", agent)
+    elif "/templates/" in path:
+        url = url.replace("{id}", template)
+    else:
+        url = url.replace("{id}", instance)
+    kwargs: dict = {}
+    body = RULES[name].body
+    bodies = {
+        "template": manual_procurement(), "secret": {"name": "api_key", "value": "x"},
+        "trigger": {"template_id": m["template"], "trigger_data": {"amount": 1}},
+        "decision": {"reasoning": "matrix"}, "advance": {"action": "proceed_if_ready"},
+        "reason": {"reason": "matrix"}, "empty": {},
+        "permissions": {"workflow_permissions": {"can_initiate": [m["template"]], "can_approve": {}}},
+        "callback": {"status": "completed", "result": {"ok": True}},
+    }
+    if body == "callback":
+        raw = json.dumps(bodies[body]).encode()
+        token = callback_token(DEV_CALLBACK_KEY.encode(), instance, 1, 1)
+        kwargs["data"] = raw
+        kwargs["headers"] = {"Content-Type": "application/json",
+                             "X-Flowline-Signature": sign_payload(token.encode(), raw, int(time.time()))}
+    elif body:
+        kwargs["json"] = bodies[body]
+    if method == "POST":
+        kwargs.setdefault("headers", {})["Idempotency-Key"] = unique
+    return method, url, kwargs
+
+
+@pytest.mark.parametrize(("operation", "cell"), cases(), ids=[f"{o}-{c}" for o, c in cases()])
+async def test_authorization(api_world, matrix, operation, cell):
+    rule = RULES[operation]
+    method, url, kwargs = request_for(operation, matrix, f"{operation}-{cell}")
+    if cell == "public":
+        status, _ = await api_world.call(method, url, **kwargs)
+        assert status == 200, f"{method} {url} -> {status}"
+        return
+    if cell == "no_token":
+        status, body = await api_world.call(method, url, **kwargs)
+        assert status == 401 and body["status"] == 401
+        return
+    if cell == "wrong_tenant":
+        status, body = await api_world.call(method, url, matrix["b"], rule.right, **kwargs)
+        assert status == 404, f"{method} {url} as {rule.right} of another tenant -> {status}: {body}"
+        return
+    who = rule.wrong if cell == "wrong_role" else rule.right
+    status, body = await api_world.call(method, url, matrix["a"], who, **kwargs)
+    if cell == "wrong_role":
+        assert status == 403, f"{method} {url} as {who} -> {status}: {body}"
+        assert body["type"].endswith("forbidden")
+    else:
+        assert 200 <= status < 300, f"{method} {url} as {who} -> {status}: {body}"
