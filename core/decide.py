@@ -264,18 +264,21 @@ def next_target(template: CompiledTemplate, state: InstanceState) -> Target:
     number = state.current_step
     step = template.step(number)
     step_state = state.steps[number - 1]
-    following = Target("goto", number + 1) if number < template.step_count else Target("complete")
     status = step_state.status
     if status is TaskStatus.COMPLETED and step.spec.type is StepType.CONDITION:
         branch = (step_state.output or {}).get("branch")
-        return step.targets.get(branch, Target("fail"))
-    if status in (TaskStatus.COMPLETED, TaskStatus.APPROVED, TaskStatus.SKIPPED):
-        return following
+        return step.targets.get(branch, FAIL)
+    if status in _MOVES_ON or (
+            status is TaskStatus.TIMED_OUT and final_timeout_action(step.spec.config.get("on_timeout")) == "continue"):
+        return Target("goto", number + 1) if number < template.step_count else COMPLETE
     if status is TaskStatus.REJECTED:
-        return step.targets.get("on_reject", Target("fail"))
-    if status is TaskStatus.TIMED_OUT and final_timeout_action(step.spec.config.get("on_timeout")) == "continue":
-        return following
-    return Target("fail")
+        return step.targets.get("on_reject", FAIL)
+    return FAIL
+
+
+FAIL = Target("fail")
+COMPLETE = Target("complete")
+_MOVES_ON = frozenset({TaskStatus.COMPLETED, TaskStatus.APPROVED, TaskStatus.SKIPPED})
 
 
 def final_timeout_action(on_timeout: Any) -> str:

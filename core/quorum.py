@@ -8,7 +8,7 @@ can no longer reach the quorum; with an unknown m, once rejections reach the quo
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from core.types import ApprovalLevel
@@ -18,9 +18,12 @@ REJECTED = "rejected"
 PENDING = "pending"
 
 
+_LEVELS: dict[Any, ApprovalLevel] = {None: ApprovalLevel.SINGLE, **{level.value: level for level in ApprovalLevel}}
+
+
 def parse_level(raw: Any) -> ApprovalLevel | None:
-    if raw is None:
-        return ApprovalLevel.SINGLE
+    if isinstance(raw, str | None) and raw in _LEVELS:
+        return _LEVELS[raw]
     try:
         return ApprovalLevel(str(raw).upper())
     except ValueError:
@@ -42,7 +45,7 @@ def committee_members(approvers: Any) -> int:
     return count
 
 
-def required_approvals(level: ApprovalLevel, config: dict[str, Any]) -> int:
+def required_approvals(level: ApprovalLevel, config: Mapping[str, Any]) -> int:
     if level is ApprovalLevel.AUTO:
         return 0
     if level is ApprovalLevel.SINGLE:

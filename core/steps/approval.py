@@ -45,7 +45,7 @@ def start(rec: Recorder, step: CompiledStep) -> None:
     if level is ApprovalLevel.AUTO:
         rec.emit(ev.StepApproved, step=number, approved_by=(SYSTEM_APPROVER,), automatic=True)
         return
-    required = required_approvals(level, dict(config))
+    required = required_approvals(level, config)
     timeout = _hours_to_ms(config.get("timeout_hours"))
     deadline = rec.now + timeout if timeout else 0
     attempt = rec.step_state(number).attempt
@@ -64,7 +64,7 @@ def on_decision(rec: Recorder, step: CompiledStep, cmd: RecordDecision) -> None:
     if cmd.decision not in ("approve", "reject"):
         rec.reject(f"Expected decision 'approve' or 'reject', but got {cmd.decision!r}")
         return
-    if any(vote.actor_id == cmd.actor.id for vote in state.votes):
+    if cmd.actor.id in [vote.actor_id for vote in state.votes]:
         rec.reject(f"{cmd.actor.id} already decided step {number}")
         return
     trigger = rec.instance.trigger if isinstance(rec.instance.trigger, dict) else {}
@@ -77,10 +77,10 @@ def on_decision(rec: Recorder, step: CompiledStep, cmd: RecordDecision) -> None:
              signature=cmd.signature)
     votes = rec.step_state(number).votes
     level = level_of(step)
-    outcome = check_quorum(level, state.required, committee_members(state.approvers),
-                           (v.decision for v in votes))
+    outcome = check_quorum(level, state.required, committee_members(state.approvers), [v.decision for v in votes])
     if outcome == APPROVED:
-        rec.emit(ev.StepApproved, step=number, approved_by=tuple(v.actor_id for v in votes if v.decision == "approve"))
+        approved_by = tuple([v.actor_id for v in votes if v.decision == "approve"])
+        rec.emit(ev.StepApproved, step=number, approved_by=approved_by)
     elif outcome == REJECTED:
         rejecting = [v for v in votes if v.decision == "reject"]
         reason = "; ".join(f"{v.actor_id}: {v.reasoning}" if v.reasoning else v.actor_id for v in rejecting)

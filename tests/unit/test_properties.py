@@ -1,0 +1,211 @@
+"""Property tests: random command sequences against the built-in templates keep the engine's invariants.
+
+Each example starts one instance of a built-in template and sends it a random mix of plausible and
+implausible inputs (decisions from a pool of actors, handler results for right and wrong attempts,
+callbacks, timer firings of armed and long-gone timers, sweeps after random time advances, pause, resume,
+cancel, manual retries, and redeliveries of earlier commands). After every command the invariants hold.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+
+from core import commands as cmd
+from core import events as ev
+from core.actors import SYSTEM
+from core.approvers import refusal
+from core.builtin import BUILTIN_NAMES
+from core.state import InstanceState, apply, replay
+from core.types import TERMINAL_STATUSES, Awaiting, WorkflowStatus
+from tests.unit.harness import HOUR, T0, Harness, agent, compiled_builtin, human
+
+TEMPLATES = {name: compiled_builtin(name) for name in BUILTIN_NAMES}
+
+TRIGGERS: dict[str, list[Any]] = {
+    "procurement_approval": [{"id": "tr_1", "amount": a} for a in (500, 1000, 1000.5, 5000)] + [{"id": "tr_1"}],
+    "trade_approval": [{"id": "tr_2", "amount": 60_000}],
+    "compliance_review": [{"id": "tr_3", "amount": 120, "metadata": {"compliance": "required"}}],
+    "model_deployment": [
+        {"validation_url": "https://v.test/run", "model": "pricing", "version": "3", "owner_email": "o@x.test",
+         "deploy_at": deploy_at} for deploy_at in (T0 + 2 * HOUR, "2026-01-02T00:00:00Z", "2020-01-01", "never")
+    ],
+    "account_onboarding": [{"metadata": {"customer_id": "c_1", "email": "new@x.test"}}],
+}
+
+ACTORS = [
+    human("u_cfo", "cfo"), human("u_fm", "finance_manager"), human("u_fm2", "finance_manager"),
+    human("r_1", "risk_officer"), human("r_2", "risk_officer"), human("h_1", "head_of_risk"),
+    human("co_alice"), human("co_bob"), human("co_carol"), human("u_mr", "model_risk"),
+    human("o_1", "onboarding_officer"), human("adm", "workflow_admin", "compliance_officer"),
+    human("eve", "cfo", tenant_id="t_other"), human("nobody"), SYSTEM,
+    agent("agent_mrm", limits=False), agent("agent_456", max_amount=1000, step_names=("Manager Approval",)),
+    agent("agent_big", max_amount=1_000_000),
+]
+
+RESPONSES = [
+    {"status": 200, "body": {"passed": True, "metrics": {"auc": 0.91}, "kyc_level": 3, "risk_score": 0.2}},
+    {"status": 200, "body": {"passed": False, "kyc_level": 1, "risk_score": 0.8}},
+    {"status": 202}, {"status": 503}, {"status": 404}, {"status": "weird"}, {"transfer_status": "completed"},
+    None, "not json object", [1, 2],
+]
+CALLBACK_RESULTS = [{"risk_score": 0.1}, {"risk_score": 0.93}, {"error": "sanctions"}, None, "text"]
+ADVANCES = [0, 1, 1000, 60_000, HOUR, 5 * HOUR, 25 * HOUR, 80 * HOUR]
+
+KINDS = ["helpful"] * 10 + ["decision", "decision", "result", "result", "callback", "sweep", "sweep", "fire",
+                           "clock", "advance", "pause", "resume", "resume", "cancel", "retry", "duplicate",
+                           "duplicate", "foreign"]
+GOOD_OUTPUT = {"status": 200, "body": {"passed": True, "metrics": {"auc": 0.91}, "kyc_level": 3, "risk_score": 0.2}}
+
+
+def business(state: InstanceState | None) -> InstanceState | None:
+    """The state without its bookkeeping (seq, updated_at, the ids of recent commands)."""
+    return None if state is None else replace(state, seq=0, updated_at=0, recent_commands=())
+
+
+class CheckedHarness(Harness):
+    """A harness that checks every invariant after every command it sends."""
+
+    def __init__(self, template) -> None:
+        super().__init__(template)
+        self.replayed: InstanceState | None = None
+        self.request_ids: set[str] = set()
+        self.applied: set[int] = set()
+        self.seen_timers: list[str] = []
+
+    def send(self, command: cmd.Command, *, duplicate_of_applied: bool = False):
+        before = self.state
+        events_before = len(self.events)
+        decision = super().send(command)
+        state = self.state
+        n = self.template.step_count
+        # seqs are 1..n with no gap, and folding the events rebuilds exactly the state decide returned
+        for offset, emitted in enumerate(decision.events, start=1):
+            assert emitted.seq == events_before + offset, emitted
+            self.replayed = apply(self.replayed, emitted)
+        assert self.replayed == state
+        if decision.rejected:
+            assert len(decision.events) == 1 and decision.effects == []
+            assert business(state) == business(before)
+        else:
+            self.applied.add(id(command))
+        if duplicate_of_applied:
+            assert decision.rejected
+            assert decision.events[0].reason == f"Command {command.command_id} was already applied"
+        retried = isinstance(command, cmd.RetryStep) and before is not None and before.status is WorkflowStatus.FAILED
+        if before is not None and before.status in TERMINAL_STATUSES and not retried:
+            assert business(state) == business(before)
+        assert state is not None
+        assert 1 <= state.current_step <= n + 1
+        if state.status is WorkflowStatus.COMPLETED:
+            assert state.current_step == n + 1
+        assert all(1 <= t.step <= n for t in state.timers)
+        if state.status in TERMINAL_STATUSES:
+            assert state.timers == ()
+        for request in decision.effects:
+            assert request.request_id not in self.request_ids, request.request_id
+            self.request_ids.add(request.request_id)
+        requested = [e.idempotency_key for e in decision.events if isinstance(e, ev.StepRequested)]
+        assert requested == [r.request_id for r in decision.effects]
+        self.seen_timers.extend(t.timer_id for t in state.timers if t.timer_id not in self.seen_timers)
+        return decision
+
+
+def step_number(data, h: Harness) -> int:
+    n = h.template.step_count
+    return data.draw(st.one_of(st.just(h.current_step), st.integers(0, n + 1)), label="step")
+
+
+def helpful(data, h: CheckedHarness) -> None:
+    """What the outside world would most likely send next, so that examples get past the first steps."""
+    state = h.state
+    if state.status is WorkflowStatus.PAUSED:
+        h.resume()
+        return
+    current = state.current
+    if current is None or state.is_terminal:
+        if state.status is WorkflowStatus.FAILED:
+            h.retry(state.current_step)
+        return
+    step = h.template.step(state.current_step)
+    awaiting = current.awaiting
+    if awaiting in (Awaiting.APPROVAL, Awaiting.REVIEW):
+        trigger = state.trigger if isinstance(state.trigger, dict) else {}
+        eligible = [a for a in ACTORS if a.tenant_id in ("", state.tenant_id)
+                    and all(v.actor_id != a.id for v in current.votes)
+                    and refusal(a, current.approvers, step_name=step.spec.name, amount=trigger.get("amount"),
+                                initiator=state.initiated_by) is None]
+        if eligible:
+            actor = data.draw(st.sampled_from(eligible), label="eligible actor")
+            h.decide_step(state.current_step, actor, data.draw(st.sampled_from(["approve"] * 4 + ["reject"])))
+    elif awaiting is Awaiting.HANDLER:
+        outcome = "accepted" if step.spec.config.get("mode") == "async" else "succeeded"
+        output = data.draw(st.sampled_from([GOOD_OUTPUT, GOOD_OUTPUT, *RESPONSES]), label="good output")
+        h.result(state.current_step, outcome, output)
+    elif awaiting is Awaiting.CALLBACK:
+        h.callback(state.current_step, "completed", data.draw(st.sampled_from(CALLBACK_RESULTS[:2])))
+    else:
+        h.fire_due_timers(data.draw(st.sampled_from([HOUR, 25 * HOUR, 100 * HOUR]), label="wait out"))
+
+
+def one_command(data, h: CheckedHarness) -> None:
+    kind = data.draw(st.sampled_from(KINDS), label="kind")
+    iid = h.instance_id
+    if kind == "helpful":
+        helpful(data, h)
+    elif kind == "decision":
+        h.decide_step(step_number(data, h), data.draw(st.sampled_from(ACTORS), label="actor"),
+                      data.draw(st.sampled_from(["approve", "approve", "reject", "abstain"]), label="decision"))
+    elif kind == "result":
+        step = step_number(data, h)
+        current = h.state.step_state(step)
+        attempt = data.draw(st.sampled_from([current.attempt if current else 1, 0, 1, 2, 5]), label="attempt")
+        outcome = data.draw(st.sampled_from(["succeeded", "succeeded", "failed", "accepted", "lost"]), label="outcome")
+        output = data.draw(st.sampled_from(RESPONSES), label="output")
+        h.result(step, outcome, output, error="handler said no", retryable=data.draw(st.booleans()), attempt=attempt)
+    elif kind == "callback":
+        h.callback(step_number(data, h), data.draw(st.sampled_from(["completed", "completed", "failed", "ok"])),
+                   data.draw(st.sampled_from(CALLBACK_RESULTS)))
+    elif kind == "sweep":
+        h.fire_due_timers(data.draw(st.sampled_from(ADVANCES), label="advance"))
+    elif kind == "fire":
+        known = [t.timer_id for t in h.state.timers] + h.seen_timers + [f"{iid}:1:1:nonsense"]
+        h.fire(data.draw(st.sampled_from(known), label="timer"))
+    elif kind == "clock":
+        h.advance(data.draw(st.sampled_from(ADVANCES), label="advance"))
+    elif kind == "advance":
+        h.proceed(data.draw(st.sampled_from(ACTORS)))
+    elif kind == "pause":
+        h.pause("hold")
+    elif kind == "resume":
+        h.resume()
+    elif kind == "cancel":
+        if data.draw(st.integers(0, 3), label="really cancel") == 0:
+            h.cancel("stop")
+    elif kind == "retry":
+        h.retry(step_number(data, h))
+    elif kind == "duplicate":
+        earlier = data.draw(st.sampled_from(h.commands), label="earlier")
+        h.send(earlier, duplicate_of_applied=id(earlier) in h.applied)
+    elif kind == "foreign":
+        template = h.template.template
+        h.send(cmd.StartInstance(command_id=f"start:{iid}", instance_id=iid, template_id=template.template_id,
+                                 template_version=template.version, tenant_id="t", trigger={}),
+               duplicate_of_applied=True)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(data=st.data())
+def test_random_command_sequences_keep_every_invariant(data):
+    name = data.draw(st.sampled_from(BUILTIN_NAMES), label="template")
+    h = CheckedHarness(TEMPLATES[name])
+    trigger = data.draw(st.sampled_from(TRIGGERS[name]), label="trigger")
+    initiator = data.draw(st.sampled_from([SYSTEM, SYSTEM, ACTORS[0], ACTORS[1], ACTORS[3]]), label="initiator")
+    h.start(trigger, initiated_by=initiator)
+    for _ in range(data.draw(st.integers(1, 40), label="length")):
+        one_command(data, h)
+    assert replay(h.events) == h.state
+    event(f"{name} ended {h.state.status.value} at step {h.state.current_step}")
