@@ -237,9 +237,7 @@ class AiohttpTransport:
         session = self._get_session()
         try:
             async with session.request(method, url, headers=dict(headers), data=body, allow_redirects=False) as resp:
-                payload = await resp.content.read(self.max_body + 1)
-                if len(payload) > self.max_body:
-                    raise BodyTooLarge(f"response body is larger than {self.max_body // 1024} KiB")
+                payload = await self._read_capped(resp)
                 return HttpResponse(status=resp.status, headers=_flat_headers(resp.headers), body=payload,
                                     url=str(resp.url))
         except HttpError:
@@ -248,6 +246,18 @@ class AiohttpTransport:
             raise InvalidUrl(f"invalid URL: {exc}") from None
         except (aiohttp.ClientError, OSError) as exc:
             raise ConnectionFailed(f"{type(exc).__name__}: {exc}") from None
+
+    async def _read_capped(self, resp: aiohttp.ClientResponse) -> bytes:
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            chunk = await resp.content.read(64 * 1024)  # returns what has arrived, up to the limit
+            if not chunk:
+                return b"".join(chunks)
+            size += len(chunk)
+            if size > self.max_body:
+                raise BodyTooLarge(f"response body is larger than {self.max_body // 1024} KiB")
+            chunks.append(chunk)
 
     async def close(self) -> None:
         if self._session is not None:
