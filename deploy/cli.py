@@ -47,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     p_stack.set_defaults(func=_stack)
 
     p_engine = sub.add_parser("engine", help="run an engine worker (trigger matcher, instance processor, timers)")
-    p_engine.add_argument("roles", nargs="*", choices=["matcher", "processor"], default=["matcher", "processor"])
+    p_engine.add_argument("roles", nargs="*", metavar="{matcher,processor}",
+                          help="which roles to run (default: both)")
     p_engine.set_defaults(func=_engine)
 
     p_handler = sub.add_parser("handler", help="run a step handler consumer")
@@ -71,7 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
 def _engine(args: argparse.Namespace) -> int:
     from streams.app import main as engine_main
 
-    engine_main(tuple(args.roles))
+    roles = tuple(args.roles or ("matcher", "processor"))
+    unknown = sorted(set(roles) - {"matcher", "processor"})
+    if unknown:
+        print(f"flowline engine: unknown role(s) {', '.join(unknown)}; choose matcher and/or processor",
+              file=sys.stderr)
+        return 2
+    engine_main(roles)
     return 0
 
 

@@ -211,6 +211,9 @@ PROCESSES: list[ProcessSpec] = [
     ProcessSpec("handler-notification", ["{python}", "-m", "deploy.cli", "handler", "notification"]),
     ProcessSpec("handler-action", ["{python}", "-m", "deploy.cli", "handler", "action"]),
     ProcessSpec("handler-external", ["{python}", "-m", "deploy.cli", "handler", "external"]),
+    ProcessSpec("projector", ["{python}", "-m", "deploy.cli", "projector"]),
+    ProcessSpec("gateway", ["{python}", "-m", "deploy.cli", "gateway"],
+                url=lambda p: p.gateway_url + "docs", health_url=lambda p: p.gateway_url + "v1/openapi.json"),
 ]
 
 
@@ -972,9 +975,12 @@ def up(profile: Profile | None = None, *, processes: bool = True, fresh: bool | 
     topics_seconds = time.monotonic() - t_topics
 
     proc_infos = []
+    seeded: dict[str, str] = {}
     if processes:
         for spec in PROCESSES:
             proc_infos.append(start_process(profile, spec))
+        if any(spec.name == "gateway" for spec in PROCESSES):
+            seeded = _seed(profile)
 
     total = time.monotonic() - t0
     cold = bool(kafka_info.get("cold") or pg_info.get("cold"))
@@ -982,11 +988,18 @@ def up(profile: Profile | None = None, *, processes: bool = True, fresh: bool | 
     result = {
         "profile": profile.name, "kafka": kafka_info, "postgres": pg_info, "processes": proc_infos,
         "topics_seconds": topics_seconds, "total_seconds": total, "cold": cold, "timings": timings,
-        "kafka_bootstrap": profile.kafka_bootstrap, "database_url": profile.database_url,
+        "kafka_bootstrap": profile.kafka_bootstrap, "database_url": profile.database_url, "seed": seeded,
     }
     if not quiet:
         print_summary(profile, result)
     return result
+
+
+def _seed(profile: Profile) -> dict[str, str]:
+    """Dev principals, tokens and the built-in templates (deploy/seed.py); idempotent."""
+    from deploy import seed
+
+    return _run_coro(seed.seed(profile.database_url, profile.kafka_bootstrap))
 
 
 def _rel(path: str | Path) -> str:
@@ -1014,7 +1027,7 @@ def print_summary(profile: Profile, result: dict[str, Any]) -> None:
         rows.append([p["component"], p["state"], str(p.get("pid") or "-"), p.get("address") or "-",
                      _rel(p["log"])])
     if not any(p["component"] == "gateway" for p in result["processes"]):
-        rows.append(["gateway", "not yet", "-", f"{profile.gateway_url} (dashboard; placeholder)", "-"])
+        rows.append(["gateway", "not started", "-", f"{profile.gateway_url}", "-"])
     print()
     print(f"Flowline stack '{profile.name}' is up   (state: {_rel(profile.state_dir)})")
     print(_table(rows))
@@ -1033,6 +1046,13 @@ def print_summary(profile: Profile, result: dict[str, Any]) -> None:
     t = result["timings"]
     print("         last cold start: " + (f"{t['last_cold']:.1f} s" if "last_cold" in t else "-")
           + ", last warm start: " + (f"{t['last_warm']:.1f} s" if "last_warm" in t else "-"))
+    if any(p["component"] == "gateway" for p in result["processes"]):
+        print(f"API:  {profile.gateway_url}v1/   OpenAPI: {profile.gateway_url}v1/openapi.json   "
+              f"docs: {profile.gateway_url}docs   health: {profile.gateway_url}health")
+    if result.get("seed"):
+        from deploy import seed
+
+        seed.print_tokens(result["seed"])
     print("environment for Flowline processes and tools:")
     print(f"  export FLOWLINE_KAFKA_BOOTSTRAP={profile.kafka_bootstrap}")
     print(f"  export DATABASE_URL={profile.database_url}")

@@ -1,0 +1,135 @@
+"""Development seed: principals and API tokens of two demo tenants, the five built-in templates for tenant
+"acme" (in PostgreSQL and on `workflow.templates`), and a demo agent permission. Idempotent: run it again
+and nothing is duplicated (templates are re-published at their current version, which the compacted topic
+absorbs). `deploy/stack up` runs it after the processes start; `flowline seed` runs it alone.
+
+The dev tokens are fixed strings so the docs and scripts can use them; they exist only in a database the
+seed wrote. Never run this against a production database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from dataclasses import dataclass
+
+import asyncpg
+from aiokafka import AIOKafkaProducer
+
+from core.builtin import BUILTIN_NAMES, builtin_template
+from core.template import parse_trigger_type
+from core.types import WorkflowStatus
+from core.validation import validate_template
+from deploy import topics
+from gateway.auth import hash_token
+from schemas.codec import Codec
+from schemas.records import TemplateRecord
+
+TENANT = "acme"
+
+
+@dataclass(frozen=True)
+class DevPrincipal:
+    id: str
+    tenant_id: str
+    kind: str
+    roles: tuple[str, ...]
+    display_name: str
+    email: str = ""
+
+    @property
+    def token(self) -> str:
+        return f"fl_dev_{self.id.replace('-', '_')}"
+
+
+PRINCIPALS = (
+    DevPrincipal("acme-admin", TENANT, "human", ("admin",), "Acme partner admin", "admin@acme.test"),
+    DevPrincipal("acme-operator", TENANT, "human", ("operator",), "Olga Operator", "ops@acme.test"),
+    DevPrincipal("alice-cfo", TENANT, "human", ("cfo",), "Alice (CFO)", "alice@acme.test"),
+    DevPrincipal("bob-manager", TENANT, "human", ("finance_manager",), "Bob (finance manager)", "bob@acme.test"),
+    DevPrincipal("rita-requester", TENANT, "human", ("requester",), "Rita Requester", "rita@acme.test"),
+    DevPrincipal("vera-viewer", TENANT, "human", ("viewer",), "Vera Viewer", "vera@acme.test"),
+    DevPrincipal("erp-integration", TENANT, "human", ("integration",), "ERP callback client"),
+    DevPrincipal("agent_456", TENANT, "agent", (), "Procurement agent"),
+    DevPrincipal("globex-admin", "globex", "human", ("admin",), "Globex partner admin", "admin@globex.test"),
+)
+
+
+def template_id(name: str) -> str:
+    return f"wf_{name}"
+
+
+async def seed(database_url: str, bootstrap: str, topic_prefix: str = "") -> dict[str, str]:
+    conn = await asyncpg.connect(database_url)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True)
+    await producer.start()
+    codec = Codec()
+    try:
+        async with conn.transaction():
+            for p in PRINCIPALS:
+                await conn.execute(
+                    """INSERT INTO principals (id, tenant_id, kind, display_name, email, roles)
+                       VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING""",
+                    p.id, p.tenant_id, p.kind, p.display_name, p.email or None, list(p.roles))
+                await conn.execute(
+                    """INSERT INTO api_tokens (token_hash, principal_id, name) VALUES ($1, $2, 'dev seed')
+                       ON CONFLICT (token_hash) DO NOTHING""", hash_token(p.token), p.id)
+            for name in BUILTIN_NAMES:
+                document = builtin_template(name)
+                problems = validate_template(document)
+                if problems:
+                    raise ValueError(f"built-in template {name} is invalid: {problems}")
+                tid = template_id(name)
+                trigger = parse_trigger_type(document.get("trigger_type", "manual"))
+                await conn.execute(
+                    """INSERT INTO workflow_templates (id, tenant_id, name, description, trigger_type, status,
+                           current_version, created_by) VALUES ($1, $2, $3, $4, $5, 'ACTIVE', 1, 'seed')
+                       ON CONFLICT (id) DO NOTHING""",
+                    tid, TENANT, document["name"], document.get("description", ""),
+                    trigger.value if trigger else "MANUAL")
+                await conn.execute(
+                    """INSERT INTO workflow_template_versions (template_id, version, document, created_by)
+                       VALUES ($1, 1, $2::jsonb, 'seed') ON CONFLICT DO NOTHING""", tid, json.dumps(document))
+            procurement = template_id("procurement_approval")
+            await conn.execute(
+                """INSERT INTO agent_workflow_permissions (agent_id, tenant_id, template_id, can_initiate,
+                       can_approve, approval_conditions) VALUES ('agent_456', $1, $2, true, true, $3::jsonb)
+                   ON CONFLICT DO NOTHING""",
+                TENANT, procurement, json.dumps({"max_amount": 1000, "step_names": ["Manager Approval"]}))
+        rows = await conn.fetch(
+            """SELECT t.id, t.tenant_id, t.name, t.status, t.current_version, v.document
+               FROM workflow_templates t JOIN workflow_template_versions v
+                 ON v.template_id = t.id AND v.version = t.current_version
+               WHERE t.id = ANY($1)""", [template_id(n) for n in BUILTIN_NAMES])
+        for row in rows:
+            record = TemplateRecord(template_id=row["id"], version=row["current_version"], tenant_id=row["tenant_id"],
+                                    name=row["name"], status=WorkflowStatus(row["status"]),
+                                    document=json.loads(row["document"]), updated_at=int(time.time() * 1000))
+            await producer.send_and_wait(topic_prefix + topics.WORKFLOW_TEMPLATES, codec.encode(record),
+                                         key=f"{row['id']}:{row['current_version']}".encode())
+    finally:
+        await producer.stop()
+        await conn.close()
+    return {p.id: p.token for p in PRINCIPALS}
+
+
+def print_tokens(tokens: dict[str, str]) -> None:
+    print("dev API tokens (Authorization: Bearer <token>):")
+    by_id = {p.id: p for p in PRINCIPALS}
+    for principal_id, token in tokens.items():
+        p = by_id[principal_id]
+        roles = ",".join(p.roles) or p.kind
+        print(f"  {principal_id:<16} {p.tenant_id:<7} {roles:<16} {token}")
+
+
+def main() -> int:
+    tokens = asyncio.run(seed(
+        os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:15432/flowline"),
+        os.environ.get("FLOWLINE_KAFKA_BOOTSTRAP", "127.0.0.1:19092"),
+        os.environ.get("FLOWLINE_TOPIC_PREFIX", "")))
+    print(f"seeded {len(BUILTIN_NAMES)} built-in templates for tenant {TENANT!r} "
+          f"({', '.join(template_id(n) for n in BUILTIN_NAMES)})")
+    print_tokens(tokens)
+    return 0
