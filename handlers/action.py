@@ -104,7 +104,8 @@ class KafkaPaymentGateway:
         consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap_servers, enable_auto_commit=False,
                                     isolation_level="read_committed", auto_offset_reset="latest")
         await consumer.start()
-        partitions = consumer.partitions_for_topic(self.results_topic)
+        cluster = await consumer._client.fetch_all_metadata()  # partitions_for_topic reads only a cache
+        partitions = cluster.partitions_for_topic(self.results_topic)
         if not partitions:
             await consumer.stop()
             raise RuntimeError(f"topic {self.results_topic} does not exist")

@@ -14,6 +14,7 @@ its timer. Pending approvals are read from the projector's `workflow_pending_app
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -165,8 +166,20 @@ class ApprovalHandler:
         self.signing_key = signing_key
         self.public_url = public_url.rstrip("/")
         self.clock = clock
+        self._busy: dict[str, asyncio.Lock] = {}
 
     async def handle(self, request: StepRequest) -> None:
+        # copies of one request handled at once (a redelivery overlapping the original) take turns, so the
+        # second sees what the first delivered
+        lock = self._busy.setdefault(request.request_id, asyncio.Lock())
+        try:
+            async with lock:
+                await self._handle(request)
+        finally:
+            if not lock.locked():
+                self._busy.pop(request.request_id, None)
+
+    async def _handle(self, request: StepRequest) -> None:
         config = dict(request.config or {})
         approvers = config.get("approvers")
         principals = await self.directory.principals_for(request.tenant_id, approvers)
@@ -191,7 +204,6 @@ class ApprovalHandler:
                     log.warning("approval notice %s to %s via %s failed: %s", request.request_id, principal.id,
                                 channel, error)
                 await self.log_store.record_delivery(request, principal.id, channel, notice, error)
-        return None
 
     def payload(self, request: StepRequest, config: Mapping[str, Any], notice: str) -> dict[str, Any]:
         base = f"{self.public_url}/v1/workflows/instances/{request.instance_id}/steps/{request.step}"

@@ -142,8 +142,15 @@ class Handlers:
     async def start(self, kind: str, settings: HandlerSettings, timeout: float = 30) -> HandlerProcess:
         process = HandlerProcess(kind, settings)
         self.processes.append(process)
-        self.tasks.append(asyncio.create_task(process.run()))
-        await wait_ready(lambda: process.runtime, timeout)
+        task = asyncio.create_task(process.run())
+        self.tasks.append(task)
+
+        def runtime():
+            if task.done():
+                task.result()  # surfaces a wiring error instead of a timeout
+            return process.runtime
+
+        await wait_ready(runtime, timeout)
         return process
 
     async def stop(self) -> None:
