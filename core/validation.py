@@ -24,7 +24,8 @@ CONDITION_OPS = frozenset({"eq", "ne", "gt", "gte", "lt", "lte", "in", "not_in",
 TOP_LEVEL_KEYS = frozenset({"name", "description", "trigger_type", "trigger_config", "steps", "status",
                             "metadata"})
 STEP_KEYS = frozenset({"type", "name", "id", "config", "description"})
-PLACEHOLDER_ROOTS = frozenset({"trigger", "steps", "instance", "secrets", "tenant", "payos"})
+# `callback` (url, token) is filled in by the external handler in async mode.
+PLACEHOLDER_ROOTS = frozenset({"trigger", "steps", "instance", "secrets", "tenant", "payos", "callback"})
 ON_TIMEOUT_CHOICES = ("fail", "auto_approve", "auto_reject", "escalate", "continue")
 HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD")
 CRON = re.compile(r"^\s*(\S+\s+){4}\S+\s*$")
