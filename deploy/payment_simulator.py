@@ -59,6 +59,7 @@ class PaymentSimulator:
         self.codec = Codec()
         self.results: dict[str, PaymentResult] = {}
         self.commands_seen = 0
+        self.answered = 0
         self.duplicates = 0
         self._stopping = asyncio.Event()
         self.ready = asyncio.Event()
@@ -144,6 +145,7 @@ class PaymentSimulator:
             log.info("duplicate command %s: answering with the first result", command.idempotency_key)
         await producer.send_and_wait(self.results_topic, self.codec.encode(result),
                                      key=command.idempotency_key.encode())
+        self.answered += 1
 
     def stop(self) -> None:
         self._stopping.set()
