@@ -22,7 +22,7 @@ def _e2e_stack(request: pytest.FixtureRequest) -> None:
     request.getfixturevalue("stack")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 async def e2e_world(kafka_bootstrap, database_url):
     async with EngineWorld(kafka_bootstrap) as engine:
         world = await ApiWorld(engine=engine, database_url=database_url).start()

@@ -27,6 +27,7 @@ def transfer(tenant_id: str, event_id: str, amount_minor: int) -> TransferEvent:
 async def start_by_transfer(world, tenant, amount_minor: int) -> tuple[str, str]:
     _, template = await world.call("POST", "/v1/workflows/templates", tenant,
                                    json=builtin_template("procurement_approval"), expect=201)
+    await world.engine_knows(template["id"])
     await world.engine.send_transfer(transfer(tenant.id, f"evt_{tenant.id}", amount_minor))
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:

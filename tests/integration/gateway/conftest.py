@@ -1,4 +1,5 @@
-"""Gateway tests: one engine + projector + gateway for the session (see world.py); tests isolate by tenant."""
+"""Gateway tests: one engine + projector + gateway per module (see world.py), stopped when the module is
+done so it does not load the machine under later tests; tests isolate themselves by tenant."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from tests.integration.engine_harness import EngineWorld
 from tests.integration.gateway.world import ApiWorld
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 async def api_world(kafka_bootstrap, database_url):
     async with EngineWorld(kafka_bootstrap) as engine:
         world = await ApiWorld(engine=engine, database_url=database_url).start()

@@ -141,6 +141,13 @@ class ApiWorld:
         raise AssertionError(f"instance {instance_id} did not reach the expected state; last: {body}\n"
                              f"{self.engine.log_text(instance_id)}")
 
+    async def engine_knows(self, template_id: str, version: int = 1) -> None:
+        """Wait until the engine's template catalog has read the version the gateway published (a transfer
+        event that arrives before its template is known matches nothing, by design)."""
+        engines = self.engine._engines
+        await self.engine.wait_until(lambda: all(e.catalog.get(template_id, version) for e in engines),
+                                     message=f"engine catalog has {template_id} v{version}")
+
     async def play_action_handler(self, instance_id: str, step: int, output: dict[str, Any] | None = None) -> None:
         """Stand in for the action handler: answer the step's request with a success (the real handler in
         handlers/ runs as its own process; these tests keep the API's behaviour independent of it)."""
