@@ -12,9 +12,9 @@ rewinds to the batch's first offsets, so nothing is half-applied.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -51,6 +51,50 @@ class BatchResult:
     on_abort: Callable[[], None] = lambda: None
 
 
+class Lane:
+    """The records fetched for one partition and not yet committed, and the task that commits them."""
+
+    def __init__(self, partition: int, commit) -> None:
+        self.partition = partition
+        self._commit = commit
+        self._pending: dict[TopicPartition, list] = {}
+        self._ready = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self.task = asyncio.create_task(self._run(), name=f"lane-p{partition}")
+
+    @property
+    def backlog(self) -> int:
+        return sum(len(rs) for rs in self._pending.values())
+
+    def offer(self, tp: TopicPartition, records: list) -> None:
+        self._pending.setdefault(tp, []).extend(records)
+        self._ready.set()
+
+    async def _run(self) -> None:
+        while True:
+            await self._ready.wait()
+            self._ready.clear()
+            if not self._pending:
+                continue
+            parts = list(self._pending.items())
+            self._pending = {}
+            self._idle.clear()
+            try:
+                if not await self._commit(self.partition, parts):
+                    self._pending.clear()  # rewound or fenced: what was fetched meanwhile comes again
+            finally:
+                self._idle.set()
+
+    async def close(self) -> None:
+        """Drop what is not yet in a transaction, let the running one finish, stop."""
+        self._pending.clear()
+        await self._idle.wait()
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+
+
 class PartitionLogic(Protocol):
     async def assigned(self, partitions: set[int]) -> None: ...
 
@@ -75,6 +119,8 @@ class TransactionalWorker:
         self.producers: dict[int, AIOKafkaProducer] = {}
         self.consumer: AIOKafkaConsumer | None = None
         self._lock = asyncio.Lock()
+        self._lanes: dict[int, Lane] = {}
+        self._paused: set[TopicPartition] = set()
         self._stopping = asyncio.Event()
         self.ready = asyncio.Event()
 
@@ -98,12 +144,17 @@ class TransactionalWorker:
                 enable_idempotence=True,
                 linger_ms=self.linger_ms,
                 max_batch_size=256 * 1024,
+                # a transaction begun right after the previous commit gets CONCURRENT_TRANSACTIONS until
+                # the markers are written; retrying after 100 ms (the default) would dominate step latency
+                retry_backoff_ms=5,
             ) for p in new}
             # init_transactions fences a zombie that still holds the partition, before we read its state
             await asyncio.gather(*(producer.start() for producer in producers.values()))
             self.producers.update(producers)
             if new:
                 await self.logic.assigned(set(new))
+            for p in new:
+                self._lanes[p] = Lane(p, self._transact)
             metrics.OWNED_PARTITIONS.labels(self.role).set(len(self.producers))
             log.info("%s owns partitions %s", self.role, sorted(self.producers))
         self.ready.set()
@@ -111,6 +162,11 @@ class TransactionalWorker:
     async def _revoke(self, partitions: set[int]) -> None:
         async with self._lock:
             gone = partitions & set(self.producers)
+            # let each lane finish the transaction it is in, then stop it: nothing half-done is left
+            for p in sorted(gone):
+                lane = self._lanes.pop(p, None)
+                if lane is not None:
+                    await lane.close()
             if gone:
                 await self.logic.revoked(gone)
             for p in sorted(gone):
@@ -123,6 +179,12 @@ class TransactionalWorker:
 
     # ------------------------------------------------------------------ the loop
     async def run(self) -> None:
+        """Fetch, and hand each partition's records to that partition's lane.
+
+        Every owned partition has a lane: a task that takes everything fetched for the partition since its
+        last transaction and commits it as the next one. Lanes run concurrently, so a slow commit on one
+        partition never delays another, and records that arrive while a lane commits form its next batch.
+        """
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap_servers,
             group_id=self.group_id,
@@ -131,7 +193,7 @@ class TransactionalWorker:
             auto_offset_reset="earliest",
             partition_assignment_strategy=(RangePartitionAssignor,),
             max_poll_records=self.max_batch,
-            fetch_max_wait_ms=self.poll_timeout_ms,
+            fetch_max_wait_ms=min(self.poll_timeout_ms, 10),
         )
         consumer.subscribe(self.topics, listener=self._Listener(self))
         self.consumer = consumer
@@ -139,19 +201,30 @@ class TransactionalWorker:
         try:
             while not self._stopping.is_set():
                 batches = await consumer.getmany(timeout_ms=self.poll_timeout_ms, max_records=self.max_batch)
-                if not batches:
-                    continue
-                by_partition: dict[int, list[tuple[TopicPartition, list]]] = defaultdict(list)
                 for tp, records in batches.items():
-                    by_partition[tp.partition].append((tp, records))
-                async with self._lock:
-                    for p, parts in by_partition.items():
-                        if p in self.producers:
-                            await self._transact(p, parts)
+                    lane = self._lanes.get(tp.partition)
+                    if lane is None:
+                        # fetched while the partition is still being set up (restoring its state) or torn
+                        # down: never drop a record, rewind so that it is fetched again
+                        if tp in consumer.assignment():
+                            consumer.seek(tp, records[0].offset)
+                        continue
+                    lane.offer(tp, records)
+                    if lane.backlog > self.max_batch * 4:
+                        consumer.pause(tp)
+                        self._paused.add(tp)
+                if self._paused:
+                    for tp in list(self._paused):
+                        lane = self._lanes.get(tp.partition)
+                        if lane is None or lane.backlog <= self.max_batch:
+                            self._paused.discard(tp)
+                            if tp in consumer.assignment():
+                                consumer.resume(tp)
         finally:
             await self._shutdown()
 
-    async def _transact(self, partition: int, parts: list[tuple[TopicPartition, list]]) -> None:
+    async def _transact(self, partition: int, parts: list[tuple[TopicPartition, list]]) -> bool:
+        """One transaction for one partition's batch; False if the batch was dropped or rewound."""
         assert self.consumer is not None
         records = [r for _, rs in parts for r in rs]
         if len(parts) > 1:
@@ -169,7 +242,7 @@ class TransactionalWorker:
         except ProducerFenced:
             log.warning("partition %s was taken over by another worker; dropping its batch", partition)
             result.on_abort()
-            return
+            return False
         except Exception:
             log.exception("transaction for partition %s failed; rewinding %d records", partition, len(records))
             result.on_abort()
@@ -181,10 +254,11 @@ class TransactionalWorker:
                 self.consumer.seek(tp, rs[0].offset)
             metrics.TRANSACTION_FAILURES.labels(self.role).inc()
             await asyncio.sleep(0.5)
-            return
+            return False
         result.on_commit()
         metrics.BATCH_SECONDS.labels(self.role).observe(time.perf_counter() - started)
         metrics.RECORDS.labels(self.role).inc(len(records))
+        return True
 
     def stop(self) -> None:
         self._stopping.set()
