@@ -160,7 +160,9 @@ class KafkaPaymentGateway:
 
 def payment_adapter(gateway: PaymentGateway, action: str) -> Adapter:
     async def run(request: StepRequest, params: Mapping[str, Any], timeout: float) -> ActionOutcome:
-        command = PaymentCommand(idempotency_key=request.request_id, action=action, tenant_id=request.tenant_id,
+        # stable across retries of the step (core/steps/action.py), so a slow success is never paid twice
+        key = str((request.config or {}).get("operation_key") or request.request_id)
+        command = PaymentCommand(idempotency_key=key, action=action, tenant_id=request.tenant_id,
                                  params=dict(params), requested_at=int(time.time() * 1000))
         try:
             result = await gateway.submit(command, timeout)
@@ -186,7 +188,7 @@ def http_adapter(http: SafeHttpClient) -> Adapter:
         headers = {str(k): str(v) for k, v in (params.get("headers") or {}).items()}
         if content_type:
             headers.setdefault("Content-Type", content_type)
-        headers["Idempotency-Key"] = request.request_id
+        headers["Idempotency-Key"] = str((request.config or {}).get("operation_key") or request.request_id)
         try:
             exchange = await http.request(method, url, headers=headers, body=body, timeout=timeout)
         except HttpError as exc:

@@ -16,10 +16,22 @@ from core.steps.failure import fail_attempt
 from core.template import CompiledStep
 
 
+def operation_key(rec: Recorder, step: CompiledStep) -> str:
+    """The payment's idempotency key: the same for every retry of one visit to the step.
+
+    A retry after a timeout must not pay twice if the first attempt did reach the payment service, so
+    the key names the visit (`instance:step:v<first attempt>`), not the attempt; a loop that comes back
+    to the step is a new visit, and a new payment.
+    """
+    state = rec.step_state(step.spec.number)
+    return f"{rec.instance.instance_id}:{step.spec.number}:v{state.attempt - state.retries}"
+
+
 def start(rec: Recorder, step: CompiledStep) -> None:
     config = dict(step.spec.config)
     rec.request(step, {"action": config.get("action"), "params": rec.render(config.get("params") or {}),
-                       "timeout_seconds": config.get("timeout_seconds", 30)})
+                       "timeout_seconds": config.get("timeout_seconds", 30),
+                       "operation_key": operation_key(rec, step)})
 
 
 def on_result(rec: Recorder, step: CompiledStep, result: ReportStepResult) -> None:

@@ -28,7 +28,7 @@ def test_action_request_carries_rendered_params_and_the_idempotency_key():
     assert request.request_id == "wfi_test:1:1"
     assert request.kind == "action"
     assert request.config == {"action": "execute_transfer", "params": {"transfer_id": "tr_9", "amount": 42.5},
-                              "timeout_seconds": 30}
+                              "timeout_seconds": 30, "operation_key": "wfi_test:1:v1"}
     assert request.context["trigger"] == {"id": "tr_9", "amount": 42.5}
     assert h.step(1).awaiting is Awaiting.HANDLER
 
@@ -114,3 +114,22 @@ def test_on_failure_human_review_turns_the_step_into_an_approval():
     h.approve(1, human("o", "ops"))
     assert h.step_status(1) is TaskStatus.APPROVED
     assert h.current_step == 2
+
+
+def test_retries_keep_the_payment_operation_key_so_a_slow_success_is_not_paid_twice():
+    h = run(action(retry_config={"max_retries": 2, "backoff_ms": 1000}), NEXT)
+    h.fail(1, "no execute_transfer result within 30 s")
+    h.fire_due_timers(10_000)
+    first, retry = h.requests_for(1)
+    assert first.request_id != retry.request_id  # each attempt is its own step request ...
+    assert first.config["operation_key"] == retry.config["operation_key"] == "wfi_test:1:v1"  # ... one payment
+
+
+def test_a_loop_back_to_an_action_is_a_new_payment():
+    loop = {"type": "condition", "name": "Again?", "config": {"expression": "steps.pay.n < 2",
+                                                              "if_true": "skip_to:1", "if_false": "complete"}}
+    h = run(action(), loop)
+    h.succeed(1, {"n": 1})
+    h.succeed(1, {"n": 2})
+    keys = [r.config["operation_key"] for r in h.requests_for(1)]
+    assert keys == ["wfi_test:1:v1", "wfi_test:1:v2"]
