@@ -92,6 +92,20 @@ class CancelInstance(Command):
 
 
 @dataclass(frozen=True, kw_only=True)
+class EscalateApproval(Command):
+    """Hand a waiting approval to other approvers now (the PRD's `escalate`), before its timeout.
+
+    Votes already cast stay; `timeout_hours` > 0 sets a new deadline, 0 keeps none.
+    """
+
+    step: int
+    approvers: Json
+    actor: Actor = SYSTEM
+    reason: str = ""
+    timeout_hours: float = 0.0
+
+
+@dataclass(frozen=True, kw_only=True)
 class RetryStep(Command):
     """Run a failed step again (the PRD's `retry_step`); only a FAILED instance at that step accepts it."""
 
@@ -121,4 +135,5 @@ COMMAND_TYPES: tuple[type[Command], ...] = (
     CancelInstance,
     RetryStep,
     FireTimer,
+    EscalateApproval,
 )

@@ -150,6 +150,19 @@ def _on_result(rec: Recorder, command: cmd.ReportStepResult) -> None:
     handler(rec, step, command)
 
 
+def _on_escalate(rec: Recorder, command: cmd.EscalateApproval) -> None:
+    if rec.instance.status is not WorkflowStatus.ACTIVE:
+        rec.reject(f"Instance is {rec.instance.status.value}; escalations wait until it is resumed")
+        return
+    if not _current_step_is(rec, command.step, "an escalation"):
+        return
+    step = rec.template.step(command.step)
+    if step.spec.type is not StepType.APPROVAL:
+        rec.reject(f"Step {command.step} is a {step.spec.type.value} step; only approvals escalate")
+        return
+    approval.escalate_now(rec, step, command)
+
+
 def _on_complete_external(rec: Recorder, command: cmd.CompleteExternal) -> None:
     if not _current_step_is(rec, command.step, "a completion callback"):
         return
@@ -228,6 +241,7 @@ HANDLERS: dict[type[cmd.Command], Callable[[Recorder, Any], None]] = {
     cmd.PauseInstance: _on_pause,
     cmd.ResumeInstance: _on_resume,
     cmd.CancelInstance: _on_cancel,
+    cmd.EscalateApproval: _on_escalate,
 }
 
 

@@ -307,6 +307,10 @@ def _apply_timed_out(state: InstanceState, e: ev.StepTimedOut) -> InstanceState:
 def _apply_escalated(state: InstanceState, e: ev.ApprovalEscalated) -> InstanceState:
     step = state.steps[e.step - 1]
     state = _with_step(state, e.step, approvers=e.approvers, escalation=e.escalation)
+    # an escalation replaces the deadline (a manual one arrives while the old timer is still armed)
+    if any(t.step == e.step and t.purpose == "approval_timeout" for t in state.timers):
+        state = evolve(state, timers=tuple(t for t in state.timers
+                                           if not (t.step == e.step and t.purpose == "approval_timeout")))
     if e.deadline:
         state = _set_timer(state, _timer(
             timer_id=timer_id(state.instance_id, e.step, step.attempt, f"approval_timeout_{e.escalation}"),

@@ -12,8 +12,7 @@ An approval request is named `<instance_id>:<step>`, the pair the API paths use.
                        `approval_level`); `request_key` makes it idempotent
 - `approve`/`reject`-> RecordDecision (command id `decide:<instance>:<step>:<actor>`, so a retried API call
                        is dropped by the engine as a duplicate)
-- `escalate`        -> not available yet: the core has no command that changes an approval's approvers
-                       before its timer fires (escalation happens through `on_timeout: escalate`)
+- `escalate`        -> an `EscalateApproval` command (the engine checks that the actor may escalate)
 - `check_quorum`    -> core/quorum.py over the votes the engine recorded
 - `get_pending_approvals(actor)` -> open approvals whose approver spec matches the actor, not yet decided
                        by them
@@ -26,19 +25,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from core.actors import Actor
+from core.actors import SYSTEM, Actor
 from core.approvers import matches_spec
-from core.commands import Command, RecordDecision, StartInstance
+from core.commands import Command, EscalateApproval, RecordDecision, StartInstance
 from core.quorum import APPROVED, check_quorum, committee_members
 from core.triggers import instance_id_for
 from core.types import ApprovalLevel
 
 
 class ApprovalError(Exception):
-    pass
-
-
-class EscalationNotSupported(ApprovalError):
     pass
 
 
@@ -173,10 +168,16 @@ class ApprovalManager:
     async def reject(self, request_id: str, approver: Actor, reason: str = "") -> ApprovalDecision:
         return await self._decide(request_id, approver, "reject", reason)
 
-    async def escalate(self, request_id: str, new_approvers: Any) -> ApprovalRequest:
-        raise EscalationNotSupported(
-            "escalating before the timeout needs a core command (e.g. EscalateApproval) that does not exist yet; "
-            "configure on_timeout: {action: escalate, approvers: ...} on the approval step instead")
+    async def escalate(self, request_id: str, new_approvers: Any, *, actor: Actor = SYSTEM, reason: str = "",
+                       timeout_hours: float = 0.0) -> ApprovalRequest:
+        """Hand a waiting approval to `new_approvers` now; the engine checks who may (core EscalateApproval)."""
+        instance_id, step = split_request_id(request_id)
+        now = self.clock()
+        await self.commands.send(EscalateApproval(
+            command_id=f"escalate:{instance_id}:{step}:{now}", instance_id=instance_id, issued_at=now, step=step,
+            approvers=new_approvers, actor=actor, reason=reason, timeout_hours=timeout_hours))
+        return ApprovalRequest(request_id=request_id, workflow_id=instance_id, requester=actor.id,
+                               approvers=new_approvers, level="", status="escalation_requested")
 
     async def check_quorum(self, request_id: str) -> bool:
         """Have enough distinct approvers approved? (APPROVED steps: yes; open ones: count the votes.)"""

@@ -16,15 +16,16 @@ from __future__ import annotations
 from typing import Any
 
 from core import events as ev
-from core.approvers import refusal
-from core.commands import RecordDecision
+from core.approvers import matches_spec, refusal, spec_list
+from core.commands import EscalateApproval, RecordDecision
 from core.quorum import APPROVED, REJECTED, check_quorum, committee_members, parse_level, required_approvals
 from core.recorder import Recorder
 from core.state import Timer
 from core.template import CompiledStep
-from core.types import ApprovalLevel, Awaiting, StepType
+from core.types import ActorKind, ApprovalLevel, Awaiting, StepType
 
 DEFAULT_MAX_ESCALATIONS = 1
+ESCALATION_ROLE = "workflow_admin"
 SYSTEM_APPROVER = "flowline"
 
 
@@ -108,6 +109,29 @@ def on_timer(rec: Recorder, step: CompiledStep, timer: Timer) -> None:
     elif action == "auto_reject":
         rec.emit(ev.StepRejected, step=number, rejected_by=(SYSTEM_APPROVER,), automatic=True,
                  reason="no decision before the deadline")
+
+
+def escalate_now(rec: Recorder, step: CompiledStep, cmd: EscalateApproval) -> None:
+    """A manual escalation: the step's approvers or a workflow admin hand the decision on."""
+    number = step.spec.number
+    state = rec.step_state(number)
+    if state.awaiting is not Awaiting.APPROVAL:
+        rec.reject(f"Expected step {number} to await an approval, but it awaits {state.awaiting.value or 'nothing'}")
+        return
+    if not spec_list(cmd.approvers):
+        rec.reject("Expected approvers such as {'type': 'role', 'value': 'cfo'} to escalate to")
+        return
+    allowed = matches_spec(cmd.actor, state.approvers) or ESCALATION_ROLE in cmd.actor.roles
+    if cmd.actor.kind is not ActorKind.SYSTEM and not allowed:
+        rec.reject(f"{cmd.actor.id} may not escalate step {number}: only its approvers or a {ESCALATION_ROLE}")
+        return
+    timeout = _hours_to_ms(cmd.timeout_hours)
+    deadline = rec.now + timeout if timeout else 0
+    escalation = state.escalation + 1
+    rec.emit(ev.ApprovalEscalated, step=number, approvers=cmd.approvers, deadline=deadline, escalation=escalation)
+    rec.request(step, {"approvers": cmd.approvers, "level": level_of(step).value, "required": state.required,
+                       "deadline": deadline, "escalation": escalation, "escalated_from": state.approvers,
+                       "reason": cmd.reason}, key_suffix=f":escalation-{escalation}")
 
 
 def _escalate(rec: Recorder, step: CompiledStep, timer: Timer, options: dict[str, Any]) -> None:

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import pytest
-
 from core.actors import Actor
-from core.commands import RecordDecision, StartInstance
-from handlers.approval_manager import ApprovalManager, EscalationNotSupported, FakeCommandSink
+from core.commands import EscalateApproval, RecordDecision, StartInstance
+from handlers.approval_manager import ApprovalManager, FakeCommandSink
 
 CFO = Actor(id="u_cfo", roles=("cfo",), tenant_id="t1")
 
@@ -66,7 +64,10 @@ async def test_pending_approvals_are_filtered_by_the_approver_spec():
     assert [r.request_id for r in await m.get_pending_approvals(CFO)] == ["wfi_1:2"]
 
 
-async def test_escalating_before_the_timeout_says_what_is_missing():
-    m, _ = manager()
-    with pytest.raises(EscalationNotSupported):
-        await m.escalate("wfi_1:2", {"type": "role", "value": "ceo"})
+async def test_escalating_before_the_timeout_sends_an_escalate_approval_command():
+    m, sink = manager()
+    await m.escalate("wfi_1:2", {"type": "role", "value": "ceo"}, actor=CFO, reason="on leave", timeout_hours=4)
+    [command] = sink.sent
+    assert isinstance(command, EscalateApproval)
+    assert (command.instance_id, command.step, command.approvers) == ("wfi_1", 2, {"type": "role", "value": "ceo"})
+    assert (command.actor, command.reason, command.timeout_hours) == (CFO, "on leave", 4)

@@ -291,3 +291,44 @@ class TestTimeouts:
         h.fire_due_timers(HOUR)
         h.approve(1, ALICE)
         assert h.last_rejection == "Expected a decision for step 2, but got one for step 1"
+
+
+class TestManualEscalation:
+    """The PRD's ApprovalManager.escalate: hand a waiting approval on before its timeout."""
+
+    CEO = human("ceo_dan", "ceo")
+
+    def escalate(self, h: Harness, actor, approvers=None, **kw):
+        from core.commands import EscalateApproval
+
+        return h.send(EscalateApproval(command_id=h.next_command_id(), instance_id=h.instance_id, step=1,
+                                       approvers=approvers or {"type": "role", "value": "ceo"}, actor=actor, **kw))
+
+    def test_an_approver_can_hand_the_decision_to_other_approvers_with_a_new_deadline(self):
+        h = started(approval(timeout_hours=24), DONE)
+        self.escalate(h, ALICE, reason="on leave", timeout_hours=2)
+        [escalated] = h.events_of(ev.ApprovalEscalated)
+        assert escalated.approvers == {"type": "role", "value": "ceo"} and escalated.escalation == 1
+        [timer] = h.timers("approval_timeout")
+        assert timer.fire_at == h.now + 2 * HOUR  # the old 24 h deadline is gone
+        assert h.requests_for(1)[-1].request_id == "wfi_test:1:1:escalation-1"
+        h.approve(1, self.CEO)
+        assert h.step_status(1) is TaskStatus.APPROVED
+
+    def test_after_escalation_the_old_approvers_can_no_longer_decide(self):
+        h = started(approval(), DONE)
+        self.escalate(h, ALICE)
+        h.approve(1, BOB)
+        assert "not among the approvers" in h.last_rejection
+        assert h.step(1).awaiting is Awaiting.APPROVAL
+
+    def test_someone_who_is_not_an_approver_cannot_escalate(self):
+        h = started(approval(), DONE)
+        self.escalate(h, human("mallory", "clerk"))
+        assert "may not escalate" in h.last_rejection
+        assert not h.events_of(ev.ApprovalEscalated)
+
+    def test_a_workflow_admin_may_escalate_any_approval(self):
+        h = started(approval(), DONE)
+        self.escalate(h, human("root", "workflow_admin"))
+        assert h.events_of(ev.ApprovalEscalated)
