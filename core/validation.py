@@ -28,7 +28,7 @@ STEP_KEYS = frozenset({"type", "name", "id", "config", "description"})
 PLACEHOLDER_ROOTS = frozenset({"trigger", "steps", "instance", "secrets", "tenant", "payos", "callback"})
 ON_TIMEOUT_CHOICES = ("fail", "auto_approve", "auto_reject", "escalate", "continue")
 HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD")
-CRON = re.compile(r"^\s*(\S+\s+){4}\S+\s*$")
+CRON = re.compile(r"^\s*(\S+\s+){4,5}\S+\s*$")  # five fields, or six with seconds last (croniter)
 MAX_STEPS = 100
 
 STEP_CONFIG_KEYS: dict[StepType, frozenset[str]] = {
@@ -128,7 +128,9 @@ def _check_trigger(problems: _Problems, trigger_type: TriggerType, config: Any) 
     if trigger_type is TriggerType.SCHEDULED:
         cron = config.get("cron")
         if not isinstance(cron, str) or not CRON.match(cron):
-            problems.add("/trigger_config/cron", "a scheduled trigger needs cron, five fields such as '0 9 * * 1-5'")
+            problems.add("/trigger_config/cron",
+                         "a scheduled trigger needs cron: five fields such as '0 9 * * 1-5' (a sixth, seconds, "
+                         "may follow)")
     if trigger_type is TriggerType.THRESHOLD:
         threshold = {k: config.get(k) for k in ("field", "op", "value")}
         if any(v is None for v in threshold.values()):

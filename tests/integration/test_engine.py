@@ -149,3 +149,44 @@ async def test_a_result_for_an_old_attempt_is_rejected_by_the_engine(world):
                                               outcome="succeeded", output={}), topic=topics.WORKFLOW_STEP_RESULTS)
     rejected = await world.wait_for_event(instance_id, ev.CommandRejected)
     assert "attempt 1" in rejected.reason
+
+
+THRESHOLD_TEMPLATE = {
+    "name": "Large transfer review",
+    "trigger_type": "threshold",
+    "trigger_config": {"field": "amount", "op": "gte", "value": 10000},
+    "steps": [{"type": "approval", "name": "Treasury", "config": {"approvers": {"type": "role", "value": "treasury"}}}],
+}
+
+
+async def test_a_threshold_trigger_starts_only_at_or_above_its_threshold(world):
+    await world.publish_template("tpl_threshold", THRESHOLD_TEMPLATE)
+    await world.start_engine()
+    await world.send_transfer(transfer("evt_below", 999_999, kind="payroll"))  # 9,999.99
+    await world.send_transfer(transfer("evt_at", 1_000_000, kind="payroll"))  # 10,000.00
+    at = instance_id_for("tpl_threshold", f"event:{topics.PAYMENTS_TRANSFERS}:evt_at")
+    await world.wait_for_event(at, ev.ApprovalRequested)
+    below = instance_id_for("tpl_threshold", f"event:{topics.PAYMENTS_TRANSFERS}:evt_below")
+    await asyncio.sleep(1.0)
+    assert below not in world.events
+
+
+SCHEDULED_TEMPLATE = {
+    "name": "Sweep every two seconds",
+    "trigger_type": "scheduled",
+    "trigger_config": {"cron": "* * * * * */2", "trigger_data": {"account": "acc_sweep"}},
+    "steps": [{"type": "condition", "name": "Done", "config": {"expression": "trigger.account == 'acc_sweep'",
+                                                               "if_true": "complete", "if_false": "fail"}}],
+}
+
+
+async def test_a_scheduled_trigger_starts_one_instance_per_cron_tick(world):
+    await world.publish_template("tpl_scheduled", SCHEDULED_TEMPLATE)
+    await world.start_engine()
+    await world.wait_until(lambda: sum(any(isinstance(e, ev.InstanceCompleted) for e in events)
+                                       for events in world.events.values()) >= 2,
+                           timeout=30, message="two scheduled instances completed")
+    started = [events[0] for events in world.events.values() if isinstance(events[0], ev.InstanceStarted)]
+    ticks = [e.trigger["scheduled_at"] for e in started]
+    assert len(ticks) == len(set(ticks))  # one instance per tick, never two
+    assert all(e.source.startswith("schedule:") for e in started)
