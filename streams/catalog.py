@@ -63,9 +63,15 @@ class TemplateCatalog:
         consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap_servers, enable_auto_commit=False,
                                     isolation_level="read_committed", auto_offset_reset="earliest")
         await consumer.start()
-        # A consumer without subscriptions holds no topic metadata; ask the cluster directly.
-        partitions = (await consumer._client.fetch_all_metadata()).partitions_for_topic(self.topic)
-        if partitions is None:
+        # A consumer without subscriptions holds no topic metadata; ask the cluster directly (a topic
+        # created a moment ago may take a few metadata rounds to appear).
+        partitions = None
+        for _ in range(50):
+            partitions = (await consumer._client.fetch_all_metadata()).partitions_for_topic(self.topic)
+            if partitions:
+                break
+            await asyncio.sleep(0.2)
+        if not partitions:
             await consumer.stop()
             raise RuntimeError(f"topic {self.topic} does not exist; start the stack or create the topics first")
         self._partitions = [TopicPartition(self.topic, p) for p in sorted(partitions)]

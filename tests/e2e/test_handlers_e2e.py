@@ -233,7 +233,7 @@ async def test_a_transfer_executes_once_when_the_action_handler_dies_before_repo
         instance = await flow.run([{"type": "action", "name": "Execute Payment", "config": {
             "action": "execute_transfer", "params": {"transfer_id": "{{trigger.id}}", "amount": "{{trigger.amount}}"},
             "timeout_seconds": 60}}])
-        key = f"{instance}:1:1"
+        key = f"{instance}:1:v1"  # the payment's key names the step visit, so retries cannot pay twice
         await world.wait_until(lambda: any(e["idempotency_key"] == key for e in read_ledger(simulator.ledger)),
                                timeout=60, message="the simulator executed the transfer")
         os.kill(first.pid, signal.SIGKILL)  # the result is still 4 s away
