@@ -263,6 +263,20 @@ async def reject(call: Call) -> web.Response:
     return await _decision(call, "reject")
 
 
+async def escalate(call: Call) -> web.Response:
+    """The engine judges who may escalate (the step's approvers or a workflow_admin): core EscalateApproval."""
+    me = call.me
+    me.require(DECIDE, "escalate approvals")
+    step = call.step()
+    instance = await load_instance(call.gateway.pool, call.param("id"), me.tenant_id)
+    body = call.body
+    command = cmd.EscalateApproval(
+        command_id=command_id_for(call), instance_id=instance["id"], issued_at=now_ms(), step=step,
+        approvers=body["approvers"], actor=me.actor(), reason=body.get("reason", ""),
+        timeout_hours=float(body.get("timeout_hours") or 0))
+    return await _answer(call, command, me.tenant_id)
+
+
 async def advance(call: Call) -> web.Response:
     me = call.me
     me.require(ADVANCE, "advance instances")
@@ -419,6 +433,7 @@ HANDLERS = {
     "getInstance": get_instance,
     "approveStep": approve,
     "rejectStep": reject,
+    "escalateStep": escalate,
     "advanceInstance": advance,
     "completeExternal": complete_external,
     "getCallbackUrl": callback_url,

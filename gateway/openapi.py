@@ -110,6 +110,27 @@ SCHEMAS: dict[str, Any] = {
     },
     "AdvanceInput": {"type": "object", "additionalProperties": False, "required": ["action"],
                      "properties": {"action": {"type": "string", "enum": ["proceed_if_ready"]}}},
+    "EscalateInput": {
+        "type": "object", "additionalProperties": False, "required": ["approvers"],
+        "properties": {
+            "approvers": {"description": "who decides now: {type: role|user|agent, value} or a list of them",
+                          "oneOf": [{"$ref": "#/components/schemas/ApproverSpec"},
+                                    {"type": "array", "minItems": 1, "maxItems": 50,
+                                     "items": {"$ref": "#/components/schemas/ApproverSpec"}}]},
+            "reason": {"type": "string", "maxLength": 2000},
+            "timeout_hours": {"type": "number", "exclusiveMinimum": 0, "maximum": 8760,
+                              "description": "a new deadline; without it the step has none"},
+        },
+    },
+    "ApproverSpec": {
+        "type": "object", "additionalProperties": False, "required": ["type", "value"],
+        "properties": {
+            "type": {"type": "string", "enum": ["role", "user", "agent"]},
+            "value": {"oneOf": [{"type": "string", "minLength": 1, "maxLength": 200},
+                                {"type": "array", "minItems": 1, "maxItems": 50,
+                                 "items": {"type": "string", "minLength": 1, "maxLength": 200}}]},
+        },
+    },
     "ReasonInput": {"type": "object", "additionalProperties": False,
                     "properties": {"reason": {"type": "string", "maxLength": 2000}}},
     "EmptyInput": {"type": "object", "additionalProperties": False, "properties": {}},
@@ -377,6 +398,10 @@ PATHS: dict[str, dict[str, Any]] = {
     },
     "/v1/workflows/instances/{id}/steps/{n}/reject": {
         "post": _command("rejectStep", "Reject step n", "DecisionInput", step=True, body_required=False),
+    },
+    "/v1/workflows/instances/{id}/steps/{n}/escalate": {
+        "post": _command("escalateStep", "Hand a waiting approval to other approvers now (the PRD's escalate); "
+                         "its approvers or a workflow_admin may", "EscalateInput", step=True),
     },
     "/v1/workflows/instances/{id}/advance": {
         "post": _command("advanceInstance", "Proceed if the current step is ready", "AdvanceInput"),

@@ -215,3 +215,25 @@ async def test_projector_is_idempotent_under_redelivery(api_world, tenant, datab
     assert rows.applied == 0 and rows.skipped == len(events)
     _, after = await api_world.call("GET", f"{I}/{iid}", tenant, expect=200)
     assert after == before
+
+
+async def test_an_approver_escalates_a_waiting_approval_through_the_api(api_world, tenant):
+    template = await create(api_world, tenant)
+    _, started = await api_world.call("POST", f"{I}?wait=true", tenant, "requester",
+                                      json={"template_id": template["id"], "trigger_data": {"amount": 5000}},
+                                      expect=201)
+    iid = started["id"]
+    await api_world.wait_instance(tenant, iid, lambda b: b["blocking"].get("waiting_for") == "approval")
+    # a viewer may not escalate; the engine judges the CFO (an approver of step 2) may
+    status, _ = await api_world.call("POST", f"{I}/{iid}/steps/2/escalate", tenant, "viewer",
+                                     json={"approvers": {"type": "role", "value": "finance_manager"}})
+    assert status == 403
+    _, after = await api_world.call("POST", f"{I}/{iid}/steps/2/escalate?wait=true", tenant, "cfo",
+                                    json={"approvers": {"type": "role", "value": "finance_manager"},
+                                          "reason": "travelling", "timeout_hours": 4}, expect=200)
+    assert after["blocking"]["approvers"] == {"type": "role", "value": "finance_manager"}
+    assert any(t["event_type"] == "ApprovalEscalated" for t in after["timeline"])
+    # the escalated approver can now decide the CFO step
+    _, decided = await api_world.call("POST", f"{I}/{iid}/steps/2/approve?wait=true", tenant, "manager",
+                                      json={"reasoning": "covering for the CFO"}, expect=200)
+    assert decided["current_step"] == 3

@@ -43,6 +43,7 @@ RULES: dict[str, Rule] = {
     "getInstance": Rule("viewer"),
     "approveStep": Rule("cfo", "viewer", body="decision"),
     "rejectStep": Rule("cfo", "requester", body="decision"),
+    "escalateStep": Rule("cfo", "viewer", body="escalate"),
     "advanceInstance": Rule("agent", "viewer", body="advance"),
     "completeExternal": Rule("integration", "viewer", body="callback"),
     "getCallbackUrl": Rule("integration", "viewer"),
@@ -129,6 +130,7 @@ def request_for(name: str, m: dict, unique: str) -> tuple[str, str, dict]:
         "trigger": {"template_id": m["template"], "trigger_data": {"amount": 1}},
         "decision": {"reasoning": "matrix"}, "advance": {"action": "proceed_if_ready"},
         "reason": {"reason": "matrix"}, "empty": {},
+        "escalate": {"approvers": {"type": "role", "value": "ceo"}, "reason": "matrix"},
         "permissions": {"workflow_permissions": {"can_initiate": [m["template"]], "can_approve": {}}},
         "callback": {"status": "completed", "result": {"ok": True}},
     }
