@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.integration.engine_harness import EngineWorld
-from tests.integration.gateway.world import ApiWorld
+from tests.integration.gateway.world import running_world
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -24,9 +23,5 @@ def _e2e_stack(request: pytest.FixtureRequest) -> None:
 
 @pytest.fixture(scope="module")
 async def e2e_world(kafka_bootstrap, database_url):
-    async with EngineWorld(kafka_bootstrap) as engine:
-        world = await ApiWorld(engine=engine, database_url=database_url).start()
-        try:
-            yield world
-        finally:
-            await world.stop()
+    async with running_world(kafka_bootstrap, database_url) as world:
+        yield world

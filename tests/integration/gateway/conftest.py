@@ -5,18 +5,13 @@ from __future__ import annotations
 
 import pytest
 
-from tests.integration.engine_harness import EngineWorld
-from tests.integration.gateway.world import ApiWorld
+from tests.integration.gateway.world import running_world
 
 
 @pytest.fixture(scope="module")
 async def api_world(kafka_bootstrap, database_url):
-    async with EngineWorld(kafka_bootstrap) as engine:
-        world = await ApiWorld(engine=engine, database_url=database_url).start()
-        try:
-            yield world
-        finally:
-            await world.stop()
+    async with running_world(kafka_bootstrap, database_url) as world:
+        yield world
 
 
 @pytest.fixture

@@ -156,3 +156,14 @@ class ApiWorld:
             command_id=f"result:{request.request_id}", instance_id=instance_id, step=step, attempt=request.attempt,
             outcome="succeeded", output=output or {"status": "executed"}), topic=topics.WORKFLOW_STEP_RESULTS)
         await self.engine.wait_for_event(instance_id, ev.StepSucceeded, step=step)
+
+
+@contextlib.asynccontextmanager
+async def running_world(kafka_bootstrap: str, database_url: str):
+    """A whole Flowline (engine, projector, gateway) on fresh topics, stopped on exit."""
+    async with EngineWorld(kafka_bootstrap) as engine:
+        world = await ApiWorld(engine=engine, database_url=database_url).start()
+        try:
+            yield world
+        finally:
+            await world.stop()
