@@ -190,3 +190,54 @@ async def test_a_scheduled_trigger_starts_one_instance_per_cron_tick(world):
     ticks = [e.trigger["scheduled_at"] for e in started]
     assert len(ticks) == len(set(ticks))  # one instance per tick, never two
     assert all(e.source.startswith("schedule:") for e in started)
+
+
+async def test_timers_survive_a_rebalance_to_a_second_worker(world):
+    await world.publish_template("tpl_wait", WAIT_TEMPLATE)
+    first = await world.start_engine()
+    ids = [f"wfi_rebalance_{n:02d}" for n in range(24)]
+    for instance_id in ids:
+        await world.send_command(StartInstance(command_id=f"start:{instance_id}", instance_id=instance_id,
+                                               template_id="tpl_wait", template_version=1, tenant_id="t1",
+                                               trigger={"id": instance_id}))
+    for instance_id in ids:
+        await world.wait_for_event(instance_id, ev.WaitStarted)
+    second = await world.start_engine()  # the group rebalances: some partitions (and their timers) move
+    await world.wait_until(lambda: all(len(e.workers[0].producers) < world.partitions for e in (first, second)),
+                           timeout=30, message="both workers own partitions")
+    for instance_id in ids:
+        await world.wait_for_event(instance_id, ev.InstanceCompleted, timeout=40)
+    moved = set(second.processor.states) & {p for p in range(world.partitions)}
+    assert moved, "the second worker took no partition"
+    for instance_id in ids:
+        kinds = [type(e).__name__ for e in world.events[instance_id]]
+        assert kinds.count("InstanceCompleted") == 1, world.log_text(instance_id)
+
+
+ESCALATING_TEMPLATE = {
+    "name": "Escalating approval",
+    "trigger_type": "manual",
+    "steps": [{"type": "approval", "name": "Manager", "config": {
+        "approvers": {"type": "role", "value": "finance_manager"},
+        "timeout_hours": 0.0005,  # 1.8 s
+        "on_timeout": {"action": "escalate", "approvers": {"type": "role", "value": "cfo"},
+                       "timeout_hours": 0.0005, "then": "auto_reject"}}}],
+}
+
+
+async def test_an_approval_times_out_escalates_and_then_auto_rejects_on_durable_timers(world):
+    await world.publish_template("tpl_escalating", ESCALATING_TEMPLATE)
+    await world.start_engine()
+    await world.send_command(StartInstance(command_id="start:wfi_esc", instance_id="wfi_esc",
+                                           template_id="tpl_escalating", template_version=1, tenant_id="t1",
+                                           trigger={"amount": 10}))
+    escalated = await world.wait_for_event("wfi_esc", ev.ApprovalEscalated, timeout=20)
+    assert escalated.approvers == {"type": "role", "value": "cfo"}
+    await world.wait_until(lambda: len([r for r in world.requests["wfi_esc"] if r.kind == "approval"]) == 2,
+                           message="an escalation notice for the approval handler")
+    notices = [r for r in world.requests["wfi_esc"] if r.kind == "approval"]
+    assert notices[1].config["escalation"] == 1
+    rejected = await world.wait_for_event("wfi_esc", ev.StepRejected, timeout=20)
+    assert rejected.automatic
+    failed = await world.wait_for_event("wfi_esc", ev.InstanceFailed)
+    assert "rejected" in failed.reason
