@@ -64,6 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
     p_sim = sub.add_parser("payment-simulator", help="development tool: answer payments.commands")
     p_sim.set_defaults(func=_simulator)
 
+    p_repart = sub.add_parser("repartition", help="grow the partition count (engines stopped; see the runbook)")
+    p_repart.add_argument("--partitions", type=int, required=True)
+    p_repart.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    p_repart.set_defaults(func=_repartition)
+
     p_seed = sub.add_parser("seed", help="publish the built-in demo templates to workflow.templates")
     p_seed.set_defaults(func=_seed)
     return parser
@@ -104,6 +109,12 @@ def _simulator(args: argparse.Namespace) -> int:
     from deploy.payment_simulator import main as simulator_main
 
     return int(simulator_main() or 0)
+
+
+def _repartition(args: argparse.Namespace) -> int:
+    from deploy.repartition import main as repartition_main
+
+    return repartition_main(["--partitions", str(args.partitions), *(["--yes"] if args.yes else [])])
 
 
 def _seed(args: argparse.Namespace) -> int:

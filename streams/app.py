@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from dataclasses import replace
 
 from aiokafka import AIOKafkaProducer
 from prometheus_client import start_http_server
@@ -43,9 +44,29 @@ class Engine:
                                    max_batch=s.max_batch, poll_timeout_ms=s.poll_timeout_ms, linger_ms=s.linger_ms,
                                    role=role)
 
-    async def run(self) -> None:
+    async def check_co_partitioning(self) -> None:
+        """Commands, results and the state changelog must have one partition count, and the processor must
+        know it (it checks every record's home partition): refuse to start on a mismatch rather than
+        misroute state."""
         s = self.settings
+        names = (s.commands_topic, s.results_topic, s.changelog_topic)
+        counts = await self.catalog.partition_counts(names)
+        if len(set(counts.values())) != 1 or None in counts.values():
+            raise RuntimeError(f"co-partitioning is broken: partition counts {counts}; these topics must exist "
+                               "with one count (see docs/runbooks/repartitioning.md)")
+        actual = next(iter(counts.values()))
+        if actual != s.partitions:
+            log.warning("FLOWLINE_PARTITIONS is %d but the topics have %d partitions; using %d",
+                        s.partitions, actual, actual)
+            self.settings = replace(s, partitions=actual)
+            self.processor.settings = self.settings
+            self.matcher.settings = self.settings
+
+    async def run(self) -> None:
         await self.catalog.start()
+        if "processor" in self.roles:
+            await self.check_co_partitioning()
+        s = self.settings
         tasks = []
         if "processor" in self.roles:
             worker = self._worker("processor", [s.commands_topic, s.results_topic], self.processor)

@@ -82,6 +82,12 @@ class TemplateCatalog:
         log.info("template catalog loaded %d versions of %d templates", len(self.versions), len(self.latest))
         self._task = asyncio.create_task(self._follow())
 
+    async def partition_counts(self, topics: tuple[str, ...]) -> dict[str, int | None]:
+        assert self._consumer is not None
+        cluster = await self._consumer._client.fetch_all_metadata()
+        return {t: (len(cluster.partitions_for_topic(t)) if cluster.partitions_for_topic(t) else None)
+                for t in topics}
+
     async def catch_up(self) -> None:
         assert self._consumer is not None
         async with self._lock:
