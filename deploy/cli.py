@@ -67,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_repart = sub.add_parser("repartition", help="grow the partition count (engines stopped; see the runbook)")
     p_repart.add_argument("--partitions", type=int, required=True)
     p_repart.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    p_repart.add_argument("--from-backup", help="states from an earlier, interrupted run's backup file")
     p_repart.set_defaults(func=_repartition)
 
     p_seed = sub.add_parser("seed", help="publish the built-in demo templates to workflow.templates")
@@ -114,7 +115,8 @@ def _simulator(args: argparse.Namespace) -> int:
 def _repartition(args: argparse.Namespace) -> int:
     from deploy.repartition import main as repartition_main
 
-    return repartition_main(["--partitions", str(args.partitions), *(["--yes"] if args.yes else [])])
+    return repartition_main(["--partitions", str(args.partitions), *(["--yes"] if args.yes else []),
+                             *(["--from-backup", args.from_backup] if args.from_backup else [])])
 
 
 def _seed(args: argparse.Namespace) -> int:

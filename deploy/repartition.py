@@ -14,9 +14,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
+import json
 import sys
+import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
@@ -39,6 +43,8 @@ class Plan:
     prefix: str
     partitions: int
     engine_id: str = "flowline-engine"
+    backup_dir: Path = Path(".flowline") / "repartition"
+    from_backup: Path | None = None
 
     def topic(self, name: str) -> str:
         return self.prefix + name
@@ -109,6 +115,25 @@ async def _read_changelog(plan: Plan, partitions: int) -> dict[bytes, bytes]:
     return latest
 
 
+def write_backup(plan: Plan, states: dict[bytes, bytes]) -> Path:
+    plan.backup_dir.mkdir(parents=True, exist_ok=True)
+    path = plan.backup_dir / f"changelog-{plan.prefix or 'default'}{int(time.time())}.jsonl"
+    with path.open("w") as out:
+        for key, value in states.items():
+            out.write(json.dumps({"key": base64.b64encode(key).decode(), "value": base64.b64encode(value).decode()})
+                      + "\n")
+    return path
+
+
+def read_backup(path: Path) -> dict[bytes, bytes]:
+    states: dict[bytes, bytes] = {}
+    for line in path.read_text().splitlines():
+        if line.strip():
+            row = json.loads(line)
+            states[base64.b64decode(row["key"])] = base64.b64decode(row["value"])
+    return states
+
+
 async def repartition(plan: Plan, *, confirm: bool = True) -> dict[str, int]:
     admin = AIOKafkaAdminClient(bootstrap_servers=plan.bootstrap)
     await admin.start()
@@ -130,8 +155,14 @@ async def repartition(plan: Plan, *, confirm: bool = True) -> dict[str, int]:
             say(f"growing {len(names)} topics from {current} to {plan.partitions} partitions; type 'yes' to go on")
             if input().strip() != "yes":
                 raise RepartitionError("not confirmed")
-        states = await _read_changelog(plan, current)
-        say(f"read {len(states)} instance states from {plan.changelog}")
+        if plan.from_backup is not None:
+            states = read_backup(plan.from_backup)
+            say(f"read {len(states)} instance states from the backup {plan.from_backup}")
+        else:
+            states = await _read_changelog(plan, current)
+            say(f"read {len(states)} instance states from {plan.changelog}")
+            backup = write_backup(plan, states)
+            say(f"backed them up to {backup} (rerun with --from-backup {backup} if this run is interrupted)")
         grow = {name: NewPartitions(plan.partitions) for name in names[:-1] if counts[name] < plan.partitions}
         if grow:
             await admin.create_partitions(grow)
@@ -178,10 +209,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="flowline repartition", description=__doc__.split("\n")[0])
     parser.add_argument("--partitions", type=int, required=True)
     parser.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    parser.add_argument("--from-backup", type=Path, help="states from an earlier run's backup file")
     args = parser.parse_args(argv)
     plan = Plan(bootstrap=os.environ.get("FLOWLINE_KAFKA_BOOTSTRAP", "127.0.0.1:19092"),
                 prefix=os.environ.get("FLOWLINE_TOPIC_PREFIX", ""), partitions=args.partitions,
-                engine_id=os.environ.get("FLOWLINE_ENGINE_ID", "flowline-engine"))
+                engine_id=os.environ.get("FLOWLINE_ENGINE_ID", "flowline-engine"), from_backup=args.from_backup)
     try:
         asyncio.run(repartition(plan, confirm=not args.yes))
     except RepartitionError as exc:

@@ -22,7 +22,7 @@ WAIT = {
 }
 
 
-async def test_growing_partitions_keeps_every_instance_and_its_timer(kafka_bootstrap):
+async def test_growing_partitions_keeps_every_instance_and_its_timer(kafka_bootstrap, tmp_path):
     async with EngineWorld(kafka_bootstrap, partitions=3) as world:
         await world.publish_template("tpl_wait", WAIT)
         engine = await world.start_engine()
@@ -33,12 +33,15 @@ async def test_growing_partitions_keeps_every_instance_and_its_timer(kafka_boots
                                                    trigger={}))
         for instance_id in ids:
             await world.wait_for_event(instance_id, ev.WaitStarted)
-        plan = Plan(bootstrap=kafka_bootstrap, prefix=world.prefix, partitions=6, engine_id=world.app_id)
+        plan = Plan(bootstrap=kafka_bootstrap, prefix=world.prefix, partitions=6, engine_id=world.app_id,
+                    backup_dir=tmp_path)
         with pytest.raises(RepartitionError, match="stop every engine"):
             await repartition(plan, confirm=False)
         await world.stop_engine(engine)
         counts = await repartition(plan, confirm=False)
         assert set(counts.values()) == {6}
+        [backup] = tmp_path.glob("changelog-*.jsonl")
+        assert len(backup.read_text().splitlines()) == len(ids)
         moved = [i for i in ids if partition_for(i.encode(), 3) != partition_for(i.encode(), 6)]
         assert moved, "with 30 instances some must change partition"
         world.partitions = 6
