@@ -84,8 +84,18 @@ def test_async_accepted_then_complete_external_finishes_the_step():
     assert h.status is WorkflowStatus.COMPLETED
 
 
-def test_a_callback_before_the_call_was_accepted_is_rejected():
+def test_a_callback_that_overtakes_the_handlers_report_completes_the_step():
     h = run(external(mode="async"), NEXT)
+    h.callback(1, "completed", {"risk": 0.2})  # the external system answered before the handler reported
+    assert h.step(1).output == {"risk": 0.2}
+    assert h.current_step == 2
+    h.accept(1, {"status": 202})  # the handler's report arrives late: stale, and it changes nothing
+    assert h.last_rejection == "Expected a result for step 2, but got one for step 1"
+    assert h.current_step == 2
+
+
+def test_a_sync_step_takes_no_callback():
+    h = run(external(), NEXT)
     h.callback(1, "completed", {})
     assert h.last_rejection == "Expected step 1 to await an external callback, but it awaits handler"
 
