@@ -6,6 +6,7 @@ problems can be parsed (`core.template.parse_template`) and compiled (`compile_t
 
 from __future__ import annotations
 
+import keyword
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -182,6 +183,9 @@ def _check_step_shapes(problems: _Problems, steps: list[Any]) -> dict[str, int]:
             problems.add(f"{pointer}/name", f"step name {name!r} is already used by step {names[name]}")
         names.setdefault(name, i)
         key = step_key(step)
+        if keyword.iskeyword(key) or keyword.issoftkeyword(key):
+            problems.add(f"{pointer}/id", f"step key {key!r} is a reserved word, so expressions could not read "
+                                          f"steps.{key}.<field>; set another id")
         if key in keys and keys[key] != names.get(name):
             problems.add(f"{pointer}/id", f"step key {key!r} is already used by step {keys[key]}; set a distinct id")
         keys.setdefault(key, i)

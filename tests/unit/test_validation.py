@@ -247,3 +247,12 @@ def test_visualize_gives_the_adjacency_and_a_mermaid_flowchart():
     assert "  s1 -- false --> s2" in mermaid
     assert "  s2 -. rejected .-> failed((failed))" in mermaid
     assert "  s4 --> done((done))" in mermaid
+
+
+def test_a_step_key_that_is_a_reserved_word_is_refused_with_its_pointer():
+    from core.validation import validate_template
+
+    doc = {"name": "x", "steps": [{"type": "condition", "name": "Try", "config": {"expression": "true"}},
+                                  {"type": "condition", "name": "2nd check", "config": {"expression": "true"}}]}
+    problems = validate_template(doc)
+    assert [(p.pointer, "reserved word" in p.message) for p in problems] == [("/steps/0/id", True)]
