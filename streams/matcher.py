@@ -44,12 +44,16 @@ class InvalidInput(ValueError):
     pass
 
 
+def _no_constants(name: str) -> float:
+    raise ValueError(f"{name} is not a JSON number")
+
+
 def parse_transfer(codec: Codec, value: bytes | None) -> TransferEvent:
     if not value:
         raise InvalidInput("empty record")
     if value[:1] == b"{":
         try:
-            data = json.loads(value)
+            data = json.loads(value, parse_constant=_no_constants)
         except ValueError as exc:
             raise InvalidInput(f"not valid JSON: {exc}") from None
         if not isinstance(data, dict):
@@ -102,9 +106,16 @@ class TriggerMatcher:
                                        "matcher"))
                 continue
             topic = self.settings.unprefixed(record.topic)
-            for template in matching_templates(templates, topic, trigger):
-                out.append(self._start(template, trigger, f"event:{topic}:{event.event_id}",
-                                       tenant_id=event.tenant_id or template.tenant_id))
+            try:
+                starts = [self._start(template, trigger, f"event:{topic}:{event.event_id}",
+                                      tenant_id=event.tenant_id or template.tenant_id)
+                          for template in matching_templates(templates, topic, trigger)]
+            except Exception as exc:  # never let one event stop the partition
+                log.exception("matching event %s failed", event.event_id)
+                out.append(dead_letter(self.codec, self.settings.dlq_topic, record, f"matcher error: {exc!r}",
+                                       "matcher_error", "matcher"))
+                continue
+            out.extend(starts)
         return BatchResult(records=out)
 
     def _start(self, template: Template, trigger: dict, source: str, tenant_id: str) -> Outgoing:

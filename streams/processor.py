@@ -152,17 +152,18 @@ class InstanceProcessor:
                 continue
             try:
                 decision = decide(state, command, template, now)
+                produced = [Outgoing(settings.events_topic, key, self.codec.encode(event))
+                            for event in decision.events]
+                produced += [Outgoing(settings.step_topic(request.kind), key, self.codec.encode(request))
+                             for request in decision.effects]
             except Exception as exc:  # a bug must not stop the partition: park the record, keep going
-                log.exception("decide failed for %s", command.command_id)
+                log.exception("deciding %s failed", command.command_id)
                 out.append(dead_letter(self.codec, settings.dlq_topic, record, f"engine error: {exc!r}",
                                        "engine_error", "engine"))
                 continue
             if decision.state is not None and decision.state is not state:
                 overlay[command.instance_id] = decision.state
-            for event in decision.events:
-                out.append(Outgoing(settings.events_topic, key, self.codec.encode(event)))
-            for request in decision.effects:
-                out.append(Outgoing(settings.step_topic(request.kind), key, self.codec.encode(request)))
+            out.extend(produced)
             metrics.DECISIONS.labels(type(command).__name__,
                                      "rejected" if decision.rejected else "applied").inc()
         for instance_id, state in overlay.items():

@@ -1,6 +1,6 @@
 """A consumer group whose every batch commits atomically with what it produced (Kafka transactions).
 
-This is the engine's runtime in place of Faust agents (docs/adr/0002-engine-runtime-on-aiokafka.md): for
+This is the engine's runtime in place of Faust agents (docs/adr/0002-engine-runtime-on-aiokafka-transactions.md): for
 each assigned partition it owns one transactional producer whose id names the partition
 (`<app>-<role>-p<N>`), so a worker that takes a partition over fences any zombie still writing for it
 (the per-partition fencing model of KIP-98). A batch of records from one partition is handed to a
@@ -230,7 +230,14 @@ class TransactionalWorker:
         if len(parts) > 1:
             records.sort(key=lambda r: r.timestamp)
         started = time.perf_counter()
-        result = await self.logic.process(partition, records)
+        try:
+            result = await self.logic.process(partition, records)
+        except Exception:  # the logic parks bad records itself; this is an outage (e.g. the broker away)
+            log.exception("processing %d records of partition %s failed; retrying them", len(records), partition)
+            for tp, rs in parts:
+                self.consumer.seek(tp, rs[0].offset)
+            await asyncio.sleep(1.0)
+            return False
         producer = self.producers[partition]
         offsets = {tp: rs[-1].offset + 1 for tp, rs in parts}
         try:
