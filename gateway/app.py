@@ -264,8 +264,18 @@ def build_app(gateway: Gateway) -> web.Application:
     return app
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Pool release without asyncpg's reset statement (advisory unlock, CLOSE ALL, UNLISTEN, RESET ALL).
+
+    The gateway never changes session state (no SET, LISTEN, advisory locks or cursors), and asyncpg still
+    rolls back a transaction left open before it calls this; skipping the statement saves a round trip to
+    PostgreSQL on every release, i.e. on every query made through the pool.
+    """
+
+
 async def start_gateway(settings: GatewaySettings) -> Gateway:
-    pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=settings.db_pool_size)
+    pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=settings.db_pool_size,
+                                     reset=_keep_session)
     producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, enable_idempotence=True,
                                 linger_ms=1, request_timeout_ms=10_000)
     await producer.start()

@@ -28,6 +28,7 @@ from gateway.templates import _iso, _limit, decode_cursor, encode_cursor
 
 SIGNATURE_HEADER = "X-Flowline-Signature"
 INSTANCE_STATUSES = ("ACTIVE", "PAUSED", "COMPLETED", "CANCELLED", "FAILED")
+REF_COLUMNS = "i.id, i.template_id"  # what a command endpoint needs: the instance exists in the caller's tenant
 INSTANCE_COLUMNS = """i.id, i.tenant_id, i.template_id, i.template_version, i.template_name, i.status, i.current_step,
     i.current_step_name, i.step_count, i.trigger, i.source, i.initiated_by, i.initiated_by_kind, i.agent_context,
     i.blocking, i.failure_reason, i.created_at, i.updated_at, i.completed_at, i.last_seq"""
@@ -69,23 +70,30 @@ def transition_json(row: asyncpg.Record) -> dict[str, Any]:
             "details": _loads(row["details"]) or {}, "at": _iso(row["at"])}
 
 
-async def load_instance(pool, instance_id: str, tenant_id: str) -> asyncpg.Record:
-    row = await pool.fetchrow(f"SELECT {INSTANCE_COLUMNS} FROM workflow_instances i WHERE i.id = $1 "
+async def load_instance(pool, instance_id: str, tenant_id: str, columns: str = INSTANCE_COLUMNS) -> asyncpg.Record:
+    row = await pool.fetchrow(f"SELECT {columns} FROM workflow_instances i WHERE i.id = $1 "
                               "AND i.tenant_id = $2", instance_id, tenant_id)
     if row is None:
         raise Problem(404, f"no instance {instance_id!r}")
     return row
 
 
+# One statement, one round trip, one snapshot: the instance with its step executions and its timeline as
+# arrays of table rows (asyncpg decodes each element as a Record with the table's columns, exactly what
+# `SELECT *` on the table returns).
+DETAIL_SQL = f"""SELECT {INSTANCE_COLUMNS},
+    ARRAY(SELECT s FROM workflow_step_executions s WHERE s.instance_id = i.id ORDER BY s.step, s.attempt) AS steps,
+    ARRAY(SELECT t FROM workflow_transitions t WHERE t.instance_id = i.id ORDER BY t.seq) AS timeline
+    FROM workflow_instances i WHERE i.id = $1 AND i.tenant_id = $2"""
+
+
 async def instance_detail(pool, instance_id: str, tenant_id: str) -> dict[str, Any]:
-    row = await load_instance(pool, instance_id, tenant_id)
+    row = await pool.fetchrow(DETAIL_SQL, instance_id, tenant_id)
+    if row is None:
+        raise Problem(404, f"no instance {instance_id!r}")
     out = instance_json(row)
-    steps = await pool.fetch("SELECT * FROM workflow_step_executions WHERE instance_id = $1 ORDER BY step, attempt",
-                             instance_id)
-    timeline = await pool.fetch("SELECT * FROM workflow_transitions WHERE instance_id = $1 ORDER BY seq",
-                                instance_id)
-    out["steps"] = [step_json(s) for s in steps]
-    out["timeline"] = [transition_json(t) for t in timeline]
+    out["steps"] = [step_json(s) for s in row["steps"]]
+    out["timeline"] = [transition_json(t) for t in row["timeline"]]
     return out
 
 
@@ -189,14 +197,8 @@ async def _answer(call: Call, command: cmd.Command, tenant_id: str) -> web.Respo
     return json_response(detail, 201 if isinstance(command, cmd.StartInstance) else 200)
 
 
-async def agent_limits(pool, me: Principal, template_id: str) -> ApprovalLimits | None:
-    if not me.is_agent:
-        return None
-    row = await pool.fetchrow("SELECT approval_conditions FROM agent_workflow_permissions WHERE agent_id = $1 "
-                              "AND template_id = $2 AND can_approve", me.id, template_id)
-    if row is None:
-        return None
-    conditions = _loads(row["approval_conditions"]) or {}
+def _approval_limits(conditions: Any) -> ApprovalLimits:
+    conditions = _loads(conditions) or {}
     max_amount = conditions.get("max_amount")
     return ApprovalLimits(max_amount=float(max_amount) if max_amount is not None else None,
                           step_names=tuple(conditions.get("step_names") or ()))
@@ -236,18 +238,28 @@ async def trigger(call: Call) -> web.Response:
     return await _answer(call, command, me.tenant_id)
 
 
+DECISION_SQL = """SELECT i.id, i.template_id, w.approval_conditions, w.agent_id IS NOT NULL AS can_approve
+    FROM workflow_instances i LEFT JOIN agent_workflow_permissions w
+      ON w.agent_id = $3 AND w.template_id = i.template_id AND w.can_approve
+    WHERE i.id = $1 AND i.tenant_id = $2"""
+
+
 async def _decision(call: Call, decision: str) -> web.Response:
     me = call.me
     me.require(DECIDE, f"{decision} steps")
     step = call.step()
-    pool = call.gateway.pool
-    instance = await load_instance(pool, call.param("id"), me.tenant_id)
+    instance_id = call.param("id")
+    # The instance and, for an agent, its approval permission on the instance's template: one round trip.
+    instance = await call.gateway.pool.fetchrow(DECISION_SQL, instance_id, me.tenant_id,
+                                                me.id if me.is_agent else None)
+    if instance is None:
+        raise Problem(404, f"no instance {instance_id!r}")
     named = call.body.get("decision")
     expected = "approved" if decision == "approve" else "rejected"
     if named is not None and named != expected:
         raise Problem(422, f"this endpoint records {expected!r}; use the other endpoint for {named!r}",
                       pointer="/decision")
-    limits = await agent_limits(pool, me, instance["template_id"])
+    limits = _approval_limits(instance["approval_conditions"]) if instance["can_approve"] else None
     command = cmd.RecordDecision(
         command_id=command_id_for(call), instance_id=instance["id"], issued_at=now_ms(), step=step,
         decision=decision, actor=me.actor(limits), reasoning=call.body.get("reasoning", ""),
@@ -268,7 +280,7 @@ async def escalate(call: Call) -> web.Response:
     me = call.me
     me.require(DECIDE, "escalate approvals")
     step = call.step()
-    instance = await load_instance(call.gateway.pool, call.param("id"), me.tenant_id)
+    instance = await load_instance(call.gateway.pool, call.param("id"), me.tenant_id, REF_COLUMNS)
     body = call.body
     command = cmd.EscalateApproval(
         command_id=command_id_for(call), instance_id=instance["id"], issued_at=now_ms(), step=step,
@@ -280,7 +292,7 @@ async def escalate(call: Call) -> web.Response:
 async def advance(call: Call) -> web.Response:
     me = call.me
     me.require(ADVANCE, "advance instances")
-    instance = await load_instance(call.gateway.pool, call.param("id"), me.tenant_id)
+    instance = await load_instance(call.gateway.pool, call.param("id"), me.tenant_id, REF_COLUMNS)
     command = cmd.Advance(command_id=command_id_for(call), instance_id=instance["id"], issued_at=now_ms(),
                           actor=me.actor())
     return await _answer(call, command, me.tenant_id)
@@ -289,7 +301,7 @@ async def advance(call: Call) -> web.Response:
 async def _operate(call: Call, what: str, build) -> web.Response:
     me = call.me
     me.require(OPERATE, f"{what} instances")
-    instance = await load_instance(call.gateway.pool, call.param("id"), me.tenant_id)
+    instance = await load_instance(call.gateway.pool, call.param("id"), me.tenant_id, REF_COLUMNS)
     command = build(command_id=command_id_for(call), instance_id=instance["id"], issued_at=now_ms(),
                     actor=me.actor())
     return await _answer(call, command, me.tenant_id)
@@ -329,7 +341,7 @@ async def complete_external(call: Call) -> web.Response:
     me.require(CALLBACK, "complete external steps")
     step = call.step()
     gw = call.gateway
-    instance = await load_instance(gw.pool, call.param("id"), me.tenant_id)
+    instance = await load_instance(gw.pool, call.param("id"), me.tenant_id, REF_COLUMNS)
     attempt = (await _current_attempt(gw.pool, instance["id"], step))["attempt"]
     token = callback_token(gw.settings.callback_key, instance["id"], step, attempt)
     refusal = verify_payload(token.encode(), call.raw_body, call.request.headers.get(SIGNATURE_HEADER, ""),
@@ -347,7 +359,7 @@ async def callback_url(call: Call) -> web.Response:
     me.require(CALLBACK, "read callback URLs")
     step = call.step()
     gw = call.gateway
-    instance = await load_instance(gw.pool, call.param("id"), me.tenant_id)
+    instance = await load_instance(gw.pool, call.param("id"), me.tenant_id, REF_COLUMNS)
     attempt = (await _current_attempt(gw.pool, instance["id"], step))["attempt"]
     path = f"/v1/workflows/instances/{instance['id']}/steps/{step}/complete-external"
     return json_response({
