@@ -124,6 +124,15 @@ class FireTimer(Command):
     timer_id: str
 
 
+@dataclass(frozen=True, kw_only=True)
+class ExpireInstance(Command):
+    """Let the engine forget a finished instance whose retention has passed (its audit trail stays in the
+    read model and in `workflow.events`). Sent by the engine's own sweep; `ended_at` names the state it
+    judged, so an instance that changed meanwhile is not forgotten."""
+
+    ended_at: int
+
+
 COMMAND_TYPES: tuple[type[Command], ...] = (
     StartInstance,
     RecordDecision,
@@ -136,4 +145,5 @@ COMMAND_TYPES: tuple[type[Command], ...] = (
     RetryStep,
     FireTimer,
     EscalateApproval,
+    ExpireInstance,
 )

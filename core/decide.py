@@ -48,6 +48,7 @@ class Decision:
     state: InstanceState | None
     events: list[ev.Event] = field(default_factory=list)
     effects: list[StepRequest] = field(default_factory=list)
+    forget: bool = False  # the engine may drop the instance's state (ExpireInstance of a finished one)
 
     @property
     def rejected(self) -> bool:
@@ -68,12 +69,24 @@ def decide(state: InstanceState | None, command: cmd.Command, template: Compiled
         )])
     if isinstance(command, cmd.RetryStep):
         return retry_failed(state, command, template, now)
+    if isinstance(command, cmd.ExpireInstance):
+        return _expire(state, command, rec)
     refusal = _precheck(state, command, template)
     if refusal:
         rec.reject(refusal)
         return Decision(rec.state, rec.events, rec.effects)
     HANDLERS[type(command)](rec, command)
     _run(rec)
+    return Decision(rec.state, rec.events, rec.effects)
+
+
+def _expire(state: InstanceState, command: cmd.ExpireInstance, rec: Recorder) -> Decision:
+    if not state.is_terminal:
+        rec.reject(f"Expected a finished instance to expire, but it is {state.status.value}")
+    elif state.updated_at != command.ended_at:
+        rec.reject(f"Expected the instance as it was at {command.ended_at}, but it changed at {state.updated_at}")
+    else:
+        return Decision(None, [], [], forget=True)
     return Decision(rec.state, rec.events, rec.effects)
 
 

@@ -15,3 +15,4 @@ INSTANCES = Gauge("flowline_engine_instances", "Instances held in memory by this
 TIMERS_FIRED = Counter("flowline_engine_timers_fired_total", "FireTimer commands sent by the sweep")
 RESTORED = Counter("flowline_engine_restored_instances_total", "Instance states restored from the changelog")
 STARTS = Counter("flowline_engine_trigger_starts_total", "StartInstance commands sent by the trigger matcher")
+EXPIRED = Counter("flowline_engine_expired_instances_total", "Finished instances forgotten after their retention")

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from core.commands import Command, FireTimer, StartInstance
+from core.commands import Command, ExpireInstance, FireTimer, StartInstance
 from core.decide import decide
 from core.events import CommandRejected
 from core.state import InstanceState
@@ -32,6 +32,8 @@ from streams.timers import TimerIndex
 from streams.transactional import BatchResult, Outgoing, partition_for
 
 log = logging.getLogger(__name__)
+
+FORGOTTEN = object()  # overlay marker: the instance's state is dropped (ExpireInstance) in this batch
 
 
 def now_ms() -> int:
@@ -132,7 +134,8 @@ class InstanceProcessor:
                     f"instance {command.instance_id} belongs to partition {home}, but the record arrived on "
                     f"partition {partition}: producers must key commands by instance id", "wrong_partition", "engine"))
                 continue
-            state = overlay.get(command.instance_id) or states.get(command.instance_id)
+            staged = overlay.get(command.instance_id)
+            state = None if staged is FORGOTTEN else staged or states.get(command.instance_id)
             template_ref = ((state.template_id, state.template_version) if state is not None else
                             (command.template_id, command.template_version) if isinstance(command, StartInstance)
                             else None)
@@ -161,24 +164,45 @@ class InstanceProcessor:
                 out.append(dead_letter(self.codec, settings.dlq_topic, record, f"engine error: {exc!r}",
                                        "engine_error", "engine"))
                 continue
-            if decision.state is not None and decision.state is not state:
+            if decision.forget:
+                overlay[command.instance_id] = FORGOTTEN
+            elif decision.state is not None and decision.state is not state:
                 overlay[command.instance_id] = decision.state
             out.extend(produced)
             metrics.DECISIONS.labels(type(command).__name__,
                                      "rejected" if decision.rejected else "applied").inc()
         for instance_id, state in overlay.items():
-            out.append(Outgoing(settings.changelog_topic, instance_id.encode(), self.codec.encode(state),
-                                partition=partition))
+            value = None if state is FORGOTTEN else self.codec.encode(state)  # None: a tombstone
+            out.append(Outgoing(settings.changelog_topic, instance_id.encode(), value, partition=partition))
 
         def commit() -> None:
-            states.update(overlay)
             index = self.timers.get(partition)
-            if index is not None:
-                for state in overlay.values():
+            for instance_id, state in overlay.items():
+                if state is FORGOTTEN:
+                    states.pop(instance_id, None)
+                    metrics.EXPIRED.inc()
+                    continue
+                states[instance_id] = state
+                if index is not None:
                     index.track(state)
             metrics.INSTANCES.set(sum(len(s) for s in self.states.values()))
 
         return BatchResult(records=out, on_commit=commit)
+
+    # ------------------------------------------------------------------ retention
+    def expired(self, now: int) -> list[tuple[int, ExpireInstance]]:
+        """ExpireInstance commands for finished instances past their retention, per partition."""
+        if self.settings.retention_hours <= 0:
+            return []
+        cutoff = now - int(self.settings.retention_hours * 3_600_000)
+        found = []
+        for partition, states in list(self.states.items()):
+            for instance_id, state in list(states.items()):
+                if state.is_terminal and state.updated_at <= cutoff:
+                    found.append((partition, ExpireInstance(
+                        command_id=f"expire:{instance_id}:{state.updated_at}", instance_id=instance_id,
+                        issued_at=now, ended_at=state.updated_at)))
+        return found
 
     # ------------------------------------------------------------------ timers
     async def sweep_timers(self, stop: asyncio.Event) -> None:
@@ -186,9 +210,15 @@ class InstanceProcessor:
                                     linger_ms=self.settings.linger_ms)
         await producer.start()
         self._timer_producer = producer
+        next_retention_sweep = 0
         try:
             while not stop.is_set():
                 now = now_ms()
+                if now >= next_retention_sweep:
+                    next_retention_sweep = now + self.settings.retention_sweep_ms
+                    for partition, command in self.expired(now):
+                        await producer.send(self.settings.commands_topic, self.codec.encode(command),
+                                            key=command.instance_id.encode(), partition=partition)
                 for partition, index in list(self.timers.items()):
                     states = self.states.get(partition, {})
                     for instance_id, timer_id, fire_at in index.due(now, states):

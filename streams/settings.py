@@ -26,6 +26,10 @@ class EngineSettings:
     timer_sweep_ms: int = field(default_factory=lambda: int(_env("FLOWLINE_TIMER_SWEEP_MS", "200")))
     linger_ms: int = field(default_factory=lambda: int(_env("FLOWLINE_PRODUCER_LINGER_MS", "1")))
     metrics_port: int = field(default_factory=lambda: int(_env("FLOWLINE_ENGINE_METRICS_PORT", "0")))
+    # Finished instances are forgotten by the engine this long after they ended (0: never). Keep it longer
+    # than the retention of the trigger topics, or a redelivered old event could start an instance again.
+    retention_hours: float = field(default_factory=lambda: float(_env("FLOWLINE_RETENTION_HOURS", "168")))
+    retention_sweep_ms: int = field(default_factory=lambda: int(_env("FLOWLINE_RETENTION_SWEEP_MS", "60000")))
     # Prepended to every topic name: lets several isolated engines share one cluster (tests, staging).
     topic_prefix: str = field(default_factory=lambda: _env("FLOWLINE_TOPIC_PREFIX", ""))
 

@@ -38,7 +38,7 @@ def partition_for(key: bytes, partitions: int) -> int:
 class Outgoing:
     topic: str
     key: bytes | None
-    value: bytes
+    value: bytes | None  # None: a tombstone (compacted topics forget the key)
     partition: int | None = None
 
 

@@ -241,3 +241,28 @@ async def test_an_approval_times_out_escalates_and_then_auto_rejects_on_durable_
     assert rejected.automatic
     failed = await world.wait_for_event("wfi_esc", ev.InstanceFailed)
     assert "rejected" in failed.reason
+
+
+async def test_a_finished_instance_is_forgotten_after_its_retention_and_stays_forgotten(world):
+    from aiokafka import AIOKafkaConsumer
+
+    done = {"name": "Done at once", "trigger_type": "manual",
+            "steps": [{"type": "condition", "name": "Done", "config": {"expression": "true", "if_true": "complete"}}]}
+    await world.publish_template("tpl_done", done)
+    engine = await world.start_engine(retention_hours=0.0005, retention_sweep_ms=200)  # 1.8 s
+    await world.send_command(StartInstance(command_id="start:wfi_old", instance_id="wfi_old", template_id="tpl_done",
+                                           template_version=1, tenant_id="t1", trigger={}))
+    await world.wait_for_event("wfi_old", ev.InstanceCompleted)
+    await world.wait_until(lambda: not any("wfi_old" in s for s in engine.processor.states.values()),
+                           timeout=20, message="the engine forgot the finished instance")
+    # the changelog holds a tombstone, so a restarted worker does not bring it back
+    consumer = AIOKafkaConsumer(world.topic(topics.ENGINE_INSTANCES_CHANGELOG), bootstrap_servers=world.bootstrap,
+                                isolation_level="read_committed", auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        values = []
+        for records in (await consumer.getmany(timeout_ms=3000)).values():
+            values += [r.value for r in records if r.key == b"wfi_old"]
+    finally:
+        await consumer.stop()
+    assert values and values[-1] is None

@@ -274,3 +274,41 @@ def test_every_decision_replays_to_the_same_state():
     h.succeed(2, {})
     assert replay(h.events) == h.state
     assert [e.seq for e in h.events] == list(range(1, len(h.events) + 1))
+
+
+class TestExpiry:
+    """The engine may forget a finished instance after its retention (ExpireInstance from its sweep)."""
+
+    def expire(self, h, ended_at=None):
+        from core.commands import ExpireInstance
+
+        return h.send(ExpireInstance(command_id=h.next_command_id(), instance_id=h.instance_id,
+                                     ended_at=h.state.updated_at if ended_at is None else ended_at))
+
+    def test_a_finished_instance_may_be_forgotten(self):
+        from tests.unit.harness import Harness, workflow
+
+        h = Harness(workflow({"type": "condition", "name": "Done", "config": {"expression": "true",
+                                                                             "if_true": "complete"}}))
+        h.start({})
+        decision = self.expire(h)
+        assert decision.forget and decision.events == []
+
+    def test_a_running_instance_is_never_forgotten(self):
+        from tests.unit.harness import Harness, workflow
+
+        h = Harness(workflow({"type": "approval", "name": "Sign", "config": {"approvers": {"type": "role",
+                                                                                          "value": "cfo"}}}))
+        h.start({})
+        decision = self.expire(h)
+        assert not decision.forget
+        assert "Expected a finished instance to expire" in h.last_rejection
+
+    def test_an_instance_that_changed_since_the_sweep_looked_is_kept(self):
+        from tests.unit.harness import Harness, workflow
+
+        h = Harness(workflow({"type": "condition", "name": "Done", "config": {"expression": "true",
+                                                                             "if_true": "complete"}}))
+        h.start({})
+        decision = self.expire(h, ended_at=1)
+        assert not decision.forget and "changed" in h.last_rejection
