@@ -189,6 +189,13 @@ def _set_timer(state: InstanceState, timer: Timer) -> InstanceState:
     return _copy(state, {"timers": tuple(kept)})
 
 
+def _arm(state: InstanceState, step: int, attempt: int, purpose: str, fire_at: int, *,
+         name: str | None = None) -> InstanceState:
+    """Arm (or re-arm) the timer `instance:step:attempt:<name or purpose>`."""
+    return _set_timer(state, _timer(timer_id=timer_id(state.instance_id, step, attempt, name or purpose),
+                                    fire_at=fire_at, purpose=purpose, step=step, attempt=attempt))
+
+
 def _finish_step(state: InstanceState, step: int, status: TaskStatus, at: int, **changes: Any) -> InstanceState:
     return _update(state, step, {"status": status, "awaiting": Awaiting.NOTHING, "ended_at": at, **changes},
                    timers=_timers_without_step(state, step))
@@ -253,10 +260,7 @@ def _apply_failed(state: InstanceState, e: ev.StepFailed) -> InstanceState:
     if e.retry_at:
         purpose = "retry"
         state = _clear_step_timers(state, e.step)
-        state = _set_timer(state, _timer(
-            timer_id=timer_id(state.instance_id, e.step, e.attempt, purpose),
-            fire_at=e.retry_at, purpose=purpose, step=e.step, attempt=e.attempt,
-        ))
+        state = _arm(state, e.step, e.attempt, purpose, e.retry_at)
         return _with_step(state, e.step, awaiting=Awaiting.RETRY, error=e.error)
     return _finish_step(state, e.step, TaskStatus.FAILED, e.at, error=e.error)
 
@@ -271,10 +275,7 @@ def _apply_approval_requested(state: InstanceState, e: ev.ApprovalRequested) -> 
         escalation=e.escalation,
     )
     if e.deadline:
-        state = _set_timer(state, _timer(
-            timer_id=timer_id(state.instance_id, e.step, e.attempt, "approval_timeout"),
-            fire_at=e.deadline, purpose="approval_timeout", step=e.step, attempt=e.attempt,
-        ))
+        state = _arm(state, e.step, e.attempt, "approval_timeout", e.deadline)
     return state
 
 
@@ -312,10 +313,8 @@ def _apply_escalated(state: InstanceState, e: ev.ApprovalEscalated) -> InstanceS
         state = evolve(state, timers=tuple(t for t in state.timers
                                            if not (t.step == e.step and t.purpose == "approval_timeout")))
     if e.deadline:
-        state = _set_timer(state, _timer(
-            timer_id=timer_id(state.instance_id, e.step, step.attempt, f"approval_timeout_{e.escalation}"),
-            fire_at=e.deadline, purpose="approval_timeout", step=e.step, attempt=step.attempt,
-        ))
+        state = _arm(state, e.step, step.attempt, "approval_timeout", e.deadline,
+                     name=f"approval_timeout_{e.escalation}")
     return state
 
 
@@ -324,27 +323,18 @@ def _apply_wait_started(state: InstanceState, e: ev.WaitStarted) -> InstanceStat
     state = _with_step(state, e.step, awaiting=awaiting)
     for fire_at, purpose in ((e.until, "wait_until"), (e.poll_at, "wait_poll"), (e.deadline, "wait_timeout")):
         if fire_at:
-            state = _set_timer(state, _timer(
-                timer_id=timer_id(state.instance_id, e.step, e.attempt, purpose),
-                fire_at=fire_at, purpose=purpose, step=e.step, attempt=e.attempt,
-            ))
+            state = _arm(state, e.step, e.attempt, purpose, fire_at)
     return state
 
 
 def _apply_wait_polled(state: InstanceState, e: ev.WaitPolled) -> InstanceState:
-    return _set_timer(state, _timer(
-        timer_id=timer_id(state.instance_id, e.step, e.attempt, "wait_poll"),
-        fire_at=e.poll_at, purpose="wait_poll", step=e.step, attempt=e.attempt,
-    ))
+    return _arm(state, e.step, e.attempt, "wait_poll", e.poll_at)
 
 
 def _apply_external_accepted(state: InstanceState, e: ev.ExternalCallAccepted) -> InstanceState:
     state = _with_step(state, e.step, awaiting=Awaiting.CALLBACK)
     if e.deadline:
-        state = _set_timer(state, _timer(
-            timer_id=timer_id(state.instance_id, e.step, e.attempt, "callback_timeout"),
-            fire_at=e.deadline, purpose="callback_timeout", step=e.step, attempt=e.attempt,
-        ))
+        state = _arm(state, e.step, e.attempt, "callback_timeout", e.deadline)
     return state
 
 
@@ -355,10 +345,7 @@ def _apply_review_requested(state: InstanceState, e: ev.HumanReviewRequested) ->
         required=1, votes=(), error=e.error, ended_at=0,
     )
     if e.deadline:
-        state = _set_timer(state, _timer(
-            timer_id=timer_id(state.instance_id, e.step, e.attempt, "review_timeout"),
-            fire_at=e.deadline, purpose="review_timeout", step=e.step, attempt=e.attempt,
-        ))
+        state = _arm(state, e.step, e.attempt, "review_timeout", e.deadline)
     return state
 
 
