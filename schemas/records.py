@@ -1,5 +1,5 @@
-"""Records that cross Flowline's topics but are not the core's messages: upstream transfer events, the
-dead-letter record, the compacted template record, and the payment command/result pair the action handler
+"""Records that cross Flowline's topics but are not the core's messages: upstream transfer and domain
+events, the dead-letter record, the compacted template record, and the payment command/result pair the action handler
 exchanges with PayOS.
 
 They are dataclasses like the core's, so `schemas.avro` derives their schemas the same way. Times are
@@ -62,6 +62,26 @@ class TransferEvent:
             "metadata": dict(self.metadata),
             "occurred_at": self.occurred_at,
         }
+
+
+@dataclass(frozen=True, kw_only=True)
+class DomainEvent:
+    """Any other upstream event (an account opened, a limit changed) on a trigger topic.
+
+    `data` is the event's own JSON object; templates see it at the top level of `trigger`
+    (`trigger.customer_id`), next to `id`/`event_id`, `event_type`, `tenant_id` and `occurred_at`.
+    """
+
+    event_id: str
+    event_type: str
+    tenant_id: str = ""
+    occurred_at: int = 0
+    data: Json = None
+
+    def to_trigger(self) -> dict[str, Any]:
+        payload = dict(self.data) if isinstance(self.data, dict) else {}
+        return {**payload, "id": payload.get("id", self.event_id), "event_id": self.event_id,
+                "event_type": self.event_type, "tenant_id": self.tenant_id, "occurred_at": self.occurred_at}
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -5,8 +5,9 @@ Topics and what they carry (keys: instance id for the workflow topics, event id 
 - `workflow.events`: `EVENT_TYPES`
 - `workflow.steps.<kind>`: `StepRequest`
 - the `instances` changelog: `InstanceState`
-- `payments.transfers`: `TransferEvent`; `payments.commands` / `payments.results`: `PaymentCommand` /
-  `PaymentResult`; `workflow.templates`: `TemplateRecord`; `workflow.dlq`: `DlqRecord`
+- `payments.transfers` and other trigger topics: `TransferEvent` or `DomainEvent`;
+  `payments.commands` / `payments.results`: `PaymentCommand` / `PaymentResult`;
+  `workflow.templates`: `TemplateRecord`; `workflow.dlq`: `DlqRecord`
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from core.commands import COMMAND_TYPES
 from core.effects import StepRequest
 from core.events import EVENT_TYPES
 from core.state import InstanceState
-from schemas.records import DlqRecord, PaymentCommand, PaymentResult, TemplateRecord, TransferEvent
+from schemas.records import DlqRecord, DomainEvent, PaymentCommand, PaymentResult, TemplateRecord, TransferEvent
 
 RECORD_TYPES: tuple[type, ...] = (
     *COMMAND_TYPES,
@@ -23,6 +24,7 @@ RECORD_TYPES: tuple[type, ...] = (
     InstanceState,
     StepRequest,
     TransferEvent,
+    DomainEvent,
     DlqRecord,
     TemplateRecord,
     PaymentCommand,

@@ -5,8 +5,8 @@ ACTIVE template whose trigger matches, sends a `StartInstance` to `workflow.comm
 deterministic instance id (template id + event id). A redelivered event produces the same id and command
 id, which the instance rejects as a duplicate, so an event never starts two instances of a template.
 
-Input records are Avro `TransferEvent`s (single-object encoded); a JSON object with the same fields is
-accepted too, for partners without an Avro library. Anything else goes to `workflow.dlq`.
+Input records are Avro `TransferEvent`s or `DomainEvent`s (single-object encoded); a JSON object with the
+same fields is accepted too, for partners without an Avro library. Anything else goes to `workflow.dlq`.
 SCHEDULED templates are started here too, by the worker that owns partition 0 of the first trigger topic.
 """
 
@@ -27,7 +27,7 @@ from core.template import Template
 from core.triggers import instance_id_for, matching_templates, start_command_id
 from core.types import TriggerType
 from schemas.codec import Codec, DecodeError
-from schemas.records import TransferEvent
+from schemas.records import DomainEvent, TransferEvent
 from streams import metrics
 from streams.catalog import TemplateCatalog
 from streams.processor import dead_letter, now_ms
@@ -48,7 +48,12 @@ def _no_constants(name: str) -> float:
     raise ValueError(f"{name} is not a JSON number")
 
 
-def parse_transfer(codec: Codec, value: bytes | None) -> TransferEvent:
+DOMAIN_FIELDS = ("event_id", "event_type", "tenant_id", "occurred_at", "data")
+
+
+def parse_transfer(codec: Codec, value: bytes | None) -> TransferEvent | DomainEvent:
+    """A trigger-topic record: an Avro TransferEvent or DomainEvent, or the same as a JSON object (a JSON
+    object with `amount_minor` is a transfer, otherwise a domain event with `event_id` and `event_type`)."""
     if not value:
         raise InvalidInput("empty record")
     if value[:1] == b"{":
@@ -58,6 +63,8 @@ def parse_transfer(codec: Codec, value: bytes | None) -> TransferEvent:
             raise InvalidInput(f"not valid JSON: {exc}") from None
         if not isinstance(data, dict):
             raise InvalidInput("a JSON transfer event must be an object")
+        if "amount_minor" not in data and "currency" not in data:
+            return _domain_event(data)
         missing = [f for f in ("event_id", "amount_minor", "currency") if f not in data]
         if missing:
             raise InvalidInput(f"JSON transfer event lacks {', '.join(missing)}")
@@ -74,9 +81,27 @@ def parse_transfer(codec: Codec, value: bytes | None) -> TransferEvent:
         event = codec.decode(value)
     except DecodeError as exc:
         raise InvalidInput(str(exc)) from None
-    if not isinstance(event, TransferEvent):
-        raise InvalidInput(f"expected a TransferEvent, got {type(event).__name__}")
+    if not isinstance(event, TransferEvent | DomainEvent):
+        raise InvalidInput(f"expected a TransferEvent or DomainEvent, got {type(event).__name__}")
     return event
+
+
+def _domain_event(data: dict) -> DomainEvent:
+    missing = [f for f in ("event_id", "event_type") if not isinstance(data.get(f), str) or not data.get(f)]
+    if missing:
+        raise InvalidInput(f"a JSON event needs {' and '.join(missing)} (a transfer also needs amount_minor and "
+                           "currency)")
+    unknown = sorted(set(data) - set(DOMAIN_FIELDS))
+    if unknown:
+        raise InvalidInput(f"JSON domain event has unknown fields {', '.join(unknown)}; put them under data")
+    if "data" in data and not isinstance(data["data"], dict):
+        raise InvalidInput("a domain event's data must be an object")
+    occurred_at = data.get("occurred_at", 0)
+    if not isinstance(occurred_at, int) or isinstance(occurred_at, bool):
+        raise InvalidInput("occurred_at must be epoch milliseconds")
+    return DomainEvent(event_id=data["event_id"], event_type=data["event_type"],
+                       tenant_id=str(data.get("tenant_id") or ""), occurred_at=occurred_at,
+                       data=data.get("data") or {})
 
 
 class TriggerMatcher:

@@ -266,3 +266,17 @@ async def test_a_finished_instance_is_forgotten_after_its_retention_and_stays_fo
     finally:
         await consumer.stop()
     assert values and values[-1] is None
+
+
+async def test_a_json_domain_event_starts_the_onboarding_template(world):
+    import json
+
+    await world.publish_template("tpl_onboarding", builtin_template("account_onboarding"))
+    await world.start_engine()
+    event = {"event_id": "evt_open_1", "event_type": "account.opened", "tenant_id": "t1",
+             "data": {"metadata": {"customer_id": "c_42", "email": "new@customer.test"}}}
+    await world.send_raw(topics.PAYMENTS_TRANSFERS, json.dumps(event).encode(), key=b"evt_open_1")
+    instance_id = instance_id_for("tpl_onboarding", f"event:{topics.PAYMENTS_TRANSFERS}:evt_open_1")
+    request = await world.wait_for_request(instance_id, step=1)
+    assert request.kind == "external"
+    assert request.config["url"] == "{{payos.crm_url}}/customers/c_42"  # payos.* is the handler's to fill

@@ -8,7 +8,7 @@ import pytest
 
 from core.commands import Advance
 from schemas.codec import Codec
-from schemas.records import TransferEvent
+from schemas.records import DomainEvent, TransferEvent
 from streams.matcher import InvalidInput, parse_transfer
 
 CODEC = Codec()
@@ -33,7 +33,10 @@ def test_a_json_transfer_event_with_the_same_fields_is_accepted_and_fills_defaul
     (b"{not json", "not valid JSON"),
     (b'{"event_id": "e", "amount_minor": NaN, "currency": "USD"}', "NaN is not a JSON number"),
     (b'[1, 2]', "not Avro single-object encoding"),
-    (b'{"event_id": "e"}', "lacks amount_minor, currency"),
+    (b'{"event_id": "e"}', "needs event_type"),
+    (b'{"event_id": "e", "amount_minor": 5}', "lacks currency"),
+    (b'{"event_id": "e", "event_type": "x", "customer": 1}', "unknown fields customer; put them under data"),
+    (b'{"event_id": "e", "event_type": "x", "data": [1]}', "data must be an object"),
     (b'{"event_id": "e", "amount_minor": 1, "currency": "USD", "colour": "red"}', "unknown fields colour"),
     (b"\x00\x01\x02", "not Avro single-object encoding"),
 ])
@@ -43,5 +46,20 @@ def test_bad_input_is_refused_with_a_reason(raw, reason):
 
 
 def test_an_avro_record_of_another_type_is_refused():
-    with pytest.raises(InvalidInput, match="expected a TransferEvent, got Advance"):
+    with pytest.raises(InvalidInput, match="expected a TransferEvent or DomainEvent, got Advance"):
         parse_transfer(CODEC, CODEC.encode(Advance(command_id="c", instance_id="i")))
+
+
+def test_a_json_domain_event_exposes_its_data_at_the_top_of_the_trigger():
+    event = parse_transfer(CODEC, json.dumps({"event_id": "evt_9", "event_type": "account.opened", "tenant_id": "acme",
+                                              "data": {"customer_id": "c_1", "metadata": {"email": "a@b"}}}).encode())
+    assert isinstance(event, DomainEvent)
+    trigger = event.to_trigger()
+    assert trigger["customer_id"] == "c_1" and trigger["event_type"] == "account.opened"
+    assert trigger["id"] == "evt_9" and trigger["metadata"] == {"email": "a@b"}
+
+
+def test_an_avro_domain_event_round_trips():
+    event = DomainEvent(event_id="evt_10", event_type="limit.changed", tenant_id="acme", occurred_at=5,
+                        data={"limit": 1000})
+    assert parse_transfer(CODEC, CODEC.encode(event)) == event
