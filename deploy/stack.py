@@ -174,6 +174,7 @@ class Profile:
             "FLOWLINE_PARTITIONS": str(self.partitions),
             "FLOWLINE_REPLICATION_FACTOR": str(self.replication_factor),
             "FLOWLINE_GATEWAY_PORT": str(self.gateway_port),
+            "FLOWLINE_ENGINE_HTTP_PORT": str(self.gateway_port + 1),
             "FLOWLINE_STATE_DIR": str(self.state_dir),
         }
 
@@ -205,7 +206,9 @@ class ProcessSpec:
 #   ProcessSpec("gateway", ["{python}", "-m", "deploy.cli", "gateway"],
 #               url=lambda p: p.gateway_url, health_url=lambda p: p.gateway_url + "healthz"),
 PROCESSES: list[ProcessSpec] = [
-    ProcessSpec("engine", ["{python}", "-m", "deploy.cli", "engine"]),
+    ProcessSpec("engine", ["{python}", "-m", "deploy.cli", "engine"],
+                url=lambda p: f"http://127.0.0.1:{p.gateway_port + 1}/health",
+                health_url=lambda p: f"http://127.0.0.1:{p.gateway_port + 1}/health"),
     ProcessSpec("payment-simulator", ["{python}", "-m", "deploy.cli", "payment-simulator"]),  # development tool
     ProcessSpec("handler-approval", ["{python}", "-m", "deploy.cli", "handler", "approval"]),
     ProcessSpec("handler-notification", ["{python}", "-m", "deploy.cli", "handler", "notification"]),

@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import time
 from dataclasses import replace
 
 from aiokafka import AIOKafkaProducer
-from prometheus_client import start_http_server
 
 from schemas.codec import Codec
 from streams.catalog import TemplateCatalog
+from streams.health import start_health_server
 from streams.matcher import TriggerMatcher
 from streams.processor import InstanceProcessor
 from streams.settings import EngineSettings
@@ -36,13 +37,14 @@ class Engine:
         self.matcher = TriggerMatcher(self.settings, self.catalog, self.codec)
         self.stop_event = asyncio.Event()
         self.workers: list[TransactionalWorker] = []
+        self.started = time.monotonic()
 
     def _worker(self, role: str, topics, logic) -> TransactionalWorker:
         s = self.settings
         return TransactionalWorker(bootstrap_servers=s.bootstrap_servers, group_id=f"{s.app_id}-{role}",
                                    topics=topics, logic=logic, transactional_prefix=f"{s.app_id}-{role}",
                                    max_batch=s.max_batch, poll_timeout_ms=s.poll_timeout_ms, linger_ms=s.linger_ms,
-                                   role=role)
+                                   role=role, session_timeout_ms=s.session_timeout_ms)
 
     async def check_co_partitioning(self) -> None:
         """Commands, results and the state changelog must have one partition count, and the processor must
@@ -63,6 +65,16 @@ class Engine:
             self.matcher.settings = self.settings
 
     async def run(self) -> None:
+        health = None
+        if self.settings.metrics_port:
+            health = await start_health_server(self, self.settings.metrics_port)
+        try:
+            await self._run()
+        finally:
+            if health is not None:
+                await health.cleanup()
+
+    async def _run(self) -> None:
         await self.catalog.start()
         if "processor" in self.roles:
             await self.check_co_partitioning()
@@ -108,8 +120,6 @@ def main(roles: tuple[str, ...] = ("matcher", "processor")) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
     engine = Engine(roles=roles)
-    if engine.settings.metrics_port:
-        start_http_server(engine.settings.metrics_port, addr="127.0.0.1")
 
     async def run() -> None:
         loop = asyncio.get_running_loop()

@@ -86,10 +86,18 @@ class InstanceProcessor:
             await consumer.seek_to_beginning(*tps)
             ends = await consumer.end_offsets(tps)
             pending = {tp for tp, end in ends.items() if end > 0}
+            total = sum(ends.values())
+            read = 0
+            next_report = 100_000
             while pending:
                 batches = await consumer.getmany(*pending, timeout_ms=200, max_records=10_000)
                 for tp, records in batches.items():
                     states = restored[tp.partition]
+                    read += len(records)
+                    if read >= next_report:
+                        log.info("restoring partitions %s: %d of at most %d changelog records read",
+                                 sorted(partitions), read, total)
+                        next_report += 100_000
                     for record in records:
                         key = record.key.decode()
                         if record.value is None:

@@ -25,7 +25,10 @@ class EngineSettings:
     poll_timeout_ms: int = field(default_factory=lambda: int(_env("FLOWLINE_ENGINE_POLL_MS", "50")))
     timer_sweep_ms: int = field(default_factory=lambda: int(_env("FLOWLINE_TIMER_SWEEP_MS", "200")))
     linger_ms: int = field(default_factory=lambda: int(_env("FLOWLINE_PRODUCER_LINGER_MS", "1")))
-    metrics_port: int = field(default_factory=lambda: int(_env("FLOWLINE_ENGINE_METRICS_PORT", "0")))
+    # HTTP port for /health and /metrics (0: none); FLOWLINE_ENGINE_METRICS_PORT is the older name
+    metrics_port: int = field(default_factory=lambda: int(_env("FLOWLINE_ENGINE_HTTP_PORT",
+                                                               _env("FLOWLINE_ENGINE_METRICS_PORT", "0"))))
+    session_timeout_ms: int = field(default_factory=lambda: int(_env("FLOWLINE_ENGINE_SESSION_TIMEOUT_MS", "10000")))
     # Finished instances are forgotten by the engine this long after they ended (0: never). Keep it longer
     # than the retention of the trigger topics, or a redelivered old event could start an instance again.
     retention_hours: float = field(default_factory=lambda: float(_env("FLOWLINE_RETENTION_HOURS", "168")))

@@ -106,7 +106,8 @@ class PartitionLogic(Protocol):
 class TransactionalWorker:
     def __init__(self, *, bootstrap_servers: str, group_id: str, topics: Sequence[str], logic: PartitionLogic,
                  transactional_prefix: str, max_batch: int = 500, poll_timeout_ms: int = 50, linger_ms: int = 1,
-                 role: str = "engine") -> None:
+                 role: str = "engine", session_timeout_ms: int = 10_000) -> None:
+        self.session_timeout_ms = session_timeout_ms
         self.bootstrap_servers = bootstrap_servers
         self.group_id = group_id
         self.topics = list(topics)
@@ -194,6 +195,9 @@ class TransactionalWorker:
             partition_assignment_strategy=(RangePartitionAssignor,),
             max_poll_records=self.max_batch,
             fetch_max_wait_ms=min(self.poll_timeout_ms, 10),
+            # how soon a dead worker's partitions move: the broker's floor is group.min.session.timeout.ms
+            session_timeout_ms=self.session_timeout_ms,
+            heartbeat_interval_ms=max(self.session_timeout_ms // 4, 500),
         )
         consumer.subscribe(self.topics, listener=self._Listener(self))
         self.consumer = consumer

@@ -280,3 +280,24 @@ async def test_a_json_domain_event_starts_the_onboarding_template(world):
     request = await world.wait_for_request(instance_id, step=1)
     assert request.kind == "external"
     assert request.config["url"] == "{{payos.crm_url}}/customers/c_42"  # payos.* is the handler's to fill
+
+
+async def test_the_engine_reports_readiness_and_what_it_owns_over_http(world):
+    import socket
+
+    import aiohttp
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    await world.publish_template("tpl_wait", WAIT_TEMPLATE)
+    await world.start_engine(metrics_port=port)
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"http://127.0.0.1:{port}/health") as response:
+            report = await response.json()
+            assert response.status == 200
+        async with http.get(f"http://127.0.0.1:{port}/metrics") as response:
+            metrics_text = await response.text()
+    assert report["status"] == "ready" and report["templates"] == 1
+    assert report["partitions"] == {"processor": [0, 1, 2], "matcher": [0, 1, 2]}
+    assert "flowline_engine_owned_partitions" in metrics_text
