@@ -57,7 +57,7 @@ ADVANCES = [0, 1, 1000, 60_000, HOUR, 5 * HOUR, 25 * HOUR, 80 * HOUR]
 
 KINDS = ["helpful"] * 10 + ["decision", "decision", "result", "result", "callback", "sweep", "sweep", "fire",
                            "clock", "advance", "pause", "resume", "resume", "cancel", "retry", "duplicate",
-                           "duplicate", "foreign"]
+                           "duplicate", "foreign", "escalate"]
 GOOD_OUTPUT = {"status": 200, "body": {"passed": True, "metrics": {"auc": 0.91}, "kyc_level": 3, "risk_score": 0.2}}
 
 
@@ -190,6 +190,12 @@ def one_command(data, h: CheckedHarness) -> None:
     elif kind == "duplicate":
         earlier = data.draw(st.sampled_from(h.commands), label="earlier")
         h.send(earlier, duplicate_of_applied=id(earlier) in h.applied)
+    elif kind == "escalate":
+        approvers = data.draw(st.sampled_from([{"type": "role", "value": "cfo"}, {"type": "user", "value": ["co_bob"]},
+                                               [], {"type": "role", "value": "nobody_has_this"}]), label="to")
+        h.send(cmd.EscalateApproval(command_id=h.next_command_id(), instance_id=iid, step=step_number(data, h),
+                                    approvers=approvers, actor=data.draw(st.sampled_from(ACTORS), label="by"),
+                                    timeout_hours=data.draw(st.sampled_from([0.0, 1.0]), label="hours")))
     elif kind == "foreign":
         template = h.template.template
         h.send(cmd.StartInstance(command_id=f"start:{iid}", instance_id=iid, template_id=template.template_id,
