@@ -32,6 +32,7 @@ compiled = {(tid, 1): compile_template(parse_template(doc, template_id=tid, vers
 app = faust.App(
     os.environ.get("BASELINE_APP_ID", "flowline-faust-baseline"),
     broker=f"kafka://{os.environ.get('BASELINE_BROKER', '127.0.0.1:29092')}",
+    # Faust's local table store; the table's changelog and every topic live on the real Kafka broker
     store="memory://",
     processing_guarantee="exactly_once",
     topic_partitions=PARTITIONS,

@@ -336,14 +336,20 @@ async def _current_attempt(pool, instance_id: str, step: int) -> asyncpg.Record:
     return row
 
 
-async def complete_external(call: Call) -> web.Response:
-    me = call.me
-    me.require(CALLBACK, "complete external steps")
+async def _external_attempt(call: Call, what: str) -> tuple[asyncpg.Record, int, int, str]:
+    """The instance, step, current attempt and that attempt's callback token of an external step."""
+    call.me.require(CALLBACK, what)
     step = call.step()
     gw = call.gateway
-    instance = await load_instance(gw.pool, call.param("id"), me.tenant_id, REF_COLUMNS)
+    instance = await load_instance(gw.pool, call.param("id"), call.me.tenant_id, REF_COLUMNS)
     attempt = (await _current_attempt(gw.pool, instance["id"], step))["attempt"]
-    token = callback_token(gw.settings.callback_key, instance["id"], step, attempt)
+    return instance, step, attempt, callback_token(gw.settings.callback_key, instance["id"], step, attempt)
+
+
+async def complete_external(call: Call) -> web.Response:
+    me = call.me
+    gw = call.gateway
+    instance, step, _, token = await _external_attempt(call, "complete external steps")
     refusal = verify_payload(token.encode(), call.raw_body, call.request.headers.get(SIGNATURE_HEADER, ""),
                              int(time.time()), gw.settings.replay_window_seconds)
     if refusal:
@@ -355,16 +361,12 @@ async def complete_external(call: Call) -> web.Response:
 
 
 async def callback_url(call: Call) -> web.Response:
-    me = call.me
-    me.require(CALLBACK, "read callback URLs")
-    step = call.step()
     gw = call.gateway
-    instance = await load_instance(gw.pool, call.param("id"), me.tenant_id, REF_COLUMNS)
-    attempt = (await _current_attempt(gw.pool, instance["id"], step))["attempt"]
+    instance, step, attempt, token = await _external_attempt(call, "read callback URLs")
     path = f"/v1/workflows/instances/{instance['id']}/steps/{step}/complete-external"
     return json_response({
         "url": gw.settings.base_url() + path, "method": "POST", "step": step, "attempt": attempt,
-        "token": callback_token(gw.settings.callback_key, instance["id"], step, attempt),
+        "token": token,
         "signature_header": SIGNATURE_HEADER,
         "signature_format": "t=<unix seconds>,v1=<hex HMAC-SHA256 of '<t>.<raw body>' keyed with token>",
     })

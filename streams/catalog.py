@@ -85,8 +85,8 @@ class TemplateCatalog:
     async def partition_counts(self, topics: tuple[str, ...]) -> dict[str, int | None]:
         assert self._consumer is not None
         cluster = await self._consumer._client.fetch_all_metadata()
-        return {t: (len(cluster.partitions_for_topic(t)) if cluster.partitions_for_topic(t) else None)
-                for t in topics}
+        found = {t: cluster.partitions_for_topic(t) for t in topics}
+        return {t: len(parts) if parts else None for t, parts in found.items()}
 
     async def catch_up(self) -> None:
         assert self._consumer is not None

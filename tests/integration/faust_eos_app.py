@@ -17,6 +17,7 @@ PARTITIONS = int(os.environ.get("FAUST_PARTITIONS", "3"))
 app = faust.App(
     os.environ["FAUST_APP_ID"],
     broker=f"kafka://{os.environ['FAUST_BROKER']}",
+    # Faust's local table store; the table's changelog and every topic live on the real Kafka broker
     store="memory://",
     processing_guarantee="exactly_once",
     topic_partitions=PARTITIONS,
