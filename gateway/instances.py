@@ -7,6 +7,7 @@ resume/retry/complete-external answer 202 with the command id; `?wait=true` wait
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
@@ -73,6 +74,38 @@ def transition_json(row: asyncpg.Record) -> dict[str, Any]:
 async def load_instance(pool, instance_id: str, tenant_id: str, columns: str = INSTANCE_COLUMNS) -> asyncpg.Record:
     row = await pool.fetchrow(f"SELECT {columns} FROM workflow_instances i WHERE i.id = $1 "
                               "AND i.tenant_id = $2", instance_id, tenant_id)
+    if row is None:
+        raise Problem(404, f"no instance {instance_id!r}")
+    return row
+
+
+async def await_row(pool, timeout: float, sql: str, *args: Any) -> asyncpg.Record | None:
+    """`sql`'s first row, polling the read model for up to `timeout` seconds while there is none.
+
+    Why: commands are authorised against the read model (the instance must be in the caller's tenant, an
+    agent's limits come from the instance's template), and the projector trails the engine by a few hundred
+    ms. A client that acts on an `ApprovalRequested` it read from `workflow.events` must not be told that
+    the instance does not exist (issue 9.7), so a command waits, bounded, for the projector instead of
+    authorising without the read model: the tenant and role checks stay exactly as strict. Unknown and
+    other tenants' ids wait the same bound before their 404, so the timing tells nothing either.
+    """
+    deadline = time.monotonic() + timeout
+    pause = 0.02
+    while True:
+        row = await pool.fetchrow(sql, *args)
+        if row is not None or time.monotonic() >= deadline:
+            return row
+        await asyncio.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+        pause = min(pause * 2, 0.25)
+
+
+async def command_target(call: Call, columns: str = REF_COLUMNS) -> asyncpg.Record:
+    """The instance a command names, in the caller's tenant, waiting (bounded) for the projector."""
+    instance_id = call.param("id")
+    gw = call.gateway
+    row = await await_row(gw.pool, gw.settings.instance_wait_seconds,
+                          f"SELECT {columns} FROM workflow_instances i WHERE i.id = $1 AND i.tenant_id = $2",
+                          instance_id, call.me.tenant_id)
     if row is None:
         raise Problem(404, f"no instance {instance_id!r}")
     return row
@@ -250,8 +283,9 @@ async def _decision(call: Call, decision: str) -> web.Response:
     step = call.step()
     instance_id = call.param("id")
     # The instance and, for an agent, its approval permission on the instance's template: one round trip.
-    instance = await call.gateway.pool.fetchrow(DECISION_SQL, instance_id, me.tenant_id,
-                                                me.id if me.is_agent else None)
+    gw = call.gateway
+    instance = await await_row(gw.pool, gw.settings.instance_wait_seconds, DECISION_SQL, instance_id,
+                               me.tenant_id, me.id if me.is_agent else None)
     if instance is None:
         raise Problem(404, f"no instance {instance_id!r}")
     named = call.body.get("decision")
@@ -280,7 +314,7 @@ async def escalate(call: Call) -> web.Response:
     me = call.me
     me.require(DECIDE, "escalate approvals")
     step = call.step()
-    instance = await load_instance(call.gateway.pool, call.param("id"), me.tenant_id, REF_COLUMNS)
+    instance = await command_target(call)
     body = call.body
     command = cmd.EscalateApproval(
         command_id=command_id_for(call), instance_id=instance["id"], issued_at=now_ms(), step=step,
@@ -292,7 +326,7 @@ async def escalate(call: Call) -> web.Response:
 async def advance(call: Call) -> web.Response:
     me = call.me
     me.require(ADVANCE, "advance instances")
-    instance = await load_instance(call.gateway.pool, call.param("id"), me.tenant_id, REF_COLUMNS)
+    instance = await command_target(call)
     command = cmd.Advance(command_id=command_id_for(call), instance_id=instance["id"], issued_at=now_ms(),
                           actor=me.actor())
     return await _answer(call, command, me.tenant_id)
@@ -301,7 +335,7 @@ async def advance(call: Call) -> web.Response:
 async def _operate(call: Call, what: str, build) -> web.Response:
     me = call.me
     me.require(OPERATE, f"{what} instances")
-    instance = await load_instance(call.gateway.pool, call.param("id"), me.tenant_id, REF_COLUMNS)
+    instance = await command_target(call)
     command = build(command_id=command_id_for(call), instance_id=instance["id"], issued_at=now_ms(),
                     actor=me.actor())
     return await _answer(call, command, me.tenant_id)
@@ -326,9 +360,9 @@ async def retry(call: Call) -> web.Response:
     return await _operate(call, "retry steps of", lambda **kw: cmd.RetryStep(step=step, **kw))
 
 
-async def _current_attempt(pool, instance_id: str, step: int) -> asyncpg.Record:
-    row = await pool.fetchrow("SELECT attempt, type, awaiting, status FROM workflow_step_executions WHERE "
-                              "instance_id = $1 AND step = $2 ORDER BY attempt DESC LIMIT 1", instance_id, step)
+async def _current_attempt(pool, instance_id: str, step: int, timeout: float = 0.0) -> asyncpg.Record:
+    row = await await_row(pool, timeout, "SELECT attempt, type, awaiting, status FROM workflow_step_executions "
+                          "WHERE instance_id = $1 AND step = $2 ORDER BY attempt DESC LIMIT 1", instance_id, step)
     if row is None:
         raise Problem(409, f"step {step} has not started", pointer="/path/n")
     if row["type"] and row["type"] != "external":
@@ -341,8 +375,8 @@ async def _external_attempt(call: Call, what: str) -> tuple[asyncpg.Record, int,
     call.me.require(CALLBACK, what)
     step = call.step()
     gw = call.gateway
-    instance = await load_instance(gw.pool, call.param("id"), call.me.tenant_id, REF_COLUMNS)
-    attempt = (await _current_attempt(gw.pool, instance["id"], step))["attempt"]
+    instance = await command_target(call)
+    attempt = (await _current_attempt(gw.pool, instance["id"], step, gw.settings.instance_wait_seconds))["attempt"]
     return instance, step, attempt, callback_token(gw.settings.callback_key, instance["id"], step, attempt)
 
 

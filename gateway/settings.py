@@ -29,6 +29,9 @@ class GatewaySettings:
     replay_window_seconds: int = field(default_factory=lambda: int(_env("FLOWLINE_REPLAY_WINDOW_SECONDS", "300")))
     projector_group: str = field(default_factory=lambda: _env("FLOWLINE_PROJECTOR_GROUP", "flowline-projector"))
     db_pool_size: int = field(default_factory=lambda: int(_env("FLOWLINE_GATEWAY_DB_POOL", "8")))
+    # How long a command waits for the projector to show the instance it names before answering 404: a
+    # client that follows `workflow.events` acts on an instance before the read model has it (issue 9.7).
+    instance_wait_seconds: float = field(default_factory=lambda: float(_env("FLOWLINE_INSTANCE_WAIT_SECONDS", "5")))
 
     def topic(self, name: str) -> str:
         return self.topic_prefix + name

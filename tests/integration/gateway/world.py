@@ -80,7 +80,7 @@ class ApiWorld:
     def settings(self) -> GatewaySettings:
         return GatewaySettings(bootstrap_servers=self.engine.bootstrap, database_url=self.database_url,
                                topic_prefix=self.engine.prefix, projector_group=self.projector_group,
-                               wait_seconds=15)
+                               wait_seconds=15, instance_wait_seconds=3)
 
     @property
     def projector_group(self) -> str:
@@ -96,6 +96,19 @@ class ApiWorld:
         await self.client.start_server()
         await asyncio.wait_for(self.projector.ready.wait(), 30)
         return self
+
+    async def pause_projector(self) -> None:
+        """Stop the projector (its committed offsets stay): the read model lags until `resume_projector`."""
+        assert self.projector is not None
+        self.projector.stop()
+        task = self._tasks.pop()
+        await asyncio.wait_for(task, 30)
+
+    async def resume_projector(self) -> None:
+        self.projector = Projector(bootstrap_servers=self.engine.bootstrap, database_url=self.database_url,
+                                   topic_prefix=self.engine.prefix, group_id=self.projector_group)
+        self._tasks.append(asyncio.create_task(self.projector.run()))
+        await asyncio.wait_for(self.projector.ready.wait(), 30)
 
     async def stop(self) -> None:
         if self.client is not None:
