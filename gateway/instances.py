@@ -8,6 +8,7 @@ resume/retry/complete-external answer 202 with the command id; `?wait=true` wait
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import time
 import uuid
@@ -214,9 +215,10 @@ async def list_instances(call: Call) -> web.Response:
 
 # ---------------------------------------------------------------------------------------------- commands
 
-async def _answer(call: Call, command: cmd.Command, tenant_id: str) -> web.Response:
+async def _answer(call: Call, command: cmd.Command, tenant_id: str, *, sent: bool = False) -> web.Response:
     gw = call.gateway
-    await gw.commands.send(command)
+    if not sent:
+        await gw.commands.send(command)
     accepted = {"command_id": command.command_id, "instance_id": command.instance_id, "status": "accepted"}
     if not call.wait:
         return json_response(accepted, 202)
@@ -383,15 +385,47 @@ async def _external_attempt(call: Call, what: str) -> tuple[asyncpg.Record, int,
 async def complete_external(call: Call) -> web.Response:
     me = call.me
     gw = call.gateway
-    instance, step, _, token = await _external_attempt(call, "complete external steps")
-    refusal = verify_payload(token.encode(), call.raw_body, call.request.headers.get(SIGNATURE_HEADER, ""),
-                             int(time.time()), gw.settings.replay_window_seconds)
+    instance, step, attempt, token = await _external_attempt(call, "complete external steps")
+    signature = call.request.headers.get(SIGNATURE_HEADER, "")
+    refusal = verify_payload(token.encode(), call.raw_body, signature, int(time.time()),
+                             gw.settings.replay_window_seconds)
     if refusal:
         raise Problem(401, f"{SIGNATURE_HEADER}: {refusal}", pointer=f"/header/{SIGNATURE_HEADER}")
     command = cmd.CompleteExternal(command_id=command_id_for(call), instance_id=instance["id"], issued_at=now_ms(),
                                    step=step, status=call.body["status"], result=call.body.get("result"),
                                    actor=me.actor())
-    return await _answer(call, command, me.tenant_id)
+    await _receipt(gw.pool, command, attempt, signature, me.id)
+    try:
+        await gw.commands.send(command)
+    except Problem:
+        await gw.pool.execute("DELETE FROM external_callback_receipts WHERE instance_id = $1 AND step = $2 AND "
+                              "attempt = $3 AND command_id = $4", instance["id"], step, attempt, command.command_id)
+        raise
+    return await _answer(call, command, me.tenant_id, sent=True)
+
+
+async def _receipt(pool, command: cmd.CompleteExternal, attempt: int, signature: str, principal_id: str) -> None:
+    """Accept one signed callback per step attempt; a replay of it answers 409 (issue 9.5).
+
+    Why here and not only in the engine: the engine drops a second completion silently, so the caller would
+    be told 202 "accepted" for a callback that does nothing. The insert is atomic (ON CONFLICT DO NOTHING),
+    so two concurrent replays cannot both pass.
+    """
+    digest = hashlib.sha256(signature.encode()).hexdigest()
+    inserted = await pool.fetchval(
+        """INSERT INTO external_callback_receipts (instance_id, step, attempt, signature, command_id, principal_id)
+           VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING RETURNING 1""",
+        command.instance_id, command.step, attempt, digest, command.command_id, principal_id)
+    if inserted:
+        return
+    prior = await pool.fetchrow("SELECT signature, received_at FROM external_callback_receipts WHERE "
+                                "instance_id = $1 AND step = $2 AND attempt = $3", command.instance_id,
+                                command.step, attempt)
+    same = prior is not None and prior["signature"] == digest
+    raise Problem(409, f"a signed callback for step {command.step} (attempt {attempt}) was already accepted"
+                       + (" (this one is a replay of it)" if same else "")
+                       + (f" at {_iso(prior['received_at'])}" if prior is not None else ""),
+                  title="Callback already applied", step=command.step, attempt=attempt)
 
 
 async def callback_url(call: Call) -> web.Response:

@@ -407,7 +407,8 @@ PATHS: dict[str, dict[str, Any]] = {
         "post": _command("advanceInstance", "Proceed if the current step is ready", "AdvanceInput"),
     },
     "/v1/workflows/instances/{id}/steps/{n}/complete-external": {
-        "post": _command("completeExternal", "Complete an async external step (HMAC-signed callback)",
+        "post": _command("completeExternal", "Complete an async external step (HMAC-signed callback; one per "
+                         "step attempt, a replay answers 409)",
                          "CompleteExternalInput", step=True,
                          extra=[{"name": "X-Flowline-Signature", "in": "header", "required": True,
                                  "schema": {"type": "string"},

@@ -54,3 +54,58 @@ async def test_a_decision_sent_right_after_approval_requested_is_accepted_not_40
     assert status == 404
     status, _ = await api_world.call("POST", f"{I}/wfi_nope/steps/3/approve", tenant, "manager", json={})
     assert status == 404
+
+
+# ------------------------------------------------------------------------------- 9.5 replayed callbacks
+
+EXTERNAL = {"name": "ERP check", "trigger_type": "manual", "steps": [
+    {"type": "external", "name": "Submit", "config": {"mode": "async", "url": "https://erp.example/api",
+                                                     "method": "POST", "completion_timeout_hours": 1}}]}
+
+
+async def waiting_for_callback(world, tenant) -> tuple[str, dict]:
+    """An instance whose external step 1 was called and accepted; its callback URL and token."""
+    from core.commands import ReportStepResult
+    from deploy import topics
+
+    template = await create(world, tenant, EXTERNAL)
+    _, started = await world.call("POST", f"{I}?wait=true", tenant, "operator",
+                                  json={"template_id": template["id"]}, expect=201)
+    iid = started["id"]
+    request = await world.engine.wait_for_request(iid, step=1)
+    await world.engine.send_command(ReportStepResult(
+        command_id=f"result:{request.request_id}", instance_id=iid, step=1, attempt=request.attempt,
+        outcome="accepted", output={"status": 202, "body": {}}), topic=topics.WORKFLOW_STEP_RESULTS)
+    await world.wait_instance(tenant, iid, lambda b: b["blocking"].get("waiting_for") == "callback")
+    _, cb = await world.call("GET", f"{I}/{iid}/steps/1/callback-url", tenant, "integration", expect=200)
+    return iid, cb
+
+
+def signed(token: str, body: dict) -> tuple[bytes, dict[str, str]]:
+    import json
+    import time
+
+    from core.signing import sign_payload
+
+    raw = json.dumps(body).encode()
+    return raw, {"Content-Type": "application/json",
+                 "X-Flowline-Signature": sign_payload(token.encode(), raw, int(time.time()))}
+
+
+async def test_a_replayed_signed_callback_is_refused_with_409(api_world, tenant):
+    iid, cb = await waiting_for_callback(api_world, tenant)
+    raw, headers = signed(cb["token"], {"status": "completed", "result": {"risk_score": 0.12}})
+    path = f"{I}/{iid}/steps/1/complete-external"
+    # two copies of one signed callback at the same moment: exactly one reaches the engine
+    answers = await asyncio.gather(*(api_world.call("POST", path, tenant, "integration", data=raw, headers=headers)
+                                     for _ in range(2)))
+    assert sorted(status for status, _ in answers) == [202, 409], answers
+    problem = next(body for status, body in answers if status == 409)
+    assert problem["status"] == 409 and problem["title"] == "Callback already applied" and "replay" in problem["detail"]
+    await api_world.wait_instance(tenant, iid, lambda b: b["status"] == "COMPLETED")
+    # a later replay, and another correctly signed body for the same attempt, are refused too
+    status, problem = await api_world.call("POST", path, tenant, "integration", data=raw, headers=headers)
+    assert status == 409 and problem["type"].endswith("/conflict")
+    raw2, headers2 = signed(cb["token"], {"status": "failed"})
+    status, _ = await api_world.call("POST", path, tenant, "integration", data=raw2, headers=headers2)
+    assert status == 409
