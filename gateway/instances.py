@@ -263,7 +263,8 @@ async def trigger(call: Call) -> web.Response:
         if claimed != me.id:
             raise Problem(422, f"agent_context.agent_id must be the calling agent ({me.id})",
                           pointer="/agent_context/agent_id")
-    source_key = call.idempotency_key or uuid.uuid4().hex
+    # Keys are the caller's own (issue 10.7): another principal's identical key must start its own instance.
+    source_key = f"{me.id}\x00{call.idempotency_key}" if call.idempotency_key else uuid.uuid4().hex
     instance_id = instance_id_for(template["id"], "manual:" + source_key)
     command = cmd.StartInstance(
         command_id=start_command_id(instance_id), instance_id=instance_id, issued_at=now_ms(),

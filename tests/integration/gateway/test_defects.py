@@ -109,3 +109,32 @@ async def test_a_replayed_signed_callback_is_refused_with_409(api_world, tenant)
     raw2, headers2 = signed(cb["token"], {"status": "failed"})
     status, _ = await api_world.call("POST", path, tenant, "integration", data=raw2, headers=headers2)
     assert status == 409
+
+
+# ------------------------------------------------------------------------------- 10.7 idempotency keys
+
+async def test_idempotency_keys_are_scoped_to_the_principal(api_world, tenant):
+    template = await create(api_world, tenant)
+    body = {"template_id": template["id"], "trigger_data": {"id": "tr_42", "amount": 10}}
+    client = api_world.client
+    first = await client.post(f"{I}?wait=true", json=body,
+                              headers={**tenant.auth("requester"), "Idempotency-Key": "order-42"})
+    started_by_requester = await first.json()
+    assert first.status == 201 and "Idempotent-Replayed" not in first.headers
+    # the same key from another principal is another request: its own instance, not the first one
+    second = await client.post(f"{I}?wait=true", json=body,
+                               headers={**tenant.auth("operator"), "Idempotency-Key": "order-42"})
+    started_by_operator = await second.json()
+    assert second.status == 201, started_by_operator
+    assert started_by_operator["id"] != started_by_requester["id"]
+    assert started_by_operator["initiated_by"]["id"] == tenant.ids["operator"]
+    assert "Idempotent-Replayed" not in second.headers
+    # a replay by the first caller: the original response, marked as a replay
+    replay = await client.post(f"{I}?wait=true", json=body,
+                               headers={**tenant.auth("requester"), "Idempotency-Key": "order-42"})
+    assert replay.status == 201 and replay.headers["Idempotent-Replayed"] == "true"
+    assert (await replay.json()) == started_by_requester
+    # the same key with another body: 422 problem
+    other = await client.post(f"{I}?wait=true", json={**body, "trigger_data": {"id": "tr_43", "amount": 10}},
+                              headers={**tenant.auth("requester"), "Idempotency-Key": "order-42"})
+    assert other.status == 422 and (await other.json())["pointer"] == "/header/Idempotency-Key"
