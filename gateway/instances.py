@@ -485,19 +485,67 @@ async def agent_actions(call: Call) -> web.Response:
                           "actions": actions})
 
 
+PENDING_SORTS = ("requested", "deadline")
+
+
+def _pending_page(call: Call, args: list[Any]) -> tuple[str, str]:
+    """(extra WHERE condition, ORDER BY) of one page of pending approvals, from `sort` and `cursor`.
+
+    `requested` (default): oldest request first. `deadline`: soonest deadline first, approvals without a
+    deadline last. The instance id breaks ties (one pending approval per instance), so pages never
+    overlap or skip; a cursor carries the sort key of the last row and is only valid for its own sort.
+    """
+    sort = call.query("sort") or "requested"
+    if sort not in PENDING_SORTS:
+        raise Problem(400, f"sort must be one of {', '.join(PENDING_SORTS)}", pointer="/query/sort")
+    cursor = decode_cursor(call.query("cursor"), 2 if sort == "requested" else 3)
+    if sort == "requested":
+        order = "p.requested_at, p.instance_id"
+        if not cursor:
+            return "TRUE", order
+        args += [_cursor_time(cursor[0]), cursor[1]]
+        return f"(p.requested_at, p.instance_id) > (${len(args) - 1}, ${len(args)})", order
+    order = "p.deadline IS NULL, p.deadline, p.instance_id"
+    if not cursor:
+        return "TRUE", order
+    no_deadline, deadline, instance_id = cursor
+    if no_deadline == "1":
+        args.append(instance_id)
+        return f"(p.deadline IS NULL AND p.instance_id > ${len(args)})", order
+    args += [_cursor_time(deadline), instance_id]
+    return f"(p.deadline IS NULL OR (p.deadline, p.instance_id) > (${len(args) - 1}, ${len(args)}))", order
+
+
+def _cursor_time(raw: str) -> datetime:
+    try:
+        return datetime.fromisoformat(raw)
+    except ValueError:
+        raise Problem(400, "cursor is not one this API returned", pointer="/query/cursor") from None
+
+
+def _pending_cursor(sort: str, row: asyncpg.Record) -> str:
+    if sort == "requested":
+        return encode_cursor(row["requested_at"].isoformat(), row["instance_id"])
+    deadline = row["deadline"]
+    return encode_cursor("1" if deadline is None else "0", deadline.isoformat() if deadline else "",
+                         row["instance_id"])
+
+
 async def pending(call: Call) -> web.Response:
     me = call.me
     me.require(READ, "read pending approvals")
     limit = _limit(call)
     args: list[Any] = [me.tenant_id]
     predicate = approver_predicate(me, args)
-    args.append(limit)
+    after, order = _pending_page(call, args)
+    args.append(limit + 1)
     rows = await call.gateway.pool.fetch(
         f"""SELECT p.* FROM workflow_pending_approvals p JOIN workflow_instances i ON i.id = p.instance_id
-            WHERE p.tenant_id = $1 AND i.status = 'ACTIVE' AND {predicate}
-            ORDER BY p.requested_at LIMIT ${len(args)}""", *args)
+            WHERE p.tenant_id = $1 AND i.status = 'ACTIVE' AND {predicate} AND {after}
+            ORDER BY {order} LIMIT ${len(args)}""", *args)
+    next_cursor = _pending_cursor(call.query("sort") or "requested", rows[limit - 1]) if len(rows) > limit else None
     items = []
-    for r in rows:
+    for r in rows[:limit]:
         base = f"/v1/workflows/instances/{r['instance_id']}/steps/{r['step']}"
         items.append({
             "instance_id": r["instance_id"], "template_id": r["template_id"], "step": r["step"],
@@ -507,7 +555,7 @@ async def pending(call: Call) -> web.Response:
             "requested_at": _iso(r["requested_at"]),
             "links": {"approve": f"{base}/approve", "reject": f"{base}/reject"},
         })
-    return json_response({"items": items})
+    return json_response({"items": items, "next_cursor": next_cursor})
 
 
 HANDLERS = {

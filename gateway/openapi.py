@@ -236,8 +236,9 @@ SCHEMAS: dict[str, Any] = {
             "links": {"type": "object", "properties": {"approve": {"type": "string"}, "reject": {"type": "string"}}},
         },
     },
-    "PendingList": {"type": "object", "required": ["items"],
-                    "properties": {"items": {"type": "array", "items": ref("PendingApproval")}}},
+    "PendingList": {"type": "object", "required": ["items", "next_cursor"],
+                    "properties": {"items": {"type": "array", "items": ref("PendingApproval")},
+                                   "next_cursor": nullable("string")}},
     "AgentActions": {
         "type": "object", "required": ["instance_id", "actor", "actions"],
         "properties": {
@@ -438,7 +439,11 @@ PATHS: dict[str, dict[str, Any]] = {
     },
     "/v1/workflows/pending": {
         "get": op("listPending", "Approvals waiting for the caller", "instances",
-                  {200: ("pending approvals", ref("PendingList"))}, params=[LIMIT]),
+                  {200: ("pending approvals", ref("PendingList"))},
+                  params=[{"name": "sort", "in": "query", "required": False,
+                           "schema": {"type": "string", "enum": ["requested", "deadline"], "default": "requested"},
+                           "description": "requested: oldest request first; deadline: soonest deadline first "
+                                          "(approvals without one last)"}, CURSOR, LIMIT]),
     },
     "/v1/agents/{id}/workflow-permissions": {
         "get": op("getAgentPermissions", "An agent's workflow permissions (story 29.12)", "agents",

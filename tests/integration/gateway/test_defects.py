@@ -138,3 +138,58 @@ async def test_idempotency_keys_are_scoped_to_the_principal(api_world, tenant):
     other = await client.post(f"{I}?wait=true", json={**body, "trigger_data": {"id": "tr_43", "amount": 10}},
                               headers={**tenant.auth("requester"), "Idempotency-Key": "order-42"})
     assert other.status == 422 and (await other.json())["pointer"] == "/header/Idempotency-Key"
+
+
+# ------------------------------------------------------------------------------- 9.4 pending pages
+
+def cfo_approval(name: str, timeout_hours: float | None) -> dict:
+    config: dict = {"approvers": {"type": "role", "value": "cfo"}}
+    if timeout_hours is not None:
+        config["timeout_hours"] = timeout_hours
+    return {"name": name, "trigger_type": "manual", "steps": [{"type": "approval", "name": name, "config": config}]}
+
+
+async def pages(world, tenant, query: str) -> list[dict]:
+    items: list[dict] = []
+    cursor = None
+    for _ in range(20):
+        path = "/v1/workflows/pending?" + query + (f"&cursor={cursor}" if cursor else "")
+        _, page = await world.call("GET", path, tenant, "cfo", expect=200)
+        items += page["items"]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            return items
+    raise AssertionError("the pages never ended")
+
+
+async def test_pending_approvals_are_paginated_and_sortable_by_deadline(api_world, tenant):
+    started = []
+    for hours in (48, 1, None, 48, 1, None, 12):
+        template = await create(api_world, tenant, cfo_approval(f"wait {hours}", hours))
+        _, body = await api_world.call("POST", I, tenant, "requester", json={"template_id": template["id"]},
+                                       expect=202)
+        started.append(body["instance_id"])
+    for iid in started:
+        await api_world.wait_instance(tenant, iid, lambda b: b["blocking"].get("waiting_for") == "approval")
+
+    _, everything = await api_world.call("GET", "/v1/workflows/pending?limit=200", tenant, "cfo", expect=200)
+    assert everything["next_cursor"] is None and len(everything["items"]) == 7
+    by_requested = await pages(api_world, tenant, "limit=2")
+    assert [p["instance_id"] for p in by_requested] == [p["instance_id"] for p in everything["items"]]
+    assert sorted(p["instance_id"] for p in by_requested) == sorted(started)
+    requested = [p["requested_at"] for p in by_requested]
+    assert requested == sorted(requested)
+
+    by_deadline = await pages(api_world, tenant, "sort=deadline&limit=3")
+    assert sorted(p["instance_id"] for p in by_deadline) == sorted(started)
+    deadlines = [p["deadline"] for p in by_deadline]
+    with_deadline = [d for d in deadlines if d is not None]
+    assert deadlines[:len(with_deadline)] == sorted(with_deadline)  # soonest first, none last
+    assert all(d is None for d in deadlines[len(with_deadline):]) and len(with_deadline) == 5
+
+    status, problem = await api_world.call("GET", "/v1/workflows/pending?sort=urgency", tenant, "cfo")
+    assert status == 400 and problem["pointer"] == "/query/sort"
+    _, first = await api_world.call("GET", "/v1/workflows/pending?limit=2", tenant, "cfo", expect=200)
+    status, problem = await api_world.call(
+        "GET", f"/v1/workflows/pending?sort=deadline&cursor={first['next_cursor']}", tenant, "cfo")
+    assert status == 400 and problem["pointer"] == "/query/cursor"
