@@ -42,6 +42,7 @@ REQUESTS = Counter("flowline_gateway_requests_total", "HTTP requests", ["operati
 LATENCY = Histogram("flowline_gateway_request_seconds", "HTTP request latency", ["operation"])
 
 GATEWAY_KEY = web.AppKey("gateway", object)
+DB_CONNECT_TIMEOUT = 5.0  # seconds; a PostgreSQL that does not answer is down, not slow
 TEMPLATE_BODIES = {"createTemplate", "updateTemplate", "validateTemplate"}  # checked by core.validation
 
 
@@ -95,6 +96,20 @@ class Call:
 
 
 HandlerFn = Callable[[Call], Awaitable[web.StreamResponse]]
+
+RETRY_AFTER_SECONDS = 5
+# What asyncpg raises when PostgreSQL cannot be reached or goes away mid-request (refused, reset, shut
+# down, starting up, connect timeout): the read model is unavailable, not the request wrong.
+DATABASE_DOWN = (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
+                 asyncpg.CannotConnectNowError, asyncpg.AdminShutdownError, asyncpg.CrashShutdownError)
+
+
+def read_model_unavailable(exc: BaseException) -> Problem:
+    """503 + Retry-After: every read, and every command (authorised against the read model), can be
+    retried once PostgreSQL is back; a 500 would tell the client its request was at fault (issue 9.6)."""
+    return Problem(503, f"the read model (PostgreSQL) is unavailable ({type(exc).__name__}); retry later",
+                   title="Read model unavailable", headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+                   unavailable="database")
 
 
 def json_response(data: Any, status: int = 200) -> web.Response:
@@ -161,7 +176,11 @@ def _endpoint(gateway: Gateway, operation: dict[str, Any], handler: HandlerFn) -
         started = time.perf_counter()
         status = 500
         try:
-            response = await _serve(request)
+            try:
+                response = await _serve(request)
+            except DATABASE_DOWN as exc:
+                log.warning("read model unavailable on %s %s: %r", request.method, request.path, exc)
+                raise read_model_unavailable(exc) from exc
             status = response.status
             return response
         except Problem as problem:
@@ -274,8 +293,14 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
 
 
 async def start_gateway(settings: GatewaySettings) -> Gateway:
-    pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=settings.db_pool_size,
-                                     reset=_keep_session)
+    options: dict[str, Any] = {"max_size": settings.db_pool_size, "reset": _keep_session,
+                               "timeout": DB_CONNECT_TIMEOUT}
+    try:
+        pool = await asyncpg.create_pool(settings.database_url, min_size=1, **options)
+    except DATABASE_DOWN as exc:
+        # Start anyway: /health says the database is down and requests answer 503 until it is back.
+        log.warning("PostgreSQL is unavailable at start (%r); connecting on demand", exc)
+        pool = await asyncpg.create_pool(settings.database_url, min_size=0, **options)
     producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, enable_idempotence=True,
                                 linger_ms=1, request_timeout_ms=10_000)
     await producer.start()

@@ -50,6 +50,14 @@ class CommandSender:
 
     async def outcome(self, command_id: str, timeout: float | None = None) -> dict[str, Any] | None:
         """`{"applied": True}` or `{"rejected": reason}` once the projector saw the command, else None."""
+        from gateway.app import DATABASE_DOWN
+
+        try:
+            return await self._outcome(command_id, timeout)
+        except DATABASE_DOWN:
+            return None  # the command was sent: answer 202 even if the read model went away meanwhile
+
+    async def _outcome(self, command_id: str, timeout: float | None) -> dict[str, Any] | None:
         pool = self.gateway.pool
         deadline = time.monotonic() + (self.gateway.settings.wait_seconds if timeout is None else timeout)
         while True:

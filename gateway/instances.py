@@ -22,7 +22,7 @@ from core import commands as cmd
 from core.actors import ApprovalLimits
 from core.signing import callback_token, verify_payload
 from core.triggers import instance_id_for, start_command_id
-from gateway.app import Call, json_response
+from gateway.app import DATABASE_DOWN, Call, json_response
 from gateway.auth import ADVANCE, CALLBACK, DECIDE, OPERATE, READ, TRIGGER, Principal
 from gateway.commands import command_id_for, now_ms
 from gateway.problems import Problem
@@ -228,7 +228,10 @@ async def _answer(call: Call, command: cmd.Command, tenant_id: str, *, sent: boo
     if "rejected" in outcome:
         raise Problem(409, f"the engine rejected the command: {outcome['rejected']}", title="Command rejected",
                       command_id=command.command_id)
-    detail = await instance_detail(gw.pool, command.instance_id, tenant_id)
+    try:
+        detail = await instance_detail(gw.pool, command.instance_id, tenant_id)
+    except DATABASE_DOWN:
+        return json_response(accepted, 202)  # sent and applied; the read model went away meanwhile
     return json_response(detail, 201 if isinstance(command, cmd.StartInstance) else 200)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import html
 from typing import Any
 
-PROBLEM_CODES = (400, 401, 403, 404, 409, 413, 415, 422)
+PROBLEM_CODES = (400, 401, 403, 404, 409, 413, 415, 422, 503)  # 503: read model down (Retry-After)
 
 
 def ref(name: str) -> dict[str, str]:

@@ -35,8 +35,10 @@ SLUGS = {
 
 class Problem(Exception):
     def __init__(self, status: int, detail: str, *, title: str | None = None, pointer: str | None = None,
-                 errors: list[dict[str, str]] | None = None, **extra: Any) -> None:
+                 errors: list[dict[str, str]] | None = None, headers: dict[str, str] | None = None,
+                 **extra: Any) -> None:
         super().__init__(detail)
+        self.headers = dict(headers or {})
         self.status = status
         self.detail = detail
         self.title = title or TITLES.get(status, "Error")
@@ -70,8 +72,8 @@ async def problems_middleware(request: web.Request, handler: Handler) -> web.Str
     try:
         return await handler(request)
     except Problem as problem:
-        headers = {"WWW-Authenticate": 'Bearer realm="flowline"'} if problem.status == 401 else None
-        return problem_response(problem, request.path, headers)
+        headers = {"WWW-Authenticate": 'Bearer realm="flowline"'} if problem.status == 401 else {}
+        return problem_response(problem, request.path, {**headers, **problem.headers})
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

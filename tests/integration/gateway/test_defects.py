@@ -193,3 +193,93 @@ async def test_pending_approvals_are_paginated_and_sortable_by_deadline(api_worl
     status, problem = await api_world.call(
         "GET", f"/v1/workflows/pending?sort=deadline&cursor={first['next_cursor']}", tenant, "cfo")
     assert status == 400 and problem["pointer"] == "/query/cursor"
+
+
+# ------------------------------------------------------------------------------- 9.6 PostgreSQL down
+
+class Switch:
+    """A TCP hop between a gateway and the test stack's PostgreSQL that can be cut: `down()` refuses new
+    connections and drops the open ones (what the gateway sees when PostgreSQL stops), `up()` restores."""
+
+    def __init__(self, target_host: str, target_port: int) -> None:
+        self.target = (target_host, target_port)
+        self.port = 0
+        self.server: asyncio.Server | None = None
+        self.writers: set[asyncio.StreamWriter] = set()
+
+    async def up(self) -> None:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", self.port, reuse_address=True)
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    async def down(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        for writer in list(self.writers):
+            writer.transport.abort()
+        self.writers.clear()
+        await self.server.wait_closed()
+
+    async def _serve(self, reader, writer) -> None:
+        up_reader, up_writer = await asyncio.open_connection(*self.target)
+        self.writers |= {writer, up_writer}
+
+        async def pump(src, dst) -> None:
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                dst.transport.abort()
+
+        await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
+
+
+async def test_postgresql_down_answers_503_with_retry_after_and_health_names_it(api_world, tenant, database_url):
+    from urllib.parse import urlsplit
+
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from gateway.app import build_app, start_gateway, stop_gateway
+
+    template = await create(api_world, tenant)
+    parts = urlsplit(database_url)
+    switch = Switch(parts.hostname, parts.port)
+    await switch.up()
+    await switch.down()  # PostgreSQL is down before the gateway starts: it must start anyway
+    url = database_url.replace(f"{parts.hostname}:{parts.port}", f"127.0.0.1:{switch.port}")
+    gateway = await start_gateway(dataclasses.replace(api_world.settings, database_url=url))
+    client = TestClient(TestServer(build_app(gateway)))
+    await client.start_server()
+    try:
+        health = await client.get("/health")
+        checks = (await health.json())["checks"]
+        assert health.status == 503 and checks["database"]["ok"] is False and checks["broker"]["ok"] is True
+        await switch.up()
+        listed = await client.get("/v1/workflows/templates", headers=tenant.auth("admin"))
+        assert listed.status == 200
+        await switch.down()  # and now it stops under a running gateway
+        for method, path, body in (
+                ("GET", "/v1/workflows/templates", None),
+                ("GET", f"/v1/workflows/templates/{template['id']}", None),
+                ("GET", I, None),
+                ("GET", "/v1/workflows/pending", None),
+                ("POST", I, {"template_id": template["id"], "trigger_data": {"amount": 5}})):
+            response = await client.request(method, path, json=body, headers=tenant.auth("admin"))
+            problem = await response.json()
+            assert response.status == 503, (method, path, problem)
+            assert response.content_type == "application/problem+json"
+            assert int(response.headers["Retry-After"]) > 0
+            assert problem["title"] == "Read model unavailable" and "PostgreSQL" in problem["detail"]
+        health = await client.get("/health")
+        checks = (await health.json())["checks"]
+        assert health.status == 503 and checks["database"]["ok"] is False and checks["broker"]["ok"] is True
+        await switch.up()  # back: the same gateway serves again
+        listed = await client.get("/v1/workflows/templates", headers=tenant.auth("admin"))
+        assert listed.status == 200
+    finally:
+        await client.close()
+        await stop_gateway(gateway)
+        if switch.server is not None:
+            switch.server.close()
