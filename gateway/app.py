@@ -16,6 +16,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
 import signal
 import time
 from collections.abc import Awaitable, Callable
@@ -149,9 +150,46 @@ async def _read_body(request: web.Request, settings: GatewaySettings) -> bytes:
         raise Problem(413, f"the request body is {request.content_length} bytes; the limit is "
                            f"{settings.max_body_bytes}")
     try:
-        return await request.read()
+        async with asyncio.timeout(settings.body_timeout_seconds):
+            return await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise Problem(413, f"the request body is larger than {settings.max_body_bytes} bytes") from None
+    except TimeoutError:
+        # A body trickled in byte by byte would hold a connection and a task forever (slowloris).
+        raise Problem(408, f"the request body did not arrive within {settings.body_timeout_seconds:g} s",
+                      headers={"Connection": "close"}) from None
+
+
+MAX_JSON_DEPTH = 64  # objects/arrays nested deeper than this are refused, before anything recurses on them
+
+
+class NonFiniteNumber(ValueError):
+    """NaN, Infinity or a number too large for a float: no JSON number, and no request that can succeed."""
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise NonFiniteNumber(f"the number {text[:40]} is too large")
+    return value
+
+
+def _no_constant(name: str) -> Any:
+    raise NonFiniteNumber(f"{name} is not a JSON number")
+
+
+def _too_deep(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether containers nest deeper than `limit` (iterative: the check itself cannot overflow the stack)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
 
 
 def _parse_json(raw: bytes, content_type: str) -> Any:
@@ -160,9 +198,16 @@ def _parse_json(raw: bytes, content_type: str) -> Any:
     if content_type not in ("application/json", "") and not content_type.endswith("+json"):
         raise Problem(415, f"send the body as application/json, not {content_type}")
     try:
-        return json.loads(raw)
+        value = json.loads(raw, parse_constant=_no_constant, parse_float=_finite)
+    except NonFiniteNumber as exc:
+        raise Problem(422, f"the body holds a non-finite number: {exc}", pointer="") from None
+    except RecursionError:
+        raise Problem(400, f"the body nests deeper than {MAX_JSON_DEPTH} levels", pointer="") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise Problem(400, f"the body is not valid JSON: {exc}", pointer="") from None
+    if _too_deep(value):
+        raise Problem(400, f"the body nests deeper than {MAX_JSON_DEPTH} levels", pointer="")
+    return value
 
 
 def _endpoint(gateway: Gateway, operation: dict[str, Any], handler: HandlerFn) -> Callable:
@@ -314,6 +359,13 @@ async def stop_gateway(gateway: Gateway) -> None:
         await gateway.pool.close()
 
 
+def server_options(settings: GatewaySettings) -> dict[str, Any]:
+    """aiohttp server options. keepalive_timeout is also the deadline for a request's headers: aiohttp
+    closes a connection whose next request has not been parsed by then, however slowly bytes trickle in
+    (its default, about an hour, let half-sent requests hold connections; issue 10.8)."""
+    return {"keepalive_timeout": settings.header_timeout_seconds}
+
+
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
@@ -322,7 +374,7 @@ def main() -> int:
 
     async def run() -> None:
         gateway = await start_gateway(settings)
-        runner = web.AppRunner(build_app(gateway), access_log=None)
+        runner = web.AppRunner(build_app(gateway), access_log=None, **server_options(settings))
         await runner.setup()
         site = web.TCPSite(runner, settings.host, settings.port)
         await site.start()

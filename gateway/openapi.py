@@ -10,7 +10,7 @@ from __future__ import annotations
 import html
 from typing import Any
 
-PROBLEM_CODES = (400, 401, 403, 404, 409, 413, 415, 422, 503)  # 503: read model down (Retry-After)
+PROBLEM_CODES = (400, 401, 403, 404, 408, 409, 413, 415, 422, 503)  # 408: slow body; 503: read model down
 
 
 def ref(name: str) -> dict[str, str]:

@@ -23,13 +23,13 @@ CONTENT_TYPE = "application/problem+json"
 
 TITLES = {
     400: "Bad request", 401: "Unauthorized", 403: "Forbidden", 404: "Not found", 405: "Method not allowed",
-    409: "Conflict", 413: "Payload too large", 415: "Unsupported media type", 422: "Unprocessable entity",
-    500: "Internal server error", 503: "Service unavailable", 504: "Gateway timeout",
+    408: "Request timeout", 409: "Conflict", 413: "Payload too large", 415: "Unsupported media type",
+    422: "Unprocessable entity", 500: "Internal server error", 503: "Service unavailable", 504: "Gateway timeout",
 }
 SLUGS = {
     400: "bad-request", 401: "unauthorized", 403: "forbidden", 404: "not-found", 405: "method-not-allowed",
-    409: "conflict", 413: "payload-too-large", 415: "unsupported-media-type", 422: "validation-error",
-    500: "internal-error", 503: "unavailable", 504: "timeout",
+    408: "request-timeout", 409: "conflict", 413: "payload-too-large", 415: "unsupported-media-type",
+    422: "validation-error", 500: "internal-error", 503: "unavailable", 504: "timeout",
 }
 
 

@@ -283,3 +283,82 @@ async def test_postgresql_down_answers_503_with_retry_after_and_health_names_it(
         await stop_gateway(gateway)
         if switch.server is not None:
             switch.server.close()
+
+
+# ------------------------------------------------------------------------------- 10.8 hostile bodies
+
+async def test_deeply_nested_and_non_finite_bodies_are_problems_not_500_or_503(api_world, tenant):
+    template = await create(api_world, tenant)
+    client = api_world.client
+    headers = {**tenant.auth("admin"), "Content-Type": "application/json"}
+    deep = b"[" * 100_000 + b"]" * 100_000
+    for body in (deep, b'{"template_id": "x", "trigger_data": ' + b'{"a": ' * 100 + b"1" + b"}" * 100 + b"}"):
+        response = await client.post(I, data=body, headers=headers)
+        problem = await response.json()
+        assert response.status == 400 and "nests deeper" in problem["detail"], problem
+        assert response.content_type == "application/problem+json"
+    for number in (b"NaN", b"Infinity", b"-Infinity", b"1e400"):
+        body = b'{"template_id": "' + template["id"].encode() + b'", "trigger_data": {"amount": ' + number + b"}}"
+        response = await client.post(I, data=body, headers=headers)
+        problem = await response.json()
+        assert response.status == 422 and "non-finite" in problem["detail"], (number, problem)
+
+
+async def _raw_server(api_world, **overrides):
+    from aiohttp.test_utils import TestServer
+
+    from gateway.app import build_app, server_options
+
+    gw = api_world.gateway
+    settings = dataclasses.replace(gw.settings, **overrides)
+    server = TestServer(build_app(dataclasses.replace(gw, settings=settings)))
+    await server.start_server(**server_options(settings))
+    return server
+
+
+async def _closed_while_trickling(reader, writer, chunk: bytes, rounds: int = 60) -> bytes | None:
+    """Send `chunk` every 0.25 s; what the server answered once it closed, or None if it never did."""
+    for _ in range(rounds):
+        try:
+            writer.write(chunk)
+            await writer.drain()
+        except ConnectionError:
+            return b""
+        try:
+            data = await asyncio.wait_for(reader.read(65536), 0.25)
+        except TimeoutError:
+            continue
+        except ConnectionError:
+            return b""
+        if not data:
+            return b""
+        rest = await reader.read()
+        return data + rest
+    return None
+
+
+async def test_half_sent_requests_are_timed_out(api_world, tenant):
+    server = await _raw_server(api_world, header_timeout_seconds=1.0, body_timeout_seconds=1.0)
+    try:
+        # headers that never end
+        reader, writer = await asyncio.open_connection(server.host, server.port)
+        writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+        answer = await _closed_while_trickling(reader, writer, b"X-Slow: y\r\n")
+        writer.close()
+        assert answer is not None, "a request whose headers never end held its connection"
+        # a body that never ends
+        reader, writer = await asyncio.open_connection(server.host, server.port)
+        token = tenant.tokens["admin"]
+        writer.write(f"POST {I} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
+                     "Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n{".encode())
+        answer = await _closed_while_trickling(reader, writer, b" ")
+        writer.close()
+        assert answer is not None, "a request whose body never ends held its connection"
+        assert answer == b"" or answer.startswith(b"HTTP/1.1 408"), answer[:200]
+        # a prompt client is unaffected
+        reader, writer = await asyncio.open_connection(server.host, server.port)
+        writer.write(b"GET /v1/openapi.json HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert (await reader.read()).startswith(b"HTTP/1.1 200")
+        writer.close()
+    finally:
+        await server.close()

@@ -20,7 +20,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from core import events as ev
 from core.commands import ReportStepResult
 from deploy import topics
-from gateway.app import Gateway, build_app, start_gateway, stop_gateway
+from gateway.app import Gateway, build_app, server_options, start_gateway, stop_gateway
 from gateway.auth import hash_token, new_token
 from gateway.settings import GatewaySettings
 from store.projector import Projector
@@ -92,7 +92,9 @@ class ApiWorld:
                                    topic_prefix=self.engine.prefix, group_id=self.projector_group)
         self._tasks.append(asyncio.create_task(self.projector.run()))
         self.gateway = await start_gateway(self.settings)
-        self.client = TestClient(TestServer(build_app(self.gateway)))
+        server = TestServer(build_app(self.gateway))
+        await server.start_server(**server_options(self.gateway.settings))  # the production server options
+        self.client = TestClient(server)
         await self.client.start_server()
         await asyncio.wait_for(self.projector.ready.wait(), 30)
         return self
