@@ -570,6 +570,7 @@ HANDLERS = {
     "escalateStep": escalate,
     "advanceInstance": advance,
     "completeExternal": complete_external,
+    "completeExternalSpecPath": complete_external,  # one handler: the same signature and replay checks
     "getCallbackUrl": callback_url,
     "listAgentActions": agent_actions,
     "cancelInstance": cancel,

@@ -416,6 +416,14 @@ PATHS: dict[str, dict[str, Any]] = {
                                  "description": "t=<unix seconds>,v1=<hex HMAC-SHA256 of '<t>.<body>' under "
                                                 "the step attempt's callback token>"}]),
     },
+    "/v1/workflows/{id}/steps/{n}/complete": {
+        "post": _command("completeExternalSpecPath", "The same signed callback at the path of story 29.13's "
+                         "callback_url pattern ({{payos.webhook_url}}/workflows/{{instance.id}}/steps/n/complete)",
+                         "CompleteExternalInput", step=True,
+                         extra=[{"name": "X-Flowline-Signature", "in": "header", "required": True,
+                                 "schema": {"type": "string"},
+                                 "description": "as for complete-external"}]),
+    },
     "/v1/workflows/instances/{id}/steps/{n}/callback-url": {
         "get": op("getCallbackUrl", "Callback URL and signing token of an external step's current attempt",
                   "instances", {200: ("callback", ref("CallbackUrl"))}, params=[ID, STEP_N]),

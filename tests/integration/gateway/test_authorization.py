@@ -46,6 +46,7 @@ RULES: dict[str, Rule] = {
     "escalateStep": Rule("cfo", "viewer", body="escalate"),
     "advanceInstance": Rule("agent", "viewer", body="advance"),
     "completeExternal": Rule("integration", "viewer", body="callback"),
+    "completeExternalSpecPath": Rule("integration", "viewer", body="callback"),
     "getCallbackUrl": Rule("integration", "viewer"),
     "listAgentActions": Rule("viewer"),
     "cancelInstance": Rule("operator", "requester", body="reason"),
@@ -61,7 +62,7 @@ RULES: dict[str, Rule] = {
     "openapi": Rule(None, scoped=False),
     "docs": Rule(None, scoped=False),
 }
-EXTERNAL_OPS = {"completeExternal", "getCallbackUrl"}
+EXTERNAL_OPS = {"completeExternal", "completeExternalSpecPath", "getCallbackUrl"}
 DELETE_OPS = {"deactivateTemplate"}
 
 
@@ -97,22 +98,26 @@ async def matrix(api_world):
     external_doc = {"name": "ERP", "trigger_type": "manual", "steps": [
         {"type": "external", "name": "Submit", "config": {"mode": "async", "url": "https://erp.example/api"}}]}
     _, ext_template = await api_world.call("POST", "/v1/workflows/templates", a, json=external_doc, expect=201)
-    _, ext = await api_world.call("POST", "/v1/workflows/instances?wait=true", a, "operator",
-                                  json={"template_id": ext_template["id"]}, expect=201)
-    request = await api_world.engine.wait_for_request(ext["id"], step=1)
-    await api_world.engine.send_command(ReportStepResult(
-        command_id=f"result:{request.request_id}", instance_id=ext["id"], step=1, attempt=request.attempt,
-        outcome="accepted", output={"status": 202}), topic=topics.WORKFLOW_STEP_RESULTS)
-    await api_world.engine.wait_for_event(ext["id"], ev.ExternalCallAccepted)
-    await api_world.wait_instance(a, ext["id"], lambda d: d["blocking"].get("waiting_for") == "callback")
+    externals = []
+    for _ in range(2):  # one callback is accepted per step attempt: each callback operation gets its own
+        _, ext = await api_world.call("POST", "/v1/workflows/instances?wait=true", a, "operator",
+                                      json={"template_id": ext_template["id"]}, expect=201)
+        request = await api_world.engine.wait_for_request(ext["id"], step=1)
+        await api_world.engine.send_command(ReportStepResult(
+            command_id=f"result:{request.request_id}", instance_id=ext["id"], step=1, attempt=request.attempt,
+            outcome="accepted", output={"status": 202}), topic=topics.WORKFLOW_STEP_RESULTS)
+        await api_world.engine.wait_for_event(ext["id"], ev.ExternalCallAccepted)
+        await api_world.wait_instance(a, ext["id"], lambda d: d["blocking"].get("waiting_for") == "callback")
+        externals.append(ext["id"])
     await api_world.wait_instance(a, instance["id"], lambda d: d["blocking"].get("waiting_for") == "approval")
     return {"a": a, "b": b, "template": template["id"], "doomed": doomed["id"], "instance": instance["id"],
-            "external": ext["id"], "agent": a.ids["agent"]}
+            "external": externals[0], "external_spec_path": externals[1], "agent": a.ids["agent"]}
 
 
 def request_for(name: str, m: dict, unique: str) -> tuple[str, str, dict]:
     method, path = next((mt, p) for mt, p, op in openapi.operations() if op["operationId"] == name)
-    instance = m["external"] if name in EXTERNAL_OPS else m["instance"]
+    instance = m["external_spec_path"] if name == "completeExternalSpecPath" else \
+        m["external"] if name in EXTERNAL_OPS else m["instance"]
     template = m["doomed"] if name in DELETE_OPS else m["template"]
     agent = m["agent"]
     step = "1" if name in EXTERNAL_OPS else "2"

@@ -26,7 +26,8 @@ async def test_a_decision_sent_right_after_approval_requested_is_accepted_not_40
     template = await create(api_world, tenant)
     other = await api_world.new_tenant()
     gw = api_world.gateway
-    gw.settings = dataclasses.replace(gw.settings, instance_wait_seconds=20)
+    original = gw.settings
+    gw.settings = dataclasses.replace(original, instance_wait_seconds=20)
     await api_world.pause_projector()
     resumed = None
     try:
@@ -44,7 +45,7 @@ async def test_a_decision_sent_right_after_approval_requested_is_accepted_not_40
             await resumed
         else:
             await api_world.resume_projector()
-        gw.settings = dataclasses.replace(gw.settings, instance_wait_seconds=3)
+        gw.settings = original
     await api_world.engine.wait_for_event(iid, ev.DecisionRecorded, step=2)
     detail = await api_world.wait_instance(tenant, iid, lambda b: b["current_step"] == 3)
     assert [t["actor"]["id"] for t in detail["timeline"] if t["event_type"] == "DecisionRecorded"] == [
@@ -362,3 +363,62 @@ async def test_half_sent_requests_are_timed_out(api_world, tenant):
         writer.close()
     finally:
         await server.close()
+
+
+# ------------------------------------------------------------------------------- 9.8 the spec's examples
+
+async def test_the_spec_callback_path_completes_the_step_with_the_same_checks(api_world, tenant):
+    iid, cb = await waiting_for_callback(api_world, tenant)
+    path = f"/v1/workflows/{iid}/steps/1/complete"  # {{payos.webhook_url}}/workflows/{{instance.id}}/steps/1/complete
+    raw, headers = signed("not-the-token", {"status": "completed", "result": {"risk_score": 0.3}})
+    status, problem = await api_world.call("POST", path, tenant, "integration", data=raw, headers=headers)
+    assert status == 401 and "does not match" in problem["detail"]
+    status, _ = await api_world.call("POST", path, tenant, "viewer", data=raw, headers=headers)
+    assert status == 403
+    raw, headers = signed(cb["token"], {"status": "completed", "result": {"risk_score": 0.3}})
+    status, _ = await api_world.call("POST", path, await api_world.new_tenant(), "integration", data=raw,
+                                     headers=headers)
+    assert status == 404
+    _, done = await api_world.call("POST", path + "?wait=true", tenant, "integration", data=raw, headers=headers,
+                                   expect=200)
+    assert done["status"] == "COMPLETED" and done["steps"][-1]["external_response"] == {"risk_score": 0.3}
+    status, _ = await api_world.call("POST", f"{I}/{iid}/steps/1/complete-external", tenant, "integration",
+                                     data=raw, headers=headers)
+    assert status == 409  # one receipt per attempt, whichever path delivered it
+
+
+async def test_agent_permissions_name_templates_by_slug_as_in_story_29_12(api_world, tenant):
+    from core.builtin import builtin_template
+
+    expense = {**cfo_approval("Expense Report", None)}
+    procurement = await create(api_world, tenant, {**builtin_template("procurement_approval"),
+                                                   "trigger_type": "manual", "trigger_config": {}})
+    expense_template = await create(api_world, tenant, expense)
+    agent = tenant.ids["agent"]
+    story = {"agent_id": agent, "workflow_permissions": {
+        "can_initiate": ["procurement_approval", "expense_report"],
+        "can_approve": {"procurement_approval": {"max_amount": 1000, "step_names": ["Manager Approval"]}}}}
+    _, stored = await api_world.call("POST", f"/v1/agents/{agent}/workflow-permissions", tenant, json=story,
+                                     expect=200)
+    permissions = stored["workflow_permissions"]
+    assert sorted(permissions["can_initiate"]) == sorted([procurement["id"], expense_template["id"]])
+    assert permissions["can_approve"] == {procurement["id"]: {"max_amount": 1000,
+                                                               "step_names": ["Manager Approval"]}}
+    # the agent may now start it, by id as stored
+    await api_world.call("POST", I, tenant, "agent", json={"template_id": expense_template["id"]}, expect=202)
+    # names work too; unknown and ambiguous references are refused, never guessed
+    named = {"workflow_permissions": {"can_initiate": ["Expense Report"], "can_approve": {}}}
+    _, stored = await api_world.call("POST", f"/v1/agents/{agent}/workflow-permissions", tenant, json=named,
+                                     expect=200)
+    assert stored["workflow_permissions"]["can_initiate"] == [expense_template["id"]]
+    status, problem = await api_world.call("POST", f"/v1/agents/{agent}/workflow-permissions", tenant, json={
+        "workflow_permissions": {"can_initiate": ["travel_request"], "can_approve": {}}})
+    assert status == 422 and problem["pointer"] == "/workflow_permissions/can_initiate/0"
+    await create(api_world, tenant, expense)  # a second ACTIVE "Expense Report"
+    status, problem = await api_world.call("POST", f"/v1/agents/{agent}/workflow-permissions", tenant, json=named)
+    assert status == 422 and "ambiguous" in problem["detail"]
+    # another tenant's template of the same name is not this tenant's
+    other = await api_world.new_tenant()
+    status, _ = await api_world.call("POST", f"/v1/agents/{other.ids['agent']}/workflow-permissions", other,
+                                     json={"workflow_permissions": {"can_initiate": ["procurement_approval"]}})
+    assert status == 422

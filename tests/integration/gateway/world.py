@@ -80,7 +80,7 @@ class ApiWorld:
     def settings(self) -> GatewaySettings:
         return GatewaySettings(bootstrap_servers=self.engine.bootstrap, database_url=self.database_url,
                                topic_prefix=self.engine.prefix, projector_group=self.projector_group,
-                               wait_seconds=15, instance_wait_seconds=3)
+                               wait_seconds=15, instance_wait_seconds=1)
 
     @property
     def projector_group(self) -> str:
