@@ -1055,6 +1055,7 @@ def print_summary(profile: Profile, result: dict[str, Any]) -> None:
     if result.get("seed"):
         from deploy import seed
 
+        seed.print_builtins()
         seed.print_tokens(result["seed"])
     print("environment for Flowline processes and tools:")
     print(f"  export FLOWLINE_KAFKA_BOOTSTRAP={profile.kafka_bootstrap}")

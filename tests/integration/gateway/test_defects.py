@@ -422,3 +422,61 @@ async def test_agent_permissions_name_templates_by_slug_as_in_story_29_12(api_wo
     status, _ = await api_world.call("POST", f"/v1/agents/{other.ids['agent']}/workflow-permissions", other,
                                      json={"workflow_permissions": {"can_initiate": ["procurement_approval"]}})
     assert status == 422
+
+
+async def test_following_the_epic_on_a_seeded_stack_starts_one_instance_per_transfer(api_world, database_url):
+    """The seed's built-ins (same trigger as the epic's procurement example, and a 50,000 threshold) are
+    seeded inactive, so the newcomer's own template is the only one that matches."""
+    import time
+    import uuid
+
+    import asyncpg
+
+    from core.builtin import builtin_template
+    from deploy import seed
+    from deploy.stack import migrate_async
+    from schemas.records import TransferEvent
+
+    name = f"seed_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(database_url)
+    await admin.execute(f"CREATE DATABASE {name}")
+    url = database_url.rsplit("/", 1)[0] + f"/{name}"
+    engine = api_world.engine
+    try:
+        await migrate_async(url)
+        await seed.seed(url, engine.bootstrap, engine.prefix, status=seed.builtin_status({}))
+        conn = await asyncpg.connect(url)
+        try:
+            statuses = {r["id"]: r["status"] for r in await conn.fetch("SELECT id, status FROM workflow_templates")}
+        finally:
+            await conn.close()
+        assert statuses == {seed.template_id(n): "PAUSED" for n in seed.BUILTIN_NAMES}
+        # the newcomer creates the epic's procurement example in tenant acme (what POST /templates publishes)
+        epic = builtin_template("procurement_approval")
+        await engine.publish_template("wft_newcomer_procurement", epic, tenant_id=seed.TENANT)
+        await api_world.engine_knows("wft_newcomer_procurement")
+        for builtin in ("procurement_approval", "trade_approval"):
+            await api_world.engine_knows(seed.template_id(builtin))
+        event_id = f"evt_{uuid.uuid4().hex[:8]}"
+        await engine.send_transfer(TransferEvent(
+            event_id=event_id, transfer_id=f"tr_{event_id}", event_type="transfer.created", tenant_id=seed.TENANT,
+            amount_minor=6_000_000, currency="USD", source_account="acc_1", destination_account="acc_2",
+            metadata={"type": "procurement"}, occurred_at=int(time.time() * 1000)))
+
+        def started() -> list:
+            return [e for events in list(engine.events.values()) for e in events
+                    if isinstance(e, ev.InstanceStarted) and e.tenant_id == seed.TENANT]
+
+        await engine.wait_until(lambda: started(), message="an instance of the newcomer's template")
+        await asyncio.sleep(1.0)  # the matcher starts every match of one event in one transaction
+        assert [e.template_id for e in started()] == ["wft_newcomer_procurement"]
+    finally:
+        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        await admin.close()
+
+
+async def test_deactivating_an_inactive_template_succeeds(api_world, tenant):
+    template = await create(api_world, tenant)
+    _, first = await api_world.call("DELETE", f"/v1/workflows/templates/{template['id']}", tenant, expect=200)
+    _, again = await api_world.call("DELETE", f"/v1/workflows/templates/{template['id']}", tenant, expect=200)
+    assert first["status"] == again["status"] == "PAUSED"
