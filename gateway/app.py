@@ -77,7 +77,7 @@ class Call:
         return self.principal
 
     def param(self, name: str) -> str:
-        return self.request.match_info[name]
+        return _no_nul(self.request.match_info[name], f"/path/{name}")
 
     def step(self) -> int:
         raw = self.request.match_info["n"]
@@ -86,7 +86,8 @@ class Call:
         return int(raw)
 
     def query(self, name: str) -> str | None:
-        return self.request.query.get(name)
+        value = self.request.query.get(name)
+        return None if value is None else _no_nul(value, f"/query/{name}")
 
     @property
     def wait(self) -> bool:
@@ -94,6 +95,13 @@ class Call:
         if value not in ("", "true", "false", "1", "0"):
             raise Problem(400, "wait must be true or false", pointer="/query/wait")
         return value in ("true", "1")
+
+
+def _no_nul(value: str, pointer: str) -> str:
+    """PostgreSQL text cannot hold NUL: refuse it here rather than fail in the query (a 500)."""
+    if "\x00" in value:
+        raise Problem(400, f"{pointer.rsplit('/', 1)[-1]} must not contain a NUL character", pointer=pointer)
+    return value
 
 
 HandlerFn = Callable[[Call], Awaitable[web.StreamResponse]]
@@ -178,18 +186,32 @@ def _no_constant(name: str) -> Any:
     raise NonFiniteNumber(f"{name} is not a JSON number")
 
 
-def _too_deep(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
-    """Whether containers nest deeper than `limit` (iterative: the check itself cannot overflow the stack)."""
+def _structure_problem(value: Any, limit: int = MAX_JSON_DEPTH) -> Problem | None:
+    """Why a parsed body cannot be processed, or None. Iterative, so the check itself cannot overflow the
+    stack: containers nested deeper than `limit`, and strings PostgreSQL and the codec cannot store (NUL,
+    unpaired surrogates such as "\ud800"), which would otherwise fail later as a 500."""
     stack = [(value, 1)]
     while stack:
         item, depth = stack.pop()
-        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
-        if children is None:
+        if isinstance(item, str):
+            if "\x00" in item:
+                return Problem(422, "strings must not contain NUL (\\u0000)", pointer="")
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return Problem(422, "strings must be valid Unicode (an unpaired surrogate escape was sent)",
+                               pointer="")
+            continue
+        if isinstance(item, dict):
+            children = [*item.keys(), *item.values()]
+        elif isinstance(item, list):
+            children = item
+        else:
             continue
         if depth > limit:
-            return True
+            return Problem(400, f"the body nests deeper than {limit} levels", pointer="")
         stack.extend((child, depth + 1) for child in children)
-    return False
+    return None
 
 
 def _parse_json(raw: bytes, content_type: str) -> Any:
@@ -205,8 +227,9 @@ def _parse_json(raw: bytes, content_type: str) -> Any:
         raise Problem(400, f"the body nests deeper than {MAX_JSON_DEPTH} levels", pointer="") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise Problem(400, f"the body is not valid JSON: {exc}", pointer="") from None
-    if _too_deep(value):
-        raise Problem(400, f"the body nests deeper than {MAX_JSON_DEPTH} levels", pointer="")
+    problem = _structure_problem(value)
+    if problem is not None:
+        raise problem
     return value
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import re
 import time
 import uuid
 from datetime import datetime
@@ -80,6 +81,14 @@ async def load_instance(pool, instance_id: str, tenant_id: str, columns: str = I
     return row
 
 
+INSTANCE_ID = re.compile(r"wfi_[0-9a-f]{26}")  # what core.triggers.instance_id_for makes, and nothing else
+
+
+def _lag_wait(gw, instance_id: str) -> float:
+    """How long to wait for the projector: only an id the engine could have made can be lagging."""
+    return gw.settings.instance_wait_seconds if INSTANCE_ID.fullmatch(instance_id) else 0.0
+
+
 async def await_row(pool, timeout: float, sql: str, *args: Any) -> asyncpg.Record | None:
     """`sql`'s first row, polling the read model for up to `timeout` seconds while there is none.
 
@@ -104,7 +113,7 @@ async def command_target(call: Call, columns: str = REF_COLUMNS) -> asyncpg.Reco
     """The instance a command names, in the caller's tenant, waiting (bounded) for the projector."""
     instance_id = call.param("id")
     gw = call.gateway
-    row = await await_row(gw.pool, gw.settings.instance_wait_seconds,
+    row = await await_row(gw.pool, _lag_wait(gw, instance_id),
                           f"SELECT {columns} FROM workflow_instances i WHERE i.id = $1 AND i.tenant_id = $2",
                           instance_id, call.me.tenant_id)
     if row is None:
@@ -290,7 +299,7 @@ async def _decision(call: Call, decision: str) -> web.Response:
     instance_id = call.param("id")
     # The instance and, for an agent, its approval permission on the instance's template: one round trip.
     gw = call.gateway
-    instance = await await_row(gw.pool, gw.settings.instance_wait_seconds, DECISION_SQL, instance_id,
+    instance = await await_row(gw.pool, _lag_wait(gw, instance_id), DECISION_SQL, instance_id,
                                me.tenant_id, me.id if me.is_agent else None)
     if instance is None:
         raise Problem(404, f"no instance {instance_id!r}")

@@ -175,3 +175,52 @@ async def test_authorization(api_world, matrix, operation, cell):
         assert body["type"].endswith("forbidden")
     else:
         assert 200 <= status < 300, f"{method} {url} as {who} -> {status}: {body}"
+
+
+# ------------------------------------------------------------------ tenant isolation of lists and filters
+
+def list_queries(m: dict) -> list[str]:
+    """Every list and aggregate, with every filter, including filters naming the other tenant's objects."""
+    t, i = m["template"], m["instance"]
+    return [
+        "/v1/workflows/templates", "/v1/workflows/templates?status=ACTIVE", "/v1/workflows/templates?status=PAUSED",
+        "/v1/workflows/instances", "/v1/workflows/instances?status=ACTIVE", f"/v1/workflows/instances?template_id={t}",
+        "/v1/workflows/instances?created_after=2000-01-01T00:00:00Z",
+        "/v1/workflows/instances?created_before=2999-01-01T00:00:00Z", "/v1/workflows/instances?blocked_on=me",
+        "/v1/workflows/pending", "/v1/workflows/pending?sort=deadline", "/v1/workflows/analytics",
+        f"/v1/workflows/analytics?template_id={t}", "/v1/workflows/analytics?created_after=2000-01-01T00:00:00Z",
+        f"/v1/workflows/instances/{i}", f"/v1/workflows/instances/{i}/agent-actions",
+    ]
+
+
+async def test_lists_and_filters_never_show_another_tenants_objects(api_world, matrix):
+    a, b = matrix["a"], matrix["b"]
+    # b has objects of its own, so an empty answer is not what makes the test pass
+    _, own = await api_world.call("POST", "/v1/workflows/templates", b, json=manual_procurement(), expect=201)
+    _, started = await api_world.call("POST", "/v1/workflows/instances?wait=true", b, "requester",
+                                      json={"template_id": own["id"], "trigger_data": {"amount": 5000}}, expect=201)
+    await api_world.wait_instance(b, started["id"], lambda d: d["blocking"].get("waiting_for") == "approval")
+    a_ids = {matrix["template"], matrix["doomed"], matrix["instance"], matrix["external"],
+             matrix["external_spec_path"], a.id}
+    seen_by_a = 0
+    for path in list_queries(matrix):
+        for who in ("admin", "viewer", "cfo", "agent"):
+            status, body = await api_world.call("GET", path, b, who)
+            text = json.dumps(body)
+            assert status in (200, 404), f"{path} as b's {who} -> {status}: {text[:300]}"
+            if status == 404:  # a's instance by id: not found (the problem echoes only the path it was asked)
+                assert a.id not in text.replace(path, "")
+                continue
+            leaked = {x for x in a_ids if x in text}
+            assert not leaked, f"{path} as b's {who} shows tenant a's {leaked}: {text[:500]}"
+        # the same query by a's principal does show a's objects where a list would: the filter is real
+        status, body = await api_world.call("GET", path, a, "cfo")
+        seen_by_a += status == 200 and any(x in json.dumps(body) for x in a_ids)
+    assert seen_by_a >= 10
+    # and b's own objects are listed for b
+    _, listed = await api_world.call("GET", "/v1/workflows/pending", b, "cfo", expect=200)
+    assert [p["instance_id"] for p in listed["items"]] == [started["id"]]
+    # b's admin naming a's templates in an agent permission: unknown, never a's
+    status, body = await api_world.call("POST", f"/v1/agents/{b.ids['agent']}/workflow-permissions", b, json={
+        "workflow_permissions": {"can_initiate": [matrix["template"], "procurement_approval"]}})
+    assert status == 422 and len(body["errors"]) == 1, body  # the slug finds b's own procurement template

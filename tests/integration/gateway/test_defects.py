@@ -303,6 +303,17 @@ async def test_deeply_nested_and_non_finite_bodies_are_problems_not_500_or_503(a
         response = await client.post(I, data=body, headers=headers)
         problem = await response.json()
         assert response.status == 422 and "non-finite" in problem["detail"], (number, problem)
+    # strings PostgreSQL and the codec cannot hold: refused up front, not a 500 from the database or Kafka
+    for text in (b'"a\\u0000b"', b'"\\ud800"'):
+        for body in (b'{"template_id": "' + template["id"].encode() + b'", "trigger_data": {"memo": ' + text + b"}}",
+                     b'{"name": ' + text + b', "trigger_type": "manual", "steps": []}'):
+            path = I if b"template_id" in body else "/v1/workflows/templates"
+            response = await client.post(path, data=body, headers=headers)
+            assert response.status == 422, (path, body, response.status, await response.text())
+    status, _ = await api_world.call("GET", f"{I}/%00", tenant)
+    assert status == 400
+    status, _ = await api_world.call("GET", f"{I}?template_id=%00", tenant)
+    assert status == 400
 
 
 async def _raw_server(api_world, **overrides):
@@ -480,3 +491,71 @@ async def test_deactivating_an_inactive_template_succeeds(api_world, tenant):
     _, first = await api_world.call("DELETE", f"/v1/workflows/templates/{template['id']}", tenant, expect=200)
     _, again = await api_world.call("DELETE", f"/v1/workflows/templates/{template['id']}", tenant, expect=200)
     assert first["status"] == again["status"] == "PAUSED"
+
+
+# ------------------------------------------------------------------------------- garbage at the callback
+
+async def test_random_bytes_at_the_callback_endpoints_never_get_a_5xx(api_world, tenant):
+    import random
+
+    iid, cb = await waiting_for_callback(api_world, tenant)
+    rng = random.Random(20261130)
+    client = api_world.client
+    content_types = ["application/json", "text/plain", "application/octet-stream", "application/x-www-form-urlencoded",
+                     "application/merge-patch+json", "", "application/json; charset=latin-1"]
+    valid = b'{"status": "completed", "result": {"ok": true}}'
+
+    def body() -> bytes:
+        kind = rng.randrange(6)
+        if kind == 0:
+            return rng.randbytes(rng.randrange(0, 2048))
+        if kind == 1:
+            cut = valid[:rng.randrange(len(valid))]
+            return cut + rng.randbytes(rng.randrange(8))
+        if kind == 2:
+            return b"[" * rng.randrange(1, 5000) + b"]" * rng.randrange(0, 5000)
+        if kind == 3:
+            return ('{"status": "completed", "result": ' + rng.choice(["NaN", "1e999", '"\\ud800"', "-0", "[]", "null",
+                                                                       '{"a":' * 80 + "1" + "}" * 80]) + "}").encode()
+        if kind == 4:
+            return bytes(rng.choice(b'{}[]":,0123456789aeflnrstu\\ \n') for _ in range(rng.randrange(1, 300)))
+        return valid
+
+    def signature(raw: bytes) -> str:
+        from core.signing import sign_payload
+
+        kind = rng.randrange(5)
+        if kind == 0:
+            return sign_payload(cb["token"].encode(), raw, int(time.time()))
+        if kind == 1:
+            alphabet = [chr(c) for c in (*range(32, 127), *range(0xA0, 0x100))]  # what a header line can carry
+            return "".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 200)))
+        if kind == 2:
+            return f"t={rng.choice(['', 'x', '-1', '99999999999999999999', str(int(time.time()))])},v1={'0' * 64}"
+        if kind == 3:
+            return "t=1,v1=" + "a" * rng.randrange(0, 5000)
+        return ""
+
+    import time
+
+    statuses: dict[int, int] = {}
+    for n in range(300):
+        raw = body()
+        step = rng.choice(["1", "0", "2", "101", "-1", "x", "1" * 30])
+        target = rng.choice([iid, iid + "x", "wfi_" + "0" * 26, "%00", "a" * 300])
+        path = rng.choice([f"{I}/{target}/steps/{step}/complete-external",
+                           f"/v1/workflows/{target}/steps/{step}/complete"])
+        headers = {**tenant.auth(rng.choice(["integration", "operator", "viewer", "admin"])),
+                   "X-Flowline-Signature": signature(raw)}
+        content_type = rng.choice(content_types)
+        if content_type:
+            headers["Content-Type"] = content_type
+        if rng.random() < 0.2:
+            headers["Idempotency-Key"] = rng.choice(["k", "x" * 201, f"key-{n}"])
+        response = await client.post(path, data=raw, headers=headers)
+        text = await response.text()
+        statuses[response.status] = statuses.get(response.status, 0) + 1
+        assert response.status < 500, (path, raw[:200], headers, response.status, text[:500])
+        if response.status >= 400:
+            assert response.content_type == "application/problem+json", (response.status, text[:200])
+    assert len(statuses) >= 4, statuses  # the garbage reached many different checks
