@@ -16,7 +16,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import math
 import signal
 import time
 from collections.abc import Awaitable, Callable
@@ -29,11 +28,11 @@ from aiokafka import AIOKafkaProducer
 from jsonschema import Draft202012Validator
 from prometheus_client import Counter, Histogram
 
-from gateway import openapi
+from gateway import json_body, openapi
 from gateway.auth import Authenticator, Principal
 from gateway.commands import CommandSender
 from gateway.problems import CONTENT_TYPE as PROBLEM_CONTENT_TYPE
-from gateway.problems import Problem, problems_middleware
+from gateway.problems import DATABASE_DOWN, Problem, problems_middleware, read_model_unavailable
 from gateway.settings import GatewaySettings
 from schemas.codec import Codec
 
@@ -106,20 +105,6 @@ def _no_nul(value: str, pointer: str) -> str:
 
 HandlerFn = Callable[[Call], Awaitable[web.StreamResponse]]
 
-RETRY_AFTER_SECONDS = 5
-# What asyncpg raises when PostgreSQL cannot be reached or goes away mid-request (refused, reset, shut
-# down, starting up, connect timeout): the read model is unavailable, not the request wrong.
-DATABASE_DOWN = (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
-                 asyncpg.CannotConnectNowError, asyncpg.AdminShutdownError, asyncpg.CrashShutdownError)
-
-
-def read_model_unavailable(exc: BaseException) -> Problem:
-    """503 + Retry-After: every read, and every command (authorised against the read model), can be
-    retried once PostgreSQL is back; a 500 would tell the client its request was at fault (issue 9.6)."""
-    return Problem(503, f"the read model (PostgreSQL) is unavailable ({type(exc).__name__}); retry later",
-                   title="Read model unavailable", headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
-                   unavailable="database")
-
 
 def json_response(data: Any, status: int = 200) -> web.Response:
     return web.Response(status=status, text=json.dumps(data, default=str), content_type="application/json")
@@ -168,69 +153,12 @@ async def _read_body(request: web.Request, settings: GatewaySettings) -> bytes:
                       headers={"Connection": "close"}) from None
 
 
-MAX_JSON_DEPTH = 64  # objects/arrays nested deeper than this are refused, before anything recurses on them
-
-
-class NonFiniteNumber(ValueError):
-    """NaN, Infinity or a number too large for a float: no JSON number, and no request that can succeed."""
-
-
-def _finite(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise NonFiniteNumber(f"the number {text[:40]} is too large")
-    return value
-
-
-def _no_constant(name: str) -> Any:
-    raise NonFiniteNumber(f"{name} is not a JSON number")
-
-
-def _structure_problem(value: Any, limit: int = MAX_JSON_DEPTH) -> Problem | None:
-    """Why a parsed body cannot be processed, or None. Iterative, so the check itself cannot overflow the
-    stack: containers nested deeper than `limit`, and strings PostgreSQL and the codec cannot store (NUL,
-    unpaired surrogates such as "\ud800"), which would otherwise fail later as a 500."""
-    stack = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, str):
-            if "\x00" in item:
-                return Problem(422, "strings must not contain NUL (\\u0000)", pointer="")
-            try:
-                item.encode("utf-8")
-            except UnicodeEncodeError:
-                return Problem(422, "strings must be valid Unicode (an unpaired surrogate escape was sent)",
-                               pointer="")
-            continue
-        if isinstance(item, dict):
-            children = [*item.keys(), *item.values()]
-        elif isinstance(item, list):
-            children = item
-        else:
-            continue
-        if depth > limit:
-            return Problem(400, f"the body nests deeper than {limit} levels", pointer="")
-        stack.extend((child, depth + 1) for child in children)
-    return None
-
-
 def _parse_json(raw: bytes, content_type: str) -> Any:
     if not raw.strip():
         return None
     if content_type not in ("application/json", "") and not content_type.endswith("+json"):
         raise Problem(415, f"send the body as application/json, not {content_type}")
-    try:
-        value = json.loads(raw, parse_constant=_no_constant, parse_float=_finite)
-    except NonFiniteNumber as exc:
-        raise Problem(422, f"the body holds a non-finite number: {exc}", pointer="") from None
-    except RecursionError:
-        raise Problem(400, f"the body nests deeper than {MAX_JSON_DEPTH} levels", pointer="") from None
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise Problem(400, f"the body is not valid JSON: {exc}", pointer="") from None
-    problem = _structure_problem(value)
-    if problem is not None:
-        raise problem
-    return value
+    return json_body.loads(raw)
 
 
 def _endpoint(gateway: Gateway, operation: dict[str, Any], handler: HandlerFn) -> Callable:

@@ -16,7 +16,7 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from core.commands import Command
-from gateway.problems import Problem
+from gateway.problems import DATABASE_DOWN, Problem
 
 if TYPE_CHECKING:
     from gateway.app import Call, Gateway
@@ -53,8 +53,6 @@ class CommandSender:
 
     async def outcome(self, command_id: str, timeout: float | None = None) -> dict[str, Any] | None:
         """`{"applied": True}` or `{"rejected": reason}` once the projector saw the command, else None."""
-        from gateway.app import DATABASE_DOWN
-
         try:
             return await self._outcome(command_id, timeout)
         except DATABASE_DOWN:

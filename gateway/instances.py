@@ -23,10 +23,10 @@ from core import commands as cmd
 from core.actors import ApprovalLimits
 from core.signing import callback_token, verify_payload
 from core.triggers import instance_id_for, start_command_id
-from gateway.app import DATABASE_DOWN, Call, json_response
+from gateway.app import Call, json_response
 from gateway.auth import ADVANCE, CALLBACK, DECIDE, OPERATE, READ, TRIGGER, Principal
 from gateway.commands import command_id_for, now_ms
-from gateway.problems import Problem
+from gateway.problems import DATABASE_DOWN, Problem
 from gateway.templates import _iso, _limit, decode_cursor, encode_cursor
 
 SIGNATURE_HEADER = "X-Flowline-Signature"

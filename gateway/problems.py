@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import asyncpg
 from aiohttp import web
 
 log = logging.getLogger("flowline.gateway")
@@ -31,6 +32,13 @@ SLUGS = {
     408: "request-timeout", 409: "conflict", 413: "payload-too-large", 415: "unsupported-media-type",
     422: "validation-error", 500: "internal-error", 503: "unavailable", 504: "timeout",
 }
+
+
+RETRY_AFTER_SECONDS = 5
+# What asyncpg raises when PostgreSQL cannot be reached or goes away mid-request (refused, reset, shut
+# down, starting up, connect timeout): the read model is unavailable, not the request wrong.
+DATABASE_DOWN = (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
+                 asyncpg.CannotConnectNowError, asyncpg.AdminShutdownError, asyncpg.CrashShutdownError)
 
 
 class Problem(Exception):
@@ -57,6 +65,14 @@ class Problem(Exception):
             doc["errors"] = self.errors
         doc.update(self.extra)
         return doc
+
+
+def read_model_unavailable(exc: BaseException) -> Problem:
+    """503 + Retry-After: every read, and every command (authorised against the read model), can be
+    retried once PostgreSQL is back; a 500 would tell the client its request was at fault (issue 9.6)."""
+    return Problem(503, f"the read model (PostgreSQL) is unavailable ({type(exc).__name__}); retry later",
+                   title="Read model unavailable", headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+                   unavailable="database")
 
 
 def problem_response(problem: Problem, instance: str = "", headers: dict[str, str] | None = None) -> web.Response:
