@@ -228,34 +228,59 @@ async def _idempotent(gateway: Gateway, call: Call, handler: HandlerFn) -> web.S
         if row["request_hash"] != request_hash:
             raise Problem(422, "this Idempotency-Key was already used with a different request",
                           pointer="/header/Idempotency-Key")
-        if row["status"] is None:
+        if row["status"] is None and not await _reclaim(gateway, principal_id, key):
             raise Problem(409, "the first request with this Idempotency-Key is still in progress")
-        return web.Response(status=row["status"], body=row["body"], content_type=row["content_type"],
-                            headers={"Idempotent-Replayed": "true"})
+        if row["status"] is not None:
+            return web.Response(status=row["status"], body=row["body"], content_type=row["content_type"],
+                                headers={"Idempotent-Replayed": "true"})
     try:
         response = await handler(call)
     except Problem as problem:
         if problem.status >= 500:
-            await pool.execute("DELETE FROM idempotency_keys WHERE principal_id = $1 AND key = $2",
-                               principal_id, key)
+            await _forget(pool, principal_id, key)
             raise
         body = json.dumps(problem.body(request.path)).encode()
         await _store(pool, principal_id, key, problem.status, PROBLEM_CONTENT_TYPE, body)
         raise
     except BaseException:
-        await pool.execute("DELETE FROM idempotency_keys WHERE principal_id = $1 AND key = $2", principal_id, key)
+        await _forget(pool, principal_id, key)
         raise
     if isinstance(response, web.Response) and response.status < 500:
         await _store(pool, principal_id, key, response.status, response.content_type, response.body or b"")
     else:
-        await pool.execute("DELETE FROM idempotency_keys WHERE principal_id = $1 AND key = $2", principal_id, key)
+        await _forget(pool, principal_id, key)
     return response
+
+
+async def _reclaim(gateway: Gateway, principal_id: str, key: str) -> bool:
+    """Take over a key whose first request never finished (the gateway died, or PostgreSQL went away before
+    the answer was kept): once no request can still be running, a retry runs it again instead of hearing
+    "in progress" forever. Safe: the key fixes the command id (and a trigger's instance id), so the engine
+    drops a second copy of a command that did reach it."""
+    settings = gateway.settings
+    abandoned_after = settings.wait_seconds + settings.instance_wait_seconds + 30
+    return bool(await gateway.pool.fetchval(
+        "UPDATE idempotency_keys SET created_at = now() WHERE principal_id = $1 AND key = $2 AND status IS NULL "
+        "AND created_at < now() - make_interval(secs => $3) RETURNING 1", principal_id, key, abandoned_after))
 
 
 async def _store(pool: asyncpg.Pool, principal_id: str, key: str, status: int, content_type: str,
                  body: bytes) -> None:
-    await pool.execute("UPDATE idempotency_keys SET status = $3, content_type = $4, body = $5 "
-                       "WHERE principal_id = $1 AND key = $2", principal_id, key, status, content_type, bytes(body))
+    """Keep the answer for replays. If PostgreSQL is gone the caller still gets it (what was done is done);
+    the key stays in flight until `_reclaim` lets a retry run again."""
+    try:
+        await pool.execute("UPDATE idempotency_keys SET status = $3, content_type = $4, body = $5 "
+                           "WHERE principal_id = $1 AND key = $2", principal_id, key, status, content_type,
+                           bytes(body))
+    except DATABASE_DOWN as exc:
+        log.warning("could not keep the answer for Idempotency-Key %r of %s: %r", key, principal_id, exc)
+
+
+async def _forget(pool: asyncpg.Pool, principal_id: str, key: str) -> None:
+    try:
+        await pool.execute("DELETE FROM idempotency_keys WHERE principal_id = $1 AND key = $2", principal_id, key)
+    except DATABASE_DOWN as exc:
+        log.warning("could not release Idempotency-Key %r of %s: %r", key, principal_id, exc)
 
 
 def handlers() -> dict[str, HandlerFn]:

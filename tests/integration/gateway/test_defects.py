@@ -286,6 +286,63 @@ async def test_postgresql_down_answers_503_with_retry_after_and_health_names_it(
             switch.server.close()
 
 
+async def test_a_command_sent_before_postgresql_goes_away_answers_202_and_its_key_stays_usable(
+        api_world, tenant, database_url):
+    from urllib.parse import urlsplit
+
+    import asyncpg
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from core.triggers import instance_id_for
+    from gateway.app import build_app, start_gateway, stop_gateway
+
+    template = await create(api_world, tenant)
+    parts = urlsplit(database_url)
+    switch = Switch(parts.hostname, parts.port)
+    await switch.up()
+    url = database_url.replace(f"{parts.hostname}:{parts.port}", f"127.0.0.1:{switch.port}")
+    gateway = await start_gateway(dataclasses.replace(api_world.settings, database_url=url))
+    client = TestClient(TestServer(build_app(gateway)))
+    await client.start_server()
+    key = "po-outage"
+    body = {"template_id": template["id"], "trigger_data": {"amount": 5}}
+    headers = {**tenant.auth("requester"), "Idempotency-Key": key}
+    iid = instance_id_for(template["id"], "manual:" + tenant.ids["requester"] + "\x00" + key)
+    try:
+        await api_world.pause_projector()  # the outcome cannot show up, so the request is still waiting...
+        try:
+            pending = asyncio.create_task(client.post(f"{I}?wait=true", json=body, headers=headers))
+            await api_world.engine.wait_for_event(iid, ev.InstanceStarted)  # ...after its command reached Kafka
+            await switch.down()
+            response = await pending
+            assert response.status == 202, await response.text()
+            assert (await response.json())["instance_id"] == iid
+        finally:
+            await api_world.resume_projector()
+        await switch.up()
+        # the answer could not be kept: a retry hears "in progress" while a first request could still run...
+        response = await client.post(f"{I}?wait=true", json=body, headers=headers)
+        assert response.status == 409 and "in progress" in (await response.json())["detail"]
+        conn = await asyncpg.connect(database_url)
+        try:
+            await conn.execute("UPDATE idempotency_keys SET created_at = now() - interval '1 hour' "
+                               "WHERE principal_id = $1 AND key = $2", tenant.ids["requester"], key)
+        finally:
+            await conn.close()
+        # ...and runs again once none can: the same instance (the key fixes its id), not a second one
+        response = await client.post(f"{I}?wait=true", json=body, headers=headers)
+        assert response.status in (201, 202), await response.text()
+        answer = await response.json()
+        assert answer.get("id", answer.get("instance_id")) == iid
+        replay = await client.post(f"{I}?wait=true", json=body, headers=headers)
+        assert replay.status == response.status and replay.headers["Idempotent-Replayed"] == "true"
+    finally:
+        await client.close()
+        await stop_gateway(gateway)
+        if switch.server is not None:
+            switch.server.close()
+
+
 # ------------------------------------------------------------------------------- 10.8 hostile bodies
 
 async def test_deeply_nested_and_non_finite_bodies_are_problems_not_500_or_503(api_world, tenant):
