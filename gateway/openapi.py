@@ -295,7 +295,9 @@ WAIT = {"name": "wait", "in": "query", "required": False, "schema": {"type": "bo
                        "not in time, the answer is still 202"}
 IDEMPOTENCY = {"name": "Idempotency-Key", "in": "header", "required": False,
                "schema": {"type": "string", "minLength": 1, "maxLength": 200},
-               "description": "a replay with the same key and body returns the first response"}
+               "description": "scoped to the caller: a replay by the same principal with the same key and "
+                              "request returns the first response with `Idempotent-Replayed: true`; the same "
+                              "key with another request is 422; while the first runs, 409"}
 CURSOR = {"name": "cursor", "in": "query", "required": False, "schema": {"type": "string", "maxLength": 500}}
 LIMIT = {"name": "limit", "in": "query", "required": False,
          "schema": {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}}
@@ -505,7 +507,10 @@ DOCUMENT: dict[str, Any] = {
         "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
                                        "description": "an API token (fl_...); stored hashed"}},
         "schemas": SCHEMAS,
-        "responses": {"Problem": {"description": "RFC 7807 problem",
+        "responses": {"Problem": {"description": "RFC 7807 problem (a 503 because the read model is down "
+                                                 "carries Retry-After)",
+                                  "headers": {"Retry-After": {"schema": {"type": "integer"},
+                                                              "description": "seconds; on 503"}},
                                   "content": {"application/problem+json": {"schema": ref("Problem")}}}},
     },
 }
