@@ -101,7 +101,7 @@ class AsyncClient:
                                                    headers=headers) as response:
                 text = await response.text()
                 status, response_headers = response.status, dict(response.headers)
-        except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientConnectionError) as exc:
             raise TransportError(f"{call.method} {url}: {exc or type(exc).__name__}") from exc
         try:
             body: Any = json.loads(text) if text else None

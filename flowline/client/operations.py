@@ -96,7 +96,8 @@ def _without_none(**values: Any) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------------------------ templates
 
-def list_templates(status: str | None = None, cursor: str | None = None, limit: int | None = None) -> Call[Page[Template]]:
+def list_templates(status: str | None = None, cursor: str | None = None,
+                   limit: int | None = None) -> Call[Page[Template]]:
     return Call("GET", TEMPLATES, _page(Template.from_json), _query(status=status, cursor=cursor, limit=limit),
                 operation_id="listTemplates")
 

@@ -120,7 +120,8 @@ class Client:
 
     def list_instances(self, *, status: str | None = None, template_id: str | None = None,
                        created_after: datetime | str | None = None, created_before: datetime | str | None = None,
-                       blocked_on_me: bool = False, cursor: str | None = None, limit: int | None = None) -> Page[Instance]:
+                       blocked_on_me: bool = False, cursor: str | None = None,
+                       limit: int | None = None) -> Page[Instance]:
         return self._run(self._async.list_instances(status=status, template_id=template_id,
                                                     created_after=created_after, created_before=created_before,
                                                     blocked_on_me=blocked_on_me, cursor=cursor, limit=limit))
