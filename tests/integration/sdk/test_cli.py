@@ -34,7 +34,8 @@ class Cli:
         proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "deploy.cli", *argv, cwd=REPO, env=self.env,
                                                     stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         out, err = await asyncio.wait_for(proc.communicate(), 60)
-        assert proc.returncode == expect, f"flowline {' '.join(argv)} -> {proc.returncode}\n{out.decode()}\n{err.decode()}"
+        assert proc.returncode == expect, (f"flowline {' '.join(argv)} -> {proc.returncode}\n"
+                                           f"{out.decode()}\n{err.decode()}")
         return out.decode(), err.decode()
 
     async def json(self, *args: str, token: str | None = None, expect: int = 0):
