@@ -104,8 +104,8 @@ def _print_instance(detail, args: argparse.Namespace) -> None:
         return
     blocking = detail.blocking or {}
     print(f"{detail.id}  {detail.template_name} ({detail.template_id} v{detail.template_version})")
-    print(f"status {detail.status}; step {detail.current_step or '-'} {detail.current_step_name or ''}"
-          f"; waiting for {blocking.get('waiting_for') or '-'}")
+    step = f"{detail.current_step} {detail.current_step_name or ''}".strip() if detail.current_step else "-"
+    print(f"status {detail.status}; step {step}; waiting for {blocking.get('waiting_for') or '-'}")
     if detail.failure_reason:
         print(f"failure: {detail.failure_reason}")
     if detail.steps:

@@ -26,7 +26,14 @@ from core.quorum import APPROVED, check_quorum, committee_members, parse_level
 from core.types import ApprovalLevel
 from flowline.client.aio import AsyncClient
 from flowline.client.errors import FlowlineError, NotFound, ValidationFailed
-from flowline.client.models import CommandAccepted, InstanceDetail, StepExecution, Template, TimelineEntry
+from flowline.client.models import (
+    CommandAccepted,
+    InstanceDetail,
+    StepExecution,
+    Template,
+    TimelineEntry,
+    parse_time,
+)
 from flowline.overrides import apply_overrides
 
 Who = AsyncClient | str | None
@@ -91,8 +98,8 @@ def _request(detail: InstanceDetail, step: StepExecution) -> ApprovalRequest:
         approvers=step.approvers, level=_level(required, step.approvers), status=step.status, step=step.step,
         step_name=step.name, template_id=detail.template_id, required=required, approvals=len(step.approved_by),
         decided_by=tuple(v.get("actor_id", "") for v in step.votes),
-        deadline=(detail.blocking.get("next_timer") or {}).get("fire_at") if detail.current_step == step.step
-        else None)
+        deadline=parse_time((detail.blocking.get("next_timer") or {}).get("fire_at"))
+        if detail.current_step == step.step else None)
 
 
 class ApprovalManager:

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 from flowline.client import operations as ops
 from flowline.client.aio import AsyncClient
+from flowline.client.errors import FlowlineError
 from flowline.client.models import (
     AgentActions,
     AgentPermissions,
@@ -65,7 +66,14 @@ class Client:
         return other
 
     def _run(self, awaitable: Awaitable[T]) -> T:
-        return self._loop.run_until_complete(awaitable)
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return self._loop.run_until_complete(awaitable)
+        if asyncio.iscoroutine(awaitable):
+            awaitable.close()
+        raise FlowlineError("the blocking Client was called inside a running event loop; use AsyncClient there "
+                            "(or run the blocking calls in a thread: asyncio.to_thread)")
 
     def _iterate(self, aiterator: AsyncIterator[T]) -> Iterator[T]:
         while True:

@@ -55,6 +55,7 @@ async def test_the_cli_drives_procurement_end_to_end(sdk):
     while instance_id is None and time.monotonic() < deadline:
         listed = await cli.json("instances", "list", "--template", "wf_procurement_approval", "--limit", "500")
         instance_id = next((i["id"] for i in listed if i["source"].endswith(f":{event_id}")), None)
+        await asyncio.sleep(0 if instance_id else 0.2)
     assert instance_id, f"no instance for {event_id}"
 
     while time.monotonic() < deadline:

@@ -128,3 +128,15 @@ def test_the_sync_client_has_every_method_of_the_async_one_with_the_same_paramet
         assert hasattr(Client, name), name
         ours = list(inspect.signature(getattr(Client, name)).parameters)
         assert ours == list(inspect.signature(method).parameters), name
+
+
+async def test_the_blocking_client_refuses_to_run_inside_an_event_loop():
+    from flowline.client import FlowlineError
+
+    client = Client("http://127.0.0.1:9", "t")
+    try:
+        with pytest.raises(FlowlineError, match="AsyncClient"):
+            client.get_instance("wfi_1")
+    finally:
+        await client._async.close()
+        client._loop.close()
