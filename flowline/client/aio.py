@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 import aiohttp
 
 from flowline.client import operations as ops
-from flowline.client.errors import TransportError, problem_error
+from flowline.client.errors import NotFound, TransportError, problem_error
 from flowline.client.models import (
     AgentActions,
     AgentPermissions,
@@ -188,8 +188,6 @@ class AsyncClient:
                                 timeout: float = 30.0, interval: float = 0.2) -> InstanceDetail:
         """Poll until `until(instance)` holds (default: the instance has finished); TimeoutError otherwise.
         A 404 while the read model has not seen the instance yet counts as "not yet"."""
-        from flowline.client.errors import NotFound
-
         check = until or (lambda i: i.finished)
         deadline = time.monotonic() + timeout
         last: InstanceDetail | None = None
