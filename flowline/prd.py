@@ -137,11 +137,12 @@ class ApprovalManager:
             raise NotFound(404, {"detail": f"no approval request {request_id}"})
         return _request(detail, step)
 
-    async def _decide(self, action: str, request_id: str, approver: Who, reason: str) -> ApprovalDecision:
+    async def _decide(self, action: str, request_id: str, approver: Who, reason: str,
+                      idempotency_key: str | None) -> ApprovalDecision:
         instance_id, number = split_request_id(request_id)
         who = _as(self.client, approver)
         send = who.approve if action == "approve" else who.reject
-        detail = await send(instance_id, number, reason or None, wait=True)
+        detail = await send(instance_id, number, reason or None, wait=True, idempotency_key=idempotency_key)
         if isinstance(detail, CommandAccepted):  # the read model was slow: read it once more
             detail = await who.wait_for_instance(instance_id, lambda i: any(
                 t.command_id == detail.command_id for t in i.timeline))
@@ -150,12 +151,15 @@ class ApprovalManager:
                                 approver=entry.actor.id if entry else "", action=action, reason=reason,
                                 timestamp=entry.at if entry else None, instance_status=detail.status)
 
-    async def approve(self, request_id: str, approver: Who = None, reason: str = "") -> ApprovalDecision:
-        """Approve as `approver`; `Conflict` with the engine's reason if it may not."""
-        return await self._decide("approve", request_id, approver, reason)
+    async def approve(self, request_id: str, approver: Who = None, reason: str = "", *,
+                      idempotency_key: str | None = None) -> ApprovalDecision:
+        """Approve as `approver`; `Conflict` with the engine's reason if it may not. With
+        `idempotency_key`, a retried call returns the first decision instead of a duplicate's rejection."""
+        return await self._decide("approve", request_id, approver, reason, idempotency_key)
 
-    async def reject(self, request_id: str, approver: Who = None, reason: str = "") -> ApprovalDecision:
-        return await self._decide("reject", request_id, approver, reason)
+    async def reject(self, request_id: str, approver: Who = None, reason: str = "", *,
+                     idempotency_key: str | None = None) -> ApprovalDecision:
+        return await self._decide("reject", request_id, approver, reason, idempotency_key)
 
     async def escalate(self, request_id: str, new_approvers: Any, *, by: Who = None, reason: str = "",
                        timeout_hours: float | None = None) -> ApprovalRequest:

@@ -52,9 +52,12 @@ async def test_sdk_drives_procurement_from_a_transfer_event_to_completion(sdk):
             await approvals.approve(request.request_id, MANAGER, "I am not the CFO")
         assert "not among the approvers" in refused.value.detail
 
-        decision = await approvals.approve(request.request_id, CFO, "within Q3 budget")
+        key = f"cfo-{uuid.uuid4().hex}"
+        decision = await approvals.approve(request.request_id, CFO, "within Q3 budget", idempotency_key=key)
         assert (decision.action, decision.approver, decision.reason) == ("approve", "alice-cfo", "within Q3 budget")
         assert decision.decision_id and decision.timestamp is not None
+        retried = await approvals.approve(request.request_id, CFO, "within Q3 budget", idempotency_key=key)
+        assert retried.decision_id == decision.decision_id  # the stored answer, not a duplicate's rejection
         assert await approvals.check_quorum(request.request_id)
 
         await viewer.wait_for_instance(instance_id, lambda i: i.current_step == 3 and
