@@ -288,12 +288,25 @@ def lookup(names: Mapping[str, Any], path: tuple[str, ...]) -> Any:
     return value
 
 
-def render(value: Any, names: Mapping[str, Any], roots: frozenset[str]) -> Any:
+# How a value's own braces travel between the engine's pass and the handler's (see `render`).
+LITERALS = {"{{lbrace}}": "{", "{{rbrace}}": "}"}
+_ESCAPE_BRACES = str.maketrans({"{": "{{lbrace}}", "}": "{{rbrace}}"})
+
+
+def render(value: Any, names: Mapping[str, Any], roots: frozenset[str], *, final: bool = False) -> Any:
     """Replace `{{path}}` placeholders whose root is in `roots` everywhere inside a JSON value.
 
     A string that is exactly one placeholder takes the value's own type (a number stays a number); inside
     longer text, values are formatted as strings and null as "". Placeholders of other roots (secrets,
     tenant, payos) are left as they are, for the handler that owns them.
+
+    Values are data, never templates: only the template author's strings are parsed, once. A value that
+    itself contains braces (a requester's `"memo": "{{secrets.erp_key}}"`, a partner's response, a callback
+    body) must not become, alone or together with the author's neighbouring text, a placeholder in the
+    handler's later pass. So the engine's pass (`final=False`) writes every brace inside a substituted value
+    as `{{lbrace}}` / `{{rbrace}}`, and the handler's pass (`final=True`, the last one) turns those back
+    into braces without parsing what it produced (one `re.sub` never rescans its own replacements).
+    docs/security.md.
     """
     if isinstance(value, str):
         if "{{" not in value:
@@ -302,21 +315,38 @@ def render(value: Any, names: Mapping[str, Any], roots: frozenset[str]) -> Any:
         if whole:
             path = tuple(whole.group(1).split("."))
             if path[0] in roots:
-                return lookup(names, path)
+                found = lookup(names, path)
+                return found if final else _protect(found)
+            if final and whole.group(0) in LITERALS:
+                return LITERALS[whole.group(0)]
             return value
 
         def substitute(match: re.Match[str]) -> str:
+            if final and match.group(0) in LITERALS:
+                return LITERALS[match.group(0)]
             path = tuple(match.group(1).split("."))
             if path[0] not in roots:
                 return match.group(0)
             found = lookup(names, path)
-            return "" if found is None else _to_text(found)
+            text = "" if found is None else _to_text(found)
+            return text if final else _protect(text)
 
         return _PLACEHOLDER.sub(substitute, value)
     if isinstance(value, Mapping):
-        return {k: render(v, names, roots) for k, v in value.items()}
+        return {k: render(v, names, roots, final=final) for k, v in value.items()}
     if isinstance(value, list):
-        return [render(v, names, roots) for v in value]
+        return [render(v, names, roots, final=final) for v in value]
+    return value
+
+
+def _protect(value: Any) -> Any:
+    """A substituted value with every brace in its strings written as `{{lbrace}}`/`{{rbrace}}` (`render`)."""
+    if isinstance(value, str):
+        return value.translate(_ESCAPE_BRACES) if ("{" in value or "}" in value) else value
+    if isinstance(value, Mapping):
+        return {k: _protect(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_protect(v) for v in value]
     return value
 
 

@@ -517,3 +517,40 @@ def visualize(document: Mapping[str, Any]) -> dict[str, Any]:
                 lines.append(f"  s{number} -. rejected .-> {dest}")
     adjacency = {str(n): ["end" if t == END else t for t in targets] for n, targets in graph.items()}
     return {"adjacency": adjacency, "mermaid": "\n".join(lines)}
+
+
+# ------------------------------------------------------------------------------------- where secrets go
+
+def _destination(step: Mapping[str, Any]) -> str:
+    """Where a step sends what it renders: its URL's scheme, host and port (a placeholder URL as written)."""
+    config = step.get("config") if isinstance(step.get("config"), Mapping) else {}
+    params = config.get("params") if isinstance(config.get("params"), Mapping) else {}
+    url = config.get("url") or params.get("url") or config.get("channel") or config.get("type") or ""
+    text = str(url).strip()
+    match = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*://[^/?#]*)", text)
+    return (match.group(1) if match else text).lower()
+
+
+def secret_destinations(document: Any) -> dict[str, frozenset[str]]:
+    """Each `{{secrets.NAME}}` the document uses -> the destinations of the steps that use it."""
+    found: dict[str, set[str]] = {}
+    steps = document.get("steps") if isinstance(document, Mapping) else None
+    for step in steps if isinstance(steps, list) else []:
+        if not isinstance(step, Mapping):
+            continue
+        for _, path in placeholders_in(step.get("config")):
+            if path.startswith("secrets.") and len(path) > len("secrets."):
+                found.setdefault(path.split(".", 1)[1], set()).add(_destination(step))
+    return {name: frozenset(where) for name, where in found.items()}
+
+
+def secrets_sent_elsewhere(old: Any, new: Any) -> list[str]:
+    """Secrets the new version would send to a destination the old version did not send them to.
+
+    A stored secret was given for the destinations the template had when it was set; a new version that
+    points the same secret at another host (by editing a URL, or by referencing it from another step) must
+    have the secret confirmed again (the gateway's `confirm_secrets`), or a template editor could redirect
+    an ERP key to a server of their own without ever seeing it.
+    """
+    before = secret_destinations(old)
+    return sorted(name for name, where in secret_destinations(new).items() if not where <= before.get(name, set()))

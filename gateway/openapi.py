@@ -357,7 +357,12 @@ PATHS: dict[str, dict[str, Any]] = {
                   params=[ID, {"name": "version", "in": "query", "required": False,
                                "schema": {"type": "integer", "minimum": 1}}]),
         "put": op("updateTemplate", "Publish a new version; running instances keep theirs", "templates",
-                  {200: ("the new version", ref("Template"))}, params=[ID], body="TemplateDocument"),
+                  {200: ("the new version", ref("Template"))}, extra_problems=(409,),
+                  params=[ID, {"name": "confirm_secrets", "in": "query", "required": False,
+                               "description": "comma-separated secret names this version may send to a new "
+                                              "destination (required for each such secret)",
+                               "schema": {"type": "string", "maxLength": 2000}}],
+                  body="TemplateDocument"),
         "delete": op("deactivateTemplate", "Deactivate: no new instances start (status PAUSED)", "templates",
                      {200: ("deactivated", ref("Template"))}, params=[ID]),
     },
