@@ -20,6 +20,7 @@ from core import commands as cmd
 from core import events as ev
 from core.approvers import describe
 from core.effects import StepRequest
+from core.payments import trigger_refusal
 from core.recorder import Recorder
 from core.state import InstanceState
 from core.steps import action, approval, condition, external, notification, wait
@@ -122,6 +123,12 @@ def _start_instance(rec: Recorder, command: cmd.StartInstance) -> None:
             reason=f"Expected template {command.template_id} v{command.template_version}, but was given "
                    f"{template.template_id} v{template.version}",
         ))
+        return
+    refusal = trigger_refusal(command.trigger)
+    if refusal:
+        rec.events.append(ev.CommandRejected(
+            instance_id=command.instance_id, seq=0, at=rec.now, command_id=command.command_id,
+            command_type="StartInstance", reason=f"Expected trigger facts an instance can start on, but {refusal}"))
         return
     rec.emit(ev.InstanceStarted, template_id=template.template_id, template_version=template.version,
              tenant_id=command.tenant_id, template_name=template.name, trigger=command.trigger,
@@ -383,7 +390,7 @@ def blocking(state: InstanceState, template: CompiledTemplate) -> dict[str, Any]
         "waiting_for": current.awaiting.value or None,
     }
     if current.awaiting in (Awaiting.APPROVAL, Awaiting.REVIEW):
-        approvals = sum(1 for v in current.votes if v.decision == "approve")
+        approvals = sum(1 for v in current.counted_votes if v.decision == "approve")
         info.update(approvers=current.approvers, approvals=approvals,
                     remaining=max(current.required - approvals, 0),
                     decided_by=[v.actor_id for v in current.votes])
