@@ -111,9 +111,11 @@ SCHEMAS: dict[str, Any] = {
     "AdvanceInput": {"type": "object", "additionalProperties": False, "required": ["action"],
                      "properties": {"action": {"type": "string", "enum": ["proceed_if_ready"]}}},
     "EscalateInput": {
-        "type": "object", "additionalProperties": False, "required": ["approvers"],
+        "type": "object", "additionalProperties": False,
         "properties": {
-            "approvers": {"description": "who decides now: {type: role|user|agent, value} or a list of them",
+            "approvers": {"description": "optional; if given, must be the template's escalation target "
+                                         "(on_timeout.approvers or escalate_to): the caller never chooses who "
+                                         "decides next",
                           "oneOf": [{"$ref": "#/components/schemas/ApproverSpec"},
                                     {"type": "array", "minItems": 1, "maxItems": 50,
                                      "items": {"$ref": "#/components/schemas/ApproverSpec"}}]},
