@@ -24,6 +24,7 @@ from core.payments import trigger_refusal
 from core.recorder import Recorder
 from core.state import InstanceState
 from core.steps import action, approval, condition, external, notification, wait
+from core.steps.failure import fail_attempt
 from core.template import CompiledTemplate, Target
 from core.types import Awaiting, StepType, TaskStatus, WorkflowStatus
 
@@ -61,7 +62,11 @@ def decide(state: InstanceState | None, command: cmd.Command, template: Compiled
     if state is None:
         if isinstance(command, cmd.StartInstance):
             _start_instance(rec, command)
-            _run(rec)
+            try:
+                _run(rec)
+            except Exception as exc:
+                return fail_on_error(None, command, template, now,
+                                     f"error while starting: {type(exc).__name__}: {exc}")
             return Decision(rec.state, rec.events, rec.effects)
         return Decision(None, [ev.CommandRejected(
             instance_id=command.instance_id, seq=0, at=now, command_id=command.command_id,
@@ -76,9 +81,64 @@ def decide(state: InstanceState | None, command: cmd.Command, template: Compiled
     if refusal:
         rec.reject(refusal)
         return Decision(rec.state, rec.events, rec.effects)
-    HANDLERS[type(command)](rec, command)
-    _run(rec)
+    handler = HANDLERS[type(command)]
+    try:
+        handler(rec, command)
+        _run(rec)
+    except Exception as exc:
+        return fail_on_error(state, command, template, now, f"error while deciding {type(command).__name__}: "
+                                                            f"{type(exc).__name__}: {exc}")
     return Decision(rec.state, rec.events, rec.effects)
+
+
+MAX_REASON_CHARS = 1000
+
+
+def fail_on_error(state: InstanceState | None, command: cmd.Command, template: CompiledTemplate, now: int,
+                  reason: str) -> Decision:
+    """An error while deciding one instance fails that instance; it never makes the instance vanish.
+
+    The decision is made again from the state before the command: the current step fails (its retry policy
+    is skipped, its `on_failure` applies: skip, human review, or failing the instance), with the error in the
+    audit trail. If even that raises, the instance fails outright. A start that errs still starts the
+    instance first, so it exists and says why it failed. The engine calls this too, as its last resort for
+    an error outside `decide` (streams/processor.py).
+    """
+    reason = reason if len(reason) <= MAX_REASON_CHARS else reason[:MAX_REASON_CHARS] + "..."
+    try:
+        rec = _restarted(state, command, template, now)
+        if rec.state is None:
+            return Decision(None, rec.events, rec.effects)
+        instance = rec.instance
+        current = instance.current
+        if instance.status is WorkflowStatus.ACTIVE and current is not None:
+            number = instance.current_step
+            step = rec.template.step(number)
+            if current.status is TaskStatus.PENDING:
+                rec.emit(ev.StepStarted, step=number, name=step.spec.name, type=step.spec.type.value,
+                         attempt=current.attempt + 1)
+            if rec.step_state(number).status is TaskStatus.IN_PROGRESS:
+                fail_attempt(rec, step, reason, retryable=False)
+                _run(rec)
+                return Decision(rec.state, rec.events, rec.effects)
+    except Exception:
+        pass
+    rec = _restarted(state, command, template, now)
+    if rec.state is None:
+        return Decision(None, rec.events, rec.effects)
+    if rec.instance.is_terminal:
+        rec.reject(reason)
+    else:
+        rec.emit(ev.InstanceFailed, step=rec.instance.current_step, reason=reason)
+    return Decision(rec.state, rec.events, rec.effects)
+
+
+def _restarted(state: InstanceState | None, command: cmd.Command, template: CompiledTemplate,
+               now: int) -> Recorder:
+    rec = Recorder(state=state, command=command, template=template, now=now)
+    if state is None and isinstance(command, cmd.StartInstance):
+        _start_instance(rec, command)
+    return rec
 
 
 def _expire(state: InstanceState, command: cmd.ExpireInstance, rec: Recorder) -> Decision:

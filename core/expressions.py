@@ -29,7 +29,16 @@ import simpleeval
 ALLOWED_ROOTS = frozenset({"trigger", "steps", "response", "instance", "now", "context"})
 JSON_CONSTANTS = {"true": True, "false": False, "null": None}
 MAX_DEPTH = 50  # nesting of the syntax tree; the evaluator recurses once (or more) per level
-MAX_SEQUENCE_LENGTH = 100_000  # longest string or list a multiplication may build
+MAX_SEQUENCE_LENGTH = 100_000  # longest string or list an operator may build (repetition, concatenation)
+MAX_INT_BITS = 4096  # largest integer an operator may build (about 1,233 digits)
+MAX_STEPS = 10_000  # syntax nodes one evaluation may visit
+MAX_ERROR_CHARS = 500  # an error message carries at most this much of a value into events and logs
+
+# The cost budget of one evaluation (docs/security.md, "Expressions"): every operator's result is bounded in
+# size (MAX_SEQUENCE_LENGTH, MAX_INT_BITS), every evaluation in steps (MAX_STEPS), and the `%` formatting
+# of strings (widths like "%0400000000d", names looked up in a mapping) is refused, at validation when the
+# left operand is a literal, at evaluation otherwise. Deterministic (no clock): the same expression and
+# data always cost the same, so a replayed decision decides the same.
 
 
 class ExpressionError(ValueError):
@@ -61,12 +70,36 @@ def _not_in(item: Any, container: Any) -> bool:
     return not _contains(container, item)
 
 
+def _bounded(result: Any) -> Any:
+    if isinstance(result, str | list | tuple) and len(result) > MAX_SEQUENCE_LENGTH:
+        raise ValueError(f"the result would exceed {MAX_SEQUENCE_LENGTH} items")
+    if isinstance(result, int) and not isinstance(result, bool) and result.bit_length() > MAX_INT_BITS:
+        raise ValueError(f"the result would exceed {MAX_INT_BITS} bits")
+    return result
+
+
 def _multiply(a: Any, b: Any) -> Any:
-    # "x" * 10**9 would build a gigabyte inside the engine: refuse repetitions past a sane length
+    # "x" * 10**9 would build a gigabyte inside the engine: refuse repetitions past a sane length first
     for seq, times in ((a, b), (b, a)):
         if isinstance(seq, str | list | tuple) and isinstance(times, int) and len(seq) * times > MAX_SEQUENCE_LENGTH:
             raise ValueError(f"repeating a sequence would exceed {MAX_SEQUENCE_LENGTH} items")
+    if isinstance(a, int) and isinstance(b, int) and a.bit_length() + b.bit_length() > MAX_INT_BITS + 1:
+        raise ValueError(f"the result would exceed {MAX_INT_BITS} bits")
     return a * b
+
+
+def _add(a: Any, b: Any) -> Any:
+    if isinstance(a, str | list | tuple) and isinstance(b, str | list | tuple) \
+            and len(a) + len(b) > MAX_SEQUENCE_LENGTH:
+        raise ValueError(f"the result would exceed {MAX_SEQUENCE_LENGTH} items")
+    return _bounded(a + b)
+
+
+def _modulo(a: Any, b: Any) -> Any:
+    if isinstance(a, str | bytes):
+        # "%0400000000d" % 1 allocates 400 MB; "%(x)s" % trigger reaches into a mapping: no string formatting
+        raise ValueError("the % operator formats strings, which expressions do not allow")
+    return _bounded(a % b)
 
 
 def _arith(fn):
@@ -79,12 +112,12 @@ def _arith(fn):
 
 
 _OPERATORS = {
-    ast.Add: _arith(op.add),
-    ast.Sub: _arith(op.sub),
+    ast.Add: _arith(_add),
+    ast.Sub: _arith(lambda a, b: _bounded(a - b)),
     ast.Mult: _arith(_multiply),
     ast.Div: _arith(op.truediv),
     ast.FloorDiv: _arith(op.floordiv),
-    ast.Mod: _arith(op.mod),
+    ast.Mod: _arith(_modulo),
     ast.Eq: op.eq,
     ast.NotEq: op.ne,
     ast.Gt: _null_safe(op.gt),
@@ -134,6 +167,13 @@ class _JsonEvaluator(simpleeval.EvalWithCompoundTypes):
 
     def __init__(self) -> None:
         super().__init__(operators=dict(_OPERATORS), functions=dict(_FUNCTIONS), names={})
+        self.steps = 0
+
+    def _eval(self, node: ast.AST) -> Any:
+        self.steps += 1
+        if self.steps > MAX_STEPS:
+            raise ValueError(f"the expression took more than {MAX_STEPS} steps")
+        return super()._eval(node)
 
     def _check_disallowed_items(self, item: Any) -> None:
         # Values come from decoded JSON (no callables or modules can hide inside); only a function
@@ -189,12 +229,15 @@ class Expression:
     roots: frozenset[str] = frozenset()
 
     def evaluate(self, names: Mapping[str, Any]) -> Any:
+        """The value, or ExpressionError: nothing else ever escapes (an error fails the step, not the engine)."""
         evaluator = _EVALUATOR
         evaluator.names = names
+        evaluator.steps = 0
         try:
             return evaluator._eval(self.tree)
-        except (ArithmeticError, TypeError, ValueError, RecursionError, simpleeval.InvalidExpression) as exc:
-            raise ExpressionError(f"{self.source!r} failed: {exc}") from None
+        except Exception as exc:
+            detail = f"{type(exc).__name__}: {exc}" if isinstance(exc, LookupError | AttributeError) else str(exc)
+            raise ExpressionError(_clip(f"{self.source!r} failed: {detail}")) from None
         finally:
             evaluator.names = {}
 
@@ -203,6 +246,10 @@ class Expression:
 
 
 _EVALUATOR = _JsonEvaluator()
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= MAX_ERROR_CHARS else text[:MAX_ERROR_CHARS] + f"... ({len(text)} characters)"
 
 
 def compile_expression(source: str, *, roots: frozenset[str] = ALLOWED_ROOTS) -> Expression:
@@ -233,6 +280,9 @@ def compile_expression(source: str, *, roots: frozenset[str] = ALLOWED_ROOTS) ->
                 )
             if node.keywords:
                 raise ExpressionError(f"{source!r}: keyword arguments are not allowed")
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Mod) and isinstance(node.left, ast.Constant) \
+                and isinstance(node.left.value, str):
+            raise ExpressionError(f"{source!r} formats a string with %, which expressions do not allow")
     for node in ast.walk(tree):
         if isinstance(node, ast.Name) and not _is_call_target(tree, node):
             if node.id in JSON_CONSTANTS:

@@ -16,6 +16,7 @@ from core.approvers import SPEC_TYPES, spec_list
 from core.expressions import ExpressionError, check_placeholder, compile_expression, placeholders_in
 from core.quorum import committee_members, parse_level
 from core.retry import ON_FAILURE_CHOICES
+from core.steps.wait import MIN_POLL_SECONDS
 from core.template import DEFAULT_TARGETS, TARGET_KEYS, TargetError, parse_target, parse_trigger_type, step_key
 from core.types import ApprovalLevel, StepType, TriggerType
 
@@ -31,16 +32,17 @@ ON_TIMEOUT_CHOICES = ("fail", "auto_approve", "auto_reject", "escalate", "contin
 HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD")
 CRON = re.compile(r"^\s*(\S+\s+){4,5}\S+\s*$")  # five fields, or six with seconds last (croniter)
 MAX_STEPS = 100
+EVALUATION_FAILURE_CHOICES = ("fail_workflow", "skip")
 
 STEP_CONFIG_KEYS: dict[StepType, frozenset[str]] = {
-    StepType.CONDITION: frozenset({"expression", "if_true", "if_false"}),
+    StepType.CONDITION: frozenset({"expression", "if_true", "if_false", "on_failure"}),
     StepType.APPROVAL: frozenset({"approvers", "level", "quorum", "timeout_hours", "on_timeout", "escalate_to",
                                   "on_reject", "description"}),
     StepType.ACTION: frozenset({"action", "params", "retry_config", "on_failure", "failure_notification",
                                 "timeout_seconds", "success_condition", "review_approvers",
                                 "review_timeout_hours"}),
     StepType.WAIT: frozenset({"until", "duration_seconds", "duration_minutes", "duration_hours", "condition",
-                              "poll_interval_seconds", "timeout_hours", "on_timeout"}),
+                              "poll_interval_seconds", "timeout_hours", "on_timeout", "on_failure"}),
     StepType.NOTIFICATION: frozenset({"channel", "type", "url", "headers", "body", "to", "subject", "text",
                                       "retry_config", "on_failure", "timeout_seconds", "secret_name",
                                       "review_approvers", "review_timeout_hours", "failure_notification"}),
@@ -256,6 +258,15 @@ def _check_condition_step(problems: _Problems, cp: str, config: Mapping[str, Any
         problems.add(f"{cp}/expression", "a condition step needs an expression, e.g. 'trigger.amount <= 1000'")
     else:
         _expression(problems, f"{cp}/expression", config["expression"])
+    _check_evaluation_failure(problems, cp, config)
+
+
+def _check_evaluation_failure(problems: _Problems, cp: str, config: Mapping[str, Any]) -> None:
+    """A condition or wait step whose expression fails to evaluate fails; `on_failure` says what then."""
+    choice = config.get("on_failure")
+    if choice is not None and choice not in EVALUATION_FAILURE_CHOICES:
+        problems.add(f"{cp}/on_failure", f"a {'condition' if 'expression' in config else 'wait'} step's on_failure "
+                                         f"is one of {', '.join(EVALUATION_FAILURE_CHOICES)}")
 
 
 def _check_approvers(problems: _Problems, pointer: str, approvers: Any) -> None:
@@ -364,7 +375,12 @@ def _check_wait_step(problems: _Problems, cp: str, config: Mapping[str, Any], ac
     mode = modes[0]
     if mode == "condition":
         _expression(problems, f"{cp}/condition", config["condition"])
-        _positive_number(problems, f"{cp}/poll_interval_seconds", config.get("poll_interval_seconds"))
+        poll = config.get("poll_interval_seconds")
+        _positive_number(problems, f"{cp}/poll_interval_seconds", poll)
+        if isinstance(poll, int | float) and not isinstance(poll, bool) and 0 < poll < MIN_POLL_SECONDS:
+            problems.add(f"{cp}/poll_interval_seconds", f"poll_interval_seconds must be at least {MIN_POLL_SECONDS} "
+                                                         "(a tighter poll re-evaluates for every tenant's cost)")
+        _check_evaluation_failure(problems, cp, config)
     elif mode == "until":
         from core.steps.wait import parse_time_ms
 
