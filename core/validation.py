@@ -24,7 +24,8 @@ KNOWN_ACTIONS = frozenset({"execute_transfer", "simulate_transfer", "http_reques
 CONDITION_OPS = frozenset({"eq", "ne", "gt", "gte", "lt", "lte", "in", "not_in", "contains", "exists",
                            "starts_with"})
 TOP_LEVEL_KEYS = frozenset({"name", "description", "trigger_type", "trigger_config", "steps", "status",
-                            "metadata"})
+                            "metadata", "settings"})
+SETTINGS = {"separation_of_duties": bool}  # core/template.py Template.settings: what each one means
 STEP_KEYS = frozenset({"type", "name", "id", "config", "description"})
 # `callback` (url, token) is filled in by the external handler in async mode.
 PLACEHOLDER_ROOTS = frozenset({"trigger", "steps", "instance", "secrets", "tenant", "payos", "callback"})
@@ -80,6 +81,7 @@ def validate_template(document: Any, *, known_actions: Iterable[str] = KNOWN_ACT
     for key in document:
         if key not in TOP_LEVEL_KEYS:
             problems.add(f"/{key}", f"unknown field {key!r}; allowed: {', '.join(sorted(TOP_LEVEL_KEYS))}")
+    _check_settings(problems, document.get("settings"))
     name = document.get("name")
     if not isinstance(name, str) or not name.strip():
         problems.add("/name", "name is required and must be a non-empty string")
@@ -107,6 +109,20 @@ def validate_template(document: Any, *, known_actions: Iterable[str] = KNOWN_ACT
     if not any(p.pointer.startswith("/steps/") for p in problems.items):
         _check_graph(problems, steps, names)
     return problems.items
+
+
+def _check_settings(problems: _Problems, settings: Any) -> None:
+    if settings is None:
+        return
+    if not isinstance(settings, Mapping):
+        problems.add("/settings", "settings must be an object, e.g. {\"separation_of_duties\": true}")
+        return
+    for key, value in settings.items():
+        kind = SETTINGS.get(key)
+        if kind is None:
+            problems.add(f"/settings/{key}", f"unknown setting {key!r}; settings are: {', '.join(SETTINGS)}")
+        elif not isinstance(value, kind):
+            problems.add(f"/settings/{key}", f"{key} must be true or false")
 
 
 def _step_type(step: Mapping[str, Any]) -> StepType | None:

@@ -52,6 +52,9 @@ SCHEMAS: dict[str, Any] = {
             "steps": {"type": "array", "minItems": 1, "items": ref("Step")},
             "status": {"type": "string", "enum": ["ACTIVE", "DRAFT", "PAUSED"]},
             "metadata": {"type": "object"},
+            "settings": {"type": "object", "additionalProperties": False, "properties": {
+                "separation_of_duties": {"type": "boolean", "default": True,
+                                         "description": "whoever started an instance may not approve it"}}},
         },
     },
     "Step": {

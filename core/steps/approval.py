@@ -74,7 +74,8 @@ def on_decision(rec: Recorder, step: CompiledStep, cmd: RecordDecision) -> None:
         return
     trigger = rec.instance.trigger if isinstance(rec.instance.trigger, dict) else {}
     why_not = refusal(cmd.actor, state.approvers, step_name=step.spec.name, amount=trigger.get("amount"),
-                      initiator=rec.instance.initiated_by)
+                      initiator=rec.instance.initiated_by,
+                      separation_of_duties=rec.template.template.separation_of_duties)
     if why_not:
         rec.reject(why_not)
         return

@@ -209,3 +209,43 @@ def test_no_sequence_approves_with_fewer_eligible_distinct_approvers_than_the_le
     for e in counted:
         role = approvers_now["value"]
         assert role in e.actor.roles or e.actor.id == "agent_ok", (e.actor, approvers_now)
+
+
+class TestSeparationOfDutiesSetting:
+    """Issue 9.8: the rule is a documented per-template setting, on unless a template turns it off."""
+
+    def test_it_is_on_by_default_for_humans_and_agents(self):
+        bot = agent("agent_7", "cfo", max_amount=10_000)
+        for initiator in (ALICE, bot):
+            h = started(step("SINGLE"), initiated_by=initiator)
+            h.approve(1, initiator)
+            assert "started this instance and cannot approve it" in h.last_rejection
+
+    def test_a_template_may_turn_it_off(self):
+        bot = agent("agent_7", "cfo", max_amount=10_000)
+        doc = workflow(step("SINGLE"), PAY)
+        doc["settings"] = {"separation_of_duties": False}
+        h = Harness(doc)
+        h.start({"amount": 5}, initiated_by=bot)
+        h.approve(1, bot)
+        assert h.step_status(1) is TaskStatus.APPROVED
+
+    def test_turning_it_off_does_not_let_anyone_vote_twice_or_outside_the_approvers(self):
+        doc = workflow(step("DUAL"), PAY)
+        doc["settings"] = {"separation_of_duties": False}
+        h = Harness(doc)
+        h.start({"amount": 5}, initiated_by=ALICE)
+        h.approve(1, ALICE)
+        h.approve(1, ALICE)
+        assert "already decided" in h.last_rejection
+        h.approve(1, BOB)
+        assert "not among the approvers" in h.last_rejection
+
+    def test_validation_knows_the_setting(self):
+        from core.validation import validate_template
+
+        doc = workflow(step("SINGLE"))
+        assert validate_template({**doc, "settings": {"separation_of_duties": False}}) == []
+        assert validate_template({**doc, "settings": {"separation_of_duties": "no"}})[0].pointer == \
+            "/settings/separation_of_duties"
+        assert validate_template({**doc, "settings": {"self_approval": True}})[0].pointer == "/settings/self_approval"
