@@ -184,9 +184,10 @@ class PaymentSimulator:
         partitions = await transfers._client.fetch_all_metadata()  # partitions_for_topic reads only a cache
         tps = [TopicPartition(self.transfers_topic, p)
                for p in sorted(partitions.partitions_for_topic(self.transfers_topic) or ())]
-        transfers.assign(tps)
-        await transfers.seek_to_beginning(*tps)
-        self._transfers = transfers
+        if tps:  # no trigger topic (an installation without transfers): nothing to learn
+            transfers.assign(tps)
+            await transfers.seek_to_beginning(*tps)
+            self._transfers = transfers
         await self._read_transfers(to_end=True)
         self.ready.set()
         log.info("payment simulator (development tool) answering %s; ledger %s", self.commands_topic, self.ledger)
