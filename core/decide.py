@@ -342,7 +342,10 @@ def retry_failed(state: InstanceState, command: cmd.RetryStep, template: Compile
         rec.reject(f"Expected a retry of failed step {state.current_step}, but got step {command.step}")
     else:
         rec.emit(ev.StepRetried, step=command.step, actor=command.actor)
-        _run(rec)
+        try:
+            _run(rec)
+        except Exception as exc:  # the instance stays FAILED; the rejection says why the retry could not run
+            return fail_on_error(state, command, template, now, f"error while retrying: {type(exc).__name__}: {exc}")
     return Decision(rec.state, rec.events, rec.effects)
 
 

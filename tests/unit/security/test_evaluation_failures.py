@@ -111,3 +111,10 @@ class TestAnErrorWhileDecidingFailsTheInstance:
         h.fire_due_timers(HOUR)
         assert h.status is WorkflowStatus.FAILED
         assert "error while deciding FireTimer" in h.state.failure
+
+    def test_a_retry_that_errs_leaves_the_instance_failed_with_the_reason(self):
+        h = Harness(workflow({"type": "wait", "name": "W", "config": {"duration_seconds": "soon"}}, NOTICE))
+        h.start({})
+        h.retry(1)
+        assert h.status is WorkflowStatus.FAILED
+        assert "error while retrying" in h.last_rejection
