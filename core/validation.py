@@ -20,7 +20,7 @@ from core.steps.wait import MIN_POLL_SECONDS
 from core.template import DEFAULT_TARGETS, TARGET_KEYS, TargetError, parse_target, parse_trigger_type, step_key
 from core.types import ApprovalLevel, StepType, TriggerType
 
-KNOWN_ACTIONS = frozenset({"execute_transfer", "simulate_transfer", "http_request"})
+KNOWN_ACTIONS = frozenset({"execute_transfer", "simulate_transfer", "lookup_transfer", "http_request"})
 CONDITION_OPS = frozenset({"eq", "ne", "gt", "gte", "lt", "lte", "in", "not_in", "contains", "exists",
                            "starts_with"})
 TOP_LEVEL_KEYS = frozenset({"name", "description", "trigger_type", "trigger_config", "steps", "status",

@@ -9,6 +9,8 @@
 - `execute_transfer` first looks the transfer up (`lookup_transfer` on the same topics) and pays only the
   payment system's own record, at its amount, when the instance's facts agree with it and no other
   instance executed it (core/payments.py); `simulate_transfer` moves no money and is sent as it is.
+- `lookup_transfer`: the payment system's record of a transfer as the step's output (route on verified
+  facts: `steps.<key>.amount`).
 - `http_request`: call a configured HTTP endpoint (`params.url`, `method`, `headers`, `body`) through the
   SSRF-guarded client; a 2xx succeeds, 408/429/5xx are retryable failures, other statuses are not.
 
@@ -239,6 +241,31 @@ async def _verified_transfer(gateway: PaymentGateway, request: StepRequest, key:
     return {**params, "transfer_id": transfer_id, "amount": record.get("amount"), "currency": record.get("currency")}
 
 
+def lookup_adapter(gateway: PaymentGateway) -> Adapter:
+    """`lookup_transfer`: the payment system's record of `params.transfer_id` as the step's output, so a
+    template can route on verified facts (`steps.<key>.amount`) instead of a requester's claim."""
+
+    async def run(request: StepRequest, params: Mapping[str, Any], timeout: float) -> ActionOutcome:
+        transfer_id = params.get("transfer_id")
+        if not isinstance(transfer_id, str) or not transfer_id:
+            return ActionOutcome(False, error="lookup_transfer needs params.transfer_id", retryable=False)
+        command = PaymentCommand(idempotency_key=f"lookup:{request.request_id}:{uuid.uuid4().hex}",
+                                 action=LOOKUP_TRANSFER, tenant_id=request.tenant_id,
+                                 params={"transfer_id": transfer_id}, requested_at=int(time.time() * 1000))
+        try:
+            found = await gateway.submit(command, timeout)
+        except TimeoutError:
+            return ActionOutcome(False, error=f"no lookup_transfer result within {timeout:g} s", retryable=True)
+        record = found.output if isinstance(found.output, Mapping) else None
+        if found.status != "succeeded" or record is None \
+                or record.get("tenant_id") not in ("", None, request.tenant_id):
+            return ActionOutcome(False, error=f"transfer {transfer_id} is unknown to the payment system",
+                                 retryable=False)
+        return ActionOutcome(True, output=dict(record))
+
+    return run
+
+
 # ------------------------------------------------------------------------------------------------ http
 
 def http_adapter(http: SafeHttpClient) -> Adapter:
@@ -298,5 +325,6 @@ def default_adapters(gateway: PaymentGateway, http: SafeHttpClient) -> dict[str,
     return {
         "execute_transfer": payment_adapter(gateway, "execute_transfer"),
         "simulate_transfer": payment_adapter(gateway, "simulate_transfer"),
+        LOOKUP_TRANSFER: lookup_adapter(gateway),
         "http_request": http_adapter(http),
     }

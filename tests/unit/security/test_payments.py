@@ -145,3 +145,21 @@ def test_sane_amounts_start(amount):
     h = Harness(CFO_UNLESS_SMALL)
     h.start({"id": "tr_small", "amount": amount})
     assert h.state is not None
+
+
+async def test_a_template_can_route_on_the_payment_systems_facts_instead_of_the_requesters():
+    verified = workflow(
+        {"type": "action", "name": "Verify transfer", "config": {
+            "action": "lookup_transfer", "params": {"transfer_id": "{{trigger.id}}"}}},
+        {"type": "condition", "name": "Small?", "config": {
+            "expression": "steps.verify_transfer.amount <= 1000", "if_true": "skip_to:Pay", "if_false": "continue"}},
+        {"type": "approval", "name": "CFO", "config": {"approvers": {"type": "role", "value": "cfo"}}},
+        {"type": "action", "name": "Pay", "config": {"action": "execute_transfer",
+                                                     "params": {"transfer_id": "{{trigger.id}}"}}})
+    gateway = payments()
+    h = Harness(verified)
+    h.start({"id": "tr_REAL_5M_TRANSFER", "amount": 1}, initiated_by=human("mallory", "requester"))
+    h.send(await handler(gateway).handle(h.requests_for(1)[-1]))
+    assert h.step(1).output["amount"] == 5_000_000
+    assert h.current_step == 3  # the CFO step is not skipped: the record says 5,000,000
+    assert gateway.executed == {}
