@@ -249,3 +249,58 @@ class TestSeparationOfDutiesSetting:
         assert validate_template({**doc, "settings": {"separation_of_duties": "no"}})[0].pointer == \
             "/settings/separation_of_duties"
         assert validate_template({**doc, "settings": {"self_approval": True}})[0].pointer == "/settings/self_approval"
+
+
+class TestAChangeOfTemplate:
+    def test_votes_after_a_new_version_are_judged_by_the_instances_own_version(self):
+        from core.decide import decide
+        from tests.unit.harness import compiled
+
+        h = started(step("DUAL"))
+        h.approve(1, ALICE)
+        loosened = compiled(workflow(step("SINGLE", approvers=FM), PAY), version=2)  # a later, laxer version
+        from core.commands import RecordDecision
+
+        decision = decide(h.state, RecordDecision(command_id="c_v2", instance_id=h.instance_id, step=1,
+                                                  decision="approve", actor=BOB), loosened, h.now)
+        assert decision.rejected and "Expected template tpl_test v1" in decision.events[0].reason
+        h.approve(1, BOB)
+        assert "not among the approvers" in h.last_rejection
+        h.approve(1, CAROL)
+        assert h.step_status(1) is TaskStatus.APPROVED
+
+
+MEMBERS = [human(f"m{i}") for i in range(1, 5)]
+BOARD = [human(f"b{i}") for i in range(1, 5)]
+COMMITTEE_PEOPLE = [*MEMBERS, *BOARD, ADMIN]
+
+
+@settings(max_examples=300, deadline=None)
+@given(quorum=st.integers(1, 3), moves=st.lists(st.tuples(
+    st.sampled_from(["approve", "reject", "escalate", "timeout"]), st.sampled_from(range(len(COMMITTEE_PEOPLE)))),
+    max_size=16))
+def test_no_committee_sequence_approves_without_a_quorum_of_the_members_in_charge(quorum, moves):
+    members = {"type": "user", "value": [m.id for m in MEMBERS[:3]]}
+    board = {"type": "user", "value": [b.id for b in BOARD[:3]]}
+    h = started({"type": "approval", "name": "Committee", "config": {
+        "approvers": members, "level": "COMMITTEE", "quorum": quorum, "timeout_hours": 1,
+        "on_timeout": {"action": "escalate", "approvers": board, "max_escalations": 2, "then": "fail"}}})
+    for move, who in moves:
+        if h.state is None or h.step(1).status is not TaskStatus.IN_PROGRESS:
+            break
+        actor = COMMITTEE_PEOPLE[who]
+        if move in ("approve", "reject"):
+            h.decide_step(1, actor, move)
+        elif move == "timeout":
+            h.fire_due_timers(HOUR)
+        else:
+            escalate(h, actor)
+    approved = h.events_of(ev.StepApproved)
+    if not approved:
+        return
+    boundary = max((e.seq for e in h.events if isinstance(e, ev.ApprovalEscalated)), default=0)
+    in_charge = board if boundary else members
+    by = approved[0].approved_by
+    assert len(set(by)) == len(by) >= quorum
+    assert set(by) <= set(in_charge["value"])
+    assert all(e.seq > boundary for e in h.events if isinstance(e, ev.DecisionRecorded) and e.actor.id in by)
