@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from core.signing import refuse_development_keys
 from deploy import topics
+from store.secrets import DEV_KEY as DEV_SECRETS_KEY
 
 DEV_CALLBACK_KEY = "flowline-development-callback-key"  # dev stack only; set FLOWLINE_CALLBACK_KEY elsewhere
 
@@ -29,6 +31,12 @@ class GatewaySettings:
     replay_window_seconds: int = field(default_factory=lambda: int(_env("FLOWLINE_REPLAY_WINDOW_SECONDS", "300")))
     projector_group: str = field(default_factory=lambda: _env("FLOWLINE_PROJECTOR_GROUP", "flowline-projector"))
     db_pool_size: int = field(default_factory=lambda: int(_env("FLOWLINE_GATEWAY_DB_POOL", "8")))
+
+    def __post_init__(self) -> None:
+        secrets_key = _env("FLOWLINE_SECRETS_KEY", DEV_SECRETS_KEY)
+        refuse_development_keys(_env("FLOWLINE_PROFILE", "dev"),
+                                {"FLOWLINE_CALLBACK_KEY": self.callback_key == DEV_CALLBACK_KEY.encode(),
+                                 "FLOWLINE_SECRETS_KEY": secrets_key == DEV_SECRETS_KEY})
 
     def topic(self, name: str) -> str:
         return self.topic_prefix + name
