@@ -21,6 +21,7 @@ from aiohttp import web
 
 from core import commands as cmd
 from core.actors import ApprovalLimits
+from core.payments import trigger_refusal
 from core.signing import callback_token, verify_payload
 from core.triggers import instance_id_for, start_command_id
 from gateway.app import Call, json_response
@@ -275,6 +276,9 @@ async def trigger(call: Call) -> web.Response:
         if claimed != me.id:
             raise Problem(422, f"agent_context.agent_id must be the calling agent ({me.id})",
                           pointer="/agent_context/agent_id")
+    refusal = trigger_refusal(body.get("trigger_data"))  # core/payments.py: the requester states no absurd amount
+    if refusal:
+        raise Problem(422, refusal, pointer="/trigger_data/amount")
     # Keys are the caller's own (issue 10.7): another principal's identical key must start its own instance.
     source_key = f"{me.id}\x00{call.idempotency_key}" if call.idempotency_key else uuid.uuid4().hex
     instance_id = instance_id_for(template["id"], "manual:" + source_key)
@@ -333,7 +337,7 @@ async def escalate(call: Call) -> web.Response:
     body = call.body
     command = cmd.EscalateApproval(
         command_id=command_id_for(call), instance_id=instance["id"], issued_at=now_ms(), step=step,
-        approvers=body["approvers"], actor=me.actor(), reason=body.get("reason", ""),
+        approvers=body.get("approvers"), actor=me.actor(), reason=body.get("reason", ""),
         timeout_hours=float(body.get("timeout_hours") or 0))
     return await _answer(call, command, me.tenant_id)
 

@@ -52,6 +52,9 @@ SCHEMAS: dict[str, Any] = {
             "steps": {"type": "array", "minItems": 1, "items": ref("Step")},
             "status": {"type": "string", "enum": ["ACTIVE", "DRAFT", "PAUSED"]},
             "metadata": {"type": "object"},
+            "settings": {"type": "object", "additionalProperties": False, "properties": {
+                "separation_of_duties": {"type": "boolean", "default": True,
+                                         "description": "whoever started an instance may not approve it"}}},
         },
     },
     "Step": {
@@ -111,9 +114,11 @@ SCHEMAS: dict[str, Any] = {
     "AdvanceInput": {"type": "object", "additionalProperties": False, "required": ["action"],
                      "properties": {"action": {"type": "string", "enum": ["proceed_if_ready"]}}},
     "EscalateInput": {
-        "type": "object", "additionalProperties": False, "required": ["approvers"],
+        "type": "object", "additionalProperties": False,
         "properties": {
-            "approvers": {"description": "who decides now: {type: role|user|agent, value} or a list of them",
+            "approvers": {"description": "optional; if given, must be the template's escalation target "
+                                         "(on_timeout.approvers or escalate_to): the caller never chooses who "
+                                         "decides next",
                           "oneOf": [{"$ref": "#/components/schemas/ApproverSpec"},
                                     {"type": "array", "minItems": 1, "maxItems": 50,
                                      "items": {"$ref": "#/components/schemas/ApproverSpec"}}]},
@@ -360,7 +365,12 @@ PATHS: dict[str, dict[str, Any]] = {
                   params=[ID, {"name": "version", "in": "query", "required": False,
                                "schema": {"type": "integer", "minimum": 1}}]),
         "put": op("updateTemplate", "Publish a new version; running instances keep theirs", "templates",
-                  {200: ("the new version", ref("Template"))}, params=[ID], body="TemplateDocument"),
+                  {200: ("the new version", ref("Template"))}, extra_problems=(409,),
+                  params=[ID, {"name": "confirm_secrets", "in": "query", "required": False,
+                               "description": "comma-separated secret names this version may send to a new "
+                                              "destination (required for each such secret)",
+                               "schema": {"type": "string", "maxLength": 2000}}],
+                  body="TemplateDocument"),
         "delete": op("deactivateTemplate", "Deactivate: no new instances start (status PAUSED)", "templates",
                      {200: ("deactivated", ref("Template"))}, params=[ID]),
     },

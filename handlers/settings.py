@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core.signing import refuse_development_keys
 from deploy import topics
 from handlers.http import AllowedDestination
 
@@ -63,6 +64,10 @@ class HandlerSettings:
     @classmethod
     def from_env(cls, kind: str, env: Mapping[str, str] | None = None) -> HandlerSettings:
         e = os.environ if env is None else env
+        refuse_development_keys(e.get("FLOWLINE_PROFILE", "dev"), {
+            "FLOWLINE_CALLBACK_KEY": e.get("FLOWLINE_CALLBACK_KEY", DEV_CALLBACK_KEY) == DEV_CALLBACK_KEY,
+            "FLOWLINE_WEBHOOK_SIGNING_KEY":
+                e.get("FLOWLINE_WEBHOOK_SIGNING_KEY", DEV_WEBHOOK_SIGNING_KEY) == DEV_WEBHOOK_SIGNING_KEY})
         public_url = e.get("FLOWLINE_PUBLIC_URL") or f"http://127.0.0.1:{e.get('FLOWLINE_GATEWAY_PORT', '8700')}"
         return cls(
             bootstrap_servers=e.get("FLOWLINE_KAFKA_BOOTSTRAP", "127.0.0.1:19092"),
