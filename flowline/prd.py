@@ -161,9 +161,11 @@ class ApprovalManager:
                      idempotency_key: str | None = None) -> ApprovalDecision:
         return await self._decide("reject", request_id, approver, reason, idempotency_key)
 
-    async def escalate(self, request_id: str, new_approvers: Any, *, by: Who = None, reason: str = "",
+    async def escalate(self, request_id: str, new_approvers: Any = None, *, by: Who = None, reason: str = "",
                        timeout_hours: float | None = None) -> ApprovalRequest:
-        """Hand the waiting approval to `new_approvers` now (its approvers or a workflow_admin may)."""
+        """Hand the waiting approval to the template's escalation target now (a step approver who has not
+        voted, or a workflow_admin, may). `new_approvers`, if given, must equal that target: the engine
+        refuses any other, so an approver can never choose who counts next (docs/security.md)."""
         instance_id, number = split_request_id(request_id)
         await _as(self.client, by).escalate(instance_id, number, new_approvers, reason=reason or None,
                                             timeout_hours=timeout_hours, wait=True)

@@ -216,7 +216,7 @@ class AsyncClient:
         return await self.call(ops.reject(instance_id, step, reasoning, agent_signature=agent_signature, wait=wait,
                                           idempotency_key=idempotency_key))
 
-    async def escalate(self, instance_id: str, step: int, approvers: Any, *, reason: str | None = None,
+    async def escalate(self, instance_id: str, step: int, approvers: Any = None, *, reason: str | None = None,
                        timeout_hours: float | None = None, wait: bool = False,
                        idempotency_key: str | None = None) -> CommandResult:
         return await self.call(ops.escalate(instance_id, step, approvers, reason=reason, timeout_hours=timeout_hours,

@@ -188,7 +188,7 @@ def reject(instance_id: str, step: int, reasoning: str | None = None, *, agent_s
                              idempotency_key=idempotency_key)
 
 
-def escalate(instance_id: str, step: int, approvers: Any, *, reason: str | None = None,
+def escalate(instance_id: str, step: int, approvers: Any = None, *, reason: str | None = None,
              timeout_hours: float | None = None, wait: bool = False,
              idempotency_key: str | None = None) -> Call[CommandResult]:
     body = _without_none(approvers=approvers, reason=reason, timeout_hours=timeout_hours)

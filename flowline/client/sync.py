@@ -163,7 +163,7 @@ class Client:
         return self._run(self._async.reject(instance_id, step, reasoning, agent_signature=agent_signature,
                                             wait=wait, idempotency_key=idempotency_key))
 
-    def escalate(self, instance_id: str, step: int, approvers: Any, *, reason: str | None = None,
+    def escalate(self, instance_id: str, step: int, approvers: Any = None, *, reason: str | None = None,
                  timeout_hours: float | None = None, wait: bool = False,
                  idempotency_key: str | None = None) -> CommandResult:
         return self._run(self._async.escalate(instance_id, step, approvers, reason=reason,

@@ -44,18 +44,24 @@ async def test_a_run_waiting_for_a_callback_is_paused_resumed_and_completed_by_a
     assert result["status"] == "COMPLETED" and result["steps"][0]["status"] == "COMPLETED"
 
 
-async def test_an_approval_is_escalated_then_the_instance_cancelled(sdk):
+async def test_an_approval_is_escalated_to_the_templates_target_then_the_instance_cancelled(sdk):
+    run = uuid.uuid4().hex[:8]
     async with sdk.client(ADMIN) as admin:
+        template = await admin.create_template({
+            "name": f"Escalating approval {run}", "trigger_type": "manual", "trigger_config": {},
+            "steps": [{"type": "approval", "name": "CFO Approval",
+                       "config": {"approvers": {"type": "role", "value": "cfo"},
+                                  "escalate_to": {"type": "role", "value": "finance_manager"}}}]})
+        await sdk.world.engine_knows(template.id)
         approvals = ApprovalManager(admin)
-        request = await approvals.create_request("wf_procurement_approval", REQUESTER,
-                                                 trigger_data={"id": "tr_esc", "amount": 2500},
-                                                 request_key=f"escalate-{uuid.uuid4().hex}")
+        request = await approvals.create_request(template.id, REQUESTER, trigger_data={"id": f"tr_{run}"},
+                                                 request_key=f"escalate-{run}")
         assert request.request_id not in [r.request_id for r in await approvals.get_pending_approvals(MANAGER)]
-        escalated = await approvals.escalate(request.request_id, {"type": "role", "value": "finance_manager"},
-                                             by=CFO, reason="CFO on leave")
+        # the escalation goes where the template says; the CFO does not choose who counts next
+        escalated = await approvals.escalate(request.request_id, by=CFO, reason="CFO on leave")
         assert escalated.approvers == {"type": "role", "value": "finance_manager"}
         assert request.request_id in [r.request_id for r in await approvals.get_pending_approvals(MANAGER)]
         cancelled = await admin.with_token(OPERATOR).cancel(request.workflow_id, "order withdrawn", wait=True)
     assert cancelled.status == "CANCELLED"
     [escalation] = [t for t in cancelled.timeline if t.event_type == "ApprovalEscalated"]
-    assert escalation.step == 2 and escalation.details["approvers"] == {"type": "role", "value": "finance_manager"}
+    assert escalation.step == 1 and escalation.details["approvers"] == {"type": "role", "value": "finance_manager"}
