@@ -1,8 +1,8 @@
 """Development seed: principals and API tokens of two demo tenants, the five built-in templates for tenant
 "acme" (in PostgreSQL and on `workflow.templates`), and a demo agent permission. Idempotent: run it again
 and nothing is duplicated (templates are re-published at their current version, which the compacted topic
-absorbs; a template already seeded keeps the status it has now). `deploy/stack up` runs it after the
-processes start; `flowline seed` runs it alone.
+absorbs; a template already seeded keeps the status it has now, unless the built-ins are asked for
+ACTIVE). `deploy/stack up` runs it after the processes start; `flowline seed` runs it alone.
 
 The built-ins are seeded INACTIVE (status PAUSED) unless FLOWLINE_SEED_BUILTINS=active: a newcomer who
 follows the epic and creates its procurement template must get one instance per transfer, not a second
@@ -99,9 +99,11 @@ async def seed(database_url: str, bootstrap: str, topic_prefix: str = "", status
                 tid = template_id(name)
                 trigger = parse_trigger_type(document.get("trigger_type", "manual"))
                 await conn.execute(
+                    # Inactive never re-pauses a template someone activated; active (asked for) activates.
                     """INSERT INTO workflow_templates (id, tenant_id, name, description, trigger_type, status,
                            current_version, created_by) VALUES ($1, $2, $3, $4, $5, $6, 1, 'seed')
-                       ON CONFLICT (id) DO NOTHING""",
+                       ON CONFLICT (id) DO UPDATE SET status = 'ACTIVE', updated_at = now()
+                       WHERE EXCLUDED.status = 'ACTIVE' AND workflow_templates.status <> 'ACTIVE'""",
                     tid, TENANT, document["name"], document.get("description", ""),
                     trigger.value if trigger else "MANUAL", status)
                 await conn.execute(
@@ -138,8 +140,8 @@ def print_builtins(status: str | None = None) -> None:
         return
     print(f"built-in templates of tenant {TENANT!r} seeded INACTIVE (status PAUSED), so only templates you create "
           f"match events: {names}")
-    print("  activate one: PUT its document back to /v1/workflows/templates/<id> (see README), or start the stack "
-          "with FLOWLINE_SEED_BUILTINS=active on a fresh state dir")
+    print("  activate one: PUT its document back to /v1/workflows/templates/<id> (docs/api.md), or all: "
+          "FLOWLINE_SEED_BUILTINS=active deploy/stack up")
 
 
 def print_tokens(tokens: dict[str, str]) -> None:

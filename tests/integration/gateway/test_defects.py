@@ -538,6 +538,16 @@ async def test_following_the_epic_on_a_seeded_stack_starts_one_instance_per_tran
         await engine.wait_until(lambda: started(), message="an instance of the newcomer's template")
         await asyncio.sleep(1.0)  # the matcher starts every match of one event in one transaction
         assert [e.template_id for e in started()] == ["wft_newcomer_procurement"]
+        # asked for explicitly (FLOWLINE_SEED_BUILTINS=active), a second seed activates them; inactive never
+        # re-pauses
+        await seed.seed(url, engine.bootstrap, engine.prefix, status="ACTIVE")
+        await seed.seed(url, engine.bootstrap, engine.prefix, status="PAUSED")
+        conn = await asyncpg.connect(url)
+        try:
+            statuses = {r["id"]: r["status"] for r in await conn.fetch("SELECT id, status FROM workflow_templates")}
+        finally:
+            await conn.close()
+        assert statuses == {seed.template_id(n): "ACTIVE" for n in seed.BUILTIN_NAMES}
     finally:
         await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         await admin.close()
