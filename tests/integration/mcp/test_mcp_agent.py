@@ -6,6 +6,7 @@ human finishes. Every call goes through the gateway with the agent's token."""
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
@@ -109,7 +110,9 @@ async def test_tool_list_and_schemas(connect: Connect, mcp_world: McpWorld):
         assert mcp_world.template_id in [t["id"] for t in listed["templates"]]
 
 
-async def test_agent_approves_within_its_limit_to_completion(connect: Connect, mcp_world: McpWorld):
+async def test_agent_approves_within_its_limit_to_completion(connect: Connect, mcp_world: McpWorld,
+                                                              caplog: pytest.LogCaptureFixture):
+    caplog.set_level(logging.INFO, logger="flowline.gateway.audit")
     w = mcp_world
     conversation = f"conv-{uuid.uuid4().hex[:8]}"
     instance_id = await start_and_pass_the_cfo(w, connect, 2500, conversation)
@@ -131,6 +134,12 @@ async def test_agent_approves_within_its_limit_to_completion(connect: Connect, m
             f"Invoice matches the PO; within my limit [conversation {conversation}]") in trail
     assert done.initiated_by.id == w.intake_id and done.initiated_by.kind == "agent"
     assert done.step(3).approved_by_agent_id == w.approver_id
+    audit = [r.getMessage() for r in caplog.records if r.name == "flowline.gateway.audit"]
+    for line in (f"POST /v1/workflows/instances principal={w.intake_id} kind=agent conversation={conversation} "
+                 "client=flowline-mcp/",
+                 f"POST /v1/workflows/instances/{instance_id}/steps/3/approve principal={w.approver_id} kind=agent "
+                 f"conversation={conversation} client=flowline-mcp/"):
+        assert any(m.startswith(line) for m in audit), (line, audit)
 
 
 async def test_agent_above_its_limit_gets_a_tool_error_and_a_human_finishes(connect: Connect, mcp_world: McpWorld):
