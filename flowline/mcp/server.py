@@ -16,6 +16,7 @@ conversation id also goes where the API records it (`agent_context.conversation_
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import os
 import time
@@ -68,8 +69,9 @@ READ = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_h
 WRITE = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=False)
 DECIDE = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=False, open_world_hint=False)
 
-InstanceId = Annotated[str, Field(min_length=1, max_length=200, description="Instance id, e.g. 'wi_3f2a...' "
-                                  "(from flowline_list_my_pending_approvals or flowline_start_workflow)")]
+InstanceId = Annotated[str, Field(min_length=1, max_length=200, description="Instance id, e.g. "
+                                  "'wfi_5d41402abc4b2a76b9719d911017' (from flowline_list_my_pending_approvals or "
+                                  "flowline_start_workflow)")]
 TemplateId = Annotated[str, Field(min_length=1, max_length=200,
                                   description="Template id, e.g. 'wf_procurement_approval' (flowline_list_templates)")]
 StepNumber = Annotated[int, Field(ge=1, le=100, description="1-based step number, e.g. 3 (the 'step' of a pending "
@@ -244,6 +246,12 @@ def build_server(settings: McpSettings) -> MCPServer:
     server = MCPServer("flowline", title="Flowline workflows", version=VERSION, instructions=INSTRUCTIONS,
                        website_url=settings.url)
 
+    def tool(annotations: ToolAnnotations, title: str):
+        """`server.tool` with the docstring dedented as the description (the model reads it verbatim)."""
+        def register(fn):
+            return server.tool(annotations=annotations, title=title, description=inspect.cleandoc(fn.__doc__))(fn)
+        return register
+
     # ------------------------------------------------------------------------------------------ plumbing
     def token_of(ctx: Context) -> str:
         authorization = _header(ctx, "Authorization")
@@ -311,7 +319,7 @@ def build_server(settings: McpSettings) -> MCPServer:
         return f"{reasoning} [conversation {conversation}]"
 
     # ------------------------------------------------------------------------------------------ reads
-    @server.tool(annotations=READ, title="List workflow templates")
+    @tool(READ, "List workflow templates")
     async def flowline_list_templates(
             ctx: Context,
             status: Annotated[Literal["ACTIVE", "DRAFT", "PAUSED"] | None,
@@ -326,7 +334,7 @@ def build_server(settings: McpSettings) -> MCPServer:
                                                        trigger_type=t.trigger_type, description=t.description)
                                        for t in page.items], next_cursor=page.next_cursor)
 
-    @server.tool(annotations=READ, title="Describe a template in words")
+    @tool(READ, "Describe a template in words")
     async def flowline_describe_template(
             ctx: Context, template_id: TemplateId,
             version: Annotated[int | None, Field(ge=1, description="A version; default: the current one")] = None,
@@ -342,7 +350,7 @@ def build_server(settings: McpSettings) -> MCPServer:
                                    steps_in_words=[words.describe_step(i, s) for i, s in enumerate(steps, start=1)],
                                    text=words.describe_template(template.raw), document=template.document)
 
-    @server.tool(annotations=READ, title="Get an instance and who blocks it")
+    @tool(READ, "Get an instance and who blocks it")
     async def flowline_get_instance(
             ctx: Context, instance_id: InstanceId,
             detail: Annotated[bool, Field(description="Also return the whole audit trail (timeline)")] = False,
@@ -354,7 +362,7 @@ def build_server(settings: McpSettings) -> MCPServer:
         data = await gateway(ctx, f"get instance {instance_id}", lambda fl: fl.get_instance(instance_id))
         return instance_view(data.raw, detail)
 
-    @server.tool(annotations=READ, title="List my pending approvals")
+    @tool(READ, "List my pending approvals")
     async def flowline_list_my_pending_approvals(
             ctx: Context,
             limit: Annotated[int, Field(ge=1, le=100, description="Most items to return, oldest request first")] = 20,
@@ -370,7 +378,7 @@ def build_server(settings: McpSettings) -> MCPServer:
                    for p in items]
         return PendingList(pending=pending, count=len(pending))
 
-    @server.tool(annotations=READ, title="List what I may do on an instance")
+    @tool(READ, "List what I may do on an instance")
     async def flowline_list_available_actions(ctx: Context, instance_id: InstanceId) -> ActionList:
         """List exactly what you may do on this instance right now (computed by Flowline for your token), each
         with the tool that does it. Call it before deciding a step. An action that is not listed would be
@@ -387,7 +395,7 @@ def build_server(settings: McpSettings) -> MCPServer:
         return ActionList(instance_id=answer.instance_id, actor={"id": answer.actor.id, "kind": answer.actor.kind},
                           actions=actions, note=note)
 
-    @server.tool(annotations=READ, title="Explain why an action was refused")
+    @tool(READ, "Explain why an action was refused")
     async def flowline_explain_refusal(
             ctx: Context,
             instance_id: Annotated[str | None, Field(description="Also read this instance's audit trail for the "
@@ -416,7 +424,7 @@ def build_server(settings: McpSettings) -> MCPServer:
 
     # ------------------------------------------------------------------------------------------ writes
     if not settings.read_only:
-        @server.tool(annotations=WRITE, title="Start a workflow")
+        @tool(WRITE, "Start a workflow")
         async def flowline_start_workflow(
                 ctx: Context, template_id: TemplateId,
                 intent: Annotated[str, Field(min_length=3, max_length=500, description="Why you start it, e.g. "
@@ -447,7 +455,7 @@ def build_server(settings: McpSettings) -> MCPServer:
                 wait=True, idempotency_key=idempotency_key), conversation)
             return outcome(result, conversation)
 
-        @server.tool(annotations=DECIDE, title="Approve a step")
+        @tool(DECIDE, "Approve a step")
         async def flowline_approve_step(
                 ctx: Context, instance_id: InstanceId, step: StepNumber, reasoning: Reasoning,
                 agent_signature: Signature = None, conversation_id: ConversationId = None,
@@ -460,7 +468,7 @@ def build_server(settings: McpSettings) -> MCPServer:
             return await decide(ctx, "approve", instance_id, step, reasoning, agent_signature, conversation_id,
                                 idempotency_key)
 
-        @server.tool(annotations=DECIDE, title="Reject a step")
+        @tool(DECIDE, "Reject a step")
         async def flowline_reject_step(
                 ctx: Context, instance_id: InstanceId, step: StepNumber, reasoning: Reasoning,
                 agent_signature: Signature = None, conversation_id: ConversationId = None,
@@ -471,7 +479,7 @@ def build_server(settings: McpSettings) -> MCPServer:
             return await decide(ctx, "reject", instance_id, step, reasoning, agent_signature, conversation_id,
                                 idempotency_key)
 
-        @server.tool(annotations=WRITE, title="Advance an instance")
+        @tool(WRITE, "Advance an instance")
         async def flowline_advance_instance(
                 ctx: Context, instance_id: InstanceId, conversation_id: ConversationId = None,
                 idempotency_key: IdempotencyKey = None) -> CommandOutcome:
@@ -483,7 +491,7 @@ def build_server(settings: McpSettings) -> MCPServer:
                 instance_id, wait=True, idempotency_key=idempotency_key), conversation)
             return outcome(result, conversation)
 
-        @server.tool(annotations=WRITE, title="Complete an external step")
+        @tool(WRITE, "Complete an external step")
         async def flowline_complete_external_step(
                 ctx: Context, instance_id: InstanceId, step: StepNumber,
                 status: Annotated[Literal["completed", "failed"], Field(description="How the external work ended")],
