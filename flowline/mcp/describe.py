@@ -209,7 +209,8 @@ def explain_refusals(instance: Mapping[str, Any], limit: int = 3) -> list[str]:
         actor: Mapping[str, Any] = entry.get("actor") or {}
         command = details.get("command_type") or "a command"
         step = f" on step {entry['step']}" if entry.get("step") else ""
-        who = f" by {actor.get('kind', '')} {actor.get('id', '')}".rstrip() if actor.get("id") else ""
+        # the engine records its refusals as the system; only a named human or agent says who tried
+        who = f" by {actor.get('kind', '')} {actor['id']}" if actor.get("id") and actor.get("kind") != "system" else ""
         reason = entry.get("reasoning") or details.get("reason") or "no reason recorded"
         out.append(f"{entry.get('at') or ''} {command}{step}{who} was refused: {reason}".strip())
     return out

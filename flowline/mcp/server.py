@@ -403,8 +403,8 @@ def build_server(settings: McpSettings) -> MCPServer:
     ) -> RefusalExplanation:
         """Explain in words why your last Flowline call through this server was refused (its problem document:
         status, title, detail, pointer) and, given an instance_id, the engine's latest refusals recorded on
-        that instance (e.g. 'RecordDecision on step 3 by agent agent_456 was refused: amount 2500 is above the
-        agent's limit 1000'). Use it after a tool error before telling the user what happened."""
+        that instance (e.g. 'RecordDecision was refused: amount 2500 is above agent_456's approval limit of
+        1000'). Use it after a tool error before telling the user what happened."""
         last = state.last_error(token_of(ctx))
         refusals: list[str] = []
         if instance_id:
@@ -414,7 +414,7 @@ def build_server(settings: McpSettings) -> MCPServer:
         if last:
             parts.append(f"Your last refused call ({last['operation']}) got {last['status']} {last['title']}: "
                          f"{last['detail']}" + (f" (pointer {last['pointer']})" if last.get("pointer") else "") + ". "
-                         + words.NEXT_STEP.get(last["status"], ""))
+                         + words.NEXT_STEP.get(last["status"], "").capitalize())
         if refusals:
             parts.append("The engine refused on this instance: " + "; ".join(refusals))
         if not parts:
@@ -463,8 +463,9 @@ def build_server(settings: McpSettings) -> MCPServer:
             """Approve an approval step that waits for you, with your reasoning (recorded in the audit trail with
             your agent id and this conversation). The engine checks your approval limits (max_amount, step_names)
             and the step's approvers: a refusal comes back as a tool error naming the rule (e.g. '409 Command
-            rejected: ... amount 2500 above the agent's limit 1000'); then do not retry, tell the user a human
-            must decide. On success the result says where the instance stands now."""
+            rejected: the engine rejected the command: amount 2500 is above agent_456's approval limit of 1000');
+            then do not retry, tell the user a human must decide. On success the result says where the instance
+            stands now."""
             return await decide(ctx, "approve", instance_id, step, reasoning, agent_signature, conversation_id,
                                 idempotency_key)
 

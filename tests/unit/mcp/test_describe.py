@@ -76,7 +76,8 @@ def test_refusals_from_the_timeline_newest_first():
         {"event_type": "InstanceStarted", "seq": 1},
         {"event_type": "CommandRejected", "step": 3, "reasoning": "first",
          "details": {"command_type": "RecordDecision"}, "actor": {"id": "a1", "kind": "agent"}, "at": "t1"},
-        {"event_type": "CommandRejected", "step": 3, "reasoning": "second", "details": {}, "actor": {}, "at": "t2"},
+        {"event_type": "CommandRejected", "step": 3, "reasoning": "second", "details": {},
+         "actor": {"id": "flowline", "kind": "system"}, "at": "t2"},  # the engine records refusals as the system
     ]}
     assert words.explain_refusals(instance) == ["t2 a command on step 3 was refused: second",
                                                 "t1 RecordDecision on step 3 by agent a1 was refused: first"]
