@@ -35,7 +35,7 @@ from pydantic import BaseModel, Field
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from flowline.client import AsyncClient, FlowlineError
+from flowline.client import AsyncClient, CommandAccepted, FlowlineError
 from flowline.client import operations as ops
 from flowline.client.errors import ApiError, Unauthorized
 from flowline.mcp import describe as words
@@ -308,8 +308,8 @@ def build_server(settings: McpSettings) -> MCPServer:
 
     def outcome(result: Any, conversation: str) -> CommandOutcome:
         raw = result.raw
-        if "command_id" in raw and "status" in raw and raw.get("status") == "accepted":
-            return CommandOutcome(instance_id=raw["instance_id"], applied=False, command_id=raw["command_id"],
+        if isinstance(result, CommandAccepted):  # the read model did not show the effect within the gateway's wait
+            return CommandOutcome(instance_id=result.instance_id, applied=False, command_id=result.command_id,
                                   status=None, conversation_id=conversation)
         return CommandOutcome(instance_id=raw["id"], applied=True, status=raw.get("status"),
                               current_step=raw.get("current_step"), blocking_in_words=words.describe_blocking(raw),
