@@ -37,6 +37,8 @@ from gateway.settings import GatewaySettings
 from schemas.codec import Codec
 
 log = logging.getLogger("flowline.gateway")
+audit_log = logging.getLogger("flowline.gateway.audit")
+CONVERSATION_HEADER = "X-Flowline-Conversation-Id"
 
 REQUESTS = Counter("flowline_gateway_requests_total", "HTTP requests", ["operation", "status"])
 LATENCY = Histogram("flowline_gateway_request_seconds", "HTTP request latency", ["operation"])
@@ -188,6 +190,11 @@ def _endpoint(gateway: Gateway, operation: dict[str, Any], handler: HandlerFn) -
 
     async def _serve(request: web.Request) -> web.StreamResponse:
         principal = None if public else await gateway.auth.principal(request.headers.get("Authorization"))
+        conversation = request.headers.get(CONVERSATION_HEADER)
+        if conversation and principal is not None:  # agents' calls (flowline mcp): who, in which conversation
+            audit_log.info("%s %s principal=%s kind=%s conversation=%s client=%s", request.method, request.path,
+                           principal.id, principal.kind, conversation[:200],
+                           request.headers.get("User-Agent", "")[:100])
         raw = await _read_body(request, gateway.settings) if has_body else b""
         body = _parse_json(raw, request.content_type if raw.strip() else "") if has_body else None
         if has_body:
