@@ -19,7 +19,7 @@ from schemas.codec import Codec
 from streams.catalog import TemplateCatalog
 from streams.health import start_health_server
 from streams.matcher import TriggerMatcher
-from streams.processor import InstanceProcessor
+from streams.processor import InstanceProcessor, dead_letter
 from streams.settings import EngineSettings
 from streams.transactional import Outgoing, TransactionalWorker
 
@@ -44,7 +44,9 @@ class Engine:
         return TransactionalWorker(bootstrap_servers=s.bootstrap_servers, group_id=f"{s.app_id}-{role}",
                                    topics=topics, logic=logic, transactional_prefix=f"{s.app_id}-{role}",
                                    max_batch=s.max_batch, poll_timeout_ms=s.poll_timeout_ms, linger_ms=s.linger_ms,
-                                   role=role, session_timeout_ms=s.session_timeout_ms)
+                                   role=role, session_timeout_ms=s.session_timeout_ms,
+                                   dead_letter=lambda record, reason, error_type: dead_letter(
+                                       self.codec, self.settings.dlq_topic, record, reason, error_type, role))
 
     async def check_co_partitioning(self) -> None:
         """Commands, results and the state changelog must have one partition count, and the processor must

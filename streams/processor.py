@@ -23,8 +23,8 @@ from core.commands import Command, ExpireInstance, FireTimer, StartInstance
 from core.decide import decide
 from core.events import CommandRejected
 from core.state import InstanceState
+from schemas import dlq
 from schemas.codec import Codec, DecodeError
-from schemas.records import DlqRecord
 from streams import metrics
 from streams.catalog import TemplateCatalog
 from streams.settings import EngineSettings
@@ -41,11 +41,9 @@ def now_ms() -> int:
 
 
 def dead_letter(codec: Codec, topic: str, record, reason: str, error_type: str, consumer: str) -> Outgoing:
-    letter = DlqRecord(source_topic=record.topic, partition=record.partition, offset=record.offset, key=record.key,
-                       value=record.value or b"", reason=reason, error_type=error_type, failed_at=now_ms(),
-                       consumer=consumer)
+    """The dead letter of `record`, bounded in size (schemas/dlq.py) so that it can always be written."""
     metrics.DLQ_RECORDS.labels(consumer, error_type).inc()
-    return Outgoing(topic, record.key, codec.encode(letter))
+    return Outgoing(topic, dlq.letter_key(record), codec.encode(dlq.letter(record, reason, error_type, consumer)))
 
 
 class InstanceProcessor:
