@@ -381,11 +381,12 @@ class TransactionalWorker:
                 return FENCED
             except Exception:
                 log.warning("abort failed for partition %s", partition, exc_info=True)
-            if txn is not None and txn.state is not TransactionState.READY:
-                # e.g. FATAL_ERROR after the broker refused a record: this producer can begin no transaction
-                log.warning("the producer of partition %s is in state %s; a new one takes over", partition,
-                            txn.state.name)
-                self._broken.add(partition)
+            # A producer whose record the broker refused is in FATAL_ERROR, or its idempotent sequence numbers
+            # no longer match the broker's (OutOfOrderSequenceNumber for every later record): whatever the
+            # failure, a new producer with the same transactional id takes over before the next transaction.
+            log.info("the producer of partition %s (state %s) is replaced after a failed transaction", partition,
+                     txn.state.name if txn is not None else "-")
+            self._broken.add(partition)
             return Outcome(error=exc)
         return COMMITTED
 
