@@ -126,7 +126,7 @@ def test_an_event_must_name_its_tenant_unless_its_topic_is_bound_to_one():
     assert tenant_of(anonymous, "payments.transfers", {"payments.transfers": "acme"}) == "acme"
     named = parse_transfer(CODEC, _transfer(tenant_id="globex"))
     assert tenant_of(named, "payments.transfers", {}) == "globex"
-    with pytest.raises(InvalidInput, match="names tenant 'globex', but topic payments.transfers is bound"):
+    with pytest.raises(InvalidInput, match=r"names tenant 'globex', but topic payments\.transfers is bound"):
         tenant_of(named, "payments.transfers", {"payments.transfers": "acme"})
 
 
