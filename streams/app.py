@@ -101,6 +101,7 @@ class Engine:
                 worker.stop()
             await asyncio.gather(*tasks, return_exceptions=True)
             await self.catalog.stop()
+            await self.processor.close()
 
     async def _schedules(self) -> None:
         producer = AIOKafkaProducer(bootstrap_servers=self.settings.bootstrap_servers, enable_idempotence=True)

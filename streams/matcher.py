@@ -263,7 +263,9 @@ class TriggerMatcher:
         await self.catalog.catch_up()
         templates = self.catalog.active()
         bound = self.settings.trigger_topic_tenants
-        for record in records:
+        for n, record in enumerate(records, 1):
+            if n % 100 == 0:
+                await asyncio.sleep(0)  # a long batch must not starve the group heartbeat
             topic = self.settings.unprefixed(record.topic)
             try:
                 event = parse_transfer(self.codec, record.value)

@@ -207,6 +207,7 @@ class TransactionalWorker:
         self._lock = asyncio.Lock()
         self._lanes: dict[int, Lane] = {}
         self._paused: set[TopicPartition] = set()
+        self.revocations = 0  # partitions taken away by rebalances (a burst must cause none)
         self._broken: set[int] = set()  # partitions whose producer could not abort: replaced before next use
         self._stopping = asyncio.Event()
         self.ready = asyncio.Event()
@@ -217,6 +218,9 @@ class TransactionalWorker:
             self.worker = worker
 
         async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+            if revoked:
+                metrics.REVOCATIONS.labels(self.worker.role).inc(len(revoked))
+                self.worker.revocations += len(revoked)
             await self.worker._revoke({tp.partition for tp in revoked})
 
         async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
