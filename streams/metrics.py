@@ -23,3 +23,5 @@ REUSED_PARTITIONS = Counter("flowline_engine_reused_partitions_total",
                             "Partitions taken back with their kept states (only the changelog delta read)")
 REVOCATIONS = Counter("flowline_engine_revocations_total", "Partitions revoked from this worker by a rebalance",
                       ["role"])
+LOOP_LAG = Histogram("flowline_engine_loop_lag_seconds", "How late the event loop woke up (heartbeats share it)",
+                     buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
