@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
 from collections.abc import Sequence
@@ -80,6 +81,10 @@ class InstanceProcessor:
                 index.track(state)
             self.states[partition] = states
             self.timers[partition] = index
+        # The restored states live as long as their partitions: keep them out of the cyclic collector's full
+        # passes, which otherwise scan every one of them and stalled the loop (and its heartbeat) for seconds
+        # (refcounting still frees them when they are replaced or dropped).
+        gc.freeze()
         self.reused_partitions += len(base)
         metrics.REUSED_PARTITIONS.inc(len(base))
         metrics.INSTANCES.set(sum(len(s) for s in self.states.values()))

@@ -5,8 +5,10 @@ each assigned partition it owns one transactional producer whose id names the pa
 (`<app>-<role>-p<N>`), so a worker that takes a partition over fences any zombie still writing for it
 (the per-partition fencing model of KIP-98). A batch of records from one partition is handed to a
 `PartitionLogic`; the records it returns, the consumed offsets and (for the engine) the state changelog
-go into one transaction. If the transaction fails, the logic is told to forget the batch and the consumer
-rewinds to the batch's first offsets, so nothing is half-applied.
+go into one transaction. If the transaction fails, the logic is told to forget the batch (nothing is
+half-applied) and the partition's lane keeps the records and retries them one at a time: an outage is
+waited out, and a record that cannot be committed is dead-lettered alone with the reason (see `Lane`).
+No failure drops a record.
 """
 
 from __future__ import annotations
@@ -362,8 +364,11 @@ class TransactionalWorker:
         try:
             producer = await self._producer(partition)
             await producer.begin_transaction()
-            sent = [await producer.send(out.topic, out.value, key=out.key, partition=out.partition)
-                    for out in outgoing]
+            sent = []
+            for n, out in enumerate(outgoing, 1):
+                sent.append(await producer.send(out.topic, out.value, key=out.key, partition=out.partition))
+                if n % 200 == 0:
+                    await asyncio.sleep(0)  # thousands of sends never suspend: let the heartbeat run
             # a record the broker refuses (too large for its topic, ...) fails only its own delivery future:
             # aiokafka would still commit the rest, the offsets with them, and the record would be gone
             await asyncio.gather(*sent)
@@ -395,13 +400,18 @@ class TransactionalWorker:
         return COMMITTED
 
     async def _producer(self, partition: int) -> AIOKafkaProducer:
-        """The partition's transactional producer; a new one (same id) after one that could not abort."""
+        """The partition's transactional producer; a new one (same id) after a failed transaction."""
         if partition in self._broken:
             old = self.producers[partition]
             with contextlib.suppress(Exception):
                 await old.stop()
             producer = self._new_producer(partition)
-            await producer.start()  # init_transactions: aborts what the old one left open
+            try:
+                await producer.start()  # init_transactions: aborts what the old one left open
+            except Exception:
+                with contextlib.suppress(Exception):
+                    await producer.stop()
+                raise
             self.producers[partition] = producer
             self._broken.discard(partition)
         return self.producers[partition]

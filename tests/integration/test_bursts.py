@@ -8,7 +8,9 @@ CI: 3,000 transfer events at once into one worker. Long variant (docs/performanc
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
+import time
 
 import pytest
 
@@ -39,6 +41,16 @@ async def test_a_burst_costs_no_membership_and_starts_every_instance_once(kafka_
         await world.wait_until(lambda: sum(len(w.producers) for e in engines for w in e.workers) == 12,
                                timeout=60, message="the workers share every partition")
         before = sum(w.revocations for e in engines for w in e.workers)
+        gc_pauses: list[float] = []
+        gc_started = [0.0]
+
+        def on_gc(phase: str, info: dict) -> None:
+            if phase == "start":
+                gc_started[0] = time.perf_counter()
+            elif info["generation"] == 2:
+                gc_pauses.append(time.perf_counter() - gc_started[0])
+
+        gc.callbacks.append(on_gc)
         for n in range(BURST):  # one burst: no waiting for acknowledgements until the end
             event = transfer(f"evt_burst_{n}", 50_000)
             await world.producer.send(world.topic(topics.PAYMENTS_TRANSFERS), world.codec.encode(event),
@@ -55,7 +67,9 @@ async def test_a_burst_costs_no_membership_and_starts_every_instance_once(kafka_
                                message=f"{BURST} instances waiting for approval")
         revoked = sum(w.revocations for e in engines for w in e.workers) - before
         starts = [sum(isinstance(e, ev.InstanceStarted) for e in world.events[instance(n)]) for n in range(BURST)]
+        gc.callbacks.remove(on_gc)
         lag = max(e.max_loop_lag for e in engines)
+        print(f"full garbage collections: {len(gc_pauses)}, longest {max(gc_pauses, default=0):.2f} s")
         print(f"burst of {BURST} into {WORKERS} worker(s): {revoked} partitions revoked, "
               f"longest loop stall {lag:.2f} s")
         assert revoked == 0, f"the burst cost {revoked} partition revocations"
