@@ -100,7 +100,7 @@ class TemplateCatalog:
     async def catch_up(self) -> None:
         """Read the topic up to its end as of now: every version published before this call is known after it.
 
-        This is what makes a template usable the moment the API answered for it (docs/adr/0006): the API
+        This is what makes a template usable the moment the API answered for it (docs/adr/0007): the API
         answers only after the broker acknowledged the version, and the matcher calls this before it matches
         a batch of events (each produced after that answer, so fetched after it). The common case costs
         one ListOffsets round trip and no lock: the follower has usually read everything already."""

@@ -259,7 +259,7 @@ class TriggerMatcher:
     async def process(self, partition: int, records: Sequence) -> BatchResult:
         out: list[Outgoing] = []
         # every template version the API has answered for before these events were produced is known after
-        # this (docs/adr/0006-a-template-matches-from-the-moment-the-api-answered.md)
+        # this (docs/adr/0007-a-template-matches-from-the-moment-the-api-answered.md)
         await self.catalog.catch_up()
         templates = self.catalog.active()
         bound = self.settings.trigger_topic_tenants

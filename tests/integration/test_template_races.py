@@ -1,4 +1,4 @@
-"""Issue 9.2: a template version is matched from the moment it was acknowledged (docs/adr/0006).
+"""Issue 9.2: a template version is matched from the moment it was acknowledged (docs/adr/0007).
 
 Each race publishes a template version the way the gateway does (acknowledged by the broker before the API
 answers) and at once produces an event that only it matches: it must start an instance. Then it
