@@ -81,5 +81,6 @@ async def test_a_huge_malformed_transfer_is_dead_lettered_truncated_and_the_next
     letter = world.dlq[0]
     assert letter.source_topic == world.topic(topics.PAYMENTS_TRANSFERS) and letter.offset == 0
     assert letter.value.startswith(b"{vvv") and len(letter.key) < 350_000
-    assert "not valid JSON" in letter.reason
+    assert "at most 262144 are accepted" in letter.reason
     assert "key 350000 bytes, value 650001 bytes" in letter.reason
+    assert f"{letter.source_topic}/0@0" in letter.reason
