@@ -23,11 +23,12 @@ from typing import Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
-from aiokafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError, ProducerFenced
+from aiokafka.errors import KafkaError, ProducerFenced
 from aiokafka.partitioner import murmur2
 from aiokafka.producer.transaction_manager import TransactionState
 
 from streams import metrics
+from streams.errors import is_transient
 
 log = logging.getLogger(__name__)
 
@@ -70,14 +71,6 @@ class Outcome:
 
 COMMITTED = Outcome(committed=True)
 FENCED = Outcome(fenced=True)
-
-
-def is_transient(error: BaseException | None) -> bool:
-    """Whether `error` says the broker is unavailable (retry the same records later) rather than that these
-    records cannot be committed (isolate them and dead-letter the culprit)."""
-    if isinstance(error, KafkaError):
-        return bool(getattr(error, "retriable", False)) or isinstance(error, KafkaConnectionError | KafkaTimeoutError)
-    return isinstance(error, asyncio.TimeoutError | ConnectionError)
 
 
 class Lane:
