@@ -39,7 +39,7 @@ from bench.workloads import TEMPLATES  # noqa: E402
 from core import events as ev  # noqa: E402
 from core.commands import ReportStepResult, StartInstance  # noqa: E402
 from core.effects import StepRequest  # noqa: E402
-from deploy import topics as topics_mod  # noqa: E402
+from schemas import topics as topics_mod  # noqa: E402
 from schemas.codec import Codec  # noqa: E402
 from schemas.records import TemplateRecord  # noqa: E402
 

@@ -27,7 +27,7 @@ sys.path.insert(0, str(REPO))
 
 from bench.engine_bench import bootstrap_servers, create_topics, publish_templates, wait_ready  # noqa: E402
 from core.commands import ReportStepResult, StartInstance  # noqa: E402
-from deploy import topics as topics_mod  # noqa: E402
+from schemas import topics as topics_mod  # noqa: E402
 from schemas.codec import Codec  # noqa: E402
 
 codec = Codec()

@@ -24,10 +24,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from core.effects import StepRequest
-from deploy import topics
 from deploy.payment_simulator import PaymentSimulator
 from handlers.main import HandlerProcess
 from handlers.settings import HandlerSettings
+from schemas import topics
 from schemas.codec import Codec
 
 

@@ -36,7 +36,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from core.payments import LOOKUP_TRANSFER, TransferBook
-from deploy import topics
+from schemas import topics
 from schemas.codec import Codec, DecodeError
 from schemas.records import PaymentCommand, PaymentResult, TransferEvent
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
 
-from deploy import topics as topics_mod
+from schemas import topics as topics_mod
 from streams.transactional import partition_for
 
 # Topics keyed by instance id: they must all have the engine's partition count.

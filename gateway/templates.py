@@ -24,7 +24,7 @@ from gateway.app import Call, json_response
 from gateway.auth import READ, SECRETS_WRITE, TEMPLATES_WRITE
 from gateway.problems import Problem
 from schemas.records import TemplateRecord
-from store.secrets import SecretBox, store_secret
+from schemas.secrets import SecretBox, store_secret
 
 TEMPLATE_STATUSES = ("ACTIVE", "DRAFT", "PAUSED")
 

@@ -17,11 +17,11 @@ from typing import Any
 
 from prometheus_client import start_http_server
 
-from deploy.topics import STEP_KINDS
 from handlers.http import real_client
 from handlers.rendering import PostgresSecretSource, Renderer, StaticSecretSource
 from handlers.runtime import Handle, HandlerRuntime
 from handlers.settings import HandlerSettings
+from schemas.topics import STEP_KINDS
 
 log = logging.getLogger("flowline.handlers")
 
@@ -47,7 +47,7 @@ async def build(kind: str, settings: HandlerSettings) -> Wiring:
         pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=4)
         closers.append(pool.close)
     if pool is not None:
-        from store.secrets import SecretBox
+        from schemas.secrets import SecretBox
 
         secrets: Any = PostgresSecretSource(pool, SecretBox.from_env(), ttl=settings.secrets_ttl_seconds)
     else:

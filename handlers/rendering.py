@@ -1,7 +1,7 @@
 """The placeholders the engine leaves for handlers: `{{secrets.*}}`, `{{tenant.*}}`, `{{payos.*}}`, and
 `{{callback.url}}` / `{{callback.token}}` of an async external step.
 
-Secrets are decrypted from `workflow_template_secrets` (store/secrets.py) only when a value refers to
+Secrets are decrypted from `workflow_template_secrets` (schemas/secrets.py) only when a value refers to
 one, cached in memory for a short time, and never logged: results pass through `redact`, which replaces
 any secret value a partner echoes back with `[redacted]`.
 """
@@ -49,7 +49,7 @@ class PostgresSecretSource:
         self._cache: dict[str, tuple[float, dict[str, str]]] = {}
 
     async def secrets_for(self, template_id: str) -> Mapping[str, str]:
-        from store.secrets import load_secrets
+        from schemas.secrets import load_secrets
 
         hit = self._cache.get(template_id)
         now = time.monotonic()

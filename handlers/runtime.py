@@ -32,7 +32,7 @@ from handlers.results import failed
 from handlers.settings import HandlerSettings
 from schemas import dlq
 from schemas.codec import Codec, DecodeError, EncodeError
-from streams.errors import is_transient
+from schemas.errors import is_transient
 
 log = logging.getLogger(__name__)
 

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from core.signing import refuse_development_keys
-from deploy import topics
 from handlers.http import AllowedDestination
+from schemas import topics
 
 DEV_WEBHOOK_SIGNING_KEY = "flowline-development-webhook-signing-key"  # dev stack only; README says so
 DEV_CALLBACK_KEY = "flowline-development-callback-key"  # dev stack only

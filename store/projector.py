@@ -28,8 +28,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 from core import events as ev
-from deploy import topics as topics_mod
 from schemas import dlq
+from schemas import topics as topics_mod
 from schemas.codec import Codec, DecodeError
 from store.projection import BatchRows, InstanceView, fold, instance_row, pending_row
 

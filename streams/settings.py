@@ -6,7 +6,7 @@ import os
 import socket
 from dataclasses import dataclass, field
 
-from deploy import topics
+from schemas import topics
 
 
 def _env(name: str, default: str) -> str:

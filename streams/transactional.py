@@ -27,8 +27,8 @@ from aiokafka.errors import KafkaError, ProducerFenced
 from aiokafka.partitioner import murmur2
 from aiokafka.producer.transaction_manager import TransactionState
 
+from schemas.errors import is_transient
 from streams import metrics
-from streams.errors import is_transient
 
 log = logging.getLogger(__name__)
 

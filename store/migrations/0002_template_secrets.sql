@@ -1,4 +1,4 @@
--- 0002: encrypted template secrets (story 29.13). Values are AES-GCM ciphertexts from store/secrets.py;
+-- 0002: encrypted template secrets (story 29.13). Values are AES-GCM ciphertexts from schemas/secrets.py;
 -- the table never holds plaintext. template_id is the public template id (not a foreign key yet: the
 -- templates table arrives with the gateway's migrations).
 CREATE TABLE IF NOT EXISTS workflow_template_secrets (

@@ -31,9 +31,9 @@ from core import events as ev
 from core.actors import Actor
 from core.commands import CompleteExternal, RecordDecision, StartInstance
 from core.signing import callback_token, sign_payload, verify_payload
-from deploy import topics
 from deploy.payment_simulator import PaymentSimulator, read_ledger
-from store.secrets import SecretBox, store_secret
+from schemas import topics
+from schemas.secrets import SecretBox, store_secret
 from tests.integration.engine_harness import REPO, EngineWorld
 from tests.integration.handlers.support import Handlers, Receiver, handler_settings, smtp_server
 

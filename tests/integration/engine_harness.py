@@ -24,7 +24,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from core import events as ev
 from core.commands import Command
 from core.effects import StepRequest
-from deploy import topics as topics_mod
+from schemas import topics as topics_mod
 from schemas.codec import Codec
 from schemas.records import TemplateRecord, TransferEvent
 from streams.app import Engine

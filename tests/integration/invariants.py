@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from aiokafka import AIOKafkaConsumer
 
 from core import events as ev
-from deploy import topics
+from schemas import topics
 from schemas.codec import Codec
 
 TERMINAL = (ev.InstanceCompleted, ev.InstanceFailed, ev.InstanceCancelled)

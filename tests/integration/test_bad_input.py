@@ -16,9 +16,9 @@ import pytest
 from core import events as ev
 from core.commands import ReportStepResult
 from core.triggers import instance_id_for
-from deploy import topics
 from handlers.results import succeeded
 from handlers.runtime import HandlerRuntime
+from schemas import topics
 from schemas.records import DlqRecord, TemplateRecord
 from tests.integration.engine_harness import EngineWorld
 from tests.integration.handlers.support import Results, handler_settings

@@ -19,7 +19,7 @@ from core.actors import Actor
 from core.builtin import builtin_template
 from core.commands import RecordDecision
 from core.triggers import instance_id_for
-from deploy import topics
+from schemas import topics
 from tests.integration.engine_harness import EngineWorld
 from tests.integration.test_engine import transfer
 

@@ -12,7 +12,7 @@ from core.actors import Actor
 from core.builtin import builtin_template
 from core.commands import RecordDecision, ReportStepResult, StartInstance
 from core.triggers import instance_id_for
-from deploy import topics
+from schemas import topics
 from schemas.records import TransferEvent
 from tests.integration.engine_harness import EngineWorld
 

@@ -12,7 +12,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from core.events import CommandRejected
-from deploy import topics
+from schemas import topics
 from store.projector import Projector
 from tests.integration.engine_harness import EngineWorld
 from tests.unit.handlers.fakes import step_request

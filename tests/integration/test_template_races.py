@@ -16,7 +16,7 @@ import pytest
 
 from core import events as ev
 from core.triggers import instance_id_for
-from deploy import topics
+from schemas import topics
 from streams import metrics
 from tests.integration.engine_harness import EngineWorld
 

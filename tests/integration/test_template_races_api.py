@@ -11,7 +11,7 @@ import pytest
 
 from core import events as ev
 from core.triggers import instance_id_for
-from deploy import topics
+from schemas import topics
 from tests.integration.gateway.world import running_world
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")

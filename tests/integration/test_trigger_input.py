@@ -11,7 +11,7 @@ import pytest
 from core import events as ev
 from core.builtin import builtin_template
 from core.triggers import instance_id_for
-from deploy import topics
+from schemas import topics
 from tests.integration.engine_harness import EngineWorld
 from tests.integration.test_engine import transfer
 

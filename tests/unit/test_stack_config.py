@@ -1,4 +1,4 @@
-"""deploy/stack.py and deploy/topics.py configuration, without starting anything."""
+"""deploy/stack.py and schemas/topics.py configuration, without starting anything."""
 
 from __future__ import annotations
 

@@ -159,7 +159,7 @@ async def test_complete_external_verifies_the_signature(api_world, tenant):
     # stand in for the external handler: the async call was made and accepted
     request = await api_world.engine.wait_for_request(iid, step=1)
     from core.commands import ReportStepResult
-    from deploy import topics
+    from schemas import topics
 
     await api_world.engine.send_command(ReportStepResult(
         command_id=f"result:{request.request_id}", instance_id=iid, step=1, attempt=request.attempt,

@@ -67,7 +67,7 @@ EXTERNAL = {"name": "ERP check", "trigger_type": "manual", "steps": [
 async def waiting_for_callback(world, tenant) -> tuple[str, dict]:
     """An instance whose external step 1 was called and accepted; its callback URL and token."""
     from core.commands import ReportStepResult
-    from deploy import topics
+    from schemas import topics
 
     template = await create(world, tenant, EXTERNAL)
     _, started = await world.call("POST", f"{I}?wait=true", tenant, "operator",

@@ -19,10 +19,10 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from core import events as ev
 from core.commands import ReportStepResult
-from deploy import topics
 from gateway.app import Gateway, build_app, server_options, start_gateway, stop_gateway
 from gateway.auth import hash_token, new_token
 from gateway.settings import GatewaySettings
+from schemas import topics
 from store.projector import Projector
 from tests.integration.engine_harness import EngineWorld
 

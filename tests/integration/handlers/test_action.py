@@ -8,8 +8,8 @@ import json
 
 import pytest
 
-from deploy import topics
 from deploy.payment_simulator import PaymentSimulator, read_ledger
+from schemas import topics
 from tests.integration.engine_harness import EngineWorld
 from tests.integration.handlers.support import Handlers, Results, handler_settings
 from tests.unit.handlers.fakes import step_request

@@ -10,7 +10,7 @@ import asyncpg
 import pytest
 
 from core.signing import verify_payload
-from deploy import topics
+from schemas import topics
 from tests.integration.engine_harness import EngineWorld
 from tests.integration.handlers.support import Handlers, Receiver, handler_settings, smtp_server
 from tests.unit.handlers.fakes import step_request

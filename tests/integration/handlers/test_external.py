@@ -8,9 +8,9 @@ import uuid
 import asyncpg
 import pytest
 
-from deploy import topics
 from handlers.settings import HandlerSettings
-from store.secrets import SecretBox, store_secret
+from schemas import topics
+from schemas.secrets import SecretBox, store_secret
 from tests.integration.engine_harness import EngineWorld
 from tests.integration.handlers.support import Handlers, Receiver, Results, handler_settings
 from tests.unit.handlers.fakes import step_request

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from core.signing import verify_payload
-from deploy import topics
+from schemas import topics
 from tests.integration.engine_harness import EngineWorld
 from tests.integration.handlers.support import Handlers, Receiver, Results, handler_settings, smtp_server
 from tests.unit.handlers.fakes import step_request

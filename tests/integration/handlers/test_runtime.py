@@ -9,9 +9,9 @@ import contextlib
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from deploy import topics
 from handlers.results import succeeded
 from handlers.runtime import HandlerRuntime
+from schemas import topics
 from tests.integration.engine_harness import EngineWorld
 from tests.integration.handlers.support import Results, handler_settings, wait_ready
 from tests.unit.handlers.fakes import step_request

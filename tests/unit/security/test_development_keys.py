@@ -9,7 +9,7 @@ import pytest
 
 from gateway.settings import GatewaySettings
 from handlers.settings import HandlerSettings
-from store.secrets import SecretBox
+from schemas.secrets import SecretBox
 
 REAL = {"FLOWLINE_CALLBACK_KEY": "prod-callback", "FLOWLINE_WEBHOOK_SIGNING_KEY": "prod-webhook",
         "FLOWLINE_SECRETS_KEY": base64.b64encode(b"p" * 32).decode()}

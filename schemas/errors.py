@@ -1,7 +1,8 @@
 """Which failures are an outage (retry the same records later) and which are about the records themselves.
 
-Shared by the engine's transactional workers and the handlers' consumer; kept apart from both so that a
-handler process does not import (and export) the engine's metrics.
+Shared by the engine's transactional workers and the handlers' consumer. It lives in `schemas/` (the package
+every adapter may import) so that the handlers never import the engine (`streams/`): adapters do not import
+each other (tests/unit/test_import_graph.py).
 """
 
 from __future__ import annotations

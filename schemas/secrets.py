@@ -3,6 +3,9 @@
 The key comes from `FLOWLINE_SECRETS_KEY` (32 bytes, base64); the template id and secret name are bound
 in as associated data, so a ciphertext copied to another template or name does not decrypt. Values are
 decrypted only in the memory of the handler that injects them; nothing here logs a value.
+
+It lives in `schemas/` because two adapters share the sealed format: the gateway seals, the handlers open;
+adapters do not import each other (tests/unit/test_import_graph.py).
 """
 
 from __future__ import annotations

@@ -1,6 +1,8 @@
 """The Kafka topics Flowline uses: the one place that names them and sets their configuration.
 
-The local stack (`deploy/stack.py`), the Docker topic-creation job and the engine all read this list.
+Every process (engine, handlers, gateway, projector) and the deploy tooling (local stack, Docker topic
+creation) import this list from here; it lives in `schemas/` because adapters may import `schemas/`
+but never `deploy/`.
 Commands, step results, step requests, events and the engine's state changelog share one partition count
 (`FLOWLINE_PARTITIONS`), because an instance id must map to the same partition everywhere.
 """
