@@ -66,7 +66,7 @@ class PaymentSimulator:
         self.group_id = group_id or f"{topic_prefix}flowline-payment-simulator"
         self.ledger = ledger or default_ledger()
         self.delay_ms = delay_ms
-        self.codec = Codec()
+        self.codec = Codec.from_env()
         self.results: dict[str, PaymentResult] = {}
         self.commands_seen = 0
         self.answered = 0

@@ -80,7 +80,7 @@ async def seed(database_url: str, bootstrap: str, topic_prefix: str = "", status
     conn = await asyncpg.connect(database_url)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True)
     await producer.start()
-    codec = Codec()
+    codec = Codec.from_env()
     try:
         async with conn.transaction():
             for p in PRINCIPALS:

@@ -53,7 +53,7 @@ class Gateway:
     settings: GatewaySettings
     pool: asyncpg.Pool
     producer: AIOKafkaProducer
-    codec: Codec = field(default_factory=Codec)
+    codec: Codec = field(default_factory=Codec.from_env)
 
     def __post_init__(self) -> None:
         self.auth = Authenticator(self.pool)

@@ -117,7 +117,7 @@ class KafkaPaymentGateway:
         self.bootstrap_servers = bootstrap_servers
         self.commands_topic = commands_topic
         self.results_topic = results_topic
-        self.codec = codec or Codec()
+        self.codec = codec or Codec.from_env()
         self._producer = producer
         self._own_producer = producer is None
         self._consumer: AIOKafkaConsumer | None = None

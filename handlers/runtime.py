@@ -74,7 +74,7 @@ class HandlerRuntime:
         self.kind = kind
         self.handle = handle
         self.settings = settings
-        self.codec = codec or Codec()
+        self.codec = codec or Codec.from_env()
         self.topic = settings.request_topic(kind)
         self.group_id = settings.group_id(kind)
         self._producer = producer

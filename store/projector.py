@@ -116,7 +116,7 @@ class Projector:
         self.dlq_topic = topic_prefix + topics_mod.WORKFLOW_DLQ
         self.producer: AIOKafkaProducer | None = None
         self.group_id = group_id
-        self.codec = codec or Codec()
+        self.codec = codec or Codec.from_env()
         self.max_records = max_records
         self.pool: asyncpg.Pool | None = None
         self.consumer: AIOKafkaConsumer | None = None

@@ -31,7 +31,7 @@ class Engine:
     def __init__(self, settings: EngineSettings | None = None, *, roles: tuple[str, ...] = ("matcher", "processor")):
         self.settings = settings or EngineSettings()
         self.roles = roles
-        self.codec = Codec()
+        self.codec = Codec.from_env()
         self.catalog = TemplateCatalog(bootstrap_servers=self.settings.bootstrap_servers,
                                        topic=self.settings.templates_topic, decode=self.codec.decode)
         self.processor = InstanceProcessor(self.settings, self.catalog, self.codec)
