@@ -39,6 +39,7 @@ from core.payments import LOOKUP_TRANSFER, TransferBook
 from schemas import topics
 from schemas.codec import Codec, DecodeError
 from schemas.records import PaymentCommand, PaymentResult, TransferEvent
+from schemas.settings import env
 
 log = logging.getLogger("flowline.payment_simulator")
 
@@ -77,8 +78,8 @@ class PaymentSimulator:
     @classmethod
     def from_env(cls) -> PaymentSimulator:
         ledger = os.environ.get("FLOWLINE_SIMULATOR_LEDGER")
-        return cls(bootstrap_servers=os.environ.get("FLOWLINE_KAFKA_BOOTSTRAP", "127.0.0.1:19092"),
-                   topic_prefix=os.environ.get("FLOWLINE_TOPIC_PREFIX", ""),
+        return cls(bootstrap_servers=env("FLOWLINE_KAFKA_BOOTSTRAP"),
+                   topic_prefix=env("FLOWLINE_TOPIC_PREFIX"),
                    ledger=Path(ledger) if ledger else None,
                    delay_ms=int(os.environ.get("FLOWLINE_SIMULATOR_DELAY_MS", "0")))
 

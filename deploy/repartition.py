@@ -26,6 +26,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
 
 from schemas import topics as topics_mod
+from schemas.settings import env
 from streams.transactional import partition_for
 
 # Topics keyed by instance id: they must all have the engine's partition count.
@@ -204,16 +205,15 @@ async def repartition(plan: Plan, *, confirm: bool = True) -> dict[str, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import os
 
     parser = argparse.ArgumentParser(prog="flowline repartition", description=__doc__.split("\n")[0])
     parser.add_argument("--partitions", type=int, required=True)
     parser.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     parser.add_argument("--from-backup", type=Path, help="states from an earlier run's backup file")
     args = parser.parse_args(argv)
-    plan = Plan(bootstrap=os.environ.get("FLOWLINE_KAFKA_BOOTSTRAP", "127.0.0.1:19092"),
-                prefix=os.environ.get("FLOWLINE_TOPIC_PREFIX", ""), partitions=args.partitions,
-                engine_id=os.environ.get("FLOWLINE_ENGINE_ID", "flowline-engine"), from_backup=args.from_backup)
+    plan = Plan(bootstrap=env("FLOWLINE_KAFKA_BOOTSTRAP"),
+                prefix=env("FLOWLINE_TOPIC_PREFIX"), partitions=args.partitions,
+                engine_id=env("FLOWLINE_ENGINE_ID"), from_backup=args.from_backup)
     try:
         asyncio.run(repartition(plan, confirm=not args.yes))
     except RepartitionError as exc:

@@ -32,6 +32,7 @@ from gateway.auth import hash_token
 from schemas import topics
 from schemas.codec import Codec
 from schemas.records import TemplateRecord
+from schemas.settings import env
 
 TENANT = "acme"
 
@@ -155,9 +156,9 @@ def print_tokens(tokens: dict[str, str]) -> None:
 
 def main() -> int:
     tokens = asyncio.run(seed(
-        os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:15432/flowline"),
-        os.environ.get("FLOWLINE_KAFKA_BOOTSTRAP", "127.0.0.1:19092"),
-        os.environ.get("FLOWLINE_TOPIC_PREFIX", "")))
+        env("DATABASE_URL"),
+        env("FLOWLINE_KAFKA_BOOTSTRAP"),
+        env("FLOWLINE_TOPIC_PREFIX")))
     print_builtins()
     print_tokens(tokens)
     return 0

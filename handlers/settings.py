@@ -1,6 +1,7 @@
 """Handler settings, read once from the environment (the composition root passes them down).
 
-Every variable is optional on the dev stack; production sets the keys. Topic names take the same
+Every variable is optional on the dev stack; production sets the keys. Each variable's default lives in
+schemas/settings.py (the dataclass defaults below are for tests that build settings by hand). Topic names take the same
 `FLOWLINE_TOPIC_PREFIX` as the engine (streams/settings.py), so an isolated engine and its handlers share
 one cluster without seeing anyone else's records; the consumer group carries the prefix too.
 """
@@ -17,9 +18,8 @@ from typing import Any
 from core.signing import refuse_development_keys
 from handlers.http import AllowedDestination
 from schemas import topics
-
-DEV_WEBHOOK_SIGNING_KEY = "flowline-development-webhook-signing-key"  # dev stack only; README says so
-DEV_CALLBACK_KEY = "flowline-development-callback-key"  # dev stack only
+from schemas.settings import DEV_CALLBACK_KEY, DEV_WEBHOOK_SIGNING_KEY
+from schemas.settings import env as setting
 
 
 def _tenants(raw: str) -> dict[str, Any]:
@@ -64,32 +64,36 @@ class HandlerSettings:
     @classmethod
     def from_env(cls, kind: str, env: Mapping[str, str] | None = None) -> HandlerSettings:
         e = os.environ if env is None else env
-        refuse_development_keys(e.get("FLOWLINE_PROFILE", "dev"), {
-            "FLOWLINE_CALLBACK_KEY": e.get("FLOWLINE_CALLBACK_KEY", DEV_CALLBACK_KEY) == DEV_CALLBACK_KEY,
-            "FLOWLINE_WEBHOOK_SIGNING_KEY":
-                e.get("FLOWLINE_WEBHOOK_SIGNING_KEY", DEV_WEBHOOK_SIGNING_KEY) == DEV_WEBHOOK_SIGNING_KEY})
-        public_url = e.get("FLOWLINE_PUBLIC_URL") or f"http://127.0.0.1:{e.get('FLOWLINE_GATEWAY_PORT', '8700')}"
+
+        def get(name: str) -> str:
+            return setting(name, e)
+
+        refuse_development_keys(get("FLOWLINE_PROFILE"), {
+            "FLOWLINE_CALLBACK_KEY": get("FLOWLINE_CALLBACK_KEY") == DEV_CALLBACK_KEY,
+            "FLOWLINE_WEBHOOK_SIGNING_KEY": get("FLOWLINE_WEBHOOK_SIGNING_KEY") == DEV_WEBHOOK_SIGNING_KEY})
+        public_url = get("FLOWLINE_PUBLIC_URL") or f"http://127.0.0.1:{get('FLOWLINE_GATEWAY_PORT')}"
         return cls(
-            bootstrap_servers=e.get("FLOWLINE_KAFKA_BOOTSTRAP", "127.0.0.1:19092"),
-            topic_prefix=e.get("FLOWLINE_TOPIC_PREFIX", ""),
-            concurrency=int(e.get(f"FLOWLINE_HANDLER_{kind.upper()}_CONCURRENCY",
-                                  e.get("FLOWLINE_HANDLER_CONCURRENCY", "32"))),
-            metrics_port=int(e.get(f"FLOWLINE_HANDLER_{kind.upper()}_METRICS_PORT", "0")),
-            session_timeout_ms=int(e.get("FLOWLINE_HANDLER_SESSION_TIMEOUT_MS", "10000")),
+            bootstrap_servers=get("FLOWLINE_KAFKA_BOOTSTRAP"),
+            topic_prefix=get("FLOWLINE_TOPIC_PREFIX"),
+            concurrency=int(e.get(f"FLOWLINE_HANDLER_{kind.upper()}_CONCURRENCY")
+                            or get("FLOWLINE_HANDLER_CONCURRENCY")),
+            metrics_port=int(setting("FLOWLINE_HANDLER_<KIND>_METRICS_PORT", e, kind=kind)),
+            session_timeout_ms=int(get("FLOWLINE_HANDLER_SESSION_TIMEOUT_MS")),
+            # Unset: no database (template secrets off), unlike the gateway and projector, which need one.
             database_url=e.get("DATABASE_URL", ""),
             public_url=public_url.rstrip("/"),
-            callback_key=e.get("FLOWLINE_CALLBACK_KEY", DEV_CALLBACK_KEY).encode(),
-            webhook_signing_key=e.get("FLOWLINE_WEBHOOK_SIGNING_KEY", DEV_WEBHOOK_SIGNING_KEY).encode(),
-            smtp_host=e.get("FLOWLINE_SMTP_HOST", "127.0.0.1"),
-            smtp_port=int(e.get("FLOWLINE_SMTP_PORT", "25")),
-            smtp_user=e.get("FLOWLINE_SMTP_USER", ""),
-            smtp_password=e.get("FLOWLINE_SMTP_PASSWORD", ""),
-            smtp_from=e.get("FLOWLINE_SMTP_FROM", "flowline@localhost"),
-            smtp_starttls=e.get("FLOWLINE_SMTP_STARTTLS", "").lower() in ("1", "true", "yes"),
-            allow_private_networks=_networks(e.get("FLOWLINE_ALLOW_PRIVATE_NETWORKS", "")),
-            tenants=_tenants(e.get("FLOWLINE_TENANTS", "")),
-            payment_timeout_seconds=float(e.get("FLOWLINE_PAYMENT_TIMEOUT_SECONDS", "30")),
-            secrets_ttl_seconds=float(e.get("FLOWLINE_SECRETS_CACHE_SECONDS", "30")),
+            callback_key=get("FLOWLINE_CALLBACK_KEY").encode(),
+            webhook_signing_key=get("FLOWLINE_WEBHOOK_SIGNING_KEY").encode(),
+            smtp_host=get("FLOWLINE_SMTP_HOST"),
+            smtp_port=int(get("FLOWLINE_SMTP_PORT")),
+            smtp_user=get("FLOWLINE_SMTP_USER"),
+            smtp_password=get("FLOWLINE_SMTP_PASSWORD"),
+            smtp_from=get("FLOWLINE_SMTP_FROM"),
+            smtp_starttls=get("FLOWLINE_SMTP_STARTTLS").lower() in ("1", "true", "yes"),
+            allow_private_networks=_networks(get("FLOWLINE_ALLOW_PRIVATE_NETWORKS")),
+            tenants=_tenants(get("FLOWLINE_TENANTS")),
+            payment_timeout_seconds=float(get("FLOWLINE_PAYMENT_TIMEOUT_SECONDS")),
+            secrets_ttl_seconds=float(get("FLOWLINE_SECRETS_CACHE_SECONDS")),
         )
 
     def topic(self, name: str) -> str:

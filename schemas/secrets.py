@@ -11,7 +11,6 @@ adapters do not import each other (tests/unit/test_import_graph.py).
 from __future__ import annotations
 
 import base64
-import os
 import secrets as _random
 from collections.abc import Mapping
 
@@ -19,8 +18,8 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from core.signing import refuse_development_keys
-
-DEV_KEY = base64.b64encode(b"flowline-development-key-32bytes").decode()  # dev stack only; README says so
+from schemas.settings import DEV_SECRETS_KEY as DEV_KEY
+from schemas.settings import env
 
 
 class SecretError(ValueError):
@@ -34,10 +33,9 @@ class SecretBox:
         self._aead = AESGCM(key)
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> SecretBox:
-        e = os.environ if env is None else env
-        raw = e.get("FLOWLINE_SECRETS_KEY", DEV_KEY)
-        refuse_development_keys(e.get("FLOWLINE_PROFILE", "dev"), {"FLOWLINE_SECRETS_KEY": raw == DEV_KEY})
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> SecretBox:
+        raw = env("FLOWLINE_SECRETS_KEY", environ)
+        refuse_development_keys(env("FLOWLINE_PROFILE", environ), {"FLOWLINE_SECRETS_KEY": raw == DEV_KEY})
         try:
             return cls(base64.b64decode(raw, validate=True))
         except ValueError as exc:

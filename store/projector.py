@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import signal
 import time
 from typing import Any
@@ -31,6 +30,7 @@ from core import events as ev
 from schemas import dlq
 from schemas import topics as topics_mod
 from schemas.codec import Codec, DecodeError
+from schemas.settings import VARIABLES, env, env_int
 from store.projection import BatchRows, InstanceView, fold, instance_row, pending_row
 
 log = logging.getLogger("flowline.projector")
@@ -39,7 +39,7 @@ LAG = Gauge("flowline_projector_lag", "events on workflow.events not yet applied
 APPLIED = Counter("flowline_projector_events_total", "events consumed by the projector", ["outcome"])
 BATCH_SECONDS = Histogram("flowline_projector_batch_seconds", "time to apply one batch to PostgreSQL")
 
-DEFAULT_GROUP = "flowline-projector"
+DEFAULT_GROUP = VARIABLES["FLOWLINE_PROJECTOR_GROUP"].default
 
 # errors that say the database is away (wait and retry), not that an event cannot be applied
 DATABASE_OUTAGES = (OSError, asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError,
@@ -320,11 +320,11 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
     projector = Projector(
-        bootstrap_servers=os.environ.get("FLOWLINE_KAFKA_BOOTSTRAP", "127.0.0.1:19092"),
-        database_url=os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:15432/flowline"),
-        topic_prefix=os.environ.get("FLOWLINE_TOPIC_PREFIX", ""),
-        group_id=os.environ.get("FLOWLINE_PROJECTOR_GROUP", DEFAULT_GROUP))
-    port = int(os.environ.get("FLOWLINE_PROJECTOR_METRICS_PORT", "0"))
+        bootstrap_servers=env("FLOWLINE_KAFKA_BOOTSTRAP"),
+        database_url=env("DATABASE_URL"),
+        topic_prefix=env("FLOWLINE_TOPIC_PREFIX"),
+        group_id=env("FLOWLINE_PROJECTOR_GROUP"))
+    port = env_int("FLOWLINE_PROJECTOR_METRICS_PORT")
     if port:
         start_http_server(port, addr="127.0.0.1")
 

@@ -1,4 +1,4 @@
-"""Engine settings, read once from the environment (every variable is listed in the README)."""
+"""Engine settings, read once from the environment; each variable's default lives in schemas/settings.py."""
 
 from __future__ import annotations
 
@@ -7,10 +7,7 @@ import socket
 from dataclasses import dataclass, field
 
 from schemas import topics
-
-
-def _env(name: str, default: str) -> str:
-    return os.environ.get(name, default)
+from schemas.settings import env, env_float, env_int
 
 
 def _bindings(raw: str) -> dict[str, str]:
@@ -28,30 +25,29 @@ def _bindings(raw: str) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class EngineSettings:
-    bootstrap_servers: str = field(default_factory=lambda: _env("FLOWLINE_KAFKA_BOOTSTRAP", "127.0.0.1:19092"))
-    app_id: str = field(default_factory=lambda: _env("FLOWLINE_ENGINE_ID", "flowline-engine"))
-    member_name: str = field(default_factory=lambda: _env("FLOWLINE_MEMBER", f"{socket.gethostname()}-{os.getpid()}"))
+    bootstrap_servers: str = field(default_factory=lambda: env("FLOWLINE_KAFKA_BOOTSTRAP"))
+    app_id: str = field(default_factory=lambda: env("FLOWLINE_ENGINE_ID"))
+    member_name: str = field(default_factory=lambda: env("FLOWLINE_MEMBER") or f"{socket.gethostname()}-{os.getpid()}")
     partitions: int = field(default_factory=topics.partitions_from_env)
     trigger_topics: tuple[str, ...] = field(default_factory=lambda: tuple(
-        t.strip() for t in _env("FLOWLINE_TRIGGER_TOPICS", topics.PAYMENTS_TRANSFERS).split(",") if t.strip()))
+        t.strip() for t in env("FLOWLINE_TRIGGER_TOPICS").split(",") if t.strip()))
     # Trigger topics bound to one tenant: "topic=tenant,topic=tenant". An event on a bound topic belongs to
     # that tenant (naming another is refused); on any other topic it must name its tenant_id.
     trigger_topic_tenants: dict[str, str] = field(default_factory=lambda: _bindings(
-        _env("FLOWLINE_TRIGGER_TOPIC_TENANTS", "")))
-    max_batch: int = field(default_factory=lambda: int(_env("FLOWLINE_ENGINE_MAX_BATCH", "500")))
-    poll_timeout_ms: int = field(default_factory=lambda: int(_env("FLOWLINE_ENGINE_POLL_MS", "50")))
-    timer_sweep_ms: int = field(default_factory=lambda: int(_env("FLOWLINE_TIMER_SWEEP_MS", "200")))
-    linger_ms: int = field(default_factory=lambda: int(_env("FLOWLINE_PRODUCER_LINGER_MS", "1")))
+        env("FLOWLINE_TRIGGER_TOPIC_TENANTS")))
+    max_batch: int = field(default_factory=lambda: env_int("FLOWLINE_ENGINE_MAX_BATCH"))
+    poll_timeout_ms: int = field(default_factory=lambda: env_int("FLOWLINE_ENGINE_POLL_MS"))
+    timer_sweep_ms: int = field(default_factory=lambda: env_int("FLOWLINE_TIMER_SWEEP_MS"))
+    linger_ms: int = field(default_factory=lambda: env_int("FLOWLINE_PRODUCER_LINGER_MS"))
     # HTTP port for /health and /metrics (0: none); FLOWLINE_ENGINE_METRICS_PORT is the older name
-    metrics_port: int = field(default_factory=lambda: int(_env("FLOWLINE_ENGINE_HTTP_PORT",
-                                                               _env("FLOWLINE_ENGINE_METRICS_PORT", "0"))))
-    session_timeout_ms: int = field(default_factory=lambda: int(_env("FLOWLINE_ENGINE_SESSION_TIMEOUT_MS", "10000")))
+    metrics_port: int = field(default_factory=lambda: env_int("FLOWLINE_ENGINE_HTTP_PORT"))
+    session_timeout_ms: int = field(default_factory=lambda: env_int("FLOWLINE_ENGINE_SESSION_TIMEOUT_MS"))
     # Finished instances are forgotten by the engine this long after they ended (0: never). Keep it longer
     # than the retention of the trigger topics, or a redelivered old event could start an instance again.
-    retention_hours: float = field(default_factory=lambda: float(_env("FLOWLINE_RETENTION_HOURS", "168")))
-    retention_sweep_ms: int = field(default_factory=lambda: int(_env("FLOWLINE_RETENTION_SWEEP_MS", "60000")))
+    retention_hours: float = field(default_factory=lambda: env_float("FLOWLINE_RETENTION_HOURS"))
+    retention_sweep_ms: int = field(default_factory=lambda: env_int("FLOWLINE_RETENTION_SWEEP_MS"))
     # Prepended to every topic name: lets several isolated engines share one cluster (tests, staging).
-    topic_prefix: str = field(default_factory=lambda: _env("FLOWLINE_TOPIC_PREFIX", ""))
+    topic_prefix: str = field(default_factory=lambda: env("FLOWLINE_TOPIC_PREFIX"))
 
     def topic(self, name: str) -> str:
         return self.topic_prefix + name

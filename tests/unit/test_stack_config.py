@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from deploy import stack, topics
+from deploy import stack
+from schemas import topics
 
 
 def test_profiles_have_distinct_default_ports_and_state_dirs():

@@ -12,7 +12,7 @@ import pytest
 from core import events as ev
 from core.builtin import builtin_template
 from core.signing import callback_token, sign_payload
-from gateway.settings import DEV_CALLBACK_KEY
+from schemas.settings import DEV_CALLBACK_KEY
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

@@ -14,8 +14,8 @@ from core import events as ev
 from core.commands import ReportStepResult
 from core.signing import callback_token, sign_payload
 from gateway import openapi
-from gateway.settings import DEV_CALLBACK_KEY
 from schemas import topics
+from schemas.settings import DEV_CALLBACK_KEY
 from tests.integration.gateway.test_api import manual_procurement
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")

@@ -1,0 +1,116 @@
+"""Every environment variable a Flowline process reads, each with its one default, in one place.
+
+Why: the engine, the handlers, the gateway and the projector each had a settings class with its own copy of
+the defaults (the bootstrap address four times, the development callback key twice), and a few modules read
+`os.environ` directly; a default changed in one place silently stayed old in another. Now a settings class
+asks `env()` for a value and gets the default registered here. The README's configuration table shows the
+same defaults; tests/unit/test_settings_registry.py checks that each registered variable's README row says
+this default, so the two cannot drift apart.
+
+It lives in `schemas/` because every process may import `schemas/` (adapters never import each other).
+The local stack's own variables (ports, state dir, JVM heap) depend on the profile and stay in `deploy/`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+# Development keys: the dev and test stacks run with them; any other profile refuses to start with them
+# (core.signing.refuse_development_keys). The README says so.
+DEV_SECRETS_KEY = "Zmxvd2xpbmUtZGV2ZWxvcG1lbnQta2V5LTMyYnl0ZXM="  # base64 of b"flowline-development-key-32bytes"
+DEV_CALLBACK_KEY = "flowline-development-callback-key"
+DEV_WEBHOOK_SIGNING_KEY = "flowline-development-webhook-signing-key"
+
+
+@dataclass(frozen=True)
+class Variable:
+    name: str
+    default: str
+    # What the README's default column shows when it is not simply the default in backticks.
+    shown: str | None = None
+    # An older name still accepted when the variable itself is unset.
+    older: str | None = None
+
+    @property
+    def readme_default(self) -> str:
+        if self.shown is not None:
+            return self.shown
+        return f"`{self.default}`" if self.default else "empty"
+
+
+VARIABLES: dict[str, Variable] = {v.name: v for v in (
+    Variable("FLOWLINE_PROFILE", "dev"),
+    Variable("FLOWLINE_KAFKA_BOOTSTRAP", "127.0.0.1:19092", "unset: local broker `127.0.0.1:19092` (`29092`)"),
+    Variable("DATABASE_URL", "postgresql://postgres@127.0.0.1:15432/flowline",
+             "unset: local `postgresql://postgres@127.0.0.1:15432/flowline` (`25432`)"),
+    Variable("FLOWLINE_PARTITIONS", "6"),
+    Variable("FLOWLINE_TOPIC_PREFIX", ""),
+    Variable("FLOWLINE_ENGINE_ID", "flowline-engine"),
+    # Empty: `<hostname>-<pid>` (computed by the engine).
+    Variable("FLOWLINE_MEMBER", "", "`<hostname>-<pid>`"),
+    Variable("FLOWLINE_TRIGGER_TOPICS", "payments.transfers"),
+    Variable("FLOWLINE_TRIGGER_TOPIC_TENANTS", ""),
+    Variable("FLOWLINE_ENGINE_MAX_BATCH", "500"),
+    Variable("FLOWLINE_ENGINE_POLL_MS", "50"),
+    Variable("FLOWLINE_TIMER_SWEEP_MS", "200"),
+    Variable("FLOWLINE_PRODUCER_LINGER_MS", "1"),
+    Variable("FLOWLINE_ENGINE_HTTP_PORT", "0",
+             "gateway port + 1 under `deploy/stack` (8701), else `0` (off)",
+             older="FLOWLINE_ENGINE_METRICS_PORT"),
+    Variable("FLOWLINE_ENGINE_SESSION_TIMEOUT_MS", "10000"),
+    Variable("FLOWLINE_RETENTION_HOURS", "168"),
+    Variable("FLOWLINE_RETENTION_SWEEP_MS", "60000"),
+    Variable("FLOWLINE_GATEWAY_HOST", "127.0.0.1"),
+    Variable("FLOWLINE_GATEWAY_PORT", "8700", "`8700` (`28700`)"),
+    # Empty: `http://127.0.0.1:<FLOWLINE_GATEWAY_PORT>`.
+    Variable("FLOWLINE_PUBLIC_URL", "", "`http://127.0.0.1:8700`"),
+    Variable("FLOWLINE_MAX_BODY_BYTES", str(256 * 1024)),
+    Variable("FLOWLINE_WAIT_SECONDS", "10"),
+    Variable("FLOWLINE_REPLAY_WINDOW_SECONDS", "300"),
+    Variable("FLOWLINE_HEADER_TIMEOUT_SECONDS", "15"),
+    Variable("FLOWLINE_BODY_TIMEOUT_SECONDS", "30"),
+    Variable("FLOWLINE_INSTANCE_WAIT_SECONDS", "5"),
+    Variable("FLOWLINE_GATEWAY_DB_POOL", "8"),
+    Variable("FLOWLINE_PROJECTOR_GROUP", "flowline-projector"),
+    Variable("FLOWLINE_PROJECTOR_METRICS_PORT", "0", "`0` (off)"),
+    Variable("FLOWLINE_SECRETS_KEY", DEV_SECRETS_KEY, "development key"),
+    Variable("FLOWLINE_CALLBACK_KEY", DEV_CALLBACK_KEY, "development key"),
+    Variable("FLOWLINE_WEBHOOK_SIGNING_KEY", DEV_WEBHOOK_SIGNING_KEY, "development key"),
+    Variable("FLOWLINE_SMTP_HOST", "127.0.0.1"),
+    Variable("FLOWLINE_SMTP_PORT", "25"),
+    Variable("FLOWLINE_SMTP_USER", ""),
+    Variable("FLOWLINE_SMTP_PASSWORD", ""),
+    Variable("FLOWLINE_SMTP_FROM", "flowline@localhost"),
+    Variable("FLOWLINE_SMTP_STARTTLS", "", "off"),
+    Variable("FLOWLINE_ALLOW_PRIVATE_NETWORKS", ""),
+    Variable("FLOWLINE_TENANTS", ""),
+    Variable("FLOWLINE_HANDLER_CONCURRENCY", "32"),
+    Variable("FLOWLINE_HANDLER_SESSION_TIMEOUT_MS", "10000"),
+    Variable("FLOWLINE_HANDLER_<KIND>_METRICS_PORT", "0", "`0` (off)"),
+    Variable("FLOWLINE_PAYMENT_TIMEOUT_SECONDS", "30"),
+    Variable("FLOWLINE_SECRETS_CACHE_SECONDS", "30"),
+    Variable("FLOWLINE_SCHEMA_REGISTRY_URL", "", "unset"),
+)}
+
+
+def env(name: str, environ: Mapping[str, str] | None = None, *, kind: str | None = None) -> str:
+    """The value of a registered variable, or its registered default when it is unset or empty.
+
+    `kind` fills `<KIND>` in per-handler names (`FLOWLINE_HANDLER_<KIND>_METRICS_PORT`). An unregistered
+    name is a KeyError: a new variable gets its one default here first.
+    """
+    variable = VARIABLES[name]
+    key = name.replace("<KIND>", kind.upper()) if kind is not None else name
+    found = os.environ if environ is None else environ
+    value = found.get(key) or (found.get(variable.older) if variable.older else None)
+    return value if value else variable.default
+
+
+def env_int(name: str, environ: Mapping[str, str] | None = None, *, kind: str | None = None) -> int:
+    return int(env(name, environ, kind=kind))
+
+
+def env_float(name: str, environ: Mapping[str, str] | None = None) -> float:
+    return float(env(name, environ))
