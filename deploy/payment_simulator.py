@@ -28,7 +28,6 @@ import hashlib
 import json
 import logging
 import os
-import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -38,6 +37,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from core.payments import LOOKUP_TRANSFER, TransferBook
 from schemas import topics
 from schemas.codec import Codec, DecodeError
+from schemas.process import run_process
 from schemas.records import PaymentCommand, PaymentResult, TransferEvent
 from schemas.settings import env
 
@@ -241,18 +241,8 @@ class PaymentSimulator:
 
 
 def main() -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    logging.getLogger("aiokafka").setLevel(logging.WARNING)
     simulator = PaymentSimulator.from_env()
-
-    async def run() -> None:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, simulator.stop)
-        await simulator.run()
-
-    asyncio.run(run())
-    return 0
+    return run_process(simulator.run, simulator.stop)
 
 
 if __name__ == "__main__":

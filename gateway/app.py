@@ -16,7 +16,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import signal
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -35,6 +34,7 @@ from gateway.problems import CONTENT_TYPE as PROBLEM_CONTENT_TYPE
 from gateway.problems import DATABASE_DOWN, Problem, problems_middleware, read_model_unavailable
 from gateway.settings import GatewaySettings
 from schemas.codec import Codec
+from schemas.process import run_process
 
 log = logging.getLogger("flowline.gateway")
 audit_log = logging.getLogger("flowline.gateway.audit")
@@ -350,10 +350,8 @@ def server_options(settings: GatewaySettings) -> dict[str, Any]:
 
 
 def main() -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    logging.getLogger("aiokafka").setLevel(logging.WARNING)
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     settings = GatewaySettings()
+    stop = asyncio.Event()
 
     async def run() -> None:
         gateway = await start_gateway(settings)
@@ -362,13 +360,8 @@ def main() -> int:
         site = web.TCPSite(runner, settings.host, settings.port)
         await site.start()
         log.info("gateway listening on http://%s:%d/ (docs at /docs)", settings.host, settings.port)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
         await stop.wait()
         await runner.cleanup()
         await stop_gateway(gateway)
 
-    asyncio.run(run())
-    return 0
+    return run_process(run, stop.set, quiet=("aiokafka", "aiohttp.access"))

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +20,7 @@ from handlers.http import real_client
 from handlers.rendering import PostgresSecretSource, Renderer, StaticSecretSource
 from handlers.runtime import Handle, HandlerRuntime
 from handlers.settings import HandlerSettings
+from schemas.process import run_process
 from schemas.topics import STEP_KINDS
 
 log = logging.getLogger("flowline.handlers")
@@ -121,25 +121,19 @@ class HandlerProcess:
 
 
 def main(kind: str) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    logging.getLogger("aiokafka").setLevel(logging.WARNING)
     process = HandlerProcess(kind)
     if process.settings.metrics_port:
         start_http_server(process.settings.metrics_port, addr="127.0.0.1")
+    running: list[asyncio.Task] = []
 
     async def run() -> None:
-        loop = asyncio.get_running_loop()
-        task = asyncio.current_task()
-
-        def stop() -> None:
-            if process.runtime is None and task is not None:
-                task.cancel()  # still wiring up: nothing in flight yet
-            process.stop()
-
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop)
+        running.extend(t for t in [asyncio.current_task()] if t is not None)
         await process.run()
 
-    with contextlib.suppress(asyncio.CancelledError):
-        asyncio.run(run())
-    return 0
+    def stop() -> None:
+        if process.runtime is None:
+            for task in running:
+                task.cancel()  # still wiring up: nothing in flight yet
+        process.stop()
+
+    return run_process(run, stop)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 import time
 from typing import Any
 
@@ -30,6 +29,7 @@ from core import events as ev
 from schemas import dlq
 from schemas import topics as topics_mod
 from schemas.codec import Codec, DecodeError
+from schemas.process import run_process
 from schemas.settings import VARIABLES, env, env_int
 from store.projection import BatchRows, InstanceView, fold, instance_row, pending_row
 
@@ -317,8 +317,6 @@ def _step_tuple(r: dict[str, Any]) -> tuple:
 
 
 def main() -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    logging.getLogger("aiokafka").setLevel(logging.WARNING)
     projector = Projector(
         bootstrap_servers=env("FLOWLINE_KAFKA_BOOTSTRAP"),
         database_url=env("DATABASE_URL"),
@@ -328,11 +326,4 @@ def main() -> int:
     if port:
         start_http_server(port, addr="127.0.0.1")
 
-    async def run() -> None:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, projector.stop)
-        await projector.run()
-
-    asyncio.run(run())
-    return 0
+    return run_process(projector.run, projector.stop)

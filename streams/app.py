@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 import time
 from dataclasses import replace
 
 from aiokafka import AIOKafkaProducer
 
 from schemas.codec import Codec
+from schemas.process import run_process
 from streams import metrics
 from streams.catalog import TemplateCatalog
 from streams.health import start_health_server
@@ -135,15 +135,6 @@ class Engine:
         self.stop_event.set()
 
 
-def main(roles: tuple[str, ...] = ("matcher", "processor")) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+def main(roles: tuple[str, ...] = ("matcher", "processor")) -> int:
     engine = Engine(roles=roles)
-
-    async def run() -> None:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, engine.stop)
-        await engine.run()
-
-    asyncio.run(run())
+    return run_process(engine.run, engine.stop)
