@@ -10,7 +10,7 @@ from schemas.settings import DEV_CALLBACK_KEY, DEV_SECRETS_KEY, env, env_float, 
 
 
 @dataclass(frozen=True)
-class GatewaySettings:
+class GatewaySettings(topics.PrefixedTopics):
     host: str = field(default_factory=lambda: env("FLOWLINE_GATEWAY_HOST"))
     port: int = field(default_factory=lambda: env_int("FLOWLINE_GATEWAY_PORT"))
     bootstrap_servers: str = field(default_factory=lambda: env("FLOWLINE_KAFKA_BOOTSTRAP"))
@@ -36,17 +36,6 @@ class GatewaySettings:
         refuse_development_keys(env("FLOWLINE_PROFILE"),
                                 {"FLOWLINE_CALLBACK_KEY": self.callback_key == DEV_CALLBACK_KEY.encode(),
                                  "FLOWLINE_SECRETS_KEY": secrets_key == DEV_SECRETS_KEY})
-
-    def topic(self, name: str) -> str:
-        return self.topic_prefix + name
-
-    @property
-    def commands_topic(self) -> str:
-        return self.topic(topics.WORKFLOW_COMMANDS)
-
-    @property
-    def templates_topic(self) -> str:
-        return self.topic(topics.WORKFLOW_TEMPLATES)
 
     def base_url(self) -> str:
         return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")

@@ -38,7 +38,7 @@ def _networks(raw: str) -> tuple[AllowedDestination, ...]:
 
 
 @dataclass(frozen=True)
-class HandlerSettings:
+class HandlerSettings(topics.PrefixedTopics):
     bootstrap_servers: str = "127.0.0.1:19092"
     topic_prefix: str = ""
     concurrency: int = 32
@@ -96,34 +96,11 @@ class HandlerSettings:
             secrets_ttl_seconds=float(get("FLOWLINE_SECRETS_CACHE_SECONDS")),
         )
 
-    def topic(self, name: str) -> str:
-        return self.topic_prefix + name
-
     def request_topic(self, kind: str) -> str:
-        return self.topic_prefix + topics.step_topic(kind)
+        return self.step_topic(kind)
 
     def group_id(self, kind: str) -> str:
         return f"{self.topic_prefix}flowline-handler-{kind}"
-
-    @property
-    def results_topic(self) -> str:
-        return self.topic(topics.WORKFLOW_STEP_RESULTS)
-
-    @property
-    def commands_topic(self) -> str:
-        return self.topic(topics.WORKFLOW_COMMANDS)
-
-    @property
-    def dlq_topic(self) -> str:
-        return self.topic(topics.WORKFLOW_DLQ)
-
-    @property
-    def payments_commands_topic(self) -> str:
-        return self.topic(topics.PAYMENTS_COMMANDS)
-
-    @property
-    def payments_results_topic(self) -> str:
-        return self.topic(topics.PAYMENTS_RESULTS)
 
     def payos(self) -> dict[str, Any]:
         """What `{{payos.*}}` placeholders see."""

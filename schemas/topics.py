@@ -96,3 +96,55 @@ def get(name: str) -> TopicSpec:
         if spec.name == name:
             return spec
     raise KeyError(name)
+
+
+class PrefixedTopics:
+    """The topic names of one installation: every name with `topic_prefix` in front.
+
+    Why a mixin: the engine's, the handlers' and the gateway's settings each spelled out the same prefixed
+    names; they now inherit them from here (each class has a `topic_prefix` attribute).
+    """
+
+    topic_prefix: str
+
+    def topic(self, name: str) -> str:
+        return self.topic_prefix + name
+
+    def step_topic(self, kind: str) -> str:
+        """Request topic of a step kind, prefixed."""
+        return self.topic_prefix + step_topic(kind)
+
+    def unprefixed(self, name: str) -> str:
+        return name[len(self.topic_prefix):] if self.topic_prefix and name.startswith(self.topic_prefix) else name
+
+    @property
+    def commands_topic(self) -> str:
+        return self.topic(WORKFLOW_COMMANDS)
+
+    @property
+    def results_topic(self) -> str:
+        return self.topic(WORKFLOW_STEP_RESULTS)
+
+    @property
+    def events_topic(self) -> str:
+        return self.topic(WORKFLOW_EVENTS)
+
+    @property
+    def changelog_topic(self) -> str:
+        return self.topic(ENGINE_INSTANCES_CHANGELOG)
+
+    @property
+    def templates_topic(self) -> str:
+        return self.topic(WORKFLOW_TEMPLATES)
+
+    @property
+    def dlq_topic(self) -> str:
+        return self.topic(WORKFLOW_DLQ)
+
+    @property
+    def payments_commands_topic(self) -> str:
+        return self.topic(PAYMENTS_COMMANDS)
+
+    @property
+    def payments_results_topic(self) -> str:
+        return self.topic(PAYMENTS_RESULTS)

@@ -24,7 +24,7 @@ def _bindings(raw: str) -> dict[str, str]:
 
 
 @dataclass(frozen=True)
-class EngineSettings:
+class EngineSettings(topics.PrefixedTopics):
     bootstrap_servers: str = field(default_factory=lambda: env("FLOWLINE_KAFKA_BOOTSTRAP"))
     app_id: str = field(default_factory=lambda: env("FLOWLINE_ENGINE_ID"))
     member_name: str = field(default_factory=lambda: env("FLOWLINE_MEMBER") or f"{socket.gethostname()}-{os.getpid()}")
@@ -49,39 +49,6 @@ class EngineSettings:
     # Prepended to every topic name: lets several isolated engines share one cluster (tests, staging).
     topic_prefix: str = field(default_factory=lambda: env("FLOWLINE_TOPIC_PREFIX"))
 
-    def topic(self, name: str) -> str:
-        return self.topic_prefix + name
-
-    def step_topic(self, kind: str) -> str:
-        return self.topic_prefix + topics.step_topic(kind)
-
-    def unprefixed(self, name: str) -> str:
-        return name[len(self.topic_prefix):] if self.topic_prefix and name.startswith(self.topic_prefix) else name
-
     @property
     def trigger_topic_names(self) -> list[str]:
         return [self.topic(t) for t in self.trigger_topics]
-
-    @property
-    def commands_topic(self) -> str:
-        return self.topic(topics.WORKFLOW_COMMANDS)
-
-    @property
-    def results_topic(self) -> str:
-        return self.topic(topics.WORKFLOW_STEP_RESULTS)
-
-    @property
-    def events_topic(self) -> str:
-        return self.topic(topics.WORKFLOW_EVENTS)
-
-    @property
-    def changelog_topic(self) -> str:
-        return self.topic(topics.ENGINE_INSTANCES_CHANGELOG)
-
-    @property
-    def templates_topic(self) -> str:
-        return self.topic(topics.WORKFLOW_TEMPLATES)
-
-    @property
-    def dlq_topic(self) -> str:
-        return self.topic(topics.WORKFLOW_DLQ)
