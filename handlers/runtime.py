@@ -251,8 +251,9 @@ class HandlerRuntime:
                 delay = min(delay * 2, 5.0)
 
     async def _dead_letter(self, record: Any, reason: str, error_type: str) -> None:
-        letter = dlq.letter(record, reason, error_type, self.group_id)  # bounded: it can always be written
-        await self._publish(self.settings.dlq_topic, dlq.letter_key(record), self.codec.encode(letter))
+        # bounded (schemas/dlq.py): it can always be written
+        key, value, letter = dlq.dead_letter(self.codec.encode, record, reason, error_type, self.group_id)
+        await self._publish(self.settings.dlq_topic, key, value)
         metrics.DLQ.labels(self.kind, error_type).inc()
         log.warning("request at %s/%s offset %s sent to the DLQ: %s", record.topic, record.partition, record.offset,
                     letter.reason[:500])

@@ -11,6 +11,7 @@ the key and value are cut to fit and the reason says so, with the original sizes
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from schemas.records import DlqRecord
@@ -46,3 +47,11 @@ def letter_key(record: Any) -> bytes | None:
     """The Kafka key of a dead letter: the original key, cut like the letter's own copy."""
     key = record.key
     return key[:MAX_KEY_BYTES] if key is not None and len(key) > MAX_KEY_BYTES else key
+
+
+def dead_letter(encode: Callable[[Any], bytes], record: Any, reason: str, error_type: str,
+                consumer: str) -> tuple[bytes | None, bytes, DlqRecord]:
+    """The Kafka key, the encoded value and the letter itself of `record`'s dead letter: what the engine,
+    the handlers and the projector each publish to `workflow.dlq` (the letter is for their log lines)."""
+    built = letter(record, reason, error_type, consumer)
+    return letter_key(record), encode(built), built

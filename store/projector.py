@@ -236,8 +236,8 @@ class Projector:
     async def dead_letter(self, record, reason: str, error_type: str) -> None:
         """Publish the record's (bounded) dead letter before its offset can be committed."""
         assert self.producer is not None
-        letter = dlq.letter(record, reason, error_type, self.group_id)
-        await self.producer.send_and_wait(self.dlq_topic, self.codec.encode(letter), key=dlq.letter_key(record))
+        key, value, letter = dlq.dead_letter(self.codec.encode, record, reason, error_type, self.group_id)
+        await self.producer.send_and_wait(self.dlq_topic, value, key=key)
         APPLIED.labels(error_type).inc()
         log.error("record %s/%s@%s sent to the DLQ: %s", record.topic, record.partition, record.offset,
                   letter.reason[:500])

@@ -49,7 +49,8 @@ def now_ms() -> int:
 def dead_letter(codec: Codec, topic: str, record, reason: str, error_type: str, consumer: str) -> Outgoing:
     """The dead letter of `record`, bounded in size (schemas/dlq.py) so that it can always be written."""
     metrics.DLQ_RECORDS.labels(consumer, error_type).inc()
-    return Outgoing(topic, dlq.letter_key(record), codec.encode(dlq.letter(record, reason, error_type, consumer)))
+    key, value, _ = dlq.dead_letter(codec.encode, record, reason, error_type, consumer)
+    return Outgoing(topic, key, value)
 
 
 class InstanceProcessor:
