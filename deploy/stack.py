@@ -1080,10 +1080,16 @@ def down(profile: Profile | None = None, *, timeout: float = 30.0, quiet: bool =
         for pf in sorted(profile.run_dir.glob("*.pid")):
             if pf.stem not in ("kafka", "postgres", *names):
                 names.append(pf.stem)
-    for name in reversed(names):
-        outcome[name] = stop_process(profile, name, timeout)
-    outcome["kafka"] = stop_kafka(profile, timeout)
-    outcome["postgres"] = stop_postgres(profile, timeout)
+    # All at once: stopping the processes one after another (each waiting for its consumer group to leave)
+    # made `down` take ~18 s. They are independent Kafka clients, so they stop in parallel; Kafka and
+    # PostgreSQL stop after them (a process still committing needs its broker), in parallel with each other.
+    order = list(reversed(names))
+    with ThreadPoolExecutor(max_workers=max(len(order), 1)) as pool:
+        outcome.update(zip(order, pool.map(lambda name: stop_process(profile, name, timeout), order), strict=True))
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        kafka = pool.submit(stop_kafka, profile, timeout)
+        postgres = pool.submit(stop_postgres, profile, timeout)
+        outcome["kafka"], outcome["postgres"] = kafka.result(), postgres.result()
     leftovers = leftover_processes(profile)
     if not quiet:
         for name, how in outcome.items():
