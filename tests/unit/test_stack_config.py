@@ -86,3 +86,13 @@ def test_pid_file_of_a_live_process_is_recognised_but_not_a_reused_pid(tmp_path)
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_the_start_summary_counts_from_the_script_start_venv_included() -> None:
+    """The summary's total is the wall time since `deploy/stack` started (venv bootstrap included), not
+    only the time spent inside `up()`; a stale or missing start time falls back to `up()`'s own."""
+    assert stack.wall_seconds(1000.0, 1010.0, {"FLOWLINE_STACK_STARTED_AT": "880.5"}) == 129.5
+    assert stack.wall_seconds(1000.0, 1010.0, {}) == 10.0
+    assert stack.wall_seconds(10_000.0, 10_010.0, {"FLOWLINE_STACK_STARTED_AT": "1.0"}) == 10.0  # hours old
+    assert stack.wall_seconds(1000.0, 1010.0, {"FLOWLINE_STACK_STARTED_AT": "1005.0"}) == 10.0  # later
+    assert stack.wall_seconds(1000.0, 1010.0, {"FLOWLINE_STACK_STARTED_AT": "junk"}) == 10.0
