@@ -165,9 +165,20 @@ class Profile:
     def pid_file(self, name: str) -> Path:
         return self.run_dir / f"{name}.pid"
 
+    @property
+    def mailcatcher_port(self) -> int:
+        return self.gateway_port + 3
+
     def process_env(self) -> dict[str, str]:
-        """Environment every Flowline process (and pytest) gets to find the stack."""
+        """Environment every Flowline process (and pytest) gets to find the stack.
+
+        The handlers send email to the stack's mail catcher (deploy/mailcatcher.py) unless FLOWLINE_SMTP_HOST
+        or FLOWLINE_SMTP_PORT is set in the environment: no failed delivery to port 25 on every approval."""
+        smtp = {} if os.environ.get("FLOWLINE_SMTP_HOST") or os.environ.get("FLOWLINE_SMTP_PORT") else {
+            "FLOWLINE_SMTP_HOST": "127.0.0.1", "FLOWLINE_SMTP_PORT": str(self.mailcatcher_port)}
         return {
+            **smtp,
+            "FLOWLINE_MAILCATCHER_PORT": str(self.mailcatcher_port),
             "FLOWLINE_PROFILE": self.name,
             "FLOWLINE_KAFKA_BOOTSTRAP": self.kafka_bootstrap,
             "DATABASE_URL": self.database_url,
@@ -206,6 +217,9 @@ class ProcessSpec:
 #   ProcessSpec("gateway", ["{python}", "-m", "deploy.cli", "gateway"],
 #               url=lambda p: p.gateway_url, health_url=lambda p: p.gateway_url + "healthz"),
 PROCESSES: list[ProcessSpec] = [
+    # the dev/test mail catcher (gateway port + 3): the handlers' email lands in <state>/mail/new/
+    ProcessSpec("mailcatcher", ["{python}", "-m", "deploy.mailcatcher"],
+                url=lambda p: f"smtp://127.0.0.1:{p.mailcatcher_port} -> {_rel(p.state_dir / 'mail' / 'new')}"),
     ProcessSpec("engine", ["{python}", "-m", "deploy.cli", "engine"],
                 url=lambda p: f"http://127.0.0.1:{p.gateway_port + 1}/health",
                 health_url=lambda p: f"http://127.0.0.1:{p.gateway_port + 1}/health"),
