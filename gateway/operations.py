@@ -11,8 +11,8 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway import openapi
-from gateway.app import Call, json_response
 from gateway.auth import READ
+from gateway.calls import Call, json_response
 from gateway.instances import _time_param
 
 MAX_PROJECTOR_LAG = 10_000

@@ -20,8 +20,8 @@ from aiohttp import web
 from core.template import parse_trigger_type
 from core.types import WorkflowStatus
 from core.validation import secrets_sent_elsewhere, validate_template
-from gateway.app import Call, json_response
 from gateway.auth import READ, SECRETS_WRITE, TEMPLATES_WRITE
+from gateway.calls import Call, json_response
 from gateway.problems import Problem
 from schemas.records import TemplateRecord
 from schemas.secrets import SecretBox, store_secret

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncpg
 import pytest
 
-from deploy import stack
+from store import migrate
 
 pytestmark = pytest.mark.integration
 
@@ -18,11 +18,11 @@ async def test_postgres_accepts_connections_and_has_migrations(database_url):
         assert int(version.split(".")[0]) >= 17
         assert await conn.fetchval("SELECT to_regclass('public.schema_migrations') IS NOT NULL")
         applied = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
-        assert {p.stem for p in stack.migration_files()} <= applied
+        assert {p.stem for p in migrate.migration_files()} <= applied
         assert "0001_init" in applied
     finally:
         await conn.close()
 
 
 async def test_migrations_are_idempotent(database_url):
-    assert await stack.migrate_async(database_url) == []
+    assert await migrate.migrate_async(database_url) == []

@@ -67,3 +67,57 @@ def test_the_checker_sees_a_forbidden_import(tmp_path: Path) -> None:
     module = tmp_path / "m.py"
     module.write_text("import os\nfrom streams.errors import x\ndef f():\n    import deploy.cli\n")
     assert imports_of(module) == {"streams", "deploy"}
+
+
+def _runtime_imports(path: Path, package: str) -> set[str]:
+    """Modules of `package` that `path` imports at run time (anywhere but an `if TYPE_CHECKING:` block)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    skipped = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If)
+               and ast.unparse(node.test) in ("TYPE_CHECKING", "typing.TYPE_CHECKING") for n in ast.walk(node)}
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if id(node) in skipped:
+            continue
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.startswith(package + "."))
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            if node.module == package:
+                found.update(f"{package}.{a.name}" for a in node.names)
+            elif node.module.startswith(package + "."):
+                found.add(node.module)
+    return found
+
+
+def find_cycle(package: str) -> list[str] | None:
+    """One import cycle among `package`'s modules, or None."""
+    modules = {f"{package}.{p.stem}": p for p in (ROOT / package).glob("*.py") if p.stem != "__init__"}
+    edges = {m: sorted(_runtime_imports(p, package) & modules.keys()) for m, p in modules.items()}
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(module: str) -> list[str] | None:
+        state[module] = 1
+        stack.append(module)
+        for nxt in edges[module]:
+            if state.get(nxt) == 1:
+                return [*stack[stack.index(nxt):], nxt]
+            if nxt not in state and (cycle := visit(nxt)):
+                return cycle
+        stack.pop()
+        state[module] = 2
+        return None
+
+    for module in sorted(modules):
+        if module not in state and (cycle := visit(module)):
+            return cycle
+    return None
+
+
+def test_the_gateway_has_no_import_cycle() -> None:
+    """The handlers import `gateway.calls`, never the composition root (`gateway.app`) that imports them."""
+    assert find_cycle("gateway") is None
+
+
+@pytest.mark.parametrize("package", ADAPTERS)
+def test_no_adapter_has_an_import_cycle(package: str) -> None:
+    assert find_cycle(package) is None

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from deploy.payment_simulator import PaymentSimulator
-from gateway.app import Gateway
+from gateway.calls import Gateway
 from gateway.settings import GatewaySettings
 from handlers.action import KafkaPaymentGateway
 from handlers.runtime import HandlerRuntime

@@ -502,8 +502,8 @@ async def test_following_the_epic_on_a_seeded_stack_starts_one_instance_per_tran
 
     from core.builtin import builtin_template
     from deploy import seed
-    from deploy.stack import migrate_async
     from schemas.records import TransferEvent
+    from store.migrate import migrate_async
 
     name = f"seed_{uuid.uuid4().hex[:8]}"
     admin = await asyncpg.connect(database_url)

@@ -19,8 +19,9 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from core import events as ev
 from core.commands import ReportStepResult
-from gateway.app import Gateway, build_app, server_options, start_gateway, stop_gateway
+from gateway.app import build_app, server_options, start_gateway, stop_gateway
 from gateway.auth import hash_token, new_token
+from gateway.calls import Gateway
 from gateway.settings import GatewaySettings
 from schemas import topics
 from store.projector import Projector
