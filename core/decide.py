@@ -23,26 +23,13 @@ from core.effects import StepRequest
 from core.payments import trigger_refusal
 from core.recorder import Recorder
 from core.state import InstanceState
-from core.steps import action, approval, condition, external, notification, wait
+from core.steps import REVIEW, kind_of, timer_owner
 from core.steps.failure import fail_attempt
 from core.template import CompiledTemplate, Target
-from core.types import Awaiting, StepType, TaskStatus, WorkflowStatus
+from core.timers import TimerPurpose
+from core.types import Awaiting, TaskStatus, WorkflowStatus
 
 MAX_TRANSITIONS_PER_DECISION = 1000
-
-STARTERS: dict[StepType, Callable[..., None]] = {
-    StepType.APPROVAL: approval.start,
-    StepType.CONDITION: condition.start,
-    StepType.ACTION: action.start,
-    StepType.WAIT: wait.start,
-    StepType.NOTIFICATION: notification.start,
-    StepType.EXTERNAL: external.start,
-}
-RESULT_HANDLERS: dict[StepType, Callable[..., None]] = {
-    StepType.ACTION: action.on_result,
-    StepType.NOTIFICATION: notification.on_result,
-    StepType.EXTERNAL: external.on_result,
-}
 
 
 @dataclass(frozen=True)
@@ -210,7 +197,14 @@ def _on_decision(rec: Recorder, command: cmd.RecordDecision) -> None:
         return
     if not _current_step_is(rec, command.step, "a decision"):
         return
-    approval.on_decision(rec, rec.template.step(command.step), command)
+    step = rec.template.step(command.step)
+    step_state = rec.step_state(command.step)
+    kind = REVIEW if step_state.awaiting is Awaiting.REVIEW else kind_of(step.spec.type)
+    if kind.on_decision is None:
+        rec.reject(f"Expected step {command.step} to await a decision, but it awaits "
+                   f"{step_state.awaiting.value or 'nothing'}")
+        return
+    kind.on_decision(rec, step, command)
 
 
 def _on_result(rec: Recorder, command: cmd.ReportStepResult) -> None:
@@ -223,11 +217,11 @@ def _on_result(rec: Recorder, command: cmd.ReportStepResult) -> None:
                    f"attempt {command.attempt}")
         return
     step = rec.template.step(command.step)
-    handler = RESULT_HANDLERS.get(step.spec.type)
-    if handler is None:
+    on_result = kind_of(step.spec.type).on_result
+    if on_result is None:
         rec.reject(f"Step {command.step} is a {step.spec.type.value} step; it takes no handler results")
         return
-    handler(rec, step, command)
+    on_result(rec, step, command)
 
 
 def _on_escalate(rec: Recorder, command: cmd.EscalateApproval) -> None:
@@ -237,28 +231,23 @@ def _on_escalate(rec: Recorder, command: cmd.EscalateApproval) -> None:
     if not _current_step_is(rec, command.step, "an escalation"):
         return
     step = rec.template.step(command.step)
-    if step.spec.type is not StepType.APPROVAL:
+    on_escalate = kind_of(step.spec.type).on_escalate
+    if on_escalate is None:
         rec.reject(f"Step {command.step} is a {step.spec.type.value} step; only approvals escalate")
         return
-    approval.escalate_now(rec, step, command)
+    on_escalate(rec, step, command)
 
 
 def _on_complete_external(rec: Recorder, command: cmd.CompleteExternal) -> None:
     if not _current_step_is(rec, command.step, "a completion callback"):
         return
     step = rec.template.step(command.step)
-    step_state = rec.step_state(command.step)
-    # A fast external system may call back before the handler's report of the call reaches us: for an
-    # async step still awaiting its handler the callback proves the call was made, so it counts.
-    early = step_state.awaiting is Awaiting.HANDLER and step.spec.type is StepType.EXTERNAL and external.is_async(step)
-    if step.spec.type is not StepType.EXTERNAL or not (step_state.awaiting is Awaiting.CALLBACK or early):
+    on_callback = kind_of(step.spec.type).on_callback
+    if on_callback is None:
         rec.reject(f"Expected step {command.step} to await an external callback, but it awaits "
-                   f"{step_state.awaiting.value or 'nothing'}")
+                   f"{rec.step_state(command.step).awaiting.value or 'nothing'}")
         return
-    if command.status not in ("completed", "failed"):
-        rec.reject(f"Expected status 'completed' or 'failed', but got {command.status!r}")
-        return
-    external.on_callback(rec, step, command)
+    on_callback(rec, step, command)
 
 
 def _on_timer(rec: Recorder, command: cmd.FireTimer) -> None:
@@ -270,17 +259,14 @@ def _on_timer(rec: Recorder, command: cmd.FireTimer) -> None:
     if state.status is not WorkflowStatus.ACTIVE:
         rec.reject(f"Instance is {state.status.value}; timer {command.timer_id} fires after resume")
         return
-    step = rec.template.step(timer.step)
-    if timer.purpose == "retry":
+    if timer.purpose == TimerPurpose.RETRY:  # the failure policy's: the loop starts the next attempt
         _start_step(rec, timer.step, retry=True)
-    elif timer.purpose in ("approval_timeout", "review_timeout"):
-        approval.on_timer(rec, step, timer)
-    elif timer.purpose.startswith("wait_"):
-        wait.on_timer(rec, step, timer)
-    elif timer.purpose == "callback_timeout":
-        external.on_timer(rec, step, timer)
-    else:
+        return
+    owner = timer_owner(timer.purpose)
+    if owner is None or owner.on_timer is None:
         rec.reject(f"Timer {command.timer_id} has an unknown purpose {timer.purpose!r}")
+        return
+    owner.on_timer(rec, rec.template.step(timer.step), timer)
 
 
 def _on_advance(rec: Recorder, command: cmd.Advance) -> None:
@@ -288,12 +274,11 @@ def _on_advance(rec: Recorder, command: cmd.Advance) -> None:
     if state.status is not WorkflowStatus.ACTIVE:
         rec.emit(ev.AdvanceChecked, actor=command.actor, blocking=f"instance is {state.status.value}")
         return
-    current = state.current
-    step = rec.template.step(state.current_step) if current else None
-    if step is not None and step.spec.type is StepType.WAIT and current is not None \
-            and current.status is TaskStatus.IN_PROGRESS and wait.ready(rec, step):
-        wait.finish_early(rec, step)
-        return
+    if state.current is not None:
+        step = rec.template.step(state.current_step)
+        on_advance = kind_of(step.spec.type).on_advance
+        if on_advance is not None and on_advance(rec, step):
+            return
     rec.emit(ev.AdvanceChecked, actor=command.actor, blocking=blocking_text(state, rec.template))
 
 
@@ -356,7 +341,7 @@ def _start_step(rec: Recorder, number: int, *, retry: bool = False) -> None:
     previous = rec.step_state(number)
     rec.emit(ev.StepStarted, step=number, name=step.spec.name, type=step.spec.type.value,
              attempt=previous.attempt + 1, retry=retry)
-    STARTERS[step.spec.type](rec, step)
+    kind_of(step.spec.type).start(rec, step)
 
 
 def next_target(template: CompiledTemplate, state: InstanceState) -> Target:
@@ -365,11 +350,10 @@ def next_target(template: CompiledTemplate, state: InstanceState) -> Target:
     step = template.step(number)
     step_state = state.steps[number - 1]
     status = step_state.status
-    if status is TaskStatus.COMPLETED and step.spec.type is StepType.CONDITION:
+    if status is TaskStatus.COMPLETED and not kind_of(step.spec.type).falls_through:
         branch = (step_state.output or {}).get("branch")
         return step.targets.get(branch, FAIL)
-    if status in _MOVES_ON or (
-            status is TaskStatus.TIMED_OUT and final_timeout_action(step.spec.config.get("on_timeout")) == "continue"):
+    if status in _MOVES_ON or (status is TaskStatus.TIMED_OUT and step.on_timeout.final_action == "continue"):
         return Target("goto", number + 1) if number < template.step_count else COMPLETE
     if status is TaskStatus.REJECTED:
         return step.targets.get("on_reject", FAIL)
@@ -379,15 +363,6 @@ def next_target(template: CompiledTemplate, state: InstanceState) -> Target:
 FAIL = Target("fail")
 COMPLETE = Target("complete")
 _MOVES_ON = frozenset({TaskStatus.COMPLETED, TaskStatus.APPROVED, TaskStatus.SKIPPED})
-
-
-def final_timeout_action(on_timeout: Any) -> str:
-    """What a timeout finally does: `on_timeout` itself, or an escalation's `then` once escalations ran out."""
-    if isinstance(on_timeout, dict):
-        if on_timeout.get("action", "escalate") == "escalate":
-            return str(on_timeout.get("then", "fail"))
-        return str(on_timeout.get("action"))
-    return str(on_timeout or "fail")
 
 
 def _run(rec: Recorder) -> None:
@@ -430,7 +405,7 @@ def _failure_reason(rec: Recorder, state: InstanceState) -> str:
         return f"{label} timed out"
     if step_state.status is TaskStatus.FAILED:
         return f"{label} failed: {step_state.error}"
-    if step.spec.type is StepType.CONDITION:
+    if not kind_of(step.spec.type).falls_through:
         return f"{label} branched to fail"
     return f"{label} ended the instance"
 
