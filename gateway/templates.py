@@ -17,6 +17,7 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
+from core.steps import config_schemas
 from core.template import parse_trigger_type
 from core.types import WorkflowStatus
 from core.validation import secrets_sent_elsewhere, validate_template
@@ -284,7 +285,13 @@ async def list_secrets(call: Call) -> web.Response:
     return json_response({"items": items})
 
 
+async def list_step_types(call: Call) -> web.Response:
+    call.me.require(READ, "read step types")
+    return json_response({"items": list(config_schemas().values())})
+
+
 HANDLERS = {
+    "listStepTypes": list_step_types,
     "createTemplate": create_template,
     "listTemplates": list_templates,
     "getTemplate": get_template,

@@ -33,7 +33,7 @@ CONFIG_SCHEMA = config_schema(
                        "description": "when the expression fails to evaluate: fail the instance or skip the step"},
     },
     required=("expression",),
-    example={"expression": "trigger.amount > 10000", "if_true": "continue", "if_false": "skip_to:pay"},
+    example={"expression": "trigger.amount > 10000", "if_true": "continue", "if_false": "complete"},
 )
 
 
