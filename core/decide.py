@@ -18,7 +18,8 @@ from typing import Any
 
 from core import commands as cmd
 from core import events as ev
-from core.approvers import describe
+from core.blocking import blocking as who_is_blocking
+from core.blocking import blocking_text as describe_blocking
 from core.effects import StepRequest
 from core.payments import trigger_refusal
 from core.recorder import Recorder
@@ -412,38 +413,14 @@ def _failure_reason(rec: Recorder, state: InstanceState) -> str:
 
 # ---------------------------------------------------------------------------------- who is blocking?
 
+def steps_meta(template: CompiledTemplate) -> list[dict[str, str]]:
+    return [{"name": step.spec.name, "type": step.spec.type.value} for step in template.steps]
+
+
 def blocking(state: InstanceState, template: CompiledTemplate) -> dict[str, Any]:
-    """What the instance waits for: the answer to "where is it, who is blocking?"."""
-    if state.is_terminal:
-        return {"status": state.status.value, "waiting_for": None}
-    current = state.current
-    if current is None:
-        return {"status": state.status.value, "waiting_for": None}
-    step = template.step(state.current_step)
-    info: dict[str, Any] = {
-        "status": state.status.value,
-        "step": step.spec.number,
-        "step_name": step.spec.name,
-        "step_type": step.spec.type.value,
-        "waiting_for": current.awaiting.value or None,
-    }
-    if current.awaiting in (Awaiting.APPROVAL, Awaiting.REVIEW):
-        approvals = sum(1 for v in current.counted_votes if v.decision == "approve")
-        info.update(approvers=current.approvers, approvals=approvals,
-                    remaining=max(current.required - approvals, 0),
-                    decided_by=[v.actor_id for v in current.votes])
-    timers = [t for t in state.timers if t.step == step.spec.number]
-    if timers:
-        info["next_timer"] = {"purpose": min(timers, key=lambda t: t.fire_at).purpose,
-                              "fire_at": min(t.fire_at for t in timers)}
-    return info
+    """What the instance waits for (core/blocking.py), with the step names of its template."""
+    return who_is_blocking(state, steps_meta(template))
 
 
 def blocking_text(state: InstanceState, template: CompiledTemplate) -> str:
-    info = blocking(state, template)
-    if info.get("waiting_for") is None:
-        return f"instance is {info['status']}"
-    text = f"step {info['step']} ({info['step_name']}) waits for {info['waiting_for']}"
-    if "remaining" in info:
-        text += f": {info['remaining']} more approval(s) from {describe(info['approvers'])}"
-    return text
+    return describe_blocking(blocking(state, template))

@@ -117,20 +117,27 @@ def _time_param(call: Call, name: str) -> datetime | None:
 
 
 def approver_predicate(me: Principal, args: list[Any], alias: str = "p") -> str:
-    """SQL: the pending approval `alias` waits for `me` (the same rules as core.approvers, in SQL)."""
+    """SQL: the pending approval `alias` waits for `me`: `core.approvers.may_decide` in SQL (a parity test,
+    tests/integration/gateway/test_pending_parity.py, holds the two together).
+
+    An agent with an approval permission on the template is judged by that permission's limits alone, even
+    where the step names it: the engine applies the limits to every decision of a permitted agent.
+    """
     args.append(me.id)
     me_arg = f"${len(args)}"
     args.append(list(me.roles))
     roles_arg = f"${len(args)}"
     member = f"{alias}.approver_roles && {roles_arg}::text[]"
     if me.is_agent:
-        member += (f" OR {me_arg} = ANY({alias}.approver_agents) OR EXISTS (SELECT 1 FROM agent_workflow_permissions"
-                   f" w WHERE w.agent_id = {me_arg} AND w.template_id = {alias}.template_id AND w.can_approve AND"
-                   f" (COALESCE(jsonb_array_length(w.approval_conditions->'step_names'), 0) = 0 OR"
-                   f" w.approval_conditions->'step_names' ? {alias}.step_name) AND"
-                   f" (w.approval_conditions->>'max_amount' IS NULL OR"
-                   f" ({alias}.amount IS NOT NULL AND"
-                   f" {alias}.amount <= (w.approval_conditions->>'max_amount')::float8)))")
+        permission = (f"SELECT 1 FROM agent_workflow_permissions w WHERE w.agent_id = {me_arg} AND "
+                      f"w.template_id = {alias}.template_id AND w.can_approve")
+        within_limits = (f" AND (COALESCE(jsonb_array_length(w.approval_conditions->'step_names'), 0) = 0 OR"
+                         f" w.approval_conditions->'step_names' ? {alias}.step_name) AND"
+                         f" (w.approval_conditions->>'max_amount' IS NULL OR"
+                         f" ({alias}.amount IS NOT NULL AND"
+                         f" {alias}.amount <= (w.approval_conditions->>'max_amount')::float8))")
+        member = (f"(NOT EXISTS ({permission}) AND ({member} OR {me_arg} = ANY({alias}.approver_agents)))"
+                  f" OR EXISTS ({permission}{within_limits})")
     else:
         member += f" OR {me_arg} = ANY({alias}.approver_users)"
     return f"(({member}) AND NOT ({me_arg} = ANY({alias}.decided_by)) AND {alias}.initiated_by <> {me_arg})"
