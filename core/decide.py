@@ -23,7 +23,7 @@ from core.blocking import blocking_text as describe_blocking
 from core.effects import StepRequest
 from core.payments import trigger_refusal
 from core.recorder import Recorder
-from core.state import InstanceState
+from core.state import InstanceState, StepState
 from core.steps import REVIEW, kind_of, timer_owner
 from core.steps.failure import fail_attempt
 from core.template import CompiledTemplate, Target
@@ -192,63 +192,60 @@ def _current_step_is(rec: Recorder, step: int, what: str) -> bool:
     return True
 
 
-def _on_decision(rec: Recorder, command: cmd.RecordDecision) -> None:
-    if rec.instance.status is not WorkflowStatus.ACTIVE:
-        rec.reject(f"Instance is {rec.instance.status.value}; decisions wait until it is resumed")
+def _step_input(rec: Recorder, command: Any, *, what: str, lifecycle: str, missing: str,
+                paused: str | None = None, refusal: Callable[[StepState], str | None] | None = None) -> None:
+    """Route an input for one step (a decision, a result, an escalation, a callback) to its step type.
+
+    `paused` names the inputs that wait while the instance is paused; `refusal` is a check of the step's
+    state first; `missing` is the rejection when the step type has no such lifecycle ({n}: the step number,
+    {type}: its type, {awaiting}: what it awaits). A step under human review takes decisions by the
+    approval rules (`REVIEW`), whatever its type.
+    """
+    if paused and rec.instance.status is not WorkflowStatus.ACTIVE:
+        rec.reject(f"Instance is {rec.instance.status.value}; {paused} wait until it is resumed")
         return
-    if not _current_step_is(rec, command.step, "a decision"):
+    if not _current_step_is(rec, command.step, what):
         return
     step = rec.template.step(command.step)
     step_state = rec.step_state(command.step)
-    kind = REVIEW if step_state.awaiting is Awaiting.REVIEW else kind_of(step.spec.type)
-    if kind.on_decision is None:
-        rec.reject(f"Expected step {command.step} to await a decision, but it awaits "
-                   f"{step_state.awaiting.value or 'nothing'}")
+    why_not = refusal(step_state) if refusal else None
+    if why_not:
+        rec.reject(why_not)
         return
-    kind.on_decision(rec, step, command)
+    review = lifecycle == "on_decision" and step_state.awaiting is Awaiting.REVIEW
+    handler = getattr(REVIEW if review else kind_of(step.spec.type), lifecycle)
+    if handler is None:
+        rec.reject(missing.format(n=command.step, type=step.spec.type.value,
+                                  awaiting=step_state.awaiting.value or "nothing"))
+        return
+    handler(rec, step, command)
+
+
+def _on_decision(rec: Recorder, command: cmd.RecordDecision) -> None:
+    _step_input(rec, command, what="a decision", lifecycle="on_decision", paused="decisions",
+                missing="Expected step {n} to await a decision, but it awaits {awaiting}")
 
 
 def _on_result(rec: Recorder, command: cmd.ReportStepResult) -> None:
-    if not _current_step_is(rec, command.step, "a result"):
-        return
-    step_state = rec.step_state(command.step)
-    if command.attempt != step_state.attempt or step_state.awaiting is not Awaiting.HANDLER:
-        rec.reject(f"Expected a result for step {command.step} attempt {step_state.attempt} "
-                   f"({step_state.status.value}, awaiting {step_state.awaiting.value or 'nothing'}), but got "
-                   f"attempt {command.attempt}")
-        return
-    step = rec.template.step(command.step)
-    on_result = kind_of(step.spec.type).on_result
-    if on_result is None:
-        rec.reject(f"Step {command.step} is a {step.spec.type.value} step; it takes no handler results")
-        return
-    on_result(rec, step, command)
+    def stale(step_state: StepState) -> str | None:
+        if command.attempt == step_state.attempt and step_state.awaiting is Awaiting.HANDLER:
+            return None
+        return (f"Expected a result for step {command.step} attempt {step_state.attempt} "
+                f"({step_state.status.value}, awaiting {step_state.awaiting.value or 'nothing'}), but got "
+                f"attempt {command.attempt}")
+
+    _step_input(rec, command, what="a result", lifecycle="on_result", refusal=stale,
+                missing="Step {n} is a {type} step; it takes no handler results")
 
 
 def _on_escalate(rec: Recorder, command: cmd.EscalateApproval) -> None:
-    if rec.instance.status is not WorkflowStatus.ACTIVE:
-        rec.reject(f"Instance is {rec.instance.status.value}; escalations wait until it is resumed")
-        return
-    if not _current_step_is(rec, command.step, "an escalation"):
-        return
-    step = rec.template.step(command.step)
-    on_escalate = kind_of(step.spec.type).on_escalate
-    if on_escalate is None:
-        rec.reject(f"Step {command.step} is a {step.spec.type.value} step; only approvals escalate")
-        return
-    on_escalate(rec, step, command)
+    _step_input(rec, command, what="an escalation", lifecycle="on_escalate", paused="escalations",
+                missing="Step {n} is a {type} step; only approvals escalate")
 
 
 def _on_complete_external(rec: Recorder, command: cmd.CompleteExternal) -> None:
-    if not _current_step_is(rec, command.step, "a completion callback"):
-        return
-    step = rec.template.step(command.step)
-    on_callback = kind_of(step.spec.type).on_callback
-    if on_callback is None:
-        rec.reject(f"Expected step {command.step} to await an external callback, but it awaits "
-                   f"{rec.step_state(command.step).awaiting.value or 'nothing'}")
-        return
-    on_callback(rec, step, command)
+    _step_input(rec, command, what="a completion callback", lifecycle="on_callback",
+                missing="Expected step {n} to await an external callback, but it awaits {awaiting}")
 
 
 def _on_timer(rec: Recorder, command: cmd.FireTimer) -> None:

@@ -11,12 +11,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from core import events as ev
 from core.commands import ReportStepResult
 from core.expressions import ExpressionError
 from core.problems import Problems, check_expression, check_failure_policy
 from core.recorder import Recorder
-from core.steps.failure import fail_attempt
+from core.steps.failure import fail_attempt, succeeded_or_failed
 from core.steps.kind import EXPRESSION, StepKind, config_schema, expressions_at, failure_policy_properties
 from core.types import StepType
 
@@ -73,22 +72,20 @@ def start(rec: Recorder, step: CompiledStep) -> None:
 
 
 def on_result(rec: Recorder, step: CompiledStep, result: ReportStepResult) -> None:
-    if result.outcome == "succeeded":
+    def holds() -> bool:
         condition = step.expressions.get("success_condition")
-        if condition is not None:
-            try:
-                ok = condition.test({**rec.names(), "response": result.output})
-            except ExpressionError as exc:
-                fail_attempt(rec, step, str(exc), retryable=False)
-                return
-            if not ok:
-                fail_attempt(rec, step, f"success_condition {condition.source!r} is false", retryable=True)
-                return
-        rec.emit(ev.StepSucceeded, step=step.spec.number, attempt=result.attempt, output=result.output)
-    elif result.outcome == "failed":
-        fail_attempt(rec, step, result.error or "failed", retryable=result.retryable)
-    else:
-        rec.reject(f"Expected outcome succeeded or failed for an action step, but got {result.outcome!r}")
+        if condition is None:
+            return True
+        try:
+            ok = condition.test({**rec.names(), "response": result.output})
+        except ExpressionError as exc:
+            fail_attempt(rec, step, str(exc), retryable=False)
+            return False
+        if not ok:
+            fail_attempt(rec, step, f"success_condition {condition.source!r} is false", retryable=True)
+        return ok
+
+    succeeded_or_failed(rec, step, result, failed="failed", holds=holds)
 
 
 KIND = StepKind(

@@ -8,6 +8,7 @@ configured, is sent in every final case.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import core.steps as registry  # read at call time: the registry lists the modules that import this one
@@ -17,6 +18,7 @@ from core.retry import on_failure, retry_policy
 from core.timers import hours_to_ms
 
 if TYPE_CHECKING:
+    from core.commands import ReportStepResult
     from core.template import CompiledStep
 
 DEFAULT_REVIEWERS = {"type": "role", "value": "workflow_admin"}
@@ -45,6 +47,24 @@ def fail_attempt(rec: Recorder, step: CompiledStep, error: str, *, retryable: bo
                  deadline=rec.now + hours_to_ms(hours))
         rec.request(step, {"review": True, "approvers": rec.step_state(spec.number).approvers, "error": error,
                            "level": "SINGLE"}, key_suffix=":review", kind="approval")
+
+
+def succeeded_or_failed(rec: Recorder, step: CompiledStep, result: ReportStepResult, *, failed: str,
+                        holds: Callable[[], bool] | None = None) -> None:
+    """A handler's report for a step that either succeeds or fails (action, notification).
+
+    `holds`, for a success, may find that it is not one after all (an action's `success_condition`): it
+    fails the attempt itself and returns False. `failed` is the error when a failure report names none.
+    """
+    if result.outcome == "succeeded":
+        if holds is None or holds():
+            rec.emit(ev.StepSucceeded, step=step.spec.number, attempt=result.attempt, output=result.output)
+    elif result.outcome == "failed":
+        fail_attempt(rec, step, result.error or failed, retryable=result.retryable)
+    else:
+        article = "an" if step.spec.type.value[0] in "aeiou" else "a"
+        rec.reject(f"Expected outcome succeeded or failed for {article} {step.spec.type.value} step, but got "
+                   f"{result.outcome!r}")
 
 
 def _notify_failure(rec: Recorder, step: CompiledStep, error: str) -> None:

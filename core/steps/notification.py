@@ -10,11 +10,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from core import events as ev
 from core.commands import ReportStepResult
 from core.problems import Problems, check_failure_policy
 from core.recorder import Recorder
-from core.steps.failure import fail_attempt
+from core.steps.failure import succeeded_or_failed
 from core.steps.kind import StepKind, config_schema, failure_policy_properties
 from core.types import StepType
 
@@ -69,12 +68,7 @@ def start(rec: Recorder, step: CompiledStep) -> None:
 
 
 def on_result(rec: Recorder, step: CompiledStep, result: ReportStepResult) -> None:
-    if result.outcome == "succeeded":
-        rec.emit(ev.StepSucceeded, step=step.spec.number, attempt=result.attempt, output=result.output)
-    elif result.outcome == "failed":
-        fail_attempt(rec, step, result.error or "delivery failed", retryable=result.retryable)
-    else:
-        rec.reject(f"Expected outcome succeeded or failed for a notification step, but got {result.outcome!r}")
+    succeeded_or_failed(rec, step, result, failed="delivery failed")
 
 
 KIND = StepKind(
