@@ -107,3 +107,9 @@ def test_on_timeout_is_parsed_into_its_final_action():
     assert OnTimeout.parse("continue").final_action == "continue"
     escalate = OnTimeout.parse({"approvers": {"type": "role", "value": "cfo"}, "then": "auto_approve"})
     assert (escalate.action, escalate.final_action, escalate.max_escalations) == ("escalate", "auto_approve", 1)
+
+
+def test_every_handler_kind_a_step_type_names_has_a_request_topic():
+    from deploy.topics import STEP_KINDS as TOPIC_KINDS
+
+    assert {kind.handler for kind in KINDS if kind.handler} == set(TOPIC_KINDS)
