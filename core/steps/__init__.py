@@ -15,17 +15,19 @@ from core.steps.kind import StepKind
 from core.timers import TimerPurpose
 from core.types import StepType
 
-STEP_KINDS: MappingProxyType[StepType, StepKind] = MappingProxyType({
+_KINDS: dict[str, StepKind] = {
     kind.type: kind for kind in (approval.KIND, condition.KIND, action.KIND, wait.KIND, notification.KIND,
                                  external.KIND)
-})
+}
+STEP_KINDS: MappingProxyType[StepType, StepKind] = MappingProxyType(_KINDS)  # type: ignore[arg-type]
 
 # A failed step under `on_failure: human_review` is decided, and times out, by the approval rules.
 REVIEW = approval.KIND
 
 
 def kind_of(step_type: StepType | str) -> StepKind:
-    return STEP_KINDS[StepType(step_type)]
+    """The kind of a type, given as the enum or its string (a StepType hashes and compares as its string)."""
+    return _KINDS[step_type]
 
 
 def _timer_owners() -> dict[str, StepKind]:
