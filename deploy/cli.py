@@ -38,7 +38,8 @@ def _stack(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="flowline", description="Flowline: Kafka-native workflow engine",
-        epilog="user commands: templates, instances, pending, events, send (flowline <command> --help; docs/cli.md)")
+        epilog="user commands: templates, instances, pending, events, send (flowline <command> --help; docs/cli.md); "
+               "mcp: the MCP server for agents (flowline mcp --help; docs/agents.md)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p_stack = sub.add_parser("stack", help="local stack: Kafka, PostgreSQL and the Flowline processes")
@@ -135,6 +136,10 @@ USER_COMMANDS = ("templates", "instances", "pending", "events", "send")  # flowl
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "mcp":  # the MCP server for agents (flowline/mcp, docs/agents.md)
+        from flowline.mcp.cli import main as mcp_main
+
+        return mcp_main(argv[1:])
     if argv and argv[0] in USER_COMMANDS:
         from flowline.cli import main as user_main
 

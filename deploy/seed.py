@@ -1,8 +1,14 @@
 """Development seed: principals and API tokens of two demo tenants, the five built-in templates for tenant
 "acme" (in PostgreSQL and on `workflow.templates`), and a demo agent permission. Idempotent: run it again
 and nothing is duplicated (templates are re-published at their current version, which the compacted topic
-absorbs; it writes with `store.templates.write_template`, as the gateway does). `deploy/stack up` runs
-it after the processes start; `flowline seed` runs it alone.
+absorbs; a template already seeded keeps the status it has now, unless the built-ins are asked for
+ACTIVE; it writes with `store.templates.write_template`, as the gateway does). `deploy/stack up` runs it
+after the processes start; `flowline seed` runs it alone.
+
+The built-ins are seeded INACTIVE (status PAUSED) unless FLOWLINE_SEED_BUILTINS=active: a newcomer who
+follows the epic and creates its procurement template must get one instance per transfer, not a second
+one from the seeded built-in with the same trigger and a third from the seeded trade template's threshold
+(issue 9.8). Activate one by PUTting its document back (`PUT /v1/workflows/templates/wf_<name>`).
 
 The dev tokens are fixed strings so the docs and scripts can use them; they exist only in a database the
 seed wrote. Never run this against a production database.
@@ -60,7 +66,16 @@ def template_id(name: str) -> str:
     return f"wf_{name}"
 
 
-async def seed(database_url: str, bootstrap: str, topic_prefix: str = "") -> dict[str, str]:
+def builtin_status(env: dict[str, str] | None = None) -> str:
+    """PAUSED unless FLOWLINE_SEED_BUILTINS=active (see the module docstring for why)."""
+    wanted = (os.environ if env is None else env).get("FLOWLINE_SEED_BUILTINS", "inactive").strip().lower()
+    if wanted not in ("active", "inactive"):
+        raise ValueError(f"FLOWLINE_SEED_BUILTINS must be active or inactive, not {wanted!r}")
+    return "ACTIVE" if wanted == "active" else "PAUSED"
+
+
+async def seed(database_url: str, bootstrap: str, topic_prefix: str = "", status: str | None = None) -> dict[str, str]:
+    status = status or builtin_status()
     conn = await asyncpg.connect(database_url)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True)
     await producer.start()
@@ -75,6 +90,7 @@ async def seed(database_url: str, bootstrap: str, topic_prefix: str = "") -> dic
                 await conn.execute(
                     """INSERT INTO api_tokens (token_hash, principal_id, name) VALUES ($1, $2, 'dev seed')
                        ON CONFLICT (token_hash) DO NOTHING""", hash_token(p.token), p.id)
+
             async def publish(record: TemplateRecord) -> None:
                 await producer.send_and_wait(topic_prefix + topics.WORKFLOW_TEMPLATES, codec.encode(record),
                                              key=template_key(record))
@@ -85,7 +101,7 @@ async def seed(database_url: str, bootstrap: str, topic_prefix: str = "") -> dic
                 if problems:
                     raise ValueError(f"built-in template {name} is invalid: {problems}")
                 await write_template(conn, publish, template_id=template_id(name), tenant_id=TENANT,
-                                     document=document, status="ACTIVE", created_by="seed", if_absent=True)
+                                     document=document, status=status, created_by="seed", if_absent=True)
             procurement = template_id("procurement_approval")
             await conn.execute(
                 """INSERT INTO agent_workflow_permissions (agent_id, tenant_id, template_id, can_initiate,
@@ -96,6 +112,18 @@ async def seed(database_url: str, bootstrap: str, topic_prefix: str = "") -> dic
         await producer.stop()
         await conn.close()
     return {p.id: p.token for p in PRINCIPALS}
+
+
+def print_builtins(status: str | None = None) -> None:
+    status = status or builtin_status()
+    names = ", ".join(template_id(n) for n in BUILTIN_NAMES)
+    if status == "ACTIVE":
+        print(f"built-in templates of tenant {TENANT!r} seeded ACTIVE (FLOWLINE_SEED_BUILTINS=active): {names}")
+        return
+    print(f"built-in templates of tenant {TENANT!r} seeded INACTIVE (status PAUSED), so only templates you create "
+          f"match events: {names}")
+    print("  activate one: PUT its document back to /v1/workflows/templates/<id> (docs/api.md), or all: "
+          "FLOWLINE_SEED_BUILTINS=active deploy/stack up")
 
 
 def print_tokens(tokens: dict[str, str]) -> None:
@@ -112,7 +140,6 @@ def main() -> int:
         os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:15432/flowline"),
         os.environ.get("FLOWLINE_KAFKA_BOOTSTRAP", "127.0.0.1:19092"),
         os.environ.get("FLOWLINE_TOPIC_PREFIX", "")))
-    print(f"seeded {len(BUILTIN_NAMES)} built-in templates for tenant {TENANT!r} "
-          f"({', '.join(template_id(n) for n in BUILTIN_NAMES)})")
+    print_builtins()
     print_tokens(tokens)
     return 0

@@ -7,7 +7,6 @@ one cluster without seeing anyone else's records; the consumer group carries the
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 from collections.abc import Mapping
@@ -17,6 +16,7 @@ from typing import Any
 
 from core.signing import refuse_development_keys
 from deploy import topics
+from handlers.http import AllowedDestination
 
 DEV_WEBHOOK_SIGNING_KEY = "flowline-development-webhook-signing-key"  # dev stack only; README says so
 DEV_CALLBACK_KEY = "flowline-development-callback-key"  # dev stack only
@@ -33,8 +33,8 @@ def _tenants(raw: str) -> dict[str, Any]:
     return data
 
 
-def _networks(raw: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
-    return tuple(ipaddress.ip_network(part.strip(), strict=False) for part in raw.split(",") if part.strip())
+def _networks(raw: str) -> tuple[AllowedDestination, ...]:
+    return tuple(AllowedDestination.parse(part) for part in raw.split(",") if part.strip())
 
 
 @dataclass(frozen=True)

@@ -39,12 +39,18 @@ def trigger_type_of(document: dict[str, Any]) -> str:
 
 async def write_template(conn: Any, publish: Publish, *, template_id: str, tenant_id: str, document: dict[str, Any],
                          status: str, created_by: str, if_absent: bool = False) -> None:
-    """Insert a validated template as version 1 (with `if_absent`, keep an existing one) and publish the
-    template's current version. Run it in a transaction."""
+    """Insert a validated template as version 1 and publish the template's current version. Run it in a
+    transaction.
+
+    With `if_absent` (the seed), an existing template keeps its versions and its status, except that
+    writing it ACTIVE activates it; a write never pauses a template someone activated.
+    """
     conflict = " ON CONFLICT DO NOTHING" if if_absent else ""
+    activate = (""" ON CONFLICT (id) DO UPDATE SET status = 'ACTIVE', updated_at = now()
+                    WHERE EXCLUDED.status = 'ACTIVE' AND workflow_templates.status <> 'ACTIVE'""" if if_absent else "")
     await conn.execute(
         """INSERT INTO workflow_templates (id, tenant_id, name, description, trigger_type, status, current_version,
-               created_by) VALUES ($1, $2, $3, $4, $5, $6, 1, $7)""" + conflict,
+               created_by) VALUES ($1, $2, $3, $4, $5, $6, 1, $7)""" + activate,
         template_id, tenant_id, document["name"], str(document.get("description") or ""), trigger_type_of(document),
         status, created_by)
     await conn.execute("INSERT INTO workflow_template_versions (template_id, version, document, created_by) "

@@ -215,7 +215,7 @@ async def test_an_email_notification_reaches_the_mail_server(flow):
 # ------------------------------------------------------------------------------------------ exactly once
 
 def spawn_action_handler(world: EngineWorld, database_url: str, log_name: str) -> subprocess.Popen:
-    env = {**world.env(), "DATABASE_URL": database_url, "FLOWLINE_ALLOW_PRIVATE_NETWORKS": "127.0.0.0/8",
+    env = {**world.env(), "DATABASE_URL": database_url, "FLOWLINE_ALLOW_PRIVATE_NETWORKS": "127.0.0.0/8:*",
            "FLOWLINE_HANDLER_SESSION_TIMEOUT_MS": "6000"}
     (REPO / ".flowline").mkdir(exist_ok=True)
     log = open(REPO / ".flowline" / f"{log_name}.log", "wb")  # noqa: SIM115 - kept open for the child

@@ -49,7 +49,8 @@ async def _add_controller(database_url: str) -> None:
 @pytest.fixture(scope="package")
 async def sdk(kafka_bootstrap: str, database_url: str):
     async with running_world(kafka_bootstrap, database_url) as world, Receiver() as receiver:
-        await seed.seed(database_url, kafka_bootstrap, topic_prefix=world.engine.prefix)
+        # the SDK drives the built-ins themselves: seed them ACTIVE (the dev seed leaves them inactive)
+        await seed.seed(database_url, kafka_bootstrap, topic_prefix=world.engine.prefix, status="ACTIVE")
         for name in BUILTIN_NAMES:
             await world.engine_knows(seed.template_id(name))
         await _add_controller(database_url)

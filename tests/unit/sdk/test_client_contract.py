@@ -28,7 +28,8 @@ from gateway.openapi import body_schema, operations
 
 TEMPLATE = {"name": "T", "trigger_type": "manual",
             "steps": [{"type": "wait", "name": "W", "config": {"duration_hours": 1}}]}
-NOT_CLIENT_OPERATIONS = {"metrics", "docs"}  # Prometheus text and an HTML page, not API results
+NOT_CLIENT_OPERATIONS = {"metrics", "docs",  # Prometheus text and an HTML page, not API results
+                         "completeExternalSpecPath"}  # story 29.13's path for partners; complete_external is the call
 
 SAMPLE_CALLS = [
     ops.list_templates("ACTIVE", "c1", 10), ops.get_template("wf_a", 2), ops.create_template(TEMPLATE, "k"),
