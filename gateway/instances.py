@@ -166,7 +166,9 @@ def approver_predicate(me: Principal, args: list[Any], alias: str = "p") -> str:
     tests/integration/gateway/test_pending_parity.py, holds the two together).
 
     An agent with an approval permission on the template is judged by that permission's limits alone, even
-    where the step names it: the engine applies the limits to every decision of a permitted agent.
+    where the step names it: the engine applies the limits to every decision of a permitted agent. Whoever
+    started the instance is left out unless its template version turns `settings.separation_of_duties` off
+    or the system started it, as in `core.approvers.refusal`.
     """
     args.append(me.id)
     me_arg = f"${len(args)}"
@@ -185,7 +187,12 @@ def approver_predicate(me: Principal, args: list[Any], alias: str = "p") -> str:
                   f" OR EXISTS ({permission}{within_limits})")
     else:
         member += f" OR {me_arg} = ANY({alias}.approver_users)"
-    return f"(({member}) AND NOT ({me_arg} = ANY({alias}.decided_by)) AND {alias}.initiated_by <> {me_arg})"
+    self_allowed = (f"EXISTS (SELECT 1 FROM workflow_instances si LEFT JOIN workflow_template_versions sv"
+                    f" ON sv.template_id = si.template_id AND sv.version = si.template_version"
+                    f" WHERE si.id = {alias}.instance_id AND (si.initiated_by_kind = 'system' OR"
+                    f" sv.document->'settings'->'separation_of_duties' = 'false'::jsonb))")
+    return (f"(({member}) AND NOT ({me_arg} = ANY({alias}.decided_by)) AND "
+            f"({alias}.initiated_by <> {me_arg} OR {self_allowed}))")
 
 
 async def list_instances(call: Call) -> web.Response:

@@ -1,6 +1,7 @@
 """The gateway's SQL for "pending for me" / "blocked on me" (`approver_predicate`) answers exactly what the
 core's approver matching (`core.approvers.may_decide`, the rule the engine judges decisions by) answers:
-many pending approvals in the read model, many principals, the same set from both."""
+many pending approvals in the read model, many principals, the same set from both. Template t2 turns
+separation of duties off, so there whoever started an instance may approve it too."""
 
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ INITIATORS = ["u9", "u1", "a2"]
 AMOUNTS = [None, 1000.0, 10000.0]
 STEPS = ["Review", "Pay"]
 TEMPLATES = ["t1", "t2"]
+SEPARATION = {"t1": True, "t2": False}  # settings.separation_of_duties of each template's version 1
 # agent -> template -> approval conditions (can_approve); an agent without a row has no permission there
 PERMISSIONS = {
     "a2": {"t1": {"max_amount": 5000}},
@@ -45,6 +47,10 @@ PRINCIPALS = [
     Principal(id="u9", tenant_id="", kind="human", roles=("cfo",)),
     *(Principal(id=f"a{n}", tenant_id="", kind="agent") for n in range(1, 6)),
 ]
+
+
+def _kind(principal_id: str) -> ActorKind:
+    return ActorKind.AGENT if principal_id.startswith("a") else ActorKind.HUMAN
 
 
 def _actor(principal: Principal, template: str) -> Actor:
@@ -60,9 +66,12 @@ async def test_pending_sql_matches_the_core_approver_rule_for_every_principal(da
     rows = list(itertools.product(APPROVERS, DECIDED, INITIATORS, AMOUNTS, STEPS, TEMPLATES))
     conn = await asyncpg.connect(database_url)
     try:
-        for tid in template_ids.values():
+        for template, tid in template_ids.items():
             await conn.execute("INSERT INTO workflow_templates (id, tenant_id, name, trigger_type) "
                                "VALUES ($1, $2, 'parity', 'MANUAL')", tid, tenant)
+            settings = {} if SEPARATION[template] else {"settings": {"separation_of_duties": False}}
+            await conn.execute("INSERT INTO workflow_template_versions (template_id, version, document) "
+                               "VALUES ($1, 1, $2::jsonb)", tid, dumps({"name": "parity", **settings}))
         for agent, grants in PERMISSIONS.items():
             for template, conditions in grants.items():
                 await conn.execute(
@@ -73,6 +82,10 @@ async def test_pending_sql_matches_the_core_approver_rule_for_every_principal(da
         for n, (approvers, decided, initiator, amount, step_name, template) in enumerate(rows):
             instance_id = f"wfi_{tenant}_{n}"
             pending[instance_id] = (approvers, decided, initiator, amount, step_name, template)
+            await conn.execute(
+                "INSERT INTO workflow_instances (id, tenant_id, template_id, template_version, status, initiated_by, "
+                "initiated_by_kind, created_at, updated_at) VALUES ($1, $2, $3, 1, 'ACTIVE', $4, $5, now(), now())",
+                instance_id, tenant, template_ids[template], initiator, _kind(initiator).value)
             await conn.execute(
                 "INSERT INTO workflow_pending_approvals (instance_id, tenant_id, template_id, step, attempt, "
                 "step_name, approvers, approver_roles, approver_users, approver_agents, decided_by, initiated_by, "
@@ -91,8 +104,8 @@ async def test_pending_sql_matches_the_core_approver_rule_for_every_principal(da
                 instance_id for instance_id, (approvers, decided, initiator, amount, step_name, template)
                 in pending.items()
                 if may_decide(_actor(principal, template), approvers, decided_by=decided, step_name=step_name,
-                              amount=amount, initiator=Actor(id=initiator, kind=ActorKind.AGENT if
-                                                             initiator.startswith("a") else ActorKind.HUMAN))
+                              amount=amount, initiator=Actor(id=initiator, kind=_kind(initiator)),
+                              separation_of_duties=SEPARATION[template])
             }
             differ = [(pending[i], i in by_sql) for i in sorted(by_sql ^ by_core)[:3]]
             assert by_sql == by_core, (principal.id, differ)
@@ -101,6 +114,8 @@ async def test_pending_sql_matches_the_core_approver_rule_for_every_principal(da
         assert {p for p, n in matched.items() if n == 0} == {"a5"}  # named nowhere, no permission
     finally:
         await conn.execute("DELETE FROM workflow_pending_approvals WHERE tenant_id = $1", tenant)
+        await conn.execute("DELETE FROM workflow_instances WHERE tenant_id = $1", tenant)
+        await conn.execute("DELETE FROM workflow_template_versions WHERE template_id LIKE $1", f"wft_{tenant}_%")
         await conn.execute("DELETE FROM agent_workflow_permissions WHERE tenant_id = $1", tenant)
         await conn.execute("DELETE FROM workflow_templates WHERE tenant_id = $1", tenant)
         await conn.close()
