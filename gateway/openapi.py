@@ -10,6 +10,9 @@ from __future__ import annotations
 import html
 from typing import Any
 
+from core.steps import STEP_KINDS
+from core.types import StepType
+
 PROBLEM_CODES = (400, 401, 403, 404, 408, 409, 413, 415, 422, 503)  # 408: slow body; 503: read model down
 
 
@@ -19,6 +22,26 @@ def ref(name: str) -> dict[str, str]:
 
 def nullable(schema_type: str, **extra: Any) -> dict[str, Any]:
     return {"type": [schema_type, "null"], **extra}
+
+
+def _step_schema_name(step_type: StepType) -> str:
+    return f"{step_type.value.capitalize()}Step"
+
+
+def _config_schema_name(step_type: StepType) -> str:
+    return f"{step_type.value.capitalize()}StepConfig"
+
+
+def _step_schema(step_type: StepType) -> dict[str, Any]:
+    """One variant of `Step`: the common fields, with `config` described by the step type's own schema."""
+    return {
+        "type": "object", "additionalProperties": False, "required": ["type", "name"],
+        "properties": {
+            "type": {"type": "string", "const": step_type.value},
+            "name": {"type": "string", "minLength": 1}, "id": {"type": "string"},
+            "description": {"type": "string"}, "config": ref(_config_schema_name(step_type)),
+        },
+    }
 
 
 ANY_JSON: dict[str, Any] = {}
@@ -58,14 +81,22 @@ SCHEMAS: dict[str, Any] = {
         },
     },
     "Step": {
-        "type": "object", "additionalProperties": False, "required": ["type", "name"],
-        "properties": {
-            "type": {"type": "string", "enum": ["approval", "condition", "action", "wait", "notification",
-                                                "external"]},
-            "name": {"type": "string", "minLength": 1}, "id": {"type": "string"},
-            "description": {"type": "string"}, "config": {"type": "object"},
-        },
+        "description": "A step: its config is described per type (the step type's own schema, core/steps/)",
+        "oneOf": [ref(_step_schema_name(t)) for t in STEP_KINDS],
+        "discriminator": {"propertyName": "type",
+                          "mapping": {t.value: f"#/components/schemas/{_step_schema_name(t)}" for t in STEP_KINDS}},
     },
+    **{_step_schema_name(t): _step_schema(t) for t in STEP_KINDS},
+    **{_config_schema_name(t): kind.config_schema for t, kind in STEP_KINDS.items()},
+    "StepType": {
+        "type": "object", "required": ["type", "summary", "handler", "config_schema"],
+        "properties": {"type": {"type": "string"}, "summary": {"type": "string"},
+                       "handler": nullable("string", description="the handler kind doing its I/O; null when "
+                                                                 "the engine decides it alone"),
+                       "config_schema": {"type": "object", "description": "a JSON Schema (2020-12)"}},
+    },
+    "StepTypeList": {"type": "object", "required": ["items"],
+                     "properties": {"items": {"type": "array", "items": ref("StepType")}}},
     "Template": {
         "type": "object",
         "required": ["id", "tenant_id", "name", "description", "trigger_type", "status", "version", "created_at",
@@ -358,6 +389,10 @@ PATHS: dict[str, dict[str, Any]] = {
                   {200: ("templates", ref("TemplateList"))},
                   params=[{"name": "status", "in": "query", "required": False,
                            "schema": {"type": "string", "enum": ["ACTIVE", "DRAFT", "PAUSED"]}}, CURSOR, LIMIT]),
+    },
+    "/v1/workflows/step-types": {
+        "get": op("listStepTypes", "The step types and each one's config schema (for builders and editors)",
+                  "templates", {200: ("step types", ref("StepTypeList"))}),
     },
     "/v1/workflows/templates/{id}": {
         "get": op("getTemplate", "Get a template (current version, or ?version=N)", "templates",

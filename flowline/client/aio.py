@@ -255,6 +255,10 @@ class AsyncClient:
     async def callback_url(self, instance_id: str, step: int) -> CallbackUrl:
         return await self.call(ops.callback_url(instance_id, step))
 
+    async def step_types(self) -> list[dict[str, Any]]:
+        """The step types with each one's config JSON Schema (what a template's `steps[].config` may hold)."""
+        return await self.call(ops.step_types())
+
     async def agent_actions(self, instance_id: str) -> AgentActions:
         return await self.call(ops.agent_actions(instance_id))
 

@@ -274,6 +274,11 @@ def analytics(template_id: str | None = None, created_after: datetime | str | No
                 operation_id="getAnalytics")
 
 
+def step_types() -> Call[list[dict[str, Any]]]:
+    return Call("GET", "/v1/workflows/step-types", lambda _s, body: list(body.get("items") or []),
+                operation_id="listStepTypes")
+
+
 def health() -> Call[dict[str, Any]]:
     return Call("GET", "/health", _raw, operation_id="health")
 

@@ -197,6 +197,9 @@ class Client:
     def callback_url(self, instance_id: str, step: int) -> CallbackUrl:
         return self._run(self._async.callback_url(instance_id, step))
 
+    def step_types(self) -> list[dict[str, Any]]:
+        return self._run(self._async.step_types())
+
     def agent_actions(self, instance_id: str) -> AgentActions:
         return self._run(self._async.agent_actions(instance_id))
 

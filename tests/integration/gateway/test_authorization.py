@@ -32,6 +32,7 @@ class Rule:
 RULES: dict[str, Rule] = {
     "createTemplate": Rule("admin", "viewer", scoped=False, body="template"),
     "listTemplates": Rule("viewer", scoped=False),
+    "listStepTypes": Rule("viewer", scoped=False),
     "getTemplate": Rule("viewer"),
     "updateTemplate": Rule("admin", "viewer", body="template"),
     "deactivateTemplate": Rule("admin", "operator"),
