@@ -42,7 +42,8 @@ REQUESTS = Counter("flowline_gateway_requests_total", "HTTP requests", ["operati
 LATENCY = Histogram("flowline_gateway_request_seconds", "HTTP request latency", ["operation"])
 
 GATEWAY_KEY = web.AppKey("gateway", object)
-TEMPLATE_BODIES = {"createTemplate", "updateTemplate", "validateTemplate"}  # checked by core.validation
+# checked by core.validation, not by the JSON schema
+TEMPLATE_BODIES = {"createTemplate", "updateTemplate", "validateTemplate", "validateDocument"}
 
 
 @dataclass
@@ -244,16 +245,19 @@ async def _store(pool: asyncpg.Pool, principal_id: str, key: str, status: int, c
 
 
 def handlers() -> dict[str, HandlerFn]:
-    from gateway import agents, instances, operations, templates
+    from gateway import agents, dashboard, instances, operations, templates
 
     found: dict[str, HandlerFn] = {}
-    for module in (templates, instances, agents, operations):
+    for module in (templates, instances, agents, operations, dashboard):
         found.update(module.HANDLERS)
     return found
 
 
 def build_app(gateway: Gateway) -> web.Application:
-    app = web.Application(middlewares=[problems_middleware], client_max_size=gateway.settings.max_body_bytes)
+    from gateway.dashboard import front_end
+
+    app = web.Application(middlewares=[problems_middleware, front_end()],
+                          client_max_size=gateway.settings.max_body_bytes)
     app[GATEWAY_KEY] = gateway
     table = handlers()
     for method, path, operation in openapi.operations():

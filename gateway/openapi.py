@@ -279,6 +279,14 @@ SCHEMAS: dict[str, Any] = {
                                "completion_time_seconds": ref("Percentiles")}}},
         },
     },
+    "Me": {
+        "type": "object", "required": ["id", "tenant_id", "kind", "roles", "display_name", "permissions"],
+        "description": "the signed-in principal; the dashboard shows only what these permissions allow",
+        "properties": {"id": {"type": "string"}, "tenant_id": {"type": "string"},
+                       "kind": {"type": "string", "enum": ["human", "agent"]},
+                       "roles": {"type": "array", "items": {"type": "string"}}, "display_name": {"type": "string"},
+                       "permissions": {"type": "array", "items": {"type": "string"}}},
+    },
     "Health": {
         "type": "object", "required": ["status", "checks"],
         "properties": {"status": {"type": "string", "enum": ["ok", "degraded"]},
@@ -452,6 +460,15 @@ PATHS: dict[str, dict[str, Any]] = {
                            "schema": {"type": "string", "maxLength": 200}},
                           {"name": "created_after", "in": "query", "required": False,
                            "schema": {"type": "string", "format": "date-time"}}]),
+    },
+    "/v1/me": {
+        "get": op("getMe", "The caller: tenant, roles and permissions (the dashboard's sign-in)", "operations",
+                  {200: ("the caller", ref("Me"))}),
+    },
+    "/v1/workflows/templates/validate": {
+        "post": op("validateDocument", "Validate a template document that has no id yet (the builder's new "
+                   "template); secrets are not checked", "templates",
+                   {200: ("validation result", ref("ValidationResult"))}, body="TemplateDocument"),
     },
     "/health": {
         "get": op("health", "Broker, database and projector lag", "operations",

@@ -56,6 +56,8 @@ RULES: dict[str, Rule] = {
     "getAgentPermissions": Rule("admin", "viewer"),
     "setAgentPermissions": Rule("admin", "operator", body="permissions"),
     "getAnalytics": Rule("viewer", scoped=False),
+    "getMe": Rule("viewer", scoped=False),
+    "validateDocument": Rule("admin", "viewer", scoped=False, body="template"),
     "health": Rule(None, scoped=False),
     "metrics": Rule(None, scoped=False),
     "openapi": Rule(None, scoped=False),

@@ -1,0 +1,116 @@
+import { useState } from "react";
+import { Bar, BarChart, CartesianGrid, Cell, ResponsiveContainer, Tooltip, XAxis, YAxis } from "recharts";
+import { useAnalytics, useTemplates } from "../api/queries";
+import { ErrorNote, Section } from "../components/common";
+
+const COLORS: Record<string, string> = { ACTIVE: "#2563eb", PAUSED: "#a16207", COMPLETED: "#15803d", CANCELLED: "#6b7280", FAILED: "#b42318" };
+const secs = (v: number | null | undefined) => (v === null || v === undefined ? "—" : v < 120 ? `${v.toFixed(1)} s` : `${(v / 60).toFixed(1)} min`);
+
+export function Analytics() {
+  const [templateId, setTemplateId] = useState("");
+  const templates = useTemplates();
+  const analytics = useAnalytics(templateId || undefined);
+  const a = analytics.data;
+  const counts = Object.entries(a?.counts_by_status ?? {}).map(([status, count]) => ({ status, count }));
+  const total = counts.reduce((n, c) => n + c.count, 0);
+  const rate = (s: string) => (total ? `${Math.round(((a?.counts_by_status[s] ?? 0) / total) * 100)} %` : "—");
+  return (
+    <>
+      <h1>Analytics</h1>
+      <label>
+        Template{" "}
+        <select value={templateId} onChange={(e) => setTemplateId(e.target.value)}>
+          <option value="">all templates</option>
+          {templates.data?.items.map((t) => (
+            <option key={t.id} value={t.id}>
+              {t.name}
+            </option>
+          ))}
+        </select>
+      </label>
+      <ErrorNote error={analytics.error} />
+      {a && (
+        <>
+          <div className="cards">
+            <div className="card">
+              <div className="muted">Instances</div>
+              <strong>{total}</strong>
+            </div>
+            <div className="card">
+              <div className="muted">Completion rate</div>
+              <strong>{rate("COMPLETED")}</strong>
+            </div>
+            <div className="card">
+              <div className="muted">Failure rate</div>
+              <strong>{rate("FAILED")}</strong>
+            </div>
+            <div className="card">
+              <div className="muted">Completion time p50 / p90 / p99</div>
+              <strong>
+                {secs(a.completion_time_seconds.p50)} / {secs(a.completion_time_seconds.p90)} / {secs(a.completion_time_seconds.p99)}
+              </strong>
+            </div>
+            <div className="card">
+              <div className="muted">Approval latency p50 / p90 / p99 ({a.approval_latency_seconds.count})</div>
+              <strong>
+                {secs(a.approval_latency_seconds.p50)} / {secs(a.approval_latency_seconds.p90)} / {secs(a.approval_latency_seconds.p99)}
+              </strong>
+            </div>
+          </div>
+          <div className="split">
+            <Section title="Instances by status">
+              <ResponsiveContainer width="100%" height={220}>
+                <BarChart data={counts}>
+                  <CartesianGrid strokeDasharray="3 3" />
+                  <XAxis dataKey="status" />
+                  <YAxis allowDecimals={false} />
+                  <Tooltip />
+                  <Bar dataKey="count">
+                    {counts.map((c) => (
+                      <Cell key={c.status} fill={COLORS[c.status] ?? "#64748b"} />
+                    ))}
+                  </Bar>
+                </BarChart>
+              </ResponsiveContainer>
+            </Section>
+            <Section title="Slowest steps (average seconds)">
+              <ResponsiveContainer width="100%" height={220}>
+                <BarChart data={a.slowest_steps.map((s) => ({ name: `${s.step}. ${s.name}`, seconds: s.avg_seconds ?? 0 }))} layout="vertical">
+                  <CartesianGrid strokeDasharray="3 3" />
+                  <XAxis type="number" />
+                  <YAxis type="category" dataKey="name" width={160} />
+                  <Tooltip />
+                  <Bar dataKey="seconds" fill="#7c3aed" />
+                </BarChart>
+              </ResponsiveContainer>
+            </Section>
+          </div>
+          <Section title="Busiest steps">
+            <table className="list">
+              <thead>
+                <tr>
+                  <th>Template</th>
+                  <th>Step</th>
+                  <th>Executions</th>
+                  <th>Average</th>
+                </tr>
+              </thead>
+              <tbody>
+                {a.busiest_steps.map((s) => (
+                  <tr key={`${s.template_id}:${s.step}`}>
+                    <td>{s.template_id}</td>
+                    <td>
+                      {s.step}. {s.name}
+                    </td>
+                    <td>{s.executions}</td>
+                    <td>{secs(s.avg_seconds)}</td>
+                  </tr>
+                ))}
+              </tbody>
+            </table>
+          </Section>
+        </>
+      )}
+    </>
+  );
+}
