@@ -38,7 +38,8 @@ def pytest_runtest_makereport(item: pytest.Item, call):
 def chromium_path() -> str:
     found = shutil.which("chromium") or shutil.which("chromium-browser")
     if not found:
-        pytest.fail("Chromium is missing: deploy/stack test installs it (as root), or: sudo apt-get install -y chromium")
+        pytest.fail("Chromium is missing: deploy/stack test installs it (as root), "
+                    "or: sudo apt-get install -y chromium")
     return found
 
 
@@ -47,7 +48,8 @@ async def browser():
     from playwright.async_api import async_playwright
 
     if not (dist_dir() / "index.html").is_file():
-        pytest.fail("the dashboard is not built: deploy/stack test builds it, or: cd dashboard && npm ci && npm run build")
+        pytest.fail("the dashboard is not built: deploy/stack test builds it, "
+                    "or: cd dashboard && npm ci && npm run build")
     async with async_playwright() as pw:
         launched = await pw.chromium.launch(executable_path=chromium_path(), args=["--no-sandbox"])
         yield launched
