@@ -72,10 +72,19 @@ async def page(browser, request: pytest.FixtureRequest):
     try:
         await page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=False)
         failed = getattr(request.node, "rep_call", None)
+        html = SHOTS / f"{name}.html"
         if failed is not None and failed.failed:
-            (SHOTS / f"{name}.html").write_text(await page.content())
+            html.write_text(await page.content())
+        else:
+            html.unlink(missing_ok=True)  # from an earlier failed run
     finally:
         await context.close()
+
+
+async def shot(page, name: str) -> None:
+    """An extra screenshot in the middle of a test (the fixture takes one at the end)."""
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    await page.screenshot(path=str(SHOTS / f"{name}.png"))
 
 
 class Dashboard:

@@ -7,6 +7,7 @@ from playwright.async_api import expect
 
 from core.commands import ReportStepResult
 from deploy import topics
+from tests.browser.conftest import shot
 from tests.integration.gateway.test_api import manual_procurement
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -31,6 +32,7 @@ async def test_viewer_sees_no_decision_and_another_tenant_sees_no_instance(dashb
     row = page.get_by_test_id("pending-row").filter(has_text="CFO Approval")
     await expect(row.get_by_role("button", name="Approve")).to_be_visible()
     await expect(row).to_contain_text("tr_1")
+    await shot(page, "approvals_as_cfo")
     await dashboard.sign_out()
 
     await dashboard.sign_in(tenant, "viewer")  # ... a viewer neither there nor on the instance page

@@ -101,9 +101,14 @@ export function FieldEditor({ field, pointer, value, onChange, steps, current, e
   }
   return (
     <div className="field" data-pointer={pointer}>
-      <label htmlFor={id} id={`${id}-label`}>
-        {field.label} <span className="muted key">{field.key}</span>
-      </label>
+      <span className="label-row">
+        <label htmlFor={id} id={`${id}-label`}>
+          {field.label}
+        </label>
+        <code className="muted key" aria-hidden="true">
+          {field.key}
+        </code>
+      </span>
       {editor}
       {errors.length > 0 && (
         <ul id={`${id}-err`} className="field-errors" role="alert">

@@ -6,16 +6,19 @@ import { Background, Controls, MarkerType, ReactFlow, type Edge, type Node } fro
 import { useMemo } from "react";
 import { arrows, type Step } from "../builder/model";
 
-type Props = { steps: Step[]; current?: number | null; visited?: Set<number>; label?: string };
+/** `path`: the step numbers in the order the instance entered them (0 = it ended), from its timeline. */
+type Props = { steps: Step[]; current?: number | null; path?: number[]; label?: string };
 
 const W = 190;
 const H = 54;
 
-export function FlowGraph({ steps, current, visited, label = "Template graph" }: Props) {
-  const { nodes, edges } = useMemo(() => layout(steps, current ?? null, visited ?? new Set()), [steps, current, visited]);
+export function FlowGraph({ steps, current, path, label = "Template graph" }: Props) {
+  const { nodes, edges } = useMemo(() => layout(steps, current ?? null, path ?? []), [steps, current, path]);
   return (
     <div className="graph" aria-label={label} role="figure">
       <ReactFlow
+        key={nodes.map((n) => n.id).join(",")}
+        fitViewOptions={{ maxZoom: 1.2 }}
         nodes={nodes}
         edges={edges}
         fitView
@@ -31,8 +34,11 @@ export function FlowGraph({ steps, current, visited, label = "Template graph" }:
   );
 }
 
-function layout(steps: Step[], current: number | null, visited: Set<number>): { nodes: Node[]; edges: Edge[] } {
+function layout(steps: Step[], current: number | null, path: number[]): { nodes: Node[]; edges: Edge[] } {
   const all = arrows(steps);
+  const visited = new Set(path);
+  const ids_ = (n: number) => (n === 0 ? "done" : `s${n}`);
+  const taken = new Set(path.map((n, i) => (i === 0 ? `start>${ids_(n)}` : `${ids_(path[i - 1] ?? 0)}>${ids_(n)}`)));
   const g = new dagre.graphlib.Graph({ multigraph: true });
   g.setGraph({ rankdir: "TB", nodesep: 40, ranksep: 50 });
   g.setDefaultEdgeLabel(() => ({}));
@@ -59,15 +65,15 @@ function layout(steps: Step[], current: number | null, visited: Set<number>): { 
     };
   });
   const edges: Edge[] = all.map((a, i) => {
-    const taken = visited.has(Number(a.from.slice(1))) && (a.to === `s${current}` || visited.has(Number(a.to.slice(1))));
+    const onPath = taken.has(`${a.from}>${a.to}`);
     return {
       id: `e${i}`,
       source: a.from,
       target: a.to,
       label: a.label,
-      animated: taken,
+      animated: onPath,
       markerEnd: { type: MarkerType.ArrowClosed },
-      style: a.kind === "reject" ? { strokeDasharray: "5 4", stroke: "#b42318" } : taken ? { stroke: "#1d4ed8", strokeWidth: 2 } : undefined,
+      style: a.kind === "reject" ? { strokeDasharray: "5 4", stroke: "#b42318" } : onPath ? { stroke: "#1d4ed8", strokeWidth: 2 } : undefined,
     };
   });
   return { nodes, edges };

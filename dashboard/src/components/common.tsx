@@ -37,6 +37,7 @@ export function relative(iso: string | null | undefined, now = Date.now()): stri
   if (!iso) return "—";
   const s = Math.round((new Date(iso).getTime() - now) / 1000);
   const a = Math.abs(s);
+  if (a < 5) return "just now";
   const text = a < 90 ? `${a} s` : a < 5400 ? `${Math.round(a / 60)} min` : a < 172800 ? `${Math.round(a / 3600)} h` : `${Math.round(a / 86400)} d`;
   return s >= 0 ? `in ${text}` : `${text} ago`;
 }

@@ -188,7 +188,7 @@ function Editor({ id, template, initial }: { id?: string; template?: Schemas["Te
                 <FieldErrors errors={errorsAt(errors, `/steps/${selected}/name`)} />
               </div>
               <div className="field" data-pointer={`/steps/${selected}/id`}>
-                <label htmlFor="s-id">Step id (optional key for expressions)</label>
+                <label htmlFor="s-id">Step id (optional, for steps.ID in expressions)</label>
                 <input id="s-id" value={step.id ?? ""} onChange={(e) => setStep(selected, withKey(step, "id", e.target.value || undefined))} />
                 <FieldErrors errors={errorsAt(errors, `/steps/${selected}/id`)} />
               </div>

@@ -25,7 +25,8 @@ export function InstancePage({ id }: { id: string }) {
   }
   if (!data) return instance.error ? <ErrorNote error={instance.error} /> : <p role="status">Loading…</p>;
   const steps = ((template.data?.document as { steps?: Step[] } | undefined)?.steps ?? []) as Step[];
-  const visited = new Set(data.steps.map((s) => s.step));
+  const path = data.timeline.filter((t) => t.event_type === "StepStarted" && t.step).map((t) => t.step as number);
+  if (data.status === "COMPLETED") path.push(0);
   const allowed = (actions.data?.actions ?? []).filter((a) => OPERATIONS.includes(a.action as Operation));
   return (
     <>
@@ -36,9 +37,10 @@ export function InstancePage({ id }: { id: string }) {
         {data.id} · started {relative(data.created_at)} by {data.initiated_by.kind} {data.initiated_by.id} · {data.source}
       </p>
       <p data-testid="blocking">
-        {data.current_step ? `Step ${data.current_step} (${data.current_step_name ?? ""}): ` : ""}
-        {blockingText(data.blocking)}
-        {data.failure_reason ? ` · failed: ${data.failure_reason}` : ""}
+        {data.completed_at
+          ? `${data.status.charAt(0)}${data.status.slice(1).toLowerCase()} ${relative(data.completed_at)}`
+          : `${data.current_step ? `Step ${data.current_step} (${data.current_step_name ?? ""}): ` : ""}${blockingText(data.blocking)}`}
+        {data.failure_reason ? ` · reason: ${data.failure_reason}` : ""}
       </p>
       <Section title="Actions">
         {allowed.length === 0 ? (
@@ -53,10 +55,10 @@ export function InstancePage({ id }: { id: string }) {
       </Section>
       <div className="split">
         <Section title="Graph">
-          {steps.length ? <FlowGraph steps={steps} current={data.current_step} visited={visited} label="Instance path" /> : <p>Loading the template…</p>}
+          {steps.length ? <FlowGraph steps={steps} current={data.status === "COMPLETED" ? null : data.current_step} path={path} label="Instance path" /> : <p>Loading the template…</p>}
         </Section>
         <Section title="Steps">
-          <ol className="steps">
+          <ul className="steps">
             {data.steps.map((s) => (
               <li key={`${s.step}:${s.attempt}`}>
                 <strong>
@@ -71,7 +73,7 @@ export function InstancePage({ id }: { id: string }) {
                 </details>
               </li>
             ))}
-          </ol>
+          </ul>
         </Section>
       </div>
       <Section title="Audit trail">

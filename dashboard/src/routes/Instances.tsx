@@ -80,6 +80,11 @@ export function Instances() {
           </tr>
         </thead>
         <tbody>
+          {items.length === 0 && !list.isLoading && (
+            <tr>
+              <td colSpan={6}>No workflow matches these filters.</td>
+            </tr>
+          )}
           {items.map((i) => (
             <tr key={i.id} data-testid="instance-row" data-instance={i.id}>
               <td>
