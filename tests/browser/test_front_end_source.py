@@ -38,4 +38,4 @@ def test_generated_api_types_match_the_openapi_document(tmp_path):
     committed = (DASHBOARD / "src" / "api" / "schema.d.ts").read_text()
     assert out.read_text() == committed, (
         "dashboard/src/api/schema.d.ts is stale: regenerate it with `cd dashboard && npm run gen` "
-        "(see dashboard/README.md)")
+        "(README.md, Dashboard)")
