@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import shutil
 import statistics
 import time
@@ -42,6 +43,16 @@ async def seed(conn: asyncpg.Connection, tenant: str, count: int) -> str:
                        "'bench operator', $3)", f"{tenant}_op", tenant, ["operator"])
     await conn.execute("INSERT INTO api_tokens (token_hash, principal_id, name) VALUES ($1, $2, 'bench')",
                        hash_token(token), f"{tenant}_op")
+    document = json.dumps({"name": "Bench", "trigger_type": "manual", "steps": [
+        {"type": "condition", "name": "Check", "config": {"expression": "true"}},
+        {"type": "approval", "name": "Approve", "config": {"approvers": {"type": "role", "value": "cfo"}}}]})
+    await conn.execute(f"""INSERT INTO workflow_templates (id, tenant_id, name, description, trigger_type, status,
+                               current_version, created_by)
+                           SELECT 'wft_{tenant}_' || g, $1, 'Bench template ' || g, '', 'MANUAL', 'ACTIVE', 1, 'bench'
+                           FROM generate_series(0, 4) g""", tenant)
+    await conn.execute(f"""INSERT INTO workflow_template_versions (template_id, version, document, created_by)
+                           SELECT 'wft_{tenant}_' || g, 1, $1::jsonb, 'bench' FROM generate_series(0, 4) g""",
+                       document)
     await conn.execute(f"""
         INSERT INTO workflow_instances (id, tenant_id, template_id, template_version, template_name, status,
             current_step, current_step_name, step_count, trigger, source, blocking, amount, last_seq,
@@ -54,11 +65,14 @@ async def seed(conn: asyncpg.Connection, tenant: str, count: int) -> str:
                CASE WHEN g % 7 IN (1, 2, 3) THEN now() - (g || ' seconds')::interval + interval '90 seconds' END
         FROM generate_series(1, $2) g""", tenant, count)
     await conn.execute(f"""
-        INSERT INTO workflow_step_executions (instance_id, step, attempt, name, type, status, started_at, ended_at)
+        INSERT INTO workflow_step_executions (instance_id, step, attempt, name, type, status, started_at, ended_at,
+                                              approved_by)
         SELECT '{tenant}_i' || g, s, 1, CASE s WHEN 1 THEN 'Check' ELSE 'Approve' END,
                CASE s WHEN 1 THEN 'condition' ELSE 'approval' END,
                CASE s WHEN 1 THEN 'COMPLETED' ELSE 'APPROVED' END,
-               now() - (g || ' seconds')::interval, now() - (g || ' seconds')::interval + (s * 30 || ' seconds')::interval
+               now() - (g || ' seconds')::interval,
+               now() - (g || ' seconds')::interval + (s * 30 || ' seconds')::interval,
+               CASE s WHEN 2 THEN ARRAY['approver_' || (g % 20)] ELSE '{{}}'::text[] END
         FROM generate_series(1, $1) g, generate_series(1, 2) s""", count)
     await conn.execute(f"""
         INSERT INTO workflow_transitions (instance_id, seq, tenant_id, event_type, step, at)
@@ -74,6 +88,8 @@ async def cleanup(conn: asyncpg.Connection, tenant: str) -> None:
     await conn.execute("DELETE FROM workflow_transitions WHERE instance_id LIKE $1", like)
     await conn.execute("DELETE FROM workflow_step_executions WHERE instance_id LIKE $1", like)
     await conn.execute("DELETE FROM workflow_instances WHERE tenant_id = $1", tenant)
+    await conn.execute("DELETE FROM workflow_template_versions WHERE template_id LIKE $1", f"wft_{tenant}_%")
+    await conn.execute("DELETE FROM workflow_templates WHERE tenant_id = $1", tenant)
     await conn.execute("DELETE FROM api_tokens WHERE principal_id = $1", f"{tenant}_op")
     await conn.execute("DELETE FROM principals WHERE tenant_id = $1", tenant)
 
@@ -129,7 +145,7 @@ async def main(count: int, requests: int) -> None:
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # noqa: SLF001
+    port = site._server.sockets[0].getsockname()[1]
     base = f"http://127.0.0.1:{port}"
     try:
         results = await measure(base, token, {
@@ -139,6 +155,9 @@ async def main(count: int, requests: int) -> None:
             "instance page": f"/v1/workflows/instances/{tenant}_i{{n}}",
             "Analytics (all templates)": "/v1/workflows/analytics",
             f"Analytics (template wft_{tenant}_1)": f"/v1/workflows/analytics?template_id=wft_{tenant}_1",
+            "Throughput, 30 days + approvers": "/v1/workflows/analytics/throughput",
+            "Throughput, 48 hours": "/v1/workflows/analytics/throughput?bucket=hour&periods=48",
+            "Pipeline of one template": f"/v1/workflows/templates/wft_{tenant}_1/pipeline",
         }, requests)
         print(f"\n{'read':42} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8}  (n={requests} each, sequential)")
         for name, times in results.items():

@@ -245,10 +245,10 @@ async def _store(pool: asyncpg.Pool, principal_id: str, key: str, status: int, c
 
 
 def handlers() -> dict[str, HandlerFn]:
-    from gateway import agents, dashboard, instances, operations, templates
+    from gateway import agents, analytics, dashboard, instances, operations, templates
 
     found: dict[str, HandlerFn] = {}
-    for module in (templates, instances, agents, operations, dashboard):
+    for module in (templates, instances, agents, operations, dashboard, analytics):
         found.update(module.HANDLERS)
     return found
 

@@ -57,6 +57,8 @@ RULES: dict[str, Rule] = {
     "setAgentPermissions": Rule("admin", "operator", body="permissions"),
     "getAnalytics": Rule("viewer", scoped=False),
     "getMe": Rule("viewer", scoped=False),
+    "getThroughput": Rule("viewer", scoped=False),
+    "getPipeline": Rule("viewer"),
     "validateDocument": Rule("admin", "viewer", scoped=False, body="template"),
     "health": Rule(None, scoped=False),
     "metrics": Rule(None, scoped=False),
