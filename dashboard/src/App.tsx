@@ -8,6 +8,7 @@ import { Analytics } from "./routes/Analytics";
 import { Approvals } from "./routes/Approvals";
 import { InstancePage } from "./routes/Instance";
 import { Instances } from "./routes/Instances";
+import { Pipelines } from "./routes/Pipelines";
 import { SignIn } from "./routes/SignIn";
 import { TemplateBuilder } from "./routes/Builder";
 import { Templates } from "./routes/Templates";
@@ -15,6 +16,7 @@ import { Templates } from "./routes/Templates";
 const TABS = [
   ["/", "Approvals"],
   ["/instances", "Active workflows"],
+  ["/pipelines", "Pipelines"],
   ["/templates", "Templates"],
   ["/analytics", "Analytics"],
 ] as const;
@@ -70,6 +72,7 @@ export function App() {
           <Route path="/" component={Approvals} />
           <Route path="/instances" component={Instances} />
           <Route path="/instances/:id">{(p) => <InstancePage id={p.id} />}</Route>
+          <Route path="/pipelines" component={Pipelines} />
           <Route path="/templates" component={Templates} />
           <Route path="/templates/new">{() => <TemplateBuilder />}</Route>
           <Route path="/templates/:id/:version">

@@ -114,3 +114,40 @@ async def test_retry_a_failed_step_from_the_instance_page(dashboard, world):
         command_id=f"result:{retried.request_id}", instance_id=instance_id, step=1, attempt=2,
         outcome="succeeded", output={"status": "executed"}), topic=topics.WORKFLOW_STEP_RESULTS)
     await expect(heading).to_contain_text("COMPLETED", timeout=20_000)
+
+
+async def test_pipelines_show_failures_to_retry_and_analytics_draws_charts(dashboard, world):
+    tenant = await world.new_tenant()
+    document = {"name": "Payout", "trigger_type": "manual", "steps": [
+        {"type": "action", "name": "Execute Payment", "config": {"action": "execute_transfer",
+                                                                 "params": {"transfer_id": "{{trigger.id}}"}}}]}
+    _, template = await world.call("POST", "/v1/workflows/templates", tenant, json=document, expect=201)
+    ids = []
+    for n in range(2):
+        _, started = await world.call("POST", f"{I}?wait=true", tenant, "requester", json={
+            "template_id": template["id"], "trigger_data": {"id": f"tr_{n}"}}, expect=201)
+        ids.append(started["id"])
+    await world.play_action_handler(ids[0], 1)
+    request = await world.engine.wait_for_request(ids[1], step=1)
+    await world.engine.send_command(ReportStepResult(
+        command_id=f"result:{request.request_id}", instance_id=ids[1], step=1, attempt=request.attempt,
+        outcome="failed", error="account frozen", retryable=False), topic=topics.WORKFLOW_STEP_RESULTS)
+    await world.wait_instance(tenant, ids[1], lambda d: d["status"] == "FAILED")
+
+    page = dashboard.page
+    await dashboard.sign_in(tenant, "operator")
+    await dashboard.tab("Pipelines")
+    steps = page.get_by_role("table", name="Steps across instances")
+    await expect(steps.get_by_test_id("pipeline-step")).to_contain_text("Execute Payment")
+    await expect(steps.get_by_test_id("pipeline-step")).to_contain_text("2")  # executions
+    failure = page.get_by_test_id("failure-row").filter(has_text="account frozen")
+    await expect(failure).to_contain_text(ids[1])
+    await shot(page, "pipelines_with_a_failure")
+    await failure.get_by_role("button", name="Retry step 1").click()
+    await failure.get_by_role("button", name="Confirm retry").click()
+    await world.wait_instance(tenant, ids[1], lambda d: d["status"] == "ACTIVE")
+    await expect(failure.get_by_role("button", name="Retry step 1")).to_have_count(0)
+
+    await dashboard.tab("Analytics")
+    await expect(page.get_by_role("region", name="Throughput")).to_be_visible()
+    await expect(page.locator(".card").filter(has_text="Instances")).to_contain_text("2")

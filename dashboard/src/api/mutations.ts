@@ -52,6 +52,7 @@ export function useOperate() {
     },
     onSettled: (_d, _e, v) => {
       void qc.invalidateQueries({ queryKey: ["instances"] });
+      void qc.invalidateQueries({ queryKey: ["templates"] });
       void qc.invalidateQueries({ queryKey: keys.pending });
       void qc.invalidateQueries({ queryKey: keys.instance(v.id) });
     },

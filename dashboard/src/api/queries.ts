@@ -11,6 +11,8 @@ export const keys = {
   templates: ["templates"] as const,
   template: (id: string, version?: number) => ["templates", id, version ?? "current"] as const,
   analytics: (templateId?: string) => ["analytics", templateId ?? "all"] as const,
+  throughput: (templateId: string | undefined, bucket: "hour" | "day") => ["analytics", "throughput", templateId ?? "all", bucket] as const,
+  pipeline: (id: string) => ["templates", id, "pipeline"] as const,
 };
 
 export type InstanceFilters = {
@@ -80,4 +82,24 @@ export const useAnalytics = (templateId?: string) =>
     refetchInterval: POLL_MS * 5,
     queryFn: () =>
       must(api.GET("/v1/workflows/analytics", { params: { query: templateId ? { template_id: templateId } : {} } })),
+  });
+
+export const useThroughput = (templateId: string | undefined, bucket: "hour" | "day") =>
+  useQuery({
+    queryKey: keys.throughput(templateId, bucket),
+    refetchInterval: POLL_MS * 5,
+    queryFn: () =>
+      must(
+        api.GET("/v1/workflows/analytics/throughput", {
+          params: { query: { bucket, periods: bucket === "hour" ? 48 : 30, ...(templateId ? { template_id: templateId } : {}) } },
+        }),
+      ),
+  });
+
+export const usePipeline = (id: string | undefined) =>
+  useQuery({
+    queryKey: keys.pipeline(id ?? ""),
+    enabled: id !== undefined,
+    refetchInterval: POLL_MS,
+    queryFn: () => must(api.GET("/v1/workflows/templates/{id}/pipeline", { params: { path: { id: id ?? "" } } })),
   });

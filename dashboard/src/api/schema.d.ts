@@ -384,6 +384,40 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/workflows/analytics/throughput": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Instances started, completed and failed per hour or day; busiest approvers */
+        get: operations["getThroughput"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/workflows/templates/{id}/pipeline": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** One template's steps across its instances: executions by status, average time, and the latest failed or timed-out steps with their error */
+        get: operations["getPipeline"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/health": {
         parameters: {
             query?: never;
@@ -769,6 +803,50 @@ export interface components {
             roles: string[];
             display_name: string;
             permissions: string[];
+        };
+        Throughput: {
+            /** @enum {string} */
+            bucket: "hour" | "day";
+            /** Format: date-time */
+            since: string;
+            series: {
+                /** Format: date-time */
+                at: string;
+                started: number;
+                completed: number;
+                failed: number;
+            }[];
+            busiest_approvers: {
+                approver: string;
+                decisions: number;
+                p50_seconds: number | null;
+            }[];
+        };
+        Pipeline: {
+            template_id: string;
+            name: string;
+            steps: {
+                step: number;
+                name: string;
+                type: string;
+                counts: {
+                    [key: string]: number;
+                };
+                executions: number;
+                avg_seconds: number | null;
+            }[];
+            failures: {
+                instance_id: string;
+                instance_status: string;
+                step: number;
+                attempt: number;
+                name: string;
+                status: string;
+                error: string;
+                /** Format: date-time */
+                ended_at: string | null;
+                retryable: boolean;
+            }[];
         };
         Health: {
             /** @enum {string} */
@@ -1896,6 +1974,70 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["ValidationResult"];
+                };
+            };
+            400: components["responses"]["Problem"];
+            401: components["responses"]["Problem"];
+            403: components["responses"]["Problem"];
+            404: components["responses"]["Problem"];
+            409: components["responses"]["Problem"];
+            413: components["responses"]["Problem"];
+            415: components["responses"]["Problem"];
+            422: components["responses"]["Problem"];
+            default: components["responses"]["Problem"];
+        };
+    };
+    getThroughput: {
+        parameters: {
+            query?: {
+                template_id?: string;
+                bucket?: "hour" | "day";
+                periods?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description throughput */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Throughput"];
+                };
+            };
+            400: components["responses"]["Problem"];
+            401: components["responses"]["Problem"];
+            403: components["responses"]["Problem"];
+            404: components["responses"]["Problem"];
+            409: components["responses"]["Problem"];
+            413: components["responses"]["Problem"];
+            415: components["responses"]["Problem"];
+            422: components["responses"]["Problem"];
+            default: components["responses"]["Problem"];
+        };
+    };
+    getPipeline: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description the pipeline */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Pipeline"];
                 };
             };
             400: components["responses"]["Problem"];

@@ -1,6 +1,6 @@
 import { useState } from "react";
-import { Bar, BarChart, CartesianGrid, Cell, ResponsiveContainer, Tooltip, XAxis, YAxis } from "recharts";
-import { useAnalytics, useTemplates } from "../api/queries";
+import { Bar, BarChart, CartesianGrid, Cell, Legend, ResponsiveContainer, Tooltip, XAxis, YAxis } from "recharts";
+import { useAnalytics, useTemplates, useThroughput } from "../api/queries";
 import { ErrorNote, Section } from "../components/common";
 
 const COLORS: Record<string, string> = { ACTIVE: "#2563eb", PAUSED: "#a16207", COMPLETED: "#15803d", CANCELLED: "#6b7280", FAILED: "#b42318" };
@@ -10,6 +10,12 @@ export function Analytics() {
   const [templateId, setTemplateId] = useState("");
   const templates = useTemplates();
   const analytics = useAnalytics(templateId || undefined);
+  const [bucket, setBucket] = useState<"hour" | "day">("day");
+  const throughput = useThroughput(templateId || undefined, bucket);
+  const series = (throughput.data?.series ?? []).map((b) => ({
+    ...b,
+    label: bucket === "hour" ? new Date(b.at).toLocaleString(undefined, { day: "numeric", hour: "2-digit" }) : new Date(b.at).toLocaleDateString(),
+  }));
   const a = analytics.data;
   const counts = Object.entries(a?.counts_by_status ?? {}).map(([status, count]) => ({ status, count }));
   const total = counts.reduce((n, c) => n + c.count, 0);
@@ -28,7 +34,14 @@ export function Analytics() {
           ))}
         </select>
       </label>
-      <ErrorNote error={analytics.error} />
+      <label>
+        {" "}Period{" "}
+        <select value={bucket} onChange={(e) => setBucket(e.target.value as "hour" | "day")}>
+          <option value="day">last 30 days, per day</option>
+          <option value="hour">last 48 hours, per hour</option>
+        </select>
+      </label>
+      <ErrorNote error={analytics.error ?? throughput.error} />
       {a && (
         <>
           <div className="cards">
@@ -65,7 +78,7 @@ export function Analytics() {
                   <XAxis dataKey="status" />
                   <YAxis allowDecimals={false} />
                   <Tooltip />
-                  <Bar dataKey="count">
+                  <Bar isAnimationActive={false} dataKey="count">
                     {counts.map((c) => (
                       <Cell key={c.status} fill={COLORS[c.status] ?? "#64748b"} />
                     ))}
@@ -80,9 +93,50 @@ export function Analytics() {
                   <XAxis type="number" />
                   <YAxis type="category" dataKey="name" width={160} />
                   <Tooltip />
-                  <Bar dataKey="seconds" fill="#7c3aed" />
+                  <Bar isAnimationActive={false} dataKey="seconds" fill="#7c3aed" />
                 </BarChart>
               </ResponsiveContainer>
+            </Section>
+          </div>
+          <div className="split">
+            <Section title="Throughput">
+              <ResponsiveContainer width="100%" height={220}>
+                <BarChart data={series}>
+                  <CartesianGrid strokeDasharray="3 3" />
+                  <XAxis dataKey="label" />
+                  <YAxis allowDecimals={false} />
+                  <Tooltip />
+                  <Legend />
+                  <Bar isAnimationActive={false} dataKey="started" fill="#2563eb" />
+                  <Bar isAnimationActive={false} dataKey="completed" fill="#15803d" />
+                  <Bar isAnimationActive={false} dataKey="failed" fill="#b42318" />
+                </BarChart>
+              </ResponsiveContainer>
+            </Section>
+            <Section title="Busiest approvers">
+              <table className="list" aria-label="Busiest approvers">
+                <thead>
+                  <tr>
+                    <th>Approver</th>
+                    <th>Decisions</th>
+                    <th>Median time to decide</th>
+                  </tr>
+                </thead>
+                <tbody>
+                  {throughput.data?.busiest_approvers.length === 0 && (
+                    <tr>
+                      <td colSpan={3}>No approval decided in this period.</td>
+                    </tr>
+                  )}
+                  {(throughput.data?.busiest_approvers ?? []).map((a) => (
+                    <tr key={a.approver}>
+                      <td>{a.approver}</td>
+                      <td>{a.decisions}</td>
+                      <td>{secs(a.p50_seconds)}</td>
+                    </tr>
+                  ))}
+                </tbody>
+              </table>
             </Section>
           </div>
           <Section title="Busiest steps">
