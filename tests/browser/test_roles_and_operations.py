@@ -52,6 +52,22 @@ async def test_viewer_sees_no_decision_and_another_tenant_sees_no_instance(dashb
     await expect(page.get_by_test_id("instance-row")).to_have_count(0)
 
 
+async def test_an_approver_escalates_from_the_instance_page(dashboard, world):
+    tenant = await world.new_tenant()
+    instance_id = await waiting_for_cfo(world, tenant)
+    page = dashboard.page
+    await dashboard.sign_in(tenant, "cfo")
+    await dashboard.open(f"/instances/{instance_id}")
+    await page.get_by_role("region", name="Actions").get_by_role("button", name="Escalate").click()
+    form = page.get_by_role("form", name="Confirm escalate")
+    await form.get_by_label("Reason").fill("above my mandate")
+    await form.get_by_label("Escalate to role").fill("ceo")
+    await form.get_by_role("button", name="Confirm escalate").click()
+    await expect(page.get_by_test_id("blocking")).to_contain_text("role ceo")
+    _, detail = await world.call("GET", f"{I}/{instance_id}", tenant, expect=200)
+    assert detail["blocking"]["approvers"] == {"type": "role", "value": "ceo"}
+
+
 async def confirm(page, action: str, reason: str | None = None) -> None:
     await page.get_by_role("region", name="Actions").get_by_role("button", name=action, exact=True).click()
     form = page.get_by_role("form", name=f"Confirm {action.lower()}")

@@ -7,10 +7,12 @@ import type { Step } from "../builder/model";
 import { ErrorNote, Json, relative, Section, Status, when } from "../components/common";
 import { FlowGraph } from "../components/FlowGraph";
 import { blockingText } from "./Instances";
+import { can, useSignedIn } from "../auth";
 
 const OPERATIONS: Operation[] = ["pause", "resume", "cancel", "retry", "escalate", "advance"];
 
 export function InstancePage({ id }: { id: string }) {
+  const me = useSignedIn();
   const instance = useInstance(id);
   const data = instance.data;
   const template = useTemplate(data?.template_id, data?.template_version);
@@ -28,6 +30,12 @@ export function InstancePage({ id }: { id: string }) {
   const path = data.timeline.filter((t) => t.event_type === "StepStarted" && t.step).map((t) => t.step as number);
   if (data.status === "COMPLETED") path.push(0);
   const allowed = (actions.data?.actions ?? []).filter((a) => OPERATIONS.includes(a.action as Operation));
+  // Escalation is not among the listed actions (agent-actions); the engine accepts it from the step's
+  // approvers or a workflow_admin, so it is offered to whoever may decide while an approval waits.
+  const waiting = (data.blocking as { waiting_for?: string | null }).waiting_for;
+  if (data.status === "ACTIVE" && waiting === "approval" && data.current_step && can(me, "decide")) {
+    allowed.push({ action: "escalate", method: "POST", href: "", step: data.current_step, description: `escalate step ${data.current_step} to other approvers` });
+  }
   return (
     <>
       <h1>
