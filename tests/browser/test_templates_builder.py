@@ -52,6 +52,17 @@ async def test_builder_edits_draw_the_graph_and_activate_deactivate(dashboard, w
     await expect(page.get_by_role("heading", level=1)).to_contain_text("PAUSED")
     await page.get_by_role("button", name="Activate").click()
     await expect(page.get_by_role("heading", level=1)).to_contain_text("ACTIVE")
+    await expect(page).to_have_url(f"{dashboard.base}/templates/{created['id']}/2")
+    diff = page.get_by_role("region", name="Compare versions")
+    await expect(diff.get_by_test_id("diff-summary")).not_to_have_text("0 changed line(s)")
+    await expect(diff.locator("tr.removed")).to_contain_text(["Execute Payment"])
+    secrets = page.get_by_role("region", name="Secrets")
+    await secrets.get_by_label("Secret name").fill("erp_key")
+    await secrets.get_by_label("Secret value").fill("s3cr3t-value")
+    await secrets.get_by_role("button", name="Store secret").click()
+    await expect(secrets.get_by_role("listitem")).to_contain_text(["erp_key"])
+    await expect(secrets.get_by_label("Secret value")).to_have_value("")
+    assert "s3cr3t-value" not in await page.content()
     _, current = await world.call("GET", f"/v1/workflows/templates/{created['id']}", tenant, expect=200)
     assert current["status"] == "ACTIVE" and [s["name"] for s in current["document"]["steps"]] == [
         "Check Amount Tier", "CFO Approval", "Manager Approval"]

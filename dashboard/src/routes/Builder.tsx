@@ -9,6 +9,8 @@ import { FIELDS } from "../builder/fields";
 import { errorsAt, move, newStep, STEP_TYPES, withKey, type Config, type Json, type Step, type StepType, type TemplateDoc } from "../builder/model";
 import { ErrorNote, Section, Status } from "../components/common";
 import { FlowGraph } from "../components/FlowGraph";
+import { Secrets } from "../components/Secrets";
+import { VersionDiff } from "../components/VersionDiff";
 
 type FieldError = Schemas["FieldError"];
 const EMPTY: TemplateDoc = { name: "", trigger_type: "manual", steps: [] };
@@ -222,6 +224,10 @@ function Editor({ id, template, initial }: { id?: string; template?: Schemas["Te
             <FlowGraph steps={graphSteps} current={step ? selected + 1 : null} label="Template graph" />
           </Section>
           {showJson && <RawJson doc={doc} setDoc={setDoc} />}
+          {id && template && (template.versions?.length ?? 0) > 1 && (
+            <VersionDiff id={id} versions={template.versions ?? []} current={template.version} />
+          )}
+          {id && can(me, "secrets:write") && <Secrets id={id} />}
         </div>
       </div>
     </>
