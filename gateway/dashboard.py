@@ -1,4 +1,4 @@
-"""The dashboard: its built front-end under `/`, and the two reads only a browser session needs.
+"""The dashboard: its built front-end under `/`, and the reads only a browser session needs.
 
 The front-end (`dashboard/`, TypeScript + React, ADR 6) is built by `deploy/stack` into `dashboard/dist`;
 the gateway serves those files as they are, so nothing is fetched at run time. Every GET that no API route
@@ -8,12 +8,14 @@ routes (`/instances/<id>`, `/templates/<id>`) belong to the front-end and a relo
 The API operations here follow the same rules as every other (`gateway.openapi`):
 - `getMe` tells the signed-in principal its tenant, roles and permissions, so the page can hide what the
   server would refuse anyway (the server stays the authority: a hidden button is a courtesy, not a check).
+- `listMyDecisions` is the caller's own decision history (the Approvals tab), from the audit trail.
 - `validateDocument` checks a template that has no id yet (the builder's "new template"); a saved template
   is checked by `validateTemplate`, which also knows its secrets.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -22,6 +24,7 @@ from aiohttp import web
 from core.validation import validate_template
 from gateway.app import Call, json_response
 from gateway.auth import READ, TEMPLATES_WRITE
+from gateway.problems import Problem
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DIST = ROOT / "dashboard" / "dist"
@@ -81,4 +84,29 @@ async def validate_document(call: Call) -> web.Response:
     return json_response({"valid": not problems, "errors": [p.as_dict() for p in problems]})
 
 
-HANDLERS = {"getMe": get_me, "validateDocument": validate_document}
+async def my_decisions(call: Call) -> web.Response:
+    """The caller's own approval decisions, newest first (the Approvals tab's history)."""
+    me = call.me
+    me.require(READ, "read decisions")
+    raw = call.query("limit") or "50"
+    if not raw.isdigit() or not 1 <= int(raw) <= 200:
+        raise Problem(400, "limit must be an integer from 1 to 200", pointer="/query/limit")
+    rows = await call.gateway.pool.fetch(
+        """SELECT t.instance_id, t.step, t.reasoning, t.details, t.at, i.template_id, i.template_name, i.status,
+                  s.name AS step_name
+           FROM workflow_transitions t JOIN workflow_instances i ON i.id = t.instance_id
+           LEFT JOIN LATERAL (SELECT name FROM workflow_step_executions s
+                              WHERE s.instance_id = t.instance_id AND s.step = t.step LIMIT 1) s ON true
+           WHERE t.tenant_id = $1 AND t.actor_id = $2 AND t.event_type = 'DecisionRecorded'
+           ORDER BY t.at DESC LIMIT $3""", me.tenant_id, me.id, int(raw))
+    items = []
+    for r in rows:
+        details = json.loads(r["details"]) if isinstance(r["details"], str) else (r["details"] or {})
+        items.append({"instance_id": r["instance_id"], "template_id": r["template_id"],
+                      "template_name": r["template_name"], "instance_status": r["status"], "step": r["step"],
+                      "step_name": r["step_name"] or "", "decision": str(details.get("decision", "")),
+                      "reasoning": r["reasoning"], "at": r["at"].isoformat()})
+    return json_response({"items": items})
+
+
+HANDLERS = {"getMe": get_me, "validateDocument": validate_document, "listMyDecisions": my_decisions}

@@ -287,6 +287,17 @@ SCHEMAS: dict[str, Any] = {
                        "roles": {"type": "array", "items": {"type": "string"}}, "display_name": {"type": "string"},
                        "permissions": {"type": "array", "items": {"type": "string"}}},
     },
+    "DecisionList": {
+        "type": "object", "required": ["items"],
+        "properties": {"items": {"type": "array", "items": {
+            "type": "object",
+            "required": ["instance_id", "template_id", "template_name", "instance_status", "step", "step_name",
+                         "decision", "reasoning", "at"],
+            "properties": {"instance_id": {"type": "string"}, "template_id": {"type": "string"},
+                           "template_name": {"type": "string"}, "instance_status": {"type": "string"},
+                           "step": {"type": "integer"}, "step_name": {"type": "string"},
+                           "decision": {"type": "string"}, "reasoning": {"type": "string"}, "at": TIMESTAMP}}}},
+    },
     "Throughput": {
         "type": "object", "required": ["bucket", "since", "series", "busiest_approvers"],
         "properties": {
@@ -503,6 +514,10 @@ PATHS: dict[str, dict[str, Any]] = {
         "post": op("validateDocument", "Validate a template document that has no id yet (the builder's new "
                    "template); secrets are not checked", "templates",
                    {200: ("validation result", ref("ValidationResult"))}, body="TemplateDocument"),
+    },
+    "/v1/workflows/decisions": {
+        "get": op("listMyDecisions", "The caller's own approval decisions, newest first", "instances",
+                  {200: ("decisions", ref("DecisionList"))}, params=[LIMIT]),
     },
     "/v1/workflows/analytics/throughput": {
         "get": op("getThroughput", "Instances started, completed and failed per hour or day; busiest approvers",

@@ -45,6 +45,8 @@ async def approve_from_approvals_tab(dashboard, tenant, who: str, step_name: str
     await row.get_by_label("Reason for approval").fill(reason)
     await row.get_by_role("button", name="Confirm approve").click()
     await expect(page.get_by_test_id("pending-row").filter(has_text=step_name)).to_have_count(0)
+    history = page.get_by_role("table", name="My decisions").get_by_test_id("decision-row")
+    await expect(history.filter(has_text=reason)).to_contain_text("approved")
     await dashboard.sign_out()
 
 

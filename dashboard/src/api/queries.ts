@@ -5,6 +5,7 @@ import { api, must, type Schemas } from "./client";
 export const keys = {
   me: ["me"] as const,
   pending: ["pending"] as const,
+  decisions: ["pending", "decisions"] as const,
   instances: (filters: InstanceFilters) => ["instances", "list", filters] as const,
   instance: (id: string) => ["instances", id] as const,
   actions: (id: string) => ["instances", id, "actions"] as const,
@@ -102,4 +103,10 @@ export const usePipeline = (id: string | undefined) =>
     enabled: id !== undefined,
     refetchInterval: POLL_MS,
     queryFn: () => must(api.GET("/v1/workflows/templates/{id}/pipeline", { params: { path: { id: id ?? "" } } })),
+  });
+
+export const useMyDecisions = () =>
+  useQuery({
+    queryKey: keys.decisions,
+    queryFn: () => must(api.GET("/v1/workflows/decisions", { params: { query: { limit: 20 } } })),
   });

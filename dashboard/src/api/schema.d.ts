@@ -384,6 +384,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/workflows/decisions": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The caller's own approval decisions, newest first */
+        get: operations["listMyDecisions"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/workflows/analytics/throughput": {
         parameters: {
             query?: never;
@@ -803,6 +820,20 @@ export interface components {
             roles: string[];
             display_name: string;
             permissions: string[];
+        };
+        DecisionList: {
+            items: {
+                instance_id: string;
+                template_id: string;
+                template_name: string;
+                instance_status: string;
+                step: number;
+                step_name: string;
+                decision: string;
+                reasoning: string;
+                /** Format: date-time */
+                at: string;
+            }[];
         };
         Throughput: {
             /** @enum {string} */
@@ -1974,6 +2005,37 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["ValidationResult"];
+                };
+            };
+            400: components["responses"]["Problem"];
+            401: components["responses"]["Problem"];
+            403: components["responses"]["Problem"];
+            404: components["responses"]["Problem"];
+            409: components["responses"]["Problem"];
+            413: components["responses"]["Problem"];
+            415: components["responses"]["Problem"];
+            422: components["responses"]["Problem"];
+            default: components["responses"]["Problem"];
+        };
+    };
+    listMyDecisions: {
+        parameters: {
+            query?: {
+                limit?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description decisions */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DecisionList"];
                 };
             };
             400: components["responses"]["Problem"];

@@ -3,9 +3,9 @@ import { useState } from "react";
 import { Link } from "wouter";
 import { api, must, type Schemas } from "../api/client";
 import { useDecide, type Decision } from "../api/mutations";
-import { keys, usePending } from "../api/queries";
+import { keys, useMyDecisions, usePending } from "../api/queries";
 import { can, refusal, useSignedIn } from "../auth";
-import { ErrorNote, money, relative, Section, when } from "../components/common";
+import { ErrorNote, money, relative, Section, Status, when } from "../components/common";
 
 type Pending = Schemas["PendingApproval"];
 
@@ -59,7 +59,52 @@ export function Approvals() {
           </table>
         )}
       </Section>
+      {mayDecide && <History />}
     </>
+  );
+}
+
+function History() {
+  const decisions = useMyDecisions();
+  const items = decisions.data?.items ?? [];
+  return (
+    <Section title="My decisions">
+      <ErrorNote error={decisions.error} />
+      {items.length === 0 ? (
+        <p>You have not decided anything yet.</p>
+      ) : (
+        <table className="list" aria-label="My decisions">
+          <thead>
+            <tr>
+              <th>When</th>
+              <th>Workflow</th>
+              <th>Step</th>
+              <th>Decision</th>
+              <th>Reason</th>
+              <th>Now</th>
+            </tr>
+          </thead>
+          <tbody>
+            {items.map((d) => (
+              <tr key={`${d.instance_id}:${d.step}:${d.at}`} data-testid="decision-row">
+                <td>{relative(d.at)}</td>
+                <td>
+                  <Link href={`/instances/${d.instance_id}`}>{d.template_name}</Link>
+                </td>
+                <td>
+                  {d.step}. {d.step_name}
+                </td>
+                <td>{d.decision === "approve" ? "approved" : d.decision === "reject" ? "rejected" : d.decision}</td>
+                <td>{d.reasoning}</td>
+                <td>
+                  <Status value={d.instance_status} />
+                </td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      )}
+    </Section>
   );
 }
 

@@ -57,6 +57,7 @@ RULES: dict[str, Rule] = {
     "setAgentPermissions": Rule("admin", "operator", body="permissions"),
     "getAnalytics": Rule("viewer", scoped=False),
     "getMe": Rule("viewer", scoped=False),
+    "listMyDecisions": Rule("viewer", scoped=False),
     "getThroughput": Rule("viewer", scoped=False),
     "getPipeline": Rule("viewer"),
     "validateDocument": Rule("admin", "viewer", scoped=False, body="template"),

@@ -77,3 +77,9 @@ async def test_throughput_approvers_and_pipeline(api_world, tenant):
     other = await world.new_tenant()
     status, _ = await world.call("GET", f"/v1/workflows/templates/{template['id']}/pipeline", other, "viewer")
     assert status == 404
+
+    _, mine = await world.call("GET", "/v1/workflows/decisions", tenant, "manager", expect=200)
+    assert [(d["instance_id"], d["step"], d["step_name"], d["decision"], d["reasoning"]) for d in mine["items"]] == [
+        (ids[1], 3, "Manager Approval", "approve", "ok"), (ids[0], 3, "Manager Approval", "approve", "ok")]
+    _, nobody = await world.call("GET", "/v1/workflows/decisions", tenant, "cfo", expect=200)
+    assert nobody["items"] == []
