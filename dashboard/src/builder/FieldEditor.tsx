@@ -111,11 +111,13 @@ export function FieldEditor({ field, pointer, value, onChange, steps, current, e
       </span>
       {editor}
       {errors.length > 0 && (
-        <ul id={`${id}-err`} className="field-errors" role="alert">
-          {errors.map((e, i) => (
-            <li key={i}>{e.message}</li>
-          ))}
-        </ul>
+        <div role="alert">
+          <ul id={`${id}-err`} className="field-errors">
+            {errors.map((e, i) => (
+              <li key={i}>{e.message}</li>
+            ))}
+          </ul>
+        </div>
       )}
     </div>
   );

@@ -237,11 +237,13 @@ function Editor({ id, template, initial }: { id?: string; template?: Schemas["Te
 function FieldErrors({ errors }: { errors: FieldError[] }) {
   if (!errors.length) return null;
   return (
-    <ul className="field-errors" role="alert">
-      {errors.map((e, i) => (
-        <li key={i}>{e.message}</li>
-      ))}
-    </ul>
+    <div role="alert">
+      <ul className="field-errors">
+        {errors.map((e, i) => (
+          <li key={i}>{e.message}</li>
+        ))}
+      </ul>
+    </div>
   );
 }
 

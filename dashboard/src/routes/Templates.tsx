@@ -58,7 +58,7 @@ function Versions({ id, current }: { id: string; current: number }) {
   return (
     <span className="row">
       {versions.map((v) => (
-        <Link key={v} href={`/templates/${id}/${v}`} aria-label={`Open version ${v}`}>
+        <Link key={v} href={`/templates/${id}/${v}`} aria-label={`Open v${v} of ${id}`}>
           v{v}
         </Link>
       ))}
