@@ -14,6 +14,7 @@ from playwright.async_api import expect
 
 from core.builtin import builtin_template
 from schemas.records import TransferEvent
+from tests.browser.conftest import shot
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -71,6 +72,7 @@ async def test_build_trigger_approve_and_audit_procurement_in_the_browser(dashbo
     approvers = page.locator('[data-pointer="/steps/1/config/approvers"]')
     await expect(approvers.get_by_role("alert")).to_contain_text("an approval step needs approvers")
     await expect(page.get_by_test_id("validity")).to_have_text(re.compile(r"\d+ problem"))
+    await shot(page, "builder_validation_error_at_the_field")
     # ... and goes away once it is fixed
     await page.get_by_label("Approvers type").select_option("role")
     await page.get_by_label("Approvers value").fill("cfo")
