@@ -1,6 +1,6 @@
 """The dashboard: its built front-end under `/`, and the reads only a browser session needs.
 
-The front-end (`dashboard/`, TypeScript + React, ADR 6) is built by `deploy/stack` into `dashboard/dist`;
+The front-end (`dashboard/`, TypeScript + React, ADR 7) is built by `deploy/stack` into `dashboard/dist`;
 the gateway serves those files as they are, so nothing is fetched at run time. Every GET that no API route
 matches, outside `/v1/` and the gateway's own pages, answers `index.html`, because the browser
 routes (`/instances/<id>`, `/templates/<id>`) belong to the front-end and a reload must land on it.

@@ -23,7 +23,7 @@ export type InstanceFilters = {
   blocked_on?: "me";
 };
 
-/** Live views poll: 3 s while something can still change (docs/adr/0006-dashboard-front-end.md). */
+/** Live views poll: 3 s while something can still change (docs/adr/0007-dashboard-front-end.md). */
 export const POLL_MS = 3000;
 const RUNNING = new Set(["ACTIVE", "PAUSED"]);
 
