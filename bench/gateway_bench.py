@@ -22,6 +22,7 @@ from collections import defaultdict
 import aiohttp
 
 TEMPLATE = "wf_procurement_approval"
+ADMIN = "fl_dev_acme_admin"
 REQUESTER = "fl_dev_rita_requester"
 MANAGER = "fl_dev_bob_manager"
 VIEWER = "fl_dev_vera_viewer"
@@ -33,7 +34,20 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[index]
 
 
+async def activate(session: aiohttp.ClientSession, url: str) -> None:
+    """The seed leaves the built-ins inactive: put the template's document back (a new, ACTIVE version)."""
+    path = f"{url}/v1/workflows/templates/{TEMPLATE}"
+    admin = {"Authorization": f"Bearer {ADMIN}"}
+    async with session.get(path, headers=admin) as response:
+        template = await response.json()
+    if template.get("status") != "ACTIVE":
+        async with session.put(path, json=template["document"], headers=admin) as response:
+            if response.status != 200:
+                raise SystemExit(f"activating {TEMPLATE} failed: {response.status} {await response.text()}")
+
+
 async def setup(session: aiohttp.ClientSession, url: str, count: int) -> list[str]:
+    await activate(session, url)
     ids = []
     for i in range(count):
         async with session.post(f"{url}/v1/workflows/instances?wait=true", json={

@@ -86,7 +86,7 @@ async def bench(kind: str, bootstrap: str, count: int, concurrency: int, partiti
                                 auto_offset_reset="earliest")
     await consumer.start()
     settings = HandlerSettings(bootstrap_servers=bootstrap, topic_prefix=prefix, concurrency=concurrency,
-                               allow_private_networks=("127.0.0.0/8",))
+                               allow_private_networks=("127.0.0.0/8:*",))
     process = HandlerProcess(kind, settings)
     started = time.perf_counter()
     task = asyncio.create_task(process.run())

@@ -4,7 +4,8 @@ Approver specs: `{"type": "role", "value": "cfo"}`, `{"type": "user", "value": "
 ids), `{"type": "agent", "value": "agent_456"}`, or a list of such specs (any of them matches). An agent
 with an approval permission for the template (`actor.approval_limits`, resolved by the gateway) may also
 decide role-based steps, within its `step_names` and `max_amount` (story 29.12). Whoever started the
-instance may not approve it (separation of duties).
+instance may not approve it (separation of duties), unless the template's `settings.separation_of_duties`
+is false.
 """
 
 from __future__ import annotations
@@ -44,11 +45,12 @@ def matches_spec(actor: Actor, approvers: Any) -> bool:
     return False
 
 
-def refusal(actor: Actor, approvers: Any, *, step_name: str, amount: Any, initiator: Actor) -> str | None:
+def refusal(actor: Actor, approvers: Any, *, step_name: str, amount: Any, initiator: Actor,
+            separation_of_duties: bool = True) -> str | None:
     """None if the actor may decide; otherwise a sentence saying why not."""
     if actor.kind is ActorKind.SYSTEM:
         return "the system cannot vote on an approval"
-    if actor.id == initiator.id and initiator.kind is not ActorKind.SYSTEM:
+    if separation_of_duties and actor.id == initiator.id and initiator.kind is not ActorKind.SYSTEM:
         return f"{actor.id} started this instance and cannot approve it"
     limits = actor.approval_limits
     agent_permitted = actor.kind is ActorKind.AGENT and limits is not None

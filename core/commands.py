@@ -93,9 +93,10 @@ class CancelInstance(Command):
 
 @dataclass(frozen=True, kw_only=True)
 class EscalateApproval(Command):
-    """Hand a waiting approval to other approvers now (the PRD's `escalate`), before its timeout.
+    """Hand a waiting approval to the template's escalation target now (the PRD's `escalate`).
 
-    Votes already cast stay; `timeout_hours` > 0 sets a new deadline, 0 keeps none.
+    `approvers`, if given, must be the template's target (the caller never chooses who counts next). Votes
+    already cast stay on record but stop counting; `timeout_hours` > 0 sets a new deadline, 0 keeps none.
     """
 
     step: int

@@ -20,9 +20,11 @@ from core import commands as cmd
 from core import events as ev
 from core.approvers import describe
 from core.effects import StepRequest
+from core.payments import trigger_refusal
 from core.recorder import Recorder
 from core.state import InstanceState
 from core.steps import action, approval, condition, external, notification, wait
+from core.steps.failure import fail_attempt
 from core.template import CompiledTemplate, Target
 from core.types import Awaiting, StepType, TaskStatus, WorkflowStatus
 
@@ -60,7 +62,11 @@ def decide(state: InstanceState | None, command: cmd.Command, template: Compiled
     if state is None:
         if isinstance(command, cmd.StartInstance):
             _start_instance(rec, command)
-            _run(rec)
+            try:
+                _run(rec)
+            except Exception as exc:
+                return fail_on_error(None, command, template, now,
+                                     f"error while starting: {type(exc).__name__}: {exc}")
             return Decision(rec.state, rec.events, rec.effects)
         return Decision(None, [ev.CommandRejected(
             instance_id=command.instance_id, seq=0, at=now, command_id=command.command_id,
@@ -75,9 +81,64 @@ def decide(state: InstanceState | None, command: cmd.Command, template: Compiled
     if refusal:
         rec.reject(refusal)
         return Decision(rec.state, rec.events, rec.effects)
-    HANDLERS[type(command)](rec, command)
-    _run(rec)
+    handler = HANDLERS[type(command)]
+    try:
+        handler(rec, command)
+        _run(rec)
+    except Exception as exc:
+        return fail_on_error(state, command, template, now, f"error while deciding {type(command).__name__}: "
+                                                            f"{type(exc).__name__}: {exc}")
     return Decision(rec.state, rec.events, rec.effects)
+
+
+MAX_REASON_CHARS = 1000
+
+
+def fail_on_error(state: InstanceState | None, command: cmd.Command, template: CompiledTemplate, now: int,
+                  reason: str) -> Decision:
+    """An error while deciding one instance fails that instance; it never makes the instance vanish.
+
+    The decision is made again from the state before the command: the current step fails (its retry policy
+    is skipped, its `on_failure` applies: skip, human review, or failing the instance), with the error in the
+    audit trail. If even that raises, the instance fails outright. A start that errs still starts the
+    instance first, so it exists and says why it failed. The engine calls this too, as its last resort for
+    an error outside `decide` (streams/processor.py).
+    """
+    reason = reason if len(reason) <= MAX_REASON_CHARS else reason[:MAX_REASON_CHARS] + "..."
+    try:
+        rec = _restarted(state, command, template, now)
+        if rec.state is None:
+            return Decision(None, rec.events, rec.effects)
+        instance = rec.instance
+        current = instance.current
+        if instance.status is WorkflowStatus.ACTIVE and current is not None:
+            number = instance.current_step
+            step = rec.template.step(number)
+            if current.status is TaskStatus.PENDING:
+                rec.emit(ev.StepStarted, step=number, name=step.spec.name, type=step.spec.type.value,
+                         attempt=current.attempt + 1)
+            if rec.step_state(number).status is TaskStatus.IN_PROGRESS:
+                fail_attempt(rec, step, reason, retryable=False)
+                _run(rec)
+                return Decision(rec.state, rec.events, rec.effects)
+    except Exception:
+        pass
+    rec = _restarted(state, command, template, now)
+    if rec.state is None:
+        return Decision(None, rec.events, rec.effects)
+    if rec.instance.is_terminal:
+        rec.reject(reason)
+    else:
+        rec.emit(ev.InstanceFailed, step=rec.instance.current_step, reason=reason)
+    return Decision(rec.state, rec.events, rec.effects)
+
+
+def _restarted(state: InstanceState | None, command: cmd.Command, template: CompiledTemplate,
+               now: int) -> Recorder:
+    rec = Recorder(state=state, command=command, template=template, now=now)
+    if state is None and isinstance(command, cmd.StartInstance):
+        _start_instance(rec, command)
+    return rec
 
 
 def _expire(state: InstanceState, command: cmd.ExpireInstance, rec: Recorder) -> Decision:
@@ -122,6 +183,12 @@ def _start_instance(rec: Recorder, command: cmd.StartInstance) -> None:
             reason=f"Expected template {command.template_id} v{command.template_version}, but was given "
                    f"{template.template_id} v{template.version}",
         ))
+        return
+    refusal = trigger_refusal(command.trigger)
+    if refusal:
+        rec.events.append(ev.CommandRejected(
+            instance_id=command.instance_id, seq=0, at=rec.now, command_id=command.command_id,
+            command_type="StartInstance", reason=f"Expected trigger facts an instance can start on, but {refusal}"))
         return
     rec.emit(ev.InstanceStarted, template_id=template.template_id, template_version=template.version,
              tenant_id=command.tenant_id, template_name=template.name, trigger=command.trigger,
@@ -275,7 +342,10 @@ def retry_failed(state: InstanceState, command: cmd.RetryStep, template: Compile
         rec.reject(f"Expected a retry of failed step {state.current_step}, but got step {command.step}")
     else:
         rec.emit(ev.StepRetried, step=command.step, actor=command.actor)
-        _run(rec)
+        try:
+            _run(rec)
+        except Exception as exc:  # the instance stays FAILED; the rejection says why the retry could not run
+            return fail_on_error(state, command, template, now, f"error while retrying: {type(exc).__name__}: {exc}")
     return Decision(rec.state, rec.events, rec.effects)
 
 
@@ -383,7 +453,7 @@ def blocking(state: InstanceState, template: CompiledTemplate) -> dict[str, Any]
         "waiting_for": current.awaiting.value or None,
     }
     if current.awaiting in (Awaiting.APPROVAL, Awaiting.REVIEW):
-        approvals = sum(1 for v in current.votes if v.decision == "approve")
+        approvals = sum(1 for v in current.counted_votes if v.decision == "approve")
         info.update(approvers=current.approvers, approvals=approvals,
                     remaining=max(current.required - approvals, 0),
                     decided_by=[v.actor_id for v in current.votes])

@@ -143,6 +143,9 @@ class ApprovalEscalated(Event):
     approvers: Json
     deadline: int = 0
     escalation: int = 1
+    # False: the meaning of the first release (earlier votes keep counting). Every escalation decided since
+    # sets it: earlier votes stay on record but the escalated approvers must make the whole quorum.
+    resets_votes: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -29,7 +29,17 @@ import simpleeval
 ALLOWED_ROOTS = frozenset({"trigger", "steps", "response", "instance", "now", "context"})
 JSON_CONSTANTS = {"true": True, "false": False, "null": None}
 MAX_DEPTH = 50  # nesting of the syntax tree; the evaluator recurses once (or more) per level
-MAX_SEQUENCE_LENGTH = 100_000  # longest string or list a multiplication may build
+MAX_SEQUENCE_LENGTH = 100_000  # longest string or list an operator may build (repetition, concatenation)
+MAX_INT_BITS = 4096  # largest integer an operator may build (about 1,233 digits)
+MAX_STEPS = 4_000  # syntax nodes an expression may have (2,000 characters make fewer); no loops: also its steps
+MAX_ERROR_CHARS = 500  # an error message carries at most this much of a value into events and logs
+
+# The cost budget of one evaluation (docs/security.md, "Expressions"): every operator's result is bounded in
+# size (MAX_SEQUENCE_LENGTH, MAX_INT_BITS), every evaluation in steps (MAX_STEPS: checked once at compile
+# time, since no node of the grammar repeats, so evaluating costs nothing extra), and the `%` formatting
+# of strings (widths like "%0400000000d", names looked up in a mapping) is refused, at validation when the
+# left operand is a literal, at evaluation otherwise. Deterministic (no clock): the same expression and
+# data always cost the same, so a replayed decision decides the same.
 
 
 class ExpressionError(ValueError):
@@ -61,12 +71,36 @@ def _not_in(item: Any, container: Any) -> bool:
     return not _contains(container, item)
 
 
+def _bounded(result: Any) -> Any:
+    if isinstance(result, str | list | tuple) and len(result) > MAX_SEQUENCE_LENGTH:
+        raise ValueError(f"the result would exceed {MAX_SEQUENCE_LENGTH} items")
+    if isinstance(result, int) and not isinstance(result, bool) and result.bit_length() > MAX_INT_BITS:
+        raise ValueError(f"the result would exceed {MAX_INT_BITS} bits")
+    return result
+
+
 def _multiply(a: Any, b: Any) -> Any:
-    # "x" * 10**9 would build a gigabyte inside the engine: refuse repetitions past a sane length
+    # "x" * 10**9 would build a gigabyte inside the engine: refuse repetitions past a sane length first
     for seq, times in ((a, b), (b, a)):
         if isinstance(seq, str | list | tuple) and isinstance(times, int) and len(seq) * times > MAX_SEQUENCE_LENGTH:
             raise ValueError(f"repeating a sequence would exceed {MAX_SEQUENCE_LENGTH} items")
+    if isinstance(a, int) and isinstance(b, int) and a.bit_length() + b.bit_length() > MAX_INT_BITS + 1:
+        raise ValueError(f"the result would exceed {MAX_INT_BITS} bits")
     return a * b
+
+
+def _add(a: Any, b: Any) -> Any:
+    if isinstance(a, str | list | tuple) and isinstance(b, str | list | tuple) \
+            and len(a) + len(b) > MAX_SEQUENCE_LENGTH:
+        raise ValueError(f"the result would exceed {MAX_SEQUENCE_LENGTH} items")
+    return _bounded(a + b)
+
+
+def _modulo(a: Any, b: Any) -> Any:
+    if isinstance(a, str | bytes):
+        # "%0400000000d" % 1 allocates 400 MB; "%(x)s" % trigger reaches into a mapping: no string formatting
+        raise ValueError("the % operator formats strings, which expressions do not allow")
+    return _bounded(a % b)
 
 
 def _arith(fn):
@@ -79,12 +113,12 @@ def _arith(fn):
 
 
 _OPERATORS = {
-    ast.Add: _arith(op.add),
-    ast.Sub: _arith(op.sub),
+    ast.Add: _arith(_add),
+    ast.Sub: _arith(lambda a, b: _bounded(a - b)),
     ast.Mult: _arith(_multiply),
     ast.Div: _arith(op.truediv),
     ast.FloorDiv: _arith(op.floordiv),
-    ast.Mod: _arith(op.mod),
+    ast.Mod: _arith(_modulo),
     ast.Eq: op.eq,
     ast.NotEq: op.ne,
     ast.Gt: _null_safe(op.gt),
@@ -189,12 +223,14 @@ class Expression:
     roots: frozenset[str] = frozenset()
 
     def evaluate(self, names: Mapping[str, Any]) -> Any:
+        """The value, or ExpressionError: nothing else ever escapes (an error fails the step, not the engine)."""
         evaluator = _EVALUATOR
         evaluator.names = names
         try:
             return evaluator._eval(self.tree)
-        except (ArithmeticError, TypeError, ValueError, RecursionError, simpleeval.InvalidExpression) as exc:
-            raise ExpressionError(f"{self.source!r} failed: {exc}") from None
+        except Exception as exc:
+            detail = f"{type(exc).__name__}: {exc}" if isinstance(exc, LookupError | AttributeError) else str(exc)
+            raise ExpressionError(_clip(f"{self.source!r} failed: {detail}")) from None
         finally:
             evaluator.names = {}
 
@@ -203,6 +239,10 @@ class Expression:
 
 
 _EVALUATOR = _JsonEvaluator()
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= MAX_ERROR_CHARS else text[:MAX_ERROR_CHARS] + f"... ({len(text)} characters)"
 
 
 def compile_expression(source: str, *, roots: frozenset[str] = ALLOWED_ROOTS) -> Expression:
@@ -219,6 +259,8 @@ def compile_expression(source: str, *, roots: frozenset[str] = ALLOWED_ROOTS) ->
         raise ExpressionError(f"{source!r} is nested too deeply") from None
     if _depth(tree) > MAX_DEPTH:
         raise ExpressionError(f"{source!r} is nested more than {MAX_DEPTH} levels deep")
+    if sum(1 for _ in ast.walk(tree)) > MAX_STEPS:
+        raise ExpressionError(f"{source!r} has more than {MAX_STEPS} parts")
     used_roots: set[str] = set()
     for node in ast.walk(tree):
         if not isinstance(node, _ALLOWED_NODES):
@@ -233,6 +275,9 @@ def compile_expression(source: str, *, roots: frozenset[str] = ALLOWED_ROOTS) ->
                 )
             if node.keywords:
                 raise ExpressionError(f"{source!r}: keyword arguments are not allowed")
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Mod) and isinstance(node.left, ast.Constant) \
+                and isinstance(node.left.value, str):
+            raise ExpressionError(f"{source!r} formats a string with %, which expressions do not allow")
     for node in ast.walk(tree):
         if isinstance(node, ast.Name) and not _is_call_target(tree, node):
             if node.id in JSON_CONSTANTS:
@@ -288,12 +333,25 @@ def lookup(names: Mapping[str, Any], path: tuple[str, ...]) -> Any:
     return value
 
 
-def render(value: Any, names: Mapping[str, Any], roots: frozenset[str]) -> Any:
+# How a value's own braces travel between the engine's pass and the handler's (see `render`).
+LITERALS = {"{{lbrace}}": "{", "{{rbrace}}": "}"}
+_ESCAPE_BRACES = str.maketrans({"{": "{{lbrace}}", "}": "{{rbrace}}"})
+
+
+def render(value: Any, names: Mapping[str, Any], roots: frozenset[str], *, final: bool = False) -> Any:
     """Replace `{{path}}` placeholders whose root is in `roots` everywhere inside a JSON value.
 
     A string that is exactly one placeholder takes the value's own type (a number stays a number); inside
     longer text, values are formatted as strings and null as "". Placeholders of other roots (secrets,
     tenant, payos) are left as they are, for the handler that owns them.
+
+    Values are data, never templates: only the template author's strings are parsed, once. A value that
+    itself contains braces (a requester's `"memo": "{{secrets.erp_key}}"`, a partner's response, a callback
+    body) must not become, alone or together with the author's neighbouring text, a placeholder in the
+    handler's later pass. So the engine's pass (`final=False`) writes every brace inside a substituted value
+    as `{{lbrace}}` / `{{rbrace}}`, and the handler's pass (`final=True`, the last one) turns those back
+    into braces without parsing what it produced (one `re.sub` never rescans its own replacements).
+    docs/security.md.
     """
     if isinstance(value, str):
         if "{{" not in value:
@@ -302,21 +360,38 @@ def render(value: Any, names: Mapping[str, Any], roots: frozenset[str]) -> Any:
         if whole:
             path = tuple(whole.group(1).split("."))
             if path[0] in roots:
-                return lookup(names, path)
+                found = lookup(names, path)
+                return found if final else _protect(found)
+            if final and whole.group(0) in LITERALS:
+                return LITERALS[whole.group(0)]
             return value
 
         def substitute(match: re.Match[str]) -> str:
+            if final and match.group(0) in LITERALS:
+                return LITERALS[match.group(0)]
             path = tuple(match.group(1).split("."))
             if path[0] not in roots:
                 return match.group(0)
             found = lookup(names, path)
-            return "" if found is None else _to_text(found)
+            text = "" if found is None else _to_text(found)
+            return text if final else _protect(text)
 
         return _PLACEHOLDER.sub(substitute, value)
     if isinstance(value, Mapping):
-        return {k: render(v, names, roots) for k, v in value.items()}
+        return {k: render(v, names, roots, final=final) for k, v in value.items()}
     if isinstance(value, list):
-        return [render(v, names, roots) for v in value]
+        return [render(v, names, roots, final=final) for v in value]
+    return value
+
+
+def _protect(value: Any) -> Any:
+    """A substituted value with every brace in its strings written as `{{lbrace}}`/`{{rbrace}}` (`render`)."""
+    if isinstance(value, str):
+        return value.translate(_ESCAPE_BRACES) if ("{" in value or "}" in value) else value
+    if isinstance(value, Mapping):
+        return {k: _protect(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_protect(v) for v in value]
     return value
 
 

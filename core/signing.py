@@ -52,3 +52,22 @@ def verify_payload(key: bytes, body: bytes, header: str, now: int,
 def callback_token(callback_key: bytes, instance_id: str, step: int, attempt: int) -> str:
     """The secret an external system uses to sign its completion callback for one step attempt."""
     return _mac(callback_key, f"callback:{instance_id}:{step}:{attempt}".encode())
+
+
+DEVELOPMENT_PROFILES = frozenset({"dev", "test"})
+
+
+def refuse_development_keys(profile: str, keys: dict[str, bool]) -> None:
+    """Raise if a key still has its development default outside the dev and test profiles.
+
+    `keys` maps each key's environment variable to whether it is the built-in development value. The
+    development keys are in the public source: a production process that kept one would sign callbacks,
+    webhooks or secrets with a key anyone can read. Every process calls this once, at start-up, with its keys.
+    """
+    if (profile or "dev") in DEVELOPMENT_PROFILES:
+        return
+    defaults = sorted(name for name, is_default in keys.items() if is_default)
+    if defaults:
+        raise ValueError(f"FLOWLINE_PROFILE is {profile!r} but {', '.join(defaults)} still "
+                         f"{'has its' if len(defaults) == 1 else 'have their'} development default; set "
+                         f"{'it' if len(defaults) == 1 else 'them'} (or use the dev or test profile)")

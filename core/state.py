@@ -60,6 +60,11 @@ class StepState:
     retries: int = 0
     output: Json = None
     error: str = ""
+    counted_from: int = 0  # votes[counted_from:] count towards the quorum; earlier ones predate an escalation
+
+    @property
+    def counted_votes(self) -> tuple[Vote, ...]:
+        return self.votes[self.counted_from:] if self.counted_from else self.votes
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -229,6 +234,7 @@ def _apply_step_started(state: InstanceState, e: ev.StepStarted) -> InstanceStat
             "started_at": e.at,
             "ended_at": 0,
             "votes": (),
+            "counted_from": 0,
             "approvers": None,
             "required": 0,
             "escalation": 0,
@@ -307,7 +313,10 @@ def _apply_timed_out(state: InstanceState, e: ev.StepTimedOut) -> InstanceState:
 
 def _apply_escalated(state: InstanceState, e: ev.ApprovalEscalated) -> InstanceState:
     step = state.steps[e.step - 1]
-    state = _with_step(state, e.step, approvers=e.approvers, escalation=e.escalation)
+    # resets_votes (every escalation decided since it exists): the votes so far stay on record but no longer
+    # count; the escalated approvers must make the whole quorum (docs/security.md, maker-checker)
+    counted_from = len(step.votes) if e.resets_votes else step.counted_from
+    state = _with_step(state, e.step, approvers=e.approvers, escalation=e.escalation, counted_from=counted_from)
     # an escalation replaces the deadline (a manual one arrives while the old timer is still armed)
     if any(t.step == e.step and t.purpose == "approval_timeout" for t in state.timers):
         state = evolve(state, timers=tuple(t for t in state.timers
@@ -342,7 +351,7 @@ def _apply_review_requested(state: InstanceState, e: ev.HumanReviewRequested) ->
     state = _clear_step_timers(state, e.step)
     state = _with_step(
         state, e.step, status=TaskStatus.IN_PROGRESS, awaiting=Awaiting.REVIEW, approvers=e.approvers,
-        required=1, votes=(), error=e.error, ended_at=0,
+        required=1, votes=(), counted_from=0, error=e.error, ended_at=0,
     )
     if e.deadline:
         state = _arm(state, e.step, e.attempt, "review_timeout", e.deadline)

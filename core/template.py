@@ -107,6 +107,15 @@ class Template:
     def step(self, number: int) -> StepSpec:
         return self.steps[number - 1]
 
+    @property
+    def separation_of_duties(self) -> bool:
+        """`settings.separation_of_duties` (default true): whoever started an instance, human or agent, may
+        not approve any of its steps. A template turns it off only where self-approval is the intent (for
+        example an agent that files and confirms its own low-risk request)."""
+        settings = self.document.get("settings") if isinstance(self.document, Mapping) else None
+        value = settings.get("separation_of_duties", True) if isinstance(settings, Mapping) else True
+        return value is not False
+
     @cached_property
     def names(self) -> dict[str, int]:
         """Step name and key -> number, for `skip_to:<name>`."""

@@ -16,14 +16,16 @@ from core.approvers import SPEC_TYPES, spec_list
 from core.expressions import ExpressionError, check_placeholder, compile_expression, placeholders_in
 from core.quorum import committee_members, parse_level
 from core.retry import ON_FAILURE_CHOICES
+from core.steps.wait import MIN_POLL_SECONDS
 from core.template import DEFAULT_TARGETS, TARGET_KEYS, TargetError, parse_target, parse_trigger_type, step_key
 from core.types import ApprovalLevel, StepType, TriggerType
 
-KNOWN_ACTIONS = frozenset({"execute_transfer", "simulate_transfer", "http_request"})
+KNOWN_ACTIONS = frozenset({"execute_transfer", "simulate_transfer", "lookup_transfer", "http_request"})
 CONDITION_OPS = frozenset({"eq", "ne", "gt", "gte", "lt", "lte", "in", "not_in", "contains", "exists",
                            "starts_with"})
 TOP_LEVEL_KEYS = frozenset({"name", "description", "trigger_type", "trigger_config", "steps", "status",
-                            "metadata"})
+                            "metadata", "settings"})
+SETTINGS = {"separation_of_duties": bool}  # core/template.py Template.settings: what each one means
 STEP_KEYS = frozenset({"type", "name", "id", "config", "description"})
 # `callback` (url, token) is filled in by the external handler in async mode.
 PLACEHOLDER_ROOTS = frozenset({"trigger", "steps", "instance", "secrets", "tenant", "payos", "callback"})
@@ -31,16 +33,17 @@ ON_TIMEOUT_CHOICES = ("fail", "auto_approve", "auto_reject", "escalate", "contin
 HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD")
 CRON = re.compile(r"^\s*(\S+\s+){4,5}\S+\s*$")  # five fields, or six with seconds last (croniter)
 MAX_STEPS = 100
+EVALUATION_FAILURE_CHOICES = ("fail_workflow", "skip")
 
 STEP_CONFIG_KEYS: dict[StepType, frozenset[str]] = {
-    StepType.CONDITION: frozenset({"expression", "if_true", "if_false"}),
+    StepType.CONDITION: frozenset({"expression", "if_true", "if_false", "on_failure"}),
     StepType.APPROVAL: frozenset({"approvers", "level", "quorum", "timeout_hours", "on_timeout", "escalate_to",
                                   "on_reject", "description"}),
     StepType.ACTION: frozenset({"action", "params", "retry_config", "on_failure", "failure_notification",
                                 "timeout_seconds", "success_condition", "review_approvers",
                                 "review_timeout_hours"}),
     StepType.WAIT: frozenset({"until", "duration_seconds", "duration_minutes", "duration_hours", "condition",
-                              "poll_interval_seconds", "timeout_hours", "on_timeout"}),
+                              "poll_interval_seconds", "timeout_hours", "on_timeout", "on_failure"}),
     StepType.NOTIFICATION: frozenset({"channel", "type", "url", "headers", "body", "to", "subject", "text",
                                       "retry_config", "on_failure", "timeout_seconds", "secret_name",
                                       "review_approvers", "review_timeout_hours", "failure_notification"}),
@@ -78,6 +81,7 @@ def validate_template(document: Any, *, known_actions: Iterable[str] = KNOWN_ACT
     for key in document:
         if key not in TOP_LEVEL_KEYS:
             problems.add(f"/{key}", f"unknown field {key!r}; allowed: {', '.join(sorted(TOP_LEVEL_KEYS))}")
+    _check_settings(problems, document.get("settings"))
     name = document.get("name")
     if not isinstance(name, str) or not name.strip():
         problems.add("/name", "name is required and must be a non-empty string")
@@ -105,6 +109,20 @@ def validate_template(document: Any, *, known_actions: Iterable[str] = KNOWN_ACT
     if not any(p.pointer.startswith("/steps/") for p in problems.items):
         _check_graph(problems, steps, names)
     return problems.items
+
+
+def _check_settings(problems: _Problems, settings: Any) -> None:
+    if settings is None:
+        return
+    if not isinstance(settings, Mapping):
+        problems.add("/settings", "settings must be an object, e.g. {\"separation_of_duties\": true}")
+        return
+    for key, value in settings.items():
+        kind = SETTINGS.get(key)
+        if kind is None:
+            problems.add(f"/settings/{key}", f"unknown setting {key!r}; settings are: {', '.join(SETTINGS)}")
+        elif not isinstance(value, kind):
+            problems.add(f"/settings/{key}", f"{key} must be true or false")
 
 
 def _step_type(step: Mapping[str, Any]) -> StepType | None:
@@ -256,6 +274,15 @@ def _check_condition_step(problems: _Problems, cp: str, config: Mapping[str, Any
         problems.add(f"{cp}/expression", "a condition step needs an expression, e.g. 'trigger.amount <= 1000'")
     else:
         _expression(problems, f"{cp}/expression", config["expression"])
+    _check_evaluation_failure(problems, cp, config)
+
+
+def _check_evaluation_failure(problems: _Problems, cp: str, config: Mapping[str, Any]) -> None:
+    """A condition or wait step whose expression fails to evaluate fails; `on_failure` says what then."""
+    choice = config.get("on_failure")
+    if choice is not None and choice not in EVALUATION_FAILURE_CHOICES:
+        problems.add(f"{cp}/on_failure", f"a {'condition' if 'expression' in config else 'wait'} step's on_failure "
+                                         f"is one of {', '.join(EVALUATION_FAILURE_CHOICES)}")
 
 
 def _check_approvers(problems: _Problems, pointer: str, approvers: Any) -> None:
@@ -364,7 +391,12 @@ def _check_wait_step(problems: _Problems, cp: str, config: Mapping[str, Any], ac
     mode = modes[0]
     if mode == "condition":
         _expression(problems, f"{cp}/condition", config["condition"])
-        _positive_number(problems, f"{cp}/poll_interval_seconds", config.get("poll_interval_seconds"))
+        poll = config.get("poll_interval_seconds")
+        _positive_number(problems, f"{cp}/poll_interval_seconds", poll)
+        if isinstance(poll, int | float) and not isinstance(poll, bool) and 0 < poll < MIN_POLL_SECONDS:
+            problems.add(f"{cp}/poll_interval_seconds", f"poll_interval_seconds must be at least {MIN_POLL_SECONDS} "
+                                                         "(a tighter poll re-evaluates for every tenant's cost)")
+        _check_evaluation_failure(problems, cp, config)
     elif mode == "until":
         from core.steps.wait import parse_time_ms
 
@@ -517,3 +549,40 @@ def visualize(document: Mapping[str, Any]) -> dict[str, Any]:
                 lines.append(f"  s{number} -. rejected .-> {dest}")
     adjacency = {str(n): ["end" if t == END else t for t in targets] for n, targets in graph.items()}
     return {"adjacency": adjacency, "mermaid": "\n".join(lines)}
+
+
+# ------------------------------------------------------------------------------------- where secrets go
+
+def _destination(step: Mapping[str, Any]) -> str:
+    """Where a step sends what it renders: its URL's scheme, host and port (a placeholder URL as written)."""
+    config = step.get("config") if isinstance(step.get("config"), Mapping) else {}
+    params = config.get("params") if isinstance(config.get("params"), Mapping) else {}
+    url = config.get("url") or params.get("url") or config.get("channel") or config.get("type") or ""
+    text = str(url).strip()
+    match = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*://[^/?#]*)", text)
+    return (match.group(1) if match else text).lower()
+
+
+def secret_destinations(document: Any) -> dict[str, frozenset[str]]:
+    """Each `{{secrets.NAME}}` the document uses -> the destinations of the steps that use it."""
+    found: dict[str, set[str]] = {}
+    steps = document.get("steps") if isinstance(document, Mapping) else None
+    for step in steps if isinstance(steps, list) else []:
+        if not isinstance(step, Mapping):
+            continue
+        for _, path in placeholders_in(step.get("config")):
+            if path.startswith("secrets.") and len(path) > len("secrets."):
+                found.setdefault(path.split(".", 1)[1], set()).add(_destination(step))
+    return {name: frozenset(where) for name, where in found.items()}
+
+
+def secrets_sent_elsewhere(old: Any, new: Any) -> list[str]:
+    """Secrets the new version would send to a destination the old version did not send them to.
+
+    A stored secret was given for the destinations the template had when it was set; a new version that
+    points the same secret at another host (by editing a URL, or by referencing it from another step) must
+    have the secret confirmed again (the gateway's `confirm_secrets`), or a template editor could redirect
+    an ERP key to a server of their own without ever seeing it.
+    """
+    before = secret_destinations(old)
+    return sorted(name for name, where in secret_destinations(new).items() if not where <= before.get(name, set()))

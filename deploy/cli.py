@@ -4,6 +4,9 @@
     flowline stack down [--profile dev|test]
     flowline stack status [--profile dev|test]
 
+User commands (`flowline templates|instances|pending|events|send ...`, docs/cli.md) live in
+`flowline/cli.py`; `main` hands them over by their first word.
+
 Process commands (`flowline engine`, `flowline handler <kind>`, `flowline gateway`, ...) are added by
 registering a subparser in `build_parser()` with `set_defaults(func=...)`; `func(args)` returns an exit code.
 """
@@ -33,7 +36,10 @@ def _stack(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="flowline", description="Flowline: Kafka-native workflow engine")
+    parser = argparse.ArgumentParser(
+        prog="flowline", description="Flowline: Kafka-native workflow engine",
+        epilog="user commands: templates, instances, pending, events, send (flowline <command> --help; docs/cli.md); "
+               "mcp: the MCP server for agents (flowline mcp --help; docs/agents.md)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p_stack = sub.add_parser("stack", help="local stack: Kafka, PostgreSQL and the Flowline processes")
@@ -125,7 +131,19 @@ def _seed(args: argparse.Namespace) -> int:
     return int(seed_main() or 0)
 
 
+USER_COMMANDS = ("templates", "instances", "pending", "events", "send")  # flowline/cli.py
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "mcp":  # the MCP server for agents (flowline/mcp, docs/agents.md)
+        from flowline.mcp.cli import main as mcp_main
+
+        return mcp_main(argv[1:])
+    if argv and argv[0] in USER_COMMANDS:
+        from flowline.cli import main as user_main
+
+        return user_main(argv)
     args = build_parser().parse_args(argv)
     return int(args.func(args) or 0)
 

@@ -7,6 +7,12 @@ the command's idempotency key, the way the real payment service is expected to b
   (`FLOWLINE_SIMULATOR_LEDGER`, default `<state dir>/payment-simulator.jsonl`) before the reply is sent;
 - a key it has seen is answered with the first result again, executing nothing (also after a restart:
   the ledger is read back at start-up);
+- it knows the transfers of the trigger topic `payments.transfers` (read from the beginning at start-up and
+  then as they come) and answers `lookup_transfer` with a transfer's record (tenant, amount, currency, the
+  payment key that executed it), executing nothing;
+- `execute_transfer` pays only a transfer it knows, at its own amount, and each transfer once: a command
+  with another key for an executed transfer fails with "transfer ... already executed by instance ..."
+  (core/payments.py, the rule any real payment service must keep too);
 - `params.simulate_failure` makes a command fail with that reason (to exercise rejected payments);
 - `FLOWLINE_SIMULATOR_DELAY_MS` delays the first reply, so tests can crash a handler between the
   execution and the result.
@@ -27,11 +33,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from core.payments import LOOKUP_TRANSFER, TransferBook
 from deploy import topics
 from schemas.codec import Codec, DecodeError
-from schemas.records import PaymentCommand, PaymentResult
+from schemas.records import PaymentCommand, PaymentResult, TransferEvent
 
 log = logging.getLogger("flowline.payment_simulator")
 
@@ -53,6 +60,9 @@ class PaymentSimulator:
         self.bootstrap_servers = bootstrap_servers
         self.commands_topic = topic_prefix + topics.PAYMENTS_COMMANDS
         self.results_topic = topic_prefix + topics.PAYMENTS_RESULTS
+        self.transfers_topic = topic_prefix + topics.PAYMENTS_TRANSFERS
+        self.book = TransferBook()
+        self._transfers: AIOKafkaConsumer | None = None
         self.group_id = group_id or f"{topic_prefix}flowline-payment-simulator"
         self.ledger = ledger or default_ledger()
         self.delay_ms = delay_ms
@@ -77,25 +87,81 @@ class PaymentSimulator:
             self.results[entry["idempotency_key"]] = PaymentResult(
                 idempotency_key=entry["idempotency_key"], status=entry["status"], output=entry.get("output"),
                 error=entry.get("error", ""), completed_at=entry["completed_at"])
+            params = entry.get("params") or {}
+            if entry.get("action") == "execute_transfer" and entry["status"] == "succeeded" \
+                    and isinstance(params.get("transfer_id"), str):
+                self.book.executed(params["transfer_id"], entry["idempotency_key"])
+
+    def learn(self, value: bytes | None) -> None:
+        """Remember a transfer from a trigger-topic record (anything that is not a transfer is ignored)."""
+        from streams.matcher import InvalidInput, parse_transfer  # the engine's own reading of the topic
+
+        try:
+            event = parse_transfer(self.codec, value)
+        except InvalidInput:
+            return
+        if isinstance(event, TransferEvent):
+            self.book.learn(event.transfer_id, tenant_id=event.tenant_id, amount=event.amount,
+                            currency=event.currency)
+
+    async def _read_transfers(self, *, to_end: bool = False) -> None:
+        """Read what is new on the transfers topic; with `to_end`, everything up to its current end."""
+        consumer = self._transfers
+        if consumer is None:
+            return
+        ends = await consumer.end_offsets(list(consumer.assignment())) if to_end else {}
+        while True:
+            batches = await consumer.getmany(timeout_ms=0 if not to_end else 100)
+            for records in batches.values():
+                for record in records:
+                    self.learn(record.value)
+            if not to_end:
+                return
+            positions = {tp: await consumer.position(tp) for tp in ends}
+            if all(positions[tp] >= end for tp, end in ends.items()):
+                return
+
+    def lookup(self, command: PaymentCommand) -> PaymentResult:
+        params = command.params if isinstance(command.params, dict) else {}
+        record = self.book.record(params.get("transfer_id"), command.tenant_id)
+        now = int(time.time() * 1000)
+        if record is None:
+            return PaymentResult(idempotency_key=command.idempotency_key, status="failed", error="unknown transfer",
+                                 completed_at=now)
+        return PaymentResult(idempotency_key=command.idempotency_key, status="succeeded", output=record,
+                             completed_at=now)
 
     def execute(self, command: PaymentCommand) -> PaymentResult:
         """Run a command once: record it in the ledger, return its result."""
         params = command.params if isinstance(command.params, dict) else {}
         now = int(time.time() * 1000)
         reason = params.get("simulate_failure")
-        if reason:
+        refusal = None
+        if command.action == "execute_transfer":
+            refusal = self.book.execution_refusal(params.get("transfer_id"), command.tenant_id,
+                                                  command.idempotency_key)
+            record = self.book.record(params.get("transfer_id"), command.tenant_id)
+            if record is not None:
+                params = {**params, "amount": record["amount"], "currency": record["currency"]}
+        if refusal:
+            result = PaymentResult(idempotency_key=command.idempotency_key, status="failed", error=refusal,
+                                   completed_at=now)
+        elif reason:
             result = PaymentResult(idempotency_key=command.idempotency_key, status="failed", error=str(reason),
                                    completed_at=now)
         else:
             simulated = command.action == "simulate_transfer"
             output = {"payment_id": "sim_" + hashlib.sha256(command.idempotency_key.encode()).hexdigest()[:16],
                       "action": command.action, "status": "simulated" if simulated else "executed",
-                      "amount": params.get("amount"), "transfer_id": params.get("transfer_id")}
+                      "amount": params.get("amount"), "currency": params.get("currency"),
+                      "transfer_id": params.get("transfer_id")}
             result = PaymentResult(idempotency_key=command.idempotency_key, status="succeeded", output=output,
                                    completed_at=now)
         entry = {"idempotency_key": command.idempotency_key, "action": command.action,
                  "tenant_id": command.tenant_id, "params": params, "status": result.status,
                  "output": result.output, "error": result.error, "completed_at": now}
+        if command.action == "execute_transfer" and result.status == "succeeded":
+            self.book.executed(params["transfer_id"], command.idempotency_key)
         self.ledger.parent.mkdir(parents=True, exist_ok=True)
         with self.ledger.open("a") as f:
             f.write(json.dumps(entry) + "\n")
@@ -110,12 +176,24 @@ class PaymentSimulator:
         consumer = AIOKafkaConsumer(self.commands_topic, bootstrap_servers=self.bootstrap_servers,
                                     group_id=self.group_id, enable_auto_commit=False,
                                     isolation_level="read_committed", auto_offset_reset="earliest")
+        transfers = AIOKafkaConsumer(bootstrap_servers=self.bootstrap_servers, enable_auto_commit=False,
+                                     isolation_level="read_committed")
         await producer.start()
         await consumer.start()
+        await transfers.start()
+        partitions = await transfers._client.fetch_all_metadata()  # partitions_for_topic reads only a cache
+        tps = [TopicPartition(self.transfers_topic, p)
+               for p in sorted(partitions.partitions_for_topic(self.transfers_topic) or ())]
+        if tps:  # no trigger topic (an installation without transfers): nothing to learn
+            transfers.assign(tps)
+            await transfers.seek_to_beginning(*tps)
+            self._transfers = transfers
+        await self._read_transfers(to_end=True)
         self.ready.set()
         log.info("payment simulator (development tool) answering %s; ledger %s", self.commands_topic, self.ledger)
         try:
             while not self._stopping.is_set():
+                await self._read_transfers()
                 batches = await consumer.getmany(timeout_ms=200)
                 for records in batches.values():
                     for record in records:
@@ -123,6 +201,8 @@ class PaymentSimulator:
                 if batches:
                     await consumer.commit()
         finally:
+            with contextlib.suppress(Exception):
+                await transfers.stop()
             with contextlib.suppress(Exception):
                 await consumer.stop()
             with contextlib.suppress(Exception):
@@ -135,6 +215,14 @@ class PaymentSimulator:
             log.warning("ignoring undecodable payment command at offset %s: %s", record.offset, exc)
             return
         self.commands_seen += 1
+        if command.action == LOOKUP_TRANSFER:
+            params = command.params if isinstance(command.params, dict) else {}
+            if self.book.record(params.get("transfer_id"), command.tenant_id) is None:
+                await self._read_transfers(to_end=True)  # the transfer event may be just behind
+            await producer.send_and_wait(self.results_topic, self.codec.encode(self.lookup(command)),
+                                         key=command.idempotency_key.encode())
+            self.answered += 1
+            return
         result = self.results.get(command.idempotency_key)
         if result is None:
             result = self.execute(command)

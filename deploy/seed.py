@@ -1,7 +1,13 @@
 """Development seed: principals and API tokens of two demo tenants, the five built-in templates for tenant
 "acme" (in PostgreSQL and on `workflow.templates`), and a demo agent permission. Idempotent: run it again
 and nothing is duplicated (templates are re-published at their current version, which the compacted topic
-absorbs). `deploy/stack up` runs it after the processes start; `flowline seed` runs it alone.
+absorbs; a template already seeded keeps the status it has now, unless the built-ins are asked for
+ACTIVE). `deploy/stack up` runs it after the processes start; `flowline seed` runs it alone.
+
+The built-ins are seeded INACTIVE (status PAUSED) unless FLOWLINE_SEED_BUILTINS=active: a newcomer who
+follows the epic and creates its procurement template must get one instance per transfer, not a second
+one from the seeded built-in with the same trigger and a third from the seeded trade template's threshold
+(issue 9.8). Activate one by PUTting its document back (`PUT /v1/workflows/templates/wf_<name>`).
 
 The dev tokens are fixed strings so the docs and scripts can use them; they exist only in a database the
 seed wrote. Never run this against a production database.
@@ -61,7 +67,16 @@ def template_id(name: str) -> str:
     return f"wf_{name}"
 
 
-async def seed(database_url: str, bootstrap: str, topic_prefix: str = "") -> dict[str, str]:
+def builtin_status(env: dict[str, str] | None = None) -> str:
+    """PAUSED unless FLOWLINE_SEED_BUILTINS=active (see the module docstring for why)."""
+    wanted = (os.environ if env is None else env).get("FLOWLINE_SEED_BUILTINS", "inactive").strip().lower()
+    if wanted not in ("active", "inactive"):
+        raise ValueError(f"FLOWLINE_SEED_BUILTINS must be active or inactive, not {wanted!r}")
+    return "ACTIVE" if wanted == "active" else "PAUSED"
+
+
+async def seed(database_url: str, bootstrap: str, topic_prefix: str = "", status: str | None = None) -> dict[str, str]:
+    status = status or builtin_status()
     conn = await asyncpg.connect(database_url)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True)
     await producer.start()
@@ -84,11 +99,13 @@ async def seed(database_url: str, bootstrap: str, topic_prefix: str = "") -> dic
                 tid = template_id(name)
                 trigger = parse_trigger_type(document.get("trigger_type", "manual"))
                 await conn.execute(
+                    # Inactive never re-pauses a template someone activated; active (asked for) activates.
                     """INSERT INTO workflow_templates (id, tenant_id, name, description, trigger_type, status,
-                           current_version, created_by) VALUES ($1, $2, $3, $4, $5, 'ACTIVE', 1, 'seed')
-                       ON CONFLICT (id) DO NOTHING""",
+                           current_version, created_by) VALUES ($1, $2, $3, $4, $5, $6, 1, 'seed')
+                       ON CONFLICT (id) DO UPDATE SET status = 'ACTIVE', updated_at = now()
+                       WHERE EXCLUDED.status = 'ACTIVE' AND workflow_templates.status <> 'ACTIVE'""",
                     tid, TENANT, document["name"], document.get("description", ""),
-                    trigger.value if trigger else "MANUAL")
+                    trigger.value if trigger else "MANUAL", status)
                 await conn.execute(
                     """INSERT INTO workflow_template_versions (template_id, version, document, created_by)
                        VALUES ($1, 1, $2::jsonb, 'seed') ON CONFLICT DO NOTHING""", tid, json.dumps(document))
@@ -115,6 +132,18 @@ async def seed(database_url: str, bootstrap: str, topic_prefix: str = "") -> dic
     return {p.id: p.token for p in PRINCIPALS}
 
 
+def print_builtins(status: str | None = None) -> None:
+    status = status or builtin_status()
+    names = ", ".join(template_id(n) for n in BUILTIN_NAMES)
+    if status == "ACTIVE":
+        print(f"built-in templates of tenant {TENANT!r} seeded ACTIVE (FLOWLINE_SEED_BUILTINS=active): {names}")
+        return
+    print(f"built-in templates of tenant {TENANT!r} seeded INACTIVE (status PAUSED), so only templates you create "
+          f"match events: {names}")
+    print("  activate one: PUT its document back to /v1/workflows/templates/<id> (docs/api.md), or all: "
+          "FLOWLINE_SEED_BUILTINS=active deploy/stack up")
+
+
 def print_tokens(tokens: dict[str, str]) -> None:
     print("dev API tokens (Authorization: Bearer <token>):")
     by_id = {p.id: p for p in PRINCIPALS}
@@ -129,7 +158,6 @@ def main() -> int:
         os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:15432/flowline"),
         os.environ.get("FLOWLINE_KAFKA_BOOTSTRAP", "127.0.0.1:19092"),
         os.environ.get("FLOWLINE_TOPIC_PREFIX", "")))
-    print(f"seeded {len(BUILTIN_NAMES)} built-in templates for tenant {TENANT!r} "
-          f"({', '.join(template_id(n) for n in BUILTIN_NAMES)})")
+    print_builtins()
     print_tokens(tokens)
     return 0

@@ -217,6 +217,10 @@ PROCESSES: list[ProcessSpec] = [
     ProcessSpec("projector", ["{python}", "-m", "deploy.cli", "projector"]),
     ProcessSpec("gateway", ["{python}", "-m", "deploy.cli", "gateway"],
                 url=lambda p: p.gateway_url + "docs", health_url=lambda p: p.gateway_url + "v1/openapi.json"),
+    # the MCP server for agents (streamable HTTP, gateway port + 2); it calls the gateway with each client's token
+    ProcessSpec("mcp", ["{python}", "-m", "deploy.cli", "mcp", "--http"],
+                url=lambda p: f"http://127.0.0.1:{p.gateway_port + 2}/mcp",
+                health_url=lambda p: f"http://127.0.0.1:{p.gateway_port + 2}/health"),
 ]
 
 
@@ -1052,9 +1056,13 @@ def print_summary(profile: Profile, result: dict[str, Any]) -> None:
     if any(p["component"] == "gateway" for p in result["processes"]):
         print(f"API:  {profile.gateway_url}v1/   OpenAPI: {profile.gateway_url}v1/openapi.json   "
               f"docs: {profile.gateway_url}docs   health: {profile.gateway_url}health")
+    if any(p["component"] == "mcp" for p in result["processes"]):
+        print(f"MCP (agents, streamable HTTP, send 'Authorization: Bearer <token>'): "
+              f"http://127.0.0.1:{profile.gateway_port + 2}/mcp   (docs/agents.md)")
     if result.get("seed"):
         from deploy import seed
 
+        seed.print_builtins()
         seed.print_tokens(result["seed"])
     print("environment for Flowline processes and tools:")
     print(f"  export FLOWLINE_KAFKA_BOOTSTRAP={profile.kafka_bootstrap}")

@@ -1,13 +1,16 @@
 """Agent workflow permissions (story 29.12): what an agent may start and approve, per template.
 
 The shape is the story's: `{"can_initiate": [template ids], "can_approve": {template id: {"max_amount": n,
-"step_names": [...]}}}`. POST replaces the agent's whole set. The gateway copies the `can_approve` entry of
+"step_names": [...]}}}`; templates may be named by id, slug or name as in the story's example
+(`"procurement_approval"`), and are stored and returned by id. POST replaces the agent's whole set. The
+gateway copies the `can_approve` entry of
 the instance's template into the Actor it sends (`ApprovalLimits`), so the engine decides deterministically.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from aiohttp import web
@@ -24,6 +27,43 @@ async def _agent(call: Call, me: Principal) -> str:
     if not found:
         raise Problem(404, f"no agent {agent_id!r}")
     return agent_id
+
+
+def slug(name: str) -> str:
+    """"Procurement Approval" -> "procurement_approval": how the spec names templates (story 29.12)."""
+    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
+
+
+async def resolve_templates(pool, tenant_id: str, references: set[str]) -> tuple[dict[str, str], dict[str, str]]:
+    """({reference: template id}, {reference: why it names no template}) within the tenant.
+
+    A reference is a template id (`wft_...`, or a seeded built-in's `wf_procurement_approval`), or, as in
+    the spec's example permission document, a slug (`procurement_approval`: the seeded `wf_<slug>` or a
+    template whose name slugs to it) or the name itself. Several templates with one slug: the single
+    ACTIVE one, else the reference is ambiguous and refused, never guessed.
+    """
+    if not references:
+        return {}, {}
+    rows = await pool.fetch("SELECT id, name, status FROM workflow_templates WHERE tenant_id = $1", tenant_id)
+    ids = {r["id"] for r in rows}
+    resolved: dict[str, str] = {}
+    unknown: dict[str, str] = {}
+    for ref in references:
+        if ref in ids:
+            resolved[ref] = ref
+            continue
+        wanted = slug(ref)
+        matches = [r for r in rows if wanted and (slug(r["name"]) == wanted or r["id"] == f"wf_{wanted}")]
+        if len(matches) > 1:
+            active = [r for r in matches if r["status"] == "ACTIVE"]
+            matches = active if len(active) == 1 else matches
+        if len(matches) == 1:
+            resolved[ref] = matches[0]["id"]
+        elif matches:
+            unknown[ref] = f"template {ref!r} is ambiguous ({', '.join(sorted(r['id'] for r in matches))}); use an id"
+        else:
+            unknown[ref] = f"no template {ref!r}"
+    return resolved, unknown
 
 
 async def permissions_of(pool, agent_id: str) -> dict[str, Any]:
@@ -59,16 +99,17 @@ async def set_permissions(call: Call) -> web.Response:
     initiate = list(dict.fromkeys(wanted.get("can_initiate") or []))
     approve = wanted.get("can_approve") or {}
     pool = call.gateway.pool
-    ids = set(initiate) | set(approve)
-    known = {r["id"] for r in await pool.fetch("SELECT id FROM workflow_templates WHERE tenant_id = $1 AND "
-                                               "id = ANY($2)", me.tenant_id, list(ids))}
-    errors = [{"pointer": f"/workflow_permissions/can_initiate/{i}", "message": f"no template {t!r}"}
-              for i, t in enumerate(initiate) if t not in known]
+    resolved, unknown = await resolve_templates(pool, me.tenant_id, set(initiate) | set(approve))
+    errors = [{"pointer": f"/workflow_permissions/can_initiate/{i}", "message": unknown[t]}
+              for i, t in enumerate(initiate) if t in unknown]
     errors += [{"pointer": "/workflow_permissions/can_approve/" + t.replace("~", "~0").replace("/", "~1"),
-                "message": f"no template {t!r}"} for t in approve if t not in known]
+                "message": unknown[t]} for t in approve if t in unknown]
     if errors:
-        raise Problem(422, f"{len(errors)} unknown template(s); first: {errors[0]['pointer']}", errors=errors,
-                      pointer=errors[0]["pointer"])
+        raise Problem(422, f"{len(errors)} unknown template(s); first: {errors[0]['pointer']}: "
+                           f"{errors[0]['message']}", errors=errors, pointer=errors[0]["pointer"])
+    initiate = list(dict.fromkeys(resolved[t] for t in initiate))
+    approve = {resolved[t]: conditions for t, conditions in approve.items()}
+    ids = set(initiate) | set(approve)
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute("DELETE FROM agent_workflow_permissions WHERE agent_id = $1", agent_id)
         rows = []

@@ -28,20 +28,23 @@ from aiokafka import AIOKafkaProducer
 from jsonschema import Draft202012Validator
 from prometheus_client import Counter, Histogram
 
-from gateway import openapi
+from gateway import json_body, openapi
 from gateway.auth import Authenticator, Principal
 from gateway.commands import CommandSender
 from gateway.problems import CONTENT_TYPE as PROBLEM_CONTENT_TYPE
-from gateway.problems import Problem, problems_middleware
+from gateway.problems import DATABASE_DOWN, Problem, problems_middleware, read_model_unavailable
 from gateway.settings import GatewaySettings
 from schemas.codec import Codec
 
 log = logging.getLogger("flowline.gateway")
+audit_log = logging.getLogger("flowline.gateway.audit")
+CONVERSATION_HEADER = "X-Flowline-Conversation-Id"
 
 REQUESTS = Counter("flowline_gateway_requests_total", "HTTP requests", ["operation", "status"])
 LATENCY = Histogram("flowline_gateway_request_seconds", "HTTP request latency", ["operation"])
 
 GATEWAY_KEY = web.AppKey("gateway", object)
+DB_CONNECT_TIMEOUT = 5.0  # seconds; a PostgreSQL that does not answer is down, not slow
 # checked by core.validation, not by the JSON schema
 TEMPLATE_BODIES = {"createTemplate", "updateTemplate", "validateTemplate", "validateDocument"}
 
@@ -76,7 +79,7 @@ class Call:
         return self.principal
 
     def param(self, name: str) -> str:
-        return self.request.match_info[name]
+        return _no_nul(self.request.match_info[name], f"/path/{name}")
 
     def step(self) -> int:
         raw = self.request.match_info["n"]
@@ -85,7 +88,8 @@ class Call:
         return int(raw)
 
     def query(self, name: str) -> str | None:
-        return self.request.query.get(name)
+        value = self.request.query.get(name)
+        return None if value is None else _no_nul(value, f"/query/{name}")
 
     @property
     def wait(self) -> bool:
@@ -93,6 +97,13 @@ class Call:
         if value not in ("", "true", "false", "1", "0"):
             raise Problem(400, "wait must be true or false", pointer="/query/wait")
         return value in ("true", "1")
+
+
+def _no_nul(value: str, pointer: str) -> str:
+    """PostgreSQL text cannot hold NUL: refuse it here rather than fail in the query (a 500)."""
+    if "\x00" in value:
+        raise Problem(400, f"{pointer.rsplit('/', 1)[-1]} must not contain a NUL character", pointer=pointer)
+    return value
 
 
 HandlerFn = Callable[[Call], Awaitable[web.StreamResponse]]
@@ -135,9 +146,14 @@ async def _read_body(request: web.Request, settings: GatewaySettings) -> bytes:
         raise Problem(413, f"the request body is {request.content_length} bytes; the limit is "
                            f"{settings.max_body_bytes}")
     try:
-        return await request.read()
+        async with asyncio.timeout(settings.body_timeout_seconds):
+            return await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise Problem(413, f"the request body is larger than {settings.max_body_bytes} bytes") from None
+    except TimeoutError:
+        # A body trickled in byte by byte would hold a connection and a task forever (slowloris).
+        raise Problem(408, f"the request body did not arrive within {settings.body_timeout_seconds:g} s",
+                      headers={"Connection": "close"}) from None
 
 
 def _parse_json(raw: bytes, content_type: str) -> Any:
@@ -145,10 +161,7 @@ def _parse_json(raw: bytes, content_type: str) -> Any:
         return None
     if content_type not in ("application/json", "") and not content_type.endswith("+json"):
         raise Problem(415, f"send the body as application/json, not {content_type}")
-    try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise Problem(400, f"the body is not valid JSON: {exc}", pointer="") from None
+    return json_body.loads(raw)
 
 
 def _endpoint(gateway: Gateway, operation: dict[str, Any], handler: HandlerFn) -> Callable:
@@ -162,7 +175,11 @@ def _endpoint(gateway: Gateway, operation: dict[str, Any], handler: HandlerFn) -
         started = time.perf_counter()
         status = 500
         try:
-            response = await _serve(request)
+            try:
+                response = await _serve(request)
+            except DATABASE_DOWN as exc:
+                log.warning("read model unavailable on %s %s: %r", request.method, request.path, exc)
+                raise read_model_unavailable(exc) from exc
             status = response.status
             return response
         except Problem as problem:
@@ -174,6 +191,11 @@ def _endpoint(gateway: Gateway, operation: dict[str, Any], handler: HandlerFn) -
 
     async def _serve(request: web.Request) -> web.StreamResponse:
         principal = None if public else await gateway.auth.principal(request.headers.get("Authorization"))
+        conversation = request.headers.get(CONVERSATION_HEADER)
+        if conversation and principal is not None:  # agents' calls (flowline mcp): who, in which conversation
+            audit_log.info("%s %s principal=%s kind=%s conversation=%s client=%s", request.method, request.path,
+                           principal.id, principal.kind, conversation[:200],
+                           request.headers.get("User-Agent", "")[:100])
         raw = await _read_body(request, gateway.settings) if has_body else b""
         body = _parse_json(raw, request.content_type if raw.strip() else "") if has_body else None
         if has_body:
@@ -214,34 +236,59 @@ async def _idempotent(gateway: Gateway, call: Call, handler: HandlerFn) -> web.S
         if row["request_hash"] != request_hash:
             raise Problem(422, "this Idempotency-Key was already used with a different request",
                           pointer="/header/Idempotency-Key")
-        if row["status"] is None:
+        if row["status"] is None and not await _reclaim(gateway, principal_id, key):
             raise Problem(409, "the first request with this Idempotency-Key is still in progress")
-        return web.Response(status=row["status"], body=row["body"], content_type=row["content_type"],
-                            headers={"Idempotent-Replayed": "true"})
+        if row["status"] is not None:
+            return web.Response(status=row["status"], body=row["body"], content_type=row["content_type"],
+                                headers={"Idempotent-Replayed": "true"})
     try:
         response = await handler(call)
     except Problem as problem:
         if problem.status >= 500:
-            await pool.execute("DELETE FROM idempotency_keys WHERE principal_id = $1 AND key = $2",
-                               principal_id, key)
+            await _forget(pool, principal_id, key)
             raise
         body = json.dumps(problem.body(request.path)).encode()
         await _store(pool, principal_id, key, problem.status, PROBLEM_CONTENT_TYPE, body)
         raise
     except BaseException:
-        await pool.execute("DELETE FROM idempotency_keys WHERE principal_id = $1 AND key = $2", principal_id, key)
+        await _forget(pool, principal_id, key)
         raise
     if isinstance(response, web.Response) and response.status < 500:
         await _store(pool, principal_id, key, response.status, response.content_type, response.body or b"")
     else:
-        await pool.execute("DELETE FROM idempotency_keys WHERE principal_id = $1 AND key = $2", principal_id, key)
+        await _forget(pool, principal_id, key)
     return response
+
+
+async def _reclaim(gateway: Gateway, principal_id: str, key: str) -> bool:
+    """Take over a key whose first request never finished (the gateway died, or PostgreSQL went away before
+    the answer was kept): once no request can still be running, a retry runs it again instead of hearing
+    "in progress" forever. Safe: the key fixes the command id (and a trigger's instance id), so the engine
+    drops a second copy of a command that did reach it."""
+    settings = gateway.settings
+    abandoned_after = settings.wait_seconds + settings.instance_wait_seconds + 30
+    return bool(await gateway.pool.fetchval(
+        "UPDATE idempotency_keys SET created_at = now() WHERE principal_id = $1 AND key = $2 AND status IS NULL "
+        "AND created_at < now() - make_interval(secs => $3) RETURNING 1", principal_id, key, abandoned_after))
 
 
 async def _store(pool: asyncpg.Pool, principal_id: str, key: str, status: int, content_type: str,
                  body: bytes) -> None:
-    await pool.execute("UPDATE idempotency_keys SET status = $3, content_type = $4, body = $5 "
-                       "WHERE principal_id = $1 AND key = $2", principal_id, key, status, content_type, bytes(body))
+    """Keep the answer for replays. If PostgreSQL is gone the caller still gets it (what was done is done);
+    the key stays in flight until `_reclaim` lets a retry run again."""
+    try:
+        await pool.execute("UPDATE idempotency_keys SET status = $3, content_type = $4, body = $5 "
+                           "WHERE principal_id = $1 AND key = $2", principal_id, key, status, content_type,
+                           bytes(body))
+    except DATABASE_DOWN as exc:
+        log.warning("could not keep the answer for Idempotency-Key %r of %s: %r", key, principal_id, exc)
+
+
+async def _forget(pool: asyncpg.Pool, principal_id: str, key: str) -> None:
+    try:
+        await pool.execute("DELETE FROM idempotency_keys WHERE principal_id = $1 AND key = $2", principal_id, key)
+    except DATABASE_DOWN as exc:
+        log.warning("could not release Idempotency-Key %r of %s: %r", key, principal_id, exc)
 
 
 def handlers() -> dict[str, HandlerFn]:
@@ -278,8 +325,14 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
 
 
 async def start_gateway(settings: GatewaySettings) -> Gateway:
-    pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=settings.db_pool_size,
-                                     reset=_keep_session)
+    options: dict[str, Any] = {"max_size": settings.db_pool_size, "reset": _keep_session,
+                               "timeout": DB_CONNECT_TIMEOUT}
+    try:
+        pool = await asyncpg.create_pool(settings.database_url, min_size=1, **options)
+    except DATABASE_DOWN as exc:
+        # Start anyway: /health says the database is down and requests answer 503 until it is back.
+        log.warning("PostgreSQL is unavailable at start (%r); connecting on demand", exc)
+        pool = await asyncpg.create_pool(settings.database_url, min_size=0, **options)
     producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, enable_idempotence=True,
                                 linger_ms=1, request_timeout_ms=10_000)
     await producer.start()
@@ -293,6 +346,13 @@ async def stop_gateway(gateway: Gateway) -> None:
         await gateway.pool.close()
 
 
+def server_options(settings: GatewaySettings) -> dict[str, Any]:
+    """aiohttp server options. keepalive_timeout is also the deadline for a request's headers: aiohttp
+    closes a connection whose next request has not been parsed by then, however slowly bytes trickle in
+    (its default, about an hour, let half-sent requests hold connections; issue 10.8)."""
+    return {"keepalive_timeout": settings.header_timeout_seconds}
+
+
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
@@ -301,7 +361,7 @@ def main() -> int:
 
     async def run() -> None:
         gateway = await start_gateway(settings)
-        runner = web.AppRunner(build_app(gateway), access_log=None)
+        runner = web.AppRunner(build_app(gateway), access_log=None, **server_options(settings))
         await runner.setup()
         site = web.TCPSite(runner, settings.host, settings.port)
         await site.start()

@@ -16,7 +16,7 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from core.commands import Command
-from gateway.problems import Problem
+from gateway.problems import DATABASE_DOWN, Problem
 
 if TYPE_CHECKING:
     from gateway.app import Call, Gateway
@@ -42,14 +42,23 @@ class CommandSender:
     async def send(self, command: Command) -> None:
         gw = self.gateway
         try:
-            await gw.producer.send_and_wait(gw.settings.commands_topic, gw.codec.encode(command),
-                                            key=command.instance_id.encode())
+            value = gw.codec.encode(command)
+        except Exception as exc:  # retrying cannot help: the request itself holds what cannot be encoded
+            raise Problem(422, f"the command cannot be encoded ({type(exc).__name__}: {str(exc)[:200]})") from exc
+        try:
+            await gw.producer.send_and_wait(gw.settings.commands_topic, value, key=command.instance_id.encode())
         except Exception as exc:
             raise Problem(503, f"the command could not be sent to the engine ({type(exc).__name__}); "
                                "retry with the same Idempotency-Key") from exc
 
     async def outcome(self, command_id: str, timeout: float | None = None) -> dict[str, Any] | None:
         """`{"applied": True}` or `{"rejected": reason}` once the projector saw the command, else None."""
+        try:
+            return await self._outcome(command_id, timeout)
+        except DATABASE_DOWN:
+            return None  # the command was sent: answer 202 even if the read model went away meanwhile
+
+    async def _outcome(self, command_id: str, timeout: float | None) -> dict[str, Any] | None:
         pool = self.gateway.pool
         deadline = time.monotonic() + (self.gateway.settings.wait_seconds if timeout is None else timeout)
         while True:

@@ -7,7 +7,10 @@ resume/retry/complete-external answer 202 with the command id; `?wait=true` wait
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import json
+import re
 import time
 import uuid
 from datetime import datetime
@@ -18,12 +21,13 @@ from aiohttp import web
 
 from core import commands as cmd
 from core.actors import ApprovalLimits
+from core.payments import trigger_refusal
 from core.signing import callback_token, verify_payload
 from core.triggers import instance_id_for, start_command_id
 from gateway.app import Call, json_response
 from gateway.auth import ADVANCE, CALLBACK, DECIDE, OPERATE, READ, TRIGGER, Principal
 from gateway.commands import command_id_for, now_ms
-from gateway.problems import Problem
+from gateway.problems import DATABASE_DOWN, Problem
 from gateway.templates import _iso, _limit, decode_cursor, encode_cursor
 
 SIGNATURE_HEADER = "X-Flowline-Signature"
@@ -73,6 +77,46 @@ def transition_json(row: asyncpg.Record) -> dict[str, Any]:
 async def load_instance(pool, instance_id: str, tenant_id: str, columns: str = INSTANCE_COLUMNS) -> asyncpg.Record:
     row = await pool.fetchrow(f"SELECT {columns} FROM workflow_instances i WHERE i.id = $1 "
                               "AND i.tenant_id = $2", instance_id, tenant_id)
+    if row is None:
+        raise Problem(404, f"no instance {instance_id!r}")
+    return row
+
+
+INSTANCE_ID = re.compile(r"wfi_[0-9a-f]{26}")  # what core.triggers.instance_id_for makes, and nothing else
+
+
+def _lag_wait(gw, instance_id: str) -> float:
+    """How long to wait for the projector: only an id the engine could have made can be lagging."""
+    return gw.settings.instance_wait_seconds if INSTANCE_ID.fullmatch(instance_id) else 0.0
+
+
+async def await_row(pool, timeout: float, sql: str, *args: Any) -> asyncpg.Record | None:
+    """`sql`'s first row, polling the read model for up to `timeout` seconds while there is none.
+
+    Why: commands are authorised against the read model (the instance must be in the caller's tenant, an
+    agent's limits come from the instance's template), and the projector trails the engine by a few hundred
+    ms. A client that acts on an `ApprovalRequested` it read from `workflow.events` must not be told that
+    the instance does not exist (issue 9.7), so a command waits, bounded, for the projector instead of
+    authorising without the read model: the tenant and role checks stay exactly as strict. Unknown and
+    other tenants' ids wait the same bound before their 404, so the timing tells nothing either.
+    """
+    deadline = time.monotonic() + timeout
+    pause = 0.02
+    while True:
+        row = await pool.fetchrow(sql, *args)
+        if row is not None or time.monotonic() >= deadline:
+            return row
+        await asyncio.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+        pause = min(pause * 2, 0.25)
+
+
+async def command_target(call: Call, columns: str = REF_COLUMNS) -> asyncpg.Record:
+    """The instance a command names, in the caller's tenant, waiting (bounded) for the projector."""
+    instance_id = call.param("id")
+    gw = call.gateway
+    row = await await_row(gw.pool, _lag_wait(gw, instance_id),
+                          f"SELECT {columns} FROM workflow_instances i WHERE i.id = $1 AND i.tenant_id = $2",
+                          instance_id, call.me.tenant_id)
     if row is None:
         raise Problem(404, f"no instance {instance_id!r}")
     return row
@@ -181,9 +225,10 @@ async def list_instances(call: Call) -> web.Response:
 
 # ---------------------------------------------------------------------------------------------- commands
 
-async def _answer(call: Call, command: cmd.Command, tenant_id: str) -> web.Response:
+async def _answer(call: Call, command: cmd.Command, tenant_id: str, *, sent: bool = False) -> web.Response:
     gw = call.gateway
-    await gw.commands.send(command)
+    if not sent:
+        await gw.commands.send(command)
     accepted = {"command_id": command.command_id, "instance_id": command.instance_id, "status": "accepted"}
     if not call.wait:
         return json_response(accepted, 202)
@@ -193,7 +238,10 @@ async def _answer(call: Call, command: cmd.Command, tenant_id: str) -> web.Respo
     if "rejected" in outcome:
         raise Problem(409, f"the engine rejected the command: {outcome['rejected']}", title="Command rejected",
                       command_id=command.command_id)
-    detail = await instance_detail(gw.pool, command.instance_id, tenant_id)
+    try:
+        detail = await instance_detail(gw.pool, command.instance_id, tenant_id)
+    except DATABASE_DOWN:
+        return json_response(accepted, 202)  # sent and applied; the read model went away meanwhile
     return json_response(detail, 201 if isinstance(command, cmd.StartInstance) else 200)
 
 
@@ -228,7 +276,11 @@ async def trigger(call: Call) -> web.Response:
         if claimed != me.id:
             raise Problem(422, f"agent_context.agent_id must be the calling agent ({me.id})",
                           pointer="/agent_context/agent_id")
-    source_key = call.idempotency_key or uuid.uuid4().hex
+    refusal = trigger_refusal(body.get("trigger_data"))  # core/payments.py: the requester states no absurd amount
+    if refusal:
+        raise Problem(422, refusal, pointer="/trigger_data/amount")
+    # Keys are the caller's own (issue 10.7): another principal's identical key must start its own instance.
+    source_key = f"{me.id}\x00{call.idempotency_key}" if call.idempotency_key else uuid.uuid4().hex
     instance_id = instance_id_for(template["id"], "manual:" + source_key)
     command = cmd.StartInstance(
         command_id=start_command_id(instance_id), instance_id=instance_id, issued_at=now_ms(),
@@ -250,8 +302,9 @@ async def _decision(call: Call, decision: str) -> web.Response:
     step = call.step()
     instance_id = call.param("id")
     # The instance and, for an agent, its approval permission on the instance's template: one round trip.
-    instance = await call.gateway.pool.fetchrow(DECISION_SQL, instance_id, me.tenant_id,
-                                                me.id if me.is_agent else None)
+    gw = call.gateway
+    instance = await await_row(gw.pool, _lag_wait(gw, instance_id), DECISION_SQL, instance_id,
+                               me.tenant_id, me.id if me.is_agent else None)
     if instance is None:
         raise Problem(404, f"no instance {instance_id!r}")
     named = call.body.get("decision")
@@ -280,11 +333,11 @@ async def escalate(call: Call) -> web.Response:
     me = call.me
     me.require(DECIDE, "escalate approvals")
     step = call.step()
-    instance = await load_instance(call.gateway.pool, call.param("id"), me.tenant_id, REF_COLUMNS)
+    instance = await command_target(call)
     body = call.body
     command = cmd.EscalateApproval(
         command_id=command_id_for(call), instance_id=instance["id"], issued_at=now_ms(), step=step,
-        approvers=body["approvers"], actor=me.actor(), reason=body.get("reason", ""),
+        approvers=body.get("approvers"), actor=me.actor(), reason=body.get("reason", ""),
         timeout_hours=float(body.get("timeout_hours") or 0))
     return await _answer(call, command, me.tenant_id)
 
@@ -292,7 +345,7 @@ async def escalate(call: Call) -> web.Response:
 async def advance(call: Call) -> web.Response:
     me = call.me
     me.require(ADVANCE, "advance instances")
-    instance = await load_instance(call.gateway.pool, call.param("id"), me.tenant_id, REF_COLUMNS)
+    instance = await command_target(call)
     command = cmd.Advance(command_id=command_id_for(call), instance_id=instance["id"], issued_at=now_ms(),
                           actor=me.actor())
     return await _answer(call, command, me.tenant_id)
@@ -301,7 +354,7 @@ async def advance(call: Call) -> web.Response:
 async def _operate(call: Call, what: str, build) -> web.Response:
     me = call.me
     me.require(OPERATE, f"{what} instances")
-    instance = await load_instance(call.gateway.pool, call.param("id"), me.tenant_id, REF_COLUMNS)
+    instance = await command_target(call)
     command = build(command_id=command_id_for(call), instance_id=instance["id"], issued_at=now_ms(),
                     actor=me.actor())
     return await _answer(call, command, me.tenant_id)
@@ -326,9 +379,9 @@ async def retry(call: Call) -> web.Response:
     return await _operate(call, "retry steps of", lambda **kw: cmd.RetryStep(step=step, **kw))
 
 
-async def _current_attempt(pool, instance_id: str, step: int) -> asyncpg.Record:
-    row = await pool.fetchrow("SELECT attempt, type, awaiting, status FROM workflow_step_executions WHERE "
-                              "instance_id = $1 AND step = $2 ORDER BY attempt DESC LIMIT 1", instance_id, step)
+async def _current_attempt(pool, instance_id: str, step: int, timeout: float = 0.0) -> asyncpg.Record:
+    row = await await_row(pool, timeout, "SELECT attempt, type, awaiting, status FROM workflow_step_executions "
+                          "WHERE instance_id = $1 AND step = $2 ORDER BY attempt DESC LIMIT 1", instance_id, step)
     if row is None:
         raise Problem(409, f"step {step} has not started", pointer="/path/n")
     if row["type"] and row["type"] != "external":
@@ -341,23 +394,55 @@ async def _external_attempt(call: Call, what: str) -> tuple[asyncpg.Record, int,
     call.me.require(CALLBACK, what)
     step = call.step()
     gw = call.gateway
-    instance = await load_instance(gw.pool, call.param("id"), call.me.tenant_id, REF_COLUMNS)
-    attempt = (await _current_attempt(gw.pool, instance["id"], step))["attempt"]
+    instance = await command_target(call)
+    attempt = (await _current_attempt(gw.pool, instance["id"], step, gw.settings.instance_wait_seconds))["attempt"]
     return instance, step, attempt, callback_token(gw.settings.callback_key, instance["id"], step, attempt)
 
 
 async def complete_external(call: Call) -> web.Response:
     me = call.me
     gw = call.gateway
-    instance, step, _, token = await _external_attempt(call, "complete external steps")
-    refusal = verify_payload(token.encode(), call.raw_body, call.request.headers.get(SIGNATURE_HEADER, ""),
-                             int(time.time()), gw.settings.replay_window_seconds)
+    instance, step, attempt, token = await _external_attempt(call, "complete external steps")
+    signature = call.request.headers.get(SIGNATURE_HEADER, "")
+    refusal = verify_payload(token.encode(), call.raw_body, signature, int(time.time()),
+                             gw.settings.replay_window_seconds)
     if refusal:
         raise Problem(401, f"{SIGNATURE_HEADER}: {refusal}", pointer=f"/header/{SIGNATURE_HEADER}")
     command = cmd.CompleteExternal(command_id=command_id_for(call), instance_id=instance["id"], issued_at=now_ms(),
                                    step=step, status=call.body["status"], result=call.body.get("result"),
                                    actor=me.actor())
-    return await _answer(call, command, me.tenant_id)
+    await _receipt(gw.pool, command, attempt, signature, me.id)
+    try:
+        await gw.commands.send(command)
+    except Problem:
+        await gw.pool.execute("DELETE FROM external_callback_receipts WHERE instance_id = $1 AND step = $2 AND "
+                              "attempt = $3 AND command_id = $4", instance["id"], step, attempt, command.command_id)
+        raise
+    return await _answer(call, command, me.tenant_id, sent=True)
+
+
+async def _receipt(pool, command: cmd.CompleteExternal, attempt: int, signature: str, principal_id: str) -> None:
+    """Accept one signed callback per step attempt; a replay of it answers 409 (issue 9.5).
+
+    Why here and not only in the engine: the engine drops a second completion silently, so the caller would
+    be told 202 "accepted" for a callback that does nothing. The insert is atomic (ON CONFLICT DO NOTHING),
+    so two concurrent replays cannot both pass.
+    """
+    digest = hashlib.sha256(signature.encode()).hexdigest()
+    inserted = await pool.fetchval(
+        """INSERT INTO external_callback_receipts (instance_id, step, attempt, signature, command_id, principal_id)
+           VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING RETURNING 1""",
+        command.instance_id, command.step, attempt, digest, command.command_id, principal_id)
+    if inserted:
+        return
+    prior = await pool.fetchrow("SELECT signature, received_at FROM external_callback_receipts WHERE "
+                                "instance_id = $1 AND step = $2 AND attempt = $3", command.instance_id,
+                                command.step, attempt)
+    same = prior is not None and prior["signature"] == digest
+    raise Problem(409, f"a signed callback for step {command.step} (attempt {attempt}) was already accepted"
+                       + (" (this one is a replay of it)" if same else "")
+                       + (f" at {_iso(prior['received_at'])}" if prior is not None else ""),
+                  title="Callback already applied", step=command.step, attempt=attempt)
 
 
 async def callback_url(call: Call) -> web.Response:
@@ -416,19 +501,67 @@ async def agent_actions(call: Call) -> web.Response:
                           "actions": actions})
 
 
+PENDING_SORTS = ("requested", "deadline")
+
+
+def _pending_page(call: Call, args: list[Any]) -> tuple[str, str]:
+    """(extra WHERE condition, ORDER BY) of one page of pending approvals, from `sort` and `cursor`.
+
+    `requested` (default): oldest request first. `deadline`: soonest deadline first, approvals without a
+    deadline last. The instance id breaks ties (one pending approval per instance), so pages never
+    overlap or skip; a cursor carries the sort key of the last row and is only valid for its own sort.
+    """
+    sort = call.query("sort") or "requested"
+    if sort not in PENDING_SORTS:
+        raise Problem(400, f"sort must be one of {', '.join(PENDING_SORTS)}", pointer="/query/sort")
+    cursor = decode_cursor(call.query("cursor"), 2 if sort == "requested" else 3)
+    if sort == "requested":
+        order = "p.requested_at, p.instance_id"
+        if not cursor:
+            return "TRUE", order
+        args += [_cursor_time(cursor[0]), cursor[1]]
+        return f"(p.requested_at, p.instance_id) > (${len(args) - 1}, ${len(args)})", order
+    order = "p.deadline IS NULL, p.deadline, p.instance_id"
+    if not cursor:
+        return "TRUE", order
+    no_deadline, deadline, instance_id = cursor
+    if no_deadline == "1":
+        args.append(instance_id)
+        return f"(p.deadline IS NULL AND p.instance_id > ${len(args)})", order
+    args += [_cursor_time(deadline), instance_id]
+    return f"(p.deadline IS NULL OR (p.deadline, p.instance_id) > (${len(args) - 1}, ${len(args)}))", order
+
+
+def _cursor_time(raw: str) -> datetime:
+    try:
+        return datetime.fromisoformat(raw)
+    except ValueError:
+        raise Problem(400, "cursor is not one this API returned", pointer="/query/cursor") from None
+
+
+def _pending_cursor(sort: str, row: asyncpg.Record) -> str:
+    if sort == "requested":
+        return encode_cursor(row["requested_at"].isoformat(), row["instance_id"])
+    deadline = row["deadline"]
+    return encode_cursor("1" if deadline is None else "0", deadline.isoformat() if deadline else "",
+                         row["instance_id"])
+
+
 async def pending(call: Call) -> web.Response:
     me = call.me
     me.require(READ, "read pending approvals")
     limit = _limit(call)
     args: list[Any] = [me.tenant_id]
     predicate = approver_predicate(me, args)
-    args.append(limit)
+    after, order = _pending_page(call, args)
+    args.append(limit + 1)
     rows = await call.gateway.pool.fetch(
         f"""SELECT p.* FROM workflow_pending_approvals p JOIN workflow_instances i ON i.id = p.instance_id
-            WHERE p.tenant_id = $1 AND i.status = 'ACTIVE' AND {predicate}
-            ORDER BY p.requested_at LIMIT ${len(args)}""", *args)
+            WHERE p.tenant_id = $1 AND i.status = 'ACTIVE' AND {predicate} AND {after}
+            ORDER BY {order} LIMIT ${len(args)}""", *args)
+    next_cursor = _pending_cursor(call.query("sort") or "requested", rows[limit - 1]) if len(rows) > limit else None
     items = []
-    for r in rows:
+    for r in rows[:limit]:
         base = f"/v1/workflows/instances/{r['instance_id']}/steps/{r['step']}"
         items.append({
             "instance_id": r["instance_id"], "template_id": r["template_id"], "step": r["step"],
@@ -438,7 +571,7 @@ async def pending(call: Call) -> web.Response:
             "requested_at": _iso(r["requested_at"]),
             "links": {"approve": f"{base}/approve", "reject": f"{base}/reject"},
         })
-    return json_response({"items": items})
+    return json_response({"items": items, "next_cursor": next_cursor})
 
 
 HANDLERS = {
@@ -450,6 +583,7 @@ HANDLERS = {
     "escalateStep": escalate,
     "advanceInstance": advance,
     "completeExternal": complete_external,
+    "completeExternalSpecPath": complete_external,  # one handler: the same signature and replay checks
     "getCallbackUrl": callback_url,
     "listAgentActions": agent_actions,
     "cancelInstance": cancel,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import html
 from typing import Any
 
-PROBLEM_CODES = (400, 401, 403, 404, 409, 413, 415, 422)
+PROBLEM_CODES = (400, 401, 403, 404, 408, 409, 413, 415, 422, 503)  # 408: slow body; 503: read model down
 
 
 def ref(name: str) -> dict[str, str]:
@@ -52,6 +52,9 @@ SCHEMAS: dict[str, Any] = {
             "steps": {"type": "array", "minItems": 1, "items": ref("Step")},
             "status": {"type": "string", "enum": ["ACTIVE", "DRAFT", "PAUSED"]},
             "metadata": {"type": "object"},
+            "settings": {"type": "object", "additionalProperties": False, "properties": {
+                "separation_of_duties": {"type": "boolean", "default": True,
+                                         "description": "whoever started an instance may not approve it"}}},
         },
     },
     "Step": {
@@ -111,9 +114,11 @@ SCHEMAS: dict[str, Any] = {
     "AdvanceInput": {"type": "object", "additionalProperties": False, "required": ["action"],
                      "properties": {"action": {"type": "string", "enum": ["proceed_if_ready"]}}},
     "EscalateInput": {
-        "type": "object", "additionalProperties": False, "required": ["approvers"],
+        "type": "object", "additionalProperties": False,
         "properties": {
-            "approvers": {"description": "who decides now: {type: role|user|agent, value} or a list of them",
+            "approvers": {"description": "optional; if given, must be the template's escalation target "
+                                         "(on_timeout.approvers or escalate_to): the caller never chooses who "
+                                         "decides next",
                           "oneOf": [{"$ref": "#/components/schemas/ApproverSpec"},
                                     {"type": "array", "minItems": 1, "maxItems": 50,
                                      "items": {"$ref": "#/components/schemas/ApproverSpec"}}]},
@@ -236,8 +241,9 @@ SCHEMAS: dict[str, Any] = {
             "links": {"type": "object", "properties": {"approve": {"type": "string"}, "reject": {"type": "string"}}},
         },
     },
-    "PendingList": {"type": "object", "required": ["items"],
-                    "properties": {"items": {"type": "array", "items": ref("PendingApproval")}}},
+    "PendingList": {"type": "object", "required": ["items", "next_cursor"],
+                    "properties": {"items": {"type": "array", "items": ref("PendingApproval")},
+                                   "next_cursor": nullable("string")}},
     "AgentActions": {
         "type": "object", "required": ["instance_id", "actor", "actions"],
         "properties": {
@@ -347,7 +353,9 @@ WAIT = {"name": "wait", "in": "query", "required": False, "schema": {"type": "bo
                        "not in time, the answer is still 202"}
 IDEMPOTENCY = {"name": "Idempotency-Key", "in": "header", "required": False,
                "schema": {"type": "string", "minLength": 1, "maxLength": 200},
-               "description": "a replay with the same key and body returns the first response"}
+               "description": "scoped to the caller: a replay by the same principal with the same key and "
+                              "request returns the first response with `Idempotent-Replayed: true`; the same "
+                              "key with another request is 422; while the first runs, 409"}
 CURSOR = {"name": "cursor", "in": "query", "required": False, "schema": {"type": "string", "maxLength": 500}}
 LIMIT = {"name": "limit", "in": "query", "required": False,
          "schema": {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}}
@@ -410,7 +418,12 @@ PATHS: dict[str, dict[str, Any]] = {
                   params=[ID, {"name": "version", "in": "query", "required": False,
                                "schema": {"type": "integer", "minimum": 1}}]),
         "put": op("updateTemplate", "Publish a new version; running instances keep theirs", "templates",
-                  {200: ("the new version", ref("Template"))}, params=[ID], body="TemplateDocument"),
+                  {200: ("the new version", ref("Template"))}, extra_problems=(409,),
+                  params=[ID, {"name": "confirm_secrets", "in": "query", "required": False,
+                               "description": "comma-separated secret names this version may send to a new "
+                                              "destination (required for each such secret)",
+                               "schema": {"type": "string", "maxLength": 2000}}],
+                  body="TemplateDocument"),
         "delete": op("deactivateTemplate", "Deactivate: no new instances start (status PAUSED)", "templates",
                      {200: ("deactivated", ref("Template"))}, params=[ID]),
     },
@@ -460,12 +473,21 @@ PATHS: dict[str, dict[str, Any]] = {
         "post": _command("advanceInstance", "Proceed if the current step is ready", "AdvanceInput"),
     },
     "/v1/workflows/instances/{id}/steps/{n}/complete-external": {
-        "post": _command("completeExternal", "Complete an async external step (HMAC-signed callback)",
+        "post": _command("completeExternal", "Complete an async external step (HMAC-signed callback; one per "
+                         "step attempt, a replay answers 409)",
                          "CompleteExternalInput", step=True,
                          extra=[{"name": "X-Flowline-Signature", "in": "header", "required": True,
                                  "schema": {"type": "string"},
                                  "description": "t=<unix seconds>,v1=<hex HMAC-SHA256 of '<t>.<body>' under "
                                                 "the step attempt's callback token>"}]),
+    },
+    "/v1/workflows/{id}/steps/{n}/complete": {
+        "post": _command("completeExternalSpecPath", "The same signed callback at the path of story 29.13's "
+                         "callback_url pattern ({{payos.webhook_url}}/workflows/{{instance.id}}/steps/n/complete)",
+                         "CompleteExternalInput", step=True,
+                         extra=[{"name": "X-Flowline-Signature", "in": "header", "required": True,
+                                 "schema": {"type": "string"},
+                                 "description": "as for complete-external"}]),
     },
     "/v1/workflows/instances/{id}/steps/{n}/callback-url": {
         "get": op("getCallbackUrl", "Callback URL and signing token of an external step's current attempt",
@@ -490,7 +512,11 @@ PATHS: dict[str, dict[str, Any]] = {
     },
     "/v1/workflows/pending": {
         "get": op("listPending", "Approvals waiting for the caller", "instances",
-                  {200: ("pending approvals", ref("PendingList"))}, params=[LIMIT]),
+                  {200: ("pending approvals", ref("PendingList"))},
+                  params=[{"name": "sort", "in": "query", "required": False,
+                           "schema": {"type": "string", "enum": ["requested", "deadline"], "default": "requested"},
+                           "description": "requested: oldest request first; deadline: soonest deadline first "
+                                          "(approvals without one last)"}, CURSOR, LIMIT]),
     },
     "/v1/agents/{id}/workflow-permissions": {
         "get": op("getAgentPermissions", "An agent's workflow permissions (story 29.12)", "agents",
@@ -572,7 +598,10 @@ DOCUMENT: dict[str, Any] = {
         "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
                                        "description": "an API token (fl_...); stored hashed"}},
         "schemas": SCHEMAS,
-        "responses": {"Problem": {"description": "RFC 7807 problem",
+        "responses": {"Problem": {"description": "RFC 7807 problem (a 503 because the read model is down "
+                                                 "carries Retry-After)",
+                                  "headers": {"Retry-After": {"schema": {"type": "integer"},
+                                                              "description": "seconds; on 503"}},
                                   "content": {"application/problem+json": {"schema": ref("Problem")}}}},
     },
 }

@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import asyncpg
 from aiohttp import web
 
 log = logging.getLogger("flowline.gateway")
@@ -23,20 +24,29 @@ CONTENT_TYPE = "application/problem+json"
 
 TITLES = {
     400: "Bad request", 401: "Unauthorized", 403: "Forbidden", 404: "Not found", 405: "Method not allowed",
-    409: "Conflict", 413: "Payload too large", 415: "Unsupported media type", 422: "Unprocessable entity",
-    500: "Internal server error", 503: "Service unavailable", 504: "Gateway timeout",
+    408: "Request timeout", 409: "Conflict", 413: "Payload too large", 415: "Unsupported media type",
+    422: "Unprocessable entity", 500: "Internal server error", 503: "Service unavailable", 504: "Gateway timeout",
 }
 SLUGS = {
     400: "bad-request", 401: "unauthorized", 403: "forbidden", 404: "not-found", 405: "method-not-allowed",
-    409: "conflict", 413: "payload-too-large", 415: "unsupported-media-type", 422: "validation-error",
-    500: "internal-error", 503: "unavailable", 504: "timeout",
+    408: "request-timeout", 409: "conflict", 413: "payload-too-large", 415: "unsupported-media-type",
+    422: "validation-error", 500: "internal-error", 503: "unavailable", 504: "timeout",
 }
+
+
+RETRY_AFTER_SECONDS = 5
+# What asyncpg raises when PostgreSQL cannot be reached or goes away mid-request (refused, reset, shut
+# down, starting up, connect timeout): the read model is unavailable, not the request wrong.
+DATABASE_DOWN = (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
+                 asyncpg.CannotConnectNowError, asyncpg.AdminShutdownError, asyncpg.CrashShutdownError)
 
 
 class Problem(Exception):
     def __init__(self, status: int, detail: str, *, title: str | None = None, pointer: str | None = None,
-                 errors: list[dict[str, str]] | None = None, **extra: Any) -> None:
+                 errors: list[dict[str, str]] | None = None, headers: dict[str, str] | None = None,
+                 **extra: Any) -> None:
         super().__init__(detail)
+        self.headers = dict(headers or {})
         self.status = status
         self.detail = detail
         self.title = title or TITLES.get(status, "Error")
@@ -57,6 +67,14 @@ class Problem(Exception):
         return doc
 
 
+def read_model_unavailable(exc: BaseException) -> Problem:
+    """503 + Retry-After: every read, and every command (authorised against the read model), can be
+    retried once PostgreSQL is back; a 500 would tell the client its request was at fault (issue 9.6)."""
+    return Problem(503, f"the read model (PostgreSQL) is unavailable ({type(exc).__name__}); retry later",
+                   title="Read model unavailable", headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+                   unavailable="database")
+
+
 def problem_response(problem: Problem, instance: str = "", headers: dict[str, str] | None = None) -> web.Response:
     return web.Response(status=problem.status, text=json.dumps(problem.body(instance)), content_type=CONTENT_TYPE,
                         headers=headers)
@@ -70,8 +88,8 @@ async def problems_middleware(request: web.Request, handler: Handler) -> web.Str
     try:
         return await handler(request)
     except Problem as problem:
-        headers = {"WWW-Authenticate": 'Bearer realm="flowline"'} if problem.status == 401 else None
-        return problem_response(problem, request.path, headers)
+        headers = {"WWW-Authenticate": 'Bearer realm="flowline"'} if problem.status == 401 else {}
+        return problem_response(problem, request.path, {**headers, **problem.headers})
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from core.signing import refuse_development_keys
 from deploy import topics
+from store.secrets import DEV_KEY as DEV_SECRETS_KEY
 
 DEV_CALLBACK_KEY = "flowline-development-callback-key"  # dev stack only; set FLOWLINE_CALLBACK_KEY elsewhere
 
@@ -29,6 +31,19 @@ class GatewaySettings:
     replay_window_seconds: int = field(default_factory=lambda: int(_env("FLOWLINE_REPLAY_WINDOW_SECONDS", "300")))
     projector_group: str = field(default_factory=lambda: _env("FLOWLINE_PROJECTOR_GROUP", "flowline-projector"))
     db_pool_size: int = field(default_factory=lambda: int(_env("FLOWLINE_GATEWAY_DB_POOL", "8")))
+    # How long a command waits for the projector to show the instance it names before answering 404: a
+    # client that follows `workflow.events` acts on an instance before the read model has it (issue 9.7).
+    # Slow clients (slowloris): complete request headers must arrive within header_timeout_seconds of the
+    # connection opening (or of the previous response), a declared body within body_timeout_seconds.
+    header_timeout_seconds: float = field(default_factory=lambda: float(_env("FLOWLINE_HEADER_TIMEOUT_SECONDS", "15")))
+    body_timeout_seconds: float = field(default_factory=lambda: float(_env("FLOWLINE_BODY_TIMEOUT_SECONDS", "30")))
+    instance_wait_seconds: float = field(default_factory=lambda: float(_env("FLOWLINE_INSTANCE_WAIT_SECONDS", "5")))
+
+    def __post_init__(self) -> None:
+        secrets_key = _env("FLOWLINE_SECRETS_KEY", DEV_SECRETS_KEY)
+        refuse_development_keys(_env("FLOWLINE_PROFILE", "dev"),
+                                {"FLOWLINE_CALLBACK_KEY": self.callback_key == DEV_CALLBACK_KEY.encode(),
+                                 "FLOWLINE_SECRETS_KEY": secrets_key == DEV_SECRETS_KEY})
 
     def topic(self, name: str) -> str:
         return self.topic_prefix + name

@@ -19,7 +19,7 @@ from aiohttp import web
 
 from core.template import parse_trigger_type
 from core.types import WorkflowStatus
-from core.validation import validate_template
+from core.validation import secrets_sent_elsewhere, validate_template
 from gateway.app import Call, json_response
 from gateway.auth import READ, SECRETS_WRITE, TEMPLATES_WRITE
 from gateway.problems import Problem
@@ -204,6 +204,7 @@ async def update_template(call: Call) -> web.Response:
     async with call.gateway.pool.acquire() as conn, conn.transaction():
         row = await load_template(conn, template_id, me.tenant_id, lock=True)
         check_document(document)
+        await _require_secret_confirmation(call, conn, row, document)
         status = _status_of(document)
         version = row["version"] + 1
         await conn.execute(
@@ -217,6 +218,19 @@ async def update_template(call: Call) -> web.Response:
         row = await load_template(conn, template_id, me.tenant_id)
         versions = list(range(1, version + 1))
     return json_response(template_json(row, row["document"], versions))
+
+
+async def _require_secret_confirmation(call: Call, conn, row, document: Any) -> None:
+    """A stored secret sent to a new destination must be named in `?confirm_secrets=a,b` (core rule)."""
+    old = json.loads(row["document"]) if isinstance(row["document"], str) else row["document"]
+    held = {r["secret_name"] for r in await _secret_names(conn, row["id"])}
+    moved = [name for name in secrets_sent_elsewhere(old, document) if name in held]
+    confirmed = {n.strip() for n in (call.query("confirm_secrets") or "").split(",") if n.strip()}
+    unconfirmed = [name for name in moved if name not in confirmed]
+    if unconfirmed:
+        raise Problem(409, f"this version sends secret(s) {', '.join(unconfirmed)} to a destination the current "
+                           f"version does not; confirm with ?confirm_secrets={','.join(unconfirmed)}",
+                      title="Secrets need confirming", pointer="/query/confirm_secrets")
 
 
 async def deactivate_template(call: Call) -> web.Response:

@@ -6,6 +6,11 @@
   call; a result that does not arrive within the timeout reports `failed` (retryable). The payment
   service drops a duplicate key and answers with its first result, so a request redelivered after a crash
   publishes the same command again and gets the same answer: the transfer runs once.
+- `execute_transfer` first looks the transfer up (`lookup_transfer` on the same topics) and pays only the
+  payment system's own record, at its amount, when the instance's facts agree with it and no other
+  instance executed it (core/payments.py); `simulate_transfer` moves no money and is sent as it is.
+- `lookup_transfer`: the payment system's record of a transfer as the step's output (route on verified
+  facts: `steps.<key>.amount`).
 - `http_request`: call a configured HTTP endpoint (`params.url`, `method`, `headers`, `body`) through the
   SSRF-guarded client; a 2xx succeeds, 408/429/5xx are retryable failures, other statuses are not.
 
@@ -18,6 +23,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -26,6 +32,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from core.commands import ReportStepResult
 from core.effects import StepRequest
+from core.payments import LOOKUP_TRANSFER, TransferBook, disagreement, executed_elsewhere
 from handlers.external import encode_body, parse_body
 from handlers.http import HttpError, SafeHttpClient
 from handlers.rendering import MissingSecret, Renderer, redact
@@ -57,10 +64,12 @@ class PaymentGateway(Protocol):
 
 @dataclass
 class FakePaymentGateway:
-    """Executes each idempotency key once, answers a duplicate with the first result."""
+    """A payment service in memory: knows `book`'s transfers, executes each key once (a duplicate gets the
+    first result) and each transfer once (core/payments.py), answers lookups."""
 
     executed: dict[str, PaymentCommand] = field(default_factory=dict)
     results: dict[str, PaymentResult] = field(default_factory=dict)
+    book: TransferBook = field(default_factory=TransferBook)
     submitted: int = 0
     silent: bool = False
 
@@ -68,12 +77,30 @@ class FakePaymentGateway:
         self.submitted += 1
         if self.silent:
             raise TimeoutError
+        now = int(time.time() * 1000)
+        params = command.params if isinstance(command.params, Mapping) else {}
+        if command.action == LOOKUP_TRANSFER:
+            record = self.book.record(params.get("transfer_id"), command.tenant_id)
+            if record is None:
+                return PaymentResult(idempotency_key=command.idempotency_key, status="failed",
+                                     error="unknown transfer", completed_at=now)
+            return PaymentResult(idempotency_key=command.idempotency_key, status="succeeded", output=record,
+                                 completed_at=now)
         if command.idempotency_key not in self.results:
+            refusal = self.book.execution_refusal(params.get("transfer_id"), command.tenant_id,
+                                                  command.idempotency_key) \
+                if command.action == "execute_transfer" else None
+            if refusal:
+                return PaymentResult(idempotency_key=command.idempotency_key, status="failed", error=refusal,
+                                     completed_at=now)
+            if command.action == "execute_transfer":
+                self.book.executed(params["transfer_id"], command.idempotency_key)
             self.executed[command.idempotency_key] = command
             self.results[command.idempotency_key] = PaymentResult(
                 idempotency_key=command.idempotency_key, status="succeeded",
-                output={"payment_id": f"pay_{len(self.executed)}", "action": command.action},
-                completed_at=int(time.time() * 1000))
+                output={"payment_id": f"pay_{len(self.executed)}", "action": command.action,
+                        "transfer_id": params.get("transfer_id"), "amount": params.get("amount")},
+                completed_at=now)
         return self.results[command.idempotency_key]
 
 
@@ -162,8 +189,14 @@ def payment_adapter(gateway: PaymentGateway, action: str) -> Adapter:
     async def run(request: StepRequest, params: Mapping[str, Any], timeout: float) -> ActionOutcome:
         # stable across retries of the step (core/steps/action.py), so a slow success is never paid twice
         key = str((request.config or {}).get("operation_key") or request.request_id)
+        params = dict(params)
+        if action == "execute_transfer":
+            checked = await _verified_transfer(gateway, request, key, params, timeout)
+            if isinstance(checked, ActionOutcome):
+                return checked
+            params = checked
         command = PaymentCommand(idempotency_key=key, action=action, tenant_id=request.tenant_id,
-                                 params=dict(params), requested_at=int(time.time() * 1000))
+                                 params=params, requested_at=int(time.time() * 1000))
         try:
             result = await gateway.submit(command, timeout)
         except TimeoutError:
@@ -172,6 +205,63 @@ def payment_adapter(gateway: PaymentGateway, action: str) -> Adapter:
             return ActionOutcome(True, output=result.output)
         return ActionOutcome(False, error=f"{action} failed: {result.error or 'rejected by the payment service'}",
                              retryable=False)
+
+    return run
+
+
+async def _verified_transfer(gateway: PaymentGateway, request: StepRequest, key: str, params: dict[str, Any],
+                             timeout: float) -> dict[str, Any] | ActionOutcome:
+    """The params of the transfer the payment system knows, or the failure that stops the payment.
+
+    The requester's trigger may have stated any amount (docs/security.md): look the transfer up, refuse
+    when the instance's facts disagree with the record or another payment key already executed it, and pay
+    the record's own amount and currency. The payment service checks "once per transfer" again when it
+    executes (two instances can look up at the same moment); this check gives the clear reason early.
+    """
+    transfer_id = params.get("transfer_id")
+    if not isinstance(transfer_id, str) or not transfer_id:
+        return ActionOutcome(False, error="execute_transfer needs params.transfer_id (the payment system's id)",
+                             retryable=False)
+    lookup = PaymentCommand(idempotency_key=f"lookup:{key}:{uuid.uuid4().hex}", action=LOOKUP_TRANSFER,
+                            tenant_id=request.tenant_id, params={"transfer_id": transfer_id},
+                            requested_at=int(time.time() * 1000))
+    try:
+        found = await gateway.submit(lookup, timeout)
+    except TimeoutError:
+        return ActionOutcome(False, error=f"no answer to the lookup of transfer {transfer_id} within {timeout:g} s",
+                             retryable=True)
+    record = found.output if isinstance(found.output, Mapping) else None
+    if found.status != "succeeded" or record is None or record.get("tenant_id") not in ("", None, request.tenant_id):
+        return ActionOutcome(False, error=f"transfer {transfer_id} is unknown to the payment system; nothing was paid",
+                             retryable=False)
+    trigger = (request.context or {}).get("trigger") if isinstance(request.context, Mapping) else None
+    why_not = disagreement(record, trigger=trigger, params=params) or executed_elsewhere(record, key)
+    if why_not:
+        return ActionOutcome(False, error=f"{why_not}; nothing was paid", retryable=False)
+    return {**params, "transfer_id": transfer_id, "amount": record.get("amount"), "currency": record.get("currency")}
+
+
+def lookup_adapter(gateway: PaymentGateway) -> Adapter:
+    """`lookup_transfer`: the payment system's record of `params.transfer_id` as the step's output, so a
+    template can route on verified facts (`steps.<key>.amount`) instead of a requester's claim."""
+
+    async def run(request: StepRequest, params: Mapping[str, Any], timeout: float) -> ActionOutcome:
+        transfer_id = params.get("transfer_id")
+        if not isinstance(transfer_id, str) or not transfer_id:
+            return ActionOutcome(False, error="lookup_transfer needs params.transfer_id", retryable=False)
+        command = PaymentCommand(idempotency_key=f"lookup:{request.request_id}:{uuid.uuid4().hex}",
+                                 action=LOOKUP_TRANSFER, tenant_id=request.tenant_id,
+                                 params={"transfer_id": transfer_id}, requested_at=int(time.time() * 1000))
+        try:
+            found = await gateway.submit(command, timeout)
+        except TimeoutError:
+            return ActionOutcome(False, error=f"no lookup_transfer result within {timeout:g} s", retryable=True)
+        record = found.output if isinstance(found.output, Mapping) else None
+        if found.status != "succeeded" or record is None \
+                or record.get("tenant_id") not in ("", None, request.tenant_id):
+            return ActionOutcome(False, error=f"transfer {transfer_id} is unknown to the payment system",
+                                 retryable=False)
+        return ActionOutcome(True, output=dict(record))
 
     return run
 
@@ -235,5 +325,6 @@ def default_adapters(gateway: PaymentGateway, http: SafeHttpClient) -> dict[str,
     return {
         "execute_transfer": payment_adapter(gateway, "execute_transfer"),
         "simulate_transfer": payment_adapter(gateway, "simulate_transfer"),
+        LOOKUP_TRANSFER: lookup_adapter(gateway),
         "http_request": http_adapter(http),
     }

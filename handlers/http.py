@@ -2,8 +2,9 @@
 
 Template authors choose the URLs, so every hop is checked before it is sent: the host is resolved and
 each address must be public (not private, loopback, link-local, multicast, reserved or unspecified)
-unless `FLOWLINE_ALLOW_PRIVATE_NETWORKS` lists a CIDR that contains it. Redirects are followed here, not
-by aiohttp, so each hop is checked again (at most 5). The aiohttp connector resolves through the same
+unless `FLOWLINE_ALLOW_PRIVATE_NETWORKS` lists a CIDR that contains it with that port (`10.0.0.5:8443`;
+a bare CIDR opens ports 80 and 443 only, `:*` every port). Redirects are followed here, not by aiohttp, so
+each hop (address and port) is checked again (at most 5). The aiohttp connector resolves through the same
 policy, so a DNS answer that changes between the check and the connect (rebinding) is refused too.
 
 `SafeHttpClient` takes two ports: a `Resolver` and a `Transport` (one request, no redirects, body capped),
@@ -60,21 +61,68 @@ class ConnectionFailed(HttpError):
     retryable = True
 
 
+DEFAULT_PORTS = frozenset({80, 443})
+
+
+@dataclass(frozen=True)
+class AllowedDestination:
+    """One entry of FLOWLINE_ALLOW_PRIVATE_NETWORKS: a CIDR and the ports it opens (None: every port)."""
+
+    network: IpNetwork
+    ports: frozenset[int] | None = DEFAULT_PORTS
+
+    @classmethod
+    def parse(cls, entry: AllowedDestination | IpNetwork | str) -> AllowedDestination:
+        """`10.0.0.5:8443`, `10.0.0.0/8:443`, `[fd00::/8]:443`, `10.1.2.3:*` (every port) or a bare CIDR.
+
+        Why ports: an allowed ERP address is a host, and every other service on it (an engine's health
+        port, a database) was reachable too, also by a redirect. A bare CIDR opens only ports 80 and 443;
+        any other port must be named, and `*` must be written out to open them all.
+        """
+        if isinstance(entry, AllowedDestination):
+            return entry
+        if not isinstance(entry, str):
+            return cls(entry)
+        text = entry.strip()
+        host, port = text, None
+        if text.startswith("["):
+            host, _, rest = text[1:].partition("]")
+            if rest:
+                if not rest.startswith(":"):
+                    raise ValueError(f"allow-list entry {entry!r}: expected [address]:port")
+                port = rest[1:]
+        elif text.count(":") == 1:
+            host, port = text.split(":")
+        network = ipaddress.ip_network(host, strict=False)
+        if port is None:
+            return cls(network)
+        if port == "*":
+            return cls(network, None)
+        if not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"allow-list entry {entry!r}: the port must be 1-65535 or *")
+        return cls(network, frozenset({int(port)}))
+
+    def admits(self, ip: IpAddress, port: int | None) -> bool:
+        if ip.version != self.network.version or ip not in self.network:
+            return False
+        return self.ports is None or port in self.ports
+
+
 class NetworkPolicy:
-    """Which resolved addresses outgoing requests may reach."""
+    """Which resolved addresses (and ports) outgoing requests may reach."""
 
-    def __init__(self, allowed: Sequence[IpNetwork | str] = ()) -> None:
-        self.allowed = tuple(ipaddress.ip_network(n, strict=False) if isinstance(n, str) else n for n in allowed)
+    def __init__(self, allowed: Sequence[AllowedDestination | IpNetwork | str] = ()) -> None:
+        self.allowed = tuple(AllowedDestination.parse(n) for n in allowed)
 
-    def refusal(self, address: str) -> str | None:
-        """None if `address` may be contacted, else why not."""
+    def refusal(self, address: str, port: int | None = None) -> str | None:
+        """None if `address` (on `port`; None when unknown: only `*` entries admit it) may be contacted."""
         try:
             ip: IpAddress = ipaddress.ip_address(address.split("%", 1)[0])
         except ValueError:
             return f"{address!r} is not an IP address"
         if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
             ip = ip.ipv4_mapped
-        if any(ip in net for net in self.allowed if net.version == ip.version):
+        if any(entry.admits(ip, port) for entry in self.allowed):
             return None
         for flag in ("is_loopback", "is_private", "is_link_local", "is_multicast", "is_reserved",
                      "is_unspecified"):
@@ -151,9 +199,10 @@ class SafeHttpClient:
         if not addresses:
             raise ConnectionFailed(f"{host} resolves to no address")
         for address in addresses:
-            why = self.policy.refusal(address)
+            why = self.policy.refusal(address, port)
             if why:
-                raise BlockedDestination(f"refusing to call {host}: {why} (see FLOWLINE_ALLOW_PRIVATE_NETWORKS)")
+                raise BlockedDestination(f"refusing to call {host}:{port}: {why} "
+                                         "(see FLOWLINE_ALLOW_PRIVATE_NETWORKS)")
 
     async def request(self, method: str, url: str, *, headers: Mapping[str, str] | None = None,
                       body: bytes | None = None, timeout: float = 30.0) -> Exchange:
@@ -205,9 +254,9 @@ class GuardedResolver(AbstractResolver):
         infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM, family=family)
         results: list[ResolveResult] = []
         for fam, _, proto, _, sockaddr in infos:
-            why = self.policy.refusal(sockaddr[0])
+            why = self.policy.refusal(sockaddr[0], sockaddr[1])
             if why:
-                raise OSError(f"refusing to connect to {host}: {why}")
+                raise OSError(f"refusing to connect to {host}:{sockaddr[1]}: {why}")
             results.append(ResolveResult(hostname=host, host=sockaddr[0], port=sockaddr[1], family=fam, proto=proto,
                                          flags=socket.AI_NUMERICHOST))
         return results
@@ -272,7 +321,8 @@ def _flat_headers(headers: Any) -> dict[str, str]:
     return flat
 
 
-def real_client(allowed: Sequence[IpNetwork | str] = ()) -> tuple[SafeHttpClient, AiohttpTransport]:
+def real_client(allowed: Sequence[AllowedDestination | IpNetwork | str] = ()) -> tuple[SafeHttpClient,
+                                                                                      AiohttpTransport]:
     policy = NetworkPolicy(allowed)
     transport = AiohttpTransport(policy)
     return SafeHttpClient(transport, SystemResolver(), policy), transport

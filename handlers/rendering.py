@@ -92,7 +92,7 @@ class Renderer:
             secrets = {name: available[name] for name in wanted}
         names = {"secrets": secrets, "tenant": self.tenants.get(request.tenant_id, {}), "payos": self.payos,
                  **(extra or {})}
-        return render(value, names, HANDLER_ROOTS), list(secrets.values())
+        return render(value, names, HANDLER_ROOTS, final=True), list(secrets.values())
 
 
 def redact(value: Any, secrets: list[str]) -> Any:

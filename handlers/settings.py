@@ -7,7 +7,6 @@ one cluster without seeing anyone else's records; the consumer group carries the
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 from collections.abc import Mapping
@@ -15,7 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core.signing import refuse_development_keys
 from deploy import topics
+from handlers.http import AllowedDestination
 
 DEV_WEBHOOK_SIGNING_KEY = "flowline-development-webhook-signing-key"  # dev stack only; README says so
 DEV_CALLBACK_KEY = "flowline-development-callback-key"  # dev stack only
@@ -32,8 +33,8 @@ def _tenants(raw: str) -> dict[str, Any]:
     return data
 
 
-def _networks(raw: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
-    return tuple(ipaddress.ip_network(part.strip(), strict=False) for part in raw.split(",") if part.strip())
+def _networks(raw: str) -> tuple[AllowedDestination, ...]:
+    return tuple(AllowedDestination.parse(part) for part in raw.split(",") if part.strip())
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,10 @@ class HandlerSettings:
     @classmethod
     def from_env(cls, kind: str, env: Mapping[str, str] | None = None) -> HandlerSettings:
         e = os.environ if env is None else env
+        refuse_development_keys(e.get("FLOWLINE_PROFILE", "dev"), {
+            "FLOWLINE_CALLBACK_KEY": e.get("FLOWLINE_CALLBACK_KEY", DEV_CALLBACK_KEY) == DEV_CALLBACK_KEY,
+            "FLOWLINE_WEBHOOK_SIGNING_KEY":
+                e.get("FLOWLINE_WEBHOOK_SIGNING_KEY", DEV_WEBHOOK_SIGNING_KEY) == DEV_WEBHOOK_SIGNING_KEY})
         public_url = e.get("FLOWLINE_PUBLIC_URL") or f"http://127.0.0.1:{e.get('FLOWLINE_GATEWAY_PORT', '8700')}"
         return cls(
             bootstrap_servers=e.get("FLOWLINE_KAFKA_BOOTSTRAP", "127.0.0.1:19092"),

@@ -115,7 +115,7 @@ def blocking_info(state: InstanceState, steps_meta: list[dict[str, str]]) -> dic
     info.update(step=state.current_step, step_name=meta.get("name", ""), step_type=meta.get("type", ""),
                 step_status=current.status.value, waiting_for=current.awaiting.value or None)
     if current.awaiting in (Awaiting.APPROVAL, Awaiting.REVIEW):
-        approvals = sum(1 for v in current.votes if v.decision == "approve")
+        approvals = sum(1 for v in current.counted_votes if v.decision == "approve")
         info.update(approvers=current.approvers, required=current.required, approvals=approvals,
                     remaining=max(current.required - approvals, 0), decided_by=[v.actor_id for v in current.votes])
     timers = [t for t in state.timers if t.step == state.current_step]
@@ -239,7 +239,7 @@ def pending_row(view: InstanceView) -> tuple | None:
         meta.get("name", ""), "review" if current.awaiting is Awaiting.REVIEW else "approval",
         dumps(current.approvers), _approver_values(current.approvers, "role"),
         _approver_values(current.approvers, "user"), _approver_values(current.approvers, "agent"),
-        current.required or 1, sum(1 for v in current.votes if v.decision == "approve"),
+        current.required or 1, sum(1 for v in current.counted_votes if v.decision == "approve"),
         [v.actor_id for v in current.votes], state.initiated_by.id, _amount(state.trigger),
         ts(min(deadlines)) if deadlines else None, ts(current.started_at) or datetime.now(UTC),
     )

@@ -10,9 +10,12 @@ from __future__ import annotations
 import base64
 import os
 import secrets as _random
+from collections.abc import Mapping
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from core.signing import refuse_development_keys
 
 DEV_KEY = base64.b64encode(b"flowline-development-key-32bytes").decode()  # dev stack only; README says so
 
@@ -28,8 +31,10 @@ class SecretBox:
         self._aead = AESGCM(key)
 
     @classmethod
-    def from_env(cls) -> SecretBox:
-        raw = os.environ.get("FLOWLINE_SECRETS_KEY", DEV_KEY)
+    def from_env(cls, env: Mapping[str, str] | None = None) -> SecretBox:
+        e = os.environ if env is None else env
+        raw = e.get("FLOWLINE_SECRETS_KEY", DEV_KEY)
+        refuse_development_keys(e.get("FLOWLINE_PROFILE", "dev"), {"FLOWLINE_SECRETS_KEY": raw == DEV_KEY})
         try:
             return cls(base64.b64decode(raw, validate=True))
         except ValueError as exc:

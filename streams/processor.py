@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from core.commands import Command, ExpireInstance, FireTimer, StartInstance
-from core.decide import decide
+from core.decide import decide, fail_on_error
 from core.events import CommandRejected
 from core.state import InstanceState
 from schemas.codec import Codec, DecodeError
@@ -171,7 +171,15 @@ class InstanceProcessor:
                 log.exception("deciding %s failed", command.command_id)
                 out.append(dead_letter(self.codec, settings.dlq_topic, record, f"engine error: {exc!r}",
                                        "engine_error", "engine"))
-                continue
+                try:  # last resort: the instance fails and says why, instead of never existing (core rule)
+                    decision = fail_on_error(state, command, template, now, f"engine error: {exc!r}")
+                    produced = [Outgoing(settings.events_topic, key, self.codec.encode(event))
+                                for event in decision.events]
+                    produced += [Outgoing(settings.step_topic(request.kind), key, self.codec.encode(request))
+                                 for request in decision.effects]
+                except Exception:
+                    log.exception("recording the failure of %s failed too", command.instance_id)
+                    continue
             if decision.forget:
                 overlay[command.instance_id] = FORGOTTEN
             elif decision.state is not None and decision.state is not state:

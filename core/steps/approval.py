@@ -7,6 +7,10 @@ limits) and counted (core/quorum.py). A timeout applies `on_timeout`: `fail` (de
 `auto_reject`, `continue`, or `escalate` (to `{"action": "escalate", "approvers": ..., "timeout_hours":
 ..., "then": "fail"}`), which re-arms the timer once per allowed escalation.
 
+Maker-checker across escalations (docs/security.md): an escalation, on timeout or by hand, goes only to
+the template's target; the votes cast before it stay on record but stop counting, so the escalated
+approvers make the whole quorum of the step's level; nobody votes twice on one step, before or after.
+
 The same decision path serves an external step in `human_review` after it failed.
 Next: approved -> continue; rejected -> `on_reject` (default `fail`); timed out -> fail or continue.
 """
@@ -16,7 +20,7 @@ from __future__ import annotations
 from typing import Any
 
 from core import events as ev
-from core.approvers import matches_spec, refusal, spec_list
+from core.approvers import describe, matches_spec, refusal, spec_list
 from core.commands import EscalateApproval, RecordDecision
 from core.quorum import APPROVED, REJECTED, check_quorum, committee_members, parse_level, required_approvals
 from core.recorder import Recorder
@@ -70,13 +74,14 @@ def on_decision(rec: Recorder, step: CompiledStep, cmd: RecordDecision) -> None:
         return
     trigger = rec.instance.trigger if isinstance(rec.instance.trigger, dict) else {}
     why_not = refusal(cmd.actor, state.approvers, step_name=step.spec.name, amount=trigger.get("amount"),
-                      initiator=rec.instance.initiated_by)
+                      initiator=rec.instance.initiated_by,
+                      separation_of_duties=rec.template.template.separation_of_duties)
     if why_not:
         rec.reject(why_not)
         return
     rec.emit(ev.DecisionRecorded, step=number, actor=cmd.actor, decision=cmd.decision, reasoning=cmd.reasoning,
              signature=cmd.signature)
-    votes = rec.step_state(number).votes
+    votes = rec.step_state(number).counted_votes
     level = level_of(step)
     outcome = check_quorum(level, state.required, committee_members(state.approvers), [v.decision for v in votes])
     if outcome == APPROVED:
@@ -111,25 +116,55 @@ def on_timer(rec: Recorder, step: CompiledStep, timer: Timer) -> None:
                  reason="no decision before the deadline")
 
 
+def escalation_target(step: CompiledStep) -> Any:
+    """Where the template says this step escalates: `on_timeout.approvers`, else `escalate_to`, else None."""
+    on_timeout = step.spec.config.get("on_timeout")
+    if isinstance(on_timeout, dict) and on_timeout.get("approvers"):
+        return on_timeout["approvers"]
+    return step.spec.config.get("escalate_to") or None
+
+
 def escalate_now(rec: Recorder, step: CompiledStep, cmd: EscalateApproval) -> None:
-    """A manual escalation: the step's approvers or a workflow admin hand the decision on."""
+    """A manual escalation: the step's approvers or a workflow admin hand the decision on.
+
+    Maker-checker (docs/security.md): the target is the template's (`escalation_target`), never the
+    caller's choice (a caller may name it, and must then name exactly it); an approver who already voted
+    may not escalate; the escalated approvers must make the whole quorum again (`resets_votes`).
+    """
     number = step.spec.number
     state = rec.step_state(number)
     if state.awaiting is not Awaiting.APPROVAL:
         rec.reject(f"Expected step {number} to await an approval, but it awaits {state.awaiting.value or 'nothing'}")
         return
-    if not spec_list(cmd.approvers):
-        rec.reject("Expected approvers such as {'type': 'role', 'value': 'cfo'} to escalate to")
+    target = escalation_target(step)
+    if target is None:
+        rec.reject(f"Step {number} names no escalation target (on_timeout.approvers or escalate_to); an "
+                   "escalation goes only where the template says")
+        return
+    if spec_list(cmd.approvers) and spec_list(cmd.approvers) != spec_list(target):
+        rec.reject(f"Step {number} escalates to {describe(target)} (the template's target), not to "
+                   f"{describe(cmd.approvers)}")
         return
     allowed = matches_spec(cmd.actor, state.approvers) or ESCALATION_ROLE in cmd.actor.roles
     if cmd.actor.kind is not ActorKind.SYSTEM and not allowed:
         rec.reject(f"{cmd.actor.id} may not escalate step {number}: only its approvers or a {ESCALATION_ROLE}")
         return
+    if cmd.actor.id in [vote.actor_id for vote in state.votes]:
+        rec.reject(f"{cmd.actor.id} already voted on step {number} and may not escalate it")
+        return
+    on_timeout = step.spec.config.get("on_timeout")
+    options = on_timeout if isinstance(on_timeout, dict) else {}
+    allowed_escalations = int(options.get("max_escalations", DEFAULT_MAX_ESCALATIONS))
+    if state.escalation >= allowed_escalations:
+        rec.reject(f"Step {number} was escalated {state.escalation} time(s); its template allows "
+                   f"{allowed_escalations}")
+        return
     timeout = _hours_to_ms(cmd.timeout_hours)
     deadline = rec.now + timeout if timeout else 0
     escalation = state.escalation + 1
-    rec.emit(ev.ApprovalEscalated, step=number, approvers=cmd.approvers, deadline=deadline, escalation=escalation)
-    rec.request(step, {"approvers": cmd.approvers, "level": level_of(step).value, "required": state.required,
+    rec.emit(ev.ApprovalEscalated, step=number, approvers=target, deadline=deadline, escalation=escalation,
+             resets_votes=True)
+    rec.request(step, {"approvers": target, "level": level_of(step).value, "required": state.required,
                        "deadline": deadline, "escalation": escalation, "escalated_from": state.approvers,
                        "reason": cmd.reason}, key_suffix=f":escalation-{escalation}")
 
@@ -137,12 +172,13 @@ def escalate_now(rec: Recorder, step: CompiledStep, cmd: EscalateApproval) -> No
 def _escalate(rec: Recorder, step: CompiledStep, timer: Timer, options: dict[str, Any]) -> None:
     number = step.spec.number
     state = rec.step_state(number)
-    approvers = options.get("approvers") or step.spec.config.get("escalate_to") or state.approvers
+    approvers = escalation_target(step) or state.approvers
     timeout = _hours_to_ms(options.get("timeout_hours") or step.spec.config.get("timeout_hours"))
     deadline = rec.now + timeout if timeout else 0
     escalation = state.escalation + 1
     rec.emit(ev.StepTimedOut, step=number, attempt=state.attempt, action="escalate", timer_id=timer.timer_id)
-    rec.emit(ev.ApprovalEscalated, step=number, approvers=approvers, deadline=deadline, escalation=escalation)
+    rec.emit(ev.ApprovalEscalated, step=number, approvers=approvers, deadline=deadline, escalation=escalation,
+             resets_votes=True)
     rec.request(step, {"approvers": approvers, "level": level_of(step).value, "required": state.required,
                        "deadline": deadline, "escalation": escalation, "escalated_from": state.approvers},
                 key_suffix=f":escalation-{escalation}")

@@ -2,9 +2,10 @@
 
 Config, one of: `until` (ISO 8601 time, epoch milliseconds, or a placeholder such as
 `{{trigger.execute_at}}`), `duration_seconds` / `duration_minutes` / `duration_hours`, or `condition`
-(an expression, re-checked every `poll_interval_seconds`, default 60, and on every `advance`), with an
-optional `timeout_hours` after which `on_timeout` applies (`fail`, default, or `continue`). All waiting
-is durable timers in the instance state; nothing sleeps.
+(an expression, re-checked every `poll_interval_seconds`, default 60, at least 1, and on every `advance`),
+with an optional `timeout_hours` after which `on_timeout` applies (`fail`, default, or `continue`). All
+waiting is durable timers in the instance state; nothing sleeps. A condition that fails to evaluate fails
+the step (its `on_failure`: `fail_workflow` or `skip`) instead of being polled forever as "not yet".
 """
 
 from __future__ import annotations
@@ -16,9 +17,12 @@ from core import events as ev
 from core.expressions import ExpressionError
 from core.recorder import Recorder
 from core.state import Timer
+from core.steps.failure import fail_attempt
 from core.template import CompiledStep
+from core.types import Awaiting, TaskStatus
 
 DEFAULT_POLL_SECONDS = 60
+MIN_POLL_SECONDS = 1  # validation refuses less; templates stored before that rule are held to it here
 DURATION_UNITS_MS = {"duration_seconds": 1000, "duration_minutes": 60_000, "duration_hours": 3_600_000}
 
 
@@ -44,10 +48,13 @@ def start(rec: Recorder, step: CompiledStep) -> None:
     number = step.spec.number
     attempt = rec.step_state(number).attempt
     if "condition" in config:
-        if _condition_holds(rec, step):
+        holds = _condition_holds(rec, step)
+        if holds is None:
+            return
+        if holds:
             rec.emit(ev.StepSucceeded, step=number, attempt=attempt, output={"waited_ms": 0})
             return
-        poll = int(float(config.get("poll_interval_seconds", DEFAULT_POLL_SECONDS)) * 1000)
+        poll = _poll_ms(step)
         hours = config.get("timeout_hours")
         rec.emit(ev.WaitStarted, step=number, attempt=attempt, condition=str(config["condition"]),
                  poll_at=rec.now + poll, deadline=rec.now + int(float(hours) * 3_600_000) if hours else 0)
@@ -70,11 +77,18 @@ def _until(rec: Recorder, step: CompiledStep) -> int | None:
     return parse_time_ms(rec.render(config.get("until")))
 
 
-def _condition_holds(rec: Recorder, step: CompiledStep) -> bool:
+def _poll_ms(step: CompiledStep) -> int:
+    seconds = float(step.spec.config.get("poll_interval_seconds", DEFAULT_POLL_SECONDS))
+    return int(max(seconds, MIN_POLL_SECONDS) * 1000)
+
+
+def _condition_holds(rec: Recorder, step: CompiledStep) -> bool | None:
+    """Whether the condition holds; None when it failed to evaluate (the step's failure is emitted)."""
     try:
         return step.expressions["condition"].test(rec.names())
-    except ExpressionError:
-        return False
+    except ExpressionError as exc:
+        fail_attempt(rec, step, f"wait condition failed to evaluate: {exc}", retryable=False)
+        return None
 
 
 def on_timer(rec: Recorder, step: CompiledStep, timer: Timer) -> None:
@@ -83,12 +97,12 @@ def on_timer(rec: Recorder, step: CompiledStep, timer: Timer) -> None:
     if timer.purpose == "wait_until":
         rec.emit(ev.StepSucceeded, step=number, attempt=state.attempt, output={"waited_ms": rec.now - state.started_at})
     elif timer.purpose == "wait_poll":
-        if _condition_holds(rec, step):
+        holds = _condition_holds(rec, step)
+        if holds:
             rec.emit(ev.StepSucceeded, step=number, attempt=state.attempt,
                      output={"waited_ms": rec.now - state.started_at})
-        else:
-            poll = int(float(step.spec.config.get("poll_interval_seconds", DEFAULT_POLL_SECONDS)) * 1000)
-            rec.emit(ev.WaitPolled, step=number, attempt=state.attempt, poll_at=rec.now + poll)
+        elif holds is not None:
+            rec.emit(ev.WaitPolled, step=number, attempt=state.attempt, poll_at=rec.now + _poll_ms(step))
     elif timer.purpose == "wait_timeout":
         action = str(step.spec.config.get("on_timeout", "fail"))
         rec.emit(ev.StepTimedOut, step=number, attempt=state.attempt, action=action, timer_id=timer.timer_id)
@@ -98,7 +112,7 @@ def ready(rec: Recorder, step: CompiledStep) -> bool:
     """For `advance`: is the wait over now?"""
     config = step.spec.config
     if "condition" in config:
-        return _condition_holds(rec, step)
+        return _condition_holds(rec, step) is not False  # a failure was emitted: the caller must not wait on
     until = next((t.fire_at for t in rec.instance.timers if t.step == step.spec.number and t.purpose == "wait_until"),
                  None)
     return until is not None and until <= rec.now
@@ -106,5 +120,7 @@ def ready(rec: Recorder, step: CompiledStep) -> bool:
 
 def finish_early(rec: Recorder, step: CompiledStep) -> None:
     state = rec.step_state(step.spec.number)
+    if state.status is not TaskStatus.IN_PROGRESS or state.awaiting is Awaiting.NOTHING:
+        return  # `ready` failed the step (the condition did not evaluate): nothing to finish
     rec.emit(ev.StepSucceeded, step=step.spec.number, attempt=state.attempt,
              output={"waited_ms": rec.now - state.started_at})

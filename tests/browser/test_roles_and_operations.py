@@ -54,14 +54,19 @@ async def test_viewer_sees_no_decision_and_another_tenant_sees_no_instance(dashb
 
 async def test_an_approver_escalates_from_the_instance_page(dashboard, world):
     tenant = await world.new_tenant()
-    instance_id = await waiting_for_cfo(world, tenant)
+    document = manual_procurement()
+    document["steps"][1]["config"]["escalate_to"] = {"type": "role", "value": "ceo"}
+    _, template = await world.call("POST", "/v1/workflows/templates", tenant, json=document, expect=201)
+    _, started = await world.call("POST", f"{I}?wait=true", tenant, "requester", json={
+        "template_id": template["id"], "trigger_data": {"id": "tr_1", "amount": 5000}}, expect=201)
+    instance_id = started["id"]
+    await world.wait_instance(tenant, instance_id, lambda d: d["blocking"].get("waiting_for") == "approval")
     page = dashboard.page
     await dashboard.sign_in(tenant, "cfo")
     await dashboard.open(f"/instances/{instance_id}")
     await page.get_by_role("region", name="Actions").get_by_role("button", name="Escalate").click()
     form = page.get_by_role("form", name="Confirm escalate")
     await form.get_by_label("Reason").fill("above my mandate")
-    await form.get_by_label("Escalate to role").fill("ceo")
     await form.get_by_role("button", name="Confirm escalate").click()
     await expect(page.get_by_test_id("blocking")).to_contain_text("role ceo")
     _, detail = await world.call("GET", f"{I}/{instance_id}", tenant, expect=200)

@@ -31,6 +31,7 @@ from core import events as ev
 from core.actors import Actor
 from core.commands import CompleteExternal, RecordDecision, StartInstance
 from core.signing import callback_token, sign_payload, verify_payload
+from deploy import topics
 from deploy.payment_simulator import PaymentSimulator, read_ledger
 from store.secrets import SecretBox, store_secret
 from tests.integration.engine_harness import REPO, EngineWorld
@@ -214,7 +215,7 @@ async def test_an_email_notification_reaches_the_mail_server(flow):
 # ------------------------------------------------------------------------------------------ exactly once
 
 def spawn_action_handler(world: EngineWorld, database_url: str, log_name: str) -> subprocess.Popen:
-    env = {**world.env(), "DATABASE_URL": database_url, "FLOWLINE_ALLOW_PRIVATE_NETWORKS": "127.0.0.0/8",
+    env = {**world.env(), "DATABASE_URL": database_url, "FLOWLINE_ALLOW_PRIVATE_NETWORKS": "127.0.0.0/8:*",
            "FLOWLINE_HANDLER_SESSION_TIMEOUT_MS": "6000"}
     (REPO / ".flowline").mkdir(exist_ok=True)
     log = open(REPO / ".flowline" / f"{log_name}.log", "wb")  # noqa: SIM115 - kept open for the child
@@ -227,6 +228,9 @@ async def test_a_transfer_executes_once_when_the_action_handler_dies_before_repo
     simulator = PaymentSimulator(bootstrap_servers=world.bootstrap, topic_prefix=world.prefix,
                                  ledger=tmp_path / "ledger.jsonl", delay_ms=4000)
     sim_task = asyncio.create_task(simulator.run())
+    await world.send_raw(topics.PAYMENTS_TRANSFERS, json.dumps({  # the payment system's record of tr_1
+        "event_id": "evt_tr_1", "transfer_id": "tr_1", "tenant_id": "t1", "amount_minor": 12_000,
+        "currency": "USD"}).encode(), key=b"evt_tr_1")
     first = spawn_action_handler(world, flow.database_url, "e2e-action-1")
     second = None
     try:
@@ -238,7 +242,8 @@ async def test_a_transfer_executes_once_when_the_action_handler_dies_before_repo
                                timeout=60, message="the simulator executed the transfer")
         os.kill(first.pid, signal.SIGKILL)  # the result is still 4 s away
         first.wait()
-        await world.wait_until(lambda: simulator.answered == 1, message="the simulator answered nobody")
+        # the lookup, then the payment (answered after the handler died)
+        await world.wait_until(lambda: simulator.answered == 2, message="the simulator answered nobody")
         assert flow.events(instance, ev.StepSucceeded) == []
         second = spawn_action_handler(world, flow.database_url, "e2e-action-2")
         await world.wait_for_event(instance, ev.InstanceCompleted, timeout=60)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import typing
-from dataclasses import fields, is_dataclass
+from dataclasses import MISSING, fields, is_dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,29 @@ def to_json(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: to_json(v) for k, v in value.items()}
     return value
+
+
+def to_json_as_recorded(value: Any, recorded: Any) -> Any:
+    """`to_json`, leaving out fields the recording does not have while they hold their default.
+
+    A field added with a default after a log was recorded is what the earlier release meant (STYLE point 7:
+    a new meaning is a new event or a new field with a default); any other difference still shows.
+    """
+    if is_dataclass(value) and not isinstance(value, type):
+        shape = recorded.get("data", recorded) if isinstance(recorded, dict) else {}
+        data = {}
+        for f in fields(value):
+            current = getattr(value, f.name)
+            if f.name not in shape and f.default is not MISSING and current == f.default:
+                continue
+            data[f.name] = to_json_as_recorded(current, shape.get(f.name))
+        return {"type": type(value).__name__, "data": data} if isinstance(value, ev.Event) else data
+    if isinstance(value, tuple | list):
+        items = recorded if isinstance(recorded, list) else []
+        return [to_json_as_recorded(v, items[i] if i < len(items) else None) for i, v in enumerate(value)]
+    if isinstance(value, dict):
+        return {k: to_json(v) for k, v in value.items()}
+    return to_json(value)
 
 
 def actor_from_json(data: dict[str, Any]) -> Actor:

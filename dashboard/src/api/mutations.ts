@@ -27,7 +27,7 @@ export function useDecide() {
 export function useOperate() {
   const qc = useQueryClient();
   return useMutation({
-    mutationFn: ({ id, op, step, reason, approvers }: { id: string; op: Operation; step?: number; reason: string; approvers?: string }) => {
+    mutationFn: ({ id, op, step, reason }: { id: string; op: Operation; step?: number; reason: string }) => {
       const header = { "Idempotency-Key": idempotencyKey() };
       const query = { wait: true };
       switch (op) {
@@ -41,12 +41,9 @@ export function useOperate() {
           return must(api.POST("/v1/workflows/instances/{id}/advance", { params: { path: { id }, query, header }, body: { action: "proceed_if_ready" } }));
         case "retry":
           return must(api.POST("/v1/workflows/instances/{id}/steps/{n}/retry", { params: { path: { id, n: step ?? 1 }, query, header }, body: {} }));
-        case "escalate":
+        case "escalate": // to the template's escalation target: the caller never chooses who decides next
           return must(
-            api.POST("/v1/workflows/instances/{id}/steps/{n}/escalate", {
-              params: { path: { id, n: step ?? 1 }, query, header },
-              body: { approvers: { type: "role", value: approvers || "admin" }, reason },
-            }),
+            api.POST("/v1/workflows/instances/{id}/steps/{n}/escalate", { params: { path: { id, n: step ?? 1 }, query, header }, body: { reason } }),
           );
       }
     },

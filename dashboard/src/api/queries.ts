@@ -34,7 +34,7 @@ export const usePending = () =>
   useQuery({
     queryKey: keys.pending,
     refetchInterval: POLL_MS,
-    queryFn: () => must(api.GET("/v1/workflows/pending", { params: { query: { limit: 200 } } })),
+    queryFn: () => must(api.GET("/v1/workflows/pending", { params: { query: { sort: "deadline", limit: 200 } } })),
   });
 
 export const useInstances = (filters: InstanceFilters) =>

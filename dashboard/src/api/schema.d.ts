@@ -188,8 +188,25 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Complete an async external step (HMAC-signed callback) */
+        /** Complete an async external step (HMAC-signed callback; one per step attempt, a replay answers 409) */
         post: operations["completeExternal"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/workflows/{id}/steps/{n}/complete": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** The same signed callback at the path of story 29.13's callback_url pattern ({{payos.webhook_url}}/workflows/{{instance.id}}/steps/n/complete) */
+        post: operations["completeExternalSpecPath"];
         delete?: never;
         options?: never;
         head?: never;
@@ -534,6 +551,13 @@ export interface components {
             /** @enum {string} */
             status?: "ACTIVE" | "DRAFT" | "PAUSED";
             metadata?: Record<string, never>;
+            settings?: {
+                /**
+                 * @description whoever started an instance may not approve it
+                 * @default true
+                 */
+                separation_of_duties: boolean;
+            };
         };
         Step: {
             /** @enum {string} */
@@ -602,8 +626,8 @@ export interface components {
             action: "proceed_if_ready";
         };
         EscalateInput: {
-            /** @description who decides now: {type: role|user|agent, value} or a list of them */
-            approvers: components["schemas"]["ApproverSpec"] | components["schemas"]["ApproverSpec"][];
+            /** @description optional; if given, must be the template's escalation target (on_timeout.approvers or escalate_to): the caller never chooses who decides next */
+            approvers?: components["schemas"]["ApproverSpec"] | components["schemas"]["ApproverSpec"][];
             reason?: string;
             /** @description a new deadline; without it the step has none */
             timeout_hours?: number;
@@ -757,6 +781,7 @@ export interface components {
         };
         PendingList: {
             items: components["schemas"]["PendingApproval"][];
+            next_cursor: string | null;
         };
         AgentActions: {
             instance_id: string;
@@ -890,9 +915,11 @@ export interface components {
         };
     };
     responses: {
-        /** @description RFC 7807 problem */
+        /** @description RFC 7807 problem (a 503 because the read model is down carries Retry-After) */
         Problem: {
             headers: {
+                /** @description seconds; on 503 */
+                "Retry-After"?: number;
                 [name: string]: unknown;
             };
             content: {
@@ -933,10 +960,12 @@ export interface operations {
             401: components["responses"]["Problem"];
             403: components["responses"]["Problem"];
             404: components["responses"]["Problem"];
+            408: components["responses"]["Problem"];
             409: components["responses"]["Problem"];
             413: components["responses"]["Problem"];
             415: components["responses"]["Problem"];
             422: components["responses"]["Problem"];
+            503: components["responses"]["Problem"];
             default: components["responses"]["Problem"];
         };
     };
@@ -944,7 +973,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description a replay with the same key and body returns the first response */
+                /** @description scoped to the caller: a replay by the same principal with the same key and request returns the first response with `Idempotent-Replayed: true`; the same key with another request is 422; while the first runs, 409 */
                 "Idempotency-Key"?: string;
             };
             path?: never;
@@ -969,10 +998,12 @@ export interface operations {
             401: components["responses"]["Problem"];
             403: components["responses"]["Problem"];
             404: components["responses"]["Problem"];
+            408: components["responses"]["Problem"];
             409: components["responses"]["Problem"];
             413: components["responses"]["Problem"];
             415: components["responses"]["Problem"];
             422: components["responses"]["Problem"];
+            503: components["responses"]["Problem"];
             default: components["responses"]["Problem"];
         };
     };
@@ -1002,18 +1033,23 @@ export interface operations {
             401: components["responses"]["Problem"];
             403: components["responses"]["Problem"];
             404: components["responses"]["Problem"];
+            408: components["responses"]["Problem"];
             409: components["responses"]["Problem"];
             413: components["responses"]["Problem"];
             415: components["responses"]["Problem"];
             422: components["responses"]["Problem"];
+            503: components["responses"]["Problem"];
             default: components["responses"]["Problem"];
         };
     };
     updateTemplate: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description comma-separated secret names this version may send to a new destination (required for each such secret) */
+                confirm_secrets?: string;
+            };
             header?: {
-                /** @description a replay with the same key and body returns the first response */
+                /** @description scoped to the caller: a replay by the same principal with the same key and request returns the first response with `Idempotent-Replayed: true`; the same key with another request is 422; while the first runs, 409 */
                 "Idempotency-Key"?: string;
             };
             path: {
@@ -1040,10 +1076,12 @@ export interface operations {
             401: components["responses"]["Problem"];
             403: components["responses"]["Problem"];
             404: components["responses"]["Problem"];
+            408: components["responses"]["Problem"];
             409: components["responses"]["Problem"];
             413: components["responses"]["Problem"];
             415: components["responses"]["Problem"];
             422: components["responses"]["Problem"];
+            503: components["responses"]["Problem"];
             default: components["responses"]["Problem"];
         };
     };
@@ -1071,10 +1109,12 @@ export interface operations {
             401: components["responses"]["Problem"];
             403: components["responses"]["Problem"];
             404: components["responses"]["Problem"];
+            408: components["responses"]["Problem"];
             409: components["responses"]["Problem"];
             413: components["responses"]["Problem"];
             415: components["responses"]["Problem"];
             422: components["responses"]["Problem"];
+            503: components["responses"]["Problem"];
             default: components["responses"]["Problem"];
         };
     };
@@ -1082,7 +1122,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description a replay with the same key and body returns the first response */
+                /** @description scoped to the caller: a replay by the same principal with the same key and request returns the first response with `Idempotent-Replayed: true`; the same key with another request is 422; while the first runs, 409 */
                 "Idempotency-Key"?: string;
             };
             path: {
@@ -1109,10 +1149,12 @@ export interface operations {
             401: components["responses"]["Problem"];
             403: components["responses"]["Problem"];
             404: components["responses"]["Problem"];
+            408: components["responses"]["Problem"];
             409: components["responses"]["Problem"];
             413: components["responses"]["Problem"];
             415: components["responses"]["Problem"];
             422: components["responses"]["Problem"];
+            503: components["responses"]["Problem"];
             default: components["responses"]["Problem"];
         };
     };
@@ -1140,10 +1182,12 @@ export interface operations {
             401: components["responses"]["Problem"];
             403: components["responses"]["Problem"];
             404: components["responses"]["Problem"];
+            408: components["responses"]["Problem"];
             409: components["responses"]["Problem"];
             413: components["responses"]["Problem"];
             415: components["responses"]["Problem"];
             422: components["responses"]["Problem"];
+            503: components["responses"]["Problem"];
             default: components["responses"]["Problem"];
         };
     };
@@ -1151,7 +1195,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description a replay with the same key and body returns the first response */
+                /** @description scoped to the caller: a replay by the same principal with the same key and request returns the first response with `Idempotent-Replayed: true`; the same key with another request is 422; while the first runs, 409 */
                 "Idempotency-Key"?: string;
             };
             path: {
@@ -1178,10 +1222,12 @@ export interface operations {
             401: components["responses"]["Problem"];
             403: components["responses"]["Problem"];
             404: components["responses"]["Problem"];
+            408: components["responses"]["Problem"];
             409: components["responses"]["Problem"];
             413: components["responses"]["Problem"];
             415: components["responses"]["Problem"];
             422: components["responses"]["Problem"];
+            503: components["responses"]["Problem"];
             default: components["responses"]["Problem"];
         };
     };
@@ -1215,10 +1261,12 @@ export interface operations {
             401: components["responses"]["Problem"];
             403: components["responses"]["Problem"];
             404: components["responses"]["Problem"];
+            408: components["responses"]["Problem"];
             409: components["responses"]["Problem"];
             413: components["responses"]["Problem"];
             415: components["responses"]["Problem"];
             422: components["responses"]["Problem"];
+            503: components["responses"]["Problem"];
             default: components["responses"]["Problem"];
         };
     };
@@ -1229,7 +1277,7 @@ export interface operations {
                 wait?: boolean;
             };
             header?: {
-                /** @description a replay with the same key and body returns the first response */
+                /** @description scoped to the caller: a replay by the same principal with the same key and request returns the first response with `Idempotent-Replayed: true`; the same key with another request is 422; while the first runs, 409 */
                 "Idempotency-Key"?: string;
             };
             path?: never;
@@ -1263,10 +1311,12 @@ export interface operations {
             401: components["responses"]["Problem"];
             403: components["responses"]["Problem"];
             404: components["responses"]["Problem"];
+            408: components["responses"]["Problem"];
             409: components["responses"]["Problem"];
             413: components["responses"]["Problem"];
             415: components["responses"]["Problem"];
             422: components["responses"]["Problem"];
+            503: components["responses"]["Problem"];
             default: components["responses"]["Problem"];
         };
     };
@@ -1294,10 +1344,12 @@ export interface operations {
             401: components["responses"]["Problem"];
             403: components["responses"]["Problem"];
             404: components["responses"]["Problem"];
+            408: components["responses"]["Problem"];
             409: components["responses"]["Problem"];
             413: components["responses"]["Problem"];
             415: components["responses"]["Problem"];
             422: components["responses"]["Problem"];
+            503: components["responses"]["Problem"];
             default: components["responses"]["Problem"];
         };
     };
@@ -1308,7 +1360,7 @@ export interface operations {
                 wait?: boolean;
             };
             header?: {
-                /** @description a replay with the same key and body returns the first response */
+                /** @description scoped to the caller: a replay by the same principal with the same key and request returns the first response with `Idempotent-Replayed: true`; the same key with another request is 422; while the first runs, 409 */
                 "Idempotency-Key"?: string;
             };
             path: {
@@ -1345,10 +1397,12 @@ export interface operations {
             401: components["responses"]["Problem"];
             403: components["responses"]["Problem"];
             404: components["responses"]["Problem"];
+            408: components["responses"]["Problem"];
             409: components["responses"]["Problem"];
             413: components["responses"]["Problem"];
             415: components["responses"]["Problem"];
             422: components["responses"]["Problem"];
+            503: components["responses"]["Problem"];
             default: components["responses"]["Problem"];
         };
     };
@@ -1359,7 +1413,7 @@ export interface operations {
                 wait?: boolean;
             };
             header?: {
-                /** @description a replay with the same key and body returns the first response */
+                /** @description scoped to the caller: a replay by the same principal with the same key and request returns the first response with `Idempotent-Replayed: true`; the same key with another request is 422; while the first runs, 409 */
                 "Idempotency-Key"?: string;
             };
             path: {
@@ -1396,10 +1450,12 @@ export interface operations {
             401: components["responses"]["Problem"];
             403: components["responses"]["Problem"];
             404: components["responses"]["Problem"];
+            408: components["responses"]["Problem"];
             409: components["responses"]["Problem"];
             413: components["responses"]["Problem"];
             415: components["responses"]["Problem"];
             422: components["responses"]["Problem"];
+            503: components["responses"]["Problem"];
             default: components["responses"]["Problem"];
         };
     };
@@ -1410,7 +1466,7 @@ export interface operations {
                 wait?: boolean;
             };
             header?: {
-                /** @description a replay with the same key and body returns the first response */
+                /** @description scoped to the caller: a replay by the same principal with the same key and request returns the first response with `Idempotent-Replayed: true`; the same key with another request is 422; while the first runs, 409 */
                 "Idempotency-Key"?: string;
             };
             path: {
@@ -1447,10 +1503,12 @@ export interface operations {
             401: components["responses"]["Problem"];
             403: components["responses"]["Problem"];
             404: components["responses"]["Problem"];
+            408: components["responses"]["Problem"];
             409: components["responses"]["Problem"];
             413: components["responses"]["Problem"];
             415: components["responses"]["Problem"];
             422: components["responses"]["Problem"];
+            503: components["responses"]["Problem"];
             default: components["responses"]["Problem"];
         };
     };
@@ -1461,7 +1519,7 @@ export interface operations {
                 wait?: boolean;
             };
             header?: {
-                /** @description a replay with the same key and body returns the first response */
+                /** @description scoped to the caller: a replay by the same principal with the same key and request returns the first response with `Idempotent-Replayed: true`; the same key with another request is 422; while the first runs, 409 */
                 "Idempotency-Key"?: string;
             };
             path: {
@@ -1497,10 +1555,12 @@ export interface operations {
             401: components["responses"]["Problem"];
             403: components["responses"]["Problem"];
             404: components["responses"]["Problem"];
+            408: components["responses"]["Problem"];
             409: components["responses"]["Problem"];
             413: components["responses"]["Problem"];
             415: components["responses"]["Problem"];
             422: components["responses"]["Problem"];
+            503: components["responses"]["Problem"];
             default: components["responses"]["Problem"];
         };
     };
@@ -1513,7 +1573,7 @@ export interface operations {
             header: {
                 /** @description t=<unix seconds>,v1=<hex HMAC-SHA256 of '<t>.<body>' under the step attempt's callback token> */
                 "X-Flowline-Signature": string;
-                /** @description a replay with the same key and body returns the first response */
+                /** @description scoped to the caller: a replay by the same principal with the same key and request returns the first response with `Idempotent-Replayed: true`; the same key with another request is 422; while the first runs, 409 */
                 "Idempotency-Key"?: string;
             };
             path: {
@@ -1550,10 +1610,67 @@ export interface operations {
             401: components["responses"]["Problem"];
             403: components["responses"]["Problem"];
             404: components["responses"]["Problem"];
+            408: components["responses"]["Problem"];
             409: components["responses"]["Problem"];
             413: components["responses"]["Problem"];
             415: components["responses"]["Problem"];
             422: components["responses"]["Problem"];
+            503: components["responses"]["Problem"];
+            default: components["responses"]["Problem"];
+        };
+    };
+    completeExternalSpecPath: {
+        parameters: {
+            query?: {
+                /** @description wait (at most 10 s) until the read model shows the command's effect; if it does not in time, the answer is still 202 */
+                wait?: boolean;
+            };
+            header: {
+                /** @description as for complete-external */
+                "X-Flowline-Signature": string;
+                /** @description scoped to the caller: a replay by the same principal with the same key and request returns the first response with `Idempotent-Replayed: true`; the same key with another request is 422; while the first runs, 409 */
+                "Idempotency-Key"?: string;
+            };
+            path: {
+                id: string;
+                n: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["CompleteExternalInput"];
+            };
+        };
+        responses: {
+            /** @description the instance after the command took effect (wait=true) */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["InstanceDetail"];
+                };
+            };
+            /** @description the command was sent to the engine */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CommandAccepted"];
+                };
+            };
+            400: components["responses"]["Problem"];
+            401: components["responses"]["Problem"];
+            403: components["responses"]["Problem"];
+            404: components["responses"]["Problem"];
+            408: components["responses"]["Problem"];
+            409: components["responses"]["Problem"];
+            413: components["responses"]["Problem"];
+            415: components["responses"]["Problem"];
+            422: components["responses"]["Problem"];
+            503: components["responses"]["Problem"];
             default: components["responses"]["Problem"];
         };
     };
@@ -1582,10 +1699,12 @@ export interface operations {
             401: components["responses"]["Problem"];
             403: components["responses"]["Problem"];
             404: components["responses"]["Problem"];
+            408: components["responses"]["Problem"];
             409: components["responses"]["Problem"];
             413: components["responses"]["Problem"];
             415: components["responses"]["Problem"];
             422: components["responses"]["Problem"];
+            503: components["responses"]["Problem"];
             default: components["responses"]["Problem"];
         };
     };
@@ -1613,10 +1732,12 @@ export interface operations {
             401: components["responses"]["Problem"];
             403: components["responses"]["Problem"];
             404: components["responses"]["Problem"];
+            408: components["responses"]["Problem"];
             409: components["responses"]["Problem"];
             413: components["responses"]["Problem"];
             415: components["responses"]["Problem"];
             422: components["responses"]["Problem"];
+            503: components["responses"]["Problem"];
             default: components["responses"]["Problem"];
         };
     };
@@ -1627,7 +1748,7 @@ export interface operations {
                 wait?: boolean;
             };
             header?: {
-                /** @description a replay with the same key and body returns the first response */
+                /** @description scoped to the caller: a replay by the same principal with the same key and request returns the first response with `Idempotent-Replayed: true`; the same key with another request is 422; while the first runs, 409 */
                 "Idempotency-Key"?: string;
             };
             path: {
@@ -1663,10 +1784,12 @@ export interface operations {
             401: components["responses"]["Problem"];
             403: components["responses"]["Problem"];
             404: components["responses"]["Problem"];
+            408: components["responses"]["Problem"];
             409: components["responses"]["Problem"];
             413: components["responses"]["Problem"];
             415: components["responses"]["Problem"];
             422: components["responses"]["Problem"];
+            503: components["responses"]["Problem"];
             default: components["responses"]["Problem"];
         };
     };
@@ -1677,7 +1800,7 @@ export interface operations {
                 wait?: boolean;
             };
             header?: {
-                /** @description a replay with the same key and body returns the first response */
+                /** @description scoped to the caller: a replay by the same principal with the same key and request returns the first response with `Idempotent-Replayed: true`; the same key with another request is 422; while the first runs, 409 */
                 "Idempotency-Key"?: string;
             };
             path: {
@@ -1713,10 +1836,12 @@ export interface operations {
             401: components["responses"]["Problem"];
             403: components["responses"]["Problem"];
             404: components["responses"]["Problem"];
+            408: components["responses"]["Problem"];
             409: components["responses"]["Problem"];
             413: components["responses"]["Problem"];
             415: components["responses"]["Problem"];
             422: components["responses"]["Problem"];
+            503: components["responses"]["Problem"];
             default: components["responses"]["Problem"];
         };
     };
@@ -1727,7 +1852,7 @@ export interface operations {
                 wait?: boolean;
             };
             header?: {
-                /** @description a replay with the same key and body returns the first response */
+                /** @description scoped to the caller: a replay by the same principal with the same key and request returns the first response with `Idempotent-Replayed: true`; the same key with another request is 422; while the first runs, 409 */
                 "Idempotency-Key"?: string;
             };
             path: {
@@ -1763,10 +1888,12 @@ export interface operations {
             401: components["responses"]["Problem"];
             403: components["responses"]["Problem"];
             404: components["responses"]["Problem"];
+            408: components["responses"]["Problem"];
             409: components["responses"]["Problem"];
             413: components["responses"]["Problem"];
             415: components["responses"]["Problem"];
             422: components["responses"]["Problem"];
+            503: components["responses"]["Problem"];
             default: components["responses"]["Problem"];
         };
     };
@@ -1777,7 +1904,7 @@ export interface operations {
                 wait?: boolean;
             };
             header?: {
-                /** @description a replay with the same key and body returns the first response */
+                /** @description scoped to the caller: a replay by the same principal with the same key and request returns the first response with `Idempotent-Replayed: true`; the same key with another request is 422; while the first runs, 409 */
                 "Idempotency-Key"?: string;
             };
             path: {
@@ -1814,16 +1941,21 @@ export interface operations {
             401: components["responses"]["Problem"];
             403: components["responses"]["Problem"];
             404: components["responses"]["Problem"];
+            408: components["responses"]["Problem"];
             409: components["responses"]["Problem"];
             413: components["responses"]["Problem"];
             415: components["responses"]["Problem"];
             422: components["responses"]["Problem"];
+            503: components["responses"]["Problem"];
             default: components["responses"]["Problem"];
         };
     };
     listPending: {
         parameters: {
             query?: {
+                /** @description requested: oldest request first; deadline: soonest deadline first (approvals without one last) */
+                sort?: "requested" | "deadline";
+                cursor?: string;
                 limit?: number;
             };
             header?: never;
@@ -1845,10 +1977,12 @@ export interface operations {
             401: components["responses"]["Problem"];
             403: components["responses"]["Problem"];
             404: components["responses"]["Problem"];
+            408: components["responses"]["Problem"];
             409: components["responses"]["Problem"];
             413: components["responses"]["Problem"];
             415: components["responses"]["Problem"];
             422: components["responses"]["Problem"];
+            503: components["responses"]["Problem"];
             default: components["responses"]["Problem"];
         };
     };
@@ -1876,10 +2010,12 @@ export interface operations {
             401: components["responses"]["Problem"];
             403: components["responses"]["Problem"];
             404: components["responses"]["Problem"];
+            408: components["responses"]["Problem"];
             409: components["responses"]["Problem"];
             413: components["responses"]["Problem"];
             415: components["responses"]["Problem"];
             422: components["responses"]["Problem"];
+            503: components["responses"]["Problem"];
             default: components["responses"]["Problem"];
         };
     };
@@ -1887,7 +2023,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description a replay with the same key and body returns the first response */
+                /** @description scoped to the caller: a replay by the same principal with the same key and request returns the first response with `Idempotent-Replayed: true`; the same key with another request is 422; while the first runs, 409 */
                 "Idempotency-Key"?: string;
             };
             path: {
@@ -1914,10 +2050,12 @@ export interface operations {
             401: components["responses"]["Problem"];
             403: components["responses"]["Problem"];
             404: components["responses"]["Problem"];
+            408: components["responses"]["Problem"];
             409: components["responses"]["Problem"];
             413: components["responses"]["Problem"];
             415: components["responses"]["Problem"];
             422: components["responses"]["Problem"];
+            503: components["responses"]["Problem"];
             default: components["responses"]["Problem"];
         };
     };
@@ -1946,10 +2084,12 @@ export interface operations {
             401: components["responses"]["Problem"];
             403: components["responses"]["Problem"];
             404: components["responses"]["Problem"];
+            408: components["responses"]["Problem"];
             409: components["responses"]["Problem"];
             413: components["responses"]["Problem"];
             415: components["responses"]["Problem"];
             422: components["responses"]["Problem"];
+            503: components["responses"]["Problem"];
             default: components["responses"]["Problem"];
         };
     };
@@ -1975,10 +2115,12 @@ export interface operations {
             401: components["responses"]["Problem"];
             403: components["responses"]["Problem"];
             404: components["responses"]["Problem"];
+            408: components["responses"]["Problem"];
             409: components["responses"]["Problem"];
             413: components["responses"]["Problem"];
             415: components["responses"]["Problem"];
             422: components["responses"]["Problem"];
+            503: components["responses"]["Problem"];
             default: components["responses"]["Problem"];
         };
     };
@@ -1986,7 +2128,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description a replay with the same key and body returns the first response */
+                /** @description scoped to the caller: a replay by the same principal with the same key and request returns the first response with `Idempotent-Replayed: true`; the same key with another request is 422; while the first runs, 409 */
                 "Idempotency-Key"?: string;
             };
             path?: never;
@@ -2011,10 +2153,12 @@ export interface operations {
             401: components["responses"]["Problem"];
             403: components["responses"]["Problem"];
             404: components["responses"]["Problem"];
+            408: components["responses"]["Problem"];
             409: components["responses"]["Problem"];
             413: components["responses"]["Problem"];
             415: components["responses"]["Problem"];
             422: components["responses"]["Problem"];
+            503: components["responses"]["Problem"];
             default: components["responses"]["Problem"];
         };
     };
@@ -2042,10 +2186,12 @@ export interface operations {
             401: components["responses"]["Problem"];
             403: components["responses"]["Problem"];
             404: components["responses"]["Problem"];
+            408: components["responses"]["Problem"];
             409: components["responses"]["Problem"];
             413: components["responses"]["Problem"];
             415: components["responses"]["Problem"];
             422: components["responses"]["Problem"];
+            503: components["responses"]["Problem"];
             default: components["responses"]["Problem"];
         };
     };
@@ -2075,10 +2221,12 @@ export interface operations {
             401: components["responses"]["Problem"];
             403: components["responses"]["Problem"];
             404: components["responses"]["Problem"];
+            408: components["responses"]["Problem"];
             409: components["responses"]["Problem"];
             413: components["responses"]["Problem"];
             415: components["responses"]["Problem"];
             422: components["responses"]["Problem"];
+            503: components["responses"]["Problem"];
             default: components["responses"]["Problem"];
         };
     };
@@ -2106,10 +2254,12 @@ export interface operations {
             401: components["responses"]["Problem"];
             403: components["responses"]["Problem"];
             404: components["responses"]["Problem"];
+            408: components["responses"]["Problem"];
             409: components["responses"]["Problem"];
             413: components["responses"]["Problem"];
             415: components["responses"]["Problem"];
             422: components["responses"]["Problem"];
+            503: components["responses"]["Problem"];
             default: components["responses"]["Problem"];
         };
     };

@@ -34,7 +34,7 @@ export function InstancePage({ id }: { id: string }) {
   // approvers or a workflow_admin, so it is offered to whoever may decide while an approval waits.
   const waiting = (data.blocking as { waiting_for?: string | null }).waiting_for;
   if (data.status === "ACTIVE" && waiting === "approval" && data.current_step && can(me, "decide")) {
-    allowed.push({ action: "escalate", method: "POST", href: "", step: data.current_step, description: `escalate step ${data.current_step} to other approvers` });
+    allowed.push({ action: "escalate", method: "POST", href: "", step: data.current_step, description: `escalate step ${data.current_step} to the template's escalation target` });
   }
   return (
     <>
@@ -128,7 +128,6 @@ function ActionButton({ id, op, step, description }: { id: string; op: Operation
   const operate = useOperate();
   const [open, setOpen] = useState(false);
   const [reason, setReason] = useState("");
-  const [approvers, setApprovers] = useState("");
   if (!open) {
     return (
       <button type="button" className={op === "cancel" ? "danger" : undefined} onClick={() => setOpen(true)} title={description}>
@@ -142,7 +141,7 @@ function ActionButton({ id, op, step, description }: { id: string; op: Operation
       aria-label={`Confirm ${op}`}
       onSubmit={(e) => {
         e.preventDefault();
-        operate.mutate({ id, op, step, reason, approvers }, { onSuccess: () => setOpen(false) });
+        operate.mutate({ id, op, step, reason }, { onSuccess: () => setOpen(false) });
       }}
     >
       <p>{description}. Are you sure?</p>
@@ -152,12 +151,7 @@ function ActionButton({ id, op, step, description }: { id: string; op: Operation
           <input value={reason} onChange={(e) => setReason(e.target.value)} />
         </label>
       )}
-      {op === "escalate" && (
-        <label>
-          Escalate to role
-          <input value={approvers} onChange={(e) => setApprovers(e.target.value)} required />
-        </label>
-      )}
+      {op === "escalate" && <p className="muted">It goes to the template's escalation target (escalate_to or on_timeout.approvers).</p>}
       <div className="row">
         <button type="submit" disabled={operate.isPending} className={op === "cancel" ? "danger" : undefined}>
           Confirm {op}

@@ -218,7 +218,9 @@ async def test_projector_is_idempotent_under_redelivery(api_world, tenant, datab
 
 
 async def test_an_approver_escalates_a_waiting_approval_through_the_api(api_world, tenant):
-    template = await create(api_world, tenant)
+    doc = manual_procurement()
+    doc["steps"][1]["config"]["escalate_to"] = {"type": "role", "value": "finance_manager"}
+    template = await create(api_world, tenant, doc)
     _, started = await api_world.call("POST", f"{I}?wait=true", tenant, "requester",
                                       json={"template_id": template["id"], "trigger_data": {"amount": 5000}},
                                       expect=201)
@@ -228,9 +230,12 @@ async def test_an_approver_escalates_a_waiting_approval_through_the_api(api_worl
     status, _ = await api_world.call("POST", f"{I}/{iid}/steps/2/escalate", tenant, "viewer",
                                      json={"approvers": {"type": "role", "value": "finance_manager"}})
     assert status == 403
+    # the target is the template's: a caller naming another one is refused (docs/security.md)
+    status, problem = await api_world.call("POST", f"{I}/{iid}/steps/2/escalate?wait=true", tenant, "cfo",
+                                           json={"approvers": {"type": "role", "value": "clerk"}})
+    assert status == 409 and "the template's target" in problem["detail"]
     _, after = await api_world.call("POST", f"{I}/{iid}/steps/2/escalate?wait=true", tenant, "cfo",
-                                    json={"approvers": {"type": "role", "value": "finance_manager"},
-                                          "reason": "travelling", "timeout_hours": 4}, expect=200)
+                                    json={"reason": "travelling", "timeout_hours": 4}, expect=200)
     assert after["blocking"]["approvers"] == {"type": "role", "value": "finance_manager"}
     assert any(t["event_type"] == "ApprovalEscalated" for t in after["timeline"])
     # the escalated approver can now decide the CFO step

@@ -46,6 +46,7 @@ RULES: dict[str, Rule] = {
     "escalateStep": Rule("cfo", "viewer", body="escalate"),
     "advanceInstance": Rule("agent", "viewer", body="advance"),
     "completeExternal": Rule("integration", "viewer", body="callback"),
+    "completeExternalSpecPath": Rule("integration", "viewer", body="callback"),
     "getCallbackUrl": Rule("integration", "viewer"),
     "listAgentActions": Rule("viewer"),
     "cancelInstance": Rule("operator", "requester", body="reason"),
@@ -66,7 +67,7 @@ RULES: dict[str, Rule] = {
     "openapi": Rule(None, scoped=False),
     "docs": Rule(None, scoped=False),
 }
-EXTERNAL_OPS = {"completeExternal", "getCallbackUrl"}
+EXTERNAL_OPS = {"completeExternal", "completeExternalSpecPath", "getCallbackUrl"}
 DELETE_OPS = {"deactivateTemplate"}
 
 
@@ -102,22 +103,26 @@ async def matrix(api_world):
     external_doc = {"name": "ERP", "trigger_type": "manual", "steps": [
         {"type": "external", "name": "Submit", "config": {"mode": "async", "url": "https://erp.example/api"}}]}
     _, ext_template = await api_world.call("POST", "/v1/workflows/templates", a, json=external_doc, expect=201)
-    _, ext = await api_world.call("POST", "/v1/workflows/instances?wait=true", a, "operator",
-                                  json={"template_id": ext_template["id"]}, expect=201)
-    request = await api_world.engine.wait_for_request(ext["id"], step=1)
-    await api_world.engine.send_command(ReportStepResult(
-        command_id=f"result:{request.request_id}", instance_id=ext["id"], step=1, attempt=request.attempt,
-        outcome="accepted", output={"status": 202}), topic=topics.WORKFLOW_STEP_RESULTS)
-    await api_world.engine.wait_for_event(ext["id"], ev.ExternalCallAccepted)
-    await api_world.wait_instance(a, ext["id"], lambda d: d["blocking"].get("waiting_for") == "callback")
+    externals = []
+    for _ in range(2):  # one callback is accepted per step attempt: each callback operation gets its own
+        _, ext = await api_world.call("POST", "/v1/workflows/instances?wait=true", a, "operator",
+                                      json={"template_id": ext_template["id"]}, expect=201)
+        request = await api_world.engine.wait_for_request(ext["id"], step=1)
+        await api_world.engine.send_command(ReportStepResult(
+            command_id=f"result:{request.request_id}", instance_id=ext["id"], step=1, attempt=request.attempt,
+            outcome="accepted", output={"status": 202}), topic=topics.WORKFLOW_STEP_RESULTS)
+        await api_world.engine.wait_for_event(ext["id"], ev.ExternalCallAccepted)
+        await api_world.wait_instance(a, ext["id"], lambda d: d["blocking"].get("waiting_for") == "callback")
+        externals.append(ext["id"])
     await api_world.wait_instance(a, instance["id"], lambda d: d["blocking"].get("waiting_for") == "approval")
     return {"a": a, "b": b, "template": template["id"], "doomed": doomed["id"], "instance": instance["id"],
-            "external": ext["id"], "agent": a.ids["agent"]}
+            "external": externals[0], "external_spec_path": externals[1], "agent": a.ids["agent"]}
 
 
 def request_for(name: str, m: dict, unique: str) -> tuple[str, str, dict]:
     method, path = next((mt, p) for mt, p, op in openapi.operations() if op["operationId"] == name)
-    instance = m["external"] if name in EXTERNAL_OPS else m["instance"]
+    instance = m["external_spec_path"] if name == "completeExternalSpecPath" else \
+        m["external"] if name in EXTERNAL_OPS else m["instance"]
     template = m["doomed"] if name in DELETE_OPS else m["template"]
     agent = m["agent"]
     step = "1" if name in EXTERNAL_OPS else "2"
@@ -175,3 +180,52 @@ async def test_authorization(api_world, matrix, operation, cell):
         assert body["type"].endswith("forbidden")
     else:
         assert 200 <= status < 300, f"{method} {url} as {who} -> {status}: {body}"
+
+
+# ------------------------------------------------------------------ tenant isolation of lists and filters
+
+def list_queries(m: dict) -> list[str]:
+    """Every list and aggregate, with every filter, including filters naming the other tenant's objects."""
+    t, i = m["template"], m["instance"]
+    return [
+        "/v1/workflows/templates", "/v1/workflows/templates?status=ACTIVE", "/v1/workflows/templates?status=PAUSED",
+        "/v1/workflows/instances", "/v1/workflows/instances?status=ACTIVE", f"/v1/workflows/instances?template_id={t}",
+        "/v1/workflows/instances?created_after=2000-01-01T00:00:00Z",
+        "/v1/workflows/instances?created_before=2999-01-01T00:00:00Z", "/v1/workflows/instances?blocked_on=me",
+        "/v1/workflows/pending", "/v1/workflows/pending?sort=deadline", "/v1/workflows/analytics",
+        f"/v1/workflows/analytics?template_id={t}", "/v1/workflows/analytics?created_after=2000-01-01T00:00:00Z",
+        f"/v1/workflows/instances/{i}", f"/v1/workflows/instances/{i}/agent-actions",
+    ]
+
+
+async def test_lists_and_filters_never_show_another_tenants_objects(api_world, matrix):
+    a, b = matrix["a"], matrix["b"]
+    # b has objects of its own, so an empty answer is not what makes the test pass
+    _, own = await api_world.call("POST", "/v1/workflows/templates", b, json=manual_procurement(), expect=201)
+    _, started = await api_world.call("POST", "/v1/workflows/instances?wait=true", b, "requester",
+                                      json={"template_id": own["id"], "trigger_data": {"amount": 5000}}, expect=201)
+    await api_world.wait_instance(b, started["id"], lambda d: d["blocking"].get("waiting_for") == "approval")
+    a_ids = {matrix["template"], matrix["doomed"], matrix["instance"], matrix["external"],
+             matrix["external_spec_path"], a.id}
+    seen_by_a = 0
+    for path in list_queries(matrix):
+        for who in ("admin", "viewer", "cfo", "agent"):
+            status, body = await api_world.call("GET", path, b, who)
+            text = json.dumps(body)
+            assert status in (200, 404), f"{path} as b's {who} -> {status}: {text[:300]}"
+            if status == 404:  # a's instance by id: not found (the problem echoes only the path it was asked)
+                assert a.id not in text.replace(path, "")
+                continue
+            leaked = {x for x in a_ids if x in text}
+            assert not leaked, f"{path} as b's {who} shows tenant a's {leaked}: {text[:500]}"
+        # the same query by a's principal does show a's objects where a list would: the filter is real
+        status, body = await api_world.call("GET", path, a, "cfo")
+        seen_by_a += status == 200 and any(x in json.dumps(body) for x in a_ids)
+    assert seen_by_a >= 10
+    # and b's own objects are listed for b
+    _, listed = await api_world.call("GET", "/v1/workflows/pending", b, "cfo", expect=200)
+    assert [p["instance_id"] for p in listed["items"]] == [started["id"]]
+    # b's admin naming a's templates in an agent permission: unknown, never a's
+    status, body = await api_world.call("POST", f"/v1/agents/{b.ids['agent']}/workflow-permissions", b, json={
+        "workflow_permissions": {"can_initiate": [matrix["template"], "procurement_approval"]}})
+    assert status == 422 and len(body["errors"]) == 1, body  # the slug finds b's own procurement template

@@ -20,7 +20,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from core import events as ev
 from core.commands import ReportStepResult
 from deploy import topics
-from gateway.app import Gateway, build_app, start_gateway, stop_gateway
+from gateway.app import Gateway, build_app, server_options, start_gateway, stop_gateway
 from gateway.auth import hash_token, new_token
 from gateway.settings import GatewaySettings
 from store.projector import Projector
@@ -80,7 +80,7 @@ class ApiWorld:
     def settings(self) -> GatewaySettings:
         return GatewaySettings(bootstrap_servers=self.engine.bootstrap, database_url=self.database_url,
                                topic_prefix=self.engine.prefix, projector_group=self.projector_group,
-                               wait_seconds=15)
+                               wait_seconds=15, instance_wait_seconds=1)
 
     @property
     def projector_group(self) -> str:
@@ -92,10 +92,25 @@ class ApiWorld:
                                    topic_prefix=self.engine.prefix, group_id=self.projector_group)
         self._tasks.append(asyncio.create_task(self.projector.run()))
         self.gateway = await start_gateway(self.settings)
-        self.client = TestClient(TestServer(build_app(self.gateway)))
+        server = TestServer(build_app(self.gateway))
+        await server.start_server(**server_options(self.gateway.settings))  # the production server options
+        self.client = TestClient(server)
         await self.client.start_server()
         await asyncio.wait_for(self.projector.ready.wait(), 30)
         return self
+
+    async def pause_projector(self) -> None:
+        """Stop the projector (its committed offsets stay): the read model lags until `resume_projector`."""
+        assert self.projector is not None
+        self.projector.stop()
+        task = self._tasks.pop()
+        await asyncio.wait_for(task, 30)
+
+    async def resume_projector(self) -> None:
+        self.projector = Projector(bootstrap_servers=self.engine.bootstrap, database_url=self.database_url,
+                                   topic_prefix=self.engine.prefix, group_id=self.projector_group)
+        self._tasks.append(asyncio.create_task(self.projector.run()))
+        await asyncio.wait_for(self.projector.ready.wait(), 30)
 
     async def stop(self) -> None:
         if self.client is not None:

@@ -23,7 +23,7 @@ from handlers.runtime import HandlerRuntime
 from handlers.settings import HandlerSettings
 from tests.integration.engine_harness import EngineWorld
 
-LOOPBACK = ("127.0.0.0/8",)
+LOOPBACK = ("127.0.0.0/8:*",)  # the tests' local servers listen on random ports
 
 
 def free_port() -> int:

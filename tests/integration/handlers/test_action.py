@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 
 import pytest
 
@@ -22,6 +23,13 @@ async def world(kafka_bootstrap):
         yield w
 
 
+async def transfer(world: EngineWorld, transfer_id: str, amount_minor: int, tenant_id: str = "t1") -> None:
+    """The upstream transfer event: how the payment system (the simulator) knows a transfer."""
+    await world.send_raw(topics.PAYMENTS_TRANSFERS, json.dumps({
+        "event_id": f"evt_{transfer_id}", "transfer_id": transfer_id, "tenant_id": tenant_id,
+        "amount_minor": amount_minor, "currency": "USD"}).encode(), key=f"evt_{transfer_id}".encode())
+
+
 @contextlib.asynccontextmanager
 async def simulator(world: EngineWorld, tmp_path, **options):
     sim = PaymentSimulator(bootstrap_servers=world.bootstrap, topic_prefix=world.prefix,
@@ -36,6 +44,7 @@ async def simulator(world: EngineWorld, tmp_path, **options):
 
 
 async def test_a_request_delivered_twice_executes_the_transfer_once_with_the_same_result(world, tmp_path):
+    await transfer(world, "tr_9", 12_000)
     async with simulator(world, tmp_path) as sim:
         handlers = Handlers()
         await handlers.start("action", handler_settings(world))
@@ -54,15 +63,16 @@ async def test_a_request_delivered_twice_executes_the_transfer_once_with_the_sam
         assert first.output == second.output and first.output["transfer_id"] == "tr_9"
         assert first.command_id == second.command_id == f"result:{request.request_id}"
         assert [e["idempotency_key"] for e in read_ledger(sim.ledger)] == [request.request_id]
-        assert (sim.commands_seen, sim.duplicates) == (2, 1)
+        assert (sim.commands_seen, sim.duplicates) == (4, 1)  # each delivery: a lookup, then the command
 
 
 async def test_a_rejected_payment_is_a_final_failure_and_a_silent_service_a_retryable_one(world, tmp_path):
+    await transfer(world, "tr_r", 100)
     async with simulator(world, tmp_path):
         handlers = Handlers()
         await handlers.start("action", handler_settings(world))
-        rejected = step_request("action", {"action": "execute_transfer",
-                                           "params": {"simulate_failure": "insufficient_funds"}}, instance_id="wfi_r")
+        rejected = step_request("action", {"action": "execute_transfer", "params": {
+            "transfer_id": "tr_r", "simulate_failure": "insufficient_funds"}}, instance_id="wfi_r")
         try:
             async with Results(world) as results:
                 await world.send_raw(topics.step_topic("action"), world.codec.encode(rejected), key=b"wfi_r")
@@ -82,3 +92,33 @@ async def test_a_rejected_payment_is_a_final_failure_and_a_silent_service_a_retr
     finally:
         await handlers.stop()
     assert (result.outcome, result.retryable) == ("failed", True)
+
+
+async def test_the_payment_system_pays_its_own_record_once_whatever_the_instances_say(world, tmp_path):
+    """Issue 10.3/10.4 on the broker: a made-up amount pays nothing, a second instance for the same transfer
+    fails with the first instance's name, and the simulator learnt the transfer after it started."""
+    async with simulator(world, tmp_path) as sim:
+        await transfer(world, "tr_REAL_5M_TRANSFER", 500_000_000)  # 5,000,000.00 USD, sent after start-up
+        handlers = Handlers()
+        await handlers.start("action", handler_settings(world))
+        pay = {"action": "execute_transfer", "params": {"transfer_id": "tr_REAL_5M_TRANSFER"}}
+        lie = step_request("action", pay, instance_id="wfi_lie",
+                           trigger={"id": "tr_REAL_5M_TRANSFER", "amount": 1})
+        first = step_request("action", pay, instance_id="wfi_first",
+                             trigger={"id": "tr_REAL_5M_TRANSFER", "amount": 5_000_000})
+        second = step_request("action", pay, instance_id="wfi_second",
+                              trigger={"id": "tr_REAL_5M_TRANSFER", "amount": 5_000_000})
+        try:
+            async with Results(world) as results:
+                outcomes = []
+                for request in (lie, first, second):
+                    await world.send_raw(topics.step_topic("action"), world.codec.encode(request),
+                                         key=request.instance_id.encode())
+                    outcomes.append(await results.wait_for(request.request_id))
+        finally:
+            await handlers.stop()
+    assert [(r.outcome, r.retryable) for r in outcomes] == [("failed", False), ("succeeded", True), ("failed", False)]
+    assert "5000000" in outcomes[0].error and "nothing was paid" in outcomes[0].error
+    assert "already executed by instance wfi_first" in outcomes[2].error
+    executed = [e for e in read_ledger(sim.ledger) if e["status"] == "succeeded"]
+    assert [(e["idempotency_key"], e["params"]["amount"]) for e in executed] == [(first.request_id, 5_000_000)]

@@ -56,8 +56,10 @@ def client(transport: FakeTransport, resolver: FakeResolver | None = None, allow
 
 
 def step_request(kind: str, config: dict, *, step: int = 2, attempt: int = 1, suffix: str = "",
-                 instance_id: str = "wfi_1", template_id: str = "tpl_1", tenant_id: str = "t1") -> StepRequest:
+                 instance_id: str = "wfi_1", template_id: str = "tpl_1", tenant_id: str = "t1",
+                 trigger: dict | None = None) -> StepRequest:
     return StepRequest(request_id=f"{instance_id}:{step}:{attempt}{suffix}", instance_id=instance_id,
                        tenant_id=tenant_id, template_id=template_id, template_version=1, step=step,
                        step_name="Some step", step_key="some_step", kind=kind, attempt=attempt, config=config,
-                       context={}, requested_at=int(time.time() * 1000))
+                       context={"trigger": trigger} if trigger is not None else {},
+                       requested_at=int(time.time() * 1000))

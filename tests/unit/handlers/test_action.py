@@ -12,21 +12,27 @@ def handler(gateway: FakePaymentGateway, transport: FakeTransport | None = None)
                          Renderer(StaticSecretSource({"tpl_1": {"token": "t0k"}})))
 
 
-async def test_execute_transfer_sends_the_request_id_as_the_payment_idempotency_key():
+def payments() -> FakePaymentGateway:
     gateway = FakePaymentGateway()
+    gateway.book.learn("tr_1", tenant_id="t1", amount=120, currency="USD")
+    return gateway
+
+
+async def test_execute_transfer_sends_the_request_id_as_the_payment_idempotency_key():
+    gateway = payments()
     request = step_request("action", {"action": "execute_transfer", "params": {"transfer_id": "tr_1"}})
     result = await handler(gateway).handle(request)
     assert result.outcome == "succeeded"
     assert list(gateway.executed) == [request.request_id]
-    assert gateway.executed[request.request_id].params == {"transfer_id": "tr_1"}
+    assert gateway.executed[request.request_id].params == {"transfer_id": "tr_1", "amount": 120, "currency": "USD"}
 
 
 async def test_a_redelivered_request_executes_the_payment_once_and_reports_the_same_output():
-    gateway = FakePaymentGateway()
-    request = step_request("action", {"action": "execute_transfer", "params": {}})
+    gateway = payments()
+    request = step_request("action", {"action": "execute_transfer", "params": {"transfer_id": "tr_1"}})
     first = await handler(gateway).handle(request)
     second = await handler(gateway).handle(request)
-    assert len(gateway.executed) == 1 and gateway.submitted == 2
+    assert len(gateway.executed) == 1 and gateway.submitted == 4  # a lookup and an execute each time
     assert first.output == second.output and first.command_id == second.command_id
 
 

@@ -23,10 +23,55 @@ def test_public_addresses_are_allowed(address):
 
 def test_an_allowed_cidr_opens_exactly_that_range():
     policy = NetworkPolicy(["127.0.0.0/8", "10.20.0.0/16"])
-    assert policy.refusal("127.0.0.1") is None
-    assert policy.refusal("10.20.3.4") is None
-    assert policy.refusal("10.21.0.1") is not None
-    assert policy.refusal("192.168.0.1") is not None
+    assert policy.refusal("127.0.0.1", 443) is None
+    assert policy.refusal("10.20.3.4", 80) is None
+    assert policy.refusal("10.21.0.1", 443) is not None
+    assert policy.refusal("192.168.0.1", 443) is not None
+
+
+def test_allow_list_entries_carry_ports():
+    policy = NetworkPolicy(["10.0.0.5:8443", "127.0.0.0/8", "[fd00::/8]:9000", "172.16.0.0/12:*"])
+    assert policy.refusal("10.0.0.5", 8443) is None
+    assert policy.refusal("10.0.0.5", 8701) is not None  # another service on the ERP's host
+    assert policy.refusal("10.0.0.5", 443) is not None
+    assert policy.refusal("127.0.0.1", 443) is None and policy.refusal("127.0.0.1", 80) is None
+    assert policy.refusal("127.0.0.1", 8701) is not None  # a bare CIDR opens the web ports only
+    assert policy.refusal("fd00::7", 9000) is None and policy.refusal("fd00::7", 9001) is not None
+    assert policy.refusal("172.16.9.9", 5432) is None  # `*` written out: every port
+    assert policy.refusal("10.0.0.5") is not None  # port unknown: only `*` entries admit it
+
+
+@pytest.mark.parametrize("entry", ["10.0.0.5:0", "10.0.0.5:70000", "10.0.0.5:http", "[fd00::/8]443", "nonsense"])
+def test_malformed_allow_list_entries_are_refused_at_start(entry):
+    with pytest.raises(ValueError):
+        NetworkPolicy([entry])
+
+
+async def test_a_redirect_to_another_port_of_an_allowed_address_is_refused():
+    transport = FakeTransport()
+    transport.route("http://erp.internal:8080/po", 302, b"", {"location": "http://erp.internal:8701/health"})
+    resolver = FakeResolver({"erp.internal": ["10.0.0.5"]})
+    with pytest.raises(BlockedDestination) as info:
+        await client(transport, resolver, allowed=["10.0.0.5:8080"]).request("GET", "http://erp.internal:8080/po")
+    assert "8701" in str(info.value)
+    assert [s.url for s in transport.sent] == ["http://erp.internal:8080/po"]
+
+
+async def test_the_connecting_resolver_checks_the_port_too():
+    from handlers.http import GuardedResolver
+
+    guarded = GuardedResolver(NetworkPolicy(["127.0.0.1:8080"]))
+    assert [r["port"] for r in await guarded.resolve("127.0.0.1", 8080)] == [8080]
+    with pytest.raises(OSError):
+        await guarded.resolve("127.0.0.1", 8701)
+
+
+def test_handler_settings_parse_ported_entries():
+    from handlers.settings import HandlerSettings
+
+    settings = HandlerSettings.from_env("external", {"FLOWLINE_ALLOW_PRIVATE_NETWORKS": "10.0.0.5:8443, 127.0.0.1"})
+    policy = NetworkPolicy(settings.allow_private_networks)
+    assert policy.refusal("10.0.0.5", 8443) is None and policy.refusal("10.0.0.5", 8701) is not None
 
 
 async def test_a_host_that_resolves_to_a_private_address_is_refused_before_anything_is_sent():

@@ -252,7 +252,7 @@ class TestTimeouts:
         assert h.step_status(1) is TaskStatus.REJECTED
         assert h.status is WorkflowStatus.FAILED
 
-    def test_escalated_approvers_can_complete_the_quorum(self):
+    def test_escalated_approvers_make_the_whole_quorum_again(self):
         h = started(approval(level="DUAL", timeout_hours=4, on_timeout={
             "action": "escalate", "approvers": {"type": "role", "value": "head"}}), DONE)
         h.approve(1, ALICE)
@@ -260,7 +260,10 @@ class TestTimeouts:
         h.approve(1, BOB)
         assert "bob is not among the approvers (role head)" in h.last_rejection
         h.approve(1, human("hd", "head"))
+        assert h.step(1).awaiting is Awaiting.APPROVAL  # alice's vote predates the escalation: one of two
+        h.approve(1, human("hd2", "head"))
         assert h.step_status(1) is TaskStatus.APPROVED
+        assert h.step(1).output == {"approved_by": ["hd", "hd2"]}
 
     def test_escalation_then_continue_moves_on_after_the_last_escalation(self):
         h = started(approval(timeout_hours=1, on_timeout={"action": "escalate", "then": "continue"}), DONE)
@@ -305,7 +308,7 @@ class TestManualEscalation:
                                        approvers=approvers or {"type": "role", "value": "ceo"}, actor=actor, **kw))
 
     def test_an_approver_can_hand_the_decision_to_other_approvers_with_a_new_deadline(self):
-        h = started(approval(timeout_hours=24), DONE)
+        h = started(approval(timeout_hours=24, escalate_to={"type": "role", "value": "ceo"}), DONE)
         self.escalate(h, ALICE, reason="on leave", timeout_hours=2)
         [escalated] = h.events_of(ev.ApprovalEscalated)
         assert escalated.approvers == {"type": "role", "value": "ceo"} and escalated.escalation == 1
@@ -316,19 +319,19 @@ class TestManualEscalation:
         assert h.step_status(1) is TaskStatus.APPROVED
 
     def test_after_escalation_the_old_approvers_can_no_longer_decide(self):
-        h = started(approval(), DONE)
+        h = started(approval(escalate_to={"type": "role", "value": "ceo"}), DONE)
         self.escalate(h, ALICE)
         h.approve(1, BOB)
         assert "not among the approvers" in h.last_rejection
         assert h.step(1).awaiting is Awaiting.APPROVAL
 
     def test_someone_who_is_not_an_approver_cannot_escalate(self):
-        h = started(approval(), DONE)
+        h = started(approval(escalate_to={"type": "role", "value": "ceo"}), DONE)
         self.escalate(h, human("mallory", "clerk"))
         assert "may not escalate" in h.last_rejection
         assert not h.events_of(ev.ApprovalEscalated)
 
     def test_a_workflow_admin_may_escalate_any_approval(self):
-        h = started(approval(), DONE)
+        h = started(approval(escalate_to={"type": "role", "value": "ceo"}), DONE)
         self.escalate(h, human("root", "workflow_admin"))
         assert h.events_of(ev.ApprovalEscalated)

@@ -65,13 +65,13 @@ def test_a_missing_field_is_null_and_compares_false():
     assert h.status is WorkflowStatus.FAILED
 
 
-def test_an_expression_that_fails_to_evaluate_fails_the_instance():
+def test_an_expression_that_fails_to_evaluate_fails_the_step_and_by_default_the_instance():
     h = run(condition("trigger.amount / trigger.count > 1"), notice("A"), trigger={"amount": 1, "count": 0})
-    [evaluated] = h.events_of(ev.ConditionEvaluated)
-    assert evaluated.branch == "error"
-    assert "division by zero" in evaluated.error
+    [failed] = h.events_of(ev.StepFailed)
+    assert failed.on_failure == "fail_workflow"
+    assert "division by zero" in failed.error
     assert h.status is WorkflowStatus.FAILED
-    assert h.state.failure.startswith("condition failed to evaluate")
+    assert "condition failed to evaluate" in h.state.failure
 
 
 def test_a_condition_reads_the_output_of_an_earlier_step():

@@ -1,0 +1,165 @@
+"""Payment integrity: what is paid comes from the payment system, and a transfer is paid at most once.
+
+The attacks of issue 10.3/10.4: a manual trigger that names a real transfer with a made-up amount (1, -5),
+and two instances (two manual starts) executing the same transfer.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from core import events as ev
+from core.payments import MAX_AMOUNT, amount_refusal
+from core.types import WorkflowStatus
+from handlers.action import ActionHandler, FakePaymentGateway, default_adapters
+from handlers.rendering import Renderer, StaticSecretSource
+from tests.unit.handlers.fakes import FakeTransport, client
+from tests.unit.harness import Harness, agent, human, workflow
+
+CFO_UNLESS_SMALL = workflow(
+    {"type": "condition", "name": "Small?", "config": {"expression": "trigger.amount <= 1000",
+                                                        "if_true": "skip_to:Agent OK", "if_false": "continue"}},
+    {"type": "approval", "name": "CFO", "config": {"approvers": {"type": "role", "value": "cfo"}}},
+    {"type": "approval", "name": "Agent OK", "config": {"approvers": {"type": "role", "value": "ops"}}},
+    {"type": "action", "name": "Pay", "config": {"action": "execute_transfer",
+                                                 "params": {"transfer_id": "{{trigger.id}}"},
+                                                 "retry_config": {"max_retries": 2}}},
+)
+
+
+def payments() -> FakePaymentGateway:
+    gateway = FakePaymentGateway()
+    gateway.book.learn("tr_REAL_5M_TRANSFER", tenant_id="t_acme", amount=5_000_000, currency="USD")
+    gateway.book.learn("tr_small", tenant_id="t_acme", amount=500, currency="USD")
+    return gateway
+
+
+def handler(gateway: FakePaymentGateway) -> ActionHandler:
+    return ActionHandler(default_adapters(gateway, client(FakeTransport())), Renderer(StaticSecretSource()))
+
+
+async def run_to_payment(gateway: FakePaymentGateway, trigger: dict, instance_id: str = "wfi_a") -> Harness:
+    h = Harness(CFO_UNLESS_SMALL, instance_id=instance_id)
+    h.start(trigger, initiated_by=human("mallory", "requester"))
+    if h.current_step == 2:
+        h.approve(2, human("carol", "cfo"))
+    h.approve(3, agent("agent_1", "ops", max_amount=1000))
+    assert h.current_step == 4, h.log_text()
+    result = await handler(gateway).handle(h.requests_for(4)[-1])
+    h.send(result)
+    return h
+
+
+async def test_a_made_up_small_amount_for_a_real_transfer_pays_nothing():
+    gateway = payments()
+    h = await run_to_payment(gateway, {"id": "tr_REAL_5M_TRANSFER", "amount": 1})
+    assert gateway.executed == {}
+    assert h.status is WorkflowStatus.FAILED
+    [failed] = h.events_of(ev.StepFailed)
+    assert "5000000" in failed.error and "nothing was paid" in failed.error
+
+
+async def test_a_made_up_currency_pays_nothing():
+    gateway = payments()
+    h = await run_to_payment(gateway, {"id": "tr_small", "amount": 500, "currency": "JPY"})
+    assert gateway.executed == {} and h.status is WorkflowStatus.FAILED
+
+
+async def test_a_transfer_the_payment_system_does_not_know_is_not_paid():
+    gateway = payments()
+    h = await run_to_payment(gateway, {"id": "tr_invented", "amount": 5})
+    assert gateway.executed == {} and "unknown to the payment system" in h.events_of(ev.StepFailed)[0].error
+
+
+async def test_a_transfer_of_another_tenant_is_unknown():
+    gateway = FakePaymentGateway()
+    gateway.book.learn("tr_x", tenant_id="t_globex", amount=5, currency="USD")
+    h = await run_to_payment(gateway, {"id": "tr_x", "amount": 5})
+    assert gateway.executed == {} and h.status is WorkflowStatus.FAILED
+
+
+async def test_the_true_facts_pay_the_payment_systems_amount():
+    gateway = payments()
+    h = await run_to_payment(gateway, {"id": "tr_small", "amount": 500, "currency": "USD"})
+    assert h.status is WorkflowStatus.COMPLETED
+    [command] = gateway.executed.values()
+    assert command.params == {"transfer_id": "tr_small", "amount": 500, "currency": "USD"}
+
+
+async def test_a_transfer_executes_once_across_instances_and_the_second_says_who_paid():
+    gateway = payments()
+    first = await run_to_payment(gateway, {"id": "tr_small", "amount": 500}, instance_id="wfi_first")
+    second = await run_to_payment(gateway, {"id": "tr_small", "amount": 500}, instance_id="wfi_second")
+    assert first.status is WorkflowStatus.COMPLETED
+    assert len(gateway.executed) == 1
+    assert second.status is WorkflowStatus.FAILED
+    [failed] = second.events_of(ev.StepFailed)
+    assert "already executed by instance wfi_first" in failed.error
+    assert failed.retry_at == 0  # final, not retried
+
+
+async def test_the_payment_service_refuses_a_second_execution_even_when_both_looked_up_first():
+    gateway = payments()
+    h1, h2 = Harness(CFO_UNLESS_SMALL, instance_id="wfi_1"), Harness(CFO_UNLESS_SMALL, instance_id="wfi_2")
+    for h in (h1, h2):
+        h.start({"id": "tr_small", "amount": 500})
+        h.approve(3, human("olga", "ops"))
+    from handlers.action import _verified_transfer
+    reqs = [h.requests_for(4)[-1] for h in (h1, h2)]
+    checked = [await _verified_transfer(gateway, r, r.config["operation_key"], dict(r.config["params"]), 1)
+               for r in reqs]
+    assert all(isinstance(c, dict) for c in checked)  # both looked up before either paid: the race
+    results = [await handler(gateway).handle(r) for r in reqs]
+    assert [r.outcome for r in results] == ["succeeded", "failed"]
+    assert "already executed by instance wfi_1" in results[1].error and len(gateway.executed) == 1
+
+
+async def test_retries_of_one_step_visit_still_get_the_first_payment():
+    gateway = payments()
+    h = Harness(CFO_UNLESS_SMALL)
+    h.start({"id": "tr_small", "amount": 500})
+    h.approve(3, human("olga", "ops"))
+    first = h.requests_for(4)[-1]
+    h.fail(4, "no execute_transfer result within 30 s")  # the answer was lost
+    h.fire_due_timers(60_000)
+    retry = h.requests_for(4)[-1]
+    assert retry.request_id != first.request_id
+    a = await handler(gateway).handle(first)
+    b = await handler(gateway).handle(retry)
+    assert (a.outcome, b.outcome) == ("succeeded", "succeeded")
+    assert a.output == b.output and len(gateway.executed) == 1
+
+
+@pytest.mark.parametrize("amount", [-5, -0.01, float("nan"), float("inf"), MAX_AMOUNT + 1, "1000", True])
+def test_a_negative_or_absurd_trigger_amount_never_starts_an_instance(amount):
+    assert amount_refusal(amount)
+    h = Harness(CFO_UNLESS_SMALL)
+    h.start({"id": "tr_small", "amount": amount})
+    assert h.state is None
+    assert "trigger.amount" in h.last_rejection
+
+
+@pytest.mark.parametrize("amount", [0, 1, 999.99, MAX_AMOUNT, None])
+def test_sane_amounts_start(amount):
+    assert amount_refusal(amount) is None
+    h = Harness(CFO_UNLESS_SMALL)
+    h.start({"id": "tr_small", "amount": amount})
+    assert h.state is not None
+
+
+async def test_a_template_can_route_on_the_payment_systems_facts_instead_of_the_requesters():
+    verified = workflow(
+        {"type": "action", "name": "Verify transfer", "config": {
+            "action": "lookup_transfer", "params": {"transfer_id": "{{trigger.id}}"}}},
+        {"type": "condition", "name": "Small?", "config": {
+            "expression": "steps.verify_transfer.amount <= 1000", "if_true": "skip_to:Pay", "if_false": "continue"}},
+        {"type": "approval", "name": "CFO", "config": {"approvers": {"type": "role", "value": "cfo"}}},
+        {"type": "action", "name": "Pay", "config": {"action": "execute_transfer",
+                                                     "params": {"transfer_id": "{{trigger.id}}"}}})
+    gateway = payments()
+    h = Harness(verified)
+    h.start({"id": "tr_REAL_5M_TRANSFER", "amount": 1}, initiated_by=human("mallory", "requester"))
+    h.send(await handler(gateway).handle(h.requests_for(1)[-1]))
+    assert h.step(1).output["amount"] == 5_000_000
+    assert h.current_step == 3  # the CFO step is not skipped: the record says 5,000,000
+    assert gateway.executed == {}
