@@ -73,6 +73,8 @@ VARIABLES: dict[str, Variable] = {v.name: v for v in (
     Variable("FLOWLINE_BODY_TIMEOUT_SECONDS", "30"),
     Variable("FLOWLINE_INSTANCE_WAIT_SECONDS", "5"),
     Variable("FLOWLINE_GATEWAY_DB_POOL", "8"),
+    # Empty: the repository's `dashboard/dist` (gateway/dashboard.py).
+    Variable("FLOWLINE_DASHBOARD_DIR", "", "`dashboard/dist`"),
     Variable("FLOWLINE_PROJECTOR_GROUP", "flowline-projector"),
     Variable("FLOWLINE_PROJECTOR_METRICS_PORT", "0", "`0` (off)"),
     Variable("FLOWLINE_SECRETS_KEY", DEV_SECRETS_KEY, "development key"),
