@@ -6,7 +6,7 @@ import pytest
 from playwright.async_api import expect
 
 from core.commands import ReportStepResult
-from deploy import topics
+from schemas import topics
 from tests.browser.conftest import shot
 from tests.integration.gateway.test_api import manual_procurement
 

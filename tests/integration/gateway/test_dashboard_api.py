@@ -7,7 +7,7 @@ import pytest
 
 from core.builtin import builtin_template
 from core.commands import ReportStepResult
-from deploy import topics
+from schemas import topics
 from tests.integration.gateway.test_api import manual_procurement
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
