@@ -134,6 +134,15 @@ class ExpireInstance(Command):
     ended_at: int
 
 
+@dataclass(frozen=True, kw_only=True)
+class RequestTransition(Command):
+    """Ask a state-machine instance to move to `target` (a human or an agent, with a reason)."""
+
+    target: str
+    actor: Actor = SYSTEM
+    reason: str = ""
+
+
 COMMAND_TYPES: tuple[type[Command], ...] = (
     StartInstance,
     RecordDecision,
@@ -147,4 +156,5 @@ COMMAND_TYPES: tuple[type[Command], ...] = (
     FireTimer,
     EscalateApproval,
     ExpireInstance,
+    RequestTransition,
 )

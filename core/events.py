@@ -232,6 +232,41 @@ class AdvanceChecked(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
+class TransitionRequested(Event):
+    """A requested transition of a state-machine template that needs approval: its approval step runs now
+    (`route`), and the transition is taken when it is approved."""
+
+    from_state: str
+    to_state: str
+    actor: Actor = SYSTEM
+    reason: str = ""
+    route: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class TransitionTaken(Event):
+    """A state-machine instance moved `from_state` -> `to_state` (from "" when it started): who (`actor`,
+    human, agent or the engine for an automatic one), why, and the steps it runs now (`route`: exit actions,
+    the transition's action, entry actions)."""
+
+    from_state: str
+    to_state: str
+    actor: Actor = SYSTEM
+    reason: str = ""
+    automatic: bool = False
+    route: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class TransitionDeclined(Event):
+    """The approval of a requested transition was rejected: the instance stays where it was."""
+
+    from_state: str
+    to_state: str
+    reason: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
 class CommandRejected(Event):
     """An input that changed nothing, and why ("Expected ..., but ...")."""
 
@@ -265,4 +300,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     InstanceFailed,
     AdvanceChecked,
     CommandRejected,
+    TransitionRequested,
+    TransitionTaken,
+    TransitionDeclined,
 )

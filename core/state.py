@@ -87,6 +87,13 @@ class InstanceState:
     created_at: int = 0
     updated_at: int = 0
     failure: str = ""
+    # state-machine templates only (core/machine.py): the current state, the steps still to run on the way
+    # there, and a requested transition waiting for its approval step
+    machine_state: str = ""
+    route: tuple[int, ...] = ()
+    pending_transition: str = ""
+    pending_by: Actor | None = None
+    pending_reason: str = ""
 
     @property
     def is_terminal(self) -> bool:
@@ -226,6 +233,8 @@ def _apply_started(state: InstanceState | None, e: ev.InstanceStarted) -> Instan
 
 
 def _apply_step_started(state: InstanceState, e: ev.StepStarted) -> InstanceState:
+    if state.route and state.route[0] == e.step:
+        state = _copy(state, {"route": state.route[1:]})
     return _update(
         state,
         e.step,
@@ -385,6 +394,21 @@ def _apply_failed_instance(state: InstanceState, e: ev.InstanceFailed) -> Instan
     return evolve(state, status=WorkflowStatus.FAILED, timers=(), failure=e.reason)
 
 
+def _apply_transition_requested(state: InstanceState, e: ev.TransitionRequested) -> InstanceState:
+    return _copy(state, {"route": tuple(e.route), "pending_transition": e.to_state, "pending_by": e.actor,
+                         "pending_reason": e.reason, "current_step": 0})
+
+
+def _apply_transition_taken(state: InstanceState, e: ev.TransitionTaken) -> InstanceState:
+    return _copy(state, {"machine_state": e.to_state, "route": tuple(e.route), "pending_transition": "",
+                         "pending_by": None, "pending_reason": "", "current_step": 0})
+
+
+def _apply_transition_declined(state: InstanceState, e: ev.TransitionDeclined) -> InstanceState:
+    return _copy(state, {"route": (), "pending_transition": "", "pending_by": None, "pending_reason": "",
+                         "current_step": 0})
+
+
 def _apply_nothing(state: InstanceState, e: ev.Event) -> InstanceState:
     return state
 
@@ -415,6 +439,9 @@ _APPLIERS = {
     ev.InstanceFailed: _apply_failed_instance,
     ev.AdvanceChecked: _apply_nothing,
     ev.CommandRejected: _apply_nothing,
+    ev.TransitionRequested: _apply_transition_requested,
+    ev.TransitionTaken: _apply_transition_taken,
+    ev.TransitionDeclined: _apply_transition_declined,
 }
 
 
