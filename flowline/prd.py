@@ -10,8 +10,10 @@ calls, and read answers back from the read model. Where the PRD's word and Flowl
 - a pipeline is a manual-trigger template of non-approval steps, and a run of it is an instance, so
   `execute(pipeline_id)` returns a `PipelineResult` whose `run_id` the other methods take;
 - `create_from_template` returns the new `Template` (applied with `flowline.overrides`, validated by the
-  server), not a `StateMachine`: server-side state-machine templates do not exist yet (issue 13), so
-  `StateMachine` is not offered rather than imitated on the client.
+  server);
+- `StateMachine` builds a state-machine template document (`states` + `transitions`, docs/state-machines.md)
+  that the engine runs; `transition` and `get_available_transitions` are the instance's
+  `/transitions` endpoints, judged by the engine and `core.machine_run`.
 """
 
 from __future__ import annotations
@@ -394,3 +396,95 @@ class PipelineRunner:
         except TimeoutError:
             detail = await self.client.get_instance(run_id)
         return pipeline_result(detail)
+
+
+# ----------------------------------------------------------------------------------------------- state machines
+
+class StateMachine:
+    """PRD component 2 over the API: build a state-machine template, register it, and move its instances.
+
+    The document is plain data (`document()`); `validate_workflow` and `visualize` apply the engine's own
+    rules (`core.validation`), so a problem shows here with the same JSON pointer the server would give.
+    """
+
+    def __init__(self, client: AsyncClient, name: str, *, trigger_type: str = "manual",
+                 trigger_config: Mapping[str, Any] | None = None, description: str = "") -> None:
+        self.client = client
+        self.name, self.trigger_type, self.description = name, trigger_type, description
+        self.trigger_config = dict(trigger_config or {})
+        self.states: list[dict[str, Any]] = []
+        self.transitions: list[dict[str, Any]] = []
+        self.template_id: str | None = None
+
+    def add_state(self, name: str, *, entry_actions: Sequence[Mapping[str, Any]] = (),
+                  exit_actions: Sequence[Mapping[str, Any]] = (), terminal: str | None = None) -> StateMachine:
+        """A state; the first one added is the initial state. `terminal`: COMPLETED, FAILED or CANCELLED."""
+        state: dict[str, Any] = {"name": name}
+        if entry_actions:
+            state["entry_actions"] = [dict(a) for a in entry_actions]
+        if exit_actions:
+            state["exit_actions"] = [dict(a) for a in exit_actions]
+        if terminal:
+            state["terminal"] = terminal
+        self.states.append(state)
+        return self
+
+    def add_transition(self, from_state: str, to_state: str, *, condition: str | None = None,
+                       automatic: bool = False, action: Mapping[str, Any] | None = None,
+                       requires_approval: Mapping[str, Any] | None = None,
+                       roles: Sequence[str] = ()) -> StateMachine:
+        transition: dict[str, Any] = {"from": from_state, "to": to_state}
+        if condition:
+            transition["condition"] = condition
+        if automatic:
+            transition["automatic"] = True
+        if action is not None:
+            transition["action"] = dict(action)
+        if requires_approval is not None:
+            transition["requires_approval"] = dict(requires_approval)
+        if roles:
+            transition["roles"] = list(roles)
+        self.transitions.append(transition)
+        return self
+
+    def document(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {"name": self.name, "trigger_type": self.trigger_type,
+                               "trigger_config": self.trigger_config, "states": self.states,
+                               "transitions": self.transitions}
+        if self.description:
+            doc["description"] = self.description
+        return doc
+
+    def validate_workflow(self) -> list[dict[str, str]]:
+        """Every problem at once, each `{pointer, message}` (empty: valid)."""
+        from core.validation import validate_template
+
+        return [p.as_dict() for p in validate_template(self.document())]
+
+    def visualize(self) -> dict[str, Any]:
+        """`{adjacency, mermaid}`: the states and transitions, Mermaid `stateDiagram-v2`."""
+        from core.validation import visualize
+
+        return visualize(self.document())
+
+    async def register(self) -> Template:
+        """Create the template (the server validates it again); its id is kept for `start`."""
+        template = await self.client.create_template(self.document())
+        self.template_id = template.id
+        return template
+
+    async def start(self, context: Mapping[str, Any] | None = None, *, who: Who = None) -> str:
+        """Start an instance of the registered template; returns its id."""
+        if self.template_id is None:
+            raise FlowlineError("register() the state machine first")
+        started = await _as(self.client, who).start_instance(self.template_id, dict(context or {}), wait=True)
+        return started.instance_id if isinstance(started, CommandAccepted) else started.id
+
+    async def transition(self, instance_id: str, target_state: str, reason: str = "", *, who: Who = None,
+                         wait: bool = True) -> Any:
+        """Request the transition (as `who`); the engine refuses with why (409) if it is not available."""
+        return await _as(self.client, who).request_transition(instance_id, target_state, reason or None, wait=wait)
+
+    async def get_available_transitions(self, instance_id: str, *, who: Who = None) -> Any:
+        """The current state and each transition: available to `who` now, or why not."""
+        return await _as(self.client, who).transitions(instance_id)

@@ -23,8 +23,10 @@ from core import actions as core_actions
 from core import commands as cmd
 from core.actions import actions_now
 from core.actors import ApprovalLimits
+from core.machine_run import transitions_now
 from core.payments import trigger_refusal
 from core.signing import callback_token, verify_payload
+from core.template import CompiledTemplate, compile_template, parse_template
 from core.triggers import instance_id_for, start_command_id
 from gateway.app import Call, json_response
 from gateway.auth import ADVANCE, CALLBACK, DECIDE, OPERATE, READ, TRIGGER, Principal
@@ -37,7 +39,8 @@ INSTANCE_STATUSES = ("ACTIVE", "PAUSED", "COMPLETED", "CANCELLED", "FAILED")
 REF_COLUMNS = "i.id, i.template_id"  # what a command endpoint needs: the instance exists in the caller's tenant
 INSTANCE_COLUMNS = """i.id, i.tenant_id, i.template_id, i.template_version, i.template_name, i.status, i.current_step,
     i.current_step_name, i.step_count, i.trigger, i.source, i.initiated_by, i.initiated_by_kind, i.agent_context,
-    i.blocking, i.failure_reason, i.created_at, i.updated_at, i.completed_at, i.last_seq"""
+    i.blocking, i.failure_reason, i.created_at, i.updated_at, i.completed_at, i.last_seq, i.machine_state,
+    i.pending_transition"""
 
 
 def _loads(value: Any) -> Any:
@@ -55,6 +58,7 @@ def instance_json(row: asyncpg.Record) -> dict[str, Any]:
         "failure_reason": row["failure_reason"], "created_at": _iso(row["created_at"]),
         "updated_at": _iso(row["updated_at"]), "completed_at": _iso(row["completed_at"]),
         "last_seq": row["last_seq"],
+        "machine_state": row["machine_state"], "pending_transition": row["pending_transition"],
     }
 
 
@@ -367,6 +371,52 @@ async def advance(call: Call) -> web.Response:
     return await _answer(call, command, me.tenant_id)
 
 
+async def request_transition(call: Call) -> web.Response:
+    """POST .../transitions: a human or an agent asks a state-machine instance to move (core RequestTransition;
+    the engine judges the transition, its condition, roles and approval: core/machine_run.py)."""
+    me = call.me
+    me.require(ADVANCE, "request transitions of instances")
+    body = call.body
+    target = body.get("target_state", body.get("to"))
+    if not isinstance(target, str) or not target.strip():
+        raise Problem(422, "target_state must name the state to move to", pointer="/target_state")
+    reason = body.get("reason", "")
+    if not isinstance(reason, str):
+        raise Problem(422, "reason must be a string", pointer="/reason")
+    instance = await command_target(call)
+    command = cmd.RequestTransition(command_id=command_id_for(call), instance_id=instance["id"], issued_at=now_ms(),
+                                    target=target.strip(), actor=me.actor(), reason=reason)
+    return await _answer(call, command, me.tenant_id)
+
+
+_COMPILED: dict[tuple[str, int], CompiledTemplate] = {}
+
+
+async def list_transitions(call: Call) -> web.Response:
+    """GET .../transitions: the current state and each outgoing transition, available to the caller now or why
+    not (`core.machine_run.transitions_now` over the projected state and the instance's template version)."""
+    me = call.me
+    me.require(READ, "read instances")
+    gw = call.gateway
+    row = await gw.pool.fetchrow(
+        "SELECT i.id, i.template_id, i.template_version, i.state, v.document FROM workflow_instances i "
+        "JOIN workflow_template_versions v ON v.template_id = i.template_id AND v.version = i.template_version "
+        "WHERE i.id = $1 AND i.tenant_id = $2", call.param("id"), me.tenant_id)
+    if row is None or not row["state"]:
+        raise Problem(404, f"no instance {call.param('id')!r}")
+    key = (row["template_id"], row["template_version"])
+    template = _COMPILED.get(key)
+    if template is None:
+        template = _COMPILED[key] = compile_template(parse_template(
+            _loads(row["document"]), template_id=row["template_id"], version=row["template_version"],
+            tenant_id=me.tenant_id))
+    state = gw.codec.decode(row["state"])
+    view = transitions_now(state, template, me.actor(), now_ms())
+    base = f"/v1/workflows/instances/{row['id']}/transitions"
+    return json_response({"instance_id": row["id"], "actor": {"id": me.id, "kind": me.kind},
+                          "state_machine": template.machine is not None, "href": base, **view})
+
+
 async def _operate(call: Call, what: str, build) -> web.Response:
     me = call.me
     me.require(OPERATE, f"{what} instances")
@@ -596,4 +646,6 @@ HANDLERS = {
     "resumeInstance": resume,
     "retryStep": retry,
     "listPending": pending,
+    "requestTransition": request_transition,
+    "listTransitions": list_transitions,
 }

@@ -64,15 +64,36 @@ SCHEMAS: dict[str, Any] = {
     "FieldError": {"type": "object", "required": ["pointer", "message"],
                    "properties": {"pointer": {"type": "string"}, "message": {"type": "string"}}},
     "TemplateDocument": {
-        "type": "object", "additionalProperties": False, "required": ["name", "steps"],
+        "type": "object", "additionalProperties": False, "required": ["name"],
+        "anyOf": [{"required": ["steps"]}, {"required": ["states"]}],
         "description": "A workflow template (epic 29): validated by core.validation, every problem reported "
-                       "with a JSON pointer.",
+                       "with a JSON pointer. Either a step list (`steps`) or a state machine (`states` and "
+                       "`transitions`, docs/state-machines.md).",
         "properties": {
             "name": {"type": "string", "minLength": 1}, "description": {"type": "string"},
             "trigger_type": {"type": "string", "enum": ["on_transfer", "event", "manual", "scheduled", "schedule",
                                                         "threshold"]},
             "trigger_config": {"type": "object"},
             "steps": {"type": "array", "minItems": 1, "items": ref("Step")},
+            "states": {"type": "array", "minItems": 1, "description": "state-machine template: the first state is "
+                       "the initial one", "items": {
+                           "type": "object", "required": ["name"], "properties": {
+                               "name": {"type": "string", "minLength": 1}, "description": {"type": "string"},
+                               "entry_actions": {"type": "array", "items": ref("Step")},
+                               "exit_actions": {"type": "array", "items": ref("Step")},
+                               "terminal": {"enum": ["COMPLETED", "FAILED", "CANCELLED", True, False]}}}},
+            "transitions": {"type": "array", "items": {
+                "type": "object", "required": ["from", "to"], "properties": {
+                    "from": {"type": "string"}, "to": {"type": "string"}, "description": {"type": "string"},
+                    "condition": {"type": "string", "description": "an expression; the transition is available "
+                                                                   "only while it holds"},
+                    "automatic": {"type": "boolean", "default": False, "description": "taken by the engine once "
+                                  "the state's entry actions finished and the condition holds (declared order)"},
+                    "action": ref("Step"),
+                    "requires_approval": {"type": "object", "description": "an approval step's config (approvers, "
+                                          "level, quorum, timeout_hours, escalation...)"},
+                    "roles": {"type": "array", "items": {"type": "string"},
+                              "description": "who may request it (any of these roles); empty: anyone"}}}},
             "status": {"type": "string", "enum": ["ACTIVE", "DRAFT", "PAUSED"]},
             "metadata": {"type": "object"},
             "settings": {"type": "object", "additionalProperties": False, "properties": {
@@ -140,6 +161,24 @@ SCHEMAS: dict[str, Any] = {
                          "description": "optional; must match the endpoint"},
             "reasoning": {"type": "string", "maxLength": 4000},
             "agent_signature": {"type": "string", "maxLength": 4096},
+        },
+    },
+    "TransitionInput": {"type": "object", "additionalProperties": False, "required": ["target_state"],
+                        "properties": {"target_state": {"type": "string", "minLength": 1, "maxLength": 200},
+                                       "reason": {"type": "string", "maxLength": 4000}}},
+    "Transitions": {
+        "type": "object", "required": ["instance_id", "state", "transitions"],
+        "properties": {
+            "instance_id": {"type": "string"}, "actor": ACTOR_REF, "state_machine": {"type": "boolean"},
+            "href": {"type": "string"}, "state": nullable("string"), "pending_transition": nullable("string"),
+            "transitions": {"type": "array", "items": {
+                "type": "object", "required": ["to", "available", "why_not"],
+                "properties": {"to": {"type": "string"}, "automatic": {"type": "boolean"},
+                               "requires_approval": {"type": "boolean"}, "condition": nullable("string"),
+                               "roles": {"type": "array", "items": {"type": "string"}},
+                               "available": {"type": "boolean"},
+                               "why_not": {**nullable("string"), "description": "condition false, role missing, "
+                                           "approval pending, automatic, or the state's actions still run"}}}},
         },
     },
     "AdvanceInput": {"type": "object", "additionalProperties": False, "required": ["action"],
@@ -223,6 +262,9 @@ SCHEMAS: dict[str, Any] = {
                          "properties": {"waiting_for": nullable("string"), "status": {"type": "string"}}},
             "failure_reason": {"type": "string"}, "created_at": TIMESTAMP, "updated_at": TIMESTAMP,
             "completed_at": OPT_TIMESTAMP, "last_seq": {"type": "integer"},
+            "machine_state": {**nullable("string"), "description": "state-machine templates: the current state"},
+            "pending_transition": {**nullable("string"), "description": "a requested transition waiting for its "
+                                                                         "approval"},
         },
     },
     "StepExecution": {
@@ -474,6 +516,12 @@ PATHS: dict[str, dict[str, Any]] = {
     "/v1/workflows/instances/{id}/steps/{n}/callback-url": {
         "get": op("getCallbackUrl", "Callback URL and signing token of an external step's current attempt",
                   "instances", {200: ("callback", ref("CallbackUrl"))}, params=[ID, STEP_N]),
+    },
+    "/v1/workflows/instances/{id}/transitions": {
+        "post": _command("requestTransition", "Request a state-machine transition (humans and agents); one that "
+                         "requires approval opens its approval step", "TransitionInput"),
+        "get": op("listTransitions", "The current state and each transition: available to the caller now, or "
+                  "why not", "instances", {200: ("transitions", ref("Transitions"))}, params=[ID]),
     },
     "/v1/workflows/instances/{id}/agent-actions": {
         "get": op("listAgentActions", "Actions the caller can take on this instance now", "instances",

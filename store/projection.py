@@ -196,7 +196,8 @@ def instance_row(view: InstanceView, encoded_state: bytes) -> tuple:
         dumps(state.agent_context) if state.agent_context is not None else None,
         dumps(blocking_info(state, meta)), state.failure, _amount(state.trigger), encoded_state, view.last_seq,
         ts(state.created_at) or datetime.now(UTC), ts(state.updated_at) or datetime.now(UTC),
-        ts(state.updated_at) if finished else None, dumps(meta),
+        ts(state.updated_at) if finished else None, dumps(meta), state.machine_state or None,
+        state.pending_transition or None,
     )
 
 

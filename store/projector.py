@@ -42,13 +42,14 @@ UPSERT_INSTANCE = """
 INSERT INTO workflow_instances (id, tenant_id, template_id, template_version, template_name, status, current_step,
     current_step_name, step_count, trigger, source, initiated_by, initiated_by_kind, initiated_by_agent_id,
     agent_context, blocking, failure_reason, amount, state, last_seq, created_at, updated_at, completed_at,
-    steps_meta)
+    steps_meta, machine_state, pending_transition)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11, $12, $13, $14, $15::jsonb, $16::jsonb, $17, $18, $19,
-    $20, $21, $22, $23, $24::jsonb)
+    $20, $21, $22, $23, $24::jsonb, $25, $26)
 ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, current_step = EXCLUDED.current_step,
     current_step_name = EXCLUDED.current_step_name, blocking = EXCLUDED.blocking,
     failure_reason = EXCLUDED.failure_reason, state = EXCLUDED.state, last_seq = EXCLUDED.last_seq,
     updated_at = EXCLUDED.updated_at, completed_at = EXCLUDED.completed_at, steps_meta = EXCLUDED.steps_meta,
+    machine_state = EXCLUDED.machine_state, pending_transition = EXCLUDED.pending_transition,
     source = CASE WHEN EXCLUDED.source = '' THEN workflow_instances.source ELSE EXCLUDED.source END
 WHERE workflow_instances.last_seq < EXCLUDED.last_seq
 """

@@ -37,6 +37,7 @@ from flowline.client.models import (
     SecretName,
     Template,
     TimelineEntry,
+    Transitions,
     ValidationResult,
 )
 
@@ -258,6 +259,16 @@ class AsyncClient:
     async def step_types(self) -> list[dict[str, Any]]:
         """The step types with each one's config JSON Schema (what a template's `steps[].config` may hold)."""
         return await self.call(ops.step_types())
+
+    async def request_transition(self, instance_id: str, target_state: str, reason: str | None = None, *,
+                                 wait: bool = False, idempotency_key: str | None = None) -> CommandResult:
+        """Ask a state-machine instance to move to `target_state` (docs/state-machines.md)."""
+        return await self.call(ops.request_transition(instance_id, target_state, reason, wait=wait,
+                                                      idempotency_key=idempotency_key))
+
+    async def transitions(self, instance_id: str) -> Transitions:
+        """The current state and each transition: available to the caller now, or why not."""
+        return await self.call(ops.transitions(instance_id))
 
     async def agent_actions(self, instance_id: str) -> AgentActions:
         return await self.call(ops.agent_actions(instance_id))

@@ -28,6 +28,7 @@ from flowline.client.models import (
     PendingApproval,
     SecretName,
     Template,
+    Transitions,
     ValidationResult,
 )
 
@@ -239,6 +240,18 @@ def complete_external(instance_id: str, step: int, status: str, result: Any = No
 def callback_url(instance_id: str, step: int) -> Call[CallbackUrl]:
     return Call("GET", f"{INSTANCES}/{_seg(instance_id)}/steps/{int(step)}/callback-url",
                 _one(CallbackUrl.from_json), operation_id="getCallbackUrl")
+
+
+def request_transition(instance_id: str, target_state: str, reason: str | None = None, *, wait: bool = False,
+                       idempotency_key: str | None = None) -> Call[CommandResult]:
+    return _instance_command("requestTransition", instance_id, "transitions",
+                             {"target_state": target_state, **_without_none(reason=reason)}, wait=wait,
+                             idempotency_key=idempotency_key)
+
+
+def transitions(instance_id: str) -> Call[Transitions]:
+    return Call("GET", f"{INSTANCES}/{_seg(instance_id)}/transitions", _one(Transitions.from_json),
+                operation_id="listTransitions")
 
 
 def agent_actions(instance_id: str) -> Call[AgentActions]:

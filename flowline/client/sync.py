@@ -27,6 +27,7 @@ from flowline.client.models import (
     SecretName,
     Template,
     TimelineEntry,
+    Transitions,
     ValidationResult,
 )
 
@@ -199,6 +200,15 @@ class Client:
 
     def step_types(self) -> list[dict[str, Any]]:
         return self._run(self._async.step_types())
+
+    def request_transition(self, instance_id: str, target_state: str, reason: str | None = None, *,
+                           wait: bool = False, idempotency_key: str | None = None) -> CommandResult:
+        """Ask a state-machine instance to move to `target_state` (docs/state-machines.md)."""
+        return self._run(self._async.request_transition(instance_id, target_state, reason, wait=wait,
+                                                        idempotency_key=idempotency_key))
+
+    def transitions(self, instance_id: str) -> Transitions:
+        return self._run(self._async.transitions(instance_id))
 
     def agent_actions(self, instance_id: str) -> AgentActions:
         return self._run(self._async.agent_actions(instance_id))
