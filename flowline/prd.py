@@ -9,8 +9,8 @@ calls, and read answers back from the read model. Where the PRD's word and Flowl
 - "who" is a token: pass `approver=` / `requester=` as another token (or client), else the manager's own;
 - a pipeline is a manual-trigger template of non-approval steps, and a run of it is an instance, so
   `execute(pipeline_id)` returns a `PipelineResult` whose `run_id` the other methods take;
-- `create_from_template` returns the new `Template` (applied with `flowline.overrides`, validated by the
-  server);
+- `create_from_template` returns the new `Template` (the server applies the overrides, `core.overrides`,
+  validates and creates it);
 - `StateMachine` builds a state-machine template document (`states` + `transitions`, docs/state-machines.md)
   that the engine runs; `transition` and `get_available_transitions` are the instance's
   `/transitions` endpoints, judged by the engine and `core.machine_run`.
@@ -27,7 +27,7 @@ from typing import Any
 from core.quorum import APPROVED, check_quorum, committee_members, parse_level
 from core.types import ApprovalLevel
 from flowline.client.aio import AsyncClient
-from flowline.client.errors import FlowlineError, NotFound, ValidationFailed
+from flowline.client.errors import FlowlineError, NotFound
 from flowline.client.models import (
     CommandAccepted,
     InstanceDetail,
@@ -229,16 +229,12 @@ class TemplateRegistry:
         return [t async for t in self.client.iter_templates(status)]
 
     async def create_from_template(self, name: str, overrides: Mapping[str, Any]) -> Template:
-        """A new template: `name`'s current document with `overrides` applied (`flowline.overrides`),
-        validated by the server (`ValidationFailed` with every pointer), then created."""
+        """A new template: `name`'s current document with `overrides` applied by the server
+        (`POST .../instantiate`, `core.overrides`; `OverrideError` on the client first for a bad override,
+        `ValidationFailed` with every pointer for an invalid result), then created."""
         source = await self.get_template(name)
-        document = apply_overrides(source.document, overrides)
-        result = await self.client.validate_template(source.id, document)
-        if not result.valid:
-            raise ValidationFailed(422, {"title": "Invalid template", "detail": "the overridden template is invalid",
-                                         "errors": [{"pointer": e.pointer, "message": e.message}
-                                                    for e in result.errors]})
-        return await self.client.create_template(document)
+        apply_overrides(source.document, overrides)  # a bad override raises OverrideError here, before any call
+        return await self.client.instantiate_template(source.id, overrides)  # applied, validated, created
 
     async def _by_name(self, name: str) -> Template | None:
         async for template in self.client.iter_templates():

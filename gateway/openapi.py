@@ -163,6 +163,24 @@ SCHEMAS: dict[str, Any] = {
             "agent_signature": {"type": "string", "maxLength": 4096},
         },
     },
+    "TemplateOverrides": {
+        "type": "object", "additionalProperties": False,
+        "description": "steps are named by name or 1-based number; every problem is reported with a pointer "
+                       "into this document",
+        "properties": {
+            "name": {"type": "string", "minLength": 1}, "description": {"type": "string"},
+            "roles": {"type": "object", "additionalProperties": {"type": "string"},
+                      "description": "old role -> new role, in every approver spec"},
+            "amounts": {"type": "object", "additionalProperties": {"type": "number"},
+                        "description": "condition step -> the number in its expression"},
+            "timeouts": {"type": "object", "additionalProperties": {"type": "number"},
+                         "description": "step -> hours"},
+            "quorum": {"type": "object", "description": "approval step -> level or n (COMMITTEE of n)"},
+            "urls": {"type": "object", "additionalProperties": {"type": "string"},
+                     "description": "external or webhook step -> url"},
+            "trigger_type": {"type": "string"},
+        },
+    },
     "TransitionInput": {"type": "object", "additionalProperties": False, "required": ["target_state"],
                         "properties": {"target_state": {"type": "string", "minLength": 1, "maxLength": 200},
                                        "reason": {"type": "string", "maxLength": 4000}}},
@@ -431,6 +449,11 @@ PATHS: dict[str, dict[str, Any]] = {
                   {200: ("templates", ref("TemplateList"))},
                   params=[{"name": "status", "in": "query", "required": False,
                            "schema": {"type": "string", "enum": ["ACTIVE", "DRAFT", "PAUSED"]}}, CURSOR, LIMIT]),
+    },
+    "/v1/workflows/templates/{id}/instantiate": {
+        "post": op("instantiateTemplate", "Create a new template from this one's current document and an override "
+                   "document (roles, amounts, timeouts, quorum, urls, name, trigger_type; core/overrides.py)",
+                   "templates", {201: ("created", ref("Template"))}, params=[ID], body="TemplateOverrides"),
     },
     "/v1/workflows/step-types": {
         "get": op("listStepTypes", "The step types and each one's config schema (for builders and editors)",

@@ -139,6 +139,10 @@ class AsyncClient:
     async def create_template(self, document: Mapping[str, Any], *, idempotency_key: str | None = None) -> Template:
         return await self.call(ops.create_template(document, idempotency_key))
 
+    async def instantiate_template(self, template_id: str, overrides: Mapping[str, Any]) -> Template:
+        """A new template from `template_id`'s current document with `overrides` applied on the server."""
+        return await self.call(ops.instantiate_template(template_id, overrides))
+
     async def update_template(self, template_id: str, document: Mapping[str, Any]) -> Template:
         return await self.call(ops.update_template(template_id, document))
 

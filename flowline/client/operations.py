@@ -242,6 +242,11 @@ def callback_url(instance_id: str, step: int) -> Call[CallbackUrl]:
                 _one(CallbackUrl.from_json), operation_id="getCallbackUrl")
 
 
+def instantiate_template(template_id: str, overrides: Mapping[str, Any]) -> Call[Template]:
+    return _post("instantiateTemplate", f"{TEMPLATES}/{_seg(template_id)}/instantiate", _one(Template.from_json),
+                 dict(overrides))
+
+
 def request_transition(instance_id: str, target_state: str, reason: str | None = None, *, wait: bool = False,
                        idempotency_key: str | None = None) -> Call[CommandResult]:
     return _instance_command("requestTransition", instance_id, "transitions",

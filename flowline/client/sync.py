@@ -103,6 +103,9 @@ class Client:
     def create_template(self, document: Mapping[str, Any], *, idempotency_key: str | None = None) -> Template:
         return self._run(self._async.create_template(document, idempotency_key=idempotency_key))
 
+    def instantiate_template(self, template_id: str, overrides: Mapping[str, Any]) -> Template:
+        return self._run(self._async.instantiate_template(template_id, overrides))
+
     def update_template(self, template_id: str, document: Mapping[str, Any]) -> Template:
         return self._run(self._async.update_template(template_id, document))
 

@@ -31,6 +31,7 @@ class Rule:
 
 RULES: dict[str, Rule] = {
     "createTemplate": Rule("admin", "viewer", scoped=False, body="template"),
+    "instantiateTemplate": Rule("admin", "viewer", body="overrides"),
     "listTemplates": Rule("viewer", scoped=False),
     "listStepTypes": Rule("viewer", scoped=False),
     "getTemplate": Rule("viewer"),
@@ -138,6 +139,7 @@ def request_for(name: str, m: dict, unique: str) -> tuple[str, str, dict]:
         "trigger": {"template_id": m["template"], "trigger_data": {"amount": 1}},
         "decision": {"reasoning": "matrix"}, "advance": {"action": "proceed_if_ready"},
         "transition": {"target_state": "approved", "reason": "matrix"},
+        "overrides": {"name": f"matrix copy {unique}"},
         "reason": {"reason": "matrix"}, "empty": {},
         "escalate": {"approvers": {"type": "role", "value": "ceo"}, "reason": "matrix"},
         "permissions": {"workflow_permissions": {"can_initiate": [m["template"]], "can_approve": {}}},
