@@ -18,6 +18,7 @@ calls, and read answers back from the read model. Where the PRD's word and Flowl
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -385,13 +386,15 @@ class PipelineRunner:
         raise NotFound(404, {"detail": f"run {run_id} has no step named {name!r}"})
 
     async def _result(self, run_id: str, wait: bool, after_retry: bool = False) -> PipelineResult:
-        if not wait:
-            return pipeline_result(await self.client.get_instance(run_id))
-        try:
-            detail = await self.client.wait_for_instance(run_id, lambda i: i.finished, timeout=self.timeout)
-        except TimeoutError:
-            detail = await self.client.get_instance(run_id)
-        return pipeline_result(detail)
+        """The server's result (`GET .../result`, `core.results`), once the run finished if `wait`."""
+        if wait:
+            with contextlib.suppress(TimeoutError):  # after the timeout: the result as it is now
+                await self.client.wait_for_instance(run_id, lambda i: i.finished, timeout=self.timeout)
+        data = await self.client.result(run_id)
+        return PipelineResult(pipeline_id=data["pipeline_id"], run_id=data["run_id"], status=data["status"],
+                              steps_completed=list(data["steps_completed"]), steps_failed=list(data["steps_failed"]),
+                              duration=data["duration"], outputs=dict(data["outputs"]),
+                              failures=list(data["failures"]), current_step=data["current_step"])
 
 
 # ----------------------------------------------------------------------------------------------- state machines

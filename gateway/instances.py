@@ -25,6 +25,7 @@ from core.actions import actions_now
 from core.actors import ApprovalLimits
 from core.machine_run import transitions_now
 from core.payments import trigger_refusal
+from core.results import pipeline_result
 from core.signing import callback_token, verify_payload
 from core.template import CompiledTemplate, compile_template, parse_template
 from core.triggers import instance_id_for, start_command_id
@@ -392,13 +393,10 @@ async def request_transition(call: Call) -> web.Response:
 _COMPILED: dict[tuple[str, int], CompiledTemplate] = {}
 
 
-async def list_transitions(call: Call) -> web.Response:
-    """GET .../transitions: the current state and each outgoing transition, available to the caller now or why
-    not (`core.machine_run.transitions_now` over the projected state and the instance's template version)."""
+async def _state_and_template(call: Call) -> tuple[Any, CompiledTemplate]:
+    """The instance's folded state (projected) and its compiled template version, in the caller's tenant."""
     me = call.me
-    me.require(READ, "read instances")
-    gw = call.gateway
-    row = await gw.pool.fetchrow(
+    row = await call.gateway.pool.fetchrow(
         "SELECT i.id, i.template_id, i.template_version, i.state, v.document FROM workflow_instances i "
         "JOIN workflow_template_versions v ON v.template_id = i.template_id AND v.version = i.template_version "
         "WHERE i.id = $1 AND i.tenant_id = $2", call.param("id"), me.tenant_id)
@@ -410,11 +408,34 @@ async def list_transitions(call: Call) -> web.Response:
         template = _COMPILED[key] = compile_template(parse_template(
             _loads(row["document"]), template_id=row["template_id"], version=row["template_version"],
             tenant_id=me.tenant_id))
-    state = gw.codec.decode(row["state"])
+    return call.gateway.codec.decode(row["state"]), template
+
+
+async def list_transitions(call: Call) -> web.Response:
+    """GET .../transitions: the current state and each outgoing transition, available to the caller now or why
+    not (`core.machine_run.transitions_now` over the projected state and the instance's template version)."""
+    me = call.me
+    me.require(READ, "read instances")
+    state, template = await _state_and_template(call)
     view = transitions_now(state, template, me.actor(), now_ms())
-    base = f"/v1/workflows/instances/{row['id']}/transitions"
-    return json_response({"instance_id": row["id"], "actor": {"id": me.id, "kind": me.kind},
+    base = f"/v1/workflows/instances/{state.instance_id}/transitions"
+    return json_response({"instance_id": state.instance_id, "actor": {"id": me.id, "kind": me.kind},
                           "state_machine": template.machine is not None, "href": base, **view})
+
+
+async def get_result(call: Call) -> web.Response:
+    """GET .../result: PRD-127's PipelineResult (`core.results.pipeline_result`) from the projected state and
+    every failed attempt in the audit trail."""
+    call.me.require(READ, "read instances")
+    state, template = await _state_and_template(call)
+    rows = await call.gateway.pool.fetch(
+        "SELECT step, details FROM workflow_transitions WHERE instance_id = $1 AND event_type = 'StepFailed' "
+        "ORDER BY seq", state.instance_id)
+    failed = []
+    for row in rows:
+        details = _loads(row["details"]) or {}
+        failed.append((row["step"], int(details.get("attempt") or 0), str(details.get("error") or "")))
+    return json_response(pipeline_result(state, template, failed))
 
 
 async def _operate(call: Call, what: str, build) -> web.Response:
@@ -648,4 +669,5 @@ HANDLERS = {
     "listPending": pending,
     "requestTransition": request_transition,
     "listTransitions": list_transitions,
+    "getResult": get_result,
 }

@@ -181,6 +181,24 @@ SCHEMAS: dict[str, Any] = {
             "trigger_type": {"type": "string"},
         },
     },
+    "PipelineResult": {
+        "type": "object",
+        "required": ["pipeline_id", "run_id", "status", "steps_completed", "steps_failed", "duration", "outputs",
+                     "failures", "current_step"],
+        "properties": {
+            "pipeline_id": {"type": "string"}, "run_id": {"type": "string"}, "status": {"type": "string"},
+            "steps_completed": {"type": "array", "items": {"type": "string"}},
+            "steps_failed": {"type": "array", "items": {"type": "string"},
+                             "description": "steps whose latest attempt failed"},
+            "duration": {**nullable("number"), "description": "seconds from start to the last change"},
+            "outputs": {"type": "object", "description": "step name -> output (completed steps, no conditions)"},
+            "failures": {"type": "array", "description": "every failed attempt, including ones a retry fixed",
+                         "items": {"type": "object", "properties": {
+                             "step": {"type": "string"}, "number": {"type": "integer"},
+                             "attempt": {"type": "integer"}, "error": {"type": "string"}}}},
+            "current_step": nullable("string"),
+        },
+    },
     "TransitionInput": {"type": "object", "additionalProperties": False, "required": ["target_state"],
                         "properties": {"target_state": {"type": "string", "minLength": 1, "maxLength": 200},
                                        "reason": {"type": "string", "maxLength": 4000}}},
@@ -545,6 +563,10 @@ PATHS: dict[str, dict[str, Any]] = {
                          "requires approval opens its approval step", "TransitionInput"),
         "get": op("listTransitions", "The current state and each transition: available to the caller now, or "
                   "why not", "instances", {200: ("transitions", ref("Transitions"))}, params=[ID]),
+    },
+    "/v1/workflows/instances/{id}/result": {
+        "get": op("getResult", "What the run did (PRD-127 PipelineResult): steps completed and failed, every failed "
+                  "attempt, outputs, duration", "instances", {200: ("result", ref("PipelineResult"))}, params=[ID]),
     },
     "/v1/workflows/instances/{id}/agent-actions": {
         "get": op("listAgentActions", "Actions the caller can take on this instance now", "instances",

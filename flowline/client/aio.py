@@ -270,6 +270,10 @@ class AsyncClient:
         return await self.call(ops.request_transition(instance_id, target_state, reason, wait=wait,
                                                       idempotency_key=idempotency_key))
 
+    async def result(self, instance_id: str) -> dict[str, Any]:
+        """The run's result (PRD-127 PipelineResult fields), computed by the server."""
+        return await self.call(ops.result(instance_id))
+
     async def transitions(self, instance_id: str) -> Transitions:
         """The current state and each transition: available to the caller now, or why not."""
         return await self.call(ops.transitions(instance_id))

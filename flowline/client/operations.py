@@ -254,6 +254,12 @@ def request_transition(instance_id: str, target_state: str, reason: str | None =
                              idempotency_key=idempotency_key)
 
 
+def result(instance_id: str) -> Call[dict[str, Any]]:
+    """The run's PipelineResult as the server computes it (`core.results`), as JSON."""
+    return Call("GET", f"{INSTANCES}/{_seg(instance_id)}/result", lambda _s, body: dict(body or {}),
+                operation_id="getResult")
+
+
 def transitions(instance_id: str) -> Call[Transitions]:
     return Call("GET", f"{INSTANCES}/{_seg(instance_id)}/transitions", _one(Transitions.from_json),
                 operation_id="listTransitions")

@@ -210,6 +210,9 @@ class Client:
         return self._run(self._async.request_transition(instance_id, target_state, reason, wait=wait,
                                                         idempotency_key=idempotency_key))
 
+    def result(self, instance_id: str) -> dict[str, Any]:
+        return self._run(self._async.result(instance_id))
+
     def transitions(self, instance_id: str) -> Transitions:
         return self._run(self._async.transitions(instance_id))
 

@@ -53,6 +53,7 @@ RULES: dict[str, Rule] = {
     "listAgentActions": Rule("viewer"),
     "requestTransition": Rule("agent", "viewer", body="transition"),
     "listTransitions": Rule("viewer"),
+    "getResult": Rule("viewer"),
     "cancelInstance": Rule("operator", "requester", body="reason"),
     "pauseInstance": Rule("operator", "cfo", body="reason"),
     "resumeInstance": Rule("operator", "agent", body="empty"),

@@ -45,7 +45,7 @@ SAMPLE_CALLS = [
     ops.retry_step("wfi_1", 3), ops.complete_external("wfi_1", 2, "completed", {"x": 1}, token="tok", timestamp=1),
     ops.callback_url("wfi_1", 2), ops.agent_actions("wfi_1"), ops.pending(10),
     ops.request_transition("wfi_1", "approved", "looks fine", wait=True), ops.transitions("wfi_1"),
-    ops.instantiate_template("wf_a", {"name": "copy", "roles": {"cfo": "controller"}}),
+    ops.instantiate_template("wf_a", {"name": "copy", "roles": {"cfo": "controller"}}), ops.result("wfi_1"),
     ops.get_agent_permissions("agent_1"),
     ops.set_agent_permissions("agent_1", can_initiate=["wf_a"], can_approve={"wf_a": {"max_amount": 10}}),
     ops.analytics("wf_a"), ops.health(), ops.openapi(), ops.step_types(),
