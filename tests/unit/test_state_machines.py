@@ -302,3 +302,19 @@ def test_builtins_are_fresh_copies(name):
     b = copy.deepcopy(a)
     a["states"].clear()
     assert builtin_template(name) == b
+
+
+def test_blocking_says_a_resting_instance_waits_for_a_transition():
+    from core.decide import blocking, blocking_text
+
+    h = Harness(compiled(builtin_template("compliance_review_sm")))
+    h.start({"id": "tr_9"})
+    running = blocking(h.state, h.template)
+    assert running["state"] == "under_review" and running["waiting_for"] == "handler"
+    finish_notifications(h)
+    resting = blocking(h.state, h.template)
+    assert resting["waiting_for"] == "transition"
+    assert blocking_text(h.state, h.template) == "state under_review waits for a requested transition"
+    request(h, "approved", OFFICER_A)
+    pending = blocking(h.state, h.template)
+    assert pending["waiting_for"] == "approval" and pending["pending_transition"] == "approved"
