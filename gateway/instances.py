@@ -29,6 +29,7 @@ from gateway.auth import ADVANCE, CALLBACK, DECIDE, OPERATE, READ, TRIGGER, Prin
 from gateway.commands import command_id_for, now_ms
 from gateway.problems import DATABASE_DOWN, Problem
 from gateway.templates import _iso, _limit, decode_cursor, encode_cursor
+from store.notify import ReadModelSignal
 
 SIGNATURE_HEADER = "X-Flowline-Signature"
 INSTANCE_STATUSES = ("ACTIVE", "PAUSED", "COMPLETED", "CANCELLED", "FAILED")
@@ -90,8 +91,9 @@ def _lag_wait(gw, instance_id: str) -> float:
     return gw.settings.instance_wait_seconds if INSTANCE_ID.fullmatch(instance_id) else 0.0
 
 
-async def await_row(pool, timeout: float, sql: str, *args: Any) -> asyncpg.Record | None:
-    """`sql`'s first row, polling the read model for up to `timeout` seconds while there is none.
+async def await_row(pool, timeout: float, sql: str, *args: Any,
+                    signal: ReadModelSignal | None = None) -> asyncpg.Record | None:
+    """`sql`'s first row, re-reading the read model for up to `timeout` seconds while there is none.
 
     Why: commands are authorised against the read model (the instance must be in the caller's tenant, an
     agent's limits come from the instance's template), and the projector trails the engine by a few hundred
@@ -99,15 +101,22 @@ async def await_row(pool, timeout: float, sql: str, *args: Any) -> asyncpg.Recor
     the instance does not exist (issue 9.7), so a command waits, bounded, for the projector instead of
     authorising without the read model: the tenant and role checks stay exactly as strict. Unknown and
     other tenants' ids wait the same bound before their 404, so the timing tells nothing either.
+    With `signal` listening (store/notify.py), it re-reads when the projector commits instead of on a
+    polling schedule, so the wait is the projector's lag and no more (issue 15).
     """
     deadline = time.monotonic() + timeout
     pause = 0.02
     while True:
+        armed = signal.armed() if signal is not None else None
         row = await pool.fetchrow(sql, *args)
-        if row is not None or time.monotonic() >= deadline:
+        remaining = deadline - time.monotonic()
+        if row is not None or remaining <= 0:
             return row
-        await asyncio.sleep(min(pause, max(0.0, deadline - time.monotonic())))
-        pause = min(pause * 2, 0.25)
+        if signal is not None and armed is not None and signal.listening:
+            await signal.wait(armed, min(0.25, remaining))
+        else:
+            await asyncio.sleep(min(pause, remaining))
+            pause = min(pause * 2, 0.25)
 
 
 async def command_target(call: Call, columns: str = REF_COLUMNS) -> asyncpg.Record:
@@ -116,7 +125,7 @@ async def command_target(call: Call, columns: str = REF_COLUMNS) -> asyncpg.Reco
     gw = call.gateway
     row = await await_row(gw.pool, _lag_wait(gw, instance_id),
                           f"SELECT {columns} FROM workflow_instances i WHERE i.id = $1 AND i.tenant_id = $2",
-                          instance_id, call.me.tenant_id)
+                          instance_id, call.me.tenant_id, signal=gw.projected)
     if row is None:
         raise Problem(404, f"no instance {instance_id!r}")
     return row
@@ -304,7 +313,7 @@ async def _decision(call: Call, decision: str) -> web.Response:
     # The instance and, for an agent, its approval permission on the instance's template: one round trip.
     gw = call.gateway
     instance = await await_row(gw.pool, _lag_wait(gw, instance_id), DECISION_SQL, instance_id,
-                               me.tenant_id, me.id if me.is_agent else None)
+                               me.tenant_id, me.id if me.is_agent else None, signal=gw.projected)
     if instance is None:
         raise Problem(404, f"no instance {instance_id!r}")
     named = call.body.get("decision")
