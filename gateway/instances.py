@@ -310,17 +310,34 @@ async def _decision(call: Call, decision: str) -> web.Response:
     me.require(DECIDE, f"{decision} steps")
     step = call.step()
     instance_id = call.param("id")
-    # The instance and, for an agent, its approval permission on the instance's template: one round trip.
-    gw = call.gateway
-    instance = await await_row(gw.pool, _lag_wait(gw, instance_id), DECISION_SQL, instance_id,
-                               me.tenant_id, me.id if me.is_agent else None, signal=gw.projected)
-    if instance is None:
-        raise Problem(404, f"no instance {instance_id!r}")
     named = call.body.get("decision")
     expected = "approved" if decision == "approve" else "rejected"
     if named is not None and named != expected:
         raise Problem(422, f"this endpoint records {expected!r}; use the other endpoint for {named!r}",
                       pointer="/decision")
+    gw = call.gateway
+    if not me.is_agent and INSTANCE_ID.fullmatch(instance_id):
+        # A person's decision goes to the engine at once, without waiting for the projector (issue 15):
+        # everything the read model would check, the engine checks on its own state, which is never behind
+        # (core.decide: the actor's tenant must be the instance's, an unknown instance is rejected, the
+        # step's approvers are judged by role or id). The answer still comes from the read model: 404
+        # for an unknown or another tenant's instance after the same bounded wait, so it tells nothing.
+        command = cmd.RecordDecision(
+            command_id=command_id_for(call), instance_id=instance_id, issued_at=now_ms(), step=step,
+            decision=decision, actor=me.actor(), reasoning=call.body.get("reasoning", ""),
+            signature=call.body.get("agent_signature", ""))
+        await gw.commands.send(command)
+        instance = await await_row(gw.pool, _lag_wait(gw, instance_id), DECISION_SQL, instance_id,
+                                   me.tenant_id, None, signal=gw.projected)
+        if instance is None:
+            raise Problem(404, f"no instance {instance_id!r}")
+        return await _answer(call, command, me.tenant_id, sent=True)
+    # The instance and, for an agent, its approval permission on the instance's template: one round trip.
+    # An agent's limits live only in the read model, so its decision waits for the projector.
+    instance = await await_row(gw.pool, _lag_wait(gw, instance_id), DECISION_SQL, instance_id,
+                               me.tenant_id, me.id if me.is_agent else None, signal=gw.projected)
+    if instance is None:
+        raise Problem(404, f"no instance {instance_id!r}")
     limits = _approval_limits(instance["approval_conditions"]) if instance["can_approve"] else None
     command = cmd.RecordDecision(
         command_id=command_id_for(call), instance_id=instance["id"], issued_at=now_ms(), step=step,
