@@ -29,8 +29,13 @@ def spec_list(approvers: Any) -> list[dict[str, Any]]:
 def _values(spec: dict[str, Any]) -> list[str]:
     value = spec.get("value")
     if isinstance(value, list):
-        return [str(v) for v in value]
+        return [str(v) for v in value if v is not None]
     return [str(value)] if value is not None else []
+
+
+def values_of(approvers: Any, kind: str) -> list[str]:
+    """Every role (`kind="role"`), user id or agent id the spec names: the read model's approver columns."""
+    return [value for spec in spec_list(approvers) if spec.get("type") == kind for value in _values(spec)]
 
 
 def matches_spec(actor: Actor, approvers: Any) -> bool:
@@ -65,6 +70,18 @@ def refusal(actor: Actor, approvers: Any, *, step_name: str, amount: Any, initia
             if amount > limits.max_amount:
                 return f"amount {amount:g} is above {actor.id}'s approval limit of {limits.max_amount:g}"
     return None
+
+
+def may_decide(actor: Actor, approvers: Any, *, decided_by: Any, step_name: str, amount: Any, initiator: Actor,
+               separation_of_duties: bool = True) -> bool:
+    """Whether an approval waiting for `approvers` waits for `actor` now: eligible (`refusal`) and not yet voted.
+
+    The engine judges each decision by `refusal`; the gateway's "pending for me" and "blocked on me" SQL
+    (gateway/instances.py `approver_predicate`) must answer the same, which a parity test checks.
+    """
+    return actor.id not in set(decided_by or ()) and refusal(
+        actor, approvers, step_name=step_name, amount=amount, initiator=initiator,
+        separation_of_duties=separation_of_duties) is None
 
 
 def describe(approvers: Any) -> str:

@@ -18,31 +18,19 @@ from typing import Any
 
 from core import commands as cmd
 from core import events as ev
-from core.approvers import describe
+from core.blocking import blocking as who_is_blocking
+from core.blocking import blocking_text as describe_blocking
 from core.effects import StepRequest
 from core.payments import trigger_refusal
 from core.recorder import Recorder
-from core.state import InstanceState
-from core.steps import action, approval, condition, external, notification, wait
+from core.state import InstanceState, StepState
+from core.steps import REVIEW, kind_of, timer_owner
 from core.steps.failure import fail_attempt
 from core.template import CompiledTemplate, Target
-from core.types import Awaiting, StepType, TaskStatus, WorkflowStatus
+from core.timers import TimerPurpose
+from core.types import Awaiting, TaskStatus, WorkflowStatus
 
 MAX_TRANSITIONS_PER_DECISION = 1000
-
-STARTERS: dict[StepType, Callable[..., None]] = {
-    StepType.APPROVAL: approval.start,
-    StepType.CONDITION: condition.start,
-    StepType.ACTION: action.start,
-    StepType.WAIT: wait.start,
-    StepType.NOTIFICATION: notification.start,
-    StepType.EXTERNAL: external.start,
-}
-RESULT_HANDLERS: dict[StepType, Callable[..., None]] = {
-    StepType.ACTION: action.on_result,
-    StepType.NOTIFICATION: notification.on_result,
-    StepType.EXTERNAL: external.on_result,
-}
 
 
 @dataclass(frozen=True)
@@ -204,61 +192,60 @@ def _current_step_is(rec: Recorder, step: int, what: str) -> bool:
     return True
 
 
-def _on_decision(rec: Recorder, command: cmd.RecordDecision) -> None:
-    if rec.instance.status is not WorkflowStatus.ACTIVE:
-        rec.reject(f"Instance is {rec.instance.status.value}; decisions wait until it is resumed")
-        return
-    if not _current_step_is(rec, command.step, "a decision"):
-        return
-    approval.on_decision(rec, rec.template.step(command.step), command)
+def _step_input(rec: Recorder, command: Any, *, what: str, lifecycle: str, missing: str,
+                paused: str | None = None, refusal: Callable[[StepState], str | None] | None = None) -> None:
+    """Route an input for one step (a decision, a result, an escalation, a callback) to its step type.
 
-
-def _on_result(rec: Recorder, command: cmd.ReportStepResult) -> None:
-    if not _current_step_is(rec, command.step, "a result"):
+    `paused` names the inputs that wait while the instance is paused; `refusal` is a check of the step's
+    state first; `missing` is the rejection when the step type has no such lifecycle ({n}: the step number,
+    {type}: its type, {awaiting}: what it awaits). A step under human review takes decisions by the
+    approval rules (`REVIEW`), whatever its type.
+    """
+    if paused and rec.instance.status is not WorkflowStatus.ACTIVE:
+        rec.reject(f"Instance is {rec.instance.status.value}; {paused} wait until it is resumed")
         return
-    step_state = rec.step_state(command.step)
-    if command.attempt != step_state.attempt or step_state.awaiting is not Awaiting.HANDLER:
-        rec.reject(f"Expected a result for step {command.step} attempt {step_state.attempt} "
-                   f"({step_state.status.value}, awaiting {step_state.awaiting.value or 'nothing'}), but got "
-                   f"attempt {command.attempt}")
+    if not _current_step_is(rec, command.step, what):
         return
     step = rec.template.step(command.step)
-    handler = RESULT_HANDLERS.get(step.spec.type)
+    step_state = rec.step_state(command.step)
+    why_not = refusal(step_state) if refusal else None
+    if why_not:
+        rec.reject(why_not)
+        return
+    review = lifecycle == "on_decision" and step_state.awaiting is Awaiting.REVIEW
+    handler = getattr(REVIEW if review else kind_of(step.spec.type), lifecycle)
     if handler is None:
-        rec.reject(f"Step {command.step} is a {step.spec.type.value} step; it takes no handler results")
+        rec.reject(missing.format(n=command.step, type=step.spec.type.value,
+                                  awaiting=step_state.awaiting.value or "nothing"))
         return
     handler(rec, step, command)
 
 
+def _on_decision(rec: Recorder, command: cmd.RecordDecision) -> None:
+    _step_input(rec, command, what="a decision", lifecycle="on_decision", paused="decisions",
+                missing="Expected step {n} to await a decision, but it awaits {awaiting}")
+
+
+def _on_result(rec: Recorder, command: cmd.ReportStepResult) -> None:
+    def stale(step_state: StepState) -> str | None:
+        if command.attempt == step_state.attempt and step_state.awaiting is Awaiting.HANDLER:
+            return None
+        return (f"Expected a result for step {command.step} attempt {step_state.attempt} "
+                f"({step_state.status.value}, awaiting {step_state.awaiting.value or 'nothing'}), but got "
+                f"attempt {command.attempt}")
+
+    _step_input(rec, command, what="a result", lifecycle="on_result", refusal=stale,
+                missing="Step {n} is a {type} step; it takes no handler results")
+
+
 def _on_escalate(rec: Recorder, command: cmd.EscalateApproval) -> None:
-    if rec.instance.status is not WorkflowStatus.ACTIVE:
-        rec.reject(f"Instance is {rec.instance.status.value}; escalations wait until it is resumed")
-        return
-    if not _current_step_is(rec, command.step, "an escalation"):
-        return
-    step = rec.template.step(command.step)
-    if step.spec.type is not StepType.APPROVAL:
-        rec.reject(f"Step {command.step} is a {step.spec.type.value} step; only approvals escalate")
-        return
-    approval.escalate_now(rec, step, command)
+    _step_input(rec, command, what="an escalation", lifecycle="on_escalate", paused="escalations",
+                missing="Step {n} is a {type} step; only approvals escalate")
 
 
 def _on_complete_external(rec: Recorder, command: cmd.CompleteExternal) -> None:
-    if not _current_step_is(rec, command.step, "a completion callback"):
-        return
-    step = rec.template.step(command.step)
-    step_state = rec.step_state(command.step)
-    # A fast external system may call back before the handler's report of the call reaches us: for an
-    # async step still awaiting its handler the callback proves the call was made, so it counts.
-    early = step_state.awaiting is Awaiting.HANDLER and step.spec.type is StepType.EXTERNAL and external.is_async(step)
-    if step.spec.type is not StepType.EXTERNAL or not (step_state.awaiting is Awaiting.CALLBACK or early):
-        rec.reject(f"Expected step {command.step} to await an external callback, but it awaits "
-                   f"{step_state.awaiting.value or 'nothing'}")
-        return
-    if command.status not in ("completed", "failed"):
-        rec.reject(f"Expected status 'completed' or 'failed', but got {command.status!r}")
-        return
-    external.on_callback(rec, step, command)
+    _step_input(rec, command, what="a completion callback", lifecycle="on_callback",
+                missing="Expected step {n} to await an external callback, but it awaits {awaiting}")
 
 
 def _on_timer(rec: Recorder, command: cmd.FireTimer) -> None:
@@ -270,17 +257,14 @@ def _on_timer(rec: Recorder, command: cmd.FireTimer) -> None:
     if state.status is not WorkflowStatus.ACTIVE:
         rec.reject(f"Instance is {state.status.value}; timer {command.timer_id} fires after resume")
         return
-    step = rec.template.step(timer.step)
-    if timer.purpose == "retry":
+    if timer.purpose == TimerPurpose.RETRY:  # the failure policy's: the loop starts the next attempt
         _start_step(rec, timer.step, retry=True)
-    elif timer.purpose in ("approval_timeout", "review_timeout"):
-        approval.on_timer(rec, step, timer)
-    elif timer.purpose.startswith("wait_"):
-        wait.on_timer(rec, step, timer)
-    elif timer.purpose == "callback_timeout":
-        external.on_timer(rec, step, timer)
-    else:
+        return
+    owner = timer_owner(timer.purpose)
+    if owner is None or owner.on_timer is None:
         rec.reject(f"Timer {command.timer_id} has an unknown purpose {timer.purpose!r}")
+        return
+    owner.on_timer(rec, rec.template.step(timer.step), timer)
 
 
 def _on_advance(rec: Recorder, command: cmd.Advance) -> None:
@@ -288,12 +272,11 @@ def _on_advance(rec: Recorder, command: cmd.Advance) -> None:
     if state.status is not WorkflowStatus.ACTIVE:
         rec.emit(ev.AdvanceChecked, actor=command.actor, blocking=f"instance is {state.status.value}")
         return
-    current = state.current
-    step = rec.template.step(state.current_step) if current else None
-    if step is not None and step.spec.type is StepType.WAIT and current is not None \
-            and current.status is TaskStatus.IN_PROGRESS and wait.ready(rec, step):
-        wait.finish_early(rec, step)
-        return
+    if state.current is not None:
+        step = rec.template.step(state.current_step)
+        on_advance = kind_of(step.spec.type).on_advance
+        if on_advance is not None and on_advance(rec, step):
+            return
     rec.emit(ev.AdvanceChecked, actor=command.actor, blocking=blocking_text(state, rec.template))
 
 
@@ -356,7 +339,7 @@ def _start_step(rec: Recorder, number: int, *, retry: bool = False) -> None:
     previous = rec.step_state(number)
     rec.emit(ev.StepStarted, step=number, name=step.spec.name, type=step.spec.type.value,
              attempt=previous.attempt + 1, retry=retry)
-    STARTERS[step.spec.type](rec, step)
+    kind_of(step.spec.type).start(rec, step)
 
 
 def next_target(template: CompiledTemplate, state: InstanceState) -> Target:
@@ -365,11 +348,10 @@ def next_target(template: CompiledTemplate, state: InstanceState) -> Target:
     step = template.step(number)
     step_state = state.steps[number - 1]
     status = step_state.status
-    if status is TaskStatus.COMPLETED and step.spec.type is StepType.CONDITION:
+    if status is TaskStatus.COMPLETED and not kind_of(step.spec.type).falls_through:
         branch = (step_state.output or {}).get("branch")
         return step.targets.get(branch, FAIL)
-    if status in _MOVES_ON or (
-            status is TaskStatus.TIMED_OUT and final_timeout_action(step.spec.config.get("on_timeout")) == "continue"):
+    if status in _MOVES_ON or (status is TaskStatus.TIMED_OUT and step.on_timeout.final_action == "continue"):
         return Target("goto", number + 1) if number < template.step_count else COMPLETE
     if status is TaskStatus.REJECTED:
         return step.targets.get("on_reject", FAIL)
@@ -379,15 +361,6 @@ def next_target(template: CompiledTemplate, state: InstanceState) -> Target:
 FAIL = Target("fail")
 COMPLETE = Target("complete")
 _MOVES_ON = frozenset({TaskStatus.COMPLETED, TaskStatus.APPROVED, TaskStatus.SKIPPED})
-
-
-def final_timeout_action(on_timeout: Any) -> str:
-    """What a timeout finally does: `on_timeout` itself, or an escalation's `then` once escalations ran out."""
-    if isinstance(on_timeout, dict):
-        if on_timeout.get("action", "escalate") == "escalate":
-            return str(on_timeout.get("then", "fail"))
-        return str(on_timeout.get("action"))
-    return str(on_timeout or "fail")
 
 
 def _run(rec: Recorder) -> None:
@@ -430,45 +403,21 @@ def _failure_reason(rec: Recorder, state: InstanceState) -> str:
         return f"{label} timed out"
     if step_state.status is TaskStatus.FAILED:
         return f"{label} failed: {step_state.error}"
-    if step.spec.type is StepType.CONDITION:
+    if not kind_of(step.spec.type).falls_through:
         return f"{label} branched to fail"
     return f"{label} ended the instance"
 
 
 # ---------------------------------------------------------------------------------- who is blocking?
 
+def steps_meta(template: CompiledTemplate) -> list[dict[str, str]]:
+    return [{"name": step.spec.name, "type": step.spec.type.value} for step in template.steps]
+
+
 def blocking(state: InstanceState, template: CompiledTemplate) -> dict[str, Any]:
-    """What the instance waits for: the answer to "where is it, who is blocking?"."""
-    if state.is_terminal:
-        return {"status": state.status.value, "waiting_for": None}
-    current = state.current
-    if current is None:
-        return {"status": state.status.value, "waiting_for": None}
-    step = template.step(state.current_step)
-    info: dict[str, Any] = {
-        "status": state.status.value,
-        "step": step.spec.number,
-        "step_name": step.spec.name,
-        "step_type": step.spec.type.value,
-        "waiting_for": current.awaiting.value or None,
-    }
-    if current.awaiting in (Awaiting.APPROVAL, Awaiting.REVIEW):
-        approvals = sum(1 for v in current.counted_votes if v.decision == "approve")
-        info.update(approvers=current.approvers, approvals=approvals,
-                    remaining=max(current.required - approvals, 0),
-                    decided_by=[v.actor_id for v in current.votes])
-    timers = [t for t in state.timers if t.step == step.spec.number]
-    if timers:
-        info["next_timer"] = {"purpose": min(timers, key=lambda t: t.fire_at).purpose,
-                              "fire_at": min(t.fire_at for t in timers)}
-    return info
+    """What the instance waits for (core/blocking.py), with the step names of its template."""
+    return who_is_blocking(state, steps_meta(template))
 
 
 def blocking_text(state: InstanceState, template: CompiledTemplate) -> str:
-    info = blocking(state, template)
-    if info.get("waiting_for") is None:
-        return f"instance is {info['status']}"
-    text = f"step {info['step']} ({info['step_name']}) waits for {info['waiting_for']}"
-    if "remaining" in info:
-        text += f": {info['remaining']} more approval(s) from {describe(info['approvers'])}"
-    return text
+    return describe_blocking(blocking(state, template))

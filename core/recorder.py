@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from core import events as ev
 from core.commands import Command
 from core.effects import StepRequest, idempotency_key
 from core.expressions import render
 from core.state import InstanceState, StepState, apply
-from core.template import CompiledStep, CompiledTemplate
+
+if TYPE_CHECKING:  # core.template compiles through the step registry, whose modules import this one
+    from core.template import CompiledStep, CompiledTemplate
 
 RENDERED_ROOTS = frozenset({"trigger", "steps", "instance"})
 T = TypeVar("T")

@@ -1,4 +1,5 @@
-"""Retry policy: exponential backoff with deterministic jitter, and the defaults per step type.
+"""Retry policy: exponential backoff with deterministic jitter; each step type gives its defaults
+(`StepKind.max_retries`, `StepKind.on_failure`).
 
 `backoff_ms` doubles per retry up to `max_backoff_ms`; jitter (up to 20% more) comes from a hash of the
 request id, not from `random`, so replaying a decision gives the same retry time.
@@ -10,11 +11,6 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
-from core.types import StepType
-
-DEFAULT_MAX_RETRIES = {StepType.ACTION: 3, StepType.EXTERNAL: 3, StepType.NOTIFICATION: 5}
-DEFAULT_ON_FAILURE = {StepType.ACTION: "fail_workflow", StepType.EXTERNAL: "fail_workflow",
-                      StepType.NOTIFICATION: "skip"}
 ON_FAILURE_CHOICES = ("retry", "skip", "fail_workflow", "human_review")
 
 
@@ -32,14 +28,14 @@ class RetryPolicy:
         return int(base * (1 + jitter))
 
 
-def retry_policy(step_type: StepType, config: dict[str, Any]) -> RetryPolicy:
+def retry_policy(config: dict[str, Any], default_max_retries: int) -> RetryPolicy:
     raw = config.get("retry_config") or {}
     return RetryPolicy(
-        max_retries=int(raw.get("max_retries", DEFAULT_MAX_RETRIES.get(step_type, 0))),
+        max_retries=int(raw.get("max_retries", default_max_retries)),
         backoff_ms=int(raw.get("backoff_ms", 1000)),
         max_backoff_ms=int(raw.get("max_backoff_ms", 3_600_000)),
     )
 
 
-def on_failure(step_type: StepType, config: dict[str, Any]) -> str:
-    return str(config.get("on_failure") or DEFAULT_ON_FAILURE.get(step_type, "fail_workflow"))
+def on_failure(config: dict[str, Any], default: str) -> str:
+    return str(config.get("on_failure") or default)

@@ -15,6 +15,7 @@ from typing import Any
 
 from core import events as ev
 from core.actors import SYSTEM, Actor
+from core.timers import TimerPurpose
 from core.types import (
     TERMINAL_STATUSES,
     ActorKind,
@@ -31,7 +32,7 @@ RECENT_COMMANDS_KEPT = 256
 class Timer:
     timer_id: str
     fire_at: int
-    purpose: str
+    purpose: str  # a TimerPurpose value, stored as its string (recorded states carry the same strings)
     step: int
     attempt: int
 
@@ -194,11 +195,12 @@ def _set_timer(state: InstanceState, timer: Timer) -> InstanceState:
     return _copy(state, {"timers": tuple(kept)})
 
 
-def _arm(state: InstanceState, step: int, attempt: int, purpose: str, fire_at: int, *,
+def _arm(state: InstanceState, step: int, attempt: int, purpose: TimerPurpose, fire_at: int, *,
          name: str | None = None) -> InstanceState:
     """Arm (or re-arm) the timer `instance:step:attempt:<name or purpose>`."""
-    return _set_timer(state, _timer(timer_id=timer_id(state.instance_id, step, attempt, name or purpose),
-                                    fire_at=fire_at, purpose=purpose, step=step, attempt=attempt))
+    value = purpose.value  # the plain string: the state holds what recorded logs hold
+    return _set_timer(state, _timer(timer_id=timer_id(state.instance_id, step, attempt, name or value),
+                                    fire_at=fire_at, purpose=value, step=step, attempt=attempt))
 
 
 def _finish_step(state: InstanceState, step: int, status: TaskStatus, at: int, **changes: Any) -> InstanceState:
@@ -264,9 +266,8 @@ def _apply_succeeded(state: InstanceState, e: ev.StepSucceeded) -> InstanceState
 
 def _apply_failed(state: InstanceState, e: ev.StepFailed) -> InstanceState:
     if e.retry_at:
-        purpose = "retry"
         state = _clear_step_timers(state, e.step)
-        state = _arm(state, e.step, e.attempt, purpose, e.retry_at)
+        state = _arm(state, e.step, e.attempt, TimerPurpose.RETRY, e.retry_at)
         return _with_step(state, e.step, awaiting=Awaiting.RETRY, error=e.error)
     return _finish_step(state, e.step, TaskStatus.FAILED, e.at, error=e.error)
 
@@ -281,7 +282,7 @@ def _apply_approval_requested(state: InstanceState, e: ev.ApprovalRequested) -> 
         escalation=e.escalation,
     )
     if e.deadline:
-        state = _arm(state, e.step, e.attempt, "approval_timeout", e.deadline)
+        state = _arm(state, e.step, e.attempt, TimerPurpose.APPROVAL_TIMEOUT, e.deadline)
     return state
 
 
@@ -318,11 +319,11 @@ def _apply_escalated(state: InstanceState, e: ev.ApprovalEscalated) -> InstanceS
     counted_from = len(step.votes) if e.resets_votes else step.counted_from
     state = _with_step(state, e.step, approvers=e.approvers, escalation=e.escalation, counted_from=counted_from)
     # an escalation replaces the deadline (a manual one arrives while the old timer is still armed)
-    if any(t.step == e.step and t.purpose == "approval_timeout" for t in state.timers):
+    if any(t.step == e.step and t.purpose == TimerPurpose.APPROVAL_TIMEOUT for t in state.timers):
         state = evolve(state, timers=tuple(t for t in state.timers
-                                           if not (t.step == e.step and t.purpose == "approval_timeout")))
+                                           if not (t.step == e.step and t.purpose == TimerPurpose.APPROVAL_TIMEOUT)))
     if e.deadline:
-        state = _arm(state, e.step, step.attempt, "approval_timeout", e.deadline,
+        state = _arm(state, e.step, step.attempt, TimerPurpose.APPROVAL_TIMEOUT, e.deadline,
                      name=f"approval_timeout_{e.escalation}")
     return state
 
@@ -330,20 +331,21 @@ def _apply_escalated(state: InstanceState, e: ev.ApprovalEscalated) -> InstanceS
 def _apply_wait_started(state: InstanceState, e: ev.WaitStarted) -> InstanceState:
     awaiting = Awaiting.CONDITION if e.condition else Awaiting.TIME
     state = _with_step(state, e.step, awaiting=awaiting)
-    for fire_at, purpose in ((e.until, "wait_until"), (e.poll_at, "wait_poll"), (e.deadline, "wait_timeout")):
+    for fire_at, purpose in ((e.until, TimerPurpose.WAIT_UNTIL), (e.poll_at, TimerPurpose.WAIT_POLL),
+                             (e.deadline, TimerPurpose.WAIT_TIMEOUT)):
         if fire_at:
             state = _arm(state, e.step, e.attempt, purpose, fire_at)
     return state
 
 
 def _apply_wait_polled(state: InstanceState, e: ev.WaitPolled) -> InstanceState:
-    return _arm(state, e.step, e.attempt, "wait_poll", e.poll_at)
+    return _arm(state, e.step, e.attempt, TimerPurpose.WAIT_POLL, e.poll_at)
 
 
 def _apply_external_accepted(state: InstanceState, e: ev.ExternalCallAccepted) -> InstanceState:
     state = _with_step(state, e.step, awaiting=Awaiting.CALLBACK)
     if e.deadline:
-        state = _arm(state, e.step, e.attempt, "callback_timeout", e.deadline)
+        state = _arm(state, e.step, e.attempt, TimerPurpose.CALLBACK_TIMEOUT, e.deadline)
     return state
 
 
@@ -354,7 +356,7 @@ def _apply_review_requested(state: InstanceState, e: ev.HumanReviewRequested) ->
         required=1, votes=(), counted_from=0, error=e.error, ended_at=0,
     )
     if e.deadline:
-        state = _arm(state, e.step, e.attempt, "review_timeout", e.deadline)
+        state = _arm(state, e.step, e.attempt, TimerPurpose.REVIEW_TIMEOUT, e.deadline)
     return state
 
 

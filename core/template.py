@@ -17,6 +17,8 @@ from functools import cached_property
 from typing import Any
 
 from core.expressions import Expression, compile_expression
+from core.steps import kind_of
+from core.timers import NO_TIMEOUT, OnTimeout
 from core.types import StepType, TriggerType, WorkflowStatus
 
 TRIGGER_ALIASES = {
@@ -159,6 +161,7 @@ class CompiledStep:
     spec: StepSpec
     expressions: Mapping[str, Expression]
     targets: Mapping[str, Target]
+    on_timeout: OnTimeout = NO_TIMEOUT
 
 
 @dataclass(frozen=True)
@@ -176,38 +179,18 @@ class CompiledTemplate:
         return len(self.steps)
 
 
-# The config keys holding expressions, per step type. extract_fields values are paths into the response,
-# compiled as expressions too (`response.body.total_amount`).
-EXPRESSION_KEYS: dict[StepType, tuple[str, ...]] = {
-    StepType.CONDITION: ("expression",),
-    StepType.WAIT: ("condition",),
-    StepType.EXTERNAL: ("success_condition",),
-    StepType.ACTION: ("success_condition",),
-}
-TARGET_KEYS: dict[StepType, tuple[str, ...]] = {
-    StepType.CONDITION: ("if_true", "if_false"),
-    StepType.APPROVAL: ("on_reject",),
-}
-DEFAULT_TARGETS = {"if_true": "continue", "if_false": "continue", "on_reject": "fail"}
-
-
 def compile_template(template: Template) -> CompiledTemplate:
+    """Parse, once per version, what each step type says it needs: expressions, branch targets, on_timeout."""
     compiled = []
     count = len(template.steps)
     for spec in template.steps:
-        expressions: dict[str, Expression] = {}
-        for key in EXPRESSION_KEYS.get(spec.type, ()):
-            source = spec.config.get(key)
-            if source:
-                expressions[key] = compile_expression(source)
-        for name, path in (spec.config.get("extract_fields") or {}).items():
-            expressions[f"extract_fields.{name}"] = compile_expression(path)
+        kind = kind_of(spec.type)
+        expressions = {name: compile_expression(source) for name, source in kind.expressions(spec).items()}
         targets = {
-            key: parse_target(
-                spec.config.get(key, DEFAULT_TARGETS[key]), current=spec.number, names=template.names,
-                step_count=count,
-            )
-            for key in TARGET_KEYS.get(spec.type, ())
+            key: parse_target(spec.config.get(key, default), current=spec.number, names=template.names,
+                              step_count=count)
+            for key, default in kind.targets.items()
         }
-        compiled.append(CompiledStep(spec=spec, expressions=expressions, targets=targets))
+        compiled.append(CompiledStep(spec=spec, expressions=expressions, targets=targets,
+                                     on_timeout=OnTimeout.parse(spec.config.get("on_timeout"))))
     return CompiledTemplate(template=template, steps=tuple(compiled))

@@ -2,6 +2,10 @@
 
 `validate_template(document)` never raises on bad input; it returns `Problem`s. A document with no
 problems can be parsed (`core.template.parse_template`) and compiled (`compile_template`) safely.
+
+This module keeps the template-level rules (top-level keys, settings, trigger, step shapes and keys,
+branch targets, placeholders, the step graph); each step type's own rules (its config keys, from its
+JSON Schema, and `validate`) are in its module under `core/steps/`, found through the registry.
 """
 
 from __future__ import annotations
@@ -9,18 +13,17 @@ from __future__ import annotations
 import keyword
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
-from core.approvers import SPEC_TYPES, spec_list
-from core.expressions import ExpressionError, check_placeholder, compile_expression, placeholders_in
-from core.quorum import committee_members, parse_level
-from core.retry import ON_FAILURE_CHOICES
-from core.steps.wait import MIN_POLL_SECONDS
-from core.template import DEFAULT_TARGETS, TARGET_KEYS, TargetError, parse_target, parse_trigger_type, step_key
-from core.types import ApprovalLevel, StepType, TriggerType
+from core.expressions import check_placeholder, placeholders_in
+from core.problems import Problem, Problems
+from core.steps import kind_of
+from core.steps.action import KNOWN_ACTIONS
+from core.template import TargetError, parse_target, parse_trigger_type, step_key
+from core.types import StepType, TriggerType
 
-KNOWN_ACTIONS = frozenset({"execute_transfer", "simulate_transfer", "lookup_transfer", "http_request"})
+__all__ = ["KNOWN_ACTIONS", "Problem", "secrets_sent_elsewhere", "validate_template", "visualize"]
+
 CONDITION_OPS = frozenset({"eq", "ne", "gt", "gte", "lt", "lte", "in", "not_in", "contains", "exists",
                            "starts_with"})
 TOP_LEVEL_KEYS = frozenset({"name", "description", "trigger_type", "trigger_config", "steps", "status",
@@ -29,52 +32,14 @@ SETTINGS = {"separation_of_duties": bool}  # core/template.py Template.settings:
 STEP_KEYS = frozenset({"type", "name", "id", "config", "description"})
 # `callback` (url, token) is filled in by the external handler in async mode.
 PLACEHOLDER_ROOTS = frozenset({"trigger", "steps", "instance", "secrets", "tenant", "payos", "callback"})
-ON_TIMEOUT_CHOICES = ("fail", "auto_approve", "auto_reject", "escalate", "continue")
-HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD")
 CRON = re.compile(r"^\s*(\S+\s+){4,5}\S+\s*$")  # five fields, or six with seconds last (croniter)
 MAX_STEPS = 100
-EVALUATION_FAILURE_CHOICES = ("fail_workflow", "skip")
-
-STEP_CONFIG_KEYS: dict[StepType, frozenset[str]] = {
-    StepType.CONDITION: frozenset({"expression", "if_true", "if_false", "on_failure"}),
-    StepType.APPROVAL: frozenset({"approvers", "level", "quorum", "timeout_hours", "on_timeout", "escalate_to",
-                                  "on_reject", "description"}),
-    StepType.ACTION: frozenset({"action", "params", "retry_config", "on_failure", "failure_notification",
-                                "timeout_seconds", "success_condition", "review_approvers",
-                                "review_timeout_hours"}),
-    StepType.WAIT: frozenset({"until", "duration_seconds", "duration_minutes", "duration_hours", "condition",
-                              "poll_interval_seconds", "timeout_hours", "on_timeout", "on_failure"}),
-    StepType.NOTIFICATION: frozenset({"channel", "type", "url", "headers", "body", "to", "subject", "text",
-                                      "retry_config", "on_failure", "timeout_seconds", "secret_name",
-                                      "review_approvers", "review_timeout_hours", "failure_notification"}),
-    StepType.EXTERNAL: frozenset({"url", "method", "headers", "body", "query", "timeout_seconds", "retry_config",
-                                  "success_condition", "extract_fields", "mode", "completion_timeout_hours",
-                                  "on_failure", "failure_notification", "review_approvers",
-                                  "review_timeout_hours"}),
-}
-
-
-@dataclass(frozen=True)
-class Problem:
-    pointer: str
-    message: str
-
-    def as_dict(self) -> dict[str, str]:
-        return {"pointer": self.pointer, "message": self.message}
-
-
-class _Problems:
-    def __init__(self) -> None:
-        self.items: list[Problem] = []
-
-    def add(self, pointer: str, message: str) -> None:
-        self.items.append(Problem(pointer, message))
 
 
 def validate_template(document: Any, *, known_actions: Iterable[str] = KNOWN_ACTIONS,
                       known_secrets: Iterable[str] | None = None) -> list[Problem]:
     """Check a template document; `known_secrets=None` skips the secrets check (not yet configured)."""
-    problems = _Problems()
+    problems = Problems()
     if not isinstance(document, Mapping):
         problems.add("", "a template must be a JSON object")
         return problems.items
@@ -111,7 +76,7 @@ def validate_template(document: Any, *, known_actions: Iterable[str] = KNOWN_ACT
     return problems.items
 
 
-def _check_settings(problems: _Problems, settings: Any) -> None:
+def _check_settings(problems: Problems, settings: Any) -> None:
     if settings is None:
         return
     if not isinstance(settings, Mapping):
@@ -132,7 +97,7 @@ def _step_type(step: Mapping[str, Any]) -> StepType | None:
         return None
 
 
-def _check_trigger(problems: _Problems, trigger_type: TriggerType, config: Any) -> None:
+def _check_trigger(problems: Problems, trigger_type: TriggerType, config: Any) -> None:
     if config is None:
         config = {}
     if not isinstance(config, Mapping):
@@ -164,7 +129,7 @@ def _check_trigger(problems: _Problems, trigger_type: TriggerType, config: Any) 
         problems.add("/trigger_config/topic", "topic must be a Kafka topic name")
 
 
-def _check_condition(problems: _Problems, pointer: str, cond: Any) -> None:
+def _check_condition(problems: Problems, pointer: str, cond: Any) -> None:
     if not isinstance(cond, Mapping):
         problems.add(pointer, "a condition must be an object {field, op, value}")
         return
@@ -179,7 +144,7 @@ def _check_condition(problems: _Problems, pointer: str, cond: Any) -> None:
         problems.add(f"{pointer}/value", f"op {op!r} needs a list value")
 
 
-def _check_step_shapes(problems: _Problems, steps: list[Any]) -> dict[str, int]:
+def _check_step_shapes(problems: Problems, steps: list[Any]) -> dict[str, int]:
     names: dict[str, int] = {}
     keys: dict[str, int] = {}
     for i, step in enumerate(steps, start=1):
@@ -212,25 +177,25 @@ def _check_step_shapes(problems: _Problems, steps: list[Any]) -> dict[str, int]:
     return {**keys, **names}
 
 
-def _check_step(problems: _Problems, pointer: str, number: int, step: Mapping[str, Any], names: dict[str, int],
+def _check_step(problems: Problems, pointer: str, number: int, step: Mapping[str, Any], names: dict[str, int],
                 count: int, actions: set[str], secrets: set[str] | None) -> None:
     step_type = StepType(step["type"])
     config = step.get("config") or {}
     if not isinstance(config, Mapping):
         return
     cp = f"{pointer}/config"
-    allowed = STEP_CONFIG_KEYS[step_type]
+    kind = kind_of(step_type)
+    allowed = kind.config_keys
     for key in config:
         if key not in allowed:
             problems.add(f"{cp}/{key}", f"unknown {step_type.value} config field {key!r}; "
                                         f"allowed: {', '.join(sorted(allowed))}")
-    for key in TARGET_KEYS.get(step_type, ()):
+    for key, default in kind.targets.items():
         try:
-            parse_target(config.get(key, DEFAULT_TARGETS[key]), current=number, names=names, step_count=count)
+            parse_target(config.get(key, default), current=number, names=names, step_count=count)
         except TargetError as exc:
             problems.add(f"{cp}/{key}", f"{key} {exc}")
-    checker = _STEP_CHECKS[step_type]
-    checker(problems, cp, config, actions)
+    kind.validate(problems, cp, config, actions)
     for suffix, path in placeholders_in(dict(config)):
         reason = check_placeholder(path)
         root = path.split(".")[0]
@@ -251,217 +216,6 @@ def _check_step(problems: _Problems, pointer: str, number: int, step: Mapping[st
                                               f"before step {number}")
 
 
-def _expression(problems: _Problems, pointer: str, source: Any, required: bool = True) -> None:
-    if source is None and not required:
-        return
-    try:
-        compile_expression(source)
-    except ExpressionError as exc:
-        problems.add(pointer, str(exc))
-
-
-def _positive_number(problems: _Problems, pointer: str, value: Any, *, maximum: float | None = None) -> None:
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-        problems.add(pointer, f"must be a positive number, got {value!r}")
-    elif maximum is not None and value > maximum:
-        problems.add(pointer, f"must be at most {maximum:g}, got {value!r}")
-
-
-def _check_condition_step(problems: _Problems, cp: str, config: Mapping[str, Any], actions: set[str]) -> None:
-    if "expression" not in config:
-        problems.add(f"{cp}/expression", "a condition step needs an expression, e.g. 'trigger.amount <= 1000'")
-    else:
-        _expression(problems, f"{cp}/expression", config["expression"])
-    _check_evaluation_failure(problems, cp, config)
-
-
-def _check_evaluation_failure(problems: _Problems, cp: str, config: Mapping[str, Any]) -> None:
-    """A condition or wait step whose expression fails to evaluate fails; `on_failure` says what then."""
-    choice = config.get("on_failure")
-    if choice is not None and choice not in EVALUATION_FAILURE_CHOICES:
-        problems.add(f"{cp}/on_failure", f"a {'condition' if 'expression' in config else 'wait'} step's on_failure "
-                                         f"is one of {', '.join(EVALUATION_FAILURE_CHOICES)}")
-
-
-def _check_approvers(problems: _Problems, pointer: str, approvers: Any) -> None:
-    specs = spec_list(approvers)
-    if not specs or (isinstance(approvers, list) and len(specs) != len(approvers)):
-        problems.add(pointer, "approvers must be {type: role|user|agent, value: ...} or a list of them")
-        return
-    for i, spec in enumerate(specs):
-        p = f"{pointer}/{i}" if isinstance(approvers, list) else pointer
-        if spec.get("type") not in SPEC_TYPES:
-            problems.add(f"{p}/type", f"approver type {spec.get('type')!r} is not one of {', '.join(SPEC_TYPES)}")
-        value = spec.get("value")
-        if not value or not (isinstance(value, str) or (isinstance(value, list) and all(
-                isinstance(v, str) and v for v in value))):
-            problems.add(f"{p}/value", "approver value must be a non-empty id, role, or list of ids")
-
-
-def _check_approval_step(problems: _Problems, cp: str, config: Mapping[str, Any], actions: set[str]) -> None:
-    level = parse_level(config.get("level"))
-    if level is None:
-        problems.add(f"{cp}/level", f"level {config.get('level')!r} is not one of SINGLE, DUAL, COMMITTEE, AUTO")
-    if level is not ApprovalLevel.AUTO:
-        if "approvers" not in config:
-            problems.add(f"{cp}/approvers", "an approval step needs approvers, e.g. {'type': 'role', 'value': 'cfo'}")
-        else:
-            _check_approvers(problems, f"{cp}/approvers", config["approvers"])
-    if level is ApprovalLevel.COMMITTEE:
-        quorum = config.get("quorum")
-        members = committee_members(config.get("approvers"))
-        if quorum is not None and (not isinstance(quorum, int) or isinstance(quorum, bool) or quorum < 1):
-            problems.add(f"{cp}/quorum", "quorum must be a whole number of approvals, at least 1")
-        elif isinstance(quorum, int) and members and quorum > members:
-            problems.add(f"{cp}/quorum", f"quorum {quorum} is more than the {members} committee members")
-    if level is ApprovalLevel.DUAL and 0 < committee_members(config.get("approvers")) < 2:
-        problems.add(f"{cp}/approvers", "DUAL approval needs at least two possible approvers")
-    _positive_number(problems, f"{cp}/timeout_hours", config.get("timeout_hours"), maximum=24 * 365)
-    on_timeout = config.get("on_timeout")
-    if on_timeout is not None:
-        action = on_timeout.get("action", "escalate") if isinstance(on_timeout, Mapping) else on_timeout
-        if action not in ON_TIMEOUT_CHOICES:
-            problems.add(f"{cp}/on_timeout", f"on_timeout {action!r} is not one of {', '.join(ON_TIMEOUT_CHOICES)}")
-        if "timeout_hours" not in config:
-            problems.add(f"{cp}/on_timeout", "on_timeout needs timeout_hours to know when to act")
-        if isinstance(on_timeout, Mapping):
-            if "approvers" in on_timeout:
-                _check_approvers(problems, f"{cp}/on_timeout/approvers", on_timeout["approvers"])
-            _positive_number(problems, f"{cp}/on_timeout/timeout_hours", on_timeout.get("timeout_hours"))
-            then = on_timeout.get("then", "fail")
-            if then not in ("fail", "auto_approve", "auto_reject", "continue"):
-                problems.add(f"{cp}/on_timeout/then",
-                             f"then {then!r} is not fail, auto_approve, auto_reject or continue")
-    if "escalate_to" in config:
-        _check_approvers(problems, f"{cp}/escalate_to", config["escalate_to"])
-
-
-def _check_failure_policy(problems: _Problems, cp: str, config: Mapping[str, Any]) -> None:
-    retry = config.get("retry_config")
-    if retry is not None:
-        if not isinstance(retry, Mapping):
-            problems.add(f"{cp}/retry_config", "retry_config must be {max_retries, backoff_ms}")
-        else:
-            max_retries = retry.get("max_retries", 0)
-            if not isinstance(max_retries, int) or isinstance(max_retries, bool) or not 0 <= max_retries <= 20:
-                problems.add(f"{cp}/retry_config/max_retries", "max_retries must be a whole number from 0 to 20")
-            backoff = retry.get("backoff_ms", 1000)
-            if not isinstance(backoff, int) or isinstance(backoff, bool) or not 1 <= backoff <= 86_400_000:
-                problems.add(f"{cp}/retry_config/backoff_ms", "backoff_ms must be milliseconds from 1 to 86400000")
-            for key in retry:
-                if key not in ("max_retries", "backoff_ms", "max_backoff_ms"):
-                    problems.add(f"{cp}/retry_config/{key}", f"unknown retry_config field {key!r}")
-    choice = config.get("on_failure")
-    if choice is not None and choice not in ON_FAILURE_CHOICES:
-        problems.add(f"{cp}/on_failure", f"on_failure {choice!r} is not one of {', '.join(ON_FAILURE_CHOICES)}")
-    if choice == "human_review" and "review_approvers" in config:
-        _check_approvers(problems, f"{cp}/review_approvers", config["review_approvers"])
-    notice = config.get("failure_notification")
-    if notice is not None:
-        if not isinstance(notice, Mapping):
-            problems.add(f"{cp}/failure_notification", "failure_notification must be an object {type, url|to}")
-        else:
-            channel = notice.get("type", notice.get("channel", "webhook"))
-            if channel == "webhook" and not notice.get("url"):
-                problems.add(f"{cp}/failure_notification/url", "a webhook failure_notification needs a url")
-            if channel == "email" and not notice.get("to"):
-                problems.add(f"{cp}/failure_notification/to", "an email failure_notification needs to")
-    _positive_number(problems, f"{cp}/timeout_seconds", config.get("timeout_seconds"), maximum=300)
-
-
-def _check_action_step(problems: _Problems, cp: str, config: Mapping[str, Any], actions: set[str]) -> None:
-    action = config.get("action")
-    if action not in actions:
-        problems.add(f"{cp}/action", f"unknown action {action!r}; available: {', '.join(sorted(actions))}")
-    if "params" in config and not isinstance(config["params"], Mapping):
-        problems.add(f"{cp}/params", "params must be an object")
-    _expression(problems, f"{cp}/success_condition", config.get("success_condition"), required=False)
-    _check_failure_policy(problems, cp, config)
-
-
-def _check_wait_step(problems: _Problems, cp: str, config: Mapping[str, Any], actions: set[str]) -> None:
-    modes = [k for k in ("until", "duration_seconds", "duration_minutes", "duration_hours", "condition")
-             if k in config]
-    if len(modes) != 1:
-        problems.add(cp, "a wait step needs exactly one of until, duration_seconds, duration_minutes, "
-                         f"duration_hours, condition (got {', '.join(modes) or 'none'})")
-        return
-    mode = modes[0]
-    if mode == "condition":
-        _expression(problems, f"{cp}/condition", config["condition"])
-        poll = config.get("poll_interval_seconds")
-        _positive_number(problems, f"{cp}/poll_interval_seconds", poll)
-        if isinstance(poll, int | float) and not isinstance(poll, bool) and 0 < poll < MIN_POLL_SECONDS:
-            problems.add(f"{cp}/poll_interval_seconds", f"poll_interval_seconds must be at least {MIN_POLL_SECONDS} "
-                                                         "(a tighter poll re-evaluates for every tenant's cost)")
-        _check_evaluation_failure(problems, cp, config)
-    elif mode == "until":
-        from core.steps.wait import parse_time_ms
-
-        until = config["until"]
-        if not (isinstance(until, str) and "{{" in until) and parse_time_ms(until) is None:
-            problems.add(f"{cp}/until", "until must be an ISO 8601 time, epoch milliseconds, or a placeholder")
-    else:
-        _positive_number(problems, f"{cp}/{mode}", config[mode])
-    _positive_number(problems, f"{cp}/timeout_hours", config.get("timeout_hours"))
-    if config.get("on_timeout", "fail") not in ("fail", "continue"):
-        problems.add(f"{cp}/on_timeout", "a wait's on_timeout is fail or continue")
-
-
-def _check_notification_step(problems: _Problems, cp: str, config: Mapping[str, Any], actions: set[str]) -> None:
-    channel = config.get("channel", config.get("type", "webhook"))
-    if channel not in ("webhook", "email"):
-        problems.add(f"{cp}/channel", f"channel {channel!r} is not webhook or email")
-    elif channel == "webhook":
-        url = config.get("url")
-        if not isinstance(url, str) or not (url.startswith(("http://", "https://", "{{"))):
-            problems.add(f"{cp}/url", "a webhook notification needs an http(s) url")
-    elif channel == "email":
-        to = config.get("to")
-        if not to or not isinstance(to, str | list):
-            problems.add(f"{cp}/to", "an email notification needs to (an address or a list)")
-    _check_failure_policy(problems, cp, config)
-
-
-def _check_external_step(problems: _Problems, cp: str, config: Mapping[str, Any], actions: set[str]) -> None:
-    url = config.get("url")
-    if not isinstance(url, str) or not url.startswith(("http://", "https://", "{{")):
-        problems.add(f"{cp}/url", "an external step needs an http(s) url")
-    method = str(config.get("method", "GET")).upper()
-    if method not in HTTP_METHODS:
-        problems.add(f"{cp}/method", f"method {config.get('method')!r} is not one of {', '.join(HTTP_METHODS)}")
-    mode = config.get("mode", "sync")
-    if mode not in ("sync", "async"):
-        problems.add(f"{cp}/mode", f"mode {mode!r} is not sync or async")
-    if "headers" in config and not isinstance(config["headers"], Mapping):
-        problems.add(f"{cp}/headers", "headers must be an object of strings")
-    _expression(problems, f"{cp}/success_condition", config.get("success_condition"), required=False)
-    extract = config.get("extract_fields")
-    if extract is not None:
-        if not isinstance(extract, Mapping):
-            problems.add(f"{cp}/extract_fields", "extract_fields must map output names to paths like response.body.x")
-        else:
-            for name, path in extract.items():
-                if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", str(name)):
-                    problems.add(f"{cp}/extract_fields/{name}", "field names are letters, digits and _")
-                _expression(problems, f"{cp}/extract_fields/{name}", path)
-    _positive_number(problems, f"{cp}/completion_timeout_hours", config.get("completion_timeout_hours"),
-                     maximum=24 * 90)
-    _check_failure_policy(problems, cp, config)
-
-
-_STEP_CHECKS = {
-    StepType.CONDITION: _check_condition_step,
-    StepType.APPROVAL: _check_approval_step,
-    StepType.ACTION: _check_action_step,
-    StepType.WAIT: _check_wait_step,
-    StepType.NOTIFICATION: _check_notification_step,
-    StepType.EXTERNAL: _check_external_step,
-}
-
-
 # ------------------------------------------------------------------------------------------ the step graph
 
 END = 0
@@ -475,14 +229,11 @@ def edges(steps: list[Mapping[str, Any]], names: dict[str, int]) -> dict[int, li
     count = len(steps)
     graph: dict[int, list[int]] = {}
     for number, step in enumerate(steps, start=1):
-        step_type = StepType(step["type"])
+        kind = kind_of(step["type"])
         config = step.get("config") or {}
         targets: list[int] = []
-        keys = TARGET_KEYS.get(step_type, ())
-        if step_type is StepType.CONDITION:
-            outs = [config.get(k, DEFAULT_TARGETS[k]) for k in keys]
-        else:
-            outs = ["continue"] + [config.get(k, DEFAULT_TARGETS[k]) for k in keys]
+        outs = ["continue"] if kind.falls_through else []
+        outs += [config.get(key, default) for key, default in kind.targets.items()]
         for raw in outs:
             target = parse_target(raw, current=number, names=names, step_count=count)
             targets.append(target.step if target.kind == "goto" else END)
@@ -490,7 +241,7 @@ def edges(steps: list[Mapping[str, Any]], names: dict[str, int]) -> dict[int, li
     return graph
 
 
-def _check_graph(problems: _Problems, steps: list[Any], names: dict[str, int]) -> None:
+def _check_graph(problems: Problems, steps: list[Any], names: dict[str, int]) -> None:
     graph = edges(steps, names)
     reachable = {1}
     frontier = [1]
@@ -524,7 +275,7 @@ def _check_graph(problems: _Problems, steps: list[Any], names: dict[str, int]) -
 def visualize(document: Mapping[str, Any]) -> dict[str, Any]:
     """The PRD's `visualize()`: an adjacency list by step number and a Mermaid flowchart of a valid template."""
     steps = document["steps"]
-    names = _check_step_shapes(_Problems(), steps)
+    names = _check_step_shapes(Problems(), steps)
     graph = edges(steps, names)
     lines = ["flowchart TD", "  start((start)) --> s1"]
     for number, step in enumerate(steps, start=1):

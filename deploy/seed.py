@@ -2,7 +2,8 @@
 "acme" (in PostgreSQL and on `workflow.templates`), and a demo agent permission. Idempotent: run it again
 and nothing is duplicated (templates are re-published at their current version, which the compacted topic
 absorbs; a template already seeded keeps the status it has now, unless the built-ins are asked for
-ACTIVE). `deploy/stack up` runs it after the processes start; `flowline seed` runs it alone.
+ACTIVE; it writes with `store.templates.write_template`, as the gateway does). `deploy/stack up` runs it
+after the processes start; `flowline seed` runs it alone.
 
 The built-ins are seeded INACTIVE (status PAUSED) unless FLOWLINE_SEED_BUILTINS=active: a newcomer who
 follows the epic and creates its procurement template must get one instance per transfer, not a second
@@ -18,20 +19,18 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import time
 from dataclasses import dataclass
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
 
 from core.builtin import BUILTIN_NAMES, builtin_template
-from core.template import parse_trigger_type
-from core.types import WorkflowStatus
 from core.validation import validate_template
 from deploy import topics
 from gateway.auth import hash_token
 from schemas.codec import Codec
 from schemas.records import TemplateRecord
+from store.templates import template_key, write_template
 
 TENANT = "acme"
 
@@ -91,41 +90,24 @@ async def seed(database_url: str, bootstrap: str, topic_prefix: str = "", status
                 await conn.execute(
                     """INSERT INTO api_tokens (token_hash, principal_id, name) VALUES ($1, $2, 'dev seed')
                        ON CONFLICT (token_hash) DO NOTHING""", hash_token(p.token), p.id)
+
+            async def publish(record: TemplateRecord) -> None:
+                await producer.send_and_wait(topic_prefix + topics.WORKFLOW_TEMPLATES, codec.encode(record),
+                                             key=template_key(record))
+
             for name in BUILTIN_NAMES:
                 document = builtin_template(name)
                 problems = validate_template(document)
                 if problems:
                     raise ValueError(f"built-in template {name} is invalid: {problems}")
-                tid = template_id(name)
-                trigger = parse_trigger_type(document.get("trigger_type", "manual"))
-                await conn.execute(
-                    # Inactive never re-pauses a template someone activated; active (asked for) activates.
-                    """INSERT INTO workflow_templates (id, tenant_id, name, description, trigger_type, status,
-                           current_version, created_by) VALUES ($1, $2, $3, $4, $5, $6, 1, 'seed')
-                       ON CONFLICT (id) DO UPDATE SET status = 'ACTIVE', updated_at = now()
-                       WHERE EXCLUDED.status = 'ACTIVE' AND workflow_templates.status <> 'ACTIVE'""",
-                    tid, TENANT, document["name"], document.get("description", ""),
-                    trigger.value if trigger else "MANUAL", status)
-                await conn.execute(
-                    """INSERT INTO workflow_template_versions (template_id, version, document, created_by)
-                       VALUES ($1, 1, $2::jsonb, 'seed') ON CONFLICT DO NOTHING""", tid, json.dumps(document))
+                await write_template(conn, publish, template_id=template_id(name), tenant_id=TENANT,
+                                     document=document, status=status, created_by="seed", if_absent=True)
             procurement = template_id("procurement_approval")
             await conn.execute(
                 """INSERT INTO agent_workflow_permissions (agent_id, tenant_id, template_id, can_initiate,
                        can_approve, approval_conditions) VALUES ('agent_456', $1, $2, true, true, $3::jsonb)
                    ON CONFLICT DO NOTHING""",
                 TENANT, procurement, json.dumps({"max_amount": 1000, "step_names": ["Manager Approval"]}))
-        rows = await conn.fetch(
-            """SELECT t.id, t.tenant_id, t.name, t.status, t.current_version, v.document
-               FROM workflow_templates t JOIN workflow_template_versions v
-                 ON v.template_id = t.id AND v.version = t.current_version
-               WHERE t.id = ANY($1)""", [template_id(n) for n in BUILTIN_NAMES])
-        for row in rows:
-            record = TemplateRecord(template_id=row["id"], version=row["current_version"], tenant_id=row["tenant_id"],
-                                    name=row["name"], status=WorkflowStatus(row["status"]),
-                                    document=json.loads(row["document"]), updated_at=int(time.time() * 1000))
-            await producer.send_and_wait(topic_prefix + topics.WORKFLOW_TEMPLATES, codec.encode(record),
-                                         key=f"{row['id']}:{row['current_version']}".encode())
     finally:
         await producer.stop()
         await conn.close()

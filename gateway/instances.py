@@ -19,7 +19,9 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
+from core import actions as core_actions
 from core import commands as cmd
+from core.actions import actions_now
 from core.actors import ApprovalLimits
 from core.payments import trigger_refusal
 from core.signing import callback_token, verify_payload
@@ -169,23 +171,37 @@ def _time_param(call: Call, name: str) -> datetime | None:
 
 
 def approver_predicate(me: Principal, args: list[Any], alias: str = "p") -> str:
-    """SQL: the pending approval `alias` waits for `me` (the same rules as core.approvers, in SQL)."""
+    """SQL: the pending approval `alias` waits for `me`: `core.approvers.may_decide` in SQL (a parity test,
+    tests/integration/gateway/test_pending_parity.py, holds the two together).
+
+    An agent with an approval permission on the template is judged by that permission's limits alone, even
+    where the step names it: the engine applies the limits to every decision of a permitted agent. Whoever
+    started the instance is left out unless its template version turns `settings.separation_of_duties` off
+    or the system started it, as in `core.approvers.refusal`.
+    """
     args.append(me.id)
     me_arg = f"${len(args)}"
     args.append(list(me.roles))
     roles_arg = f"${len(args)}"
     member = f"{alias}.approver_roles && {roles_arg}::text[]"
     if me.is_agent:
-        member += (f" OR {me_arg} = ANY({alias}.approver_agents) OR EXISTS (SELECT 1 FROM agent_workflow_permissions"
-                   f" w WHERE w.agent_id = {me_arg} AND w.template_id = {alias}.template_id AND w.can_approve AND"
-                   f" (COALESCE(jsonb_array_length(w.approval_conditions->'step_names'), 0) = 0 OR"
-                   f" w.approval_conditions->'step_names' ? {alias}.step_name) AND"
-                   f" (w.approval_conditions->>'max_amount' IS NULL OR"
-                   f" ({alias}.amount IS NOT NULL AND"
-                   f" {alias}.amount <= (w.approval_conditions->>'max_amount')::float8)))")
+        permission = (f"SELECT 1 FROM agent_workflow_permissions w WHERE w.agent_id = {me_arg} AND "
+                      f"w.template_id = {alias}.template_id AND w.can_approve")
+        within_limits = (f" AND (COALESCE(jsonb_array_length(w.approval_conditions->'step_names'), 0) = 0 OR"
+                         f" w.approval_conditions->'step_names' ? {alias}.step_name) AND"
+                         f" (w.approval_conditions->>'max_amount' IS NULL OR"
+                         f" ({alias}.amount IS NOT NULL AND"
+                         f" {alias}.amount <= (w.approval_conditions->>'max_amount')::float8))")
+        member = (f"(NOT EXISTS ({permission}) AND ({member} OR {me_arg} = ANY({alias}.approver_agents)))"
+                  f" OR EXISTS ({permission}{within_limits})")
     else:
         member += f" OR {me_arg} = ANY({alias}.approver_users)"
-    return f"(({member}) AND NOT ({me_arg} = ANY({alias}.decided_by)) AND {alias}.initiated_by <> {me_arg})"
+    self_allowed = (f"EXISTS (SELECT 1 FROM workflow_instances si LEFT JOIN workflow_template_versions sv"
+                    f" ON sv.template_id = si.template_id AND sv.version = si.template_version"
+                    f" WHERE si.id = {alias}.instance_id AND (si.initiated_by_kind = 'system' OR"
+                    f" sv.document->'settings'->'separation_of_duties' = 'false'::jsonb))")
+    return (f"(({member}) AND NOT ({me_arg} = ANY({alias}.decided_by)) AND "
+            f"({alias}.initiated_by <> {me_arg} OR {self_allowed}))")
 
 
 async def list_instances(call: Call) -> web.Response:
@@ -484,47 +500,36 @@ async def callback_url(call: Call) -> web.Response:
 
 
 async def agent_actions(call: Call) -> web.Response:
+    """The actions open to the caller now: `core.actions.actions_now`, with the API's method and href."""
     me = call.me
     me.require(READ, "read instances")
     pool = call.gateway.pool
     instance = await load_instance(pool, call.param("id"), me.tenant_id)
     base = f"/v1/workflows/instances/{instance['id']}"
-    actions: list[dict[str, Any]] = []
-    status = instance["status"]
-    if status == "ACTIVE" and me.can(DECIDE):
+    decidable = None
+    if instance["status"] == "ACTIVE" and me.can(DECIDE):
         args: list[Any] = [instance["id"]]
         predicate = approver_predicate(me, args)
         pending = await pool.fetchrow(f"SELECT p.step, p.step_name FROM workflow_pending_approvals p "
                                       f"WHERE p.instance_id = $1 AND {predicate}", *args)
-        if pending is not None:
-            n = pending["step"]
-            for action in ("approve", "reject"):
-                actions.append({"action": action, "method": "POST", "href": f"{base}/steps/{n}/{action}", "step": n,
-                                "description": f"{action} step {n} ({pending['step_name']})"})
-    blocking = _loads(instance["blocking"]) or {}
-    if status == "ACTIVE" and me.can(CALLBACK) and blocking.get("waiting_for") == "callback":
-        n = blocking.get("step")
-        actions.append({"action": "complete-external", "method": "POST", "href": f"{base}/steps/{n}/complete-external",
-                        "step": n, "description": f"complete external step {n} (signed callback)"})
-    if status == "ACTIVE" and me.can(ADVANCE):
-        actions.append({"action": "advance", "method": "POST", "href": f"{base}/advance",
-                        "description": "proceed if the current step is ready"})
-    if me.can(OPERATE):
-        if status == "ACTIVE":
-            actions.append({"action": "pause", "method": "POST", "href": f"{base}/pause",
-                            "description": "pause the instance"})
-        if status == "PAUSED":
-            actions.append({"action": "resume", "method": "POST", "href": f"{base}/resume",
-                            "description": "resume the instance"})
-        if status in ("ACTIVE", "PAUSED"):
-            actions.append({"action": "cancel", "method": "POST", "href": f"{base}/cancel",
-                            "description": "cancel the instance"})
-        if status == "FAILED" and instance["current_step"]:
-            n = instance["current_step"]
-            actions.append({"action": "retry", "method": "POST", "href": f"{base}/steps/{n}/retry", "step": n,
-                            "description": f"retry failed step {n}"})
+        decidable = (pending["step"], pending["step_name"]) if pending is not None else None
+    may = {right for right, permission in AGENT_ACTION_RIGHTS.items() if me.can(permission)}
+    actions = []
+    for action in actions_now(instance["status"], may=may, blocking=_loads(instance["blocking"]) or {},
+                              current_step=instance["current_step"], decidable=decidable):
+        item: dict[str, Any] = {"action": action.action, "method": "POST"}
+        if action.step is not None:
+            item.update(href=f"{base}/steps/{action.step}/{action.action}", step=action.step)
+        else:
+            item["href"] = f"{base}/{action.action}"
+        item["description"] = action.description
+        actions.append(item)
     return json_response({"instance_id": instance["id"], "actor": {"id": me.id, "kind": me.kind},
                           "actions": actions})
+
+
+AGENT_ACTION_RIGHTS = {core_actions.DECIDE: DECIDE, core_actions.CALLBACK: CALLBACK, core_actions.ADVANCE: ADVANCE,
+                       core_actions.OPERATE: OPERATE}
 
 
 PENDING_SORTS = ("requested", "deadline")

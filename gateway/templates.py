@@ -10,21 +10,20 @@ from __future__ import annotations
 
 import base64
 import json
-import time
 import uuid
 from typing import Any
 
 import asyncpg
 from aiohttp import web
 
-from core.template import parse_trigger_type
-from core.types import WorkflowStatus
+from core.steps import config_schemas
 from core.validation import secrets_sent_elsewhere, validate_template
 from gateway.app import Call, json_response
 from gateway.auth import READ, SECRETS_WRITE, TEMPLATES_WRITE
 from gateway.problems import Problem
 from schemas.records import TemplateRecord
 from store.secrets import SecretBox, store_secret
+from store.templates import template_key, template_record, trigger_type_of, write_template
 
 TEMPLATE_STATUSES = ("ACTIVE", "DRAFT", "PAUSED")
 
@@ -60,20 +59,10 @@ def _status_of(document: dict[str, Any]) -> str:
     return status
 
 
-def _trigger_type(document: dict[str, Any]) -> str:
-    parsed = parse_trigger_type(document.get("trigger_type", "manual"))
-    return parsed.value if parsed else "MANUAL"
-
-
-async def publish(call: Call, template_id: str, version: int, tenant_id: str, document: dict[str, Any],
-                  status: str) -> None:
+async def publish(call: Call, record: TemplateRecord) -> None:
     gw = call.gateway
-    record = TemplateRecord(template_id=template_id, version=version, tenant_id=tenant_id,
-                            name=str(document.get("name", "")), status=WorkflowStatus(status), document=document,
-                            updated_at=int(time.time() * 1000))
     try:
-        await gw.producer.send_and_wait(gw.settings.templates_topic, gw.codec.encode(record),
-                                        key=f"{template_id}:{version}".encode())
+        await gw.producer.send_and_wait(gw.settings.templates_topic, gw.codec.encode(record), key=template_key(record))
     except Exception as exc:
         raise Problem(503, f"the template could not be published to the engine ({type(exc).__name__}); "
                            "nothing was saved, retry") from exc
@@ -102,21 +91,10 @@ async def create_template(call: Call) -> web.Response:
     status = _status_of(document)
     template_id = f"wft_{uuid.uuid4().hex[:20]}"
     async with call.gateway.pool.acquire() as conn, conn.transaction():
-        await insert_template(conn, template_id, me.tenant_id, document, status, me.id)
-        await publish(call, template_id, 1, me.tenant_id, document, status)
+        await write_template(conn, lambda record: publish(call, record), template_id=template_id,
+                             tenant_id=me.tenant_id, document=document, status=status, created_by=me.id)
         row = await load_template(conn, template_id, me.tenant_id)
     return json_response(template_json(row, row["document"], [1]), 201)
-
-
-async def insert_template(conn, template_id: str, tenant_id: str, document: dict[str, Any], status: str,
-                          created_by: str) -> None:
-    await conn.execute(
-        """INSERT INTO workflow_templates (id, tenant_id, name, description, trigger_type, status, current_version,
-               created_by) VALUES ($1, $2, $3, $4, $5, $6, 1, $7)""",
-        template_id, tenant_id, document["name"], str(document.get("description") or ""), _trigger_type(document),
-        status, created_by)
-    await conn.execute("INSERT INTO workflow_template_versions (template_id, version, document, created_by) "
-                       "VALUES ($1, 1, $2::jsonb, $3)", template_id, json.dumps(document), created_by)
 
 
 def _limit(call: Call) -> int:
@@ -210,11 +188,11 @@ async def update_template(call: Call) -> web.Response:
         await conn.execute(
             """UPDATE workflow_templates SET name = $2, description = $3, trigger_type = $4, status = $5,
                    current_version = $6, updated_at = now() WHERE id = $1""",
-            template_id, document["name"], str(document.get("description") or ""), _trigger_type(document), status,
+            template_id, document["name"], str(document.get("description") or ""), trigger_type_of(document), status,
             version)
         await conn.execute("INSERT INTO workflow_template_versions (template_id, version, document, created_by) "
                            "VALUES ($1, $2, $3::jsonb, $4)", template_id, version, json.dumps(document), me.id)
-        await publish(call, template_id, version, me.tenant_id, document, status)
+        await publish(call, template_record(template_id, version, me.tenant_id, document, status))
         row = await load_template(conn, template_id, me.tenant_id)
         versions = list(range(1, version + 1))
     return json_response(template_json(row, row["document"], versions))
@@ -242,7 +220,7 @@ async def deactivate_template(call: Call) -> web.Response:
         await conn.execute("UPDATE workflow_templates SET status = 'PAUSED', updated_at = now() WHERE id = $1",
                            template_id)
         document = json.loads(row["document"]) if isinstance(row["document"], str) else row["document"]
-        await publish(call, template_id, row["version"], me.tenant_id, document, "PAUSED")
+        await publish(call, template_record(template_id, row["version"], me.tenant_id, document, "PAUSED"))
         row = await load_template(conn, template_id, me.tenant_id)
     return json_response(template_json(row, row["document"]))
 
@@ -284,7 +262,13 @@ async def list_secrets(call: Call) -> web.Response:
     return json_response({"items": items})
 
 
+async def list_step_types(call: Call) -> web.Response:
+    call.me.require(READ, "read step types")
+    return json_response({"items": list(config_schemas().values())})
+
+
 HANDLERS = {
+    "listStepTypes": list_step_types,
     "createTemplate": create_template,
     "listTemplates": list_templates,
     "getTemplate": get_template,

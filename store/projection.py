@@ -19,6 +19,8 @@ from typing import Any
 
 from core import events as ev
 from core.actors import Actor
+from core.approvers import values_of
+from core.blocking import blocking
 from core.state import InstanceState, StepState, apply
 from core.types import ActorKind, Awaiting, TaskStatus, WorkflowStatus
 
@@ -71,16 +73,6 @@ def event_reasoning(event: ev.Event) -> str:
     return ""
 
 
-def _approver_values(approvers: Any, kind: str) -> list[str]:
-    specs = approvers if isinstance(approvers, list) else [approvers] if isinstance(approvers, dict) else []
-    found: list[str] = []
-    for spec in specs:
-        if isinstance(spec, dict) and spec.get("type") == kind:
-            value = spec.get("value")
-            found.extend(str(v) for v in (value if isinstance(value, list) else [value]) if v is not None)
-    return found
-
-
 def _amount(trigger: Any) -> float | None:
     value = trigger.get("amount") if isinstance(trigger, dict) else None
     if isinstance(value, bool) or not isinstance(value, int | float):
@@ -102,26 +94,10 @@ class InstanceView:
 
 
 def blocking_info(state: InstanceState, steps_meta: list[dict[str, str]]) -> dict[str, Any]:
-    """`core.decide.blocking`, answered from the state and the step names the projector has seen."""
-    info: dict[str, Any] = {"status": state.status.value, "waiting_for": None}
-    if state.is_terminal:
-        if state.failure:
-            info["reason"] = state.failure
-        return info
-    current = state.current
-    if current is None:
-        return info
-    meta = steps_meta[state.current_step - 1] if 0 < state.current_step <= len(steps_meta) else {}
-    info.update(step=state.current_step, step_name=meta.get("name", ""), step_type=meta.get("type", ""),
-                step_status=current.status.value, waiting_for=current.awaiting.value or None)
-    if current.awaiting in (Awaiting.APPROVAL, Awaiting.REVIEW):
-        approvals = sum(1 for v in current.counted_votes if v.decision == "approve")
-        info.update(approvers=current.approvers, required=current.required, approvals=approvals,
-                    remaining=max(current.required - approvals, 0), decided_by=[v.actor_id for v in current.votes])
-    timers = [t for t in state.timers if t.step == state.current_step]
-    if timers:
-        first = min(timers, key=lambda t: t.fire_at)
-        info["next_timer"] = {"purpose": first.purpose, "fire_at": ts(first.fire_at).isoformat()}
+    """`core.blocking.blocking`, with the step names the projector has seen and the timer time as ISO 8601."""
+    info = blocking(state, steps_meta)
+    if "next_timer" in info:
+        info["next_timer"] = {**info["next_timer"], "fire_at": ts(info["next_timer"]["fire_at"]).isoformat()}
     return info
 
 
@@ -237,8 +213,8 @@ def pending_row(view: InstanceView) -> tuple | None:
     return (
         state.instance_id, state.tenant_id, state.template_id, state.current_step, current.attempt,
         meta.get("name", ""), "review" if current.awaiting is Awaiting.REVIEW else "approval",
-        dumps(current.approvers), _approver_values(current.approvers, "role"),
-        _approver_values(current.approvers, "user"), _approver_values(current.approvers, "agent"),
+        dumps(current.approvers), values_of(current.approvers, "role"),
+        values_of(current.approvers, "user"), values_of(current.approvers, "agent"),
         current.required or 1, sum(1 for v in current.counted_votes if v.decision == "approve"),
         [v.actor_id for v in current.votes], state.initiated_by.id, _amount(state.trigger),
         ts(min(deadlines)) if deadlines else None, ts(current.started_at) or datetime.now(UTC),

@@ -17,30 +17,109 @@ Next: approved -> continue; rejected -> `on_reject` (default `fail`); timed out 
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from core import events as ev
 from core.approvers import describe, matches_spec, refusal, spec_list
 from core.commands import EscalateApproval, RecordDecision
+from core.problems import Problems, check_approvers, positive_number
 from core.quorum import APPROVED, REJECTED, check_quorum, committee_members, parse_level, required_approvals
 from core.recorder import Recorder
 from core.state import Timer
-from core.template import CompiledStep
+from core.steps.kind import APPROVERS, HOURS, TARGET, StepKind, config_schema, positive
+from core.timers import OnTimeout, TimerPurpose, hours_to_ms
 from core.types import ActorKind, ApprovalLevel, Awaiting, StepType
 
-DEFAULT_MAX_ESCALATIONS = 1
+if TYPE_CHECKING:
+    from core.template import CompiledStep
+
 ESCALATION_ROLE = "workflow_admin"
 SYSTEM_APPROVER = "flowline"
+ON_TIMEOUT_CHOICES = ("fail", "auto_approve", "auto_reject", "escalate", "continue")
+THEN_CHOICES = ("fail", "auto_approve", "auto_reject", "continue")
+REVIEW_TIMEOUT = OnTimeout(action="auto_reject")  # a human review nobody decides rejects the failed step
+
+CONFIG_SCHEMA = config_schema(
+    StepType.APPROVAL,
+    "Humans or agents sign off, with quorum, timeouts and escalation.",
+    {
+        "approvers": {**APPROVERS, "description": "who may decide (required unless level is AUTO)"},
+        "level": {"enum": [level.value for level in ApprovalLevel], "default": "SINGLE",
+                  "description": "SINGLE: one approval; DUAL: two distinct approvers; COMMITTEE: quorum of the "
+                                 "committee; AUTO: approved at once"},
+        "quorum": {"type": "integer", "minimum": 1,
+                   "description": "COMMITTEE only: approvals needed (default: a majority of the named members, "
+                                  "else 2)"},
+        "timeout_hours": positive("how long the approvers have; then on_timeout applies", maximum=24 * 365),
+        "on_timeout": {
+            "description": "what a timeout does (needs timeout_hours)",
+            "default": "fail",
+            "oneOf": [
+                {"enum": list(ON_TIMEOUT_CHOICES)},
+                {"type": "object", "description": "escalate to the template's target",
+                 "properties": {"action": {"enum": list(ON_TIMEOUT_CHOICES), "default": "escalate"},
+                                "approvers": APPROVERS,
+                                "timeout_hours": HOURS,
+                                "max_escalations": {"type": "integer", "minimum": 0, "default": 1},
+                                "then": {"enum": list(THEN_CHOICES), "default": "fail",
+                                         "description": "what the last timeout does once escalations ran out"}}},
+            ],
+            "examples": ["auto_reject", {"action": "escalate", "approvers": {"type": "role", "value": "cfo"},
+                                         "timeout_hours": 24, "then": "fail"}],
+        },
+        "escalate_to": {**APPROVERS, "description": "where a manual escalation goes (when on_timeout names "
+                                                     "no approvers)"},
+        "on_reject": {**TARGET, "default": "fail", "description": "where a rejection leads"},
+        "description": {"type": "string", "description": "shown to the approvers"},
+    },
+    example={"approvers": {"type": "role", "value": "cfo"}, "level": "SINGLE", "timeout_hours": 48,
+             "on_timeout": "auto_reject"},
+)
+
+
+def validate(problems: Problems, cp: str, config: Mapping[str, Any], actions: set[str]) -> None:
+    level = parse_level(config.get("level"))
+    if level is None:
+        problems.add(f"{cp}/level", f"level {config.get('level')!r} is not one of SINGLE, DUAL, COMMITTEE, AUTO")
+    if level is not ApprovalLevel.AUTO:
+        if "approvers" not in config:
+            problems.add(f"{cp}/approvers", "an approval step needs approvers, e.g. {'type': 'role', 'value': 'cfo'}")
+        else:
+            check_approvers(problems, f"{cp}/approvers", config["approvers"])
+    if level is ApprovalLevel.COMMITTEE:
+        quorum = config.get("quorum")
+        members = committee_members(config.get("approvers"))
+        if quorum is not None and (not isinstance(quorum, int) or isinstance(quorum, bool) or quorum < 1):
+            problems.add(f"{cp}/quorum", "quorum must be a whole number of approvals, at least 1")
+        elif isinstance(quorum, int) and members and quorum > members:
+            problems.add(f"{cp}/quorum", f"quorum {quorum} is more than the {members} committee members")
+    if level is ApprovalLevel.DUAL and 0 < committee_members(config.get("approvers")) < 2:
+        problems.add(f"{cp}/approvers", "DUAL approval needs at least two possible approvers")
+    positive_number(problems, f"{cp}/timeout_hours", config.get("timeout_hours"), maximum=24 * 365)
+    raw = config.get("on_timeout")
+    if raw is not None:
+        on_timeout = OnTimeout.parse(raw)
+        action = on_timeout.action if isinstance(raw, Mapping | str) else raw  # not a word: refuse it as given
+        if action not in ON_TIMEOUT_CHOICES:
+            problems.add(f"{cp}/on_timeout", f"on_timeout {action!r} is not one of {', '.join(ON_TIMEOUT_CHOICES)}")
+        if "timeout_hours" not in config:
+            problems.add(f"{cp}/on_timeout", "on_timeout needs timeout_hours to know when to act")
+        if isinstance(raw, Mapping):
+            if "approvers" in raw:
+                check_approvers(problems, f"{cp}/on_timeout/approvers", raw["approvers"])
+            positive_number(problems, f"{cp}/on_timeout/timeout_hours", raw.get("timeout_hours"))
+            if on_timeout.then not in THEN_CHOICES:
+                problems.add(f"{cp}/on_timeout/then",
+                             f"then {on_timeout.then!r} is not fail, auto_approve, auto_reject or continue")
+    if "escalate_to" in config:
+        check_approvers(problems, f"{cp}/escalate_to", config["escalate_to"])
 
 
 def level_of(step: CompiledStep) -> ApprovalLevel:
     if step.spec.type is not StepType.APPROVAL:
         return ApprovalLevel.SINGLE  # human review of a failed external step
     return parse_level(step.spec.config.get("level")) or ApprovalLevel.SINGLE
-
-
-def _hours_to_ms(hours: Any) -> int:
-    return int(float(hours) * 3_600_000) if hours else 0
 
 
 def start(rec: Recorder, step: CompiledStep) -> None:
@@ -51,7 +130,7 @@ def start(rec: Recorder, step: CompiledStep) -> None:
         rec.emit(ev.StepApproved, step=number, approved_by=(SYSTEM_APPROVER,), automatic=True)
         return
     required = required_approvals(level, config)
-    timeout = _hours_to_ms(config.get("timeout_hours"))
+    timeout = hours_to_ms(config.get("timeout_hours"))
     deadline = rec.now + timeout if timeout else 0
     attempt = rec.step_state(number).attempt
     rec.emit(ev.ApprovalRequested, step=number, attempt=attempt, approvers=config.get("approvers"),
@@ -95,19 +174,16 @@ def on_decision(rec: Recorder, step: CompiledStep, cmd: RecordDecision) -> None:
 
 
 def on_timer(rec: Recorder, step: CompiledStep, timer: Timer) -> None:
+    """The approval (or human review) deadline passed: escalate while allowed, else apply `on_timeout`."""
     number = step.spec.number
     state = rec.step_state(number)
-    raw = step.spec.config.get("on_timeout", "fail") if step.spec.type is StepType.APPROVAL else "fail"
-    if state.awaiting is Awaiting.REVIEW:
-        raw = "auto_reject"
-    action = raw.get("action", "escalate") if isinstance(raw, dict) else str(raw)
+    on_timeout = REVIEW_TIMEOUT if state.awaiting is Awaiting.REVIEW else step.on_timeout
+    action = on_timeout.action
     if action == "escalate":
-        options = raw if isinstance(raw, dict) else {}
-        allowed = int(options.get("max_escalations", DEFAULT_MAX_ESCALATIONS))
-        if state.escalation < allowed:
-            _escalate(rec, step, timer, options)
+        if state.escalation < on_timeout.max_escalations:
+            _escalate(rec, step, timer, on_timeout)
             return
-        action = str(options.get("then", "fail"))
+        action = on_timeout.then
     rec.emit(ev.StepTimedOut, step=number, attempt=state.attempt, action=action, timer_id=timer.timer_id)
     if action == "auto_approve":
         rec.emit(ev.StepApproved, step=number, approved_by=(SYSTEM_APPROVER,), automatic=True)
@@ -118,10 +194,7 @@ def on_timer(rec: Recorder, step: CompiledStep, timer: Timer) -> None:
 
 def escalation_target(step: CompiledStep) -> Any:
     """Where the template says this step escalates: `on_timeout.approvers`, else `escalate_to`, else None."""
-    on_timeout = step.spec.config.get("on_timeout")
-    if isinstance(on_timeout, dict) and on_timeout.get("approvers"):
-        return on_timeout["approvers"]
-    return step.spec.config.get("escalate_to") or None
+    return step.on_timeout.approvers or step.spec.config.get("escalate_to") or None
 
 
 def escalate_now(rec: Recorder, step: CompiledStep, cmd: EscalateApproval) -> None:
@@ -152,14 +225,12 @@ def escalate_now(rec: Recorder, step: CompiledStep, cmd: EscalateApproval) -> No
     if cmd.actor.id in [vote.actor_id for vote in state.votes]:
         rec.reject(f"{cmd.actor.id} already voted on step {number} and may not escalate it")
         return
-    on_timeout = step.spec.config.get("on_timeout")
-    options = on_timeout if isinstance(on_timeout, dict) else {}
-    allowed_escalations = int(options.get("max_escalations", DEFAULT_MAX_ESCALATIONS))
+    allowed_escalations = step.on_timeout.max_escalations
     if state.escalation >= allowed_escalations:
         rec.reject(f"Step {number} was escalated {state.escalation} time(s); its template allows "
                    f"{allowed_escalations}")
         return
-    timeout = _hours_to_ms(cmd.timeout_hours)
+    timeout = hours_to_ms(cmd.timeout_hours)
     deadline = rec.now + timeout if timeout else 0
     escalation = state.escalation + 1
     rec.emit(ev.ApprovalEscalated, step=number, approvers=target, deadline=deadline, escalation=escalation,
@@ -169,11 +240,11 @@ def escalate_now(rec: Recorder, step: CompiledStep, cmd: EscalateApproval) -> No
                        "reason": cmd.reason}, key_suffix=f":escalation-{escalation}")
 
 
-def _escalate(rec: Recorder, step: CompiledStep, timer: Timer, options: dict[str, Any]) -> None:
+def _escalate(rec: Recorder, step: CompiledStep, timer: Timer, on_timeout: OnTimeout) -> None:
     number = step.spec.number
     state = rec.step_state(number)
     approvers = escalation_target(step) or state.approvers
-    timeout = _hours_to_ms(options.get("timeout_hours") or step.spec.config.get("timeout_hours"))
+    timeout = hours_to_ms(on_timeout.timeout_hours or step.spec.config.get("timeout_hours"))
     deadline = rec.now + timeout if timeout else 0
     escalation = state.escalation + 1
     rec.emit(ev.StepTimedOut, step=number, attempt=state.attempt, action="escalate", timer_id=timer.timer_id)
@@ -182,3 +253,18 @@ def _escalate(rec: Recorder, step: CompiledStep, timer: Timer, options: dict[str
     rec.request(step, {"approvers": approvers, "level": level_of(step).value, "required": state.required,
                        "deadline": deadline, "escalation": escalation, "escalated_from": state.approvers},
                 key_suffix=f":escalation-{escalation}")
+
+
+KIND = StepKind(
+    type=StepType.APPROVAL,
+    summary="humans or agents sign off, with quorum, timeouts and escalation",
+    config_schema=CONFIG_SCHEMA,
+    validate=validate,
+    start=start,
+    on_decision=on_decision,
+    on_escalate=escalate_now,
+    on_timer=on_timer,
+    timers=(TimerPurpose.APPROVAL_TIMEOUT, TimerPurpose.REVIEW_TIMEOUT),
+    targets={"on_reject": "fail"},
+    handler="approval",
+)

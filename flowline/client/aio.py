@@ -255,6 +255,10 @@ class AsyncClient:
     async def callback_url(self, instance_id: str, step: int) -> CallbackUrl:
         return await self.call(ops.callback_url(instance_id, step))
 
+    async def step_types(self) -> list[dict[str, Any]]:
+        """The step types with each one's config JSON Schema (what a template's `steps[].config` may hold)."""
+        return await self.call(ops.step_types())
+
     async def agent_actions(self, instance_id: str) -> AgentActions:
         return await self.call(ops.agent_actions(instance_id))
 
@@ -273,6 +277,22 @@ class AsyncClient:
     async def analytics(self, template_id: str | None = None,
                         created_after: datetime | str | None = None) -> dict[str, Any]:
         return await self.call(ops.analytics(template_id, created_after))
+
+    async def me(self) -> dict[str, Any]:
+        return await self.call(ops.me())
+
+    async def validate_document(self, document: Mapping[str, Any]) -> ValidationResult:
+        return await self.call(ops.validate_document(document))
+
+    async def my_decisions(self, limit: int | None = None) -> dict[str, Any]:
+        return await self.call(ops.my_decisions(limit))
+
+    async def throughput(self, template_id: str | None = None, bucket: str | None = None,
+                         periods: int | None = None) -> dict[str, Any]:
+        return await self.call(ops.throughput(template_id, bucket, periods))
+
+    async def pipeline(self, template_id: str) -> dict[str, Any]:
+        return await self.call(ops.pipeline(template_id))
 
     async def health(self) -> dict[str, Any]:
         return await self.call(ops.health())
