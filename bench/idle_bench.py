@@ -23,11 +23,17 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def stack_pids(state_dir: Path) -> dict[str, int]:
+    """The stack's live processes by name; a pid file whose process is gone, or whose pid now names another
+    process (start time differs, as deploy/stack checks), is left out."""
     pids = {}
     for f in sorted((state_dir / "run").glob("*.pid")):
         try:
-            pids[f.stem] = int(json.loads(f.read_text())["pid"])
-        except (ValueError, KeyError, OSError):
+            data = json.loads(f.read_text())
+            proc = psutil.Process(int(data["pid"]))
+            if data.get("create_time") is not None and abs(proc.create_time() - float(data["create_time"])) >= 1.0:
+                continue
+            pids[f.stem] = proc.pid
+        except (ValueError, KeyError, OSError, psutil.Error):
             continue
     return pids
 
