@@ -62,6 +62,7 @@ class CommandSender:
         pool = self.gateway.pool
         deadline = time.monotonic() + (self.gateway.settings.wait_seconds if timeout is None else timeout)
         while True:
+            armed = self.gateway.projected.armed()
             applied = await pool.fetchval(
                 "SELECT 1 FROM workflow_transitions WHERE command_id = $1 AND event_type <> 'CommandRejected' "
                 "LIMIT 1", command_id)
@@ -71,6 +72,11 @@ class CommandSender:
                                          command_id)
             if reason is not None:
                 return {"rejected": reason}
-            if time.monotonic() >= deadline:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
                 return None
-            await asyncio.sleep(POLL_SECONDS)
+            signal = self.gateway.projected
+            if signal.listening:
+                await signal.wait(armed, min(0.25, remaining))
+            else:
+                await asyncio.sleep(POLL_SECONDS)

@@ -31,6 +31,7 @@ from gateway.auth import ADVANCE, CALLBACK, DECIDE, OPERATE, READ, TRIGGER, Prin
 from gateway.commands import command_id_for, now_ms
 from gateway.problems import DATABASE_DOWN, Problem
 from gateway.templates import _iso, _limit, decode_cursor, encode_cursor
+from store.notify import ReadModelSignal
 
 SIGNATURE_HEADER = "X-Flowline-Signature"
 INSTANCE_STATUSES = ("ACTIVE", "PAUSED", "COMPLETED", "CANCELLED", "FAILED")
@@ -92,8 +93,9 @@ def _lag_wait(gw, instance_id: str) -> float:
     return gw.settings.instance_wait_seconds if INSTANCE_ID.fullmatch(instance_id) else 0.0
 
 
-async def await_row(pool, timeout: float, sql: str, *args: Any) -> asyncpg.Record | None:
-    """`sql`'s first row, polling the read model for up to `timeout` seconds while there is none.
+async def await_row(pool, timeout: float, sql: str, *args: Any,
+                    signal: ReadModelSignal | None = None) -> asyncpg.Record | None:
+    """`sql`'s first row, re-reading the read model for up to `timeout` seconds while there is none.
 
     Why: commands are authorised against the read model (the instance must be in the caller's tenant, an
     agent's limits come from the instance's template), and the projector trails the engine by a few hundred
@@ -101,15 +103,22 @@ async def await_row(pool, timeout: float, sql: str, *args: Any) -> asyncpg.Recor
     the instance does not exist (issue 9.7), so a command waits, bounded, for the projector instead of
     authorising without the read model: the tenant and role checks stay exactly as strict. Unknown and
     other tenants' ids wait the same bound before their 404, so the timing tells nothing either.
+    With `signal` listening (store/notify.py), it re-reads when the projector commits instead of on a
+    polling schedule, so the wait is the projector's lag and no more (issue 15).
     """
     deadline = time.monotonic() + timeout
     pause = 0.02
     while True:
+        armed = signal.armed() if signal is not None else None
         row = await pool.fetchrow(sql, *args)
-        if row is not None or time.monotonic() >= deadline:
+        remaining = deadline - time.monotonic()
+        if row is not None or remaining <= 0:
             return row
-        await asyncio.sleep(min(pause, max(0.0, deadline - time.monotonic())))
-        pause = min(pause * 2, 0.25)
+        if signal is not None and armed is not None and signal.listening:
+            await signal.wait(armed, min(0.25, remaining))
+        else:
+            await asyncio.sleep(min(pause, remaining))
+            pause = min(pause * 2, 0.25)
 
 
 async def command_target(call: Call, columns: str = REF_COLUMNS) -> asyncpg.Record:
@@ -118,7 +127,7 @@ async def command_target(call: Call, columns: str = REF_COLUMNS) -> asyncpg.Reco
     gw = call.gateway
     row = await await_row(gw.pool, _lag_wait(gw, instance_id),
                           f"SELECT {columns} FROM workflow_instances i WHERE i.id = $1 AND i.tenant_id = $2",
-                          instance_id, call.me.tenant_id)
+                          instance_id, call.me.tenant_id, signal=gw.projected)
     if row is None:
         raise Problem(404, f"no instance {instance_id!r}")
     return row
@@ -317,17 +326,34 @@ async def _decision(call: Call, decision: str) -> web.Response:
     me.require(DECIDE, f"{decision} steps")
     step = call.step()
     instance_id = call.param("id")
-    # The instance and, for an agent, its approval permission on the instance's template: one round trip.
-    gw = call.gateway
-    instance = await await_row(gw.pool, _lag_wait(gw, instance_id), DECISION_SQL, instance_id,
-                               me.tenant_id, me.id if me.is_agent else None)
-    if instance is None:
-        raise Problem(404, f"no instance {instance_id!r}")
     named = call.body.get("decision")
     expected = "approved" if decision == "approve" else "rejected"
     if named is not None and named != expected:
         raise Problem(422, f"this endpoint records {expected!r}; use the other endpoint for {named!r}",
                       pointer="/decision")
+    gw = call.gateway
+    if not me.is_agent and INSTANCE_ID.fullmatch(instance_id):
+        # A person's decision goes to the engine at once, without waiting for the projector (issue 15):
+        # everything the read model would check, the engine checks on its own state, which is never behind
+        # (core.decide: the actor's tenant must be the instance's, an unknown instance is rejected, the
+        # step's approvers are judged by role or id). The answer still comes from the read model: 404
+        # for an unknown or another tenant's instance after the same bounded wait, so it tells nothing.
+        command = cmd.RecordDecision(
+            command_id=command_id_for(call), instance_id=instance_id, issued_at=now_ms(), step=step,
+            decision=decision, actor=me.actor(), reasoning=call.body.get("reasoning", ""),
+            signature=call.body.get("agent_signature", ""))
+        await gw.commands.send(command)
+        instance = await await_row(gw.pool, _lag_wait(gw, instance_id), DECISION_SQL, instance_id,
+                                   me.tenant_id, None, signal=gw.projected)
+        if instance is None:
+            raise Problem(404, f"no instance {instance_id!r}")
+        return await _answer(call, command, me.tenant_id, sent=True)
+    # The instance and, for an agent, its approval permission on the instance's template: one round trip.
+    # An agent's limits live only in the read model, so its decision waits for the projector.
+    instance = await await_row(gw.pool, _lag_wait(gw, instance_id), DECISION_SQL, instance_id,
+                               me.tenant_id, me.id if me.is_agent else None, signal=gw.projected)
+    if instance is None:
+        raise Problem(404, f"no instance {instance_id!r}")
     limits = _approval_limits(instance["approval_conditions"]) if instance["can_approve"] else None
     command = cmd.RecordDecision(
         command_id=command_id_for(call), instance_id=instance["id"], issued_at=now_ms(), step=step,

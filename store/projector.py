@@ -31,6 +31,7 @@ from core import events as ev
 from deploy import topics as topics_mod
 from schemas import dlq
 from schemas.codec import Codec, DecodeError
+from store.notify import NOTIFY_SQL
 from store.projection import BatchRows, InstanceView, fold, instance_row, pending_row
 
 log = logging.getLogger("flowline.projector")
@@ -303,6 +304,9 @@ class Projector:
                        VALUES ($1, to_timestamp($2 / 1000.0), now())
                        ON CONFLICT (consumer_group) DO UPDATE SET last_event_at = EXCLUDED.last_event_at""",
                     self.group_id, rows.last_event_at)
+            if changed or rows.rejections:
+                # delivered at commit: a gateway request waiting for these rows re-reads at once
+                await conn.execute(NOTIFY_SQL)
         self.applied += rows.applied
         APPLIED.labels("applied").inc(rows.applied)
         APPLIED.labels("duplicate").inc(rows.skipped)
