@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from core.agent_signing import canonical_decision
 from tests.integration.gateway.test_api import create, manual_procurement
 
-I = "/v1/workflows/instances"
+I = "/v1/workflows/instances"  # noqa: E741 (the name test_api.py uses)
 
 
 async def permit(world, tenant, template_id: str, **conditions) -> dict:
