@@ -175,15 +175,19 @@ def _instance_command(operation_id: str, instance_id: str, action: str, body: Ma
 
 
 def approve(instance_id: str, step: int, reasoning: str | None = None, *, agent_signature: str | None = None,
-            wait: bool = False, idempotency_key: str | None = None) -> Call[CommandResult]:
-    body = _without_none(decision="approved", reasoning=reasoning, agent_signature=agent_signature)
+            wait: bool = False, idempotency_key: str | None = None, signed_at: int | None = None,
+            agent_context: dict[str, Any] | None = None) -> Call[CommandResult]:
+    body = _without_none(decision="approved", reasoning=reasoning, agent_signature=agent_signature, signed_at=signed_at,
+                         agent_context=agent_context)
     return _instance_command("approveStep", instance_id, "approve", body, step=step, wait=wait,
                              idempotency_key=idempotency_key)
 
 
 def reject(instance_id: str, step: int, reasoning: str | None = None, *, agent_signature: str | None = None,
-           wait: bool = False, idempotency_key: str | None = None) -> Call[CommandResult]:
-    body = _without_none(decision="rejected", reasoning=reasoning, agent_signature=agent_signature)
+           wait: bool = False, idempotency_key: str | None = None, signed_at: int | None = None,
+           agent_context: dict[str, Any] | None = None) -> Call[CommandResult]:
+    body = _without_none(decision="rejected", reasoning=reasoning, agent_signature=agent_signature, signed_at=signed_at,
+                         agent_context=agent_context)
     return _instance_command("rejectStep", instance_id, "reject", body, step=step, wait=wait,
                              idempotency_key=idempotency_key)
 

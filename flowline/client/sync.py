@@ -153,15 +153,19 @@ class Client:
 
     def approve(self, instance_id: str, step: int, reasoning: str | None = None, *,
                 agent_signature: str | None = None, wait: bool = False,
-                idempotency_key: str | None = None) -> CommandResult:
+                idempotency_key: str | None = None, signed_at: int | None = None,
+               agent_context: dict[str, Any] | None = None) -> CommandResult:
         return self._run(self._async.approve(instance_id, step, reasoning, agent_signature=agent_signature,
-                                             wait=wait, idempotency_key=idempotency_key))
+                                             wait=wait, idempotency_key=idempotency_key, signed_at=signed_at,
+                                             agent_context=agent_context))
 
     def reject(self, instance_id: str, step: int, reasoning: str | None = None, *,
                agent_signature: str | None = None, wait: bool = False,
-               idempotency_key: str | None = None) -> CommandResult:
+               idempotency_key: str | None = None, signed_at: int | None = None,
+               agent_context: dict[str, Any] | None = None) -> CommandResult:
         return self._run(self._async.reject(instance_id, step, reasoning, agent_signature=agent_signature,
-                                            wait=wait, idempotency_key=idempotency_key))
+                                            wait=wait, idempotency_key=idempotency_key, signed_at=signed_at,
+                                            agent_context=agent_context))
 
     def escalate(self, instance_id: str, step: int, approvers: Any = None, *, reason: str | None = None,
                  timeout_hours: float | None = None, wait: bool = False,
