@@ -23,6 +23,7 @@ from core import actions as core_actions
 from core import commands as cmd
 from core.actions import actions_now
 from core.actors import ApprovalLimits
+from core.approvers import bounds_refusal
 from core.payments import trigger_refusal
 from core.signing import callback_token, verify_payload
 from core.triggers import instance_id_for, start_command_id
@@ -192,7 +193,10 @@ def approver_predicate(me: Principal, args: list[Any], alias: str = "p") -> str:
                     f" ON sv.template_id = si.template_id AND sv.version = si.template_version"
                     f" WHERE si.id = {alias}.instance_id AND (si.initiated_by_kind = 'system' OR"
                     f" sv.document->'settings'->'separation_of_duties' = 'false'::jsonb))")
-    return (f"(({member}) AND NOT ({me_arg} = ANY({alias}.decided_by)) AND "
+    # An agent that already recommended on the step may not decide it again (core/steps/approval.py).
+    recommended = (f" AND NOT ({alias}.recommendations @> jsonb_build_array(jsonb_build_object('agent_id', "
+                   f"{me_arg}::text)))") if me.is_agent else ""
+    return (f"(({member}) AND NOT ({me_arg} = ANY({alias}.decided_by)){recommended} AND "
             f"({alias}.initiated_by <> {me_arg} OR {self_allowed}))")
 
 
@@ -530,6 +534,8 @@ async def agent_actions(call: Call) -> web.Response:
         pending = await pool.fetchrow(f"SELECT p.step, p.step_name FROM workflow_pending_approvals p "
                                       f"WHERE p.instance_id = $1 AND {predicate}", *args)
         decidable = (pending["step"], pending["step_name"]) if pending is not None else None
+        if decidable is not None and me.is_agent and await _outside_bounds(pool, me, instance):
+            decidable = None
     may = {right for right, permission in AGENT_ACTION_RIGHTS.items() if me.can(permission)}
     actions = []
     for action in actions_now(instance["status"], may=may, blocking=_loads(instance["blocking"]) or {},
@@ -543,6 +549,18 @@ async def agent_actions(call: Call) -> web.Response:
         actions.append(item)
     return json_response({"instance_id": instance["id"], "actor": {"id": me.id, "kind": me.kind},
                           "actions": actions})
+
+
+async def _outside_bounds(pool, me: Principal, instance: asyncpg.Record) -> bool:
+    """Whether the agent's currency or hours bound (core/approvers.py `bounds_refusal`, judged now) would
+    refuse its decision on this instance: then agent-actions offers no decision."""
+    conditions = await pool.fetchval("SELECT approval_conditions FROM agent_workflow_permissions WHERE agent_id = $1 "
+                                     "AND template_id = $2 AND can_approve", me.id, instance["template_id"])
+    if conditions is None:
+        return False
+    trigger = _loads(instance["trigger"]) or {}
+    currency = trigger.get("currency") if isinstance(trigger, dict) else None
+    return bounds_refusal(me.actor(_approval_limits(conditions)), currency=currency, at=now_ms()) is not None
 
 
 AGENT_ACTION_RIGHTS = {core_actions.DECIDE: DECIDE, core_actions.CALLBACK: CALLBACK, core_actions.ADVANCE: ADVANCE,

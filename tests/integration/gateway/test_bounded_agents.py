@@ -103,6 +103,12 @@ async def test_above_its_limit_the_agent_escalates_and_a_human_decides(api_world
     item, = [p for p in pending["items"] if p["instance_id"] == iid]
     assert [(r["agent_id"], r["decision"], r["reasoning"]) for r in item["agent_recommendations"]] == [
         (tenant.ids["agent"], "approve", "vendor known, PO matches")]
+    # the agent has had its say: no longer pending for it, and no decision offered
+    await permit(api_world, tenant, template["id"], max_amount=10_000)
+    _, mine = await api_world.call("GET", "/v1/workflows/pending", tenant, "agent", expect=200)
+    assert iid not in [p["instance_id"] for p in mine["items"]]
+    status, problem = await api_world.call("POST", f"{I}/{iid}/steps/2/approve?wait=true", tenant, "agent", json={})
+    assert status == 409 and "already recommended" in problem["detail"]
     _, after = await api_world.call("POST", f"{I}/{iid}/steps/2/approve?wait=true", tenant, "cfo",
                                     json={"reasoning": "agreed with the agent"}, expect=200)
     assert after["current_step"] == 3
@@ -119,8 +125,13 @@ async def test_recommendation_only_agent_currency_and_hours(api_world, tenant):
 
     await permit(api_world, tenant, template["id"], max_amount=100_000, currencies=["USD"])
     eur = await start(api_world, tenant, template["id"], 5000, trigger={"currency": "EUR"})
+    _, actions = await api_world.call("GET", f"{I}/{eur}/agent-actions", tenant, "agent", expect=200)
+    assert "approve" not in {a["action"] for a in actions["actions"]}  # the core's bound, judged for the offer
     status, problem = await api_world.call("POST", f"{I}/{eur}/steps/2/approve?wait=true", tenant, "agent", json={})
     assert status == 409 and "may only decide in USD, not EUR" in problem["detail"]
+    usd = await start(api_world, tenant, template["id"], 5000, trigger={"currency": "USD"})
+    _, actions = await api_world.call("GET", f"{I}/{usd}/agent-actions", tenant, "agent", expect=200)
+    assert "approve" in {a["action"] for a in actions["actions"]}
 
     now = time.gmtime()
     closed = f"{(now.tm_hour + 2) % 24:02d}:00-{(now.tm_hour + 3) % 24:02d}:00"  # a window that is not now
