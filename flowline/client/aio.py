@@ -278,6 +278,12 @@ class AsyncClient:
                                     can_approve: Mapping[str, Mapping[str, Any]] | None = None) -> AgentPermissions:
         return await self.call(ops.set_agent_permissions(agent_id, can_initiate=can_initiate, can_approve=can_approve))
 
+    async def get_agent_key(self, agent_id: str) -> dict[str, Any]:
+        return await self.call(ops.get_agent_key(agent_id))
+
+    async def set_agent_key(self, agent_id: str, public_key: str) -> dict[str, Any]:
+        return await self.call(ops.set_agent_key(agent_id, public_key))
+
     async def analytics(self, template_id: str | None = None,
                         created_after: datetime | str | None = None) -> dict[str, Any]:
         return await self.call(ops.analytics(template_id, created_after))

@@ -263,6 +263,17 @@ def get_agent_permissions(agent_id: str) -> Call[AgentPermissions]:
                 operation_id="getAgentPermissions")
 
 
+def get_agent_key(agent_id: str) -> Call[dict[str, Any]]:
+    """The agent's registered Ed25519 public key: `{"agent_id", "public_key"}` (docs/agents.md)."""
+    return Call("GET", f"/v1/agents/{_seg(agent_id)}/public-key", _raw, operation_id="getAgentKey")
+
+
+def set_agent_key(agent_id: str, public_key: str) -> Call[dict[str, Any]]:
+    """Register (replace) the agent's Ed25519 public key, base64 of the 32 raw bytes or PEM (admin only)."""
+    return Call("PUT", f"/v1/agents/{_seg(agent_id)}/public-key", _raw,
+                body=json.dumps({"public_key": public_key}).encode(), operation_id="setAgentKey")
+
+
 def set_agent_permissions(agent_id: str, *, can_initiate: list[str] | None = None,
                           can_approve: Mapping[str, Mapping[str, Any]] | None = None,
                           idempotency_key: str | None = None) -> Call[AgentPermissions]:

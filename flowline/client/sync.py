@@ -219,6 +219,12 @@ class Client:
         return self._run(self._async.set_agent_permissions(agent_id, can_initiate=can_initiate,
                                                            can_approve=can_approve))
 
+    def get_agent_key(self, agent_id: str) -> dict[str, Any]:
+        return self._run(self._async.get_agent_key(agent_id))
+
+    def set_agent_key(self, agent_id: str, public_key: str) -> dict[str, Any]:
+        return self._run(self._async.set_agent_key(agent_id, public_key))
+
     def analytics(self, template_id: str | None = None, created_after: datetime | str | None = None) -> dict[str, Any]:
         return self._run(self._async.analytics(template_id, created_after))
 
