@@ -78,7 +78,9 @@ def matches(template: Template, topic: str, data: Mapping[str, Any]) -> bool:
     config = template.trigger_config
     if config.get("topic", DEFAULT_TRIGGER_TOPIC) != topic:
         return False
-    if template.tenant_id and data.get("tenant_id") and data.get("tenant_id") != template.tenant_id:
+    # A template only ever sees its own tenant's events: an event without a tenant matches nothing (the
+    # matcher dead-letters it before it gets here; this is the second line of that rule).
+    if not template.tenant_id or data.get("tenant_id") != template.tenant_id:
         return False
     event_types = config.get("event_types")
     if event_types and data.get("event_type") not in event_types:

@@ -45,7 +45,8 @@ LATENCY = Histogram("flowline_gateway_request_seconds", "HTTP request latency", 
 
 GATEWAY_KEY = web.AppKey("gateway", object)
 DB_CONNECT_TIMEOUT = 5.0  # seconds; a PostgreSQL that does not answer is down, not slow
-TEMPLATE_BODIES = {"createTemplate", "updateTemplate", "validateTemplate"}  # checked by core.validation
+# checked by core.validation, not by the JSON schema
+TEMPLATE_BODIES = {"createTemplate", "updateTemplate", "validateTemplate", "validateDocument"}
 
 
 @dataclass
@@ -291,16 +292,19 @@ async def _forget(pool: asyncpg.Pool, principal_id: str, key: str) -> None:
 
 
 def handlers() -> dict[str, HandlerFn]:
-    from gateway import agents, instances, operations, templates
+    from gateway import agents, analytics, dashboard, instances, operations, templates
 
     found: dict[str, HandlerFn] = {}
-    for module in (templates, instances, agents, operations):
+    for module in (templates, instances, agents, operations, dashboard, analytics):
         found.update(module.HANDLERS)
     return found
 
 
 def build_app(gateway: Gateway) -> web.Application:
-    app = web.Application(middlewares=[problems_middleware], client_max_size=gateway.settings.max_body_bytes)
+    from gateway.dashboard import front_end
+
+    app = web.Application(middlewares=[problems_middleware, front_end()],
+                          client_max_size=gateway.settings.max_body_bytes)
     app[GATEWAY_KEY] = gateway
     table = handlers()
     for method, path, operation in openapi.operations():

@@ -359,6 +359,59 @@ SCHEMAS: dict[str, Any] = {
                                "completion_time_seconds": ref("Percentiles")}}},
         },
     },
+    "Me": {
+        "type": "object", "required": ["id", "tenant_id", "kind", "roles", "display_name", "permissions"],
+        "description": "the signed-in principal; the dashboard shows only what these permissions allow",
+        "properties": {"id": {"type": "string"}, "tenant_id": {"type": "string"},
+                       "kind": {"type": "string", "enum": ["human", "agent"]},
+                       "roles": {"type": "array", "items": {"type": "string"}}, "display_name": {"type": "string"},
+                       "permissions": {"type": "array", "items": {"type": "string"}}},
+    },
+    "DecisionList": {
+        "type": "object", "required": ["items"],
+        "properties": {"items": {"type": "array", "items": {
+            "type": "object",
+            "required": ["instance_id", "template_id", "template_name", "instance_status", "step", "step_name",
+                         "decision", "reasoning", "at"],
+            "properties": {"instance_id": {"type": "string"}, "template_id": {"type": "string"},
+                           "template_name": {"type": "string"}, "instance_status": {"type": "string"},
+                           "step": {"type": "integer"}, "step_name": {"type": "string"},
+                           "decision": {"type": "string"}, "reasoning": {"type": "string"}, "at": TIMESTAMP}}}},
+    },
+    "Throughput": {
+        "type": "object", "required": ["bucket", "since", "series", "busiest_approvers"],
+        "properties": {
+            "bucket": {"type": "string", "enum": ["hour", "day"]}, "since": TIMESTAMP,
+            "series": {"type": "array", "items": {
+                "type": "object", "required": ["at", "started", "completed", "failed"],
+                "properties": {"at": TIMESTAMP, "started": {"type": "integer"}, "completed": {"type": "integer"},
+                               "failed": {"type": "integer"}}}},
+            "busiest_approvers": {"type": "array", "items": {
+                "type": "object", "required": ["approver", "decisions", "p50_seconds"],
+                "properties": {"approver": {"type": "string"}, "decisions": {"type": "integer"},
+                               "p50_seconds": nullable("number")}}},
+        },
+    },
+    "Pipeline": {
+        "type": "object", "required": ["template_id", "name", "steps", "failures"],
+        "properties": {
+            "template_id": {"type": "string"}, "name": {"type": "string"},
+            "steps": {"type": "array", "items": {
+                "type": "object", "required": ["step", "name", "type", "counts", "executions", "avg_seconds"],
+                "properties": {"step": {"type": "integer"}, "name": {"type": "string"}, "type": {"type": "string"},
+                               "counts": {"type": "object", "additionalProperties": {"type": "integer"}},
+                               "executions": {"type": "integer"}, "avg_seconds": nullable("number")}}},
+            "failures": {"type": "array", "items": {
+                "type": "object",
+                "required": ["instance_id", "instance_status", "step", "attempt", "name", "status", "error",
+                             "ended_at", "retryable"],
+                "properties": {"instance_id": {"type": "string"}, "instance_status": {"type": "string"},
+                               "step": {"type": "integer"}, "attempt": {"type": "integer"},
+                               "name": {"type": "string"}, "status": {"type": "string"},
+                               "error": {"type": "string"}, "ended_at": OPT_TIMESTAMP,
+                               "retryable": {"type": "boolean"}}}},
+        },
+    },
     "Health": {
         "type": "object", "required": ["status", "checks"],
         "properties": {"status": {"type": "string", "enum": ["ok", "degraded"]},
@@ -566,6 +619,34 @@ PATHS: dict[str, dict[str, Any]] = {
                            "schema": {"type": "string", "maxLength": 200}},
                           {"name": "created_after", "in": "query", "required": False,
                            "schema": {"type": "string", "format": "date-time"}}]),
+    },
+    "/v1/me": {
+        "get": op("getMe", "The caller: tenant, roles and permissions (the dashboard's sign-in)", "operations",
+                  {200: ("the caller", ref("Me"))}),
+    },
+    "/v1/workflows/templates/validate": {
+        "post": op("validateDocument", "Validate a template document that has no id yet (the builder's new "
+                   "template); secrets are not checked", "templates",
+                   {200: ("validation result", ref("ValidationResult"))}, body="TemplateDocument"),
+    },
+    "/v1/workflows/decisions": {
+        "get": op("listMyDecisions", "The caller's own approval decisions, newest first", "instances",
+                  {200: ("decisions", ref("DecisionList"))}, params=[LIMIT]),
+    },
+    "/v1/workflows/analytics/throughput": {
+        "get": op("getThroughput", "Instances started, completed and failed per hour or day; busiest approvers",
+                  "analytics", {200: ("throughput", ref("Throughput"))},
+                  params=[{"name": "template_id", "in": "query", "required": False,
+                           "schema": {"type": "string", "maxLength": 200}},
+                          {"name": "bucket", "in": "query", "required": False,
+                           "schema": {"type": "string", "enum": ["hour", "day"], "default": "day"}},
+                          {"name": "periods", "in": "query", "required": False,
+                           "schema": {"type": "integer", "minimum": 1, "maximum": 400, "default": 30}}]),
+    },
+    "/v1/workflows/templates/{id}/pipeline": {
+        "get": op("getPipeline", "One template's steps across its instances: executions by status, average "
+                  "time, and the latest failed or timed-out steps with their error", "analytics",
+                  {200: ("the pipeline", ref("Pipeline"))}, params=[ID]),
     },
     "/health": {
         "get": op("health", "Broker, database and projector lag", "operations",

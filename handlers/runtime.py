@@ -7,7 +7,8 @@ exactly the unfinished tail: never a gap. A result is published (acks=all, idemp
 offset can be committed; a redelivered request is harmless because every receiver gets the request's
 idempotency key and the engine drops a second result for the same attempt.
 
-Undecodable requests go to `workflow.dlq` with the original bytes and never stop the partition. A handler
+Undecodable requests, and requests whose result cannot be published (refused by the broker as too large,
+not encodable), go to `workflow.dlq` with the original bytes and the reason and never stop the partition. A handler
 that raises reports `failed` (retryable): the engine's retry policy, not this loop, decides what next.
 """
 
@@ -29,8 +30,9 @@ from core.effects import StepRequest
 from handlers import metrics
 from handlers.results import failed
 from handlers.settings import HandlerSettings
-from schemas.codec import Codec, DecodeError
-from schemas.records import DlqRecord
+from schemas import dlq
+from schemas.codec import Codec, DecodeError, EncodeError
+from streams.errors import is_transient
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +197,12 @@ class HandlerRuntime:
             except DecodeError as exc:
                 await self._dead_letter(record, str(exc), "undecodable")
             else:
-                await self._handle(request)
+                try:
+                    await self._handle(request)
+                except Undeliverable as exc:
+                    # the result itself cannot be written (too large, does not encode): retrying cannot help,
+                    # and leaving the request unfinished would hold back every commit behind it for good
+                    await self._dead_letter(record, f"its result could not be published: {exc}", "unpublishable")
                 metrics.LATENCY.labels(self.kind).observe(time.perf_counter() - started)
         except Exception:  # could not publish (the broker is gone and we are stopping): leave it uncommitted
             log.exception("request at %s offset %s was not finished; it will be redelivered", tp, record.offset)
@@ -219,7 +226,11 @@ class HandlerRuntime:
         if result is None:
             metrics.OUTCOMES.labels(self.kind, "none").inc()
             return
-        await self._publish(self.settings.results_topic, result.instance_id.encode(), self.codec.encode(result))
+        try:
+            value = self.codec.encode(result)
+        except EncodeError as exc:
+            raise Undeliverable(f"{type(exc).__name__}: {exc}") from exc
+        await self._publish(self.settings.results_topic, result.instance_id.encode(), value)
         metrics.OUTCOMES.labels(self.kind, result.outcome).inc()
 
     async def _publish(self, topic: str, key: bytes | None, value: bytes) -> None:
@@ -229,7 +240,9 @@ class HandlerRuntime:
             try:
                 await self._producer.send_and_wait(topic, value, key=key)
                 return
-            except KafkaError:
+            except KafkaError as exc:
+                if not is_transient(exc):
+                    raise Undeliverable(f"{type(exc).__name__}: {exc}") from exc
                 if self._stopping.is_set():
                     raise
                 metrics.RETRIES.labels(self.kind, "publish").inc()
@@ -238,10 +251,12 @@ class HandlerRuntime:
                 delay = min(delay * 2, 5.0)
 
     async def _dead_letter(self, record: Any, reason: str, error_type: str) -> None:
-        letter = DlqRecord(source_topic=record.topic, partition=record.partition, offset=record.offset,
-                           key=record.key, value=record.value or b"", reason=reason, error_type=error_type,
-                           failed_at=now_ms(), consumer=self.group_id)
-        await self._publish(self.settings.dlq_topic, record.key, self.codec.encode(letter))
+        letter = dlq.letter(record, reason, error_type, self.group_id)  # bounded: it can always be written
+        await self._publish(self.settings.dlq_topic, dlq.letter_key(record), self.codec.encode(letter))
         metrics.DLQ.labels(self.kind, error_type).inc()
         log.warning("request at %s/%s offset %s sent to the DLQ: %s", record.topic, record.partition, record.offset,
-                    reason)
+                    letter.reason[:500])
+
+
+class Undeliverable(Exception):
+    """A record that no retry will get published (refused by the broker for what it is, or not encodable)."""

@@ -4,8 +4,10 @@ One consumer group (`flowline-projector`), read_committed, manual commits. For e
 loads the touched instances' folded states, applies the new events with `store.projection.fold`, and
 writes every changed row in one transaction (executemany, pipelined by asyncpg); only after that
 transaction commits does it commit the Kafka offsets. A crash in between redelivers the batch, and the
-`(instance_id, seq)` check makes the replay change nothing. Lag (last stable offset - position, summed
-over the assigned partitions) is a Prometheus gauge and a row in `projector_status`, which `/health` reads.
+`(instance_id, seq)` check makes the replay change nothing. A record that is no event, or an event the
+read model cannot take, goes to `workflow.dlq` with the reason (never skipped silently). Lag (last stable
+offset - position, summed over the assigned partitions) is a Prometheus gauge and a row in
+`projector_status`, which `/health` reads.
 
 Run it with `flowline projector` (environment: FLOWLINE_KAFKA_BOOTSTRAP, DATABASE_URL,
 FLOWLINE_TOPIC_PREFIX, FLOWLINE_PROJECTOR_GROUP, FLOWLINE_PROJECTOR_METRICS_PORT).
@@ -22,11 +24,12 @@ import time
 from typing import Any
 
 import asyncpg
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 from core import events as ev
 from deploy import topics as topics_mod
+from schemas import dlq
 from schemas.codec import Codec, DecodeError
 from store.projection import BatchRows, InstanceView, fold, instance_row, pending_row
 
@@ -37,6 +40,10 @@ APPLIED = Counter("flowline_projector_events_total", "events consumed by the pro
 BATCH_SECONDS = Histogram("flowline_projector_batch_seconds", "time to apply one batch to PostgreSQL")
 
 DEFAULT_GROUP = "flowline-projector"
+
+# errors that say the database is away (wait and retry), not that an event cannot be applied
+DATABASE_OUTAGES = (OSError, asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError,
+                    asyncpg.TooManyConnectionsError, asyncpg.InterfaceError, asyncio.TimeoutError)
 
 UPSERT_INSTANCE = """
 INSERT INTO workflow_instances (id, tenant_id, template_id, template_version, template_name, status, current_step,
@@ -107,6 +114,8 @@ class Projector:
         self.bootstrap_servers = bootstrap_servers
         self.database_url = database_url
         self.topic = topic_prefix + topics_mod.WORKFLOW_EVENTS
+        self.dlq_topic = topic_prefix + topics_mod.WORKFLOW_DLQ
+        self.producer: AIOKafkaProducer | None = None
         self.group_id = group_id
         self.codec = codec or Codec()
         self.max_records = max_records
@@ -124,6 +133,8 @@ class Projector:
 
     async def run(self) -> None:
         self.pool = await asyncpg.create_pool(self.database_url, min_size=1, max_size=2)
+        self.producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap_servers, enable_idempotence=True)
+        await self.producer.start()
         self.consumer = AIOKafkaConsumer(
             self.topic, bootstrap_servers=self.bootstrap_servers, group_id=self.group_id,
             isolation_level="read_committed", enable_auto_commit=False, auto_offset_reset="earliest",
@@ -144,6 +155,8 @@ class Projector:
         finally:
             with contextlib.suppress(Exception):
                 await self.consumer.stop()
+            with contextlib.suppress(Exception):
+                await self.producer.stop()
             await self.pool.close()
 
     async def _report_lag(self, *, force: bool) -> None:
@@ -166,24 +179,69 @@ class Projector:
                        events_applied = EXCLUDED.events_applied, updated_at = now()""",
                 self.group_id, lag, self.applied)
 
-    def decode(self, records) -> list[ev.Event]:
-        events = []
+    def decode(self, records) -> tuple[list[tuple[Any, ev.Event]], list[tuple[Any, str, str]]]:
+        """The batch's events (with their records), and the records that are no event, with the reason."""
+        events, bad = [], []
         for record in records:
             if record.value is None:
                 continue
             try:
                 value = self.codec.decode(record.value)
             except DecodeError as exc:
-                log.error("undecodable record %s/%s/%s skipped: %s", record.topic, record.partition,
-                          record.offset, exc)
-                APPLIED.labels("undecodable").inc()
+                bad.append((record, str(exc), "undecodable"))
                 continue
             if isinstance(value, ev.Event):
-                events.append(value)
-        return events
+                events.append((record, value))
+            else:
+                bad.append((record, f"{type(value).__name__} is not a workflow event", "not_an_event"))
+        return events, bad
 
-    async def apply_records(self, records) -> BatchRows:
-        return await self.apply_events(self.decode(records))
+    async def apply_records(self, records) -> None:
+        """Apply a batch; nothing in it is skipped: what is no event, or cannot be applied, is dead-lettered.
+
+        The batch is applied in one database transaction. If that fails for anything but an outage of the
+        database (which is waited out), the records are applied one at a time, and each one that still
+        fails is dead-lettered with the reason, so that one bad event never stops the read model."""
+        events, bad = self.decode(records)
+        for record, reason, error_type in bad:
+            await self.dead_letter(record, reason, error_type)
+        if not events:
+            return
+        try:
+            await self._apply_retrying([e for _, e in events])
+            return
+        except Exception:
+            log.warning("applying a batch of %d events failed; applying them one at a time", len(events),
+                        exc_info=True)
+        for record, event in events:
+            try:
+                await self._apply_retrying([event])
+            except Exception as exc:
+                log.exception("event %s/%s@%s cannot be applied", record.topic, record.partition, record.offset)
+                await self.dead_letter(record, f"projector could not apply it: {type(exc).__name__}: {exc}",
+                                       "unappliable")
+
+    async def _apply_retrying(self, events: list[ev.Event]) -> None:
+        delay = 0.2
+        while True:
+            try:
+                await self.apply_events(events)
+                return
+            except DATABASE_OUTAGES:
+                if self._stop.is_set():
+                    raise
+                log.warning("the database is unavailable; retrying in %.1fs", delay, exc_info=True)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def dead_letter(self, record, reason: str, error_type: str) -> None:
+        """Publish the record's (bounded) dead letter before its offset can be committed."""
+        assert self.producer is not None
+        letter = dlq.letter(record, reason, error_type, self.group_id)
+        await self.producer.send_and_wait(self.dlq_topic, self.codec.encode(letter), key=dlq.letter_key(record))
+        APPLIED.labels(error_type).inc()
+        log.error("record %s/%s@%s sent to the DLQ: %s", record.topic, record.partition, record.offset,
+                  letter.reason[:500])
 
     async def _template_meta(self, conn, events: list[ev.Event]) -> None:
         wanted = {(e.template_id, e.template_version) for e in events if isinstance(e, ev.InstanceStarted)}

@@ -16,10 +16,11 @@ from dataclasses import replace
 from aiokafka import AIOKafkaProducer
 
 from schemas.codec import Codec
+from streams import metrics
 from streams.catalog import TemplateCatalog
 from streams.health import start_health_server
 from streams.matcher import TriggerMatcher
-from streams.processor import InstanceProcessor
+from streams.processor import InstanceProcessor, dead_letter
 from streams.settings import EngineSettings
 from streams.transactional import Outgoing, TransactionalWorker
 
@@ -38,13 +39,16 @@ class Engine:
         self.stop_event = asyncio.Event()
         self.workers: list[TransactionalWorker] = []
         self.started = time.monotonic()
+        self.max_loop_lag = 0.0
 
     def _worker(self, role: str, topics, logic) -> TransactionalWorker:
         s = self.settings
         return TransactionalWorker(bootstrap_servers=s.bootstrap_servers, group_id=f"{s.app_id}-{role}",
                                    topics=topics, logic=logic, transactional_prefix=f"{s.app_id}-{role}",
                                    max_batch=s.max_batch, poll_timeout_ms=s.poll_timeout_ms, linger_ms=s.linger_ms,
-                                   role=role, session_timeout_ms=s.session_timeout_ms)
+                                   role=role, session_timeout_ms=s.session_timeout_ms,
+                                   dead_letter=lambda record, reason, error_type: dead_letter(
+                                       self.codec, self.settings.dlq_topic, record, reason, error_type, role))
 
     async def check_co_partitioning(self) -> None:
         """Commands, results and the state changelog must have one partition count, and the processor must
@@ -90,6 +94,7 @@ class Engine:
             self.workers.append(worker)
             tasks.append(asyncio.create_task(worker.run(), name="matcher"))
             tasks.append(asyncio.create_task(self._schedules(), name="schedules"))
+        tasks.append(asyncio.create_task(self._watch_loop_lag(), name="loop-lag"))
         log.info("engine running roles=%s partitions=%d bootstrap=%s", ",".join(self.roles), s.partitions,
                  s.bootstrap_servers)
         try:
@@ -99,6 +104,20 @@ class Engine:
                 worker.stop()
             await asyncio.gather(*tasks, return_exceptions=True)
             await self.catalog.stop()
+            await self.processor.close()
+
+    async def _watch_loop_lag(self, every: float = 0.1) -> None:
+        """Measure how late the event loop wakes up: the group heartbeat runs on this loop, so a stall of
+        several seconds (a long synchronous stretch) is what costs a worker its membership."""
+        loop = asyncio.get_running_loop()
+        while not self.stop_event.is_set():
+            before = loop.time()
+            await asyncio.sleep(every)
+            lag = loop.time() - before - every
+            metrics.LOOP_LAG.observe(max(lag, 0.0))
+            self.max_loop_lag = max(self.max_loop_lag, lag)
+            if lag > 1.0:
+                log.warning("the event loop was blocked for %.1f s", lag)
 
     async def _schedules(self) -> None:
         producer = AIOKafkaProducer(bootstrap_servers=self.settings.bootstrap_servers, enable_idempotence=True)

@@ -16,10 +16,12 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from croniter import croniter
+from iso4217 import Currency
 
 from core.actors import SYSTEM
 from core.commands import StartInstance
@@ -50,40 +52,173 @@ def _no_constants(name: str) -> float:
 
 DOMAIN_FIELDS = ("event_id", "event_type", "tenant_id", "occurred_at", "data")
 
+# Bounds of a trigger event. They keep one event from costing the engine more than an event should (its
+# trigger is copied into the instance state, every step request and the read model), and they keep every
+# number within what the core, Avro (long) and PostgreSQL (bigint) hold exactly.
+MAX_EVENT_BYTES = 256 * 1024
+MAX_ID_CHARS = 256  # event, transfer, tenant ids, event types, accounts
+MAX_METADATA_ENTRIES = 64
+MAX_METADATA_VALUE_CHARS = 4096
+MAX_DATA_DEPTH = 16
+MAX_AMOUNT_MINOR = 10**15  # 10 trillion major units at two decimals; far above any real transfer
+MAX_EPOCH_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
+
 
 def parse_transfer(codec: Codec, value: bytes | None) -> TransferEvent | DomainEvent:
     """A trigger-topic record: an Avro TransferEvent or DomainEvent, or the same as a JSON object (a JSON
-    object with `amount_minor` is a transfer, otherwise a domain event with `event_id` and `event_type`)."""
+    object with `amount_minor` is a transfer, otherwise a domain event with `event_id` and `event_type`).
+
+    Whatever its form, the event is validated completely here (types, ranges, currency, sizes): a record
+    that passes can become a trigger, and one that does not raises `InvalidInput` with the reason for the
+    DLQ, never an exception further down (`"amount_minor": "lots"` once reached `Decimal` and looped)."""
     if not value:
         raise InvalidInput("empty record")
+    if len(value) > MAX_EVENT_BYTES:
+        raise InvalidInput(f"the event is {len(value)} bytes; at most {MAX_EVENT_BYTES} are accepted")
     if value[:1] == b"{":
         try:
             data = json.loads(value, parse_constant=_no_constants)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise InvalidInput(f"not valid JSON: {exc}") from None
         if not isinstance(data, dict):
             raise InvalidInput("a JSON transfer event must be an object")
         if "amount_minor" not in data and "currency" not in data:
-            return _domain_event(data)
+            return validate_event(_domain_event(data))
         missing = [f for f in ("event_id", "amount_minor", "currency") if f not in data]
         if missing:
             raise InvalidInput(f"JSON transfer event lacks {', '.join(missing)}")
         unknown = sorted(set(data) - set(TRANSFER_FIELDS) - {"produced_at"})
         if unknown:
             raise InvalidInput(f"JSON transfer event has unknown fields {', '.join(unknown)}")
+        _check_json_types(data)
+        exponent = data.get("currency_exponent", _iso_exponent(data["currency"]))
         try:
-            return TransferEvent(**{"transfer_id": data["event_id"], "event_type": "transfer.created",
-                                    "tenant_id": "", "source_account": "", "destination_account": "",
-                                    "metadata": {}, "occurred_at": 0, **data})
-        except TypeError as exc:
+            event = TransferEvent(**{"transfer_id": data["event_id"], "event_type": "transfer.created",
+                                     "tenant_id": "", "source_account": "", "destination_account": "",
+                                     "metadata": {}, "occurred_at": 0, **data, "currency_exponent": exponent})
+        except (TypeError, ValueError) as exc:
             raise InvalidInput(f"JSON transfer event is malformed: {exc}") from None
+        return validate_event(event)
     try:
         event = codec.decode(value)
     except DecodeError as exc:
         raise InvalidInput(str(exc)) from None
     if not isinstance(event, TransferEvent | DomainEvent):
         raise InvalidInput(f"expected a TransferEvent or DomainEvent, got {type(event).__name__}")
+    return validate_event(event)
+
+
+_JSON_TYPES: dict[str, tuple[type, ...]] = {
+    "event_id": (str,), "transfer_id": (str,), "event_type": (str,), "tenant_id": (str,), "currency": (str,),
+    "amount_minor": (int,), "currency_exponent": (int,), "source_account": (str,), "destination_account": (str,),
+    "metadata": (dict,), "occurred_at": (int,), "produced_at": (int,),
+}
+
+
+def _check_json_types(data: dict) -> None:
+    for name, value in data.items():
+        wanted = _JSON_TYPES.get(name)
+        if wanted and (not isinstance(value, wanted) or isinstance(value, bool)):
+            kind = "an integer" if wanted == (int,) else "an object" if wanted == (dict,) else "a string"
+            raise InvalidInput(f"{name} must be {kind}, got {json.dumps(value)[:80]}")
+
+
+def _iso_exponent(currency: object) -> int:
+    """The ISO 4217 minor-unit exponent of `currency` (2 for USD, 0 for JPY), or 2 when ISO has none."""
+    try:
+        exponent = Currency(currency).exponent if isinstance(currency, str) else None
+    except ValueError:
+        return 2  # validate_event refuses the code with its reason
+    return 2 if exponent is None else exponent
+
+
+def validate_event(event: TransferEvent | DomainEvent) -> TransferEvent | DomainEvent:
+    """Refuse an event that cannot become a valid trigger; the reason names the field and the rule."""
+    _check_text("event_id", event.event_id, required=True)
+    _check_text("event_type", event.event_type, required=isinstance(event, DomainEvent))
+    _check_text("tenant_id", event.tenant_id)
+    _check_epoch("occurred_at", event.occurred_at)
+    if isinstance(event, DomainEvent):
+        if not isinstance(event.data, dict):
+            raise InvalidInput("a domain event's data must be an object")
+        _check_depth(event.data, "data", 0)
+        return event
+    for name in ("transfer_id", "source_account", "destination_account"):
+        _check_text(name, getattr(event, name))
+    _check_epoch("produced_at", event.produced_at)
+    amount = event.amount_minor
+    if not isinstance(amount, int) or isinstance(amount, bool):
+        raise InvalidInput(f"amount_minor must be an integer, got {amount!r}"[:200])
+    if not 0 <= amount <= MAX_AMOUNT_MINOR:
+        raise InvalidInput(f"amount_minor must be between 0 and {MAX_AMOUNT_MINOR}, got {amount}")
+    try:
+        iso = Currency(event.currency)
+    except ValueError:
+        raise InvalidInput(f"currency must be an ISO 4217 code such as USD, got {event.currency!r}"[:200]) from None
+    expected = iso.exponent
+    if expected is not None and event.currency_exponent != expected:
+        raise InvalidInput(f"currency_exponent of {iso.value} is {expected}, got {event.currency_exponent}")
+    if expected is None and not 0 <= event.currency_exponent <= 18:
+        raise InvalidInput(f"currency_exponent must be between 0 and 18, got {event.currency_exponent}")
+    metadata = event.metadata
+    if not isinstance(metadata, dict):
+        raise InvalidInput("metadata must be an object of strings")
+    if len(metadata) > MAX_METADATA_ENTRIES:
+        raise InvalidInput(f"metadata has {len(metadata)} entries; at most {MAX_METADATA_ENTRIES} are accepted")
+    for key, value in metadata.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise InvalidInput(f"metadata values must be strings, got {key!r}: {value!r}"[:200])
+        _check_text(f"metadata key {key[:40]!r}", key)
+        if len(value) > MAX_METADATA_VALUE_CHARS:
+            raise InvalidInput(f"metadata {key[:40]!r} has {len(value)} characters; at most "
+                               f"{MAX_METADATA_VALUE_CHARS} are accepted")
     return event
+
+
+def _check_text(name: str, value: object, *, required: bool = False) -> None:
+    if not isinstance(value, str):
+        raise InvalidInput(f"{name} must be a string, got {type(value).__name__}")
+    if required and not value:
+        raise InvalidInput(f"{name} must not be empty")
+    if len(value) > MAX_ID_CHARS:
+        raise InvalidInput(f"{name} has {len(value)} characters; at most {MAX_ID_CHARS} are accepted")
+    if any(ch < " " for ch in value):
+        raise InvalidInput(f"{name} contains control characters")
+
+
+def _check_epoch(name: str, value: object) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_EPOCH_MS:
+        raise InvalidInput(f"{name} must be epoch milliseconds between 0 and {MAX_EPOCH_MS}, got {value!r}"[:200])
+
+
+def _check_depth(value: object, where: str, depth: int) -> None:
+    if depth > MAX_DATA_DEPTH:
+        raise InvalidInput(f"{where} is nested deeper than {MAX_DATA_DEPTH} levels")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _check_depth(item, f"{where}.{key}"[:100], depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            _check_depth(item, f"{where}[]", depth + 1)
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise InvalidInput(f"{where} is not a finite number")
+
+
+def tenant_of(event: TransferEvent | DomainEvent, topic: str, bound: dict[str, str]) -> str:
+    """The tenant an event belongs to: the one its topic is bound to (FLOWLINE_TRIGGER_TOPIC_TENANTS), or the
+    one it names. An event of no tenant, or naming another tenant than its topic's, starts nothing: a
+    template only ever sees the events of its own tenant (issue 10.1: an event without a tenant once
+    matched the templates of every tenant)."""
+    named = event.tenant_id
+    owner = bound.get(topic)
+    if owner is not None:
+        if named and named != owner:
+            raise InvalidInput(f"the event names tenant {named!r}, but topic {topic} is bound to tenant {owner!r}")
+        return owner
+    if not named:
+        raise InvalidInput(f"the event names no tenant_id, and topic {topic} is bound to no tenant "
+                           "(FLOWLINE_TRIGGER_TOPIC_TENANTS)")
+    return named
 
 
 def _domain_event(data: dict) -> DomainEvent:
@@ -99,9 +234,11 @@ def _domain_event(data: dict) -> DomainEvent:
     occurred_at = data.get("occurred_at", 0)
     if not isinstance(occurred_at, int) or isinstance(occurred_at, bool):
         raise InvalidInput("occurred_at must be epoch milliseconds")
-    return DomainEvent(event_id=data["event_id"], event_type=data["event_type"],
-                       tenant_id=str(data.get("tenant_id") or ""), occurred_at=occurred_at,
-                       data=data.get("data") or {})
+    tenant_id = data.get("tenant_id", "")
+    if not isinstance(tenant_id, str):
+        raise InvalidInput("tenant_id must be a string")
+    return DomainEvent(event_id=data["event_id"], event_type=data["event_type"], tenant_id=tenant_id,
+                       occurred_at=occurred_at, data=data.get("data") or {})
 
 
 class TriggerMatcher:
@@ -121,20 +258,28 @@ class TriggerMatcher:
 
     async def process(self, partition: int, records: Sequence) -> BatchResult:
         out: list[Outgoing] = []
+        # every template version the API has answered for before these events were produced is known after
+        # this (docs/adr/0007-a-template-matches-from-the-moment-the-api-answered.md)
+        await self.catalog.catch_up()
         templates = self.catalog.active()
-        for record in records:
+        bound = self.settings.trigger_topic_tenants
+        for n, record in enumerate(records, 1):
+            if n % 100 == 0:
+                await asyncio.sleep(0)  # a long batch must not starve the group heartbeat
+            topic = self.settings.unprefixed(record.topic)
             try:
                 event = parse_transfer(self.codec, record.value)
+                tenant_id = tenant_of(event, topic, bound)
                 trigger = event.to_trigger()
-            except (InvalidInput, ValueError, TypeError) as exc:
+            except (InvalidInput, ValueError, TypeError, ArithmeticError) as exc:
                 out.append(dead_letter(self.codec, self.settings.dlq_topic, record, str(exc), "invalid_input",
                                        "matcher"))
                 continue
-            topic = self.settings.unprefixed(record.topic)
+            trigger["tenant_id"] = tenant_id
+            own = [t for t in templates if t.tenant_id == tenant_id]  # never another tenant's templates
             try:
-                starts = [self._start(template, trigger, f"event:{topic}:{event.event_id}",
-                                      tenant_id=event.tenant_id or template.tenant_id)
-                          for template in matching_templates(templates, topic, trigger)]
+                starts = [self._start(template, trigger, f"event:{topic}:{event.event_id}", tenant_id=tenant_id)
+                          for template in matching_templates(own, topic, trigger)]
             except Exception as exc:  # never let one event stop the partition
                 log.exception("matching event %s failed", event.event_id)
                 out.append(dead_letter(self.codec, self.settings.dlq_topic, record, f"matcher error: {exc!r}",

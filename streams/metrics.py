@@ -16,3 +16,12 @@ TIMERS_FIRED = Counter("flowline_engine_timers_fired_total", "FireTimer commands
 RESTORED = Counter("flowline_engine_restored_instances_total", "Instance states restored from the changelog")
 STARTS = Counter("flowline_engine_trigger_starts_total", "StartInstance commands sent by the trigger matcher")
 EXPIRED = Counter("flowline_engine_expired_instances_total", "Finished instances forgotten after their retention")
+CATALOG_SYNC_SECONDS = Histogram("flowline_engine_catalog_sync_seconds",
+                                 "Time to make sure the template catalog has read the templates topic to its end",
+                                 buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25))
+REUSED_PARTITIONS = Counter("flowline_engine_reused_partitions_total",
+                            "Partitions taken back with their kept states (only the changelog delta read)")
+REVOCATIONS = Counter("flowline_engine_revocations_total", "Partitions revoked from this worker by a rebalance",
+                      ["role"])
+LOOP_LAG = Histogram("flowline_engine_loop_lag_seconds", "How late the event loop woke up (heartbeats share it)",
+                     buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))

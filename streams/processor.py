@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
 from collections.abc import Sequence
@@ -23,8 +24,8 @@ from core.commands import Command, ExpireInstance, FireTimer, StartInstance
 from core.decide import decide, fail_on_error
 from core.events import CommandRejected
 from core.state import InstanceState
+from schemas import dlq
 from schemas.codec import Codec, DecodeError
-from schemas.records import DlqRecord
 from streams import metrics
 from streams.catalog import TemplateCatalog
 from streams.settings import EngineSettings
@@ -32,6 +33,11 @@ from streams.timers import TimerIndex
 from streams.transactional import BatchResult, Outgoing, partition_for
 
 log = logging.getLogger(__name__)
+
+# How long the states of a revoked partition are kept for its return. Bounded because the changelog's
+# compaction may drop a tombstone after delete.retention.ms (a day by default): past that, a delta read
+# could miss a deletion, so the partition is restored in full.
+KEEP_REVOKED_SECONDS = 3600.0
 
 FORGOTTEN = object()  # overlay marker: the instance's state is dropped (ExpireInstance) in this batch
 
@@ -41,11 +47,9 @@ def now_ms() -> int:
 
 
 def dead_letter(codec: Codec, topic: str, record, reason: str, error_type: str, consumer: str) -> Outgoing:
-    letter = DlqRecord(source_topic=record.topic, partition=record.partition, offset=record.offset, key=record.key,
-                       value=record.value or b"", reason=reason, error_type=error_type, failed_at=now_ms(),
-                       consumer=consumer)
+    """The dead letter of `record`, bounded in size (schemas/dlq.py) so that it can always be written."""
     metrics.DLQ_RECORDS.labels(consumer, error_type).inc()
-    return Outgoing(topic, record.key, codec.encode(letter))
+    return Outgoing(topic, dlq.letter_key(record), codec.encode(dlq.letter(record, reason, error_type, consumer)))
 
 
 class InstanceProcessor:
@@ -56,41 +60,89 @@ class InstanceProcessor:
         self.states: dict[int, dict[str, InstanceState]] = {}
         self.timers: dict[int, TimerIndex] = {}
         self._timer_producer: AIOKafkaProducer | None = None
+        self._offsets: AIOKafkaConsumer | None = None
+        # revoked partitions' states, with the changelog end offset they are current to and when
+        self._kept: dict[int, tuple[int, dict[str, InstanceState], float]] = {}
+        self.reused_partitions = 0
 
     # ------------------------------------------------------------------ ownership
     async def assigned(self, partitions: set[int]) -> None:
-        restored = await self._restore(partitions)
+        """Take the partitions' states: kept ones plus the changelog written since, or restored in full.
+
+        A worker that rejoins the group (after a rebalance it did not cause) usually gets its partitions
+        back; rereading their whole changelog each time is what made a burst cost minutes (issue 9.10)."""
+        now = time.monotonic()
+        kept = {p: self._kept.pop(p) for p in partitions if p in self._kept}
+        base = {p: (offset, states) for p, (offset, states, at) in kept.items() if now - at < KEEP_REVOKED_SECONDS}
+        restored = await self._restore(partitions, base)
         for partition, states in restored.items():
             index = TimerIndex()
             for state in states.values():
                 index.track(state)
             self.states[partition] = states
             self.timers[partition] = index
+        # The restored states live as long as their partitions: keep them out of the cyclic collector's full
+        # passes, which otherwise scan every one of them and stalled the loop (and its heartbeat) for seconds
+        # (refcounting still frees them when they are replaced or dropped).
+        gc.freeze()
+        self.reused_partitions += len(base)
+        metrics.REUSED_PARTITIONS.inc(len(base))
         metrics.INSTANCES.set(sum(len(s) for s in self.states.values()))
 
     async def revoked(self, partitions: set[int]) -> None:
+        """Drop the partitions, but keep their states with the changelog's end offset: if they come back,
+        only what was written after that offset (by their owner meanwhile, if any) is read."""
+        ends: dict[int, int] = {}
+        try:
+            tps = [TopicPartition(self.settings.changelog_topic, p) for p in sorted(partitions)]
+            ends = {tp.partition: end for tp, end in (await self._end_offsets(tps)).items()}
+        except Exception:
+            log.warning("could not read the changelog's end offsets; revoked states are not kept", exc_info=True)
+        now = time.monotonic()
         for partition in partitions:
-            self.states.pop(partition, None)
+            states = self.states.pop(partition, None)
             self.timers.pop(partition, None)
+            if states is not None and partition in ends:
+                self._kept[partition] = (ends[partition], states, now)
         metrics.INSTANCES.set(sum(len(s) for s in self.states.values()))
 
-    async def _restore(self, partitions: set[int]) -> dict[int, dict[str, InstanceState]]:
-        """Rebuild the partitions' states from the compacted changelog (committed records only)."""
+    async def _end_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        if self._offsets is None:
+            self._offsets = AIOKafkaConsumer(bootstrap_servers=self.settings.bootstrap_servers,
+                                             enable_auto_commit=False, isolation_level="read_committed")
+            await self._offsets.start()
+        return await self._offsets.end_offsets(tps)
+
+    async def close(self) -> None:
+        if self._offsets is not None:
+            await self._offsets.stop()
+            self._offsets = None
+
+    async def _restore(self, partitions: set[int],
+                       base: dict[int, tuple[int, dict[str, InstanceState]]] | None = None
+                       ) -> dict[int, dict[str, InstanceState]]:
+        """Rebuild the partitions' states from the compacted changelog (committed records only): from the
+        beginning, or for a partition in `base` from its kept states and the records after their offset."""
+        base = base or {}
         tps = [TopicPartition(self.settings.changelog_topic, p) for p in sorted(partitions)]
-        restored: dict[int, dict[str, InstanceState]] = {p: {} for p in partitions}
+        restored: dict[int, dict[str, InstanceState]] = {p: (base[p][1] if p in base else {}) for p in partitions}
         consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.bootstrap_servers, enable_auto_commit=False,
                                     isolation_level="read_committed", auto_offset_reset="earliest")
         await consumer.start()
+        read = 0
         try:
             consumer.assign(tps)
-            await consumer.seek_to_beginning(*tps)
+            for tp in tps:
+                if tp.partition in base:
+                    consumer.seek(tp, base[tp.partition][0])
+                else:
+                    await consumer.seek_to_beginning(tp)
             ends = await consumer.end_offsets(tps)
-            pending = {tp for tp, end in ends.items() if end > 0}
+            pending = {tp for tp, end in ends.items() if end > (base[tp.partition][0] if tp.partition in base else 0)}
             total = sum(ends.values())
-            read = 0
             next_report = 100_000
             while pending:
-                batches = await consumer.getmany(*pending, timeout_ms=200, max_records=10_000)
+                batches = await consumer.getmany(*pending, timeout_ms=200, max_records=1_000)
                 for tp, records in batches.items():
                     states = restored[tp.partition]
                     read += len(records)
@@ -108,6 +160,7 @@ class InstanceProcessor:
                         except DecodeError:
                             log.exception("changelog record %s/%s does not decode; skipped", tp.partition,
                                           record.offset)
+                    await asyncio.sleep(0)  # a long restore must not starve the group heartbeat
                 for tp in list(pending):
                     if await consumer.position(tp) >= ends[tp]:
                         pending.discard(tp)
@@ -115,7 +168,8 @@ class InstanceProcessor:
             await consumer.stop()
         count = sum(len(s) for s in restored.values())
         metrics.RESTORED.inc(count)
-        log.info("restored %d instances of partitions %s", count, sorted(partitions))
+        log.info("took %d instances of partitions %s (%d kept, %d changelog records read)", count,
+                 sorted(partitions), sum(len(base[p][1]) for p in base), read)
         return restored
 
     # ------------------------------------------------------------------ a batch
@@ -124,7 +178,9 @@ class InstanceProcessor:
         overlay: dict[str, InstanceState] = {}
         out: list[Outgoing] = []
         settings = self.settings
-        for record in records:
+        for n, record in enumerate(records, 1):
+            if n % 100 == 0:
+                await asyncio.sleep(0)  # a long batch must not starve the group heartbeat or the other lanes
             try:
                 command = self.codec.decode(record.value)
             except DecodeError as exc:

@@ -13,6 +13,19 @@ def _env(name: str, default: str) -> str:
     return os.environ.get(name, default)
 
 
+def _bindings(raw: str) -> dict[str, str]:
+    """`topic=tenant,topic=tenant` -> {topic: tenant} (topic names without FLOWLINE_TOPIC_PREFIX)."""
+    found = {}
+    for part in raw.split(","):
+        if not part.strip():
+            continue
+        topic, sep, tenant = part.partition("=")
+        if not sep or not topic.strip() or not tenant.strip():
+            raise ValueError(f"FLOWLINE_TRIGGER_TOPIC_TENANTS: {part!r} is not topic=tenant")
+        found[topic.strip()] = tenant.strip()
+    return found
+
+
 @dataclass(frozen=True)
 class EngineSettings:
     bootstrap_servers: str = field(default_factory=lambda: _env("FLOWLINE_KAFKA_BOOTSTRAP", "127.0.0.1:19092"))
@@ -21,6 +34,10 @@ class EngineSettings:
     partitions: int = field(default_factory=topics.partitions_from_env)
     trigger_topics: tuple[str, ...] = field(default_factory=lambda: tuple(
         t.strip() for t in _env("FLOWLINE_TRIGGER_TOPICS", topics.PAYMENTS_TRANSFERS).split(",") if t.strip()))
+    # Trigger topics bound to one tenant: "topic=tenant,topic=tenant". An event on a bound topic belongs to
+    # that tenant (naming another is refused); on any other topic it must name its tenant_id.
+    trigger_topic_tenants: dict[str, str] = field(default_factory=lambda: _bindings(
+        _env("FLOWLINE_TRIGGER_TOPIC_TENANTS", "")))
     max_batch: int = field(default_factory=lambda: int(_env("FLOWLINE_ENGINE_MAX_BATCH", "500")))
     poll_timeout_ms: int = field(default_factory=lambda: int(_env("FLOWLINE_ENGINE_POLL_MS", "50")))
     timer_sweep_ms: int = field(default_factory=lambda: int(_env("FLOWLINE_TIMER_SWEEP_MS", "200")))

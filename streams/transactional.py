@@ -5,8 +5,10 @@ each assigned partition it owns one transactional producer whose id names the pa
 (`<app>-<role>-p<N>`), so a worker that takes a partition over fences any zombie still writing for it
 (the per-partition fencing model of KIP-98). A batch of records from one partition is handed to a
 `PartitionLogic`; the records it returns, the consumed offsets and (for the engine) the state changelog
-go into one transaction. If the transaction fails, the logic is told to forget the batch and the consumer
-rewinds to the batch's first offsets, so nothing is half-applied.
+go into one transaction. If the transaction fails, the logic is told to forget the batch (nothing is
+half-applied) and the partition's lane keeps the records and retries them one at a time: an outage is
+waited out, and a record that cannot be committed is dead-lettered alone with the reason (see `Lane`).
+No failure drops a record.
 """
 
 from __future__ import annotations
@@ -23,8 +25,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import KafkaError, ProducerFenced
 from aiokafka.partitioner import murmur2
+from aiokafka.producer.transaction_manager import TransactionState
 
 from streams import metrics
+from streams.errors import is_transient
 
 log = logging.getLogger(__name__)
 
@@ -51,16 +55,44 @@ class BatchResult:
     on_abort: Callable[[], None] = lambda: None
 
 
-class Lane:
-    """The records fetched for one partition and not yet committed, and the task that commits them."""
+@dataclass(frozen=True)
+class Outcome:
+    """How one transaction ended: committed, fenced (the partition moved), or failed with the error."""
 
-    def __init__(self, partition: int, commit) -> None:
+    committed: bool = False
+    fenced: bool = False
+    error: BaseException | None = None
+
+    @property
+    def retriable(self) -> bool:
+        """An outage (broker away, timeout) rather than something about the records themselves."""
+        return is_transient(self.error)
+
+
+COMMITTED = Outcome(committed=True)
+FENCED = Outcome(fenced=True)
+
+
+class Lane:
+    """The records fetched for one partition and not yet committed, and the task that commits them.
+
+    No record leaves the lane except in a committed transaction: as the consumed offset of its output, or
+    as its dead letter. A failed transaction does not rewind the consumer (a rewind races the fetches that
+    are already under way, and dropping what they bring loses records); the lane keeps the failed records
+    and retries them one at a time, so that a record that cannot be committed is found and dead-lettered
+    alone, with the reason, while an outage is simply waited out. When the lane is closed (the partition
+    is revoked), what it still holds is uncommitted: the partition's next owner reads it from the committed
+    offset.
+    """
+
+    def __init__(self, partition: int, worker: TransactionalWorker) -> None:
         self.partition = partition
-        self._commit = commit
+        self._worker = worker
         self._pending: dict[TopicPartition, list] = {}
         self._ready = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
+        self._closing = asyncio.Event()
         self.task = asyncio.create_task(self._run(), name=f"lane-p{partition}")
 
     @property
@@ -72,27 +104,71 @@ class Lane:
         self._ready.set()
 
     async def _run(self) -> None:
-        while True:
+        while not self._closing.is_set():
             await self._ready.wait()
             self._ready.clear()
-            if not self._pending:
-                continue
-            parts = list(self._pending.items())
-            self._pending = {}
-            self._idle.clear()
-            try:
-                if not await self._commit(self.partition, parts):
-                    self._pending.clear()  # rewound or fenced: what was fetched meanwhile comes again
-            finally:
-                self._idle.set()
+            while self._pending and not self._closing.is_set():
+                parts = list(self._pending.items())
+                self._pending = {}
+                self._idle.clear()
+                try:
+                    outcome = await self._worker._transact(self.partition, parts)
+                    if not outcome.committed:
+                        await self._isolate(parts, outcome)
+                finally:
+                    self._idle.set()
+
+    async def _isolate(self, parts: list[tuple[TopicPartition, list]], first: Outcome) -> None:
+        """Commit the records of a failed batch one at a time; dead-letter each one that cannot be.
+
+        An outage (broker away) is retried with backoff for as long as it lasts; a fenced producer is
+        replaced after a session timeout (if the partition really moved, the lane is closed before that);
+        any other failure is retried `attempts_before_dead_letter` times, then the record's dead letter is
+        committed in its place."""
+        singles = [(tp, [r]) for tp, r in ordered(parts)]
+        for single in singles:
+            outcome = first if len(singles) == 1 else await self._worker._transact(self.partition, [single])
+            failures = 1
+            backoff = 0.2
+            while not outcome.committed:
+                if self._closing.is_set():
+                    return  # uncommitted: the next owner (or this worker, after a rejoin) reads it again
+                if outcome.fenced:
+                    await self._sleep(self._worker.session_timeout_ms / 1000)
+                    self._worker._broken.add(self.partition)
+                elif outcome.retriable or failures < self._worker.attempts_before_dead_letter:
+                    await self._sleep(backoff)
+                    backoff = min(backoff * 2, 5.0)
+                    failures += 0 if outcome.retriable else 1
+                else:
+                    outcome = await self._worker._dead_letter(self.partition, single, outcome.error)
+                    if not outcome.committed:
+                        failures = 0  # the dead letter could not be written either: try the record again
+                    continue
+                if not self._closing.is_set():
+                    outcome = await self._worker._transact(self.partition, [single])
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._closing.wait(), seconds)
 
     async def close(self) -> None:
         """Drop what is not yet in a transaction, let the running one finish, stop."""
         self._pending.clear()
+        self._closing.set()
+        self._ready.set()
         await self._idle.wait()
         self.task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self.task
+
+
+def ordered(parts: list[tuple[TopicPartition, list]]) -> list[tuple[TopicPartition, object]]:
+    """The records of a batch in the order they are processed (by timestamp across topics)."""
+    flat = [(tp, r) for tp, rs in parts for r in rs]
+    if len(parts) > 1:
+        flat.sort(key=lambda pair: pair[1].timestamp)
+    return flat
 
 
 class PartitionLogic(Protocol):
@@ -106,7 +182,11 @@ class PartitionLogic(Protocol):
 class TransactionalWorker:
     def __init__(self, *, bootstrap_servers: str, group_id: str, topics: Sequence[str], logic: PartitionLogic,
                  transactional_prefix: str, max_batch: int = 500, poll_timeout_ms: int = 50, linger_ms: int = 1,
-                 role: str = "engine", session_timeout_ms: int = 10_000) -> None:
+                 role: str = "engine", session_timeout_ms: int = 10_000,
+                 dead_letter: Callable[[object, str, str], Outgoing] | None = None,
+                 attempts_before_dead_letter: int = 3) -> None:
+        self.dead_letter = dead_letter
+        self.attempts_before_dead_letter = attempts_before_dead_letter
         self.session_timeout_ms = session_timeout_ms
         self.bootstrap_servers = bootstrap_servers
         self.group_id = group_id
@@ -122,6 +202,8 @@ class TransactionalWorker:
         self._lock = asyncio.Lock()
         self._lanes: dict[int, Lane] = {}
         self._paused: set[TopicPartition] = set()
+        self.revocations = 0  # partitions taken away by rebalances (a burst must cause none)
+        self._broken: set[int] = set()  # partitions whose producer could not abort: replaced before next use
         self._stopping = asyncio.Event()
         self.ready = asyncio.Event()
 
@@ -131,6 +213,9 @@ class TransactionalWorker:
             self.worker = worker
 
         async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+            if revoked:
+                metrics.REVOCATIONS.labels(self.worker.role).inc(len(revoked))
+                self.worker.revocations += len(revoked)
             await self.worker._revoke({tp.partition for tp in revoked})
 
         async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
@@ -139,26 +224,29 @@ class TransactionalWorker:
     async def _assign(self, partitions: set[int]) -> None:
         async with self._lock:
             new = sorted(partitions - set(self.producers))
-            producers = {p: AIOKafkaProducer(
-                bootstrap_servers=self.bootstrap_servers,
-                transactional_id=f"{self.transactional_prefix}-p{p}",
-                enable_idempotence=True,
-                linger_ms=self.linger_ms,
-                max_batch_size=256 * 1024,
-                # a transaction begun right after the previous commit gets CONCURRENT_TRANSACTIONS until
-                # the markers are written; retrying after 100 ms (the default) would dominate step latency
-                retry_backoff_ms=5,
-            ) for p in new}
+            producers = {p: self._new_producer(p) for p in new}
             # init_transactions fences a zombie that still holds the partition, before we read its state
             await asyncio.gather(*(producer.start() for producer in producers.values()))
             self.producers.update(producers)
             if new:
                 await self.logic.assigned(set(new))
             for p in new:
-                self._lanes[p] = Lane(p, self._transact)
+                self._lanes[p] = Lane(p, self)
             metrics.OWNED_PARTITIONS.labels(self.role).set(len(self.producers))
             log.info("%s owns partitions %s", self.role, sorted(self.producers))
         self.ready.set()
+
+    def _new_producer(self, partition: int) -> AIOKafkaProducer:
+        return AIOKafkaProducer(
+            bootstrap_servers=self.bootstrap_servers,
+            transactional_id=f"{self.transactional_prefix}-p{partition}",
+            enable_idempotence=True,
+            linger_ms=self.linger_ms,
+            max_batch_size=256 * 1024,
+            # a transaction begun right after the previous commit gets CONCURRENT_TRANSACTIONS until
+            # the markers are written; retrying after 100 ms (the default) would dominate step latency
+            retry_backoff_ms=5,
+        )
 
     async def _revoke(self, partitions: set[int]) -> None:
         async with self._lock:
@@ -227,49 +315,99 @@ class TransactionalWorker:
         finally:
             await self._shutdown()
 
-    async def _transact(self, partition: int, parts: list[tuple[TopicPartition, list]]) -> bool:
-        """One transaction for one partition's batch; False if the batch was dropped or rewound."""
-        assert self.consumer is not None
-        records = [r for _, rs in parts for r in rs]
-        if len(parts) > 1:
-            records.sort(key=lambda r: r.timestamp)
+    async def _transact(self, partition: int, parts: list[tuple[TopicPartition, list]]) -> Outcome:
+        """Process one partition's batch and commit its output with its offsets, in one transaction."""
+        records = [r for _, r in ordered(parts)]
         started = time.perf_counter()
         try:
             result = await self.logic.process(partition, records)
-        except Exception:  # the logic parks bad records itself; this is an outage (e.g. the broker away)
-            log.exception("processing %d records of partition %s failed; retrying them", len(records), partition)
-            for tp, rs in parts:
-                self.consumer.seek(tp, rs[0].offset)
-            await asyncio.sleep(1.0)
-            return False
-        producer = self.producers[partition]
-        offsets = {tp: rs[-1].offset + 1 for tp, rs in parts}
+        except Exception as exc:  # the logic parks bad records itself; the lane isolates what escapes it
+            log.exception("processing %d records of partition %s failed", len(records), partition)
+            metrics.TRANSACTION_FAILURES.labels(self.role).inc()
+            return Outcome(error=exc)
+        outcome = await self._commit(partition, parts, result.records)
+        if outcome.committed:
+            result.on_commit()
+            metrics.BATCH_SECONDS.labels(self.role).observe(time.perf_counter() - started)
+            metrics.RECORDS.labels(self.role).inc(len(records))
+        else:
+            result.on_abort()
+            if not outcome.fenced:
+                log.warning("transaction of %d records of partition %s failed: %r", len(records), partition,
+                            outcome.error)
+        return outcome
+
+    async def _dead_letter(self, partition: int, single: tuple[TopicPartition, list], error) -> Outcome:
+        """Commit the dead letter of one record that cannot be committed otherwise, with its offset."""
+        tp, (record,) = single
+        reason = f"{self.role}: the record's transaction failed: {type(error).__name__}: {error}"
+        if self.dead_letter is None:
+            raise RuntimeError(f"{self.role} has no dead-letter topic; cannot park {tp}@{record.offset}")
+        out = self.dead_letter(record, reason, "uncommittable")
+        outcome = await self._commit(partition, [single], [out])
+        if outcome.committed:
+            log.error("record %s/%s@%s dead-lettered: %s", tp.topic, tp.partition, record.offset, reason[:500])
+            metrics.RECORDS.labels(self.role).inc()
+        return outcome
+
+    async def _commit(self, partition: int, parts: list[tuple[TopicPartition, list]],
+                      outgoing: list[Outgoing]) -> Outcome:
+        assert self.consumer is not None
+        offsets = {tp: max(r.offset for r in rs) + 1 for tp, rs in parts}
         try:
+            producer = await self._producer(partition)
             await producer.begin_transaction()
-            for out in result.records:
-                await producer.send(out.topic, out.value, key=out.key, partition=out.partition)
+            sent = []
+            for n, out in enumerate(outgoing, 1):
+                sent.append(await producer.send(out.topic, out.value, key=out.key, partition=out.partition))
+                if n % 200 == 0:
+                    await asyncio.sleep(0)  # thousands of sends never suspend: let the heartbeat run
+            # a record the broker refuses (too large for its topic, ...) fails only its own delivery future:
+            # aiokafka would still commit the rest, the offsets with them, and the record would be gone
+            await asyncio.gather(*sent)
             await producer.send_offsets_to_transaction(offsets, self.group_id)
             await producer.commit_transaction()
         except ProducerFenced:
-            log.warning("partition %s was taken over by another worker; dropping its batch", partition)
-            result.on_abort()
-            return False
-        except Exception:
-            log.exception("transaction for partition %s failed; rewinding %d records", partition, len(records))
-            result.on_abort()
+            log.warning("the producer of partition %s was fenced; its records stay uncommitted", partition)
+            metrics.TRANSACTION_FAILURES.labels(self.role).inc()
+            return FENCED
+        except Exception as exc:
+            metrics.TRANSACTION_FAILURES.labels(self.role).inc()
+            producer = self.producers.get(partition)
+            txn = producer._txn_manager if producer is not None else None
             try:
-                await producer.abort_transaction()
+                if txn is not None and txn.state in (TransactionState.IN_TRANSACTION,
+                                                     TransactionState.ABORTABLE_ERROR):
+                    await producer.abort_transaction()
+            except ProducerFenced:
+                return FENCED
             except Exception:
                 log.warning("abort failed for partition %s", partition, exc_info=True)
-            for tp, rs in parts:
-                self.consumer.seek(tp, rs[0].offset)
-            metrics.TRANSACTION_FAILURES.labels(self.role).inc()
-            await asyncio.sleep(0.5)
-            return False
-        result.on_commit()
-        metrics.BATCH_SECONDS.labels(self.role).observe(time.perf_counter() - started)
-        metrics.RECORDS.labels(self.role).inc(len(records))
-        return True
+            # A producer whose record the broker refused is in FATAL_ERROR, or its idempotent sequence numbers
+            # no longer match the broker's (OutOfOrderSequenceNumber for every later record): whatever the
+            # failure, a new producer with the same transactional id takes over before the next transaction.
+            log.info("the producer of partition %s (state %s) is replaced after a failed transaction", partition,
+                     txn.state.name if txn is not None else "-")
+            self._broken.add(partition)
+            return Outcome(error=exc)
+        return COMMITTED
+
+    async def _producer(self, partition: int) -> AIOKafkaProducer:
+        """The partition's transactional producer; a new one (same id) after a failed transaction."""
+        if partition in self._broken:
+            old = self.producers[partition]
+            with contextlib.suppress(Exception):
+                await old.stop()
+            producer = self._new_producer(partition)
+            try:
+                await producer.start()  # init_transactions: aborts what the old one left open
+            except Exception:
+                with contextlib.suppress(Exception):
+                    await producer.stop()
+                raise
+            self.producers[partition] = producer
+            self._broken.discard(partition)
+        return self.producers[partition]
 
     def stop(self) -> None:
         self._stopping.set()

@@ -288,5 +288,21 @@ class AsyncClient:
                         created_after: datetime | str | None = None) -> dict[str, Any]:
         return await self.call(ops.analytics(template_id, created_after))
 
+    async def me(self) -> dict[str, Any]:
+        return await self.call(ops.me())
+
+    async def validate_document(self, document: Mapping[str, Any]) -> ValidationResult:
+        return await self.call(ops.validate_document(document))
+
+    async def my_decisions(self, limit: int | None = None) -> dict[str, Any]:
+        return await self.call(ops.my_decisions(limit))
+
+    async def throughput(self, template_id: str | None = None, bucket: str | None = None,
+                         periods: int | None = None) -> dict[str, Any]:
+        return await self.call(ops.throughput(template_id, bucket, periods))
+
+    async def pipeline(self, template_id: str) -> dict[str, Any]:
+        return await self.call(ops.pipeline(template_id))
+
     async def health(self) -> dict[str, Any]:
         return await self.call(ops.health())

@@ -294,6 +294,29 @@ def step_types() -> Call[list[dict[str, Any]]]:
                 operation_id="listStepTypes")
 
 
+def me() -> Call[dict[str, Any]]:
+    return Call("GET", "/v1/me", _raw, operation_id="getMe")
+
+
+def validate_document(document: Mapping[str, Any]) -> Call[ValidationResult]:
+    """Validate a template that has no id yet (secrets are not checked)."""
+    return _post("validateDocument", f"{TEMPLATES}/validate", _one(ValidationResult.from_json), document)
+
+
+def my_decisions(limit: int | None = None) -> Call[dict[str, Any]]:
+    return Call("GET", "/v1/workflows/decisions", _raw, _query(limit=limit), operation_id="listMyDecisions")
+
+
+def throughput(template_id: str | None = None, bucket: str | None = None,
+               periods: int | None = None) -> Call[dict[str, Any]]:
+    return Call("GET", "/v1/workflows/analytics/throughput", _raw,
+                _query(template_id=template_id, bucket=bucket, periods=periods), operation_id="getThroughput")
+
+
+def pipeline(template_id: str) -> Call[dict[str, Any]]:
+    return Call("GET", f"{TEMPLATES}/{_seg(template_id)}/pipeline", _raw, operation_id="getPipeline")
+
+
 def health() -> Call[dict[str, Any]]:
     return Call("GET", "/health", _raw, operation_id="health")
 

@@ -228,5 +228,21 @@ class Client:
     def analytics(self, template_id: str | None = None, created_after: datetime | str | None = None) -> dict[str, Any]:
         return self._run(self._async.analytics(template_id, created_after))
 
+    def me(self) -> dict[str, Any]:
+        return self._run(self._async.me())
+
+    def validate_document(self, document: Mapping[str, Any]) -> ValidationResult:
+        return self._run(self._async.validate_document(document))
+
+    def my_decisions(self, limit: int | None = None) -> dict[str, Any]:
+        return self._run(self._async.my_decisions(limit))
+
+    def throughput(self, template_id: str | None = None, bucket: str | None = None,
+                   periods: int | None = None) -> dict[str, Any]:
+        return self._run(self._async.throughput(template_id, bucket, periods))
+
+    def pipeline(self, template_id: str) -> dict[str, Any]:
+        return self._run(self._async.pipeline(template_id))
+
     def health(self) -> dict[str, Any]:
         return self._run(self._async.health())

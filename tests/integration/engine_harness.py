@@ -161,7 +161,10 @@ class EngineWorld:
         read_up_to: dict[tuple[str, int], int] = {}
         try:
             while True:
-                batches = await consumer.getmany(timeout_ms=100)
+                # bounded, and yielding between batches: the watcher shares its event loop with in-process
+                # engines, and decoding a whole burst at once would stall their group heartbeats
+                batches = await consumer.getmany(timeout_ms=100, max_records=500)
+                await asyncio.sleep(0)
                 for records in batches.values():
                     for record in records:
                         # a topic that grows makes a group-less consumer re-read from the start: count each

@@ -14,6 +14,7 @@ import pytest
 
 from core import events as ev
 from core.commands import StartInstance
+from tests.integration import invariants
 from tests.integration.engine_harness import EngineWorld
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -58,3 +59,5 @@ async def test_sigkill_mid_stream_leaves_no_duplicate_and_no_gap(kafka_bootstrap
             assert seqs == list(range(1, len(seqs) + 1)), f"{instance_id}: {seqs}\n{world.log_text(instance_id)}"
             kinds = Counter(type(e).__name__ for e in events)
             assert kinds["InstanceStarted"] == 1 and kinds["InstanceCompleted"] == 1, world.log_text(instance_id)
+        # the same, read independently of the harness, as a downstream consumer would
+        assert invariants.check(await invariants.read_events(world.bootstrap, world.prefix), finished=ids) == []

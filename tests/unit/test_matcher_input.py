@@ -9,7 +9,7 @@ import pytest
 from core.commands import Advance
 from schemas.codec import Codec
 from schemas.records import DomainEvent, TransferEvent
-from streams.matcher import InvalidInput, parse_transfer
+from streams.matcher import InvalidInput, parse_transfer, tenant_of
 
 CODEC = Codec()
 EVENT = TransferEvent(event_id="evt_1", transfer_id="tr_1", event_type="transfer.created", tenant_id="acme",
@@ -63,3 +63,78 @@ def test_an_avro_domain_event_round_trips():
     event = DomainEvent(event_id="evt_10", event_type="limit.changed", tenant_id="acme", occurred_at=5,
                         data={"limit": 1000})
     assert parse_transfer(CODEC, CODEC.encode(event)) == event
+
+
+# --------------------------------------------------------------------------- issue 9.3: complete validation
+def _transfer(**fields) -> bytes:
+    return json.dumps({"event_id": "e", "tenant_id": "acme", "amount_minor": 100, "currency": "USD",
+                       **fields}).encode()
+
+
+@pytest.mark.parametrize(("raw", "reason"), [
+    (_transfer(amount_minor="lots"), "amount_minor must be an integer"),
+    (_transfer(amount_minor=True), "amount_minor must be an integer"),
+    (_transfer(amount_minor=1.5), "amount_minor must be an integer"),
+    (_transfer(amount_minor=-5), "amount_minor must be between 0 and"),
+    (_transfer(amount_minor=10**19), "amount_minor must be between 0 and"),
+    (_transfer(currency="usd"), "currency must be an ISO 4217 code"),
+    (_transfer(currency="XYZ"), "currency must be an ISO 4217 code"),
+    (_transfer(currency=840), "currency must be a string"),
+    (_transfer(currency="JPY", currency_exponent=2), "currency_exponent of JPY is 0, got 2"),
+    (_transfer(event_id=""), "event_id must not be empty"),
+    (_transfer(event_id="x" * 300), "event_id has 300 characters"),
+    (_transfer(tenant_id=7), "tenant_id must be a string"),
+    (_transfer(transfer_id="tr\n1"), "transfer_id contains control characters"),
+    (_transfer(occurred_at=-1), "occurred_at must be epoch milliseconds"),
+    (_transfer(occurred_at="yesterday"), "occurred_at must be an integer"),
+    (_transfer(metadata=["a"]), "metadata must be an object"),
+    (_transfer(metadata={"type": 5}), "metadata values must be strings"),
+    (_transfer(metadata={f"k{i}": "v" for i in range(65)}), "metadata has 65 entries"),
+    (_transfer(metadata={"memo": "m" * 5000}), "metadata 'memo' has 5000 characters"),
+    (_transfer(metadata={"memo": "m" * 300_000}), "bytes; at most 262144 are accepted"),
+    (b'{"event_id": "e", "event_type": "x", "tenant_id": "acme", "data": ' + b'{"a": ' * 20 + b"1"
+     + b"}" * 20 + b"}", "nested deeper than 16 levels"),
+    (b'{"event_id": "e", "event_type": "x", "tenant_id": 5}', "tenant_id must be a string"),
+    (b"{" + b'"a": {' * 40_000, "not valid JSON"),
+])
+def test_an_event_that_cannot_become_a_valid_trigger_is_refused_with_the_reason(raw, reason):
+    with pytest.raises(InvalidInput, match=reason):
+        parse_transfer(CODEC, raw)
+
+
+def test_an_avro_event_is_validated_like_a_json_one():
+    bad = TransferEvent(**{**EVENT.__dict__, "currency": "ZZZ"})
+    with pytest.raises(InvalidInput, match="currency must be an ISO 4217 code"):
+        parse_transfer(CODEC, CODEC.encode(bad))
+    negative = TransferEvent(**{**EVENT.__dict__, "amount_minor": -1})
+    with pytest.raises(InvalidInput, match="amount_minor must be between 0"):
+        parse_transfer(CODEC, CODEC.encode(negative))
+
+
+def test_a_json_transfer_without_an_exponent_takes_the_currencys_own():
+    yen = parse_transfer(CODEC, _transfer(currency="JPY", amount_minor=500))
+    assert yen.currency_exponent == 0 and yen.to_trigger()["amount"] == 500
+    dinar = parse_transfer(CODEC, _transfer(currency="KWD", amount_minor=1500))
+    assert dinar.currency_exponent == 3 and dinar.to_trigger()["amount"] == 1.5
+
+
+# --------------------------------------------------------------------------- issue 10.1: an event's tenant
+def test_an_event_must_name_its_tenant_unless_its_topic_is_bound_to_one():
+    anonymous = parse_transfer(CODEC, _transfer(tenant_id=""))
+    with pytest.raises(InvalidInput, match="names no tenant_id"):
+        tenant_of(anonymous, "payments.transfers", {})
+    assert tenant_of(anonymous, "payments.transfers", {"payments.transfers": "acme"}) == "acme"
+    named = parse_transfer(CODEC, _transfer(tenant_id="globex"))
+    assert tenant_of(named, "payments.transfers", {}) == "globex"
+    with pytest.raises(InvalidInput, match=r"names tenant 'globex', but topic payments\.transfers is bound"):
+        tenant_of(named, "payments.transfers", {"payments.transfers": "acme"})
+
+
+def test_topic_tenant_bindings_are_read_from_the_environment(monkeypatch):
+    from streams.settings import EngineSettings
+
+    monkeypatch.setenv("FLOWLINE_TRIGGER_TOPIC_TENANTS", "payroll.acme=acme, payroll.globex = globex")
+    assert EngineSettings().trigger_topic_tenants == {"payroll.acme": "acme", "payroll.globex": "globex"}
+    monkeypatch.setenv("FLOWLINE_TRIGGER_TOPIC_TENANTS", "payroll.acme")
+    with pytest.raises(ValueError, match="is not topic=tenant"):
+        EngineSettings()

@@ -13,7 +13,7 @@ from core.types import WorkflowStatus
 from tests.unit.harness import T0, compiled_builtin
 
 DATA = {"amount": 1500, "currency": "USD", "flag": True, "metadata": {"type": "procurement", "count": "3"},
-        "tags": ["vip"], "ref": "INV-77"}
+        "tags": ["vip"], "ref": "INV-77", "tenant_id": "t_acme"}
 
 
 @pytest.mark.parametrize(("field", "op", "value", "expected"), [
@@ -57,8 +57,8 @@ def test_event_templates_match_on_topic_and_conditions():
 
 def test_threshold_templates_match_at_the_threshold():
     trade = template("trade_approval")
-    assert matches(trade, "payments.transfers", {"amount": 50_000})
-    assert not matches(trade, "payments.transfers", {"amount": 49_999})
+    assert matches(trade, "payments.transfers", {"amount": 50_000, "tenant_id": "t_acme"})
+    assert not matches(trade, "payments.transfers", {"amount": 49_999, "tenant_id": "t_acme"})
 
 
 def test_manual_inactive_or_foreign_tenant_templates_do_not_match():
@@ -68,17 +68,24 @@ def test_manual_inactive_or_foreign_tenant_templates_do_not_match():
     assert not matches(template("procurement_approval"), "payments.transfers", DATA | {"tenant_id": "t_other"})
 
 
+def test_an_event_without_a_tenant_matches_no_template():
+    assert not matches(template("procurement_approval"), "payments.transfers",
+                       {k: v for k, v in DATA.items() if k != "tenant_id"})
+    assert not matches(template("procurement_approval"), "payments.transfers", DATA | {"tenant_id": ""})
+
+
 def test_event_types_filter():
     doc = builtin_template("procurement_approval")
     doc["trigger_config"]["event_types"] = ["transfer.created"]
-    filtered = parse_template(doc, template_id="p")
+    filtered = parse_template(doc, template_id="p", tenant_id="t_acme")
     assert matches(filtered, "payments.transfers", DATA | {"event_type": "transfer.created"})
     assert not matches(filtered, "payments.transfers", DATA | {"event_type": "transfer.settled"})
 
 
 def test_matching_templates_keeps_only_the_matches():
     templates = [template(n) for n in ("procurement_approval", "trade_approval", "compliance_review")]
-    found = matching_templates(templates, "payments.transfers", {"amount": 60_000, "metadata": {"type": "procurement"}})
+    found = matching_templates(templates, "payments.transfers", {"amount": 60_000, "metadata": {"type": "procurement"},
+                                                                    "tenant_id": "t_acme"})
     assert [t.template_id for t in found] == ["procurement_approval", "trade_approval"]
 
 

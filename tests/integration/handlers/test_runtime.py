@@ -104,3 +104,38 @@ async def test_a_slow_request_holds_back_the_commit_of_faster_ones_behind_it(wor
     await asyncio.sleep(0.5)
     assert await committed(world, runtime.group_id) == 5
     await stop(runtime, task)
+
+
+async def test_a_request_whose_result_cannot_be_published_is_dead_lettered_and_the_partition_flows(world):
+    """Issue 9.1: a result too large for the broker, or one that does not encode, was retried forever (or
+    left unfinished), holding back the commit of every request behind it; now the request goes to the DLQ
+    with the reason and the requests behind it are committed."""
+
+    async def handle(request):
+        n = request.config["n"]
+        if n == 1:
+            return succeeded(request, {"blob": "x" * 2_000_000})  # bigger than any Kafka record may be
+        if n == 2:
+            return succeeded(request, {"not json": object()})  # does not encode
+        return succeeded(request, {"echo": n})
+
+    runtime = HandlerRuntime("notification", handle, handler_settings(world))
+    task = await run(runtime)
+    topic = topics.step_topic("notification")
+    sent = [step_request("notification", {"n": n}, instance_id=f"wfi_{n}") for n in range(4)]
+    for request in sent:
+        await world.send_raw(topic, world.codec.encode(request), key=request.instance_id.encode())
+    async with Results(world) as results:
+        for n in (0, 3):
+            assert (await results.wait_for(sent[n].request_id)).output == {"echo": n}
+    letters = await read_all(world, topics.WORKFLOW_DLQ, 2)
+    by_key = {letter.key: letter for letter in letters}
+    assert "MessageSizeTooLarge" in by_key[b"wfi_1"].reason
+    assert "could not be published" in by_key[b"wfi_2"].reason
+    assert by_key[b"wfi_1"].value == world.codec.encode(sent[1])
+    for _ in range(100):
+        if await committed(world, runtime.group_id) == 4:
+            break
+        await asyncio.sleep(0.1)
+    assert await committed(world, runtime.group_id) == 4
+    await stop(runtime, task)

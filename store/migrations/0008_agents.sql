@@ -1,4 +1,4 @@
--- 0007: bounded agents (story 29.12, issue 14).
+-- 0008: bounded agents (story 29.12, issue 14).
 --
 -- principals.public_key: an agent's Ed25519 public key (base64 of the 32 raw bytes); the gateway checks
 -- each decision's agent_signature against it (core/agent_signing.py) and the audit entry records
