@@ -22,6 +22,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/workflows/step-types": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The step types and each one's config schema (for builders and editors) */
+        get: operations["listStepTypes"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/workflows/templates/{id}": {
         parameters: {
             query?: never;
@@ -332,6 +349,24 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/agents/{id}/public-key": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** An agent's registered Ed25519 public key */
+        get: operations["getAgentKey"];
+        /** Register (replace) an agent's Ed25519 public key (admin only) */
+        put: operations["setAgentKey"];
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/agents/{id}/workflow-permissions": {
         parameters: {
             query?: never;
@@ -559,13 +594,509 @@ export interface components {
                 separation_of_duties: boolean;
             };
         };
-        Step: {
-            /** @enum {string} */
-            type: "approval" | "condition" | "action" | "wait" | "notification" | "external";
+        /** @description A step: its config is described per type (the step type's own schema, core/steps/) */
+        Step: components["schemas"]["ApprovalStep"] | components["schemas"]["ConditionStep"] | components["schemas"]["ActionStep"] | components["schemas"]["WaitStep"] | components["schemas"]["NotificationStep"] | components["schemas"]["ExternalStep"];
+        ApprovalStep: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "approval";
             name: string;
             id?: string;
             description?: string;
-            config?: Record<string, never>;
+            config?: components["schemas"]["ApprovalStepConfig"];
+        };
+        ConditionStep: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "condition";
+            name: string;
+            id?: string;
+            description?: string;
+            config?: components["schemas"]["ConditionStepConfig"];
+        };
+        ActionStep: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "action";
+            name: string;
+            id?: string;
+            description?: string;
+            config?: components["schemas"]["ActionStepConfig"];
+        };
+        WaitStep: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "wait";
+            name: string;
+            id?: string;
+            description?: string;
+            config?: components["schemas"]["WaitStepConfig"];
+        };
+        NotificationStep: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "notification";
+            name: string;
+            id?: string;
+            description?: string;
+            config?: components["schemas"]["NotificationStepConfig"];
+        };
+        ExternalStep: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "external";
+            name: string;
+            id?: string;
+            description?: string;
+            config?: components["schemas"]["ExternalStepConfig"];
+        };
+        /**
+         * approval step config
+         * @description Humans or agents sign off, with quorum, timeouts and escalation.
+         * @example {
+         *       "approvers": {
+         *         "type": "role",
+         *         "value": "cfo"
+         *       },
+         *       "level": "SINGLE",
+         *       "timeout_hours": 48,
+         *       "on_timeout": "auto_reject"
+         *     }
+         */
+        ApprovalStepConfig: {
+            /** @description who may decide (required unless level is AUTO) */
+            approvers?: {
+                /** @enum {unknown} */
+                type: "role" | "user" | "agent";
+                value: string | string[];
+            } | {
+                /** @enum {unknown} */
+                type: "role" | "user" | "agent";
+                value: string | string[];
+            }[];
+            /**
+             * @description SINGLE: one approval; DUAL: two distinct approvers; COMMITTEE: quorum of the committee; AUTO: approved at once
+             * @default SINGLE
+             * @enum {unknown}
+             */
+            level: "SINGLE" | "DUAL" | "COMMITTEE" | "AUTO";
+            /** @description COMMITTEE only: approvals needed (default: a majority of the named members, else 2) */
+            quorum?: number;
+            /** @description how long the approvers have; then on_timeout applies */
+            timeout_hours?: number;
+            /**
+             * @description what a timeout does (needs timeout_hours)
+             * @default fail
+             * @example auto_reject
+             * @example {
+             *       "action": "escalate",
+             *       "approvers": {
+             *         "type": "role",
+             *         "value": "cfo"
+             *       },
+             *       "timeout_hours": 24,
+             *       "then": "fail"
+             *     }
+             */
+            on_timeout: ("fail" | "auto_approve" | "auto_reject" | "escalate" | "continue") | {
+                /**
+                 * @default escalate
+                 * @enum {unknown}
+                 */
+                action: "fail" | "auto_approve" | "auto_reject" | "escalate" | "continue";
+                /** @description an approver spec or a list of them (any one matches) */
+                approvers?: {
+                    /** @enum {unknown} */
+                    type: "role" | "user" | "agent";
+                    value: string | string[];
+                } | {
+                    /** @enum {unknown} */
+                    type: "role" | "user" | "agent";
+                    value: string | string[];
+                }[];
+                timeout_hours?: number;
+                /** @default 1 */
+                max_escalations: number;
+                /**
+                 * @description what the last timeout does once escalations ran out
+                 * @default fail
+                 * @enum {unknown}
+                 */
+                then: "fail" | "auto_approve" | "auto_reject" | "continue";
+            };
+            /** @description where a manual escalation goes (when on_timeout names no approvers) */
+            escalate_to?: {
+                /** @enum {unknown} */
+                type: "role" | "user" | "agent";
+                value: string | string[];
+            } | {
+                /** @enum {unknown} */
+                type: "role" | "user" | "agent";
+                value: string | string[];
+            }[];
+            /**
+             * @description where a rejection leads
+             * @default fail
+             */
+            on_reject: string;
+            /** @description shown to the approvers */
+            description?: string;
+        };
+        /**
+         * condition step config
+         * @description Evaluate an expression and branch, within the same decision.
+         * @example {
+         *       "expression": "trigger.amount > 10000",
+         *       "if_true": "continue",
+         *       "if_false": "complete"
+         *     }
+         */
+        ConditionStepConfig: {
+            /**
+             * @description an expression over trigger, steps.<key>, instance
+             * @example trigger.amount <= 1000
+             */
+            expression: string;
+            /**
+             * @description where a true expression leads
+             * @default continue
+             */
+            if_true: string;
+            /**
+             * @description where a false expression leads
+             * @default continue
+             */
+            if_false: string;
+            /**
+             * @description when the expression fails to evaluate: fail the instance or skip the step
+             * @default fail_workflow
+             * @enum {unknown}
+             */
+            on_failure: "fail_workflow" | "skip";
+        };
+        /**
+         * action step config
+         * @description Run a payment operation through the action handler.
+         * @example {
+         *       "action": "execute_transfer",
+         *       "params": {
+         *         "transfer_id": "{{trigger.transfer_id}}"
+         *       }
+         *     }
+         */
+        ActionStepConfig: {
+            /**
+             * @description the operation (the action handler's adapters)
+             * @example execute_transfer
+             * @example http_request
+             * @example lookup_transfer
+             * @example simulate_transfer
+             */
+            action: string;
+            /**
+             * @description the operation's parameters; {{trigger.*}}, {{steps.*}} and {{instance.*}} placeholders are rendered
+             * @example {
+             *       "transfer_id": "{{trigger.transfer_id}}"
+             *     }
+             */
+            params?: Record<string, never>;
+            /** @description must hold over `response` (the output) for success */
+            success_condition?: string;
+            /** @description retries as durable timers before on_failure applies */
+            retry_config?: {
+                /** @default 3 */
+                max_retries: number;
+                /** @default 1000 */
+                backoff_ms: number;
+                /** @default 3600000 */
+                max_backoff_ms: number;
+            };
+            /**
+             * @description after the last retry: fail the instance (retry, fail_workflow), move on (skip), or ask a human (human_review)
+             * @default fail_workflow
+             * @enum {unknown}
+             */
+            on_failure: "retry" | "skip" | "fail_workflow" | "human_review";
+            /**
+             * @description a webhook (url) or email (to) sent when the step finally fails
+             * @example {
+             *       "type": "webhook",
+             *       "url": "https://ops.example.com/hooks"
+             *     }
+             */
+            failure_notification?: Record<string, never>;
+            /**
+             * @description how long one attempt may take
+             * @default 30
+             */
+            timeout_seconds: number;
+            /** @description who reviews a failed step under human_review (default role workflow_admin) */
+            review_approvers?: {
+                /** @enum {unknown} */
+                type: "role" | "user" | "agent";
+                value: string | string[];
+            } | {
+                /** @enum {unknown} */
+                type: "role" | "user" | "agent";
+                value: string | string[];
+            }[];
+            /**
+             * @description how long a human review waits
+             * @default 72
+             */
+            review_timeout_hours: number;
+        };
+        /**
+         * wait step config
+         * @description Pause until a time, for a duration, or until a condition holds: exactly one of until, duration_seconds, duration_minutes, duration_hours, condition.
+         * @example {
+         *       "duration_hours": 24
+         *     }
+         */
+        WaitStepConfig: {
+            /**
+             * @description an ISO 8601 time, epoch milliseconds, or a placeholder
+             * @example {{trigger.execute_at}}
+             * @example 2026-01-01T09:00:00Z
+             */
+            until?: string | number;
+            /** @description wait this many seconds */
+            duration_seconds?: number;
+            /** @description wait this many minutes */
+            duration_minutes?: number;
+            /** @description wait this many hours */
+            duration_hours?: number;
+            /**
+             * @description wait until this holds (re-checked every poll and on advance)
+             * @example steps.lookup.status == 'settled'
+             */
+            condition?: string;
+            /**
+             * @description condition: how often it is re-checked
+             * @default 60
+             */
+            poll_interval_seconds: number;
+            /** @description give up after this long; then on_timeout applies */
+            timeout_hours?: number;
+            /**
+             * @default fail
+             * @enum {unknown}
+             */
+            on_timeout: "fail" | "continue";
+            /**
+             * @description when the condition fails to evaluate: fail the instance or skip the step
+             * @default fail_workflow
+             * @enum {unknown}
+             */
+            on_failure: "fail_workflow" | "skip";
+        } & (unknown | unknown | unknown | unknown | unknown);
+        /**
+         * notification step config
+         * @description A signed webhook or an email, delivered by the notification handler.
+         * @example {
+         *       "channel": "webhook",
+         *       "url": "https://erp.example.com/hooks/flowline",
+         *       "body": {
+         *         "instance": "{{instance.id}}"
+         *       }
+         *     }
+         */
+        NotificationStepConfig: {
+            /**
+             * @default webhook
+             * @enum {unknown}
+             */
+            channel: "webhook" | "email";
+            /**
+             * @description older name of channel
+             * @enum {unknown}
+             */
+            type?: "webhook" | "email";
+            /**
+             * @description webhook: the http(s) URL (placeholders allowed)
+             * @example https://erp.example.com/hooks/flowline
+             */
+            url?: string;
+            headers?: {
+                [key: string]: string;
+            };
+            /** @description webhook: the JSON body (placeholders rendered) */
+            body?: unknown;
+            /** @description email: an address or a list */
+            to?: string | string[];
+            subject?: string;
+            text?: string;
+            /** @description the template secret whose key signs the webhook */
+            secret_name?: string;
+            /** @description retries as durable timers before on_failure applies */
+            retry_config?: {
+                /** @default 5 */
+                max_retries: number;
+                /** @default 1000 */
+                backoff_ms: number;
+                /** @default 3600000 */
+                max_backoff_ms: number;
+            };
+            /**
+             * @description after the last retry: fail the instance (retry, fail_workflow), move on (skip), or ask a human (human_review)
+             * @default skip
+             * @enum {unknown}
+             */
+            on_failure: "retry" | "skip" | "fail_workflow" | "human_review";
+            /**
+             * @description a webhook (url) or email (to) sent when the step finally fails
+             * @example {
+             *       "type": "webhook",
+             *       "url": "https://ops.example.com/hooks"
+             *     }
+             */
+            failure_notification?: Record<string, never>;
+            /**
+             * @description how long one attempt may take
+             * @default 30
+             */
+            timeout_seconds: number;
+            /** @description who reviews a failed step under human_review (default role workflow_admin) */
+            review_approvers?: {
+                /** @enum {unknown} */
+                type: "role" | "user" | "agent";
+                value: string | string[];
+            } | {
+                /** @enum {unknown} */
+                type: "role" | "user" | "agent";
+                value: string | string[];
+            }[];
+            /**
+             * @description how long a human review waits
+             * @default 72
+             */
+            review_timeout_hours: number;
+        };
+        /**
+         * external step config
+         * @description Call an ERP, CRM or any HTTP API; sync, or async with a signed completion callback.
+         * @example {
+         *       "url": "https://erp.example.com/api/po/{{trigger.metadata.po}}",
+         *       "method": "GET",
+         *       "extract_fields": {
+         *         "po_amount": "response.body.total_amount"
+         *       }
+         *     }
+         */
+        ExternalStepConfig: {
+            /**
+             * @description http(s) URL; {{secrets.*}} and other placeholders allowed
+             * @example https://erp.example.com/api/purchase-orders/{{trigger.metadata.po}}
+             */
+            url: string;
+            /**
+             * @default GET
+             * @enum {unknown}
+             */
+            method: "GET" | "POST" | "PUT" | "PATCH" | "DELETE" | "HEAD";
+            /**
+             * @example {
+             *       "Authorization": "Bearer {{secrets.erp_token}}"
+             *     }
+             */
+            headers?: {
+                [key: string]: string;
+            };
+            /** @description the JSON body (placeholders rendered) */
+            body?: unknown;
+            /** @description query parameters */
+            query?: Record<string, never>;
+            /**
+             * @description async: a good response means accepted; the step waits for complete-external
+             * @default sync
+             * @enum {unknown}
+             */
+            mode: "sync" | "async";
+            /**
+             * @description async: how long to wait for the callback
+             * @default 24
+             */
+            completion_timeout_hours: number;
+            /**
+             * @description must hold over `response` (status, headers, body)
+             * @default response.status >= 200 and response.status < 300
+             */
+            success_condition: string;
+            /**
+             * @description output names -> paths into the response; later steps read steps.<key>.<name>
+             * @example {
+             *       "po_amount": "response.body.total_amount"
+             *     }
+             */
+            extract_fields?: {
+                [key: string]: string;
+            };
+            /** @description retries as durable timers before on_failure applies */
+            retry_config?: {
+                /** @default 3 */
+                max_retries: number;
+                /** @default 1000 */
+                backoff_ms: number;
+                /** @default 3600000 */
+                max_backoff_ms: number;
+            };
+            /**
+             * @description after the last retry: fail the instance (retry, fail_workflow), move on (skip), or ask a human (human_review)
+             * @default fail_workflow
+             * @enum {unknown}
+             */
+            on_failure: "retry" | "skip" | "fail_workflow" | "human_review";
+            /**
+             * @description a webhook (url) or email (to) sent when the step finally fails
+             * @example {
+             *       "type": "webhook",
+             *       "url": "https://ops.example.com/hooks"
+             *     }
+             */
+            failure_notification?: Record<string, never>;
+            /**
+             * @description how long one attempt may take
+             * @default 30
+             */
+            timeout_seconds: number;
+            /** @description who reviews a failed step under human_review (default role workflow_admin) */
+            review_approvers?: {
+                /** @enum {unknown} */
+                type: "role" | "user" | "agent";
+                value: string | string[];
+            } | {
+                /** @enum {unknown} */
+                type: "role" | "user" | "agent";
+                value: string | string[];
+            }[];
+            /**
+             * @description how long a human review waits
+             * @default 72
+             */
+            review_timeout_hours: number;
+        };
+        StepType: {
+            type: string;
+            summary: string;
+            /** @description the handler kind doing its I/O; null when the engine decides it alone */
+            handler: string | null;
+            /** @description a JSON Schema (2020-12) */
+            config_schema: Record<string, never>;
+        };
+        StepTypeList: {
+            items: components["schemas"]["StepType"][];
         };
         Template: {
             id: string;
@@ -619,7 +1150,20 @@ export interface components {
              */
             decision?: "approved" | "rejected";
             reasoning?: string;
+            /** @description base64 Ed25519 signature over the canonical decision (docs/agents.md); checked against the agent's registered key */
             agent_signature?: string;
+            /** @description unix seconds the signature covers; required with agent_signature, within 300 s of the gateway's clock (replay window) */
+            signed_at?: number;
+            /** @description agents: agent_id, intent, conversation_id for the audit entry (default: the instance's, if this agent started it) */
+            agent_context?: Record<string, never> | null;
+        };
+        AgentKeyInput: {
+            /** @description Ed25519 public key: base64 of the 32 raw bytes, or PEM (SubjectPublicKeyInfo) */
+            public_key: string;
+        };
+        AgentKey: {
+            agent_id: string;
+            public_key: string | null;
         };
         AdvanceInput: {
             /** @enum {string} */
@@ -659,6 +1203,22 @@ export interface components {
         ApprovalConditions: {
             max_amount?: number | null;
             step_names?: string[];
+            /** @description the trigger's currency must be one of these (empty: any) */
+            currencies?: string[];
+            /** @description UTC windows HH:MM-HH:MM the agent may decide in (empty: any) */
+            hours?: string[];
+            /**
+             * @description false: its approvals only add a recommendation
+             * @default true
+             */
+            counts_toward_quorum: boolean;
+            /**
+             * @description above max_amount its decision is recorded as a recommendation for the human approvers
+             * @default true
+             */
+            escalate_above_limit: boolean;
+            /** @description sum of amounts it may approve per UTC day, across instances */
+            daily_budget?: number | null;
         };
         AgentPermissions: {
             agent_id: string;
@@ -668,6 +1228,11 @@ export interface components {
                     [key: string]: {
                         max_amount: number | null;
                         step_names: string[];
+                        currencies?: string[];
+                        hours?: string[];
+                        counts_toward_quorum?: boolean;
+                        escalate_above_limit?: boolean;
+                        daily_budget?: number | null;
                     };
                 };
             };
@@ -774,6 +1339,16 @@ export interface components {
             deadline: string | null;
             /** Format: date-time */
             requested_at: string;
+            /** @description agents' decisions on this step that did not count: above their limit (refusal says why) or recommendation-only agents */
+            agent_recommendations?: {
+                agent_id?: string;
+                /** @enum {string} */
+                decision?: "approve" | "reject";
+                reasoning?: string;
+                refusal?: string;
+                /** Format: date-time */
+                at?: string;
+            }[];
             links: {
                 approve?: string;
                 reject?: string;
@@ -992,6 +1567,37 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["Template"];
+                };
+            };
+            400: components["responses"]["Problem"];
+            401: components["responses"]["Problem"];
+            403: components["responses"]["Problem"];
+            404: components["responses"]["Problem"];
+            408: components["responses"]["Problem"];
+            409: components["responses"]["Problem"];
+            413: components["responses"]["Problem"];
+            415: components["responses"]["Problem"];
+            422: components["responses"]["Problem"];
+            503: components["responses"]["Problem"];
+            default: components["responses"]["Problem"];
+        };
+    };
+    listStepTypes: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description step types */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StepTypeList"];
                 };
             };
             400: components["responses"]["Problem"];
@@ -1239,6 +1845,8 @@ export interface operations {
                 created_after?: string;
                 created_before?: string;
                 blocked_on?: "me";
+                /** @description instances whose agent_context.conversation_id is this: one agent conversation across instances */
+                conversation_id?: string;
                 cursor?: string;
                 limit?: number;
             };
@@ -1971,6 +2579,79 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["PendingList"];
+                };
+            };
+            400: components["responses"]["Problem"];
+            401: components["responses"]["Problem"];
+            403: components["responses"]["Problem"];
+            404: components["responses"]["Problem"];
+            408: components["responses"]["Problem"];
+            409: components["responses"]["Problem"];
+            413: components["responses"]["Problem"];
+            415: components["responses"]["Problem"];
+            422: components["responses"]["Problem"];
+            503: components["responses"]["Problem"];
+            default: components["responses"]["Problem"];
+        };
+    };
+    getAgentKey: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description the key */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AgentKey"];
+                };
+            };
+            400: components["responses"]["Problem"];
+            401: components["responses"]["Problem"];
+            403: components["responses"]["Problem"];
+            404: components["responses"]["Problem"];
+            408: components["responses"]["Problem"];
+            409: components["responses"]["Problem"];
+            413: components["responses"]["Problem"];
+            415: components["responses"]["Problem"];
+            422: components["responses"]["Problem"];
+            503: components["responses"]["Problem"];
+            default: components["responses"]["Problem"];
+        };
+    };
+    setAgentKey: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description scoped to the caller: a replay by the same principal with the same key and request returns the first response with `Idempotent-Replayed: true`; the same key with another request is 422; while the first runs, 409 */
+                "Idempotency-Key"?: string;
+            };
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["AgentKeyInput"];
+            };
+        };
+        responses: {
+            /** @description the key */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AgentKey"];
                 };
             };
             400: components["responses"]["Problem"];
