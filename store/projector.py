@@ -92,13 +92,14 @@ VALUES ($1, $2, $3, $4, $5) ON CONFLICT (command_id) DO NOTHING
 UPSERT_PENDING = """
 INSERT INTO workflow_pending_approvals (instance_id, tenant_id, template_id, step, attempt, step_name, kind,
     approvers, approver_roles, approver_users, approver_agents, required, approvals, decided_by, initiated_by,
-    amount, deadline, requested_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
+    amount, deadline, requested_at, recommendations)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19::jsonb)
 ON CONFLICT (instance_id) DO UPDATE SET step = EXCLUDED.step, attempt = EXCLUDED.attempt,
     step_name = EXCLUDED.step_name, kind = EXCLUDED.kind, approvers = EXCLUDED.approvers,
     approver_roles = EXCLUDED.approver_roles, approver_users = EXCLUDED.approver_users,
     approver_agents = EXCLUDED.approver_agents, required = EXCLUDED.required, approvals = EXCLUDED.approvals,
-    decided_by = EXCLUDED.decided_by, deadline = EXCLUDED.deadline, requested_at = EXCLUDED.requested_at
+    decided_by = EXCLUDED.decided_by, deadline = EXCLUDED.deadline, requested_at = EXCLUDED.requested_at,
+    recommendations = EXCLUDED.recommendations
 """
 
 

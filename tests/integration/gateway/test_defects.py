@@ -516,8 +516,9 @@ async def test_agent_permissions_name_templates_by_slug_as_in_story_29_12(api_wo
                                      expect=200)
     permissions = stored["workflow_permissions"]
     assert sorted(permissions["can_initiate"]) == sorted([procurement["id"], expense_template["id"]])
-    assert permissions["can_approve"] == {procurement["id"]: {"max_amount": 1000,
-                                                               "step_names": ["Manager Approval"]}}
+    assert permissions["can_approve"] == {procurement["id"]: {
+        "max_amount": 1000, "step_names": ["Manager Approval"], "currencies": [], "hours": [],
+        "counts_toward_quorum": True, "escalate_above_limit": True, "daily_budget": None}}  # bounds spelled out
     # the agent may now start it, by id as stored
     await api_world.call("POST", I, tenant, "agent", json={"template_id": expense_template["id"]}, expect=202)
     # names work too; unknown and ambiguous references are refused, never guessed
