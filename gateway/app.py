@@ -35,6 +35,7 @@ from gateway.problems import CONTENT_TYPE as PROBLEM_CONTENT_TYPE
 from gateway.problems import DATABASE_DOWN, Problem, problems_middleware, read_model_unavailable
 from gateway.settings import GatewaySettings
 from schemas.codec import Codec
+from store.notify import ReadModelSignal
 
 log = logging.getLogger("flowline.gateway")
 audit_log = logging.getLogger("flowline.gateway.audit")
@@ -55,6 +56,8 @@ class Gateway:
     pool: asyncpg.Pool
     producer: AIOKafkaProducer
     codec: Codec = field(default_factory=Codec)
+    # the projector's commits, so requests waiting for the read model re-read at once (store/notify.py)
+    projected: ReadModelSignal = field(default_factory=ReadModelSignal)
 
     def __post_init__(self) -> None:
         self.auth = Authenticator(self.pool)
@@ -336,10 +339,13 @@ async def start_gateway(settings: GatewaySettings) -> Gateway:
     producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, enable_idempotence=True,
                                 linger_ms=1, request_timeout_ms=10_000)
     await producer.start()
-    return Gateway(settings=settings, pool=pool, producer=producer)
+    gateway = Gateway(settings=settings, pool=pool, producer=producer)
+    await gateway.projected.listen(settings.database_url, timeout=DB_CONNECT_TIMEOUT)
+    return gateway
 
 
 async def stop_gateway(gateway: Gateway) -> None:
+    await gateway.projected.close()
     with contextlib.suppress(Exception):
         await gateway.producer.stop()
     with contextlib.suppress(Exception):

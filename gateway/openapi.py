@@ -160,7 +160,15 @@ SCHEMAS: dict[str, Any] = {
             "decision": {"type": "string", "enum": ["approved", "rejected"],
                          "description": "optional; must match the endpoint"},
             "reasoning": {"type": "string", "maxLength": 4000},
-            "agent_signature": {"type": "string", "maxLength": 4096},
+            "agent_signature": {"type": "string", "maxLength": 4096,
+                                "description": "base64 Ed25519 signature over the canonical decision "
+                                               "(docs/agents.md); checked against the agent's registered key"},
+            "signed_at": {"type": "integer", "minimum": 0,
+                          "description": "unix seconds the signature covers; required with agent_signature, "
+                                         "within 300 s of the gateway's clock (replay window)"},
+            "agent_context": nullable("object", description="agents: agent_id, intent, conversation_id for the "
+                                                            "audit entry (default: the instance's, if this "
+                                                            "agent started it)"),
         },
     },
     "TemplateOverrides": {
@@ -217,6 +225,16 @@ SCHEMAS: dict[str, Any] = {
                                            "approval pending, automatic, or the state's actions still run"}}}},
         },
     },
+    "AgentKeyInput": {
+        "type": "object", "additionalProperties": False, "required": ["public_key"],
+        "properties": {"public_key": {"type": "string", "minLength": 1, "maxLength": 1000,
+                                      "description": "Ed25519 public key: base64 of the 32 raw bytes, or PEM "
+                                                     "(SubjectPublicKeyInfo)"}},
+    },
+    "AgentKey": {
+        "type": "object", "required": ["agent_id", "public_key"],
+        "properties": {"agent_id": {"type": "string"}, "public_key": nullable("string")},
+    },
     "AdvanceInput": {"type": "object", "additionalProperties": False, "required": ["action"],
                      "properties": {"action": {"type": "string", "enum": ["proceed_if_ready"]}}},
     "EscalateInput": {
@@ -264,7 +282,21 @@ SCHEMAS: dict[str, Any] = {
     "ApprovalConditions": {
         "type": "object", "additionalProperties": False,
         "properties": {"max_amount": nullable("number", minimum=0),
-                       "step_names": {"type": "array", "items": {"type": "string"}, "maxItems": 100}},
+                       "step_names": {"type": "array", "items": {"type": "string"}, "maxItems": 100},
+                       "currencies": {"type": "array", "items": {"type": "string", "pattern": "^[A-Z]{3}$"},
+                                      "maxItems": 50, "description": "the trigger's currency must be one of "
+                                                                     "these (empty: any)"},
+                       "hours": {"type": "array", "maxItems": 24,
+                                 "items": {"type": "string", "pattern": "^[0-9]{2}:[0-9]{2}-[0-9]{2}:[0-9]{2}$"},
+                                 "description": "UTC windows HH:MM-HH:MM the agent may decide in (empty: any)"},
+                       "counts_toward_quorum": {"type": "boolean", "default": True,
+                                                "description": "false: its approvals only add a recommendation"},
+                       "escalate_above_limit": {"type": "boolean", "default": True,
+                                                "description": "above max_amount its decision is recorded as a "
+                                                               "recommendation for the human approvers"},
+                       "daily_budget": nullable("number", minimum=0,
+                                                description="sum of amounts it may approve per UTC day, across "
+                                                            "instances")},
     },
     "AgentPermissions": {
         "type": "object", "required": ["agent_id", "workflow_permissions"],
@@ -274,7 +306,12 @@ SCHEMAS: dict[str, Any] = {
                            "can_approve": {"type": "object", "additionalProperties": {
                                "type": "object", "required": ["max_amount", "step_names"],
                                "properties": {"max_amount": nullable("number"),
-                                              "step_names": {"type": "array", "items": {"type": "string"}}}}}}}},
+                                              "step_names": {"type": "array", "items": {"type": "string"}},
+                                              "currencies": {"type": "array", "items": {"type": "string"}},
+                                              "hours": {"type": "array", "items": {"type": "string"}},
+                                              "counts_toward_quorum": {"type": "boolean"},
+                                              "escalate_above_limit": {"type": "boolean"},
+                                              "daily_budget": nullable("number")}}}}}},
     },
     "CommandAccepted": {
         "type": "object", "required": ["command_id", "instance_id", "status"],
@@ -347,6 +384,12 @@ SCHEMAS: dict[str, Any] = {
             "required": {"type": "integer"}, "approvals": {"type": "integer"},
             "decided_by": {"type": "array", "items": {"type": "string"}}, "amount": nullable("number"),
             "deadline": OPT_TIMESTAMP, "requested_at": TIMESTAMP,
+            "agent_recommendations": {
+                "type": "array", "description": "agents' decisions on this step that did not count: above their "
+                                                "limit (refusal says why) or recommendation-only agents",
+                "items": {"type": "object", "properties": {
+                    "agent_id": {"type": "string"}, "decision": {"type": "string", "enum": ["approve", "reject"]},
+                    "reasoning": {"type": "string"}, "refusal": {"type": "string"}, "at": TIMESTAMP}}},
             "links": {"type": "object", "properties": {"approve": {"type": "string"}, "reject": {"type": "string"}}},
         },
     },
@@ -571,6 +614,10 @@ PATHS: dict[str, dict[str, Any]] = {
                        "schema": {"type": "string", "format": "date-time"}},
                       {"name": "blocked_on", "in": "query", "required": False,
                        "schema": {"type": "string", "enum": ["me"]}},
+                      {"name": "conversation_id", "in": "query", "required": False,
+                       "description": "instances whose agent_context.conversation_id is this: one agent "
+                                      "conversation across instances",
+                       "schema": {"type": "string", "maxLength": 200}},
                       CURSOR, LIMIT]),
     },
     "/v1/workflows/instances/{id}": {
@@ -645,6 +692,12 @@ PATHS: dict[str, dict[str, Any]] = {
                            "schema": {"type": "string", "enum": ["requested", "deadline"], "default": "requested"},
                            "description": "requested: oldest request first; deadline: soonest deadline first "
                                           "(approvals without one last)"}, CURSOR, LIMIT]),
+    },
+    "/v1/agents/{id}/public-key": {
+        "get": op("getAgentKey", "An agent's registered Ed25519 public key", "agents",
+                  {200: ("the key", ref("AgentKey"))}, params=[ID]),
+        "put": op("setAgentKey", "Register (replace) an agent's Ed25519 public key (admin only)", "agents",
+                  {200: ("the key", ref("AgentKey"))}, params=[ID], body="AgentKeyInput"),
     },
     "/v1/agents/{id}/workflow-permissions": {
         "get": op("getAgentPermissions", "An agent's workflow permissions (story 29.12)", "agents",

@@ -176,15 +176,19 @@ def _instance_command(operation_id: str, instance_id: str, action: str, body: Ma
 
 
 def approve(instance_id: str, step: int, reasoning: str | None = None, *, agent_signature: str | None = None,
-            wait: bool = False, idempotency_key: str | None = None) -> Call[CommandResult]:
-    body = _without_none(decision="approved", reasoning=reasoning, agent_signature=agent_signature)
+            wait: bool = False, idempotency_key: str | None = None, signed_at: int | None = None,
+            agent_context: dict[str, Any] | None = None) -> Call[CommandResult]:
+    body = _without_none(decision="approved", reasoning=reasoning, agent_signature=agent_signature, signed_at=signed_at,
+                         agent_context=agent_context)
     return _instance_command("approveStep", instance_id, "approve", body, step=step, wait=wait,
                              idempotency_key=idempotency_key)
 
 
 def reject(instance_id: str, step: int, reasoning: str | None = None, *, agent_signature: str | None = None,
-           wait: bool = False, idempotency_key: str | None = None) -> Call[CommandResult]:
-    body = _without_none(decision="rejected", reasoning=reasoning, agent_signature=agent_signature)
+           wait: bool = False, idempotency_key: str | None = None, signed_at: int | None = None,
+           agent_context: dict[str, Any] | None = None) -> Call[CommandResult]:
+    body = _without_none(decision="rejected", reasoning=reasoning, agent_signature=agent_signature, signed_at=signed_at,
+                         agent_context=agent_context)
     return _instance_command("rejectStep", instance_id, "reject", body, step=step, wait=wait,
                              idempotency_key=idempotency_key)
 
@@ -281,6 +285,17 @@ def pending(limit: int | None = None) -> Call[list[PendingApproval]]:
 def get_agent_permissions(agent_id: str) -> Call[AgentPermissions]:
     return Call("GET", f"/v1/agents/{_seg(agent_id)}/workflow-permissions", _one(AgentPermissions.from_json),
                 operation_id="getAgentPermissions")
+
+
+def get_agent_key(agent_id: str) -> Call[dict[str, Any]]:
+    """The agent's registered Ed25519 public key: `{"agent_id", "public_key"}` (docs/agents.md)."""
+    return Call("GET", f"/v1/agents/{_seg(agent_id)}/public-key", _raw, operation_id="getAgentKey")
+
+
+def set_agent_key(agent_id: str, public_key: str) -> Call[dict[str, Any]]:
+    """Register (replace) the agent's Ed25519 public key, base64 of the 32 raw bytes or PEM (admin only)."""
+    return Call("PUT", f"/v1/agents/{_seg(agent_id)}/public-key", _raw,
+                body=json.dumps({"public_key": public_key}).encode(), operation_id="setAgentKey")
 
 
 def set_agent_permissions(agent_id: str, *, can_initiate: list[str] | None = None,

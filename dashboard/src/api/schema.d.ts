@@ -401,6 +401,24 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/agents/{id}/public-key": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** An agent's registered Ed25519 public key */
+        get: operations["getAgentKey"];
+        /** Register (replace) an agent's Ed25519 public key (admin only) */
+        put: operations["setAgentKey"];
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/agents/{id}/workflow-permissions": {
         parameters: {
             query?: never;
@@ -1210,7 +1228,12 @@ export interface components {
              */
             decision?: "approved" | "rejected";
             reasoning?: string;
+            /** @description base64 Ed25519 signature over the canonical decision (docs/agents.md); checked against the agent's registered key */
             agent_signature?: string;
+            /** @description unix seconds the signature covers; required with agent_signature, within 300 s of the gateway's clock (replay window) */
+            signed_at?: number;
+            /** @description agents: agent_id, intent, conversation_id for the audit entry (default: the instance's, if this agent started it) */
+            agent_context?: Record<string, never> | null;
         };
         /** @description steps are named by name or 1-based number; every problem is reported with a pointer into this document */
         TemplateOverrides: {
@@ -1282,6 +1305,14 @@ export interface components {
                 why_not: string | null;
             }[];
         };
+        AgentKeyInput: {
+            /** @description Ed25519 public key: base64 of the 32 raw bytes, or PEM (SubjectPublicKeyInfo) */
+            public_key: string;
+        };
+        AgentKey: {
+            agent_id: string;
+            public_key: string | null;
+        };
         AdvanceInput: {
             /** @enum {string} */
             action: "proceed_if_ready";
@@ -1320,6 +1351,22 @@ export interface components {
         ApprovalConditions: {
             max_amount?: number | null;
             step_names?: string[];
+            /** @description the trigger's currency must be one of these (empty: any) */
+            currencies?: string[];
+            /** @description UTC windows HH:MM-HH:MM the agent may decide in (empty: any) */
+            hours?: string[];
+            /**
+             * @description false: its approvals only add a recommendation
+             * @default true
+             */
+            counts_toward_quorum: boolean;
+            /**
+             * @description above max_amount its decision is recorded as a recommendation for the human approvers
+             * @default true
+             */
+            escalate_above_limit: boolean;
+            /** @description sum of amounts it may approve per UTC day, across instances */
+            daily_budget?: number | null;
         };
         AgentPermissions: {
             agent_id: string;
@@ -1329,6 +1376,11 @@ export interface components {
                     [key: string]: {
                         max_amount: number | null;
                         step_names: string[];
+                        currencies?: string[];
+                        hours?: string[];
+                        counts_toward_quorum?: boolean;
+                        escalate_above_limit?: boolean;
+                        daily_budget?: number | null;
                     };
                 };
             };
@@ -1439,6 +1491,16 @@ export interface components {
             deadline: string | null;
             /** Format: date-time */
             requested_at: string;
+            /** @description agents' decisions on this step that did not count: above their limit (refusal says why) or recommendation-only agents */
+            agent_recommendations?: {
+                agent_id?: string;
+                /** @enum {string} */
+                decision?: "approve" | "reject";
+                reasoning?: string;
+                refusal?: string;
+                /** Format: date-time */
+                at?: string;
+            }[];
             links: {
                 approve?: string;
                 reject?: string;
@@ -1975,6 +2037,8 @@ export interface operations {
                 created_after?: string;
                 created_before?: string;
                 blocked_on?: "me";
+                /** @description instances whose agent_context.conversation_id is this: one agent conversation across instances */
+                conversation_id?: string;
                 cursor?: string;
                 limit?: number;
             };
@@ -2825,6 +2889,79 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["PendingList"];
+                };
+            };
+            400: components["responses"]["Problem"];
+            401: components["responses"]["Problem"];
+            403: components["responses"]["Problem"];
+            404: components["responses"]["Problem"];
+            408: components["responses"]["Problem"];
+            409: components["responses"]["Problem"];
+            413: components["responses"]["Problem"];
+            415: components["responses"]["Problem"];
+            422: components["responses"]["Problem"];
+            503: components["responses"]["Problem"];
+            default: components["responses"]["Problem"];
+        };
+    };
+    getAgentKey: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description the key */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AgentKey"];
+                };
+            };
+            400: components["responses"]["Problem"];
+            401: components["responses"]["Problem"];
+            403: components["responses"]["Problem"];
+            404: components["responses"]["Problem"];
+            408: components["responses"]["Problem"];
+            409: components["responses"]["Problem"];
+            413: components["responses"]["Problem"];
+            415: components["responses"]["Problem"];
+            422: components["responses"]["Problem"];
+            503: components["responses"]["Problem"];
+            default: components["responses"]["Problem"];
+        };
+    };
+    setAgentKey: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description scoped to the caller: a replay by the same principal with the same key and request returns the first response with `Idempotent-Replayed: true`; the same key with another request is 422; while the first runs, 409 */
+                "Idempotency-Key"?: string;
+            };
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["AgentKeyInput"];
+            };
+        };
+        responses: {
+            /** @description the key */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AgentKey"];
                 };
             };
             400: components["responses"]["Problem"];

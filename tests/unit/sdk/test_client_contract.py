@@ -47,6 +47,8 @@ SAMPLE_CALLS = [
     ops.request_transition("wfi_1", "approved", "looks fine", wait=True), ops.transitions("wfi_1"),
     ops.instantiate_template("wf_a", {"name": "copy", "roles": {"cfo": "controller"}}), ops.result("wfi_1"),
     ops.get_agent_permissions("agent_1"),
+    ops.get_agent_key("agent_1"),
+    ops.set_agent_key("agent_1", "11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo="),
     ops.set_agent_permissions("agent_1", can_initiate=["wf_a"], can_approve={"wf_a": {"max_amount": 10}}),
     ops.analytics("wf_a"), ops.health(), ops.openapi(), ops.step_types(),
     ops.me(), ops.validate_document(TEMPLATE), ops.my_decisions(5), ops.throughput("wf_a", "hour", 48),
