@@ -39,6 +39,8 @@ class RecordDecision(Command):
     actor: Actor
     reasoning: str = ""
     signature: str = ""
+    signature_status: str = "absent"  # the gateway verified the Ed25519 signature: verified | absent
+    agent_context: Json = None  # the agent's {agent_id, intent, conversation_id}, copied to the audit entry
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -112,6 +112,23 @@ class DecisionRecorded(Event):
     decision: str
     reasoning: str = ""
     signature: str = ""
+    signature_status: str = "absent"  # verified | absent (an invalid one never reaches the engine)
+    agent_context: Json = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class AgentRecommendation(Event):
+    """An agent's decision that does not count: its approvals only recommend (`counts_toward_quorum: false`),
+    or the step is above its limit and it escalates to humans (`refusal` says why). The step stays open and
+    the human approvers see the recommendation and its reasoning."""
+
+    step: int
+    actor: Actor
+    decision: str
+    reasoning: str = ""
+    refusal: str = ""
+    signature_status: str = "absent"
+    agent_context: Json = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -249,6 +266,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     StepSkipped,
     ApprovalRequested,
     DecisionRecorded,
+    AgentRecommendation,
     StepApproved,
     StepRejected,
     StepTimedOut,

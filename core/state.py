@@ -47,6 +47,17 @@ class Vote:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Recommendation:
+    """An agent's decision the step did not count (core/events.py AgentRecommendation), kept for the humans."""
+
+    actor_id: str
+    decision: str
+    at: int
+    reasoning: str = ""
+    refusal: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
 class StepState:
     step: int
     status: TaskStatus = TaskStatus.PENDING
@@ -61,6 +72,7 @@ class StepState:
     retries: int = 0
     output: Json = None
     error: str = ""
+    recommendations: tuple[Recommendation, ...] = ()
     counted_from: int = 0  # votes[counted_from:] count towards the quorum; earlier ones predate an escalation
 
     @property
@@ -292,6 +304,13 @@ def _apply_decision(state: InstanceState, e: ev.DecisionRecorded) -> InstanceSta
     return _with_step(state, e.step, votes=(*step.votes, vote))
 
 
+def _apply_recommendation(state: InstanceState, e: ev.AgentRecommendation) -> InstanceState:
+    step = state.steps[e.step - 1]
+    note = Recommendation(actor_id=e.actor.id, decision=e.decision, at=e.at, reasoning=e.reasoning,
+                          refusal=e.refusal)
+    return _with_step(state, e.step, recommendations=(*step.recommendations, note))
+
+
 def _apply_approved(state: InstanceState, e: ev.StepApproved) -> InstanceState:
     return _finish_step(state, e.step, TaskStatus.APPROVED, e.at, output={"approved_by": list(e.approved_by)})
 
@@ -399,6 +418,7 @@ _APPLIERS = {
     ev.StepSkipped: _apply_skipped,
     ev.ApprovalRequested: _apply_approval_requested,
     ev.DecisionRecorded: _apply_decision,
+    ev.AgentRecommendation: _apply_recommendation,
     ev.StepApproved: _apply_approved,
     ev.StepRejected: _apply_rejected,
     ev.StepTimedOut: _apply_timed_out,

@@ -35,6 +35,7 @@ from gateway.problems import CONTENT_TYPE as PROBLEM_CONTENT_TYPE
 from gateway.problems import DATABASE_DOWN, Problem, problems_middleware, read_model_unavailable
 from gateway.settings import GatewaySettings
 from schemas.codec import Codec
+from store.notify import ReadModelSignal
 
 log = logging.getLogger("flowline.gateway")
 audit_log = logging.getLogger("flowline.gateway.audit")
@@ -45,7 +46,8 @@ LATENCY = Histogram("flowline_gateway_request_seconds", "HTTP request latency", 
 
 GATEWAY_KEY = web.AppKey("gateway", object)
 DB_CONNECT_TIMEOUT = 5.0  # seconds; a PostgreSQL that does not answer is down, not slow
-TEMPLATE_BODIES = {"createTemplate", "updateTemplate", "validateTemplate"}  # checked by core.validation
+# checked by core.validation, not by the JSON schema
+TEMPLATE_BODIES = {"createTemplate", "updateTemplate", "validateTemplate", "validateDocument"}
 
 
 @dataclass
@@ -54,6 +56,8 @@ class Gateway:
     pool: asyncpg.Pool
     producer: AIOKafkaProducer
     codec: Codec = field(default_factory=Codec)
+    # the projector's commits, so requests waiting for the read model re-read at once (store/notify.py)
+    projected: ReadModelSignal = field(default_factory=ReadModelSignal)
 
     def __post_init__(self) -> None:
         self.auth = Authenticator(self.pool)
@@ -291,16 +295,19 @@ async def _forget(pool: asyncpg.Pool, principal_id: str, key: str) -> None:
 
 
 def handlers() -> dict[str, HandlerFn]:
-    from gateway import agents, instances, operations, templates
+    from gateway import agents, analytics, dashboard, instances, operations, templates
 
     found: dict[str, HandlerFn] = {}
-    for module in (templates, instances, agents, operations):
+    for module in (templates, instances, agents, operations, dashboard, analytics):
         found.update(module.HANDLERS)
     return found
 
 
 def build_app(gateway: Gateway) -> web.Application:
-    app = web.Application(middlewares=[problems_middleware], client_max_size=gateway.settings.max_body_bytes)
+    from gateway.dashboard import front_end
+
+    app = web.Application(middlewares=[problems_middleware, front_end()],
+                          client_max_size=gateway.settings.max_body_bytes)
     app[GATEWAY_KEY] = gateway
     table = handlers()
     for method, path, operation in openapi.operations():
@@ -332,10 +339,13 @@ async def start_gateway(settings: GatewaySettings) -> Gateway:
     producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, enable_idempotence=True,
                                 linger_ms=1, request_timeout_ms=10_000)
     await producer.start()
-    return Gateway(settings=settings, pool=pool, producer=producer)
+    gateway = Gateway(settings=settings, pool=pool, producer=producer)
+    await gateway.projected.listen(settings.database_url, timeout=DB_CONNECT_TIMEOUT)
+    return gateway
 
 
 async def stop_gateway(gateway: Gateway) -> None:
+    await gateway.projected.close()
     with contextlib.suppress(Exception):
         await gateway.producer.stop()
     with contextlib.suppress(Exception):

@@ -139,8 +139,26 @@ SCHEMAS: dict[str, Any] = {
             "decision": {"type": "string", "enum": ["approved", "rejected"],
                          "description": "optional; must match the endpoint"},
             "reasoning": {"type": "string", "maxLength": 4000},
-            "agent_signature": {"type": "string", "maxLength": 4096},
+            "agent_signature": {"type": "string", "maxLength": 4096,
+                                "description": "base64 Ed25519 signature over the canonical decision "
+                                               "(docs/agents.md); checked against the agent's registered key"},
+            "signed_at": {"type": "integer", "minimum": 0,
+                          "description": "unix seconds the signature covers; required with agent_signature, "
+                                         "within 300 s of the gateway's clock (replay window)"},
+            "agent_context": nullable("object", description="agents: agent_id, intent, conversation_id for the "
+                                                            "audit entry (default: the instance's, if this "
+                                                            "agent started it)"),
         },
+    },
+    "AgentKeyInput": {
+        "type": "object", "additionalProperties": False, "required": ["public_key"],
+        "properties": {"public_key": {"type": "string", "minLength": 1, "maxLength": 1000,
+                                      "description": "Ed25519 public key: base64 of the 32 raw bytes, or PEM "
+                                                     "(SubjectPublicKeyInfo)"}},
+    },
+    "AgentKey": {
+        "type": "object", "required": ["agent_id", "public_key"],
+        "properties": {"agent_id": {"type": "string"}, "public_key": nullable("string")},
     },
     "AdvanceInput": {"type": "object", "additionalProperties": False, "required": ["action"],
                      "properties": {"action": {"type": "string", "enum": ["proceed_if_ready"]}}},
@@ -189,7 +207,21 @@ SCHEMAS: dict[str, Any] = {
     "ApprovalConditions": {
         "type": "object", "additionalProperties": False,
         "properties": {"max_amount": nullable("number", minimum=0),
-                       "step_names": {"type": "array", "items": {"type": "string"}, "maxItems": 100}},
+                       "step_names": {"type": "array", "items": {"type": "string"}, "maxItems": 100},
+                       "currencies": {"type": "array", "items": {"type": "string", "pattern": "^[A-Z]{3}$"},
+                                      "maxItems": 50, "description": "the trigger's currency must be one of "
+                                                                     "these (empty: any)"},
+                       "hours": {"type": "array", "maxItems": 24,
+                                 "items": {"type": "string", "pattern": "^[0-9]{2}:[0-9]{2}-[0-9]{2}:[0-9]{2}$"},
+                                 "description": "UTC windows HH:MM-HH:MM the agent may decide in (empty: any)"},
+                       "counts_toward_quorum": {"type": "boolean", "default": True,
+                                                "description": "false: its approvals only add a recommendation"},
+                       "escalate_above_limit": {"type": "boolean", "default": True,
+                                                "description": "above max_amount its decision is recorded as a "
+                                                               "recommendation for the human approvers"},
+                       "daily_budget": nullable("number", minimum=0,
+                                                description="sum of amounts it may approve per UTC day, across "
+                                                            "instances")},
     },
     "AgentPermissions": {
         "type": "object", "required": ["agent_id", "workflow_permissions"],
@@ -199,7 +231,12 @@ SCHEMAS: dict[str, Any] = {
                            "can_approve": {"type": "object", "additionalProperties": {
                                "type": "object", "required": ["max_amount", "step_names"],
                                "properties": {"max_amount": nullable("number"),
-                                              "step_names": {"type": "array", "items": {"type": "string"}}}}}}}},
+                                              "step_names": {"type": "array", "items": {"type": "string"}},
+                                              "currencies": {"type": "array", "items": {"type": "string"}},
+                                              "hours": {"type": "array", "items": {"type": "string"}},
+                                              "counts_toward_quorum": {"type": "boolean"},
+                                              "escalate_above_limit": {"type": "boolean"},
+                                              "daily_budget": nullable("number")}}}}}},
     },
     "CommandAccepted": {
         "type": "object", "required": ["command_id", "instance_id", "status"],
@@ -269,6 +306,12 @@ SCHEMAS: dict[str, Any] = {
             "required": {"type": "integer"}, "approvals": {"type": "integer"},
             "decided_by": {"type": "array", "items": {"type": "string"}}, "amount": nullable("number"),
             "deadline": OPT_TIMESTAMP, "requested_at": TIMESTAMP,
+            "agent_recommendations": {
+                "type": "array", "description": "agents' decisions on this step that did not count: above their "
+                                                "limit (refusal says why) or recommendation-only agents",
+                "items": {"type": "object", "properties": {
+                    "agent_id": {"type": "string"}, "decision": {"type": "string", "enum": ["approve", "reject"]},
+                    "reasoning": {"type": "string"}, "refusal": {"type": "string"}, "at": TIMESTAMP}}},
             "links": {"type": "object", "properties": {"approve": {"type": "string"}, "reject": {"type": "string"}}},
         },
     },
@@ -314,6 +357,59 @@ SCHEMAS: dict[str, Any] = {
                 "properties": {"template_id": {"type": "string"},
                                "counts_by_status": {"type": "object", "additionalProperties": {"type": "integer"}},
                                "completion_time_seconds": ref("Percentiles")}}},
+        },
+    },
+    "Me": {
+        "type": "object", "required": ["id", "tenant_id", "kind", "roles", "display_name", "permissions"],
+        "description": "the signed-in principal; the dashboard shows only what these permissions allow",
+        "properties": {"id": {"type": "string"}, "tenant_id": {"type": "string"},
+                       "kind": {"type": "string", "enum": ["human", "agent"]},
+                       "roles": {"type": "array", "items": {"type": "string"}}, "display_name": {"type": "string"},
+                       "permissions": {"type": "array", "items": {"type": "string"}}},
+    },
+    "DecisionList": {
+        "type": "object", "required": ["items"],
+        "properties": {"items": {"type": "array", "items": {
+            "type": "object",
+            "required": ["instance_id", "template_id", "template_name", "instance_status", "step", "step_name",
+                         "decision", "reasoning", "at"],
+            "properties": {"instance_id": {"type": "string"}, "template_id": {"type": "string"},
+                           "template_name": {"type": "string"}, "instance_status": {"type": "string"},
+                           "step": {"type": "integer"}, "step_name": {"type": "string"},
+                           "decision": {"type": "string"}, "reasoning": {"type": "string"}, "at": TIMESTAMP}}}},
+    },
+    "Throughput": {
+        "type": "object", "required": ["bucket", "since", "series", "busiest_approvers"],
+        "properties": {
+            "bucket": {"type": "string", "enum": ["hour", "day"]}, "since": TIMESTAMP,
+            "series": {"type": "array", "items": {
+                "type": "object", "required": ["at", "started", "completed", "failed"],
+                "properties": {"at": TIMESTAMP, "started": {"type": "integer"}, "completed": {"type": "integer"},
+                               "failed": {"type": "integer"}}}},
+            "busiest_approvers": {"type": "array", "items": {
+                "type": "object", "required": ["approver", "decisions", "p50_seconds"],
+                "properties": {"approver": {"type": "string"}, "decisions": {"type": "integer"},
+                               "p50_seconds": nullable("number")}}},
+        },
+    },
+    "Pipeline": {
+        "type": "object", "required": ["template_id", "name", "steps", "failures"],
+        "properties": {
+            "template_id": {"type": "string"}, "name": {"type": "string"},
+            "steps": {"type": "array", "items": {
+                "type": "object", "required": ["step", "name", "type", "counts", "executions", "avg_seconds"],
+                "properties": {"step": {"type": "integer"}, "name": {"type": "string"}, "type": {"type": "string"},
+                               "counts": {"type": "object", "additionalProperties": {"type": "integer"}},
+                               "executions": {"type": "integer"}, "avg_seconds": nullable("number")}}},
+            "failures": {"type": "array", "items": {
+                "type": "object",
+                "required": ["instance_id", "instance_status", "step", "attempt", "name", "status", "error",
+                             "ended_at", "retryable"],
+                "properties": {"instance_id": {"type": "string"}, "instance_status": {"type": "string"},
+                               "step": {"type": "integer"}, "attempt": {"type": "integer"},
+                               "name": {"type": "string"}, "status": {"type": "string"},
+                               "error": {"type": "string"}, "ended_at": OPT_TIMESTAMP,
+                               "retryable": {"type": "boolean"}}}},
         },
     },
     "Health": {
@@ -435,6 +531,10 @@ PATHS: dict[str, dict[str, Any]] = {
                        "schema": {"type": "string", "format": "date-time"}},
                       {"name": "blocked_on", "in": "query", "required": False,
                        "schema": {"type": "string", "enum": ["me"]}},
+                      {"name": "conversation_id", "in": "query", "required": False,
+                       "description": "instances whose agent_context.conversation_id is this: one agent "
+                                      "conversation across instances",
+                       "schema": {"type": "string", "maxLength": 200}},
                       CURSOR, LIMIT]),
     },
     "/v1/workflows/instances/{id}": {
@@ -500,6 +600,12 @@ PATHS: dict[str, dict[str, Any]] = {
                            "description": "requested: oldest request first; deadline: soonest deadline first "
                                           "(approvals without one last)"}, CURSOR, LIMIT]),
     },
+    "/v1/agents/{id}/public-key": {
+        "get": op("getAgentKey", "An agent's registered Ed25519 public key", "agents",
+                  {200: ("the key", ref("AgentKey"))}, params=[ID]),
+        "put": op("setAgentKey", "Register (replace) an agent's Ed25519 public key (admin only)", "agents",
+                  {200: ("the key", ref("AgentKey"))}, params=[ID], body="AgentKeyInput"),
+    },
     "/v1/agents/{id}/workflow-permissions": {
         "get": op("getAgentPermissions", "An agent's workflow permissions (story 29.12)", "agents",
                   {200: ("permissions", ref("AgentPermissions"))}, params=[ID]),
@@ -513,6 +619,34 @@ PATHS: dict[str, dict[str, Any]] = {
                            "schema": {"type": "string", "maxLength": 200}},
                           {"name": "created_after", "in": "query", "required": False,
                            "schema": {"type": "string", "format": "date-time"}}]),
+    },
+    "/v1/me": {
+        "get": op("getMe", "The caller: tenant, roles and permissions (the dashboard's sign-in)", "operations",
+                  {200: ("the caller", ref("Me"))}),
+    },
+    "/v1/workflows/templates/validate": {
+        "post": op("validateDocument", "Validate a template document that has no id yet (the builder's new "
+                   "template); secrets are not checked", "templates",
+                   {200: ("validation result", ref("ValidationResult"))}, body="TemplateDocument"),
+    },
+    "/v1/workflows/decisions": {
+        "get": op("listMyDecisions", "The caller's own approval decisions, newest first", "instances",
+                  {200: ("decisions", ref("DecisionList"))}, params=[LIMIT]),
+    },
+    "/v1/workflows/analytics/throughput": {
+        "get": op("getThroughput", "Instances started, completed and failed per hour or day; busiest approvers",
+                  "analytics", {200: ("throughput", ref("Throughput"))},
+                  params=[{"name": "template_id", "in": "query", "required": False,
+                           "schema": {"type": "string", "maxLength": 200}},
+                          {"name": "bucket", "in": "query", "required": False,
+                           "schema": {"type": "string", "enum": ["hour", "day"], "default": "day"}},
+                          {"name": "periods", "in": "query", "required": False,
+                           "schema": {"type": "integer", "minimum": 1, "maximum": 400, "default": 30}}]),
+    },
+    "/v1/workflows/templates/{id}/pipeline": {
+        "get": op("getPipeline", "One template's steps across its instances: executions by status, average "
+                  "time, and the latest failed or timed-out steps with their error", "analytics",
+                  {200: ("the pipeline", ref("Pipeline"))}, params=[ID]),
     },
     "/health": {
         "get": op("health", "Broker, database and projector lag", "operations",

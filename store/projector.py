@@ -31,6 +31,7 @@ from core import events as ev
 from deploy import topics as topics_mod
 from schemas import dlq
 from schemas.codec import Codec, DecodeError
+from store.notify import NOTIFY_SQL
 from store.projection import BatchRows, InstanceView, fold, instance_row, pending_row
 
 log = logging.getLogger("flowline.projector")
@@ -94,13 +95,14 @@ VALUES ($1, $2, $3, $4, $5) ON CONFLICT (command_id) DO NOTHING
 UPSERT_PENDING = """
 INSERT INTO workflow_pending_approvals (instance_id, tenant_id, template_id, step, attempt, step_name, kind,
     approvers, approver_roles, approver_users, approver_agents, required, approvals, decided_by, initiated_by,
-    amount, deadline, requested_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
+    amount, deadline, requested_at, recommendations)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19::jsonb)
 ON CONFLICT (instance_id) DO UPDATE SET step = EXCLUDED.step, attempt = EXCLUDED.attempt,
     step_name = EXCLUDED.step_name, kind = EXCLUDED.kind, approvers = EXCLUDED.approvers,
     approver_roles = EXCLUDED.approver_roles, approver_users = EXCLUDED.approver_users,
     approver_agents = EXCLUDED.approver_agents, required = EXCLUDED.required, approvals = EXCLUDED.approvals,
-    decided_by = EXCLUDED.decided_by, deadline = EXCLUDED.deadline, requested_at = EXCLUDED.requested_at
+    decided_by = EXCLUDED.decided_by, deadline = EXCLUDED.deadline, requested_at = EXCLUDED.requested_at,
+    recommendations = EXCLUDED.recommendations
 """
 
 
@@ -316,6 +318,9 @@ class Projector:
                        VALUES ($1, to_timestamp($2 / 1000.0), now())
                        ON CONFLICT (consumer_group) DO UPDATE SET last_event_at = EXCLUDED.last_event_at""",
                     self.group_id, rows.last_event_at)
+            if changed or rows.rejections:
+                # delivered at commit: a gateway request waiting for these rows re-reads at once
+                await conn.execute(NOTIFY_SQL)
         self.applied += rows.applied
         APPLIED.labels("applied").inc(rows.applied)
         APPLIED.labels("duplicate").inc(rows.skipped)

@@ -206,15 +206,19 @@ class AsyncClient:
 
     async def approve(self, instance_id: str, step: int, reasoning: str | None = None, *,
                       agent_signature: str | None = None, wait: bool = False,
-                      idempotency_key: str | None = None) -> CommandResult:
+                      idempotency_key: str | None = None, signed_at: int | None = None,
+                      agent_context: dict[str, Any] | None = None) -> CommandResult:
         return await self.call(ops.approve(instance_id, step, reasoning, agent_signature=agent_signature, wait=wait,
-                                           idempotency_key=idempotency_key))
+                                           idempotency_key=idempotency_key, signed_at=signed_at,
+                                           agent_context=agent_context))
 
     async def reject(self, instance_id: str, step: int, reasoning: str | None = None, *,
                      agent_signature: str | None = None, wait: bool = False,
-                     idempotency_key: str | None = None) -> CommandResult:
+                     idempotency_key: str | None = None, signed_at: int | None = None,
+                     agent_context: dict[str, Any] | None = None) -> CommandResult:
         return await self.call(ops.reject(instance_id, step, reasoning, agent_signature=agent_signature, wait=wait,
-                                          idempotency_key=idempotency_key))
+                                          idempotency_key=idempotency_key, signed_at=signed_at,
+                                          agent_context=agent_context))
 
     async def escalate(self, instance_id: str, step: int, approvers: Any = None, *, reason: str | None = None,
                        timeout_hours: float | None = None, wait: bool = False,
@@ -274,9 +278,31 @@ class AsyncClient:
                                     can_approve: Mapping[str, Mapping[str, Any]] | None = None) -> AgentPermissions:
         return await self.call(ops.set_agent_permissions(agent_id, can_initiate=can_initiate, can_approve=can_approve))
 
+    async def get_agent_key(self, agent_id: str) -> dict[str, Any]:
+        return await self.call(ops.get_agent_key(agent_id))
+
+    async def set_agent_key(self, agent_id: str, public_key: str) -> dict[str, Any]:
+        return await self.call(ops.set_agent_key(agent_id, public_key))
+
     async def analytics(self, template_id: str | None = None,
                         created_after: datetime | str | None = None) -> dict[str, Any]:
         return await self.call(ops.analytics(template_id, created_after))
+
+    async def me(self) -> dict[str, Any]:
+        return await self.call(ops.me())
+
+    async def validate_document(self, document: Mapping[str, Any]) -> ValidationResult:
+        return await self.call(ops.validate_document(document))
+
+    async def my_decisions(self, limit: int | None = None) -> dict[str, Any]:
+        return await self.call(ops.my_decisions(limit))
+
+    async def throughput(self, template_id: str | None = None, bucket: str | None = None,
+                         periods: int | None = None) -> dict[str, Any]:
+        return await self.call(ops.throughput(template_id, bucket, periods))
+
+    async def pipeline(self, template_id: str) -> dict[str, Any]:
+        return await self.call(ops.pipeline(template_id))
 
     async def health(self) -> dict[str, Any]:
         return await self.call(ops.health())

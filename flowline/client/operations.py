@@ -175,15 +175,19 @@ def _instance_command(operation_id: str, instance_id: str, action: str, body: Ma
 
 
 def approve(instance_id: str, step: int, reasoning: str | None = None, *, agent_signature: str | None = None,
-            wait: bool = False, idempotency_key: str | None = None) -> Call[CommandResult]:
-    body = _without_none(decision="approved", reasoning=reasoning, agent_signature=agent_signature)
+            wait: bool = False, idempotency_key: str | None = None, signed_at: int | None = None,
+            agent_context: dict[str, Any] | None = None) -> Call[CommandResult]:
+    body = _without_none(decision="approved", reasoning=reasoning, agent_signature=agent_signature, signed_at=signed_at,
+                         agent_context=agent_context)
     return _instance_command("approveStep", instance_id, "approve", body, step=step, wait=wait,
                              idempotency_key=idempotency_key)
 
 
 def reject(instance_id: str, step: int, reasoning: str | None = None, *, agent_signature: str | None = None,
-           wait: bool = False, idempotency_key: str | None = None) -> Call[CommandResult]:
-    body = _without_none(decision="rejected", reasoning=reasoning, agent_signature=agent_signature)
+           wait: bool = False, idempotency_key: str | None = None, signed_at: int | None = None,
+           agent_context: dict[str, Any] | None = None) -> Call[CommandResult]:
+    body = _without_none(decision="rejected", reasoning=reasoning, agent_signature=agent_signature, signed_at=signed_at,
+                         agent_context=agent_context)
     return _instance_command("rejectStep", instance_id, "reject", body, step=step, wait=wait,
                              idempotency_key=idempotency_key)
 
@@ -259,6 +263,17 @@ def get_agent_permissions(agent_id: str) -> Call[AgentPermissions]:
                 operation_id="getAgentPermissions")
 
 
+def get_agent_key(agent_id: str) -> Call[dict[str, Any]]:
+    """The agent's registered Ed25519 public key: `{"agent_id", "public_key"}` (docs/agents.md)."""
+    return Call("GET", f"/v1/agents/{_seg(agent_id)}/public-key", _raw, operation_id="getAgentKey")
+
+
+def set_agent_key(agent_id: str, public_key: str) -> Call[dict[str, Any]]:
+    """Register (replace) the agent's Ed25519 public key, base64 of the 32 raw bytes or PEM (admin only)."""
+    return Call("PUT", f"/v1/agents/{_seg(agent_id)}/public-key", _raw,
+                body=json.dumps({"public_key": public_key}).encode(), operation_id="setAgentKey")
+
+
 def set_agent_permissions(agent_id: str, *, can_initiate: list[str] | None = None,
                           can_approve: Mapping[str, Mapping[str, Any]] | None = None,
                           idempotency_key: str | None = None) -> Call[AgentPermissions]:
@@ -277,6 +292,29 @@ def analytics(template_id: str | None = None, created_after: datetime | str | No
 def step_types() -> Call[list[dict[str, Any]]]:
     return Call("GET", "/v1/workflows/step-types", lambda _s, body: list(body.get("items") or []),
                 operation_id="listStepTypes")
+
+
+def me() -> Call[dict[str, Any]]:
+    return Call("GET", "/v1/me", _raw, operation_id="getMe")
+
+
+def validate_document(document: Mapping[str, Any]) -> Call[ValidationResult]:
+    """Validate a template that has no id yet (secrets are not checked)."""
+    return _post("validateDocument", f"{TEMPLATES}/validate", _one(ValidationResult.from_json), document)
+
+
+def my_decisions(limit: int | None = None) -> Call[dict[str, Any]]:
+    return Call("GET", "/v1/workflows/decisions", _raw, _query(limit=limit), operation_id="listMyDecisions")
+
+
+def throughput(template_id: str | None = None, bucket: str | None = None,
+               periods: int | None = None) -> Call[dict[str, Any]]:
+    return Call("GET", "/v1/workflows/analytics/throughput", _raw,
+                _query(template_id=template_id, bucket=bucket, periods=periods), operation_id="getThroughput")
+
+
+def pipeline(template_id: str) -> Call[dict[str, Any]]:
+    return Call("GET", f"{TEMPLATES}/{_seg(template_id)}/pipeline", _raw, operation_id="getPipeline")
 
 
 def health() -> Call[dict[str, Any]]:

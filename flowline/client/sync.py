@@ -153,15 +153,19 @@ class Client:
 
     def approve(self, instance_id: str, step: int, reasoning: str | None = None, *,
                 agent_signature: str | None = None, wait: bool = False,
-                idempotency_key: str | None = None) -> CommandResult:
+                idempotency_key: str | None = None, signed_at: int | None = None,
+               agent_context: dict[str, Any] | None = None) -> CommandResult:
         return self._run(self._async.approve(instance_id, step, reasoning, agent_signature=agent_signature,
-                                             wait=wait, idempotency_key=idempotency_key))
+                                             wait=wait, idempotency_key=idempotency_key, signed_at=signed_at,
+                                             agent_context=agent_context))
 
     def reject(self, instance_id: str, step: int, reasoning: str | None = None, *,
                agent_signature: str | None = None, wait: bool = False,
-               idempotency_key: str | None = None) -> CommandResult:
+               idempotency_key: str | None = None, signed_at: int | None = None,
+               agent_context: dict[str, Any] | None = None) -> CommandResult:
         return self._run(self._async.reject(instance_id, step, reasoning, agent_signature=agent_signature,
-                                            wait=wait, idempotency_key=idempotency_key))
+                                            wait=wait, idempotency_key=idempotency_key, signed_at=signed_at,
+                                            agent_context=agent_context))
 
     def escalate(self, instance_id: str, step: int, approvers: Any = None, *, reason: str | None = None,
                  timeout_hours: float | None = None, wait: bool = False,
@@ -215,8 +219,30 @@ class Client:
         return self._run(self._async.set_agent_permissions(agent_id, can_initiate=can_initiate,
                                                            can_approve=can_approve))
 
+    def get_agent_key(self, agent_id: str) -> dict[str, Any]:
+        return self._run(self._async.get_agent_key(agent_id))
+
+    def set_agent_key(self, agent_id: str, public_key: str) -> dict[str, Any]:
+        return self._run(self._async.set_agent_key(agent_id, public_key))
+
     def analytics(self, template_id: str | None = None, created_after: datetime | str | None = None) -> dict[str, Any]:
         return self._run(self._async.analytics(template_id, created_after))
+
+    def me(self) -> dict[str, Any]:
+        return self._run(self._async.me())
+
+    def validate_document(self, document: Mapping[str, Any]) -> ValidationResult:
+        return self._run(self._async.validate_document(document))
+
+    def my_decisions(self, limit: int | None = None) -> dict[str, Any]:
+        return self._run(self._async.my_decisions(limit))
+
+    def throughput(self, template_id: str | None = None, bucket: str | None = None,
+                   periods: int | None = None) -> dict[str, Any]:
+        return self._run(self._async.throughput(template_id, bucket, periods))
+
+    def pipeline(self, template_id: str) -> dict[str, Any]:
+        return self._run(self._async.pipeline(template_id))
 
     def health(self) -> dict[str, Any]:
         return self._run(self._async.health())

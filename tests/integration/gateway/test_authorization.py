@@ -57,7 +57,14 @@ RULES: dict[str, Rule] = {
     "listPending": Rule("viewer", scoped=False),
     "getAgentPermissions": Rule("admin", "viewer"),
     "setAgentPermissions": Rule("admin", "operator", body="permissions"),
+    "getAgentKey": Rule("admin", "viewer"),
+    "setAgentKey": Rule("admin", "operator", body="agent_key"),
     "getAnalytics": Rule("viewer", scoped=False),
+    "getMe": Rule("viewer", scoped=False),
+    "listMyDecisions": Rule("viewer", scoped=False),
+    "getThroughput": Rule("viewer", scoped=False),
+    "getPipeline": Rule("viewer"),
+    "validateDocument": Rule("admin", "viewer", scoped=False, body="template"),
     "health": Rule(None, scoped=False),
     "metrics": Rule(None, scoped=False),
     "openapi": Rule(None, scoped=False),
@@ -138,6 +145,7 @@ def request_for(name: str, m: dict, unique: str) -> tuple[str, str, dict]:
         "reason": {"reason": "matrix"}, "empty": {},
         "escalate": {"approvers": {"type": "role", "value": "ceo"}, "reason": "matrix"},
         "permissions": {"workflow_permissions": {"can_initiate": [m["template"]], "can_approve": {}}},
+        "agent_key": {"public_key": "11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo="},
         "callback": {"status": "completed", "result": {"ok": True}},
     }
     if body == "callback":

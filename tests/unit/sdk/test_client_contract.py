@@ -45,8 +45,12 @@ SAMPLE_CALLS = [
     ops.retry_step("wfi_1", 3), ops.complete_external("wfi_1", 2, "completed", {"x": 1}, token="tok", timestamp=1),
     ops.callback_url("wfi_1", 2), ops.agent_actions("wfi_1"), ops.pending(10),
     ops.get_agent_permissions("agent_1"),
+    ops.get_agent_key("agent_1"),
+    ops.set_agent_key("agent_1", "11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo="),
     ops.set_agent_permissions("agent_1", can_initiate=["wf_a"], can_approve={"wf_a": {"max_amount": 10}}),
     ops.analytics("wf_a"), ops.health(), ops.openapi(), ops.step_types(),
+    ops.me(), ops.validate_document(TEMPLATE), ops.my_decisions(5), ops.throughput("wf_a", "hour", 48),
+    ops.pipeline("wf_a"),
 ]
 
 

@@ -1,0 +1,112 @@
+// Query hooks and their keys (one home for every key, so mutations can invalidate the right ones).
+import { useQuery } from "@tanstack/react-query";
+import { api, must, type Schemas } from "./client";
+
+export const keys = {
+  me: ["me"] as const,
+  pending: ["pending"] as const,
+  decisions: ["pending", "decisions"] as const,
+  instances: (filters: InstanceFilters) => ["instances", "list", filters] as const,
+  instance: (id: string) => ["instances", id] as const,
+  actions: (id: string) => ["instances", id, "actions"] as const,
+  templates: ["templates"] as const,
+  template: (id: string, version?: number) => ["templates", id, version ?? "current"] as const,
+  analytics: (templateId?: string) => ["analytics", templateId ?? "all"] as const,
+  throughput: (templateId: string | undefined, bucket: "hour" | "day") => ["analytics", "throughput", templateId ?? "all", bucket] as const,
+  pipeline: (id: string) => ["templates", id, "pipeline"] as const,
+};
+
+export type InstanceFilters = {
+  status?: Schemas["Instance"]["status"];
+  template_id?: string;
+  created_after?: string;
+  blocked_on?: "me";
+};
+
+/** Live views poll: 3 s while something can still change (docs/adr/0008-dashboard-front-end.md). */
+export const POLL_MS = 3000;
+const RUNNING = new Set(["ACTIVE", "PAUSED"]);
+
+export const useMe = (enabled: boolean) =>
+  useQuery({ queryKey: keys.me, enabled, retry: false, queryFn: () => must(api.GET("/v1/me")) });
+
+export const usePending = () =>
+  useQuery({
+    queryKey: keys.pending,
+    refetchInterval: POLL_MS,
+    queryFn: () => must(api.GET("/v1/workflows/pending", { params: { query: { sort: "deadline", limit: 200 } } })),
+  });
+
+export const useInstances = (filters: InstanceFilters) =>
+  useQuery({
+    queryKey: keys.instances(filters),
+    refetchInterval: POLL_MS,
+    queryFn: () => must(api.GET("/v1/workflows/instances", { params: { query: { ...filters, limit: 200 } } })),
+  });
+
+export const useInstance = (id: string) =>
+  useQuery({
+    queryKey: keys.instance(id),
+    retry: false,
+    refetchInterval: (query) => (RUNNING.has(query.state.data?.status ?? "ACTIVE") ? POLL_MS : false),
+    queryFn: () => must(api.GET("/v1/workflows/instances/{id}", { params: { path: { id } } })),
+  });
+
+export const useActions = (id: string, status?: string) =>
+  useQuery({
+    queryKey: [...keys.actions(id), status],
+    enabled: status !== undefined,
+    queryFn: () => must(api.GET("/v1/workflows/instances/{id}/agent-actions", { params: { path: { id } } })),
+  });
+
+export const useTemplates = () =>
+  useQuery({
+    queryKey: keys.templates,
+    queryFn: () => must(api.GET("/v1/workflows/templates", { params: { query: { limit: 200 } } })),
+  });
+
+export const useTemplate = (id: string | undefined, version?: number) =>
+  useQuery({
+    queryKey: keys.template(id ?? "", version),
+    enabled: id !== undefined,
+    queryFn: () =>
+      must(
+        api.GET("/v1/workflows/templates/{id}", {
+          params: { path: { id: id ?? "" }, query: version ? { version } : {} },
+        }),
+      ),
+  });
+
+export const useAnalytics = (templateId?: string) =>
+  useQuery({
+    queryKey: keys.analytics(templateId),
+    refetchInterval: POLL_MS * 5,
+    queryFn: () =>
+      must(api.GET("/v1/workflows/analytics", { params: { query: templateId ? { template_id: templateId } : {} } })),
+  });
+
+export const useThroughput = (templateId: string | undefined, bucket: "hour" | "day") =>
+  useQuery({
+    queryKey: keys.throughput(templateId, bucket),
+    refetchInterval: POLL_MS * 5,
+    queryFn: () =>
+      must(
+        api.GET("/v1/workflows/analytics/throughput", {
+          params: { query: { bucket, periods: bucket === "hour" ? 48 : 30, ...(templateId ? { template_id: templateId } : {}) } },
+        }),
+      ),
+  });
+
+export const usePipeline = (id: string | undefined) =>
+  useQuery({
+    queryKey: keys.pipeline(id ?? ""),
+    enabled: id !== undefined,
+    refetchInterval: POLL_MS,
+    queryFn: () => must(api.GET("/v1/workflows/templates/{id}/pipeline", { params: { path: { id: id ?? "" } } })),
+  });
+
+export const useMyDecisions = () =>
+  useQuery({
+    queryKey: keys.decisions,
+    queryFn: () => must(api.GET("/v1/workflows/decisions", { params: { query: { limit: 20 } } })),
+  });

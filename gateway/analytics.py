@@ -1,0 +1,123 @@
+"""Reads for the dashboard's Pipelines and Analytics tabs (story 29.11, PRD-127 tab 3) that the older
+`getAnalytics` (gateway/operations.py) does not answer: throughput over time, busiest approvers, and one
+template's pipeline (each step's executions by status across instances, and the failed or timed-out ones
+with their error, so they can be retried from the page). All from the read model, scoped to the caller's
+tenant; another tenant's template answers 404 like every other template read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from aiohttp import web
+
+from gateway.app import Call, json_response
+from gateway.auth import READ
+from gateway.problems import Problem
+from gateway.templates import load_template
+
+BUCKETS = {"hour": timedelta(hours=1), "day": timedelta(days=1)}
+MAX_BUCKETS = 400
+FAILED_STEPS = ("FAILED", "TIMED_OUT")
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _period(call: Call) -> tuple[str, datetime]:
+    bucket = call.query("bucket") or "day"
+    if bucket not in BUCKETS:
+        raise Problem(400, "bucket must be hour or day", pointer="/query/bucket")
+    raw = call.query("periods") or "30"
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_BUCKETS:
+        raise Problem(400, f"periods must be an integer from 1 to {MAX_BUCKETS}", pointer="/query/periods")
+    now = datetime.now(UTC)
+    start = now - BUCKETS[bucket] * (int(raw) - 1)
+    floor = start.replace(minute=0, second=0, microsecond=0)
+    return bucket, floor.replace(hour=0) if bucket == "day" else floor
+
+
+async def throughput(call: Call) -> web.Response:
+    """Instances started, completed and failed per hour or day, and the busiest approvers, in a period."""
+    me = call.me
+    me.require(READ, "read analytics")
+    bucket, since = _period(call)
+    args: list[Any] = [me.tenant_id, since]
+    template = ""
+    if call.query("template_id"):
+        args.append(call.query("template_id"))
+        template = f" AND i.template_id = ${len(args)}"
+    pool = call.gateway.pool
+    # The two reads are independent: run them on two pooled connections at once (the gateway's pool has 8).
+    # Series: one index range scan (workflow_instances_tenant_created) for started; completed and failed are
+    # counted by the bucket they finished in.
+    rows, approvers = await asyncio.gather(pool.fetch(
+        f"""SELECT date_trunc('{bucket}', t.at) AS bucket, t.kind, count(*) AS n FROM (
+              SELECT i.created_at AS at, 'started' AS kind FROM workflow_instances i
+               WHERE i.tenant_id = $1 AND i.created_at >= $2{template}
+              UNION ALL
+              SELECT i.completed_at, lower(i.status) FROM workflow_instances i
+               WHERE i.tenant_id = $1 AND i.completed_at >= $2 AND i.status IN ('COMPLETED', 'FAILED'){template}
+            ) t GROUP BY 1, 2 ORDER BY 1""", *args), pool.fetch(
+        f"""SELECT a.approver, count(*) AS decisions,
+                   percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM s.ended_at - s.started_at))
+                     AS p50_seconds
+            FROM workflow_instances i JOIN workflow_step_executions s ON s.instance_id = i.id
+            CROSS JOIN LATERAL unnest(s.approved_by) AS a(approver)
+            WHERE i.tenant_id = $1 AND i.created_at >= $2{template} AND s.type = 'approval'
+              AND s.ended_at IS NOT NULL
+            GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 10""", *args))
+    series: dict[datetime, dict[str, int]] = {}
+    for r in rows:
+        series.setdefault(r["bucket"], {"started": 0, "completed": 0, "failed": 0})[r["kind"]] = r["n"]
+    return json_response({
+        "bucket": bucket, "since": _iso(since),
+        "series": [{"at": _iso(at), **counts} for at, counts in sorted(series.items())],
+        "busiest_approvers": [{"approver": r["approver"], "decisions": r["decisions"],
+                               "p50_seconds": float(r["p50_seconds"]) if r["p50_seconds"] is not None else None}
+                              for r in approvers],
+    })
+
+
+async def pipeline(call: Call) -> web.Response:
+    """Each step of one template: executions by status across its instances, and the latest failures."""
+    me = call.me
+    me.require(READ, "read templates")
+    pool = call.gateway.pool
+    template = await load_template(pool, call.param("id"), me.tenant_id)
+    steps = await pool.fetch(
+        """SELECT s.step, max(s.name) AS name, max(s.type) AS type, s.status, count(*) AS n,
+                  avg(extract(epoch FROM s.ended_at - s.started_at)) FILTER (WHERE s.ended_at IS NOT NULL)
+                    AS avg_seconds
+           FROM workflow_instances i JOIN workflow_step_executions s ON s.instance_id = i.id
+           WHERE i.tenant_id = $1 AND i.template_id = $2 GROUP BY s.step, s.status ORDER BY s.step""",
+        me.tenant_id, template["id"])
+    by_step: dict[int, dict[str, Any]] = {}
+    for r in steps:
+        entry = by_step.setdefault(r["step"], {"step": r["step"], "name": r["name"] or "", "type": r["type"] or "",
+                                                "counts": {}, "executions": 0, "avg_seconds": None})
+        entry["counts"][r["status"]] = r["n"]
+        entry["executions"] += r["n"]
+        if r["avg_seconds"] is not None:
+            entry["avg_seconds"] = max(entry["avg_seconds"] or 0.0, float(r["avg_seconds"]))
+    failures = await pool.fetch(
+        """SELECT i.id, i.status AS instance_status, i.current_step, s.step, s.attempt, s.name, s.status, s.error,
+                  s.ended_at
+           FROM workflow_instances i JOIN workflow_step_executions s ON s.instance_id = i.id
+           WHERE i.tenant_id = $1 AND i.template_id = $2 AND s.status = ANY($3::text[])
+           ORDER BY s.ended_at DESC NULLS LAST LIMIT 50""", me.tenant_id, template["id"], list(FAILED_STEPS))
+    return json_response({
+        "template_id": template["id"], "name": template["name"],
+        "steps": [by_step[n] for n in sorted(by_step)],
+        "failures": [{"instance_id": r["id"], "instance_status": r["instance_status"], "step": r["step"],
+                      "attempt": r["attempt"], "name": r["name"], "status": r["status"], "error": r["error"],
+                      "ended_at": _iso(r["ended_at"]),
+                      "retryable": r["instance_status"] == "FAILED" and r["current_step"] == r["step"]}
+                     for r in failures],
+    })
+
+
+HANDLERS = {"getThroughput": throughput, "getPipeline": pipeline}

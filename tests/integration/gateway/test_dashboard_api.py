@@ -1,0 +1,85 @@
+"""The reads the dashboard adds: who am I and validate a template without an id (gateway/dashboard.py),
+throughput and a template's pipeline (gateway/analytics.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from core.builtin import builtin_template
+from core.commands import ReportStepResult
+from deploy import topics
+from tests.integration.gateway.test_api import manual_procurement
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+async def test_me_tells_tenant_roles_and_permissions(api_world, tenant):
+    _, viewer = await api_world.call("GET", "/v1/me", tenant, "viewer", expect=200)
+    assert viewer == {"id": tenant.ids["viewer"], "tenant_id": tenant.id, "kind": "human", "roles": ["viewer"],
+                      "display_name": "viewer", "permissions": ["read"]}
+    _, cfo = await api_world.call("GET", "/v1/me", tenant, "cfo", expect=200)
+    assert cfo["permissions"] == ["decide", "read"]
+
+
+async def test_validate_a_new_document_reports_pointers(api_world, tenant):
+    document = builtin_template("procurement_approval")
+    _, ok = await api_world.call("POST", "/v1/workflows/templates/validate", tenant, json=document, expect=200)
+    assert ok == {"valid": True, "errors": []}
+    del document["steps"][1]["config"]["approvers"]
+    document["steps"].append({"type": "wait", "name": "Nap"})
+    _, bad = await api_world.call("POST", "/v1/workflows/templates/validate", tenant, json=document, expect=200)
+    assert bad["valid"] is False
+    assert {e["pointer"] for e in bad["errors"]} == {"/steps/1/config/approvers", "/steps/4/config"}
+    # a shape the JSON schema would refuse is still answered with pointers, not a 422
+    _, shapeless = await api_world.call("POST", "/v1/workflows/templates/validate", tenant,
+                                        json={"steps": [{"type": "teleport"}]}, expect=200)
+    assert {"/name", "/steps/0/type", "/steps/0/name"} <= {e["pointer"] for e in shapeless["errors"]}
+
+
+async def test_throughput_approvers_and_pipeline(api_world, tenant):
+    world = api_world
+    _, template = await world.call("POST", "/v1/workflows/templates", tenant, json=manual_procurement(), expect=201)
+    ids = []
+    for n in range(2):  # 500 skips the CFO: the manager approves, then the payment step runs
+        _, started = await world.call("POST", "/v1/workflows/instances?wait=true", tenant, "requester", json={
+            "template_id": template["id"], "trigger_data": {"id": f"tr_{n}", "amount": 500}}, expect=201)
+        ids.append(started["id"])
+        await world.wait_instance(tenant, started["id"], lambda d: d["current_step"] == 3)
+        await world.call("POST", f"/v1/workflows/instances/{started['id']}/steps/3/approve?wait=true", tenant,
+                         "manager", json={"reasoning": "ok"}, expect=200)
+    await world.play_action_handler(ids[0], 4)
+    request = await world.engine.wait_for_request(ids[1], step=4)
+    await world.engine.send_command(ReportStepResult(
+        command_id=f"result:{request.request_id}", instance_id=ids[1], step=4, attempt=request.attempt,
+        outcome="failed", error="insufficient funds", retryable=False), topic=topics.WORKFLOW_STEP_RESULTS)
+    await world.wait_instance(tenant, ids[0], lambda d: d["status"] == "COMPLETED")
+    await world.wait_instance(tenant, ids[1], lambda d: d["status"] == "FAILED")
+
+    _, t = await world.call("GET", "/v1/workflows/analytics/throughput?bucket=hour&periods=2", tenant, "viewer",
+                            expect=200)
+    assert t["bucket"] == "hour"
+    assert sum(b["started"] for b in t["series"]) == 2
+    assert sum(b["completed"] for b in t["series"]) == 1 and sum(b["failed"] for b in t["series"]) == 1
+    assert t["busiest_approvers"][0]["approver"] == tenant.ids["manager"]
+    assert t["busiest_approvers"][0]["decisions"] == 2
+    status, problem = await world.call("GET", "/v1/workflows/analytics/throughput?bucket=week", tenant, "viewer")
+    assert status == 400 and problem["pointer"] == "/query/bucket"
+
+    _, p = await world.call("GET", f"/v1/workflows/templates/{template['id']}/pipeline", tenant, "viewer",
+                            expect=200)
+    by_step = {s["step"]: s for s in p["steps"]}
+    assert sorted(by_step) == [1, 3, 4]
+    assert by_step[3]["counts"] == {"APPROVED": 2} and by_step[3]["type"] == "approval"
+    assert by_step[4]["counts"] == {"COMPLETED": 1, "FAILED": 1}
+    assert p["failures"] == [{"instance_id": ids[1], "instance_status": "FAILED", "step": 4, "attempt": 1,
+                              "name": "Execute Payment", "status": "FAILED", "error": "insufficient funds",
+                              "ended_at": p["failures"][0]["ended_at"], "retryable": True}]
+    other = await world.new_tenant()
+    status, _ = await world.call("GET", f"/v1/workflows/templates/{template['id']}/pipeline", other, "viewer")
+    assert status == 404
+
+    _, mine = await world.call("GET", "/v1/workflows/decisions", tenant, "manager", expect=200)
+    assert [(d["instance_id"], d["step"], d["step_name"], d["decision"], d["reasoning"]) for d in mine["items"]] == [
+        (ids[1], 3, "Manager Approval", "approve", "ok"), (ids[0], 3, "Manager Approval", "approve", "ok")]
+    _, nobody = await world.call("GET", "/v1/workflows/decisions", tenant, "cfo", expect=200)
+    assert nobody["items"] == []
