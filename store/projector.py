@@ -42,9 +42,12 @@ BATCH_SECONDS = Histogram("flowline_projector_batch_seconds", "time to apply one
 
 DEFAULT_GROUP = "flowline-projector"
 
-# errors that say the database is away (wait and retry), not that an event cannot be applied
+# errors that say the database is away (wait and retry), not that an event cannot be applied; asyncpg raises
+# InternalClientError ("cannot switch to state N; another operation is in progress") on a connection the
+# server died under mid-query (found by tests/integration/test_chaos_postgres.py, which kills PostgreSQL)
 DATABASE_OUTAGES = (OSError, asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError,
-                    asyncpg.TooManyConnectionsError, asyncpg.InterfaceError, asyncio.TimeoutError)
+                    asyncpg.TooManyConnectionsError, asyncpg.InterfaceError, asyncpg.InternalClientError,
+                    asyncio.TimeoutError)
 
 UPSERT_INSTANCE = """
 INSERT INTO workflow_instances (id, tenant_id, template_id, template_version, template_name, status, current_step,
@@ -174,12 +177,22 @@ class Projector:
         now = time.monotonic()
         if force or now - self._last_status_write >= 1.0:
             self._last_status_write = now
-            await self.pool.execute(
-                """INSERT INTO projector_status (consumer_group, lag, events_applied, updated_at)
-                   VALUES ($1, $2, $3, now())
-                   ON CONFLICT (consumer_group) DO UPDATE SET lag = EXCLUDED.lag,
-                       events_applied = EXCLUDED.events_applied, updated_at = now()""",
-                self.group_id, lag, self.applied)
+            try:
+                await self._write_status(lag)
+            except DATABASE_OUTAGES:
+                # The status row is a report, not state: during an outage it waits for the next write (the
+                # batch itself waits the outage out in `_apply_retrying`). Raising here ended `run()`, and the
+                # read model stopped for good after a PostgreSQL restart (tests/integration/test_chaos_postgres.py).
+                log.warning("the database is unavailable; projector status not written", exc_info=True)
+
+    async def _write_status(self, lag: int) -> None:
+        assert self.pool is not None
+        await self.pool.execute(
+            """INSERT INTO projector_status (consumer_group, lag, events_applied, updated_at)
+               VALUES ($1, $2, $3, now())
+               ON CONFLICT (consumer_group) DO UPDATE SET lag = EXCLUDED.lag,
+                   events_applied = EXCLUDED.events_applied, updated_at = now()""",
+            self.group_id, lag, self.applied)
 
     def decode(self, records) -> tuple[list[tuple[Any, ev.Event]], list[tuple[Any, str, str]]]:
         """The batch's events (with their records), and the records that are no event, with the reason."""
