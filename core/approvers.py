@@ -64,11 +64,63 @@ def refusal(actor: Actor, approvers: Any, *, step_name: str, amount: Any, initia
     if limits is not None:
         if limits.step_names and step_name not in limits.step_names:
             return f"{actor.id} may only decide steps {', '.join(limits.step_names)}, not {step_name!r}"
-        if limits.max_amount is not None:
-            if not isinstance(amount, int | float):
-                return f"{actor.id} has a max_amount limit but the trigger has no numeric amount"
-            if amount > limits.max_amount:
-                return f"amount {amount:g} is above {actor.id}'s approval limit of {limits.max_amount:g}"
+        return above_limit(actor, amount)  # last: a refusal equal to this one may escalate (escalates_to_humans)
+    return None
+
+
+def above_limit(actor: Actor, amount: Any) -> str | None:
+    """The agent's per-decision `max_amount` refusal, or None."""
+    limits = actor.approval_limits
+    if limits is None or limits.max_amount is None:
+        return None
+    if not isinstance(amount, int | float):
+        return f"{actor.id} has a max_amount limit but the trigger has no numeric amount"
+    if amount > limits.max_amount:
+        return f"amount {amount:g} is above {actor.id}'s approval limit of {limits.max_amount:g}"
+    return None
+
+
+def escalates_to_humans(actor: Actor, why_not: str, amount: Any) -> bool:
+    """Whether a refusal is the agent's amount limit and the agent escalates above it (story 29.12 bounds):
+    its decision is then recorded as a recommendation for the human approvers instead of vanishing."""
+    limits = actor.approval_limits
+    return (actor.kind is ActorKind.AGENT and limits is not None and limits.escalate_above_limit
+            and isinstance(amount, int | float) and why_not == above_limit(actor, amount))
+
+
+def parse_window(window: str) -> tuple[int, int]:
+    """`"HH:MM-HH:MM"` (UTC) -> (start, end) in minutes of the day; ValueError if it is not one."""
+    try:
+        start, end = (part.strip() for part in window.split("-"))
+        minutes = []
+        for part in (start, end):
+            hours, mins = part.split(":")
+            if not (len(hours) == 2 and len(mins) == 2 and 0 <= int(hours) <= 24 and 0 <= int(mins) < 60):
+                raise ValueError
+            minutes.append(int(hours) * 60 + int(mins))
+    except ValueError:
+        raise ValueError(f"allowed hours must look like 'HH:MM-HH:MM' (UTC), not {window!r}") from None
+    if minutes[0] == minutes[1] or max(minutes) > 24 * 60:
+        raise ValueError(f"allowed hours {window!r} must be a non-empty window within 00:00-24:00")
+    return minutes[0], minutes[1]
+
+
+def bounds_refusal(actor: Actor, *, currency: Any, at: int) -> str | None:
+    """The agent's currency and hours bounds for a decision made at `at` (epoch ms, the command's time)."""
+    limits = actor.approval_limits
+    if limits is None:
+        return None
+    if limits.currencies and currency not in limits.currencies:
+        shown = currency if currency else "no currency"
+        return f"{actor.id} may only decide in {', '.join(limits.currencies)}, not {shown}"
+    if limits.hours:
+        minute = (at // 60_000) % (24 * 60)
+        for window in limits.hours:
+            start, end = parse_window(window)
+            if (start <= minute < end) if start < end else (minute >= start or minute < end):
+                return None
+        return (f"{actor.id} may only decide within {', '.join(limits.hours)} UTC, not at "
+                f"{minute // 60:02d}:{minute % 60:02d}")
     return None
 
 

@@ -26,6 +26,15 @@ def blocking(state: InstanceState, steps_meta: StepsMeta) -> dict[str, Any]:
         if state.failure:
             info["reason"] = state.failure
         return info
+    if state.machine_state:  # a state-machine instance: its state, and whether it rests there (core/machine.py)
+        info["state"] = state.machine_state
+        if state.pending_transition:
+            info["pending_transition"] = state.pending_transition
+        resting = not state.route and not state.pending_transition and (
+            state.current is None or state.current.status.value != "IN_PROGRESS")
+        if resting:
+            info["waiting_for"] = "transition"
+            return info
     current = state.current
     if current is None:
         return info
@@ -47,6 +56,8 @@ def blocking_text(info: Mapping[str, Any]) -> str:
     """`blocking`'s answer as the sentence `advance` records."""
     if info.get("waiting_for") is None:
         return f"instance is {info['status']}"
+    if info["waiting_for"] == "transition":
+        return f"state {info['state']} waits for a requested transition"
     text = f"step {info['step']} ({info['step_name']}) waits for {info['waiting_for']}"
     if "remaining" in info:
         text += f": {info['remaining']} more approval(s) from {describe(info['approvers'])}"

@@ -39,6 +39,8 @@ class RecordDecision(Command):
     actor: Actor
     reasoning: str = ""
     signature: str = ""
+    signature_status: str = "absent"  # the gateway verified the Ed25519 signature: verified | absent
+    agent_context: Json = None  # the agent's {agent_id, intent, conversation_id}, copied to the audit entry
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -134,6 +136,15 @@ class ExpireInstance(Command):
     ended_at: int
 
 
+@dataclass(frozen=True, kw_only=True)
+class RequestTransition(Command):
+    """Ask a state-machine instance to move to `target` (a human or an agent, with a reason)."""
+
+    target: str
+    actor: Actor = SYSTEM
+    reason: str = ""
+
+
 COMMAND_TYPES: tuple[type[Command], ...] = (
     StartInstance,
     RecordDecision,
@@ -147,4 +158,5 @@ COMMAND_TYPES: tuple[type[Command], ...] = (
     FireTimer,
     EscalateApproval,
     ExpireInstance,
+    RequestTransition,
 )

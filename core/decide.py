@@ -21,6 +21,7 @@ from core import events as ev
 from core.blocking import blocking as who_is_blocking
 from core.blocking import blocking_text as describe_blocking
 from core.effects import StepRequest
+from core.machine_run import on_request_transition, run_machine
 from core.payments import trigger_refusal
 from core.recorder import Recorder
 from core.state import InstanceState, StepState
@@ -308,6 +309,7 @@ HANDLERS: dict[type[cmd.Command], Callable[[Recorder, Any], None]] = {
     cmd.ResumeInstance: _on_resume,
     cmd.CancelInstance: _on_cancel,
     cmd.EscalateApproval: _on_escalate,
+    cmd.RequestTransition: on_request_transition,
 }
 
 
@@ -364,6 +366,9 @@ _MOVES_ON = frozenset({TaskStatus.COMPLETED, TaskStatus.APPROVED, TaskStatus.SKI
 
 
 def _run(rec: Recorder) -> None:
+    if rec.template.machine is not None:
+        run_machine(rec, _start_step, _failure_reason)
+        return
     for _ in range(MAX_TRANSITIONS_PER_DECISION):
         state = rec.state
         if state is None or state.status is not WorkflowStatus.ACTIVE:

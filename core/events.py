@@ -112,6 +112,23 @@ class DecisionRecorded(Event):
     decision: str
     reasoning: str = ""
     signature: str = ""
+    signature_status: str = "absent"  # verified | absent (an invalid one never reaches the engine)
+    agent_context: Json = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class AgentRecommendation(Event):
+    """An agent's decision that does not count: its approvals only recommend (`counts_toward_quorum: false`),
+    or the step is above its limit and it escalates to humans (`refusal` says why). The step stays open and
+    the human approvers see the recommendation and its reasoning."""
+
+    step: int
+    actor: Actor
+    decision: str
+    reasoning: str = ""
+    refusal: str = ""
+    signature_status: str = "absent"
+    agent_context: Json = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -232,6 +249,41 @@ class AdvanceChecked(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
+class TransitionRequested(Event):
+    """A requested transition of a state-machine template that needs approval: its approval step runs now
+    (`route`), and the transition is taken when it is approved."""
+
+    from_state: str
+    to_state: str
+    actor: Actor = SYSTEM
+    reason: str = ""
+    route: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class TransitionTaken(Event):
+    """A state-machine instance moved `from_state` -> `to_state` (from "" when it started): who (`actor`,
+    human, agent or the engine for an automatic one), why, and the steps it runs now (`route`: exit actions,
+    the transition's action, entry actions)."""
+
+    from_state: str
+    to_state: str
+    actor: Actor = SYSTEM
+    reason: str = ""
+    automatic: bool = False
+    route: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class TransitionDeclined(Event):
+    """The approval of a requested transition was rejected: the instance stays where it was."""
+
+    from_state: str
+    to_state: str
+    reason: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
 class CommandRejected(Event):
     """An input that changed nothing, and why ("Expected ..., but ...")."""
 
@@ -249,6 +301,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     StepSkipped,
     ApprovalRequested,
     DecisionRecorded,
+    AgentRecommendation,
     StepApproved,
     StepRejected,
     StepTimedOut,
@@ -265,4 +318,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     InstanceFailed,
     AdvanceChecked,
     CommandRejected,
+    TransitionRequested,
+    TransitionTaken,
+    TransitionDeclined,
 )

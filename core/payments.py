@@ -19,6 +19,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 LOOKUP_TRANSFER = "lookup_transfer"  # the payment command that answers a transfer's record, executing nothing
+EXPECTED = "expected"  # the key, in an execute_transfer command's params, of the instance's facts (`expected_facts`)
 MAX_AMOUNT = 10**12  # major units; no payment this platform handles is larger, anything above is a typo or an attack
 
 
@@ -83,6 +84,25 @@ def executed_elsewhere(record: Mapping[str, Any], key: str) -> str | None:
             f"(payment key {first})")
 
 
+def expected_facts(*, trigger: Any, params: Mapping[str, Any], instance_id: str) -> dict[str, Any]:
+    """What an instance believes about the transfer it pays, sent with the one payment command.
+
+    Why one command: the payment service checks these facts against its own record and refuses atomically
+    (unknown, mismatch, executed by another instance) in the same step that executes, so the handler needs
+    no lookup round trip first (issue 15) and no race between a lookup and the payment is left to close.
+    """
+    stated = dict(trigger) if isinstance(trigger, Mapping) else {}
+    return {"instance_id": instance_id,
+            "trigger": {k: stated[k] for k in ("id", "transfer_id", "amount", "currency") if k in stated},
+            "params": {k: params[k] for k in ("amount", "currency") if k in params}}
+
+
+def paid_params(params: Mapping[str, Any], record: Mapping[str, Any]) -> dict[str, Any]:
+    """The params a transfer executes with: the step's, without the instance's facts, at the record's amount."""
+    paid = {k: v for k, v in params.items() if k != EXPECTED}
+    return {**paid, "amount": record.get("amount"), "currency": record.get("currency")}
+
+
 def instance_of(payment_key: str) -> str:
     """The instance named by a payment key `instance:step:v<visit>`."""
     return payment_key.split(":", 1)[0]
@@ -110,11 +130,21 @@ class TransferBook:
             return None
         return dict(known)
 
-    def execution_refusal(self, transfer_id: Any, tenant_id: str, key: str) -> str | None:
-        """Why the command `key` may not execute this transfer, or None (then `executed` must follow)."""
+    def execution_refusal(self, transfer_id: Any, tenant_id: str, key: str,
+                          expected: Mapping[str, Any] | None = None) -> str | None:
+        """Why the command `key` may not execute this transfer, or None (then `executed` must follow).
+
+        `expected` (`expected_facts`) are the paying instance's facts: any that disagree with the record
+        refuse the payment, so what an instance was routed or approved on is what is paid, or nothing."""
         record = self.record(transfer_id, tenant_id)
         if record is None:
             return f"transfer {transfer_id} is unknown to the payment system"
+        if isinstance(expected, Mapping):
+            params = expected.get("params")
+            why_not = disagreement(record, trigger=expected.get("trigger"),
+                                   params=params if isinstance(params, Mapping) else {})
+            if why_not:
+                return why_not
         return executed_elsewhere(record, key)
 
     def executed(self, transfer_id: str, key: str) -> None:

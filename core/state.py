@@ -47,6 +47,17 @@ class Vote:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Recommendation:
+    """An agent's decision the step did not count (core/events.py AgentRecommendation), kept for the humans."""
+
+    actor_id: str
+    decision: str
+    at: int
+    reasoning: str = ""
+    refusal: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
 class StepState:
     step: int
     status: TaskStatus = TaskStatus.PENDING
@@ -61,6 +72,7 @@ class StepState:
     retries: int = 0
     output: Json = None
     error: str = ""
+    recommendations: tuple[Recommendation, ...] = ()
     counted_from: int = 0  # votes[counted_from:] count towards the quorum; earlier ones predate an escalation
 
     @property
@@ -87,6 +99,13 @@ class InstanceState:
     created_at: int = 0
     updated_at: int = 0
     failure: str = ""
+    # state-machine templates only (core/machine.py): the current state, the steps still to run on the way
+    # there, and a requested transition waiting for its approval step
+    machine_state: str = ""
+    route: tuple[int, ...] = ()
+    pending_transition: str = ""
+    pending_by: Actor | None = None
+    pending_reason: str = ""
 
     @property
     def is_terminal(self) -> bool:
@@ -226,6 +245,8 @@ def _apply_started(state: InstanceState | None, e: ev.InstanceStarted) -> Instan
 
 
 def _apply_step_started(state: InstanceState, e: ev.StepStarted) -> InstanceState:
+    if state.route and state.route[0] == e.step:
+        state = _copy(state, {"route": state.route[1:]})
     return _update(
         state,
         e.step,
@@ -290,6 +311,13 @@ def _apply_decision(state: InstanceState, e: ev.DecisionRecorded) -> InstanceSta
     step = state.steps[e.step - 1]
     vote = _vote(actor_id=e.actor.id, actor_kind=e.actor.kind, decision=e.decision, at=e.at, reasoning=e.reasoning)
     return _with_step(state, e.step, votes=(*step.votes, vote))
+
+
+def _apply_recommendation(state: InstanceState, e: ev.AgentRecommendation) -> InstanceState:
+    step = state.steps[e.step - 1]
+    note = Recommendation(actor_id=e.actor.id, decision=e.decision, at=e.at, reasoning=e.reasoning,
+                          refusal=e.refusal)
+    return _with_step(state, e.step, recommendations=(*step.recommendations, note))
 
 
 def _apply_approved(state: InstanceState, e: ev.StepApproved) -> InstanceState:
@@ -385,6 +413,21 @@ def _apply_failed_instance(state: InstanceState, e: ev.InstanceFailed) -> Instan
     return evolve(state, status=WorkflowStatus.FAILED, timers=(), failure=e.reason)
 
 
+def _apply_transition_requested(state: InstanceState, e: ev.TransitionRequested) -> InstanceState:
+    return _copy(state, {"route": tuple(e.route), "pending_transition": e.to_state, "pending_by": e.actor,
+                         "pending_reason": e.reason, "current_step": 0})
+
+
+def _apply_transition_taken(state: InstanceState, e: ev.TransitionTaken) -> InstanceState:
+    return _copy(state, {"machine_state": e.to_state, "route": tuple(e.route), "pending_transition": "",
+                         "pending_by": None, "pending_reason": "", "current_step": 0})
+
+
+def _apply_transition_declined(state: InstanceState, e: ev.TransitionDeclined) -> InstanceState:
+    return _copy(state, {"route": (), "pending_transition": "", "pending_by": None, "pending_reason": "",
+                         "current_step": 0})
+
+
 def _apply_nothing(state: InstanceState, e: ev.Event) -> InstanceState:
     return state
 
@@ -399,6 +442,7 @@ _APPLIERS = {
     ev.StepSkipped: _apply_skipped,
     ev.ApprovalRequested: _apply_approval_requested,
     ev.DecisionRecorded: _apply_decision,
+    ev.AgentRecommendation: _apply_recommendation,
     ev.StepApproved: _apply_approved,
     ev.StepRejected: _apply_rejected,
     ev.StepTimedOut: _apply_timed_out,
@@ -415,6 +459,9 @@ _APPLIERS = {
     ev.InstanceFailed: _apply_failed_instance,
     ev.AdvanceChecked: _apply_nothing,
     ev.CommandRejected: _apply_nothing,
+    ev.TransitionRequested: _apply_transition_requested,
+    ev.TransitionTaken: _apply_transition_taken,
+    ev.TransitionDeclined: _apply_transition_declined,
 }
 
 

@@ -17,6 +17,7 @@ from functools import cached_property
 from typing import Any
 
 from core.expressions import Expression, compile_expression
+from core.machine import CompiledMachine, Machine, compile_machine, flatten, is_machine
 from core.steps import kind_of
 from core.timers import NO_TIMEOUT, OnTimeout
 from core.types import StepType, TriggerType, WorkflowStatus
@@ -105,6 +106,7 @@ class Template:
     description: str = ""
     status: WorkflowStatus = WorkflowStatus.ACTIVE
     document: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    machine: Machine | None = None  # a state-machine template (core/machine.py); None for a step list
 
     def step(self, number: int) -> StepSpec:
         return self.steps[number - 1]
@@ -132,6 +134,10 @@ def parse_template(doc: Mapping[str, Any], *, template_id: str, version: int = 1
                    status: WorkflowStatus = WorkflowStatus.ACTIVE) -> Template:
     """Build the model of a document that `validate_template` accepted."""
     trigger_type = parse_trigger_type(doc.get("trigger_type", "manual")) or TriggerType.MANUAL
+    machine = None
+    raw_steps = doc.get("steps", [])
+    if is_machine(doc):
+        raw_steps, machine = flatten(doc)
     steps = tuple(
         StepSpec(
             number=i,
@@ -140,7 +146,7 @@ def parse_template(doc: Mapping[str, Any], *, template_id: str, version: int = 1
             key=step_key(raw),
             config=dict(raw.get("config") or {}),
         )
-        for i, raw in enumerate(doc.get("steps", []), start=1)
+        for i, raw in enumerate(raw_steps, start=1)
     )
     return Template(
         template_id=template_id,
@@ -153,6 +159,7 @@ def parse_template(doc: Mapping[str, Any], *, template_id: str, version: int = 1
         steps=steps,
         status=status,
         document=doc,
+        machine=machine,
     )
 
 
@@ -170,6 +177,7 @@ class CompiledTemplate:
 
     template: Template
     steps: tuple[CompiledStep, ...]
+    machine: CompiledMachine | None = None
 
     def step(self, number: int) -> CompiledStep:
         return self.steps[number - 1]
@@ -193,4 +201,5 @@ def compile_template(template: Template) -> CompiledTemplate:
         }
         compiled.append(CompiledStep(spec=spec, expressions=expressions, targets=targets,
                                      on_timeout=OnTimeout.parse(spec.config.get("on_timeout"))))
-    return CompiledTemplate(template=template, steps=tuple(compiled))
+    machine = compile_machine(template.machine) if template.machine is not None else None
+    return CompiledTemplate(template=template, steps=tuple(compiled), machine=machine)

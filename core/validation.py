@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from core.expressions import check_placeholder, placeholders_in
+from core.machine import flatten, is_machine, validate_machine, visualize_machine
 from core.problems import Problem, Problems
 from core.steps import kind_of
 from core.steps.action import KNOWN_ACTIONS
@@ -27,7 +28,7 @@ __all__ = ["KNOWN_ACTIONS", "Problem", "secrets_sent_elsewhere", "validate_templ
 CONDITION_OPS = frozenset({"eq", "ne", "gt", "gte", "lt", "lte", "in", "not_in", "contains", "exists",
                            "starts_with"})
 TOP_LEVEL_KEYS = frozenset({"name", "description", "trigger_type", "trigger_config", "steps", "status",
-                            "metadata", "settings"})
+                            "metadata", "settings", "states", "transitions"})
 SETTINGS = {"separation_of_duties": bool}  # core/template.py Template.settings: what each one means
 STEP_KEYS = frozenset({"type", "name", "id", "config", "description"})
 # `callback` (url, token) is filled in by the external handler in async mode.
@@ -58,6 +59,10 @@ def validate_template(document: Any, *, known_actions: Iterable[str] = KNOWN_ACT
                                       "event, manual, scheduled, threshold")
     else:
         _check_trigger(problems, trigger_type, document.get("trigger_config"))
+    if is_machine(document):
+        _check_machine(problems, document, set(known_actions),
+                       set(known_secrets) if known_secrets is not None else None)
+        return problems.items
     steps = document.get("steps")
     if not isinstance(steps, list) or not steps:
         problems.add("/steps", "steps must be a non-empty list")
@@ -74,6 +79,34 @@ def validate_template(document: Any, *, known_actions: Iterable[str] = KNOWN_ACT
     if not any(p.pointer.startswith("/steps/") for p in problems.items):
         _check_graph(problems, steps, names)
     return problems.items
+
+
+def _check_machine(problems: Problems, document: Mapping[str, Any], actions: set[str],
+                   secrets: set[str] | None) -> None:
+    """A state-machine template (core/machine.py): its structure there, each action by the step rules here."""
+    anywhere = 10**6  # actions run in any order along the states: no "has not run yet" check, no numbering
+
+    def check_step(pointer: str, step: Any) -> None:
+        local = Problems()
+        names = _check_step_shapes(local, [step])
+        if isinstance(step, Mapping) and _step_type(step) is not None and not local.items:
+            _check_step(local, "/steps/0", anywhere, step, {**all_names, **names}, anywhere, actions, secrets)
+        for problem in local.items:
+            problems.add(pointer + problem.pointer[len("/steps/0"):], problem.message)
+
+    all_names: dict[str, int] = {}
+    if isinstance(document.get("states"), list) and isinstance(document.get("transitions", []), list):
+        try:
+            flat, _ = flatten(document)
+            for step in flat:
+                if isinstance(step, Mapping) and isinstance(step.get("name"), str):
+                    all_names.setdefault(step["name"], 0)
+                    all_names.setdefault(step_key(step), 0)
+        except (KeyError, TypeError, ValueError, AttributeError):
+            pass  # the structure's own problems are reported below
+    if len(all_names) > 2 * MAX_STEPS:
+        problems.add("/states", f"a template can have at most {MAX_STEPS} actions")
+    validate_machine(problems, document, check_step)
 
 
 def _check_settings(problems: Problems, settings: Any) -> None:
@@ -273,7 +306,10 @@ def _check_graph(problems: Problems, steps: list[Any], names: dict[str, int]) ->
 
 
 def visualize(document: Mapping[str, Any]) -> dict[str, Any]:
-    """The PRD's `visualize()`: an adjacency list by step number and a Mermaid flowchart of a valid template."""
+    """The PRD's `visualize()`: an adjacency list by step number and a Mermaid flowchart of a valid template
+    (a state-machine template: adjacency by state and a Mermaid stateDiagram-v2)."""
+    if is_machine(document):
+        return visualize_machine(document)
     steps = document["steps"]
     names = _check_step_shapes(Problems(), steps)
     graph = edges(steps, names)

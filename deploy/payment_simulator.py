@@ -10,9 +10,11 @@ the command's idempotency key, the way the real payment service is expected to b
 - it knows the transfers of the trigger topic `payments.transfers` (read from the beginning at start-up and
   then as they come) and answers `lookup_transfer` with a transfer's record (tenant, amount, currency, the
   payment key that executed it), executing nothing;
-- `execute_transfer` pays only a transfer it knows, at its own amount, and each transfer once: a command
-  with another key for an executed transfer fails with "transfer ... already executed by instance ..."
-  (core/payments.py, the rule any real payment service must keep too);
+- `execute_transfer` pays only a transfer it knows, at its own amount, when the instance's facts the
+  command carries (`params.expected`: core.payments.expected_facts) agree with its record, and each
+  transfer once: a command with another key for an executed transfer fails with "transfer ... already
+  executed by instance ..." (core/payments.py, the rule any real payment service must keep too). The check
+  and the execution are one step, so the handler needs one round trip per payment, not a lookup first;
 - `params.simulate_failure` makes a command fail with that reason (to exercise rejected payments);
 - `FLOWLINE_SIMULATOR_DELAY_MS` delays the first reply, so tests can crash a handler between the
   execution and the result.
@@ -34,7 +36,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from core.payments import LOOKUP_TRANSFER, TransferBook
+from core.payments import EXPECTED, LOOKUP_TRANSFER, TransferBook, paid_params
 from schemas import topics
 from schemas.codec import Codec, DecodeError
 from schemas.process import run_process
@@ -139,11 +141,12 @@ class PaymentSimulator:
         reason = params.get("simulate_failure")
         refusal = None
         if command.action == "execute_transfer":
+            # one check, atomic with the execution: known, the instance's facts agree, not paid by another key
             refusal = self.book.execution_refusal(params.get("transfer_id"), command.tenant_id,
-                                                  command.idempotency_key)
+                                                  command.idempotency_key, params.get(EXPECTED))
             record = self.book.record(params.get("transfer_id"), command.tenant_id)
-            if record is not None:
-                params = {**params, "amount": record["amount"], "currency": record["currency"]}
+            params = paid_params(params, record) if record is not None else \
+                {k: v for k, v in params.items() if k != EXPECTED}
         if refusal:
             result = PaymentResult(idempotency_key=command.idempotency_key, status="failed", error=refusal,
                                    completed_at=now)
@@ -226,6 +229,10 @@ class PaymentSimulator:
             return
         result = self.results.get(command.idempotency_key)
         if result is None:
+            if command.action == "execute_transfer":
+                params = command.params if isinstance(command.params, dict) else {}
+                if self.book.record(params.get("transfer_id"), command.tenant_id) is None:
+                    await self._read_transfers(to_end=True)  # the transfer event may be just behind
             result = self.execute(command)
             if self.delay_ms:
                 await asyncio.sleep(self.delay_ms / 1000)

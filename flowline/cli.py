@@ -2,6 +2,7 @@
 
     flowline templates list | show ID | apply -f FILE | validate -f FILE | diff A B
     flowline instances list | show ID | approve ID STEP | reject ID STEP | cancel ID | retry ID STEP
+    flowline instances transitions ID [--to STATE -r REASON]
     flowline pending
     flowline events tail [--instance ID] [--from-beginning] [--until EVENT] [--count N]
     flowline send transfer --amount 2500 --tenant acme [--type procurement]
@@ -261,6 +262,25 @@ instances_cancel = _command("cancelled", lambda c, a: c.cancel(a.id, a.reason, w
 instances_retry = _command("retried", lambda c, a: c.retry_step(a.id, a.step, wait=not a.no_wait))
 
 
+def instances_transitions(args: argparse.Namespace) -> int:
+    """The current state of a state-machine instance and its transitions; with --to, request one."""
+    with _client(args) as client:
+        if args.to:
+            _print_command(client.request_transition(args.id, args.to, args.reason, wait=not args.no_wait), args,
+                           f"moved towards {args.to}")
+            return 0
+        view = client.transitions(args.id)
+    if args.json:
+        emit_json(view.raw)
+    else:
+        print(f"state: {view.state or '(not a state machine)'}"
+              + (f"  (pending approval to {view.pending_transition})" if view.pending_transition else ""))
+        print(table([(t.to, "yes" if t.available else "no", "auto" if t.automatic else "",
+                      "approval" if t.requires_approval else "", t.why_not or "") for t in view.transitions],
+                    ["to", "available", "automatic", "approval", "why not"]))
+    return 0
+
+
 def pending(args: argparse.Namespace) -> int:
     with _client(args) as client:
         items = client.pending(args.limit)
@@ -428,6 +448,13 @@ def build_parser(prog: str = "flowline") -> argparse.ArgumentParser:
     p.add_argument("step", type=int)
     p.add_argument("--no-wait", action="store_true")
     p.set_defaults(func=instances_retry)
+    p = isub.add_parser("transitions", parents=both,
+                        help="a state-machine instance's state and transitions (why not); --to requests one")
+    p.add_argument("id")
+    p.add_argument("--to", default=None, help="request the transition to this state")
+    p.add_argument("--reason", "-r", default=None, help="why, kept in the audit trail")
+    p.add_argument("--no-wait", action="store_true")
+    p.set_defaults(func=instances_transitions)
 
     p = sub.add_parser("pending", parents=both, help="approvals waiting for you")
     p.add_argument("--limit", type=int, default=None)

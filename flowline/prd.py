@@ -9,13 +9,16 @@ calls, and read answers back from the read model. Where the PRD's word and Flowl
 - "who" is a token: pass `approver=` / `requester=` as another token (or client), else the manager's own;
 - a pipeline is a manual-trigger template of non-approval steps, and a run of it is an instance, so
   `execute(pipeline_id)` returns a `PipelineResult` whose `run_id` the other methods take;
-- `create_from_template` returns the new `Template` (applied with `flowline.overrides`, validated by the
-  server), not a `StateMachine`: server-side state-machine templates do not exist yet (issue 13), so
-  `StateMachine` is not offered rather than imitated on the client.
+- `create_from_template` returns the new `Template` (the server applies the overrides, `core.overrides`,
+  validates and creates it);
+- `StateMachine` builds a state-machine template document (`states` + `transitions`, docs/state-machines.md)
+  that the engine runs; `transition` and `get_available_transitions` are the instance's
+  `/transitions` endpoints, judged by the engine and `core.machine_run`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,7 +28,7 @@ from typing import Any
 from core.quorum import APPROVED, check_quorum, committee_members, parse_level
 from core.types import ApprovalLevel
 from flowline.client.aio import AsyncClient
-from flowline.client.errors import FlowlineError, NotFound, ValidationFailed
+from flowline.client.errors import FlowlineError, NotFound
 from flowline.client.models import (
     CommandAccepted,
     InstanceDetail,
@@ -227,16 +230,12 @@ class TemplateRegistry:
         return [t async for t in self.client.iter_templates(status)]
 
     async def create_from_template(self, name: str, overrides: Mapping[str, Any]) -> Template:
-        """A new template: `name`'s current document with `overrides` applied (`flowline.overrides`),
-        validated by the server (`ValidationFailed` with every pointer), then created."""
+        """A new template: `name`'s current document with `overrides` applied by the server
+        (`POST .../instantiate`, `core.overrides`; `OverrideError` on the client first for a bad override,
+        `ValidationFailed` with every pointer for an invalid result), then created."""
         source = await self.get_template(name)
-        document = apply_overrides(source.document, overrides)
-        result = await self.client.validate_template(source.id, document)
-        if not result.valid:
-            raise ValidationFailed(422, {"title": "Invalid template", "detail": "the overridden template is invalid",
-                                         "errors": [{"pointer": e.pointer, "message": e.message}
-                                                    for e in result.errors]})
-        return await self.client.create_template(document)
+        apply_overrides(source.document, overrides)  # a bad override raises OverrideError here, before any call
+        return await self.client.instantiate_template(source.id, overrides)  # applied, validated, created
 
     async def _by_name(self, name: str) -> Template | None:
         async for template in self.client.iter_templates():
@@ -387,10 +386,104 @@ class PipelineRunner:
         raise NotFound(404, {"detail": f"run {run_id} has no step named {name!r}"})
 
     async def _result(self, run_id: str, wait: bool, after_retry: bool = False) -> PipelineResult:
-        if not wait:
-            return pipeline_result(await self.client.get_instance(run_id))
-        try:
-            detail = await self.client.wait_for_instance(run_id, lambda i: i.finished, timeout=self.timeout)
-        except TimeoutError:
-            detail = await self.client.get_instance(run_id)
-        return pipeline_result(detail)
+        """The server's result (`GET .../result`, `core.results`), once the run finished if `wait`."""
+        if wait:
+            with contextlib.suppress(TimeoutError):  # after the timeout: the result as it is now
+                await self.client.wait_for_instance(run_id, lambda i: i.finished, timeout=self.timeout)
+        data = await self.client.result(run_id)
+        return PipelineResult(pipeline_id=data["pipeline_id"], run_id=data["run_id"], status=data["status"],
+                              steps_completed=list(data["steps_completed"]), steps_failed=list(data["steps_failed"]),
+                              duration=data["duration"], outputs=dict(data["outputs"]),
+                              failures=list(data["failures"]), current_step=data["current_step"])
+
+
+# ----------------------------------------------------------------------------------------------- state machines
+
+class StateMachine:
+    """PRD component 2 over the API: build a state-machine template, register it, and move its instances.
+
+    The document is plain data (`document()`); `validate_workflow` and `visualize` apply the engine's own
+    rules (`core.validation`), so a problem shows here with the same JSON pointer the server would give.
+    """
+
+    def __init__(self, client: AsyncClient, name: str, *, trigger_type: str = "manual",
+                 trigger_config: Mapping[str, Any] | None = None, description: str = "") -> None:
+        self.client = client
+        self.name, self.trigger_type, self.description = name, trigger_type, description
+        self.trigger_config = dict(trigger_config or {})
+        self.states: list[dict[str, Any]] = []
+        self.transitions: list[dict[str, Any]] = []
+        self.template_id: str | None = None
+
+    def add_state(self, name: str, *, entry_actions: Sequence[Mapping[str, Any]] = (),
+                  exit_actions: Sequence[Mapping[str, Any]] = (), terminal: str | None = None) -> StateMachine:
+        """A state; the first one added is the initial state. `terminal`: COMPLETED, FAILED or CANCELLED."""
+        state: dict[str, Any] = {"name": name}
+        if entry_actions:
+            state["entry_actions"] = [dict(a) for a in entry_actions]
+        if exit_actions:
+            state["exit_actions"] = [dict(a) for a in exit_actions]
+        if terminal:
+            state["terminal"] = terminal
+        self.states.append(state)
+        return self
+
+    def add_transition(self, from_state: str, to_state: str, *, condition: str | None = None,
+                       automatic: bool = False, action: Mapping[str, Any] | None = None,
+                       requires_approval: Mapping[str, Any] | None = None,
+                       roles: Sequence[str] = ()) -> StateMachine:
+        transition: dict[str, Any] = {"from": from_state, "to": to_state}
+        if condition:
+            transition["condition"] = condition
+        if automatic:
+            transition["automatic"] = True
+        if action is not None:
+            transition["action"] = dict(action)
+        if requires_approval is not None:
+            transition["requires_approval"] = dict(requires_approval)
+        if roles:
+            transition["roles"] = list(roles)
+        self.transitions.append(transition)
+        return self
+
+    def document(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {"name": self.name, "trigger_type": self.trigger_type,
+                               "trigger_config": self.trigger_config, "states": self.states,
+                               "transitions": self.transitions}
+        if self.description:
+            doc["description"] = self.description
+        return doc
+
+    def validate_workflow(self) -> list[dict[str, str]]:
+        """Every problem at once, each `{pointer, message}` (empty: valid)."""
+        from core.validation import validate_template
+
+        return [p.as_dict() for p in validate_template(self.document())]
+
+    def visualize(self) -> dict[str, Any]:
+        """`{adjacency, mermaid}`: the states and transitions, Mermaid `stateDiagram-v2`."""
+        from core.validation import visualize
+
+        return visualize(self.document())
+
+    async def register(self) -> Template:
+        """Create the template (the server validates it again); its id is kept for `start`."""
+        template = await self.client.create_template(self.document())
+        self.template_id = template.id
+        return template
+
+    async def start(self, context: Mapping[str, Any] | None = None, *, who: Who = None) -> str:
+        """Start an instance of the registered template; returns its id."""
+        if self.template_id is None:
+            raise FlowlineError("register() the state machine first")
+        started = await _as(self.client, who).start_instance(self.template_id, dict(context or {}), wait=True)
+        return started.instance_id if isinstance(started, CommandAccepted) else started.id
+
+    async def transition(self, instance_id: str, target_state: str, reason: str = "", *, who: Who = None,
+                         wait: bool = True) -> Any:
+        """Request the transition (as `who`); the engine refuses with why (409) if it is not available."""
+        return await _as(self.client, who).request_transition(instance_id, target_state, reason or None, wait=wait)
+
+    async def get_available_transitions(self, instance_id: str, *, who: Who = None) -> Any:
+        """The current state and each transition: available to `who` now, or why not."""
+        return await _as(self.client, who).transitions(instance_id)

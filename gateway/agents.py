@@ -15,6 +15,8 @@ from typing import Any
 
 from aiohttp import web
 
+from core.agent_signing import parse_public_key, raw_public_key
+from core.approvers import parse_window
 from gateway.auth import AGENTS_WRITE, Principal
 from gateway.calls import Call, json_response
 from gateway.problems import Problem
@@ -74,10 +76,22 @@ async def permissions_of(pool, agent_id: str) -> dict[str, Any]:
         if r["can_approve"]:
             conditions = json.loads(r["approval_conditions"]) if isinstance(r["approval_conditions"], str) \
                 else (r["approval_conditions"] or {})
-            can_approve[r["template_id"]] = {"max_amount": conditions.get("max_amount"),
-                                             "step_names": list(conditions.get("step_names") or [])}
+            can_approve[r["template_id"]] = _conditions(conditions)
     return {"agent_id": agent_id, "workflow_permissions": {
         "can_initiate": [r["template_id"] for r in rows if r["can_initiate"]], "can_approve": can_approve}}
+
+
+BOUNDS_DEFAULTS: dict[str, Any] = {"currencies": [], "hours": [], "counts_toward_quorum": True,
+                                   "escalate_above_limit": True, "daily_budget": None}
+
+
+def _conditions(given: dict[str, Any]) -> dict[str, Any]:
+    """One can_approve entry with every bound spelled out (core/actors.py ApprovalLimits says what each does)."""
+    out = {"max_amount": given.get("max_amount"), "step_names": list(given.get("step_names") or [])}
+    for name, default in BOUNDS_DEFAULTS.items():
+        value = given.get(name, default)
+        out[name] = list(value) if isinstance(default, list) else value
+    return out
 
 
 async def get_permissions(call: Call) -> web.Response:
@@ -104,8 +118,15 @@ async def set_permissions(call: Call) -> web.Response:
               for i, t in enumerate(initiate) if t in unknown]
     errors += [{"pointer": "/workflow_permissions/can_approve/" + t.replace("~", "~0").replace("/", "~1"),
                 "message": unknown[t]} for t in approve if t in unknown]
+    for t, conditions in approve.items():
+        for i, window in enumerate(conditions.get("hours") or []):
+            try:
+                parse_window(window)
+            except ValueError as exc:
+                errors.append({"pointer": "/workflow_permissions/can_approve/" + t.replace("~", "~0")
+                               .replace("/", "~1") + f"/hours/{i}", "message": str(exc)})
     if errors:
-        raise Problem(422, f"{len(errors)} unknown template(s); first: {errors[0]['pointer']}: "
+        raise Problem(422, f"{len(errors)} invalid permission(s); first: {errors[0]['pointer']}: "
                            f"{errors[0]['message']}", errors=errors, pointer=errors[0]["pointer"])
     initiate = list(dict.fromkeys(resolved[t] for t in initiate))
     approve = {resolved[t]: conditions for t, conditions in approve.items()}
@@ -116,13 +137,34 @@ async def set_permissions(call: Call) -> web.Response:
         for template_id in sorted(ids):
             conditions = approve.get(template_id)
             rows.append((agent_id, me.tenant_id, template_id, template_id in initiate, conditions is not None,
-                         json.dumps({"max_amount": conditions.get("max_amount"),
-                                     "step_names": conditions.get("step_names") or []}) if conditions is not None
-                         else None))
+                         json.dumps(_conditions(conditions)) if conditions is not None else None))
         await conn.executemany(
             """INSERT INTO agent_workflow_permissions (agent_id, tenant_id, template_id, can_initiate, can_approve,
                    approval_conditions) VALUES ($1, $2, $3, $4, $5, $6::jsonb)""", rows)
     return json_response(await permissions_of(pool, agent_id))
 
 
-HANDLERS = {"getAgentPermissions": get_permissions, "setAgentPermissions": set_permissions}
+async def get_key(call: Call) -> web.Response:
+    me = call.me
+    if call.param("id") != me.id:
+        me.require(AGENTS_WRITE, "read other agents' keys")
+    agent_id = await _agent(call, me)
+    key = await call.gateway.pool.fetchval("SELECT public_key FROM principals WHERE id = $1", agent_id)
+    return json_response({"agent_id": agent_id, "public_key": key})
+
+
+async def set_key(call: Call) -> web.Response:
+    """Admin only: an agent that could replace its own key could disown what it signed."""
+    me = call.me
+    me.require(AGENTS_WRITE, "register agent keys")
+    agent_id = await _agent(call, me)
+    try:
+        key = raw_public_key(parse_public_key(call.body["public_key"]))
+    except ValueError as exc:
+        raise Problem(422, str(exc), pointer="/public_key") from None
+    await call.gateway.pool.execute("UPDATE principals SET public_key = $2 WHERE id = $1", agent_id, key)
+    return json_response({"agent_id": agent_id, "public_key": key})
+
+
+HANDLERS = {"getAgentPermissions": get_permissions, "setAgentPermissions": set_permissions,
+            "getAgentKey": get_key, "setAgentKey": set_key}

@@ -269,10 +269,13 @@ async def start_gateway(settings: GatewaySettings) -> Gateway:
     producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, enable_idempotence=True,
                                 linger_ms=1, request_timeout_ms=10_000)
     await producer.start()
-    return Gateway(settings=settings, pool=pool, producer=producer)
+    gateway = Gateway(settings=settings, pool=pool, producer=producer)
+    await gateway.projected.listen(settings.database_url, timeout=DB_CONNECT_TIMEOUT)
+    return gateway
 
 
 async def stop_gateway(gateway: Gateway) -> None:
+    await gateway.projected.close()
     with contextlib.suppress(Exception):
         await gateway.producer.stop()
     with contextlib.suppress(Exception):

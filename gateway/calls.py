@@ -21,6 +21,7 @@ from gateway.commands import CommandSender
 from gateway.problems import Problem
 from gateway.settings import GatewaySettings
 from schemas.codec import Codec
+from schemas.notify import ReadModelSignal
 
 
 @dataclass
@@ -29,6 +30,8 @@ class Gateway:
     pool: asyncpg.Pool
     producer: AIOKafkaProducer
     codec: Codec = field(default_factory=Codec.from_env)
+    # the projector's commits, so requests waiting for the read model re-read at once (schemas/notify.py)
+    projected: ReadModelSignal = field(default_factory=ReadModelSignal)
 
     def __post_init__(self) -> None:
         self.auth = Authenticator(self.pool)

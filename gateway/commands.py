@@ -62,15 +62,25 @@ class CommandSender:
         pool = self.gateway.pool
         deadline = time.monotonic() + (self.gateway.settings.wait_seconds if timeout is None else timeout)
         while True:
-            applied = await pool.fetchval(
-                "SELECT 1 FROM workflow_transitions WHERE command_id = $1 AND event_type <> 'CommandRejected' "
-                "LIMIT 1", command_id)
-            if applied:
-                return {"applied": True}
+            armed = self.gateway.projected.armed()
+            # Refusal first: a command may be both recorded and refused (an agent above its limit leaves an
+            # AgentRecommendation for the humans, and its decision is still refused).
             reason = await pool.fetchval("SELECT reason FROM workflow_rejected_commands WHERE command_id = $1",
                                          command_id)
             if reason is not None:
                 return {"rejected": reason}
-            if time.monotonic() >= deadline:
+            applied = await pool.fetchval(
+                "SELECT 1 FROM workflow_transitions WHERE command_id = $1 AND event_type <> 'CommandRejected' "
+                "LIMIT 1", command_id)
+            if applied:  # the projector may have committed between the two reads: look at refusals again
+                reason = await pool.fetchval("SELECT reason FROM workflow_rejected_commands WHERE command_id = $1",
+                                             command_id)
+                return {"rejected": reason} if reason is not None else {"applied": True}
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
                 return None
-            await asyncio.sleep(POLL_SECONDS)
+            signal = self.gateway.projected
+            if signal.listening:
+                await signal.wait(armed, min(0.25, remaining))
+            else:
+                await asyncio.sleep(POLL_SECONDS)

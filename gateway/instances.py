@@ -23,21 +23,28 @@ from core import actions as core_actions
 from core import commands as cmd
 from core.actions import actions_now
 from core.actors import ApprovalLimits
+from core.approvers import bounds_refusal
+from core.machine_run import transitions_now
 from core.payments import trigger_refusal
+from core.results import pipeline_result
 from core.signing import callback_token, verify_payload
+from core.template import CompiledTemplate, compile_template, parse_template
 from core.triggers import instance_id_for, start_command_id
+from gateway import agent_bounds
 from gateway.auth import ADVANCE, CALLBACK, DECIDE, OPERATE, READ, TRIGGER, Principal
 from gateway.calls import Call, json_response
 from gateway.commands import command_id_for, now_ms
 from gateway.problems import DATABASE_DOWN, Problem
 from gateway.templates import _iso, _limit, decode_cursor, encode_cursor
+from schemas.notify import ReadModelSignal
 
 SIGNATURE_HEADER = "X-Flowline-Signature"
 INSTANCE_STATUSES = ("ACTIVE", "PAUSED", "COMPLETED", "CANCELLED", "FAILED")
 REF_COLUMNS = "i.id, i.template_id"  # what a command endpoint needs: the instance exists in the caller's tenant
 INSTANCE_COLUMNS = """i.id, i.tenant_id, i.template_id, i.template_version, i.template_name, i.status, i.current_step,
     i.current_step_name, i.step_count, i.trigger, i.source, i.initiated_by, i.initiated_by_kind, i.agent_context,
-    i.blocking, i.failure_reason, i.created_at, i.updated_at, i.completed_at, i.last_seq"""
+    i.blocking, i.failure_reason, i.created_at, i.updated_at, i.completed_at, i.last_seq, i.machine_state,
+    i.pending_transition"""
 
 
 def _loads(value: Any) -> Any:
@@ -55,6 +62,7 @@ def instance_json(row: asyncpg.Record) -> dict[str, Any]:
         "failure_reason": row["failure_reason"], "created_at": _iso(row["created_at"]),
         "updated_at": _iso(row["updated_at"]), "completed_at": _iso(row["completed_at"]),
         "last_seq": row["last_seq"],
+        "machine_state": row["machine_state"], "pending_transition": row["pending_transition"],
     }
 
 
@@ -92,8 +100,9 @@ def _lag_wait(gw, instance_id: str) -> float:
     return gw.settings.instance_wait_seconds if INSTANCE_ID.fullmatch(instance_id) else 0.0
 
 
-async def await_row(pool, timeout: float, sql: str, *args: Any) -> asyncpg.Record | None:
-    """`sql`'s first row, polling the read model for up to `timeout` seconds while there is none.
+async def await_row(pool, timeout: float, sql: str, *args: Any,
+                    signal: ReadModelSignal | None = None) -> asyncpg.Record | None:
+    """`sql`'s first row, re-reading the read model for up to `timeout` seconds while there is none.
 
     Why: commands are authorised against the read model (the instance must be in the caller's tenant, an
     agent's limits come from the instance's template), and the projector trails the engine by a few hundred
@@ -101,15 +110,22 @@ async def await_row(pool, timeout: float, sql: str, *args: Any) -> asyncpg.Recor
     the instance does not exist (issue 9.7), so a command waits, bounded, for the projector instead of
     authorising without the read model: the tenant and role checks stay exactly as strict. Unknown and
     other tenants' ids wait the same bound before their 404, so the timing tells nothing either.
+    With `signal` listening (schemas/notify.py), it re-reads when the projector commits instead of on a
+    polling schedule, so the wait is the projector's lag and no more (issue 15).
     """
     deadline = time.monotonic() + timeout
     pause = 0.02
     while True:
+        armed = signal.armed() if signal is not None else None
         row = await pool.fetchrow(sql, *args)
-        if row is not None or time.monotonic() >= deadline:
+        remaining = deadline - time.monotonic()
+        if row is not None or remaining <= 0:
             return row
-        await asyncio.sleep(min(pause, max(0.0, deadline - time.monotonic())))
-        pause = min(pause * 2, 0.25)
+        if signal is not None and armed is not None and signal.listening:
+            await signal.wait(armed, min(0.25, remaining))
+        else:
+            await asyncio.sleep(min(pause, remaining))
+            pause = min(pause * 2, 0.25)
 
 
 async def command_target(call: Call, columns: str = REF_COLUMNS) -> asyncpg.Record:
@@ -118,7 +134,7 @@ async def command_target(call: Call, columns: str = REF_COLUMNS) -> asyncpg.Reco
     gw = call.gateway
     row = await await_row(gw.pool, _lag_wait(gw, instance_id),
                           f"SELECT {columns} FROM workflow_instances i WHERE i.id = $1 AND i.tenant_id = $2",
-                          instance_id, call.me.tenant_id)
+                          instance_id, call.me.tenant_id, signal=gw.projected)
     if row is None:
         raise Problem(404, f"no instance {instance_id!r}")
     return row
@@ -191,7 +207,10 @@ def approver_predicate(me: Principal, args: list[Any], alias: str = "p") -> str:
                     f" ON sv.template_id = si.template_id AND sv.version = si.template_version"
                     f" WHERE si.id = {alias}.instance_id AND (si.initiated_by_kind = 'system' OR"
                     f" sv.document->'settings'->'separation_of_duties' = 'false'::jsonb))")
-    return (f"(({member}) AND NOT ({me_arg} = ANY({alias}.decided_by)) AND "
+    # An agent that already recommended on the step may not decide it again (core/steps/approval.py).
+    recommended = (f" AND NOT ({alias}.recommendations @> jsonb_build_array(jsonb_build_object('agent_id', "
+                   f"{me_arg}::text)))") if me.is_agent else ""
+    return (f"(({member}) AND NOT ({me_arg} = ANY({alias}.decided_by)){recommended} AND "
             f"({alias}.initiated_by <> {me_arg} OR {self_allowed}))")
 
 
@@ -216,6 +235,10 @@ async def list_instances(call: Call) -> web.Response:
         if value is not None:
             args.append(value)
             where.append(f"i.created_at {op} ${len(args)}")
+    conversation_id = call.query("conversation_id")
+    if conversation_id is not None:  # follow one agent conversation across instances (indexed column)
+        args.append(conversation_id)
+        where.append(f"i.conversation_id = ${len(args)}")
     blocked_on = call.query("blocked_on")
     if blocked_on is not None:
         if blocked_on != "me":
@@ -264,8 +287,14 @@ async def _answer(call: Call, command: cmd.Command, tenant_id: str, *, sent: boo
 def _approval_limits(conditions: Any) -> ApprovalLimits:
     conditions = _loads(conditions) or {}
     max_amount = conditions.get("max_amount")
+    budget = conditions.get("daily_budget")
     return ApprovalLimits(max_amount=float(max_amount) if max_amount is not None else None,
-                          step_names=tuple(conditions.get("step_names") or ()))
+                          step_names=tuple(conditions.get("step_names") or ()),
+                          currencies=tuple(conditions.get("currencies") or ()),
+                          hours=tuple(conditions.get("hours") or ()),
+                          counts_toward_quorum=conditions.get("counts_toward_quorum", True) is not False,
+                          escalate_above_limit=conditions.get("escalate_above_limit", True) is not False,
+                          daily_budget=float(budget) if budget is not None else None)
 
 
 async def trigger(call: Call) -> web.Response:
@@ -306,9 +335,11 @@ async def trigger(call: Call) -> web.Response:
     return await _answer(call, command, me.tenant_id)
 
 
-DECISION_SQL = """SELECT i.id, i.template_id, w.approval_conditions, w.agent_id IS NOT NULL AS can_approve
+DECISION_SQL = """SELECT i.id, i.template_id, i.amount, i.agent_context, w.approval_conditions,
+    w.agent_id IS NOT NULL AS can_approve, p.step AS pending_step, p.attempt AS pending_attempt
     FROM workflow_instances i LEFT JOIN agent_workflow_permissions w
       ON w.agent_id = $3 AND w.template_id = i.template_id AND w.can_approve
+    LEFT JOIN workflow_pending_approvals p ON p.instance_id = i.id
     WHERE i.id = $1 AND i.tenant_id = $2"""
 
 
@@ -317,23 +348,70 @@ async def _decision(call: Call, decision: str) -> web.Response:
     me.require(DECIDE, f"{decision} steps")
     step = call.step()
     instance_id = call.param("id")
-    # The instance and, for an agent, its approval permission on the instance's template: one round trip.
-    gw = call.gateway
-    instance = await await_row(gw.pool, _lag_wait(gw, instance_id), DECISION_SQL, instance_id,
-                               me.tenant_id, me.id if me.is_agent else None)
-    if instance is None:
-        raise Problem(404, f"no instance {instance_id!r}")
     named = call.body.get("decision")
     expected = "approved" if decision == "approve" else "rejected"
     if named is not None and named != expected:
         raise Problem(422, f"this endpoint records {expected!r}; use the other endpoint for {named!r}",
                       pointer="/decision")
+    gw = call.gateway
+    if not me.is_agent and INSTANCE_ID.fullmatch(instance_id):
+        # A person's decision goes to the engine at once, without waiting for the projector (issue 15):
+        # everything the read model would check, the engine checks on its own state, which is never behind
+        # (core.decide: the actor's tenant must be the instance's, an unknown instance is rejected, the
+        # step's approvers are judged by role or id). The answer still comes from the read model: 404
+        # for an unknown or another tenant's instance after the same bounded wait, so it tells nothing.
+        command = cmd.RecordDecision(
+            command_id=command_id_for(call), instance_id=instance_id, issued_at=now_ms(), step=step,
+            decision=decision, actor=me.actor(), reasoning=call.body.get("reasoning", ""),
+            signature=call.body.get("agent_signature", ""))
+        await gw.commands.send(command)
+        instance = await await_row(gw.pool, _lag_wait(gw, instance_id), DECISION_SQL, instance_id,
+                                   me.tenant_id, None, signal=gw.projected)
+        if instance is None:
+            raise Problem(404, f"no instance {instance_id!r}")
+        return await _answer(call, command, me.tenant_id, sent=True)
+    # The instance and, for an agent, its approval permission on the instance's template: one round trip.
+    # An agent's limits live only in the read model, so its decision waits for the projector.
+    instance = await await_row(gw.pool, _lag_wait(gw, instance_id), DECISION_SQL, instance_id,
+                               me.tenant_id, me.id if me.is_agent else None, signal=gw.projected)
+    if instance is None:
+        raise Problem(404, f"no instance {instance_id!r}")
     limits = _approval_limits(instance["approval_conditions"]) if instance["can_approve"] else None
+    attempt = instance["pending_attempt"] if instance["pending_step"] == step else 0
+    verified = await agent_bounds.signature_status(gw.pool, me.id, call.body, instance_id=instance["id"],
+                                                   step=step, attempt=attempt or 0, decision=decision)
     command = cmd.RecordDecision(
         command_id=command_id_for(call), instance_id=instance["id"], issued_at=now_ms(), step=step,
         decision=decision, actor=me.actor(limits), reasoning=call.body.get("reasoning", ""),
-        signature=call.body.get("agent_signature", ""))
-    return await _answer(call, command, me.tenant_id)
+        signature=call.body.get("agent_signature", ""), signature_status=verified,
+        agent_context=_decision_context(me, call.body.get("agent_context"), _loads(instance["agent_context"])))
+    amount = instance["amount"]
+    if (limits is None or limits.daily_budget is None or decision != "approve" or not limits.counts_toward_quorum
+            or amount is None):
+        return await _answer(call, command, me.tenant_id)
+    day = agent_bounds.today()  # the budget's cross-instance half (gateway/agent_bounds.py)
+    await agent_bounds.reserve(gw.pool, me.id, day, amount, limits.daily_budget)
+    try:
+        return await _answer(call, command, me.tenant_id)
+    except Problem as problem:
+        if problem.status == 409:  # the engine refused it: the amount was never approved
+            await agent_bounds.release(gw.pool, me.id, day, amount)
+        raise
+
+
+def _decision_context(me: Principal, given: Any, instance_context: Any) -> Any:
+    """The agent_context an agent's decision carries into the audit trail: the one it gives, else the
+    context it started the instance with; always naming the calling agent. Humans carry none."""
+    if not me.is_agent:
+        return None
+    context = dict(given) if isinstance(given, dict) else (
+        dict(instance_context) if isinstance(instance_context, dict)
+        and instance_context.get("agent_id") == me.id else {})
+    if context.get("agent_id", me.id) != me.id:
+        raise Problem(422, f"agent_context.agent_id must be the calling agent ({me.id})",
+                      pointer="/agent_context/agent_id")
+    context["agent_id"] = me.id
+    return context
 
 
 async def approve(call: Call) -> web.Response:
@@ -365,6 +443,72 @@ async def advance(call: Call) -> web.Response:
     command = cmd.Advance(command_id=command_id_for(call), instance_id=instance["id"], issued_at=now_ms(),
                           actor=me.actor())
     return await _answer(call, command, me.tenant_id)
+
+
+async def request_transition(call: Call) -> web.Response:
+    """POST .../transitions: a human or an agent asks a state-machine instance to move (core RequestTransition;
+    the engine judges the transition, its condition, roles and approval: core/machine_run.py)."""
+    me = call.me
+    me.require(ADVANCE, "request transitions of instances")
+    body = call.body
+    target = body.get("target_state", body.get("to"))
+    if not isinstance(target, str) or not target.strip():
+        raise Problem(422, "target_state must name the state to move to", pointer="/target_state")
+    reason = body.get("reason", "")
+    if not isinstance(reason, str):
+        raise Problem(422, "reason must be a string", pointer="/reason")
+    instance = await command_target(call)
+    command = cmd.RequestTransition(command_id=command_id_for(call), instance_id=instance["id"], issued_at=now_ms(),
+                                    target=target.strip(), actor=me.actor(), reason=reason)
+    return await _answer(call, command, me.tenant_id)
+
+
+_COMPILED: dict[tuple[str, int], CompiledTemplate] = {}
+
+
+async def _state_and_template(call: Call) -> tuple[Any, CompiledTemplate]:
+    """The instance's folded state (projected) and its compiled template version, in the caller's tenant."""
+    me = call.me
+    row = await call.gateway.pool.fetchrow(
+        "SELECT i.id, i.template_id, i.template_version, i.state, v.document FROM workflow_instances i "
+        "JOIN workflow_template_versions v ON v.template_id = i.template_id AND v.version = i.template_version "
+        "WHERE i.id = $1 AND i.tenant_id = $2", call.param("id"), me.tenant_id)
+    if row is None or not row["state"]:
+        raise Problem(404, f"no instance {call.param('id')!r}")
+    key = (row["template_id"], row["template_version"])
+    template = _COMPILED.get(key)
+    if template is None:
+        template = _COMPILED[key] = compile_template(parse_template(
+            _loads(row["document"]), template_id=row["template_id"], version=row["template_version"],
+            tenant_id=me.tenant_id))
+    return call.gateway.codec.decode(row["state"]), template
+
+
+async def list_transitions(call: Call) -> web.Response:
+    """GET .../transitions: the current state and each outgoing transition, available to the caller now or why
+    not (`core.machine_run.transitions_now` over the projected state and the instance's template version)."""
+    me = call.me
+    me.require(READ, "read instances")
+    state, template = await _state_and_template(call)
+    view = transitions_now(state, template, me.actor(), now_ms())
+    base = f"/v1/workflows/instances/{state.instance_id}/transitions"
+    return json_response({"instance_id": state.instance_id, "actor": {"id": me.id, "kind": me.kind},
+                          "state_machine": template.machine is not None, "href": base, **view})
+
+
+async def get_result(call: Call) -> web.Response:
+    """GET .../result: PRD-127's PipelineResult (`core.results.pipeline_result`) from the projected state and
+    every failed attempt in the audit trail."""
+    call.me.require(READ, "read instances")
+    state, template = await _state_and_template(call)
+    rows = await call.gateway.pool.fetch(
+        "SELECT step, details FROM workflow_transitions WHERE instance_id = $1 AND event_type = 'StepFailed' "
+        "ORDER BY seq", state.instance_id)
+    failed = []
+    for row in rows:
+        details = _loads(row["details"]) or {}
+        failed.append((row["step"], int(details.get("attempt") or 0), str(details.get("error") or "")))
+    return json_response(pipeline_result(state, template, failed))
 
 
 async def _operate(call: Call, what: str, build) -> web.Response:
@@ -487,6 +631,8 @@ async def agent_actions(call: Call) -> web.Response:
         pending = await pool.fetchrow(f"SELECT p.step, p.step_name FROM workflow_pending_approvals p "
                                       f"WHERE p.instance_id = $1 AND {predicate}", *args)
         decidable = (pending["step"], pending["step_name"]) if pending is not None else None
+        if decidable is not None and me.is_agent and await _outside_bounds(pool, me, instance):
+            decidable = None
     may = {right for right, permission in AGENT_ACTION_RIGHTS.items() if me.can(permission)}
     actions = []
     for action in actions_now(instance["status"], may=may, blocking=_loads(instance["blocking"]) or {},
@@ -500,6 +646,18 @@ async def agent_actions(call: Call) -> web.Response:
         actions.append(item)
     return json_response({"instance_id": instance["id"], "actor": {"id": me.id, "kind": me.kind},
                           "actions": actions})
+
+
+async def _outside_bounds(pool, me: Principal, instance: asyncpg.Record) -> bool:
+    """Whether the agent's currency or hours bound (core/approvers.py `bounds_refusal`, judged now) would
+    refuse its decision on this instance: then agent-actions offers no decision."""
+    conditions = await pool.fetchval("SELECT approval_conditions FROM agent_workflow_permissions WHERE agent_id = $1 "
+                                     "AND template_id = $2 AND can_approve", me.id, instance["template_id"])
+    if conditions is None:
+        return False
+    trigger = _loads(instance["trigger"]) or {}
+    currency = trigger.get("currency") if isinstance(trigger, dict) else None
+    return bounds_refusal(me.actor(_approval_limits(conditions)), currency=currency, at=now_ms()) is not None
 
 
 AGENT_ACTION_RIGHTS = {core_actions.DECIDE: DECIDE, core_actions.CALLBACK: CALLBACK, core_actions.ADVANCE: ADVANCE,
@@ -574,6 +732,7 @@ async def pending(call: Call) -> web.Response:
             "approvers": _loads(r["approvers"]), "required": r["required"], "approvals": r["approvals"],
             "decided_by": list(r["decided_by"] or []), "amount": r["amount"], "deadline": _iso(r["deadline"]),
             "requested_at": _iso(r["requested_at"]),
+            "agent_recommendations": _loads(r["recommendations"]) or [],
             "links": {"approve": f"{base}/approve", "reject": f"{base}/reject"},
         })
     return json_response({"items": items, "next_cursor": next_cursor})
@@ -596,4 +755,7 @@ HANDLERS = {
     "resumeInstance": resume,
     "retryStep": retry,
     "listPending": pending,
+    "requestTransition": request_transition,
+    "listTransitions": list_transitions,
+    "getResult": get_result,
 }

@@ -64,15 +64,36 @@ SCHEMAS: dict[str, Any] = {
     "FieldError": {"type": "object", "required": ["pointer", "message"],
                    "properties": {"pointer": {"type": "string"}, "message": {"type": "string"}}},
     "TemplateDocument": {
-        "type": "object", "additionalProperties": False, "required": ["name", "steps"],
+        "type": "object", "additionalProperties": False, "required": ["name"],
+        "anyOf": [{"required": ["steps"]}, {"required": ["states"]}],
         "description": "A workflow template (epic 29): validated by core.validation, every problem reported "
-                       "with a JSON pointer.",
+                       "with a JSON pointer. Either a step list (`steps`) or a state machine (`states` and "
+                       "`transitions`, docs/state-machines.md).",
         "properties": {
             "name": {"type": "string", "minLength": 1}, "description": {"type": "string"},
             "trigger_type": {"type": "string", "enum": ["on_transfer", "event", "manual", "scheduled", "schedule",
                                                         "threshold"]},
             "trigger_config": {"type": "object"},
             "steps": {"type": "array", "minItems": 1, "items": ref("Step")},
+            "states": {"type": "array", "minItems": 1, "description": "state-machine template: the first state is "
+                       "the initial one", "items": {
+                           "type": "object", "required": ["name"], "properties": {
+                               "name": {"type": "string", "minLength": 1}, "description": {"type": "string"},
+                               "entry_actions": {"type": "array", "items": ref("Step")},
+                               "exit_actions": {"type": "array", "items": ref("Step")},
+                               "terminal": {"enum": ["COMPLETED", "FAILED", "CANCELLED", True, False]}}}},
+            "transitions": {"type": "array", "items": {
+                "type": "object", "required": ["from", "to"], "properties": {
+                    "from": {"type": "string"}, "to": {"type": "string"}, "description": {"type": "string"},
+                    "condition": {"type": "string", "description": "an expression; the transition is available "
+                                                                   "only while it holds"},
+                    "automatic": {"type": "boolean", "default": False, "description": "taken by the engine once "
+                                  "the state's entry actions finished and the condition holds (declared order)"},
+                    "action": ref("Step"),
+                    "requires_approval": {"type": "object", "description": "an approval step's config (approvers, "
+                                          "level, quorum, timeout_hours, escalation...)"},
+                    "roles": {"type": "array", "items": {"type": "string"},
+                              "description": "who may request it (any of these roles); empty: anyone"}}}},
             "status": {"type": "string", "enum": ["ACTIVE", "DRAFT", "PAUSED"]},
             "metadata": {"type": "object"},
             "settings": {"type": "object", "additionalProperties": False, "properties": {
@@ -139,8 +160,80 @@ SCHEMAS: dict[str, Any] = {
             "decision": {"type": "string", "enum": ["approved", "rejected"],
                          "description": "optional; must match the endpoint"},
             "reasoning": {"type": "string", "maxLength": 4000},
-            "agent_signature": {"type": "string", "maxLength": 4096},
+            "agent_signature": {"type": "string", "maxLength": 4096,
+                                "description": "base64 Ed25519 signature over the canonical decision "
+                                               "(docs/agents.md); checked against the agent's registered key"},
+            "signed_at": {"type": "integer", "minimum": 0,
+                          "description": "unix seconds the signature covers; required with agent_signature, "
+                                         "within 300 s of the gateway's clock (replay window)"},
+            "agent_context": nullable("object", description="agents: agent_id, intent, conversation_id for the "
+                                                            "audit entry (default: the instance's, if this "
+                                                            "agent started it)"),
         },
+    },
+    "TemplateOverrides": {
+        "type": "object", "additionalProperties": False,
+        "description": "steps are named by name or 1-based number; every problem is reported with a pointer "
+                       "into this document",
+        "properties": {
+            "name": {"type": "string", "minLength": 1}, "description": {"type": "string"},
+            "roles": {"type": "object", "additionalProperties": {"type": "string"},
+                      "description": "old role -> new role, in every approver spec"},
+            "amounts": {"type": "object", "additionalProperties": {"type": "number"},
+                        "description": "condition step -> the number in its expression"},
+            "timeouts": {"type": "object", "additionalProperties": {"type": "number"},
+                         "description": "step -> hours"},
+            "quorum": {"type": "object", "description": "approval step -> level or n (COMMITTEE of n)"},
+            "urls": {"type": "object", "additionalProperties": {"type": "string"},
+                     "description": "external or webhook step -> url"},
+            "trigger_type": {"type": "string"},
+        },
+    },
+    "PipelineResult": {
+        "type": "object",
+        "required": ["pipeline_id", "run_id", "status", "steps_completed", "steps_failed", "duration", "outputs",
+                     "failures", "current_step"],
+        "properties": {
+            "pipeline_id": {"type": "string"}, "run_id": {"type": "string"}, "status": {"type": "string"},
+            "steps_completed": {"type": "array", "items": {"type": "string"}},
+            "steps_failed": {"type": "array", "items": {"type": "string"},
+                             "description": "steps whose latest attempt failed"},
+            "duration": {**nullable("number"), "description": "seconds from start to the last change"},
+            "outputs": {"type": "object", "description": "step name -> output (completed steps, no conditions)"},
+            "failures": {"type": "array", "description": "every failed attempt, including ones a retry fixed",
+                         "items": {"type": "object", "properties": {
+                             "step": {"type": "string"}, "number": {"type": "integer"},
+                             "attempt": {"type": "integer"}, "error": {"type": "string"}}}},
+            "current_step": nullable("string"),
+        },
+    },
+    "TransitionInput": {"type": "object", "additionalProperties": False, "required": ["target_state"],
+                        "properties": {"target_state": {"type": "string", "minLength": 1, "maxLength": 200},
+                                       "reason": {"type": "string", "maxLength": 4000}}},
+    "Transitions": {
+        "type": "object", "required": ["instance_id", "state", "transitions"],
+        "properties": {
+            "instance_id": {"type": "string"}, "actor": ACTOR_REF, "state_machine": {"type": "boolean"},
+            "href": {"type": "string"}, "state": nullable("string"), "pending_transition": nullable("string"),
+            "transitions": {"type": "array", "items": {
+                "type": "object", "required": ["to", "available", "why_not"],
+                "properties": {"to": {"type": "string"}, "automatic": {"type": "boolean"},
+                               "requires_approval": {"type": "boolean"}, "condition": nullable("string"),
+                               "roles": {"type": "array", "items": {"type": "string"}},
+                               "available": {"type": "boolean"},
+                               "why_not": {**nullable("string"), "description": "condition false, role missing, "
+                                           "approval pending, automatic, or the state's actions still run"}}}},
+        },
+    },
+    "AgentKeyInput": {
+        "type": "object", "additionalProperties": False, "required": ["public_key"],
+        "properties": {"public_key": {"type": "string", "minLength": 1, "maxLength": 1000,
+                                      "description": "Ed25519 public key: base64 of the 32 raw bytes, or PEM "
+                                                     "(SubjectPublicKeyInfo)"}},
+    },
+    "AgentKey": {
+        "type": "object", "required": ["agent_id", "public_key"],
+        "properties": {"agent_id": {"type": "string"}, "public_key": nullable("string")},
     },
     "AdvanceInput": {"type": "object", "additionalProperties": False, "required": ["action"],
                      "properties": {"action": {"type": "string", "enum": ["proceed_if_ready"]}}},
@@ -189,7 +282,21 @@ SCHEMAS: dict[str, Any] = {
     "ApprovalConditions": {
         "type": "object", "additionalProperties": False,
         "properties": {"max_amount": nullable("number", minimum=0),
-                       "step_names": {"type": "array", "items": {"type": "string"}, "maxItems": 100}},
+                       "step_names": {"type": "array", "items": {"type": "string"}, "maxItems": 100},
+                       "currencies": {"type": "array", "items": {"type": "string", "pattern": "^[A-Z]{3}$"},
+                                      "maxItems": 50, "description": "the trigger's currency must be one of "
+                                                                     "these (empty: any)"},
+                       "hours": {"type": "array", "maxItems": 24,
+                                 "items": {"type": "string", "pattern": "^[0-9]{2}:[0-9]{2}-[0-9]{2}:[0-9]{2}$"},
+                                 "description": "UTC windows HH:MM-HH:MM the agent may decide in (empty: any)"},
+                       "counts_toward_quorum": {"type": "boolean", "default": True,
+                                                "description": "false: its approvals only add a recommendation"},
+                       "escalate_above_limit": {"type": "boolean", "default": True,
+                                                "description": "above max_amount its decision is recorded as a "
+                                                               "recommendation for the human approvers"},
+                       "daily_budget": nullable("number", minimum=0,
+                                                description="sum of amounts it may approve per UTC day, across "
+                                                            "instances")},
     },
     "AgentPermissions": {
         "type": "object", "required": ["agent_id", "workflow_permissions"],
@@ -199,7 +306,12 @@ SCHEMAS: dict[str, Any] = {
                            "can_approve": {"type": "object", "additionalProperties": {
                                "type": "object", "required": ["max_amount", "step_names"],
                                "properties": {"max_amount": nullable("number"),
-                                              "step_names": {"type": "array", "items": {"type": "string"}}}}}}}},
+                                              "step_names": {"type": "array", "items": {"type": "string"}},
+                                              "currencies": {"type": "array", "items": {"type": "string"}},
+                                              "hours": {"type": "array", "items": {"type": "string"}},
+                                              "counts_toward_quorum": {"type": "boolean"},
+                                              "escalate_above_limit": {"type": "boolean"},
+                                              "daily_budget": nullable("number")}}}}}},
     },
     "CommandAccepted": {
         "type": "object", "required": ["command_id", "instance_id", "status"],
@@ -223,6 +335,9 @@ SCHEMAS: dict[str, Any] = {
                          "properties": {"waiting_for": nullable("string"), "status": {"type": "string"}}},
             "failure_reason": {"type": "string"}, "created_at": TIMESTAMP, "updated_at": TIMESTAMP,
             "completed_at": OPT_TIMESTAMP, "last_seq": {"type": "integer"},
+            "machine_state": {**nullable("string"), "description": "state-machine templates: the current state"},
+            "pending_transition": {**nullable("string"), "description": "a requested transition waiting for its "
+                                                                         "approval"},
         },
     },
     "StepExecution": {
@@ -269,6 +384,12 @@ SCHEMAS: dict[str, Any] = {
             "required": {"type": "integer"}, "approvals": {"type": "integer"},
             "decided_by": {"type": "array", "items": {"type": "string"}}, "amount": nullable("number"),
             "deadline": OPT_TIMESTAMP, "requested_at": TIMESTAMP,
+            "agent_recommendations": {
+                "type": "array", "description": "agents' decisions on this step that did not count: above their "
+                                                "limit (refusal says why) or recommendation-only agents",
+                "items": {"type": "object", "properties": {
+                    "agent_id": {"type": "string"}, "decision": {"type": "string", "enum": ["approve", "reject"]},
+                    "reasoning": {"type": "string"}, "refusal": {"type": "string"}, "at": TIMESTAMP}}},
             "links": {"type": "object", "properties": {"approve": {"type": "string"}, "reject": {"type": "string"}}},
         },
     },
@@ -443,6 +564,11 @@ PATHS: dict[str, dict[str, Any]] = {
                   params=[{"name": "status", "in": "query", "required": False,
                            "schema": {"type": "string", "enum": ["ACTIVE", "DRAFT", "PAUSED"]}}, CURSOR, LIMIT]),
     },
+    "/v1/workflows/templates/{id}/instantiate": {
+        "post": op("instantiateTemplate", "Create a new template from this one's current document and an override "
+                   "document (roles, amounts, timeouts, quorum, urls, name, trigger_type; core/overrides.py)",
+                   "templates", {201: ("created", ref("Template"))}, params=[ID], body="TemplateOverrides"),
+    },
     "/v1/workflows/step-types": {
         "get": op("listStepTypes", "The step types and each one's config schema (for builders and editors)",
                   "templates", {200: ("step types", ref("StepTypeList"))}),
@@ -488,6 +614,10 @@ PATHS: dict[str, dict[str, Any]] = {
                        "schema": {"type": "string", "format": "date-time"}},
                       {"name": "blocked_on", "in": "query", "required": False,
                        "schema": {"type": "string", "enum": ["me"]}},
+                      {"name": "conversation_id", "in": "query", "required": False,
+                       "description": "instances whose agent_context.conversation_id is this: one agent "
+                                      "conversation across instances",
+                       "schema": {"type": "string", "maxLength": 200}},
                       CURSOR, LIMIT]),
     },
     "/v1/workflows/instances/{id}": {
@@ -528,6 +658,16 @@ PATHS: dict[str, dict[str, Any]] = {
         "get": op("getCallbackUrl", "Callback URL and signing token of an external step's current attempt",
                   "instances", {200: ("callback", ref("CallbackUrl"))}, params=[ID, STEP_N]),
     },
+    "/v1/workflows/instances/{id}/transitions": {
+        "post": _command("requestTransition", "Request a state-machine transition (humans and agents); one that "
+                         "requires approval opens its approval step", "TransitionInput"),
+        "get": op("listTransitions", "The current state and each transition: available to the caller now, or "
+                  "why not", "instances", {200: ("transitions", ref("Transitions"))}, params=[ID]),
+    },
+    "/v1/workflows/instances/{id}/result": {
+        "get": op("getResult", "What the run did (PRD-127 PipelineResult): steps completed and failed, every failed "
+                  "attempt, outputs, duration", "instances", {200: ("result", ref("PipelineResult"))}, params=[ID]),
+    },
     "/v1/workflows/instances/{id}/agent-actions": {
         "get": op("listAgentActions", "Actions the caller can take on this instance now", "instances",
                   {200: ("actions", ref("AgentActions"))}, params=[ID]),
@@ -552,6 +692,12 @@ PATHS: dict[str, dict[str, Any]] = {
                            "schema": {"type": "string", "enum": ["requested", "deadline"], "default": "requested"},
                            "description": "requested: oldest request first; deadline: soonest deadline first "
                                           "(approvals without one last)"}, CURSOR, LIMIT]),
+    },
+    "/v1/agents/{id}/public-key": {
+        "get": op("getAgentKey", "An agent's registered Ed25519 public key", "agents",
+                  {200: ("the key", ref("AgentKey"))}, params=[ID]),
+        "put": op("setAgentKey", "Register (replace) an agent's Ed25519 public key (admin only)", "agents",
+                  {200: ("the key", ref("AgentKey"))}, params=[ID], body="AgentKeyInput"),
     },
     "/v1/agents/{id}/workflow-permissions": {
         "get": op("getAgentPermissions", "An agent's workflow permissions (story 29.12)", "agents",

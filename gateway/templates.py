@@ -16,6 +16,7 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
+from core.overrides import OverrideError, apply_overrides
 from core.steps import config_schemas
 from core.validation import secrets_sent_elsewhere, validate_template
 from gateway.auth import READ, SECRETS_WRITE, TEMPLATES_WRITE
@@ -95,6 +96,34 @@ async def create_template(call: Call) -> web.Response:
                              tenant_id=me.tenant_id, document=document, status=status, created_by=me.id)
         row = await load_template(conn, template_id, me.tenant_id)
     return json_response(template_json(row, row["document"], [1]), 201)
+
+
+async def instantiate_template(call: Call) -> web.Response:
+    """A new template from this one's current document and an override document (`core.overrides`):
+    problems of the overrides (pointers into the override document) or of the result (pointers into the
+    new template) answer 422 with every one of them; else the new template is created (201)."""
+    me = call.me
+    me.require(TEMPLATES_WRITE, "create templates")
+    async with call.gateway.pool.acquire() as conn:
+        source = await load_template(conn, call.param("id"), me.tenant_id)
+    try:
+        document = apply_overrides(_loads_doc(source["document"]), call.body)
+    except OverrideError as exc:
+        errors = [{"pointer": pointer, "message": message} for pointer, message in exc.errors]
+        raise Problem(422, f"the overrides have {len(errors)} problem(s); first: {errors[0]['pointer']}: "
+                           f"{errors[0]['message']}", errors=errors, pointer=errors[0]["pointer"]) from None
+    check_document(document)
+    status = _status_of(document)
+    template_id = f"wft_{uuid.uuid4().hex[:20]}"
+    async with call.gateway.pool.acquire() as conn, conn.transaction():
+        await write_template(conn, lambda record: publish(call, record), template_id=template_id,
+                             tenant_id=me.tenant_id, document=document, status=status, created_by=me.id)
+        row = await load_template(conn, template_id, me.tenant_id)
+    return json_response(template_json(row, row["document"], [1]), 201)
+
+
+def _loads_doc(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) else value
 
 
 def _limit(call: Call) -> int:
@@ -270,6 +299,7 @@ async def list_step_types(call: Call) -> web.Response:
 HANDLERS = {
     "listStepTypes": list_step_types,
     "createTemplate": create_template,
+    "instantiateTemplate": instantiate_template,
     "listTemplates": list_templates,
     "getTemplate": get_template,
     "updateTemplate": update_template,

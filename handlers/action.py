@@ -6,9 +6,11 @@
   call; a result that does not arrive within the timeout reports `failed` (retryable). The payment
   service drops a duplicate key and answers with its first result, so a request redelivered after a crash
   publishes the same command again and gets the same answer: the transfer runs once.
-- `execute_transfer` first looks the transfer up (`lookup_transfer` on the same topics) and pays only the
-  payment system's own record, at its amount, when the instance's facts agree with it and no other
-  instance executed it (core/payments.py); `simulate_transfer` moves no money and is sent as it is.
+- `execute_transfer` sends ONE command that carries the instance's facts (`core.payments.expected_facts`:
+  instance id, the trigger's and the params' transfer id, amount, currency); the payment service pays
+  only its own record, at its amount, when those facts agree with it and no other instance executed it,
+  and refuses atomically otherwise (one round trip, no lookup first: issue 15). `simulate_transfer`
+  moves no money and is sent as it is.
 - `lookup_transfer`: the payment system's record of a transfer as the step's output (route on verified
   facts: `steps.<key>.amount`).
 - `http_request`: call a configured HTTP endpoint (`params.url`, `method`, `headers`, `body`) through the
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 import uuid
@@ -32,7 +35,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from core.commands import ReportStepResult
 from core.effects import StepRequest
-from core.payments import LOOKUP_TRANSFER, TransferBook, disagreement, executed_elsewhere
+from core.payments import EXPECTED, LOOKUP_TRANSFER, TransferBook, expected_facts, paid_params
 from handlers.external import encode_body, parse_body
 from handlers.http import HttpError, SafeHttpClient
 from handlers.rendering import MissingSecret, Renderer, redact
@@ -87,13 +90,14 @@ class FakePaymentGateway:
             return PaymentResult(idempotency_key=command.idempotency_key, status="succeeded", output=record,
                                  completed_at=now)
         if command.idempotency_key not in self.results:
-            refusal = self.book.execution_refusal(params.get("transfer_id"), command.tenant_id,
-                                                  command.idempotency_key) \
-                if command.action == "execute_transfer" else None
-            if refusal:
-                return PaymentResult(idempotency_key=command.idempotency_key, status="failed", error=refusal,
-                                     completed_at=now)
             if command.action == "execute_transfer":
+                refusal = self.book.execution_refusal(params.get("transfer_id"), command.tenant_id,
+                                                      command.idempotency_key, params.get(EXPECTED))
+                if refusal:
+                    return PaymentResult(idempotency_key=command.idempotency_key, status="failed", error=refusal,
+                                         completed_at=now)
+                params = paid_params(params, self.book.record(params["transfer_id"], command.tenant_id) or {})
+                command = dataclasses.replace(command, params=params)
                 self.book.executed(params["transfer_id"], command.idempotency_key)
             self.executed[command.idempotency_key] = command
             self.results[command.idempotency_key] = PaymentResult(
@@ -191,10 +195,14 @@ def payment_adapter(gateway: PaymentGateway, action: str) -> Adapter:
         key = str((request.config or {}).get("operation_key") or request.request_id)
         params = dict(params)
         if action == "execute_transfer":
-            checked = await _verified_transfer(gateway, request, key, params, timeout)
-            if isinstance(checked, ActionOutcome):
-                return checked
-            params = checked
+            transfer_id = params.get("transfer_id")
+            if not isinstance(transfer_id, str) or not transfer_id:
+                return ActionOutcome(False, error="execute_transfer needs params.transfer_id (the payment system's "
+                                     "id)", retryable=False)
+            # the requester's trigger may have stated any amount (docs/security.md): the payment service
+            # compares these facts with its own record and pays that record, or refuses and pays nothing
+            trigger = (request.context or {}).get("trigger") if isinstance(request.context, Mapping) else None
+            params[EXPECTED] = expected_facts(trigger=trigger, params=params, instance_id=request.instance_id)
         command = PaymentCommand(idempotency_key=key, action=action, tenant_id=request.tenant_id,
                                  params=params, requested_at=int(time.time() * 1000))
         try:
@@ -203,42 +211,11 @@ def payment_adapter(gateway: PaymentGateway, action: str) -> Adapter:
             return ActionOutcome(False, error=f"no {action} result within {timeout:g} s", retryable=True)
         if result.status == "succeeded":
             return ActionOutcome(True, output=result.output)
-        return ActionOutcome(False, error=f"{action} failed: {result.error or 'rejected by the payment service'}",
-                             retryable=False)
+        unpaid = "; nothing was paid" if action == "execute_transfer" else ""
+        return ActionOutcome(False, error=f"{action} failed: {result.error or 'rejected by the payment service'}"
+                                          f"{unpaid}", retryable=False)
 
     return run
-
-
-async def _verified_transfer(gateway: PaymentGateway, request: StepRequest, key: str, params: dict[str, Any],
-                             timeout: float) -> dict[str, Any] | ActionOutcome:
-    """The params of the transfer the payment system knows, or the failure that stops the payment.
-
-    The requester's trigger may have stated any amount (docs/security.md): look the transfer up, refuse
-    when the instance's facts disagree with the record or another payment key already executed it, and pay
-    the record's own amount and currency. The payment service checks "once per transfer" again when it
-    executes (two instances can look up at the same moment); this check gives the clear reason early.
-    """
-    transfer_id = params.get("transfer_id")
-    if not isinstance(transfer_id, str) or not transfer_id:
-        return ActionOutcome(False, error="execute_transfer needs params.transfer_id (the payment system's id)",
-                             retryable=False)
-    lookup = PaymentCommand(idempotency_key=f"lookup:{key}:{uuid.uuid4().hex}", action=LOOKUP_TRANSFER,
-                            tenant_id=request.tenant_id, params={"transfer_id": transfer_id},
-                            requested_at=int(time.time() * 1000))
-    try:
-        found = await gateway.submit(lookup, timeout)
-    except TimeoutError:
-        return ActionOutcome(False, error=f"no answer to the lookup of transfer {transfer_id} within {timeout:g} s",
-                             retryable=True)
-    record = found.output if isinstance(found.output, Mapping) else None
-    if found.status != "succeeded" or record is None or record.get("tenant_id") not in ("", None, request.tenant_id):
-        return ActionOutcome(False, error=f"transfer {transfer_id} is unknown to the payment system; nothing was paid",
-                             retryable=False)
-    trigger = (request.context or {}).get("trigger") if isinstance(request.context, Mapping) else None
-    why_not = disagreement(record, trigger=trigger, params=params) or executed_elsewhere(record, key)
-    if why_not:
-        return ActionOutcome(False, error=f"{why_not}; nothing was paid", retryable=False)
-    return {**params, "transfer_id": transfer_id, "amount": record.get("amount"), "currency": record.get("currency")}
 
 
 def lookup_adapter(gateway: PaymentGateway) -> Adapter:

@@ -134,7 +134,13 @@ class BatchRows:
 
 def fold(views: dict[str, InstanceView], events: list[ev.Event], rows: BatchRows,
          template_steps: dict[tuple[str, int], list[dict[str, str]]]) -> None:
-    """Apply `events` (in log order) to `views`, collecting transition and rejection rows in `rows`."""
+    """Apply `events` (in log order) to `views`, collecting transition and rejection rows in `rows`.
+
+    An agent's `agent_context` rides on the event its command caused first (InstanceStarted,
+    DecisionRecorded, AgentRecommendation); every later event of the same command in the batch gets it in
+    its audit details too, so a reviewer can follow a conversation through everything the agent caused.
+    """
+    contexts: dict[str, Any] = {}
     for event in events:
         rows.last_event_at = max(rows.last_event_at, event.at)
         if isinstance(event, ev.CommandRejected):
@@ -171,11 +177,16 @@ def fold(views: dict[str, InstanceView], events: list[ev.Event], rows: BatchRows
             if step_state.attempt > 0:
                 view.touched_steps[(step, step_state.attempt)] = step_row(view, step_state)
         actor = event_actor(event)
+        details = event_details(event)
+        if details.get("agent_context") is not None:
+            contexts[event.command_id] = details["agent_context"]
+        elif event.command_id in contexts:
+            details["agent_context"] = contexts[event.command_id]
         rows.transitions.append((
             event.instance_id, event.seq, state.tenant_id, type(event).__name__,
             step if isinstance(step, int) else None, event.command_id,
             actor.id if actor else "flowline", actor.kind.value if actor else ActorKind.SYSTEM.value,
-            event_reasoning(event), dumps(event_details(event)), ts(event.at) or datetime.now(UTC),
+            event_reasoning(event), dumps(details), ts(event.at) or datetime.now(UTC),
         ))
 
 
@@ -196,7 +207,8 @@ def instance_row(view: InstanceView, encoded_state: bytes) -> tuple:
         dumps(state.agent_context) if state.agent_context is not None else None,
         dumps(blocking_info(state, meta)), state.failure, _amount(state.trigger), encoded_state, view.last_seq,
         ts(state.created_at) or datetime.now(UTC), ts(state.updated_at) or datetime.now(UTC),
-        ts(state.updated_at) if finished else None, dumps(meta),
+        ts(state.updated_at) if finished else None, dumps(meta), state.machine_state or None,
+        state.pending_transition or None,
     )
 
 
@@ -218,4 +230,6 @@ def pending_row(view: InstanceView) -> tuple | None:
         current.required or 1, sum(1 for v in current.counted_votes if v.decision == "approve"),
         [v.actor_id for v in current.votes], state.initiated_by.id, _amount(state.trigger),
         ts(min(deadlines)) if deadlines else None, ts(current.started_at) or datetime.now(UTC),
+        dumps([{"agent_id": r.actor_id, "decision": r.decision, "reasoning": r.reasoning, "refusal": r.refusal,
+                "at": ts(r.at)} for r in current.recommendations]),
     )

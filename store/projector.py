@@ -31,6 +31,7 @@ from schemas import topics as topics_mod
 from schemas.codec import Codec, DecodeError
 from schemas.process import run_process
 from schemas.settings import VARIABLES, env, env_int
+from schemas.notify import NOTIFY_SQL
 from store.projection import BatchRows, InstanceView, fold, instance_row, pending_row
 
 log = logging.getLogger("flowline.projector")
@@ -41,21 +42,25 @@ BATCH_SECONDS = Histogram("flowline_projector_batch_seconds", "time to apply one
 
 DEFAULT_GROUP = VARIABLES["FLOWLINE_PROJECTOR_GROUP"].default
 
-# errors that say the database is away (wait and retry), not that an event cannot be applied
+# errors that say the database is away (wait and retry), not that an event cannot be applied; asyncpg raises
+# InternalClientError ("cannot switch to state N; another operation is in progress") on a connection the
+# server died under mid-query (found by tests/integration/test_chaos_postgres.py, which kills PostgreSQL)
 DATABASE_OUTAGES = (OSError, asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError,
-                    asyncpg.TooManyConnectionsError, asyncpg.InterfaceError, asyncio.TimeoutError)
+                    asyncpg.TooManyConnectionsError, asyncpg.InterfaceError, asyncpg.InternalClientError,
+                    asyncio.TimeoutError)
 
 UPSERT_INSTANCE = """
 INSERT INTO workflow_instances (id, tenant_id, template_id, template_version, template_name, status, current_step,
     current_step_name, step_count, trigger, source, initiated_by, initiated_by_kind, initiated_by_agent_id,
     agent_context, blocking, failure_reason, amount, state, last_seq, created_at, updated_at, completed_at,
-    steps_meta)
+    steps_meta, machine_state, pending_transition)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11, $12, $13, $14, $15::jsonb, $16::jsonb, $17, $18, $19,
-    $20, $21, $22, $23, $24::jsonb)
+    $20, $21, $22, $23, $24::jsonb, $25, $26)
 ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, current_step = EXCLUDED.current_step,
     current_step_name = EXCLUDED.current_step_name, blocking = EXCLUDED.blocking,
     failure_reason = EXCLUDED.failure_reason, state = EXCLUDED.state, last_seq = EXCLUDED.last_seq,
     updated_at = EXCLUDED.updated_at, completed_at = EXCLUDED.completed_at, steps_meta = EXCLUDED.steps_meta,
+    machine_state = EXCLUDED.machine_state, pending_transition = EXCLUDED.pending_transition,
     source = CASE WHEN EXCLUDED.source = '' THEN workflow_instances.source ELSE EXCLUDED.source END
 WHERE workflow_instances.last_seq < EXCLUDED.last_seq
 """
@@ -91,13 +96,14 @@ VALUES ($1, $2, $3, $4, $5) ON CONFLICT (command_id) DO NOTHING
 UPSERT_PENDING = """
 INSERT INTO workflow_pending_approvals (instance_id, tenant_id, template_id, step, attempt, step_name, kind,
     approvers, approver_roles, approver_users, approver_agents, required, approvals, decided_by, initiated_by,
-    amount, deadline, requested_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
+    amount, deadline, requested_at, recommendations)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19::jsonb)
 ON CONFLICT (instance_id) DO UPDATE SET step = EXCLUDED.step, attempt = EXCLUDED.attempt,
     step_name = EXCLUDED.step_name, kind = EXCLUDED.kind, approvers = EXCLUDED.approvers,
     approver_roles = EXCLUDED.approver_roles, approver_users = EXCLUDED.approver_users,
     approver_agents = EXCLUDED.approver_agents, required = EXCLUDED.required, approvals = EXCLUDED.approvals,
-    decided_by = EXCLUDED.decided_by, deadline = EXCLUDED.deadline, requested_at = EXCLUDED.requested_at
+    decided_by = EXCLUDED.decided_by, deadline = EXCLUDED.deadline, requested_at = EXCLUDED.requested_at,
+    recommendations = EXCLUDED.recommendations
 """
 
 
@@ -171,12 +177,22 @@ class Projector:
         now = time.monotonic()
         if force or now - self._last_status_write >= 1.0:
             self._last_status_write = now
-            await self.pool.execute(
-                """INSERT INTO projector_status (consumer_group, lag, events_applied, updated_at)
-                   VALUES ($1, $2, $3, now())
-                   ON CONFLICT (consumer_group) DO UPDATE SET lag = EXCLUDED.lag,
-                       events_applied = EXCLUDED.events_applied, updated_at = now()""",
-                self.group_id, lag, self.applied)
+            try:
+                await self._write_status(lag)
+            except DATABASE_OUTAGES:
+                # The status row is a report, not state: during an outage it waits for the next write (the
+                # batch itself waits the outage out in `_apply_retrying`). Raising here ended `run()`, and the
+                # read model stopped for good after a PostgreSQL restart (tests/integration/test_chaos_postgres.py).
+                log.warning("the database is unavailable; projector status not written", exc_info=True)
+
+    async def _write_status(self, lag: int) -> None:
+        assert self.pool is not None
+        await self.pool.execute(
+            """INSERT INTO projector_status (consumer_group, lag, events_applied, updated_at)
+               VALUES ($1, $2, $3, now())
+               ON CONFLICT (consumer_group) DO UPDATE SET lag = EXCLUDED.lag,
+                   events_applied = EXCLUDED.events_applied, updated_at = now()""",
+            self.group_id, lag, self.applied)
 
     def decode(self, records) -> tuple[list[tuple[Any, ev.Event]], list[tuple[Any, str, str]]]:
         """The batch's events (with their records), and the records that are no event, with the reason."""
@@ -303,6 +319,9 @@ class Projector:
                        VALUES ($1, to_timestamp($2 / 1000.0), now())
                        ON CONFLICT (consumer_group) DO UPDATE SET last_event_at = EXCLUDED.last_event_at""",
                     self.group_id, rows.last_event_at)
+            if changed or rows.rejections:
+                # delivered at commit: a gateway request waiting for these rows re-reads at once
+                await conn.execute(NOTIFY_SQL)
         self.applied += rows.applied
         APPLIED.labels("applied").inc(rows.applied)
         APPLIED.labels("duplicate").inc(rows.skipped)

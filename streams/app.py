@@ -46,6 +46,7 @@ class Engine:
         return TransactionalWorker(bootstrap_servers=s.bootstrap_servers, group_id=f"{s.app_id}-{role}",
                                    topics=topics, logic=logic, transactional_prefix=f"{s.app_id}-{role}",
                                    max_batch=s.max_batch, poll_timeout_ms=s.poll_timeout_ms, linger_ms=s.linger_ms,
+                                   fetch_wait_ms=s.fetch_wait_ms,
                                    role=role, session_timeout_ms=s.session_timeout_ms,
                                    dead_letter=lambda record, reason, error_type: dead_letter(
                                        self.codec, self.settings.dlq_topic, record, reason, error_type, role))

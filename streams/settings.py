@@ -37,6 +37,10 @@ class EngineSettings(topics.PrefixedTopics):
         env("FLOWLINE_TRIGGER_TOPIC_TENANTS")))
     max_batch: int = field(default_factory=lambda: env_int("FLOWLINE_ENGINE_MAX_BATCH"))
     poll_timeout_ms: int = field(default_factory=lambda: env_int("FLOWLINE_ENGINE_POLL_MS"))
+    # How long the broker may hold a fetch that finds nothing new. With fetch_min_bytes=1 the broker answers
+    # as soon as a record arrives, so a long wait costs no latency; a short one (it was 10 ms) makes every
+    # consumer ask a hundred times a second and keeps the broker busy on an idle stack (docs/performance.md).
+    fetch_wait_ms: int = field(default_factory=lambda: env_int("FLOWLINE_ENGINE_FETCH_WAIT_MS"))
     timer_sweep_ms: int = field(default_factory=lambda: env_int("FLOWLINE_TIMER_SWEEP_MS"))
     linger_ms: int = field(default_factory=lambda: env_int("FLOWLINE_PRODUCER_LINGER_MS"))
     # HTTP port for /health and /metrics (0: none); FLOWLINE_ENGINE_METRICS_PORT is the older name

@@ -182,6 +182,7 @@ class PartitionLogic(Protocol):
 class TransactionalWorker:
     def __init__(self, *, bootstrap_servers: str, group_id: str, topics: Sequence[str], logic: PartitionLogic,
                  transactional_prefix: str, max_batch: int = 500, poll_timeout_ms: int = 50, linger_ms: int = 1,
+                 fetch_wait_ms: int = 500,
                  role: str = "engine", session_timeout_ms: int = 10_000,
                  dead_letter: Callable[[object, str, str], Outgoing] | None = None,
                  attempts_before_dead_letter: int = 3) -> None:
@@ -195,6 +196,7 @@ class TransactionalWorker:
         self.transactional_prefix = transactional_prefix
         self.max_batch = max_batch
         self.poll_timeout_ms = poll_timeout_ms
+        self.fetch_wait_ms = fetch_wait_ms
         self.linger_ms = linger_ms
         self.role = role
         self.producers: dict[int, AIOKafkaProducer] = {}
@@ -282,7 +284,10 @@ class TransactionalWorker:
             auto_offset_reset="earliest",
             partition_assignment_strategy=(RangePartitionAssignor,),
             max_poll_records=self.max_batch,
-            fetch_max_wait_ms=min(self.poll_timeout_ms, 10),
+            # long poll: the broker answers a fetch as soon as one byte is there (fetch_min_bytes=1), and
+            # holds an empty one this long instead of the client asking again every few milliseconds
+            fetch_max_wait_ms=self.fetch_wait_ms,
+            fetch_min_bytes=1,
             # how soon a dead worker's partitions move: the broker's floor is group.min.session.timeout.ms
             session_timeout_ms=self.session_timeout_ms,
             heartbeat_interval_ms=max(self.session_timeout_ms // 4, 500),

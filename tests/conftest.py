@@ -24,6 +24,18 @@ class StackInfo:
     profile: object  # deploy.stack.Profile
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "broker_kill: SIGKILLs and restarts the session's test broker; runs after "
+                                       "every other test (see pytest_collection_modifyitems)")
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked `broker_kill` SIGKILL the session's shared broker (and restore it): they run after every
+    other test, so no other test ever sees the broker away (tests/integration/test_chaos_broker.py)."""
+    items.sort(key=lambda item: item.get_closest_marker("broker_kill") is not None)  # stable: keeps the rest
+
+
 @pytest.fixture(scope="session")
 def stack() -> Iterator[StackInfo]:
     from deploy import stack as stack_mod

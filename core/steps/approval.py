@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from core import events as ev
-from core.approvers import describe, matches_spec, refusal, spec_list
+from core.approvers import bounds_refusal, describe, escalates_to_humans, matches_spec, refusal, spec_list
 from core.commands import EscalateApproval, RecordDecision
 from core.problems import Problems, check_approvers, positive_number
 from core.quorum import APPROVED, REJECTED, check_quorum, committee_members, parse_level, required_approvals
@@ -151,15 +151,31 @@ def on_decision(rec: Recorder, step: CompiledStep, cmd: RecordDecision) -> None:
     if cmd.actor.id in [vote.actor_id for vote in state.votes]:
         rec.reject(f"{cmd.actor.id} already decided step {number}")
         return
+    if cmd.actor.id in [note.actor_id for note in state.recommendations]:
+        rec.reject(f"{cmd.actor.id} already recommended on step {number}; the human approvers decide")
+        return
     trigger = rec.instance.trigger if isinstance(rec.instance.trigger, dict) else {}
-    why_not = refusal(cmd.actor, state.approvers, step_name=step.spec.name, amount=trigger.get("amount"),
+    amount = trigger.get("amount")
+    why_not = refusal(cmd.actor, state.approvers, step_name=step.spec.name, amount=amount,
                       initiator=rec.instance.initiated_by,
                       separation_of_duties=rec.template.template.separation_of_duties)
+    bounds = bounds_refusal(cmd.actor, currency=trigger.get("currency"), at=cmd.issued_at or rec.now)
+    if bounds and (why_not is None or escalates_to_humans(cmd.actor, why_not, amount)):
+        why_not = bounds  # currency and hours refuse outright, even above the limit
+    elif why_not and escalates_to_humans(cmd.actor, why_not, amount):
+        _recommend(rec, number, cmd, refusal=why_not)
+        rec.reject(f"{why_not}; the step stays open and the human approvers see {cmd.actor.id}'s "
+                   "recommendation")
+        return
     if why_not:
         rec.reject(why_not)
         return
+    limits = cmd.actor.approval_limits
+    if cmd.decision == "approve" and limits is not None and not limits.counts_toward_quorum:
+        _recommend(rec, number, cmd, refusal="")
+        return
     rec.emit(ev.DecisionRecorded, step=number, actor=cmd.actor, decision=cmd.decision, reasoning=cmd.reasoning,
-             signature=cmd.signature)
+             signature=cmd.signature, signature_status=cmd.signature_status, agent_context=cmd.agent_context)
     votes = rec.step_state(number).counted_votes
     level = level_of(step)
     outcome = check_quorum(level, state.required, committee_members(state.approvers), [v.decision for v in votes])
@@ -171,6 +187,11 @@ def on_decision(rec: Recorder, step: CompiledStep, cmd: RecordDecision) -> None:
         reason = "; ".join(f"{v.actor_id}: {v.reasoning}" if v.reasoning else v.actor_id for v in rejecting)
         rec.emit(ev.StepRejected, step=number, rejected_by=tuple(v.actor_id for v in rejecting),
                  reason=f"rejected by {reason}")
+
+
+def _recommend(rec: Recorder, number: int, cmd: RecordDecision, *, refusal: str) -> None:
+    rec.emit(ev.AgentRecommendation, step=number, actor=cmd.actor, decision=cmd.decision, reasoning=cmd.reasoning,
+             refusal=refusal, signature_status=cmd.signature_status, agent_context=cmd.agent_context)
 
 
 def on_timer(rec: Recorder, step: CompiledStep, timer: Timer) -> None:

@@ -37,6 +37,7 @@ from flowline.client.models import (
     SecretName,
     Template,
     TimelineEntry,
+    Transitions,
     ValidationResult,
 )
 
@@ -138,6 +139,10 @@ class AsyncClient:
     async def create_template(self, document: Mapping[str, Any], *, idempotency_key: str | None = None) -> Template:
         return await self.call(ops.create_template(document, idempotency_key))
 
+    async def instantiate_template(self, template_id: str, overrides: Mapping[str, Any]) -> Template:
+        """A new template from `template_id`'s current document with `overrides` applied on the server."""
+        return await self.call(ops.instantiate_template(template_id, overrides))
+
     async def update_template(self, template_id: str, document: Mapping[str, Any]) -> Template:
         return await self.call(ops.update_template(template_id, document))
 
@@ -206,15 +211,19 @@ class AsyncClient:
 
     async def approve(self, instance_id: str, step: int, reasoning: str | None = None, *,
                       agent_signature: str | None = None, wait: bool = False,
-                      idempotency_key: str | None = None) -> CommandResult:
+                      idempotency_key: str | None = None, signed_at: int | None = None,
+                      agent_context: dict[str, Any] | None = None) -> CommandResult:
         return await self.call(ops.approve(instance_id, step, reasoning, agent_signature=agent_signature, wait=wait,
-                                           idempotency_key=idempotency_key))
+                                           idempotency_key=idempotency_key, signed_at=signed_at,
+                                           agent_context=agent_context))
 
     async def reject(self, instance_id: str, step: int, reasoning: str | None = None, *,
                      agent_signature: str | None = None, wait: bool = False,
-                     idempotency_key: str | None = None) -> CommandResult:
+                     idempotency_key: str | None = None, signed_at: int | None = None,
+                     agent_context: dict[str, Any] | None = None) -> CommandResult:
         return await self.call(ops.reject(instance_id, step, reasoning, agent_signature=agent_signature, wait=wait,
-                                          idempotency_key=idempotency_key))
+                                          idempotency_key=idempotency_key, signed_at=signed_at,
+                                          agent_context=agent_context))
 
     async def escalate(self, instance_id: str, step: int, approvers: Any = None, *, reason: str | None = None,
                        timeout_hours: float | None = None, wait: bool = False,
@@ -259,6 +268,20 @@ class AsyncClient:
         """The step types with each one's config JSON Schema (what a template's `steps[].config` may hold)."""
         return await self.call(ops.step_types())
 
+    async def request_transition(self, instance_id: str, target_state: str, reason: str | None = None, *,
+                                 wait: bool = False, idempotency_key: str | None = None) -> CommandResult:
+        """Ask a state-machine instance to move to `target_state` (docs/state-machines.md)."""
+        return await self.call(ops.request_transition(instance_id, target_state, reason, wait=wait,
+                                                      idempotency_key=idempotency_key))
+
+    async def result(self, instance_id: str) -> dict[str, Any]:
+        """The run's result (PRD-127 PipelineResult fields), computed by the server."""
+        return await self.call(ops.result(instance_id))
+
+    async def transitions(self, instance_id: str) -> Transitions:
+        """The current state and each transition: available to the caller now, or why not."""
+        return await self.call(ops.transitions(instance_id))
+
     async def agent_actions(self, instance_id: str) -> AgentActions:
         return await self.call(ops.agent_actions(instance_id))
 
@@ -273,6 +296,12 @@ class AsyncClient:
     async def set_agent_permissions(self, agent_id: str, *, can_initiate: list[str] | None = None,
                                     can_approve: Mapping[str, Mapping[str, Any]] | None = None) -> AgentPermissions:
         return await self.call(ops.set_agent_permissions(agent_id, can_initiate=can_initiate, can_approve=can_approve))
+
+    async def get_agent_key(self, agent_id: str) -> dict[str, Any]:
+        return await self.call(ops.get_agent_key(agent_id))
+
+    async def set_agent_key(self, agent_id: str, public_key: str) -> dict[str, Any]:
+        return await self.call(ops.set_agent_key(agent_id, public_key))
 
     async def analytics(self, template_id: str | None = None,
                         created_after: datetime | str | None = None) -> dict[str, Any]:

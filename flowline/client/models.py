@@ -258,6 +258,43 @@ class AgentActions:
 
 
 @dataclass(frozen=True)
+class TransitionOption:
+    """One outgoing transition of a state-machine instance: available to the caller now, or why not."""
+
+    to: str
+    available: bool
+    why_not: str | None = None
+    automatic: bool = False
+    requires_approval: bool = False
+    condition: str | None = None
+    roles: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Transitions:
+    """GET .../transitions: the current state and its transitions (state is None for a step-list template)."""
+
+    instance_id: str
+    state: str | None
+    pending_transition: str | None
+    transitions: list[TransitionOption]
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def available(self) -> list[str]:
+        return [t.to for t in self.transitions if t.available]
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Transitions:
+        return cls(instance_id=data.get("instance_id", ""), state=data.get("state"),
+                   pending_transition=data.get("pending_transition"), raw=data,
+                   transitions=[TransitionOption(t.get("to", ""), bool(t.get("available")), t.get("why_not"),
+                                                 bool(t.get("automatic")), bool(t.get("requires_approval")),
+                                                 t.get("condition"), list(t.get("roles") or []))
+                                for t in data.get("transitions") or []])
+
+
+@dataclass(frozen=True)
 class CallbackUrl:
     url: str
     method: str

@@ -28,6 +28,7 @@ from flowline.client.models import (
     PendingApproval,
     SecretName,
     Template,
+    Transitions,
     ValidationResult,
 )
 
@@ -175,15 +176,19 @@ def _instance_command(operation_id: str, instance_id: str, action: str, body: Ma
 
 
 def approve(instance_id: str, step: int, reasoning: str | None = None, *, agent_signature: str | None = None,
-            wait: bool = False, idempotency_key: str | None = None) -> Call[CommandResult]:
-    body = _without_none(decision="approved", reasoning=reasoning, agent_signature=agent_signature)
+            wait: bool = False, idempotency_key: str | None = None, signed_at: int | None = None,
+            agent_context: dict[str, Any] | None = None) -> Call[CommandResult]:
+    body = _without_none(decision="approved", reasoning=reasoning, agent_signature=agent_signature, signed_at=signed_at,
+                         agent_context=agent_context)
     return _instance_command("approveStep", instance_id, "approve", body, step=step, wait=wait,
                              idempotency_key=idempotency_key)
 
 
 def reject(instance_id: str, step: int, reasoning: str | None = None, *, agent_signature: str | None = None,
-           wait: bool = False, idempotency_key: str | None = None) -> Call[CommandResult]:
-    body = _without_none(decision="rejected", reasoning=reasoning, agent_signature=agent_signature)
+           wait: bool = False, idempotency_key: str | None = None, signed_at: int | None = None,
+           agent_context: dict[str, Any] | None = None) -> Call[CommandResult]:
+    body = _without_none(decision="rejected", reasoning=reasoning, agent_signature=agent_signature, signed_at=signed_at,
+                         agent_context=agent_context)
     return _instance_command("rejectStep", instance_id, "reject", body, step=step, wait=wait,
                              idempotency_key=idempotency_key)
 
@@ -241,6 +246,29 @@ def callback_url(instance_id: str, step: int) -> Call[CallbackUrl]:
                 _one(CallbackUrl.from_json), operation_id="getCallbackUrl")
 
 
+def instantiate_template(template_id: str, overrides: Mapping[str, Any]) -> Call[Template]:
+    return _post("instantiateTemplate", f"{TEMPLATES}/{_seg(template_id)}/instantiate", _one(Template.from_json),
+                 dict(overrides))
+
+
+def request_transition(instance_id: str, target_state: str, reason: str | None = None, *, wait: bool = False,
+                       idempotency_key: str | None = None) -> Call[CommandResult]:
+    return _instance_command("requestTransition", instance_id, "transitions",
+                             {"target_state": target_state, **_without_none(reason=reason)}, wait=wait,
+                             idempotency_key=idempotency_key)
+
+
+def result(instance_id: str) -> Call[dict[str, Any]]:
+    """The run's PipelineResult as the server computes it (`core.results`), as JSON."""
+    return Call("GET", f"{INSTANCES}/{_seg(instance_id)}/result", lambda _s, body: dict(body or {}),
+                operation_id="getResult")
+
+
+def transitions(instance_id: str) -> Call[Transitions]:
+    return Call("GET", f"{INSTANCES}/{_seg(instance_id)}/transitions", _one(Transitions.from_json),
+                operation_id="listTransitions")
+
+
 def agent_actions(instance_id: str) -> Call[AgentActions]:
     return Call("GET", f"{INSTANCES}/{_seg(instance_id)}/agent-actions", _one(AgentActions.from_json),
                 operation_id="listAgentActions")
@@ -257,6 +285,17 @@ def pending(limit: int | None = None) -> Call[list[PendingApproval]]:
 def get_agent_permissions(agent_id: str) -> Call[AgentPermissions]:
     return Call("GET", f"/v1/agents/{_seg(agent_id)}/workflow-permissions", _one(AgentPermissions.from_json),
                 operation_id="getAgentPermissions")
+
+
+def get_agent_key(agent_id: str) -> Call[dict[str, Any]]:
+    """The agent's registered Ed25519 public key: `{"agent_id", "public_key"}` (docs/agents.md)."""
+    return Call("GET", f"/v1/agents/{_seg(agent_id)}/public-key", _raw, operation_id="getAgentKey")
+
+
+def set_agent_key(agent_id: str, public_key: str) -> Call[dict[str, Any]]:
+    """Register (replace) the agent's Ed25519 public key, base64 of the 32 raw bytes or PEM (admin only)."""
+    return Call("PUT", f"/v1/agents/{_seg(agent_id)}/public-key", _raw,
+                body=json.dumps({"public_key": public_key}).encode(), operation_id="setAgentKey")
 
 
 def set_agent_permissions(agent_id: str, *, can_initiate: list[str] | None = None,

@@ -27,6 +27,7 @@ from flowline.client.models import (
     SecretName,
     Template,
     TimelineEntry,
+    Transitions,
     ValidationResult,
 )
 
@@ -102,6 +103,9 @@ class Client:
     def create_template(self, document: Mapping[str, Any], *, idempotency_key: str | None = None) -> Template:
         return self._run(self._async.create_template(document, idempotency_key=idempotency_key))
 
+    def instantiate_template(self, template_id: str, overrides: Mapping[str, Any]) -> Template:
+        return self._run(self._async.instantiate_template(template_id, overrides))
+
     def update_template(self, template_id: str, document: Mapping[str, Any]) -> Template:
         return self._run(self._async.update_template(template_id, document))
 
@@ -153,15 +157,19 @@ class Client:
 
     def approve(self, instance_id: str, step: int, reasoning: str | None = None, *,
                 agent_signature: str | None = None, wait: bool = False,
-                idempotency_key: str | None = None) -> CommandResult:
+                idempotency_key: str | None = None, signed_at: int | None = None,
+               agent_context: dict[str, Any] | None = None) -> CommandResult:
         return self._run(self._async.approve(instance_id, step, reasoning, agent_signature=agent_signature,
-                                             wait=wait, idempotency_key=idempotency_key))
+                                             wait=wait, idempotency_key=idempotency_key, signed_at=signed_at,
+                                             agent_context=agent_context))
 
     def reject(self, instance_id: str, step: int, reasoning: str | None = None, *,
                agent_signature: str | None = None, wait: bool = False,
-               idempotency_key: str | None = None) -> CommandResult:
+               idempotency_key: str | None = None, signed_at: int | None = None,
+               agent_context: dict[str, Any] | None = None) -> CommandResult:
         return self._run(self._async.reject(instance_id, step, reasoning, agent_signature=agent_signature,
-                                            wait=wait, idempotency_key=idempotency_key))
+                                            wait=wait, idempotency_key=idempotency_key, signed_at=signed_at,
+                                            agent_context=agent_context))
 
     def escalate(self, instance_id: str, step: int, approvers: Any = None, *, reason: str | None = None,
                  timeout_hours: float | None = None, wait: bool = False,
@@ -200,6 +208,18 @@ class Client:
     def step_types(self) -> list[dict[str, Any]]:
         return self._run(self._async.step_types())
 
+    def request_transition(self, instance_id: str, target_state: str, reason: str | None = None, *,
+                           wait: bool = False, idempotency_key: str | None = None) -> CommandResult:
+        """Ask a state-machine instance to move to `target_state` (docs/state-machines.md)."""
+        return self._run(self._async.request_transition(instance_id, target_state, reason, wait=wait,
+                                                        idempotency_key=idempotency_key))
+
+    def result(self, instance_id: str) -> dict[str, Any]:
+        return self._run(self._async.result(instance_id))
+
+    def transitions(self, instance_id: str) -> Transitions:
+        return self._run(self._async.transitions(instance_id))
+
     def agent_actions(self, instance_id: str) -> AgentActions:
         return self._run(self._async.agent_actions(instance_id))
 
@@ -214,6 +234,12 @@ class Client:
                               can_approve: Mapping[str, Mapping[str, Any]] | None = None) -> AgentPermissions:
         return self._run(self._async.set_agent_permissions(agent_id, can_initiate=can_initiate,
                                                            can_approve=can_approve))
+
+    def get_agent_key(self, agent_id: str) -> dict[str, Any]:
+        return self._run(self._async.get_agent_key(agent_id))
+
+    def set_agent_key(self, agent_id: str, public_key: str) -> dict[str, Any]:
+        return self._run(self._async.set_agent_key(agent_id, public_key))
 
     def analytics(self, template_id: str | None = None, created_after: datetime | str | None = None) -> dict[str, Any]:
         return self._run(self._async.analytics(template_id, created_after))

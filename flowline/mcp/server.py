@@ -84,7 +84,11 @@ ConversationId = Annotated[str | None, Field(default=None, max_length=200, descr
 IdempotencyKey = Annotated[str | None, Field(default=None, max_length=200, description="Optional key, e.g. a UUID: "
                            "repeating a call with the same key returns the first answer instead of acting twice.")]
 Signature = Annotated[str | None, Field(default=None, max_length=4000, description="Optional agent_signature "
-                      "(base64 Ed25519 signature over the decision), passed to the gateway unchanged.")]
+                      "(base64 Ed25519 signature over the RFC 8785 JSON of {instance_id, step, attempt, decision: "
+                      "approve|reject, reasoning, timestamp}; see docs/agents.md), passed to the gateway unchanged; "
+                      "give signed_at too. Signed reasoning is sent exactly as given.")]
+SignedAt = Annotated[int | None, Field(default=None, ge=0, description="Unix seconds your agent_signature covers "
+                     "(its timestamp); must be within 5 minutes of the server's clock.")]
 
 
 # --------------------------------------------------------------------------------------------------- results
@@ -447,38 +451,45 @@ def build_server(settings: McpSettings) -> MCPServer:
             return outcome(result, conversation)
 
         async def decide(ctx: Context, verb: str, instance_id: str, step: int, reasoning: str, agent_signature,
-                         conversation_id, idempotency_key) -> CommandOutcome:
+                         conversation_id, idempotency_key, signed_at=None) -> CommandOutcome:
             conversation = conversation_of(ctx, conversation_id)
             method = "approve" if verb == "approve" else "reject"
+            # A signature covers the reasoning as the agent wrote it: no conversation suffix then (the
+            # conversation is in agent_context, on the audit entry, either way).
+            sent = reasoning if agent_signature else with_conversation(reasoning, conversation)
             result = await gateway(ctx, f"{verb} step {step} of {instance_id}", lambda fl: getattr(fl, method)(
-                instance_id, step, with_conversation(reasoning, conversation), agent_signature=agent_signature,
-                wait=True, idempotency_key=idempotency_key), conversation)
+                instance_id, step, sent, agent_signature=agent_signature, signed_at=signed_at,
+                agent_context={"conversation_id": conversation}, wait=True, idempotency_key=idempotency_key),
+                conversation)
             return outcome(result, conversation)
 
         @tool(DECIDE, "Approve a step")
         async def flowline_approve_step(
                 ctx: Context, instance_id: InstanceId, step: StepNumber, reasoning: Reasoning,
                 agent_signature: Signature = None, conversation_id: ConversationId = None,
-                idempotency_key: IdempotencyKey = None) -> CommandOutcome:
+                idempotency_key: IdempotencyKey = None, signed_at: SignedAt = None) -> CommandOutcome:
             """Approve an approval step that waits for you, with your reasoning (recorded in the audit trail with
-            your agent id and this conversation). The engine checks your approval limits (max_amount, step_names)
-            and the step's approvers: a refusal comes back as a tool error naming the rule (e.g. '409 Command
-            rejected: the engine rejected the command: amount 2500 is above agent_456's approval limit of 1000');
-            then do not retry, tell the user a human must decide. On success the result says where the instance
+            your agent id and this conversation). The engine checks your approval limits (max_amount, step_names,
+            currencies, allowed UTC hours, daily budget) and the step's approvers: a refusal comes back as a tool
+            error naming the rule (e.g. '409 Command rejected: the engine rejected the command: amount 2500 is
+            above agent_456's approval limit of 1000; the step stays open and the human approvers see agent_456's
+            recommendation'); then do not retry, tell the user a human must decide (above your limit your
+            decision and reasoning are shown to them as a recommendation). If your approvals only recommend, the
+            call succeeds and the step stays open for the humans. On success the result says where the instance
             stands now."""
             return await decide(ctx, "approve", instance_id, step, reasoning, agent_signature, conversation_id,
-                                idempotency_key)
+                                idempotency_key, signed_at)
 
         @tool(DECIDE, "Reject a step")
         async def flowline_reject_step(
                 ctx: Context, instance_id: InstanceId, step: StepNumber, reasoning: Reasoning,
                 agent_signature: Signature = None, conversation_id: ConversationId = None,
-                idempotency_key: IdempotencyKey = None) -> CommandOutcome:
+                idempotency_key: IdempotencyKey = None, signed_at: SignedAt = None) -> CommandOutcome:
             """Reject an approval step that waits for you, with your reasoning (audited like an approval). A
             rejection usually ends the instance (the template's on_reject decides). Same limits and errors as
             flowline_approve_step."""
             return await decide(ctx, "reject", instance_id, step, reasoning, agent_signature, conversation_id,
-                                idempotency_key)
+                                idempotency_key, signed_at)
 
         @tool(WRITE, "Advance an instance")
         async def flowline_advance_instance(

@@ -5,10 +5,14 @@ people (or an agent within its limit) approve through the API, the payment step 
 from __future__ import annotations
 
 import asyncio
+import base64
 import time
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from core.agent_signing import canonical_decision
 from core.builtin import builtin_template
 from schemas.records import TransferEvent
 
@@ -102,16 +106,25 @@ async def test_agent_approves_within_its_limit_and_is_refused_above_it(e2e_world
     assert [p["instance_id"] for p in pending["items"]] == [within["id"]]
     _, actions = await world.call("GET", f"{I}/{within['id']}/agent-actions", tenant, "agent", expect=200)
     assert {a["action"] for a in actions["actions"]} >= {"approve", "reject", "advance"}
+    # the story's agent_signature, now a real one: Ed25519 over the canonical decision, its key registered
+    key = Ed25519PrivateKey.generate()
+    await world.call("PUT", f"/v1/agents/{agent}/public-key", tenant, json={"public_key": base64.b64encode(
+        key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)).decode()}, expect=200)
+    reasoning, signed_at = "Amount within agent spending limit, vendor pre-approved", int(time.time())
+    signature = base64.b64encode(key.sign(canonical_decision(
+        instance_id=within["id"], step=3, attempt=1, decision="approve", reasoning=reasoning,
+        timestamp=signed_at))).decode()
     await world.call("POST", f"{I}/{within['id']}/steps/3/approve?wait=true", tenant, "agent", json={
-        "decision": "approved", "reasoning": "Amount within agent spending limit, vendor pre-approved",
-        "agent_signature": "sig-123"}, expect=200)
+        "decision": "approved", "reasoning": reasoning, "agent_signature": signature, "signed_at": signed_at},
+        expect=200)
     await world.play_action_handler(within["id"], 4)
     done = await world.wait_instance(tenant, within["id"], lambda b: b["status"] == "COMPLETED")
     manager_step = next(s for s in done["steps"] if s["step"] == 3)
     assert manager_step["approved_by_agent_id"] == agent
     assert manager_step["agent_reasoning"] == "Amount within agent spending limit, vendor pre-approved"
     decision = next(t for t in done["timeline"] if t["event_type"] == "DecisionRecorded")
-    assert decision["actor"] == {"id": agent, "kind": "agent"} and decision["details"]["signature"] == "sig-123"
+    assert decision["actor"] == {"id": agent, "kind": "agent"} and decision["details"]["signature"] == signature
+    assert decision["details"]["signature_status"] == "verified"
 
     # above the limit: the CFO (human) approves step 2, the agent is refused on step 3, the manager decides
     _, above = await world.call("POST", f"{I}?wait=true", tenant, "requester", json={

@@ -36,8 +36,8 @@ def human(actor_id: str, *roles: str, tenant_id: str = TENANT) -> Actor:
 
 
 def agent(actor_id: str, *roles: str, max_amount: float | None = None, step_names: tuple[str, ...] = (),
-          limits: bool = True) -> Actor:
-    approval_limits = ApprovalLimits(max_amount=max_amount, step_names=step_names) if limits else None
+          limits: bool = True, **bounds: Any) -> Actor:
+    approval_limits = ApprovalLimits(max_amount=max_amount, step_names=step_names, **bounds) if limits else None
     return Actor(id=actor_id, kind=ActorKind.AGENT, roles=roles, tenant_id=TENANT, approval_limits=approval_limits)
 
 

@@ -18,12 +18,12 @@ from core import commands as cmd
 from core import events as ev
 from core.actors import SYSTEM
 from core.approvers import refusal
-from core.builtin import BUILTIN_NAMES
+from core.builtin import BUILTIN_NAMES, STATE_MACHINE_NAMES
 from core.state import InstanceState, apply, replay
-from core.types import TERMINAL_STATUSES, Awaiting, WorkflowStatus
+from core.types import TERMINAL_STATUSES, Awaiting, TaskStatus, WorkflowStatus
 from tests.unit.harness import HOUR, T0, Harness, agent, compiled_builtin, human
 
-TEMPLATES = {name: compiled_builtin(name) for name in BUILTIN_NAMES}
+TEMPLATES = {name: compiled_builtin(name) for name in BUILTIN_NAMES + STATE_MACHINE_NAMES}
 
 TRIGGERS: dict[str, list[Any]] = {
     "procurement_approval": [{"id": "tr_1", "amount": a} for a in (500, 1000, 1000.5, 5000)] + [{"id": "tr_1"}],
@@ -34,7 +34,12 @@ TRIGGERS: dict[str, list[Any]] = {
          "deploy_at": deploy_at} for deploy_at in (T0 + 2 * HOUR, "2026-01-02T00:00:00Z", "2020-01-01", "never")
     ],
     "account_onboarding": [{"metadata": {"customer_id": "c_1", "email": "new@x.test"}}],
+    "compliance_review_sm": [{"id": "tr_3", "amount": 120}],
+    "model_deployment_sm": [{"validation_url": "https://v.test/run", "model": "pricing", "version": "3",
+                             "owner_email": "o@x.test"}],
 }
+STATES = ["submitted", "under_review", "changes_requested", "approved", "rejected", "validating", "staging",
+          "canary", "production", "rolled_back", "nowhere"]
 
 ACTORS = [
     human("u_cfo", "cfo"), human("u_fm", "finance_manager"), human("u_fm2", "finance_manager"),
@@ -57,7 +62,7 @@ ADVANCES = [0, 1, 1000, 60_000, HOUR, 5 * HOUR, 25 * HOUR, 80 * HOUR]
 
 KINDS = ["helpful"] * 10 + ["decision", "decision", "result", "result", "callback", "sweep", "sweep", "fire",
                            "clock", "advance", "pause", "resume", "resume", "cancel", "retry", "duplicate",
-                           "duplicate", "foreign", "escalate"]
+                           "duplicate", "foreign", "escalate", "transition", "transition"]
 GOOD_OUTPUT = {"status": 200, "body": {"passed": True, "metrics": {"auc": 0.91}, "kyc_level": 3, "risk_score": 0.2}}
 
 
@@ -99,7 +104,8 @@ class CheckedHarness(Harness):
         if before is not None and before.status in TERMINAL_STATUSES and not retried:
             assert business(state) == business(before)
         assert state is not None
-        assert 1 <= state.current_step <= n + 1
+        # a state-machine instance resting in a state (or between states) runs no step: current_step 0
+        assert (0 if self.template.machine is not None else 1) <= state.current_step <= n + 1
         if state.status is WorkflowStatus.COMPLETED:
             assert state.current_step == n + 1
         assert all(1 <= t.step <= n for t in state.timers)
@@ -126,6 +132,16 @@ def helpful(data, h: CheckedHarness) -> None:
         h.resume()
         return
     current = state.current
+    machine = h.template.machine
+    resting = current is None or current.status is not TaskStatus.IN_PROGRESS
+    if machine is not None and state.status is WorkflowStatus.ACTIVE and resting and not state.route:
+        targets = [t.target for t in machine.machine.outgoing(state.machine_state) if not t.automatic]
+        if targets:
+            h.send(cmd.RequestTransition(command_id=h.next_command_id(), instance_id=h.instance_id,
+                                         target=data.draw(st.sampled_from(targets), label="next state"),
+                                         actor=data.draw(st.sampled_from(ACTORS[9:12]), label="requester"),
+                                         reason="helpful"))
+        return
     if current is None or state.is_terminal:
         if state.status is WorkflowStatus.FAILED:
             h.retry(state.current_step)
@@ -156,6 +172,10 @@ def one_command(data, h: CheckedHarness) -> None:
     iid = h.instance_id
     if kind == "helpful":
         helpful(data, h)
+    elif kind == "transition":
+        h.send(cmd.RequestTransition(command_id=h.next_command_id(), instance_id=iid,
+                                     target=data.draw(st.sampled_from(STATES), label="target"),
+                                     actor=data.draw(st.sampled_from(ACTORS), label="by"), reason="because"))
     elif kind == "decision":
         h.decide_step(step_number(data, h), data.draw(st.sampled_from(ACTORS), label="actor"),
                       data.draw(st.sampled_from(["approve", "approve", "reject", "abstain"]), label="decision"))
@@ -206,7 +226,7 @@ def one_command(data, h: CheckedHarness) -> None:
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(data=st.data())
 def test_random_command_sequences_keep_every_invariant(data):
-    name = data.draw(st.sampled_from(BUILTIN_NAMES), label="template")
+    name = data.draw(st.sampled_from(BUILTIN_NAMES + STATE_MACHINE_NAMES), label="template")
     h = CheckedHarness(TEMPLATES[name])
     trigger = data.draw(st.sampled_from(TRIGGERS[name]), label="trigger")
     initiator = data.draw(st.sampled_from([SYSTEM, SYSTEM, ACTORS[0], ACTORS[1], ACTORS[3]]), label="initiator")

@@ -22,6 +22,40 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/workflows/templates/{id}/instantiate": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Create a new template from this one's current document and an override document (roles, amounts, timeouts, quorum, urls, name, trigger_type; core/overrides.py) */
+        post: operations["instantiateTemplate"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/workflows/step-types": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The step types and each one's config schema (for builders and editors) */
+        get: operations["listStepTypes"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/workflows/templates/{id}": {
         parameters: {
             query?: never;
@@ -230,6 +264,41 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/workflows/instances/{id}/transitions": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The current state and each transition: available to the caller now, or why not */
+        get: operations["listTransitions"];
+        put?: never;
+        /** Request a state-machine transition (humans and agents); one that requires approval opens its approval step */
+        post: operations["requestTransition"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/workflows/instances/{id}/result": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** What the run did (PRD-127 PipelineResult): steps completed and failed, every failed attempt, outputs, duration */
+        get: operations["getResult"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/workflows/instances/{id}/agent-actions": {
         parameters: {
             query?: never;
@@ -325,6 +394,24 @@ export interface paths {
         /** Approvals waiting for the caller */
         get: operations["listPending"];
         put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/agents/{id}/public-key": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** An agent's registered Ed25519 public key */
+        get: operations["getAgentKey"];
+        /** Register (replace) an agent's Ed25519 public key (admin only) */
+        put: operations["setAgentKey"];
         post?: never;
         delete?: never;
         options?: never;
@@ -540,14 +627,40 @@ export interface components {
             pointer: string;
             message: string;
         };
-        /** @description A workflow template (epic 29): validated by core.validation, every problem reported with a JSON pointer. */
+        /** @description A workflow template (epic 29): validated by core.validation, every problem reported with a JSON pointer. Either a step list (`steps`) or a state machine (`states` and `transitions`, docs/state-machines.md). */
         TemplateDocument: {
             name: string;
             description?: string;
             /** @enum {string} */
             trigger_type?: "on_transfer" | "event" | "manual" | "scheduled" | "schedule" | "threshold";
             trigger_config?: Record<string, never>;
-            steps: components["schemas"]["Step"][];
+            steps?: components["schemas"]["Step"][];
+            /** @description state-machine template: the first state is the initial one */
+            states?: {
+                name: string;
+                description?: string;
+                entry_actions?: components["schemas"]["Step"][];
+                exit_actions?: components["schemas"]["Step"][];
+                /** @enum {unknown} */
+                terminal?: "COMPLETED" | "FAILED" | "CANCELLED" | true | false;
+            }[];
+            transitions?: {
+                from: string;
+                to: string;
+                description?: string;
+                /** @description an expression; the transition is available only while it holds */
+                condition?: string;
+                /**
+                 * @description taken by the engine once the state's entry actions finished and the condition holds (declared order)
+                 * @default false
+                 */
+                automatic: boolean;
+                action?: components["schemas"]["Step"];
+                /** @description an approval step's config (approvers, level, quorum, timeout_hours, escalation...) */
+                requires_approval?: Record<string, never>;
+                /** @description who may request it (any of these roles); empty: anyone */
+                roles?: string[];
+            }[];
             /** @enum {string} */
             status?: "ACTIVE" | "DRAFT" | "PAUSED";
             metadata?: Record<string, never>;
@@ -558,14 +671,510 @@ export interface components {
                  */
                 separation_of_duties: boolean;
             };
-        };
-        Step: {
-            /** @enum {string} */
-            type: "approval" | "condition" | "action" | "wait" | "notification" | "external";
+        } | unknown | unknown;
+        /** @description A step: its config is described per type (the step type's own schema, core/steps/) */
+        Step: components["schemas"]["ApprovalStep"] | components["schemas"]["ConditionStep"] | components["schemas"]["ActionStep"] | components["schemas"]["WaitStep"] | components["schemas"]["NotificationStep"] | components["schemas"]["ExternalStep"];
+        ApprovalStep: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "approval";
             name: string;
             id?: string;
             description?: string;
-            config?: Record<string, never>;
+            config?: components["schemas"]["ApprovalStepConfig"];
+        };
+        ConditionStep: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "condition";
+            name: string;
+            id?: string;
+            description?: string;
+            config?: components["schemas"]["ConditionStepConfig"];
+        };
+        ActionStep: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "action";
+            name: string;
+            id?: string;
+            description?: string;
+            config?: components["schemas"]["ActionStepConfig"];
+        };
+        WaitStep: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "wait";
+            name: string;
+            id?: string;
+            description?: string;
+            config?: components["schemas"]["WaitStepConfig"];
+        };
+        NotificationStep: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "notification";
+            name: string;
+            id?: string;
+            description?: string;
+            config?: components["schemas"]["NotificationStepConfig"];
+        };
+        ExternalStep: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "external";
+            name: string;
+            id?: string;
+            description?: string;
+            config?: components["schemas"]["ExternalStepConfig"];
+        };
+        /**
+         * approval step config
+         * @description Humans or agents sign off, with quorum, timeouts and escalation.
+         * @example {
+         *       "approvers": {
+         *         "type": "role",
+         *         "value": "cfo"
+         *       },
+         *       "level": "SINGLE",
+         *       "timeout_hours": 48,
+         *       "on_timeout": "auto_reject"
+         *     }
+         */
+        ApprovalStepConfig: {
+            /** @description who may decide (required unless level is AUTO) */
+            approvers?: {
+                /** @enum {unknown} */
+                type: "role" | "user" | "agent";
+                value: string | string[];
+            } | {
+                /** @enum {unknown} */
+                type: "role" | "user" | "agent";
+                value: string | string[];
+            }[];
+            /**
+             * @description SINGLE: one approval; DUAL: two distinct approvers; COMMITTEE: quorum of the committee; AUTO: approved at once
+             * @default SINGLE
+             * @enum {unknown}
+             */
+            level: "SINGLE" | "DUAL" | "COMMITTEE" | "AUTO";
+            /** @description COMMITTEE only: approvals needed (default: a majority of the named members, else 2) */
+            quorum?: number;
+            /** @description how long the approvers have; then on_timeout applies */
+            timeout_hours?: number;
+            /**
+             * @description what a timeout does (needs timeout_hours)
+             * @default fail
+             * @example auto_reject
+             * @example {
+             *       "action": "escalate",
+             *       "approvers": {
+             *         "type": "role",
+             *         "value": "cfo"
+             *       },
+             *       "timeout_hours": 24,
+             *       "then": "fail"
+             *     }
+             */
+            on_timeout: ("fail" | "auto_approve" | "auto_reject" | "escalate" | "continue") | {
+                /**
+                 * @default escalate
+                 * @enum {unknown}
+                 */
+                action: "fail" | "auto_approve" | "auto_reject" | "escalate" | "continue";
+                /** @description an approver spec or a list of them (any one matches) */
+                approvers?: {
+                    /** @enum {unknown} */
+                    type: "role" | "user" | "agent";
+                    value: string | string[];
+                } | {
+                    /** @enum {unknown} */
+                    type: "role" | "user" | "agent";
+                    value: string | string[];
+                }[];
+                timeout_hours?: number;
+                /** @default 1 */
+                max_escalations: number;
+                /**
+                 * @description what the last timeout does once escalations ran out
+                 * @default fail
+                 * @enum {unknown}
+                 */
+                then: "fail" | "auto_approve" | "auto_reject" | "continue";
+            };
+            /** @description where a manual escalation goes (when on_timeout names no approvers) */
+            escalate_to?: {
+                /** @enum {unknown} */
+                type: "role" | "user" | "agent";
+                value: string | string[];
+            } | {
+                /** @enum {unknown} */
+                type: "role" | "user" | "agent";
+                value: string | string[];
+            }[];
+            /**
+             * @description where a rejection leads
+             * @default fail
+             */
+            on_reject: string;
+            /** @description shown to the approvers */
+            description?: string;
+        };
+        /**
+         * condition step config
+         * @description Evaluate an expression and branch, within the same decision.
+         * @example {
+         *       "expression": "trigger.amount > 10000",
+         *       "if_true": "continue",
+         *       "if_false": "complete"
+         *     }
+         */
+        ConditionStepConfig: {
+            /**
+             * @description an expression over trigger, steps.<key>, instance
+             * @example trigger.amount <= 1000
+             */
+            expression: string;
+            /**
+             * @description where a true expression leads
+             * @default continue
+             */
+            if_true: string;
+            /**
+             * @description where a false expression leads
+             * @default continue
+             */
+            if_false: string;
+            /**
+             * @description when the expression fails to evaluate: fail the instance or skip the step
+             * @default fail_workflow
+             * @enum {unknown}
+             */
+            on_failure: "fail_workflow" | "skip";
+        };
+        /**
+         * action step config
+         * @description Run a payment operation through the action handler.
+         * @example {
+         *       "action": "execute_transfer",
+         *       "params": {
+         *         "transfer_id": "{{trigger.transfer_id}}"
+         *       }
+         *     }
+         */
+        ActionStepConfig: {
+            /**
+             * @description the operation (the action handler's adapters)
+             * @example execute_transfer
+             * @example http_request
+             * @example lookup_transfer
+             * @example simulate_transfer
+             */
+            action: string;
+            /**
+             * @description the operation's parameters; {{trigger.*}}, {{steps.*}} and {{instance.*}} placeholders are rendered
+             * @example {
+             *       "transfer_id": "{{trigger.transfer_id}}"
+             *     }
+             */
+            params?: Record<string, never>;
+            /** @description must hold over `response` (the output) for success */
+            success_condition?: string;
+            /** @description retries as durable timers before on_failure applies */
+            retry_config?: {
+                /** @default 3 */
+                max_retries: number;
+                /** @default 1000 */
+                backoff_ms: number;
+                /** @default 3600000 */
+                max_backoff_ms: number;
+            };
+            /**
+             * @description after the last retry: fail the instance (retry, fail_workflow), move on (skip), or ask a human (human_review)
+             * @default fail_workflow
+             * @enum {unknown}
+             */
+            on_failure: "retry" | "skip" | "fail_workflow" | "human_review";
+            /**
+             * @description a webhook (url) or email (to) sent when the step finally fails
+             * @example {
+             *       "type": "webhook",
+             *       "url": "https://ops.example.com/hooks"
+             *     }
+             */
+            failure_notification?: Record<string, never>;
+            /**
+             * @description how long one attempt may take
+             * @default 30
+             */
+            timeout_seconds: number;
+            /** @description who reviews a failed step under human_review (default role workflow_admin) */
+            review_approvers?: {
+                /** @enum {unknown} */
+                type: "role" | "user" | "agent";
+                value: string | string[];
+            } | {
+                /** @enum {unknown} */
+                type: "role" | "user" | "agent";
+                value: string | string[];
+            }[];
+            /**
+             * @description how long a human review waits
+             * @default 72
+             */
+            review_timeout_hours: number;
+        };
+        /**
+         * wait step config
+         * @description Pause until a time, for a duration, or until a condition holds: exactly one of until, duration_seconds, duration_minutes, duration_hours, condition.
+         * @example {
+         *       "duration_hours": 24
+         *     }
+         */
+        WaitStepConfig: {
+            /**
+             * @description an ISO 8601 time, epoch milliseconds, or a placeholder
+             * @example {{trigger.execute_at}}
+             * @example 2026-01-01T09:00:00Z
+             */
+            until?: string | number;
+            /** @description wait this many seconds */
+            duration_seconds?: number;
+            /** @description wait this many minutes */
+            duration_minutes?: number;
+            /** @description wait this many hours */
+            duration_hours?: number;
+            /**
+             * @description wait until this holds (re-checked every poll and on advance)
+             * @example steps.lookup.status == 'settled'
+             */
+            condition?: string;
+            /**
+             * @description condition: how often it is re-checked
+             * @default 60
+             */
+            poll_interval_seconds: number;
+            /** @description give up after this long; then on_timeout applies */
+            timeout_hours?: number;
+            /**
+             * @default fail
+             * @enum {unknown}
+             */
+            on_timeout: "fail" | "continue";
+            /**
+             * @description when the condition fails to evaluate: fail the instance or skip the step
+             * @default fail_workflow
+             * @enum {unknown}
+             */
+            on_failure: "fail_workflow" | "skip";
+        } & (unknown | unknown | unknown | unknown | unknown);
+        /**
+         * notification step config
+         * @description A signed webhook or an email, delivered by the notification handler.
+         * @example {
+         *       "channel": "webhook",
+         *       "url": "https://erp.example.com/hooks/flowline",
+         *       "body": {
+         *         "instance": "{{instance.id}}"
+         *       }
+         *     }
+         */
+        NotificationStepConfig: {
+            /**
+             * @default webhook
+             * @enum {unknown}
+             */
+            channel: "webhook" | "email";
+            /**
+             * @description older name of channel
+             * @enum {unknown}
+             */
+            type?: "webhook" | "email";
+            /**
+             * @description webhook: the http(s) URL (placeholders allowed)
+             * @example https://erp.example.com/hooks/flowline
+             */
+            url?: string;
+            headers?: {
+                [key: string]: string;
+            };
+            /** @description webhook: the JSON body (placeholders rendered) */
+            body?: unknown;
+            /** @description email: an address or a list */
+            to?: string | string[];
+            subject?: string;
+            text?: string;
+            /** @description the template secret whose key signs the webhook */
+            secret_name?: string;
+            /** @description retries as durable timers before on_failure applies */
+            retry_config?: {
+                /** @default 5 */
+                max_retries: number;
+                /** @default 1000 */
+                backoff_ms: number;
+                /** @default 3600000 */
+                max_backoff_ms: number;
+            };
+            /**
+             * @description after the last retry: fail the instance (retry, fail_workflow), move on (skip), or ask a human (human_review)
+             * @default skip
+             * @enum {unknown}
+             */
+            on_failure: "retry" | "skip" | "fail_workflow" | "human_review";
+            /**
+             * @description a webhook (url) or email (to) sent when the step finally fails
+             * @example {
+             *       "type": "webhook",
+             *       "url": "https://ops.example.com/hooks"
+             *     }
+             */
+            failure_notification?: Record<string, never>;
+            /**
+             * @description how long one attempt may take
+             * @default 30
+             */
+            timeout_seconds: number;
+            /** @description who reviews a failed step under human_review (default role workflow_admin) */
+            review_approvers?: {
+                /** @enum {unknown} */
+                type: "role" | "user" | "agent";
+                value: string | string[];
+            } | {
+                /** @enum {unknown} */
+                type: "role" | "user" | "agent";
+                value: string | string[];
+            }[];
+            /**
+             * @description how long a human review waits
+             * @default 72
+             */
+            review_timeout_hours: number;
+        };
+        /**
+         * external step config
+         * @description Call an ERP, CRM or any HTTP API; sync, or async with a signed completion callback.
+         * @example {
+         *       "url": "https://erp.example.com/api/po/{{trigger.metadata.po}}",
+         *       "method": "GET",
+         *       "extract_fields": {
+         *         "po_amount": "response.body.total_amount"
+         *       }
+         *     }
+         */
+        ExternalStepConfig: {
+            /**
+             * @description http(s) URL; {{secrets.*}} and other placeholders allowed
+             * @example https://erp.example.com/api/purchase-orders/{{trigger.metadata.po}}
+             */
+            url: string;
+            /**
+             * @default GET
+             * @enum {unknown}
+             */
+            method: "GET" | "POST" | "PUT" | "PATCH" | "DELETE" | "HEAD";
+            /**
+             * @example {
+             *       "Authorization": "Bearer {{secrets.erp_token}}"
+             *     }
+             */
+            headers?: {
+                [key: string]: string;
+            };
+            /** @description the JSON body (placeholders rendered) */
+            body?: unknown;
+            /** @description query parameters */
+            query?: Record<string, never>;
+            /**
+             * @description async: a good response means accepted; the step waits for complete-external
+             * @default sync
+             * @enum {unknown}
+             */
+            mode: "sync" | "async";
+            /**
+             * @description async: how long to wait for the callback
+             * @default 24
+             */
+            completion_timeout_hours: number;
+            /**
+             * @description must hold over `response` (status, headers, body)
+             * @default response.status >= 200 and response.status < 300
+             */
+            success_condition: string;
+            /**
+             * @description output names -> paths into the response; later steps read steps.<key>.<name>
+             * @example {
+             *       "po_amount": "response.body.total_amount"
+             *     }
+             */
+            extract_fields?: {
+                [key: string]: string;
+            };
+            /** @description retries as durable timers before on_failure applies */
+            retry_config?: {
+                /** @default 3 */
+                max_retries: number;
+                /** @default 1000 */
+                backoff_ms: number;
+                /** @default 3600000 */
+                max_backoff_ms: number;
+            };
+            /**
+             * @description after the last retry: fail the instance (retry, fail_workflow), move on (skip), or ask a human (human_review)
+             * @default fail_workflow
+             * @enum {unknown}
+             */
+            on_failure: "retry" | "skip" | "fail_workflow" | "human_review";
+            /**
+             * @description a webhook (url) or email (to) sent when the step finally fails
+             * @example {
+             *       "type": "webhook",
+             *       "url": "https://ops.example.com/hooks"
+             *     }
+             */
+            failure_notification?: Record<string, never>;
+            /**
+             * @description how long one attempt may take
+             * @default 30
+             */
+            timeout_seconds: number;
+            /** @description who reviews a failed step under human_review (default role workflow_admin) */
+            review_approvers?: {
+                /** @enum {unknown} */
+                type: "role" | "user" | "agent";
+                value: string | string[];
+            } | {
+                /** @enum {unknown} */
+                type: "role" | "user" | "agent";
+                value: string | string[];
+            }[];
+            /**
+             * @description how long a human review waits
+             * @default 72
+             */
+            review_timeout_hours: number;
+        };
+        StepType: {
+            type: string;
+            summary: string;
+            /** @description the handler kind doing its I/O; null when the engine decides it alone */
+            handler: string | null;
+            /** @description a JSON Schema (2020-12) */
+            config_schema: Record<string, never>;
+        };
+        StepTypeList: {
+            items: components["schemas"]["StepType"][];
         };
         Template: {
             id: string;
@@ -619,7 +1228,90 @@ export interface components {
              */
             decision?: "approved" | "rejected";
             reasoning?: string;
+            /** @description base64 Ed25519 signature over the canonical decision (docs/agents.md); checked against the agent's registered key */
             agent_signature?: string;
+            /** @description unix seconds the signature covers; required with agent_signature, within 300 s of the gateway's clock (replay window) */
+            signed_at?: number;
+            /** @description agents: agent_id, intent, conversation_id for the audit entry (default: the instance's, if this agent started it) */
+            agent_context?: Record<string, never> | null;
+        };
+        /** @description steps are named by name or 1-based number; every problem is reported with a pointer into this document */
+        TemplateOverrides: {
+            name?: string;
+            description?: string;
+            /** @description old role -> new role, in every approver spec */
+            roles?: {
+                [key: string]: string;
+            };
+            /** @description condition step -> the number in its expression */
+            amounts?: {
+                [key: string]: number;
+            };
+            /** @description step -> hours */
+            timeouts?: {
+                [key: string]: number;
+            };
+            /** @description approval step -> level or n (COMMITTEE of n) */
+            quorum?: Record<string, never>;
+            /** @description external or webhook step -> url */
+            urls?: {
+                [key: string]: string;
+            };
+            trigger_type?: string;
+        };
+        PipelineResult: {
+            pipeline_id: string;
+            run_id: string;
+            status: string;
+            steps_completed: string[];
+            /** @description steps whose latest attempt failed */
+            steps_failed: string[];
+            /** @description seconds from start to the last change */
+            duration: number | null;
+            /** @description step name -> output (completed steps, no conditions) */
+            outputs: Record<string, never>;
+            /** @description every failed attempt, including ones a retry fixed */
+            failures: {
+                step?: string;
+                number?: number;
+                attempt?: number;
+                error?: string;
+            }[];
+            current_step: string | null;
+        };
+        TransitionInput: {
+            target_state: string;
+            reason?: string;
+        };
+        Transitions: {
+            instance_id: string;
+            actor?: {
+                id: string;
+                /** @enum {string} */
+                kind: "human" | "agent" | "system";
+            };
+            state_machine?: boolean;
+            href?: string;
+            state: string | null;
+            pending_transition?: string | null;
+            transitions: {
+                to: string;
+                automatic?: boolean;
+                requires_approval?: boolean;
+                condition?: string | null;
+                roles?: string[];
+                available: boolean;
+                /** @description condition false, role missing, approval pending, automatic, or the state's actions still run */
+                why_not: string | null;
+            }[];
+        };
+        AgentKeyInput: {
+            /** @description Ed25519 public key: base64 of the 32 raw bytes, or PEM (SubjectPublicKeyInfo) */
+            public_key: string;
+        };
+        AgentKey: {
+            agent_id: string;
+            public_key: string | null;
         };
         AdvanceInput: {
             /** @enum {string} */
@@ -659,6 +1351,22 @@ export interface components {
         ApprovalConditions: {
             max_amount?: number | null;
             step_names?: string[];
+            /** @description the trigger's currency must be one of these (empty: any) */
+            currencies?: string[];
+            /** @description UTC windows HH:MM-HH:MM the agent may decide in (empty: any) */
+            hours?: string[];
+            /**
+             * @description false: its approvals only add a recommendation
+             * @default true
+             */
+            counts_toward_quorum: boolean;
+            /**
+             * @description above max_amount its decision is recorded as a recommendation for the human approvers
+             * @default true
+             */
+            escalate_above_limit: boolean;
+            /** @description sum of amounts it may approve per UTC day, across instances */
+            daily_budget?: number | null;
         };
         AgentPermissions: {
             agent_id: string;
@@ -668,6 +1376,11 @@ export interface components {
                     [key: string]: {
                         max_amount: number | null;
                         step_names: string[];
+                        currencies?: string[];
+                        hours?: string[];
+                        counts_toward_quorum?: boolean;
+                        escalate_above_limit?: boolean;
+                        daily_budget?: number | null;
                     };
                 };
             };
@@ -710,6 +1423,10 @@ export interface components {
             /** Format: date-time */
             completed_at: string | null;
             last_seq: number;
+            /** @description state-machine templates: the current state */
+            machine_state?: string | null;
+            /** @description a requested transition waiting for its approval */
+            pending_transition?: string | null;
         };
         StepExecution: {
             step: number;
@@ -774,6 +1491,16 @@ export interface components {
             deadline: string | null;
             /** Format: date-time */
             requested_at: string;
+            /** @description agents' decisions on this step that did not count: above their limit (refusal says why) or recommendation-only agents */
+            agent_recommendations?: {
+                agent_id?: string;
+                /** @enum {string} */
+                decision?: "approve" | "reject";
+                reasoning?: string;
+                refusal?: string;
+                /** Format: date-time */
+                at?: string;
+            }[];
             links: {
                 approve?: string;
                 reject?: string;
@@ -992,6 +1719,77 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["Template"];
+                };
+            };
+            400: components["responses"]["Problem"];
+            401: components["responses"]["Problem"];
+            403: components["responses"]["Problem"];
+            404: components["responses"]["Problem"];
+            408: components["responses"]["Problem"];
+            409: components["responses"]["Problem"];
+            413: components["responses"]["Problem"];
+            415: components["responses"]["Problem"];
+            422: components["responses"]["Problem"];
+            503: components["responses"]["Problem"];
+            default: components["responses"]["Problem"];
+        };
+    };
+    instantiateTemplate: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description scoped to the caller: a replay by the same principal with the same key and request returns the first response with `Idempotent-Replayed: true`; the same key with another request is 422; while the first runs, 409 */
+                "Idempotency-Key"?: string;
+            };
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["TemplateOverrides"];
+            };
+        };
+        responses: {
+            /** @description created */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Template"];
+                };
+            };
+            400: components["responses"]["Problem"];
+            401: components["responses"]["Problem"];
+            403: components["responses"]["Problem"];
+            404: components["responses"]["Problem"];
+            408: components["responses"]["Problem"];
+            409: components["responses"]["Problem"];
+            413: components["responses"]["Problem"];
+            415: components["responses"]["Problem"];
+            422: components["responses"]["Problem"];
+            503: components["responses"]["Problem"];
+            default: components["responses"]["Problem"];
+        };
+    };
+    listStepTypes: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description step types */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StepTypeList"];
                 };
             };
             400: components["responses"]["Problem"];
@@ -1239,6 +2037,8 @@ export interface operations {
                 created_after?: string;
                 created_before?: string;
                 blocked_on?: "me";
+                /** @description instances whose agent_context.conversation_id is this: one agent conversation across instances */
+                conversation_id?: string;
                 cursor?: string;
                 limit?: number;
             };
@@ -1708,6 +2508,124 @@ export interface operations {
             default: components["responses"]["Problem"];
         };
     };
+    listTransitions: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description transitions */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Transitions"];
+                };
+            };
+            400: components["responses"]["Problem"];
+            401: components["responses"]["Problem"];
+            403: components["responses"]["Problem"];
+            404: components["responses"]["Problem"];
+            408: components["responses"]["Problem"];
+            409: components["responses"]["Problem"];
+            413: components["responses"]["Problem"];
+            415: components["responses"]["Problem"];
+            422: components["responses"]["Problem"];
+            503: components["responses"]["Problem"];
+            default: components["responses"]["Problem"];
+        };
+    };
+    requestTransition: {
+        parameters: {
+            query?: {
+                /** @description wait (at most 10 s) until the read model shows the command's effect; if it does not in time, the answer is still 202 */
+                wait?: boolean;
+            };
+            header?: {
+                /** @description scoped to the caller: a replay by the same principal with the same key and request returns the first response with `Idempotent-Replayed: true`; the same key with another request is 422; while the first runs, 409 */
+                "Idempotency-Key"?: string;
+            };
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["TransitionInput"];
+            };
+        };
+        responses: {
+            /** @description the instance after the command took effect (wait=true) */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["InstanceDetail"];
+                };
+            };
+            /** @description the command was sent to the engine */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CommandAccepted"];
+                };
+            };
+            400: components["responses"]["Problem"];
+            401: components["responses"]["Problem"];
+            403: components["responses"]["Problem"];
+            404: components["responses"]["Problem"];
+            408: components["responses"]["Problem"];
+            409: components["responses"]["Problem"];
+            413: components["responses"]["Problem"];
+            415: components["responses"]["Problem"];
+            422: components["responses"]["Problem"];
+            503: components["responses"]["Problem"];
+            default: components["responses"]["Problem"];
+        };
+    };
+    getResult: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description result */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PipelineResult"];
+                };
+            };
+            400: components["responses"]["Problem"];
+            401: components["responses"]["Problem"];
+            403: components["responses"]["Problem"];
+            404: components["responses"]["Problem"];
+            408: components["responses"]["Problem"];
+            409: components["responses"]["Problem"];
+            413: components["responses"]["Problem"];
+            415: components["responses"]["Problem"];
+            422: components["responses"]["Problem"];
+            503: components["responses"]["Problem"];
+            default: components["responses"]["Problem"];
+        };
+    };
     listAgentActions: {
         parameters: {
             query?: never;
@@ -1971,6 +2889,79 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["PendingList"];
+                };
+            };
+            400: components["responses"]["Problem"];
+            401: components["responses"]["Problem"];
+            403: components["responses"]["Problem"];
+            404: components["responses"]["Problem"];
+            408: components["responses"]["Problem"];
+            409: components["responses"]["Problem"];
+            413: components["responses"]["Problem"];
+            415: components["responses"]["Problem"];
+            422: components["responses"]["Problem"];
+            503: components["responses"]["Problem"];
+            default: components["responses"]["Problem"];
+        };
+    };
+    getAgentKey: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description the key */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AgentKey"];
+                };
+            };
+            400: components["responses"]["Problem"];
+            401: components["responses"]["Problem"];
+            403: components["responses"]["Problem"];
+            404: components["responses"]["Problem"];
+            408: components["responses"]["Problem"];
+            409: components["responses"]["Problem"];
+            413: components["responses"]["Problem"];
+            415: components["responses"]["Problem"];
+            422: components["responses"]["Problem"];
+            503: components["responses"]["Problem"];
+            default: components["responses"]["Problem"];
+        };
+    };
+    setAgentKey: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description scoped to the caller: a replay by the same principal with the same key and request returns the first response with `Idempotent-Replayed: true`; the same key with another request is 422; while the first runs, 409 */
+                "Idempotency-Key"?: string;
+            };
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["AgentKeyInput"];
+            };
+        };
+        responses: {
+            /** @description the key */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AgentKey"];
                 };
             };
             400: components["responses"]["Problem"];

@@ -31,6 +31,7 @@ class Rule:
 
 RULES: dict[str, Rule] = {
     "createTemplate": Rule("admin", "viewer", scoped=False, body="template"),
+    "instantiateTemplate": Rule("admin", "viewer", body="overrides"),
     "listTemplates": Rule("viewer", scoped=False),
     "listStepTypes": Rule("viewer", scoped=False),
     "getTemplate": Rule("viewer"),
@@ -50,6 +51,9 @@ RULES: dict[str, Rule] = {
     "completeExternalSpecPath": Rule("integration", "viewer", body="callback"),
     "getCallbackUrl": Rule("integration", "viewer"),
     "listAgentActions": Rule("viewer"),
+    "requestTransition": Rule("agent", "viewer", body="transition"),
+    "listTransitions": Rule("viewer"),
+    "getResult": Rule("viewer"),
     "cancelInstance": Rule("operator", "requester", body="reason"),
     "pauseInstance": Rule("operator", "cfo", body="reason"),
     "resumeInstance": Rule("operator", "agent", body="empty"),
@@ -57,6 +61,8 @@ RULES: dict[str, Rule] = {
     "listPending": Rule("viewer", scoped=False),
     "getAgentPermissions": Rule("admin", "viewer"),
     "setAgentPermissions": Rule("admin", "operator", body="permissions"),
+    "getAgentKey": Rule("admin", "viewer"),
+    "setAgentKey": Rule("admin", "operator", body="agent_key"),
     "getAnalytics": Rule("viewer", scoped=False),
     "getMe": Rule("viewer", scoped=False),
     "listMyDecisions": Rule("viewer", scoped=False),
@@ -140,9 +146,12 @@ def request_for(name: str, m: dict, unique: str) -> tuple[str, str, dict]:
         "template": manual_procurement(), "secret": {"name": "api_key", "value": "x"},
         "trigger": {"template_id": m["template"], "trigger_data": {"amount": 1}},
         "decision": {"reasoning": "matrix"}, "advance": {"action": "proceed_if_ready"},
+        "transition": {"target_state": "approved", "reason": "matrix"},
+        "overrides": {"name": f"matrix copy {unique}"},
         "reason": {"reason": "matrix"}, "empty": {},
         "escalate": {"approvers": {"type": "role", "value": "ceo"}, "reason": "matrix"},
         "permissions": {"workflow_permissions": {"can_initiate": [m["template"]], "can_approve": {}}},
+        "agent_key": {"public_key": "11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo="},
         "callback": {"status": "completed", "result": {"ok": True}},
     }
     if body == "callback":

@@ -57,6 +57,52 @@ async def test_a_decision_sent_right_after_approval_requested_is_accepted_not_40
     assert status == 404
 
 
+async def test_a_waiting_decision_is_woken_by_the_projectors_commit_not_a_polling_schedule(api_world, tenant):
+    """Issue 15: the gateway LISTENs for the projector's NOTIFY, so a request waiting for the read model
+    re-reads when a batch commits (the wait is the projector's lag, not lag plus a polling step)."""
+    template = await create(api_world, tenant)
+    gw = api_world.gateway
+    assert gw.projected.listening
+    await api_world.pause_projector()
+    armed = gw.projected.armed()
+    try:
+        _, started = await api_world.call("POST", I, tenant, "requester", expect=202,
+                                          json={"template_id": template["id"], "trigger_data": {"amount": 5000}})
+        await api_world.engine.wait_for_event(started["instance_id"], ev.ApprovalRequested, step=2)
+    finally:
+        await api_world.resume_projector()
+    await asyncio.wait_for(armed.wait(), 60)  # the projector's commit of that instance fires the signal
+    row = await gw.pool.fetchrow("SELECT id FROM workflow_instances WHERE id = $1", started["instance_id"])
+    assert row is not None
+
+
+async def test_a_persons_decision_reaches_the_engine_while_the_projector_lags(api_world, tenant):
+    """Issue 15: the engine checks a person's decision (tenant, approvers) on its own state, so the decision
+    is not held back until the read model shows the instance; the HTTP answer still comes from the read
+    model (202 here, 404 for an unknown or another tenant's id)."""
+    template = await create(api_world, tenant)
+    gw = api_world.gateway
+    original = gw.settings
+    gw.settings = dataclasses.replace(original, instance_wait_seconds=60)
+    await api_world.pause_projector()
+    answer = None
+    try:
+        _, started = await api_world.call("POST", I, tenant, "requester", expect=202,
+                                          json={"template_id": template["id"], "trigger_data": {"amount": 5000}})
+        iid = started["instance_id"]
+        await api_world.engine.wait_for_event(iid, ev.ApprovalRequested, step=2)
+        answer = asyncio.create_task(api_world.call("POST", f"{I}/{iid}/steps/2/approve", tenant, "cfo",
+                                                    json={"reasoning": "before the read model"}))
+        # recorded by the engine while the read model still knows nothing of the instance
+        await asyncio.wait_for(api_world.engine.wait_for_event(iid, ev.DecisionRecorded, step=2), 30)
+        assert not answer.done()
+    finally:
+        await api_world.resume_projector()
+        gw.settings = original
+    status, _ = await answer
+    assert status == 202
+
+
 # ------------------------------------------------------------------------------- 9.5 replayed callbacks
 
 EXTERNAL = {"name": "ERP check", "trigger_type": "manual", "steps": [
@@ -470,8 +516,9 @@ async def test_agent_permissions_name_templates_by_slug_as_in_story_29_12(api_wo
                                      expect=200)
     permissions = stored["workflow_permissions"]
     assert sorted(permissions["can_initiate"]) == sorted([procurement["id"], expense_template["id"]])
-    assert permissions["can_approve"] == {procurement["id"]: {"max_amount": 1000,
-                                                               "step_names": ["Manager Approval"]}}
+    assert permissions["can_approve"] == {procurement["id"]: {
+        "max_amount": 1000, "step_names": ["Manager Approval"], "currencies": [], "hours": [],
+        "counts_toward_quorum": True, "escalate_above_limit": True, "daily_budget": None}}  # bounds spelled out
     # the agent may now start it, by id as stored
     await api_world.call("POST", I, tenant, "agent", json={"template_id": expense_template["id"]}, expect=202)
     # names work too; unknown and ambiguous references are refused, never guessed

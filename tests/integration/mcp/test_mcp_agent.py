@@ -6,16 +6,21 @@ human finishes. Every call goes through the gateway with the agent's token."""
 
 from __future__ import annotations
 
+import base64
 import logging
+import time
 import uuid
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from mcp import Client
 from mcp.shared.exceptions import MCPError
 
+from core.agent_signing import canonical_decision
 from tests.integration.mcp.conftest import APPROVER_LIMIT, McpWorld
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -161,6 +166,13 @@ async def test_agent_above_its_limit_gets_a_tool_error_and_a_human_finishes(conn
         still = await ok(approver, "flowline_get_instance", {"instance_id": instance_id})
         assert still["status"] == "ACTIVE" and still["current_step"] == 3
         assert any(f"approval limit of {APPROVER_LIMIT}" in r for r in still["refusals"])
+    # the step escalated to the humans with the agent's recommendation and reasoning in their pending list
+    _, pending = await w.world.call("GET", "/v1/workflows/pending", w.tenant, "manager", expect=200)
+    item, = [p for p in pending["items"] if p["instance_id"] == instance_id]
+    note, = item["agent_recommendations"]
+    assert (note["agent_id"], note["decision"]) == (w.approver_id, "approve")
+    assert note["reasoning"] == f"Looks fine to me [conversation {conversation}]"
+    assert f"approval limit of {APPROVER_LIMIT}" in note["refusal"]
     async with connect(w.intake_token, conversation) as intake:  # the initiator may not approve its own request
         own = await intake.call_tool("flowline_approve_step", {
             "instance_id": instance_id, "step": 3, "reasoning": "I started it, so I approve it"})
@@ -221,3 +233,32 @@ async def test_a_human_token_sees_the_same_rules(mcp_world: McpWorld):
         refused = await viewer.call_tool("flowline_start_workflow", {
             "template_id": mcp_world.template_id, "intent": "viewers cannot start"})
         assert refused.is_error and "403 Forbidden" in text_of(refused) and "do not retry" in text_of(refused)
+
+
+async def test_a_signed_approval_through_mcp_is_verified_in_the_audit_trail(connect: Connect, mcp_world: McpWorld):
+    w = mcp_world
+    key = Ed25519PrivateKey.generate()
+    public = base64.b64encode(key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)).decode()
+    await w.world.call("PUT", f"/v1/agents/{w.approver_id}/public-key", w.tenant, json={"public_key": public},
+                       expect=200)
+    conversation = f"conv-{uuid.uuid4().hex[:8]}"
+    instance_id = await start_and_pass_the_cfo(w, connect, 1200, conversation)
+    reasoning = "Signed: invoice matches the PO"
+    at = int(time.time())
+
+    def signature(text: str) -> str:
+        message = canonical_decision(instance_id=instance_id, step=3, attempt=1, decision="approve",
+                                     reasoning=text, timestamp=at)
+        return base64.b64encode(key.sign(message)).decode()
+
+    async with connect(w.approver_token, conversation) as approver:
+        forged = await approver.call_tool("flowline_approve_step", {
+            "instance_id": instance_id, "step": 3, "reasoning": reasoning,
+            "agent_signature": signature("something else"), "signed_at": at})
+        assert forged.is_error and "agent_signature does not match" in text_of(forged)
+        await ok(approver, "flowline_approve_step", {"instance_id": instance_id, "step": 3, "reasoning": reasoning,
+                                                     "agent_signature": signature(reasoning), "signed_at": at})
+    done = await finish(w, instance_id)
+    vote, = [t for t in done.timeline if t.event_type == "DecisionRecorded" and t.step == 3]
+    assert vote.reasoning == reasoning and vote.details["signature_status"] == "verified"
+    assert vote.details["agent_context"] == {"agent_id": w.approver_id, "conversation_id": conversation}

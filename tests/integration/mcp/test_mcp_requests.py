@@ -48,8 +48,10 @@ async def test_a_decision_carries_token_audit_headers_key_and_signature():
     assert first["headers"]["User-Agent"] == f"flowline-mcp/{VERSION}"
     assert first["headers"]["X-Flowline-Conversation-Id"] == "conv-from-flag"
     assert first["headers"]["Idempotency-Key"] == "key-1"
-    assert first["body"] == {"decision": "approved", "reasoning": "Invoice matches [conversation conv-from-flag]",
-                             "agent_signature": "c2ln"}
+    # signed: the reasoning goes exactly as the agent signed it; the conversation rides in agent_context
+    assert first["body"] == {"decision": "approved", "reasoning": "Invoice matches", "agent_signature": "c2ln",
+                             "agent_context": {"conversation_id": "conv-from-flag"}}
     assert second["headers"]["X-Flowline-Conversation-Id"] == "conv-arg"
     assert "Idempotency-Key" not in second["headers"] and "agent_signature" not in second["body"]
     assert second["body"]["reasoning"] == "Second thoughts [conversation conv-arg]"
+    assert second["body"]["agent_context"] == {"conversation_id": "conv-arg"}

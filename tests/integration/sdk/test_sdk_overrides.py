@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from flowline.client import Conflict
+from flowline.client import Conflict, ValidationFailed
 from flowline.overrides import OverrideError
 from flowline.prd import ApprovalManager, TemplateRegistry
 from tests.integration.sdk.conftest import ADMIN, CFO, CONTROLLER, MANAGER, REQUESTER
@@ -61,3 +61,20 @@ async def test_create_from_template_overrides_a_role_and_the_new_template_is_use
                                                idempotency_key=f"override-small-{uuid.uuid4().hex}")
         small = await requester.wait_for_instance(small.id, lambda i: i.current_step == 3)
     assert small.step(2) is None or small.step(2).status == "SKIPPED"
+
+
+async def test_the_server_applies_overrides_and_reports_every_problem(sdk):
+    """POST /v1/workflows/templates/{id}/instantiate: core.overrides on the server, pointers into the
+    override document, then the result validated like any template."""
+    async with sdk.client(ADMIN) as admin:
+        with pytest.raises(ValidationFailed) as bad:
+            await admin.instantiate_template("wf_procurement_approval", {
+                "roles": {"ceo": "controller"}, "timeouts": {"No Such Step": 3}})
+        assert {e.pointer for e in bad.value.errors} == {"/roles/ceo", "/timeouts/No Such Step"}
+        assert ("/roles/ceo", "no approver of this template has the role 'ceo'") in [
+            (e.pointer, e.message) for e in bad.value.errors]
+        name = f"Procurement (server override) {uuid.uuid4().hex[:6]}"
+        made = await admin.instantiate_template("wf_procurement_approval", {"name": name,
+                                                                            "roles": {"cfo": "controller"}})
+        assert made.name == name and made.id != "wf_procurement_approval"
+        assert made.document["steps"][1]["config"]["approvers"] == {"type": "role", "value": "controller"}

@@ -151,8 +151,10 @@ class TestWhoMayDecide:
 
     def test_an_agent_counts_once_and_only_within_its_limit(self):
         h = started(step())
-        h.approve(1, agent("agent_small", max_amount=100))
-        assert "above agent_small's approval limit" in h.last_rejection
+        h.approve(1, agent("agent_small", max_amount=100))  # above its limit: a recommendation, not a vote
+        assert "above agent_small's approval limit" in h.last_events[-1].reason
+        assert [type(e).__name__ for e in h.last_events] == ["AgentRecommendation", "CommandRejected"]
+        assert h.state.steps[0].votes == ()
         h.approve(1, agent("agent_big", max_amount=10_000))
         h.approve(1, agent("agent_big", max_amount=10_000))
         assert "already decided" in h.last_rejection

@@ -6,10 +6,12 @@ and two instances (two manual starts) executing the same transfer.
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from core import events as ev
-from core.payments import MAX_AMOUNT, amount_refusal
+from core.payments import MAX_AMOUNT, TransferBook, amount_refusal, expected_facts
 from core.types import WorkflowStatus
 from handlers.action import ActionHandler, FakePaymentGateway, default_adapters
 from handlers.rendering import Renderer, StaticSecretSource
@@ -98,18 +100,15 @@ async def test_a_transfer_executes_once_across_instances_and_the_second_says_who
     assert failed.retry_at == 0  # final, not retried
 
 
-async def test_the_payment_service_refuses_a_second_execution_even_when_both_looked_up_first():
+async def test_the_payment_service_refuses_a_second_execution_even_when_both_pay_at_once():
     gateway = payments()
     h1, h2 = Harness(CFO_UNLESS_SMALL, instance_id="wfi_1"), Harness(CFO_UNLESS_SMALL, instance_id="wfi_2")
     for h in (h1, h2):
         h.start({"id": "tr_small", "amount": 500})
         h.approve(3, human("olga", "ops"))
-    from handlers.action import _verified_transfer
     reqs = [h.requests_for(4)[-1] for h in (h1, h2)]
-    checked = [await _verified_transfer(gateway, r, r.config["operation_key"], dict(r.config["params"]), 1)
-               for r in reqs]
-    assert all(isinstance(c, dict) for c in checked)  # both looked up before either paid: the race
-    results = [await handler(gateway).handle(r) for r in reqs]
+    # both in flight together: only the payment service's one atomic check stands between them
+    results = list(await asyncio.gather(*(handler(gateway).handle(r) for r in reqs)))
     assert [r.outcome for r in results] == ["succeeded", "failed"]
     assert "already executed by instance wfi_1" in results[1].error and len(gateway.executed) == 1
 
@@ -163,3 +162,26 @@ async def test_a_template_can_route_on_the_payment_systems_facts_instead_of_the_
     assert h.step(1).output["amount"] == 5_000_000
     assert h.current_step == 3  # the CFO step is not skipped: the record says 5,000,000
     assert gateway.executed == {}
+
+
+async def test_one_payment_is_one_command_to_the_payment_service():
+    """Issue 15: the instance's facts travel with the payment, no lookup round trip before it."""
+    gateway = payments()
+    h = await run_to_payment(gateway, {"id": "tr_small", "amount": 500, "currency": "USD"})
+    assert h.status is WorkflowStatus.COMPLETED
+    assert gateway.submitted == 1
+
+
+def test_the_payment_service_refuses_facts_that_disagree_with_its_record_atomically():
+    book = TransferBook()
+    book.learn("tr_1", tenant_id="t_acme", amount=5_000_000, currency="USD")
+    lie = expected_facts(trigger={"id": "tr_1", "amount": 1}, params={}, instance_id="wfi_lie")
+    assert "5000000" in book.execution_refusal("tr_1", "t_acme", "wfi_lie:4:v1", lie)
+    jpy = expected_facts(trigger={"id": "tr_1"}, params={"currency": "JPY"}, instance_id="wfi_jpy")
+    assert "JPY" in book.execution_refusal("tr_1", "t_acme", "wfi_jpy:4:v1", jpy)
+    truth = expected_facts(trigger={"id": "tr_1", "amount": 5_000_000, "currency": "usd"}, params={},
+                           instance_id="wfi_ok")
+    assert book.execution_refusal("tr_1", "t_acme", "wfi_ok:4:v1", truth) is None
+    assert "unknown" in book.execution_refusal("tr_1", "t_globex", "wfi_ok:4:v1", truth)
+    book.executed("tr_1", "wfi_ok:4:v1")
+    assert "already executed by instance wfi_ok" in book.execution_refusal("tr_1", "t_acme", "wfi_2:4:v1", truth)

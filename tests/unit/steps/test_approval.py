@@ -176,9 +176,53 @@ class TestAgents:
 
     def test_agent_is_refused_above_its_max_amount(self):
         h = started(approval("Manager Approval"), DONE, trigger={"amount": 5000})
-        h.approve(1, agent("agent_456", max_amount=1000))
+        h.approve(1, agent("agent_456", max_amount=1000, escalate_above_limit=False))
         assert h.last_rejection == "amount 5000 is above agent_456's approval limit of 1000"
         assert h.step_status(1) is TaskStatus.IN_PROGRESS
+
+    def test_above_its_limit_an_agent_escalates_to_humans_with_its_recommendation(self):
+        h = started(approval("Manager Approval"), DONE, trigger={"amount": 5000})
+        h.approve(1, agent("agent_456", max_amount=1000), reasoning="vendor known, PO matches")
+        recommendation, rejection = h.last_events
+        assert isinstance(recommendation, ev.AgentRecommendation) and isinstance(rejection, ev.CommandRejected)
+        assert rejection.reason.startswith("amount 5000 is above agent_456's approval limit of 1000; the step "
+                                           "stays open")
+        note, = h.state.steps[0].recommendations
+        assert (note.actor_id, note.decision, note.reasoning) == ("agent_456", "approve", "vendor known, PO matches")
+        assert h.step_status(1) is TaskStatus.IN_PROGRESS and h.state.steps[0].votes == ()
+        h.approve(1, agent("agent_456", max_amount=1000))
+        assert "already recommended" in h.last_rejection
+        h.approve(1, human("mia", "approver"))  # the human decides
+        assert h.step_status(1) is TaskStatus.APPROVED
+
+    def test_an_agent_whose_approval_does_not_count_only_recommends(self):
+        h = started(approval("Manager Approval"), DONE, trigger={"amount": 50})
+        h.approve(1, agent("agent_456", max_amount=1000, counts_toward_quorum=False), reasoning="looks fine")
+        assert [type(e) for e in h.last_events] == [ev.AgentRecommendation]
+        assert h.step_status(1) is TaskStatus.IN_PROGRESS
+        assert h.state.steps[0].recommendations[0].refusal == ""
+        h.reject(1, agent("agent_456", max_amount=1000, counts_toward_quorum=False), reasoning="no")
+        assert "already recommended" in h.last_rejection
+
+    def test_an_agent_decides_only_in_its_currencies(self):
+        h = started(approval("Manager Approval"), DONE, trigger={"amount": 50, "currency": "EUR"})
+        h.approve(1, agent("agent_456", max_amount=1000, currencies=("USD",)))
+        assert h.last_rejection == "agent_456 may only decide in USD, not EUR"
+        h.approve(1, agent("agent_456", max_amount=1000, currencies=("USD", "EUR")))
+        assert h.step_status(1) is TaskStatus.APPROVED
+
+    def test_a_currency_refusal_is_not_escalated_even_above_the_limit(self):
+        h = started(approval("Manager Approval"), DONE, trigger={"amount": 5000, "currency": "EUR"})
+        h.approve(1, agent("agent_456", max_amount=1000, currencies=("USD",)))
+        assert h.last_rejection == "agent_456 may only decide in USD, not EUR"
+
+    def test_an_agent_decides_only_within_its_hours_judged_by_the_command_time(self):
+        h = started(approval("Manager Approval"), DONE, trigger={"amount": 50})
+        assert h.now % (24 * HOUR) == 0  # the harness clock starts at midnight UTC
+        h.approve(1, agent("agent_456", max_amount=1000, hours=("09:00-17:00",)))
+        assert h.last_rejection == "agent_456 may only decide within 09:00-17:00 UTC, not at 00:00"
+        h.approve(1, agent("agent_456", max_amount=1000, hours=("09:00-17:00", "22:00-02:00")))
+        assert h.step_status(1) is TaskStatus.APPROVED
 
     def test_agent_is_refused_on_steps_outside_its_step_names(self):
         h = started(approval("CFO Approval"), DONE, trigger={"amount": 10})

@@ -1,0 +1,189 @@
+"""Running a state-machine instance: the engine loop's route, transitions requested by people and agents,
+and `transitions_now` (what the caller may request now, and why not the others).
+
+The loop is `decide`'s own (core/decide.py calls `run_machine` for a template with a machine): it starts
+the next step of the route, waits while a step is in progress, and once the route is done it ends the
+instance in a terminal state, takes a transition whose approval was granted, or takes the first automatic
+transition (declared order) whose condition holds. Otherwise the instance rests in its state until a
+`RequestTransition` arrives. The rule "which transition may be taken" has one home: `why_not` below, used
+by both the command and `transitions_now`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from core import commands as cmd
+from core import events as ev
+from core.actors import SYSTEM, Actor
+from core.expressions import ExpressionError
+from core.machine import MachineTransition, route
+from core.recorder import Recorder
+from core.state import InstanceState
+from core.template import CompiledTemplate
+from core.types import TaskStatus, WorkflowStatus
+
+MAX_MOVES_PER_DECISION = 1000
+_OK = frozenset({TaskStatus.COMPLETED, TaskStatus.APPROVED, TaskStatus.SKIPPED})
+
+
+def _finished_ok(rec: Recorder, number: int) -> bool:
+    step_state = rec.step_state(number)
+    if step_state.status in _OK:
+        return True
+    return (step_state.status is TaskStatus.TIMED_OUT
+            and rec.template.step(number).on_timeout.final_action == "continue")
+
+
+def run_machine(rec: Recorder, start_step: Callable[[Recorder, int], None],
+                failure_reason: Callable[[Recorder, InstanceState], str]) -> None:
+    machine = rec.template.machine
+    assert machine is not None
+    for _ in range(MAX_MOVES_PER_DECISION):
+        state = rec.state
+        if state is None or state.status is not WorkflowStatus.ACTIVE:
+            return
+        if not state.machine_state:
+            initial = machine.machine.initial
+            rec.emit(ev.TransitionTaken, from_state="", to_state=initial, actor=SYSTEM, automatic=True,
+                     reason="instance started", route=machine.machine.state(initial).entry)
+            continue
+        current = state.current
+        if current is not None:
+            if current.status is TaskStatus.PENDING:  # a manual retry put it back
+                start_step(rec, state.current_step)
+                continue
+            if current.status is TaskStatus.IN_PROGRESS:
+                return
+            if not _finished_ok(rec, state.current_step):
+                if state.pending_transition and current.status is TaskStatus.REJECTED:
+                    rec.emit(ev.TransitionDeclined, from_state=state.machine_state,
+                             to_state=state.pending_transition, reason=current.error or "approval rejected")
+                    continue
+                rec.emit(ev.InstanceFailed, step=state.current_step, reason=failure_reason(rec, state))
+                return
+        if state.route:
+            start_step(rec, state.route[0])
+            continue
+        here = machine.machine.state(state.machine_state)
+        if here.terminal is not None:
+            _end(rec, here.name, here.terminal)
+            return
+        if state.pending_transition:
+            transition = _find(rec.template, state.machine_state, state.pending_transition)
+            actor = state.pending_by or SYSTEM
+            rec.emit(ev.TransitionTaken, from_state=transition.source, to_state=transition.target, actor=actor,
+                     reason=state.pending_reason, route=route(machine.machine, transition))
+            continue
+        automatic = _first_automatic(rec)
+        if automatic is None:
+            return  # rests in its state until a transition is requested
+        rec.emit(ev.TransitionTaken, from_state=automatic.source, to_state=automatic.target, actor=SYSTEM,
+                 automatic=True, reason=f"automatic: {automatic.condition or 'always'}",
+                 route=route(machine.machine, automatic))
+    rec.emit(ev.InstanceFailed, step=rec.instance.current_step,
+             reason=f"more than {MAX_MOVES_PER_DECISION} moves in one decision: a loop of automatic transitions "
+                    "with no wait")
+
+
+def _end(rec: Recorder, name: str, status: WorkflowStatus) -> None:
+    if status is WorkflowStatus.COMPLETED:
+        rec.emit(ev.InstanceCompleted)
+    elif status is WorkflowStatus.CANCELLED:
+        rec.emit(ev.InstanceCancelled, reason=f"reached terminal state {name}")
+    else:
+        rec.emit(ev.InstanceFailed, step=0, reason=f"reached terminal state {name}")
+
+
+def _find(template: CompiledTemplate, source: str, target: str) -> MachineTransition:
+    assert template.machine is not None
+    for t in template.machine.machine.outgoing(source):
+        if t.target == target:
+            return t
+    raise KeyError(f"{source} -> {target}")
+
+
+def _holds(rec: Recorder, transition: MachineTransition) -> tuple[bool, str]:
+    machine = rec.template.machine
+    assert machine is not None
+    expression = machine.conditions.get(transition.index)
+    if expression is None:
+        return True, ""
+    try:
+        return bool(expression.evaluate(rec.names())), f"condition {transition.condition!r} is false"
+    except ExpressionError as exc:
+        return False, f"condition {transition.condition!r} failed to evaluate: {exc}"
+
+
+def _first_automatic(rec: Recorder) -> MachineTransition | None:
+    machine = rec.template.machine
+    assert machine is not None
+    for t in machine.machine.outgoing(rec.instance.machine_state):
+        if t.automatic and _holds(rec, t)[0]:
+            return t
+    return None
+
+
+def _settled(state: InstanceState) -> str | None:
+    """Why the instance cannot take a requested transition now (None: it rests in its state)."""
+    if state.status is not WorkflowStatus.ACTIVE:
+        return f"instance is {state.status.value}"
+    if state.pending_transition:
+        return f"approval pending for {state.machine_state} -> {state.pending_transition}"
+    current = state.current
+    if state.route or (current is not None and current.status is TaskStatus.IN_PROGRESS):
+        return f"state {state.machine_state!r} is still running its actions"
+    return None
+
+
+def why_not(rec: Recorder, transition: MachineTransition, actor: Actor) -> str | None:
+    """The one rule for a requested transition: None if `actor` may request it now, else why not."""
+    busy = _settled(rec.instance)
+    if busy:
+        return busy
+    if transition.automatic:
+        return "automatic: the engine takes it when its condition holds"
+    if transition.roles and actor is not SYSTEM and not set(transition.roles) & set(actor.roles):
+        return f"role missing: needs one of {', '.join(transition.roles)}"
+    holds, reason = _holds(rec, transition)
+    return None if holds else reason
+
+
+def on_request_transition(rec: Recorder, command: cmd.RequestTransition) -> None:
+    state = rec.instance
+    if rec.template.machine is None:
+        rec.reject(f"Template {state.template_id} is a step list; it has no states to transition between")
+        return
+    transition = next((t for t in rec.template.machine.machine.outgoing(state.machine_state)
+                       if t.target == command.target), None)
+    if transition is None:
+        rec.reject(f"Expected a transition from {state.machine_state!r}, but there is none to {command.target!r}")
+        return
+    refusal = why_not(rec, transition, command.actor)
+    if refusal:
+        rec.reject(f"Expected {transition.label} to be available, but: {refusal}")
+        return
+    if transition.approval:
+        rec.emit(ev.TransitionRequested, from_state=transition.source, to_state=transition.target,
+                 actor=command.actor, reason=command.reason, route=(transition.approval,))
+        return
+    rec.emit(ev.TransitionTaken, from_state=transition.source, to_state=transition.target, actor=command.actor,
+             reason=command.reason, route=route(rec.template.machine.machine, transition))
+
+
+def transitions_now(state: InstanceState, template: CompiledTemplate, actor: Actor, now: int) -> dict[str, Any]:
+    """For `GET .../transitions`: the current state, and every outgoing transition with whether `actor` may
+    request it now and, if not, why (automatic, condition false, role missing, approval pending, busy)."""
+    if template.machine is None:
+        return {"state": None, "transitions": []}
+    rec = Recorder(state=state, command=cmd.Advance(command_id="", instance_id=state.instance_id),
+                   template=template, now=now)
+    items = []
+    for t in template.machine.machine.outgoing(state.machine_state):
+        refusal = why_not(rec, t, actor)
+        items.append({"to": t.target, "automatic": t.automatic, "requires_approval": bool(t.approval),
+                      "condition": t.condition or None, "roles": list(t.roles), "available": refusal is None,
+                      "why_not": refusal})
+    return {"state": state.machine_state, "pending_transition": state.pending_transition or None,
+            "transitions": items}
