@@ -29,9 +29,9 @@ from core import events as ev
 from schemas import dlq
 from schemas import topics as topics_mod
 from schemas.codec import Codec, DecodeError
+from schemas.notify import NOTIFY_SQL
 from schemas.process import run_process
 from schemas.settings import VARIABLES, env, env_int
-from schemas.notify import NOTIFY_SQL
 from store.projection import BatchRows, InstanceView, fold, instance_row, pending_row
 
 log = logging.getLogger("flowline.projector")
