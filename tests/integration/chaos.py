@@ -26,8 +26,8 @@ from pathlib import Path
 
 from core import events as ev
 from core.commands import StartInstance
-from deploy import topics
 from deploy.payment_simulator import PaymentSimulator, read_ledger
+from schemas import topics
 from tests.integration import invariants
 from tests.integration.engine_harness import REPO, EngineWorld
 

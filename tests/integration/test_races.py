@@ -25,7 +25,7 @@ from core import events as ev
 from core.actors import Actor
 from core.commands import CancelInstance, RecordDecision, ReportStepResult, StartInstance
 from core.triggers import instance_id_for
-from deploy import topics
+from schemas import topics
 from tests.integration import invariants
 from tests.integration.chaos import scaled
 from tests.integration.engine_harness import EngineWorld
