@@ -256,6 +256,17 @@ def _command(verb: str, call: Callable[[Client, argparse.Namespace], Any]) -> Ca
     return run
 
 
+def _trigger_data(raw: str) -> dict[str, Any]:
+    """--data: a JSON object, or @FILE holding one (the manual trigger's data)."""
+    text = Path(raw[1:]).read_text() if raw.startswith("@") else raw
+    data = json.loads(text)
+    if not isinstance(data, dict):
+        raise argparse.ArgumentTypeError("--data must be a JSON object")
+    return data
+
+
+instances_start = _command("started", lambda c, a: c.start_instance(
+    a.template, a.data, wait=not a.no_wait, idempotency_key=a.idempotency_key))
 instances_approve = _command("approved", lambda c, a: c.approve(a.id, a.step, a.reason, wait=not a.no_wait))
 instances_reject = _command("rejected", lambda c, a: c.reject(a.id, a.step, a.reason, wait=not a.no_wait))
 instances_cancel = _command("cancelled", lambda c, a: c.cancel(a.id, a.reason, wait=not a.no_wait))
@@ -438,6 +449,13 @@ def build_parser(prog: str = "flowline") -> argparse.ArgumentParser:
         p.add_argument("--reason", "-r", default=None, help="reasoning, kept in the audit trail")
         p.add_argument("--no-wait", action="store_true", help="return once the command is accepted")
         p.set_defaults(func=func)
+    p = isub.add_parser("start", parents=both, help="start an instance of a template (a manual trigger)")
+    p.add_argument("template", help="template id")
+    p.add_argument("--data", "-d", type=_trigger_data, default={},
+                   help='trigger data: a JSON object, or @FILE (e.g. \'{"id": "tr_1", "amount": 2500}\')')
+    p.add_argument("--idempotency-key", default=None, help="the same key starts the same instance once")
+    p.add_argument("--no-wait", action="store_true")
+    p.set_defaults(func=instances_start)
     p = isub.add_parser("cancel", parents=both, help="cancel an instance")
     p.add_argument("id")
     p.add_argument("--reason", "-r", default=None)

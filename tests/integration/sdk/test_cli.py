@@ -19,7 +19,7 @@ import pytest
 
 from core.builtin import builtin_template
 from tests.integration.engine_harness import REPO
-from tests.integration.sdk.conftest import ADMIN, CFO, MANAGER, VIEWER
+from tests.integration.sdk.conftest import ADMIN, CFO, MANAGER, REQUESTER, VIEWER
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -128,6 +128,27 @@ async def test_the_cli_lists_shows_validates_applies_and_diffs_templates(sdk, tm
     same = await cli.json("templates", "diff", f"{template_id}@2", str(path), expect=0)
     assert same["same"]
     await cli.run("templates", "diff", f"{template_id}@1", f"{template_id}@2", expect=3)
+
+
+async def test_the_cli_starts_a_manual_instance_once_per_idempotency_key(sdk, tmp_path: Path):
+    cli = Cli(sdk)
+    document = builtin_template("procurement_approval")
+    document.update(name=f"CLI manual {uuid.uuid4().hex[:6]}", trigger_type="manual")
+    path = tmp_path / "manual.json"
+    path.write_text(json.dumps(document))
+    template_id = (await cli.json("templates", "apply", "-f", str(path), token=ADMIN))["template"]["id"]
+    await sdk.world.engine_knows(template_id)
+    data = tmp_path / "data.json"
+    data.write_text(json.dumps({"id": f"tr_{uuid.uuid4().hex[:8]}", "amount": 2500}))
+    key = f"cli-start-{uuid.uuid4().hex}"
+    started = await cli.json("instances", "start", template_id, "--data", f"@{data}", "--idempotency-key", key,
+                             token=REQUESTER)
+    assert started["template_id"] == template_id and started["trigger"]["amount"] == 2500
+    again = await cli.json("instances", "start", template_id, "--data", f"@{data}", "--idempotency-key", key,
+                           token=REQUESTER)
+    assert again["id"] == started["id"]
+    await cli.run("instances", "start", template_id, "--data", "[1]", token=REQUESTER, expect=2)
+    await cli.run("instances", "start", template_id, "--data", "{}", token=VIEWER, expect=1)
 
 
 async def test_the_stack_commands_still_parse(sdk):
