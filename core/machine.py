@@ -147,9 +147,7 @@ def validate_machine(problems: Any, doc: Mapping[str, Any], check_step: Any) -> 
         if not isinstance(state, Mapping):
             problems.add(pointer, "a state must be an object with a name")
             continue
-        for key in state:
-            if key not in STATE_KEYS:
-                problems.add(f"{pointer}/{key}", f"unknown field {key!r}; allowed: {', '.join(sorted(STATE_KEYS))}")
+        problems.unknown_keys(pointer, state, STATE_KEYS)
         name = state.get("name")
         if not isinstance(name, str) or not name.strip():
             problems.add(f"{pointer}/name", "a state needs a non-empty name")
@@ -180,10 +178,7 @@ def validate_machine(problems: Any, doc: Mapping[str, Any], check_step: Any) -> 
         if not isinstance(t, Mapping):
             problems.add(pointer, "a transition must be an object with from and to")
             continue
-        for key in t:
-            if key not in TRANSITION_KEYS:
-                problems.add(f"{pointer}/{key}",
-                             f"unknown field {key!r}; allowed: {', '.join(sorted(TRANSITION_KEYS))}")
+        problems.unknown_keys(pointer, t, TRANSITION_KEYS)
         ends = []
         for key in ("from", "to"):
             value = t.get(key)

@@ -8,7 +8,7 @@ Template-level rules stay in `core/validation.py`; each step type's own rules ar
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +35,13 @@ class Problems:
 
     def add(self, pointer: str, message: str) -> None:
         self.items.append(Problem(pointer, message))
+
+    def unknown_keys(self, pointer: str, obj: Mapping[str, Any], allowed: Collection[str],
+                     lead: str = "allowed:") -> None:
+        """One problem per key of `obj` that is not in `allowed`, each at its own pointer."""
+        for key in obj:
+            if key not in allowed:
+                self.add(f"{pointer}/{key}", f"unknown field {key!r}; {lead} {', '.join(sorted(allowed))}")
 
 
 def check_expression(problems: Problems, pointer: str, source: Any, required: bool = True) -> None:

@@ -44,9 +44,7 @@ def validate_template(document: Any, *, known_actions: Iterable[str] = KNOWN_ACT
     if not isinstance(document, Mapping):
         problems.add("", "a template must be a JSON object")
         return problems.items
-    for key in document:
-        if key not in TOP_LEVEL_KEYS:
-            problems.add(f"/{key}", f"unknown field {key!r}; allowed: {', '.join(sorted(TOP_LEVEL_KEYS))}")
+    problems.unknown_keys("", document, TOP_LEVEL_KEYS)
     _check_settings(problems, document.get("settings"))
     name = document.get("name")
     if not isinstance(name, str) or not name.strip():
@@ -185,9 +183,7 @@ def _check_step_shapes(problems: Problems, steps: list[Any]) -> dict[str, int]:
         if not isinstance(step, Mapping):
             problems.add(pointer, "a step must be an object {type, name, config}")
             continue
-        for key in step:
-            if key not in STEP_KEYS:
-                problems.add(f"{pointer}/{key}", f"unknown field {key!r}; a step has {', '.join(sorted(STEP_KEYS))}")
+        problems.unknown_keys(pointer, step, STEP_KEYS, lead="a step has")
         if _step_type(step) is None:
             problems.add(f"{pointer}/type", f"unknown step type {step.get('type')!r}; use one of "
                                             f"{', '.join(t.value for t in StepType)}")
