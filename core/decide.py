@@ -62,6 +62,9 @@ def decide(state: InstanceState | None, command: cmd.Command, template: Compiled
             command_type=type(command).__name__, reason=f"Expected an existing instance {command.instance_id}, "
                                                         "but there is none",
         )])
+    foreign = _foreign(state, command, now)
+    if foreign is not None:
+        return foreign
     if isinstance(command, cmd.RetryStep):
         return retry_failed(state, command, template, now)
     if isinstance(command, cmd.ExpireInstance):
@@ -140,6 +143,19 @@ def _expire(state: InstanceState, command: cmd.ExpireInstance, rec: Recorder) ->
     return Decision(rec.state, rec.events, rec.effects)
 
 
+def _foreign(state: InstanceState, command: cmd.Command, now: int) -> Decision | None:
+    """A command whose actor belongs to another tenant: refused outside the instance's sequence (seq 0, the
+    state untouched, not even `seq`/`updated_at`), carrying the actor and its tenant, so the refusal lands in
+    the actor's tenant's security log and never in the instance's audit trail (issue 10)."""
+    actor = getattr(command, "actor", None)
+    if actor is None or not actor.tenant_id or actor.tenant_id == state.tenant_id:
+        return None
+    return Decision(state, [ev.CommandRejected(
+        instance_id=command.instance_id, seq=0, at=now,
+        command_id=command.command_id, command_type=type(command).__name__,
+        reason=f"{actor.id} belongs to another tenant", actor_id=actor.id, actor_tenant_id=actor.tenant_id)])
+
+
 def _precheck(state: InstanceState, command: cmd.Command, template: CompiledTemplate) -> str | None:
     refusal = _precheck_any_status(state, command, template)
     if refusal is None and state.is_terminal:
@@ -157,9 +173,6 @@ def _precheck_any_status(state: InstanceState, command: cmd.Command, template: C
     if (template.template.template_id, template.template.version) != (state.template_id, state.template_version):
         return (f"Expected template {state.template_id} v{state.template_version}, but was given "
                 f"{template.template.template_id} v{template.template.version}")
-    actor = getattr(command, "actor", None)
-    if actor is not None and actor.tenant_id and actor.tenant_id != state.tenant_id:
-        return f"{actor.id} belongs to another tenant"
     return None
 
 

@@ -285,10 +285,17 @@ class TransitionDeclined(Event):
 
 @dataclass(frozen=True, kw_only=True)
 class CommandRejected(Event):
-    """An input that changed nothing, and why ("Expected ..., but ...")."""
+    """An input that changed nothing, and why ("Expected ..., but ...").
+
+    A command from an actor of another tenant is refused with `seq == 0` and `actor_tenant_id` set: it has
+    no place in that instance's sequence or audit trail (an attacker must not be able to write into another
+    tenant's log); the projector records it in the security log of the actor's own tenant instead.
+    """
 
     command_type: str
     reason: str
+    actor_id: str = ""
+    actor_tenant_id: str = ""
 
 
 EVENT_TYPES: tuple[type[Event], ...] = (

@@ -466,7 +466,12 @@ _APPLIERS = {
 
 
 def apply(state: InstanceState | None, event: ev.Event) -> InstanceState:
-    """Fold one event into the state; also advances `seq` and remembers the causing command id."""
+    """Fold one event into the state; also advances `seq` and remembers the causing command id.
+
+    An event outside the instance's sequence (`seq == 0`: a refusal of another tenant's command, or of one
+    for an instance that does not exist) changes nothing, not even `seq`."""
+    if event.seq == 0 and state is not None:
+        return state
     applier = _APPLIERS[type(event)]
     new = applier(state, event)  # type: ignore[arg-type]
     recent = new.recent_commands

@@ -127,6 +127,7 @@ def step_row(view: InstanceView, step: StepState) -> dict[str, Any]:
 class BatchRows:
     transitions: list[tuple] = field(default_factory=list)
     rejections: list[tuple] = field(default_factory=list)
+    security: list[tuple] = field(default_factory=list)  # security_log rows (cross-tenant commands)
     applied: int = 0
     skipped: int = 0
     last_event_at: int = 0
@@ -146,6 +147,10 @@ def fold(views: dict[str, InstanceView], events: list[ev.Event], rows: BatchRows
         if isinstance(event, ev.CommandRejected):
             rows.rejections.append((event.command_id, event.instance_id, event.command_type, event.reason,
                                     ts(event.at) or datetime.now(UTC)))
+            if event.actor_tenant_id:  # another tenant's actor: its own tenant's security log, never this trail
+                rows.security.append((event.command_id, event.actor_tenant_id, event.actor_id,
+                                      "cross_tenant_command", event.command_type, event.instance_id, event.reason,
+                                      ts(event.at) or datetime.now(UTC)))
             if event.seq == 0:
                 rows.applied += 1
                 continue

@@ -93,6 +93,11 @@ INSERT INTO workflow_rejected_commands (command_id, instance_id, command_type, r
 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (command_id) DO NOTHING
 """
 
+INSERT_SECURITY = """
+INSERT INTO security_log (command_id, tenant_id, actor_id, kind, command_type, instance_id, reason, at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (command_id) DO NOTHING
+"""
+
 UPSERT_PENDING = """
 INSERT INTO workflow_pending_approvals (instance_id, tenant_id, template_id, step, attempt, step_name, kind,
     approvers, approver_roles, approver_users, approver_agents, required, approvals, decided_by, initiated_by,
@@ -313,6 +318,8 @@ class Projector:
                 await conn.executemany(INSERT_TRANSITION, rows.transitions)
             if rows.rejections:
                 await conn.executemany(INSERT_REJECTION, rows.rejections)
+            if rows.security:
+                await conn.executemany(INSERT_SECURITY, rows.security)
             if rows.last_event_at:
                 await conn.execute(
                     """INSERT INTO projector_status (consumer_group, last_event_at, updated_at)

@@ -83,14 +83,18 @@ class CheckedHarness(Harness):
 
     def send(self, command: cmd.Command, *, duplicate_of_applied: bool = False):
         before = self.state
-        events_before = len(self.events)
+        events_before = sum(1 for e in self.events if e.seq)
         decision = super().send(command)
         state = self.state
         n = self.template.step_count
-        # seqs are 1..n with no gap, and folding the events rebuilds exactly the state decide returned
-        for offset, emitted in enumerate(decision.events, start=1):
+        # seqs are 1..n with no gap, and folding the events rebuilds exactly the state decide returned; a
+        # refusal outside the sequence (seq 0: another tenant's actor) changes nothing, not even seq
+        in_sequence = [e for e in decision.events if e.seq]
+        for offset, emitted in enumerate(in_sequence, start=1):
             assert emitted.seq == events_before + offset, emitted
             self.replayed = apply(self.replayed, emitted)
+        if len(in_sequence) < len(decision.events):
+            assert decision.rejected and not in_sequence and state is before
         assert self.replayed == state
         if decision.rejected:
             assert len(decision.events) == 1 and decision.effects == []

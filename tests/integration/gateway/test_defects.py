@@ -103,6 +103,42 @@ async def test_a_persons_decision_reaches_the_engine_while_the_projector_lags(ap
     assert status == 202
 
 
+
+async def test_another_tenants_decision_leaves_no_entry_in_the_instances_audit_trail(api_world, tenant):
+    """Issue 10 residual: a decision sent to another tenant's instance was refused, but the refusal became an
+    entry of that instance's audit trail, so an attacker could write into another tenant's log. Now the
+    engine refuses it outside the instance's sequence and the projector records it in the security log of
+    the attacker's own tenant."""
+    template = await create(api_world, tenant)
+    other = await api_world.new_tenant()
+    _, started = await api_world.call("POST", I, tenant, "requester", expect=202,
+                                      json={"template_id": template["id"], "trigger_data": {"amount": 5000}})
+    iid = started["instance_id"]
+    await api_world.engine.wait_for_event(iid, ev.ApprovalRequested, step=2)
+    status, _ = await api_world.call("POST", f"{I}/{iid}/steps/2/approve", other, "cfo",
+                                     json={"reasoning": "written into your log"})
+    assert status == 404
+    rejection = await api_world.engine.wait_for_event(iid, ev.CommandRejected)
+    pool = api_world.gateway.pool
+    for _ in range(300):  # the projector records every refusal (for ?wait=true): wait for this one
+        if await pool.fetchval("SELECT 1 FROM workflow_rejected_commands WHERE command_id = $1",
+                               rejection.command_id):
+            break
+        await asyncio.sleep(0.1)
+    else:
+        raise AssertionError("the projector never recorded the refusal")
+    trail = await pool.fetch("SELECT event_type, actor_id, reasoning FROM workflow_transitions WHERE instance_id = $1",
+                             iid)
+    assert [r for r in trail if r["event_type"] == "CommandRejected" or r["actor_id"] == other.ids["cfo"]] == []
+    detail = await api_world.wait_instance(tenant, iid, lambda b: True)
+    assert "written into your log" not in str(detail)
+    logged = await pool.fetch("SELECT tenant_id, actor_id, kind, command_type, instance_id FROM security_log "
+                              "WHERE command_id = $1", rejection.command_id)
+    assert [dict(r) for r in logged] == [{"tenant_id": other.id, "actor_id": other.ids["cfo"],
+                                          "kind": "cross_tenant_command", "command_type": "RecordDecision",
+                                          "instance_id": iid}]
+
+
 # ------------------------------------------------------------------------------- 9.5 replayed callbacks
 
 EXTERNAL = {"name": "ERP check", "trigger_type": "manual", "steps": [

@@ -87,6 +87,17 @@ class TestSingle:
         h.approve(1, human("eve", "approver", tenant_id="t_other"))
         assert h.last_rejection == "eve belongs to another tenant"
 
+    def test_another_tenants_refusal_stays_out_of_the_instances_sequence(self):
+        """Issue 10: the refusal carries the actor and its tenant and has seq 0, so it is not an entry of the
+        instance's audit trail; the state is untouched (not even seq or updated_at)."""
+        h = started(approval(), DONE)
+        before = h.state
+        h.now += 1000
+        h.approve(1, human("eve", "approver", tenant_id="t_other"))
+        (rejection,) = h.last.events
+        assert (rejection.seq, rejection.actor_id, rejection.actor_tenant_id) == (0, "eve", "t_other")
+        assert h.state is before
+
     def test_a_decision_that_is_neither_approve_nor_reject_is_refused(self):
         h = started(approval(), DONE)
         h.decide_step(1, ALICE, "maybe")
