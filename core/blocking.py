@@ -14,6 +14,7 @@ from typing import Any
 
 from core.approvers import describe
 from core.state import InstanceState
+from core.timers import TimerPurpose
 from core.types import Awaiting
 
 StepsMeta = Sequence[Mapping[str, str]]
@@ -34,6 +35,10 @@ def blocking(state: InstanceState, steps_meta: StepsMeta) -> dict[str, Any]:
             state.current is None or state.current.status.value != "IN_PROGRESS")
         if resting:
             info["waiting_for"] = "transition"
+            due = [t for t in state.timers if t.purpose == TimerPurpose.TRANSITION_DUE]
+            if due:  # a time-based transition will move it by itself
+                first = min(due, key=lambda t: t.fire_at)
+                info["next_timer"] = {"purpose": first.purpose, "fire_at": first.fire_at}
             return info
     current = state.current
     if current is None:
@@ -45,7 +50,7 @@ def blocking(state: InstanceState, steps_meta: StepsMeta) -> dict[str, Any]:
         approvals = sum(1 for v in current.counted_votes if v.decision == "approve")
         info.update(approvers=current.approvers, required=current.required, approvals=approvals,
                     remaining=max(current.required - approvals, 0), decided_by=[v.actor_id for v in current.votes])
-    timers = [t for t in state.timers if t.step == state.current_step]
+    timers = [t for t in state.timers if t.step == state.current_step and t.step]
     if timers:
         first = min(timers, key=lambda t: t.fire_at)
         info["next_timer"] = {"purpose": first.purpose, "fire_at": first.fire_at}

@@ -21,7 +21,7 @@ from core import events as ev
 from core.blocking import blocking as who_is_blocking
 from core.blocking import blocking_text as describe_blocking
 from core.effects import StepRequest
-from core.machine_run import on_request_transition, run_machine
+from core.machine_run import on_request_transition, on_transition_due, run_machine
 from core.payments import trigger_refusal
 from core.recorder import Recorder
 from core.state import InstanceState, StepState
@@ -273,6 +273,9 @@ def _on_timer(rec: Recorder, command: cmd.FireTimer) -> None:
         return
     if timer.purpose == TimerPurpose.RETRY:  # the failure policy's: the loop starts the next attempt
         _start_step(rec, timer.step, retry=True)
+        return
+    if timer.purpose == TimerPurpose.TRANSITION_DUE:  # the state machine's own (core/machine_run.py)
+        on_transition_due(rec, timer)
         return
     owner = timer_owner(timer.purpose)
     if owner is None or owner.on_timer is None:

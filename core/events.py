@@ -272,6 +272,22 @@ class TransitionTaken(Event):
     reason: str = ""
     automatic: bool = False
     route: tuple[int, ...] = ()
+    # the time-based transitions out of `to_state` (their indexes in the template's `transitions`) and when
+    # each falls due (epoch ms, aligned): `apply` arms a TRANSITION_DUE timer for each (core/machine.py)
+    due_transitions: tuple[int, ...] = ()
+    due_at: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class TransitionDue(Event):
+    """A time-based transition's time came (its timer fired while the instance was still in `from_state`).
+    The engine takes it now if it may (state settled, `condition` holds), else as soon as the state's actions
+    finish; a condition that is false keeps the instance where it is."""
+
+    from_state: str
+    to_state: str
+    transition: int  # its index in the template's `transitions`
+    timer_id: str = ""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -328,4 +344,5 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     TransitionRequested,
     TransitionTaken,
     TransitionDeclined,
+    TransitionDue,
 )

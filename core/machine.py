@@ -3,7 +3,15 @@
 A state-machine document has no `steps`; it has `states` (name, `entry_actions`, `exit_actions` -- steps of
 the six step types, run in order --, and `terminal` with the WorkflowStatus it ends in) and `transitions`
 (from, to, optional `condition` expression, `automatic`, optional `action` step, optional
-`requires_approval` with an approval step's config, optional `roles` that may request it).
+`requires_approval` with an approval step's config, optional `roles` that may request it, and optionally a
+time: `after_seconds` / `after_minutes` / `after_hours` in the source state, or `at` a deadline -- an ISO 8601
+time, epoch milliseconds or a placeholder such as `{{trigger.review_by}}`).
+
+A transition with a time is automatic: entering its source state arms a durable timer (`TimerPurpose.
+TRANSITION_DUE`), leaving the state drops it, and when it fires the transition falls due (`TransitionDue`, in
+the audit trail) and is taken like any automatic one, its `condition` (if any) checked then. Why a timer and
+not a condition on `now`: a condition is only evaluated when something happens to the instance, and a
+deadline must fire by itself.
 
 Why compile instead of a second engine: every action is flattened into one numbered step list (entry and
 exit actions per state, then each transition's action and approval step), so quorum, escalation, retries,
@@ -24,8 +32,10 @@ from core.types import WorkflowStatus
 
 TERMINAL_CHOICES = ("COMPLETED", "FAILED", "CANCELLED")
 STATE_KEYS = frozenset({"name", "description", "entry_actions", "exit_actions", "terminal"})
+AFTER_UNITS_MS = {"after_seconds": 1000, "after_minutes": 60_000, "after_hours": 3_600_000}
+TIME_KEYS = (*AFTER_UNITS_MS, "at")
 TRANSITION_KEYS = frozenset({"from", "to", "condition", "automatic", "action", "requires_approval", "roles",
-                             "description"})
+                             "description", *TIME_KEYS})
 
 
 @dataclass(frozen=True)
@@ -46,10 +56,26 @@ class MachineTransition:
     action: int = 0  # step number of its action step, 0 for none
     approval: int = 0  # step number of its approval step, 0 when it needs no approval
     roles: tuple[str, ...] = ()
+    after_ms: int = 0  # time-based: due this long after entering `source` ...
+    at: Any = None  # ... or at this deadline (ISO 8601, epoch ms, or a placeholder rendered on entry)
 
     @property
     def label(self) -> str:
         return f"{self.source} -> {self.target}"
+
+    @property
+    def timed(self) -> bool:
+        return bool(self.after_ms) or self.at is not None
+
+    @property
+    def timing(self) -> str:
+        """The time part in words, for reasons in the audit trail."""
+        if self.at is not None:
+            return f"at {self.at}"
+        for key, unit in AFTER_UNITS_MS.items():
+            if self.after_ms % unit == 0 and (self.after_ms // unit < 60 or key == "after_hours"):
+                return f"after {self.after_ms // unit:g} {key.removeprefix('after_')} in {self.source}"
+        return f"after {self.after_ms} ms in {self.source}"
 
 
 @dataclass(frozen=True)
@@ -98,10 +124,12 @@ def flatten(doc: Mapping[str, Any]) -> tuple[list[dict[str, Any]], Machine]:
         if isinstance(raw.get("requires_approval"), Mapping):
             approval = add({"type": "approval", "name": f"approve {raw['from']} -> {raw['to']}",
                             "id": f"approve_{i + 1}", "config": dict(raw["requires_approval"])})
+        after_ms = next((int(float(raw[k]) * unit) for k, unit in AFTER_UNITS_MS.items() if raw.get(k)), 0)
+        at = raw.get("at")
         transitions.append(MachineTransition(
             index=i, source=str(raw["from"]), target=str(raw["to"]), condition=str(raw.get("condition") or ""),
-            automatic=bool(raw.get("automatic", False)), action=action, approval=approval,
-            roles=tuple(raw.get("roles") or ())))
+            automatic=bool(raw.get("automatic", False)) or bool(after_ms) or at is not None, action=action,
+            approval=approval, roles=tuple(raw.get("roles") or ()), after_ms=after_ms, at=at))
     return steps, Machine(states=tuple(states), transitions=tuple(transitions))
 
 
@@ -206,11 +234,15 @@ def validate_machine(problems: Any, doc: Mapping[str, Any], check_step: Any) -> 
                     problems.add(f"{pointer}/condition", f"condition does not parse: {exc}")
         if "automatic" in t and not isinstance(t["automatic"], bool):
             problems.add(f"{pointer}/automatic", "automatic must be true or false")
-        if t.get("automatic") is True:
+        timing = _check_timing(problems, pointer, t)
+        if timing and t.get("automatic") is False:
+            problems.add(f"{pointer}/automatic", "a transition with a time is taken by the engine when it falls "
+                                                 "due; it cannot be automatic: false")
+        if t.get("automatic") is True or timing:
             if "requires_approval" in t:
-                problems.add(f"{pointer}/requires_approval", "an automatic transition cannot require approval; "
-                                                             "make it a requested one")
-            automatic.setdefault(str(source), []).append((i, str(condition or "")))
+                problems.add(f"{pointer}/requires_approval", "an automatic (or time-based) transition cannot "
+                                                             "require approval; make it a requested one")
+            automatic.setdefault(str(source), []).append((i, str(condition or "") + timing))
         if "action" in t:
             check_step(f"{pointer}/action", t["action"])
         if "requires_approval" in t:
@@ -250,6 +282,34 @@ def validate_machine(problems: Any, doc: Mapping[str, Any], check_step: Any) -> 
             problems.add(f"/states/{i}", f"state {name!r} has no way to a terminal state")
 
 
+def _check_timing(problems: Any, pointer: str, t: Mapping[str, Any]) -> str:
+    """Check a transition's time keys; a key naming its time ("" for none), for the ambiguity check."""
+    from core.steps.wait import parse_time_ms  # the wait step's one parser of a point in time
+
+    keys = [k for k in TIME_KEYS if k in t]
+    if len(keys) > 1:
+        problems.add(pointer, f"a transition has at most one of {', '.join(TIME_KEYS)} (got {', '.join(keys)})")
+        return "|".join(f"{k}={t[k]}" for k in keys)
+    if not keys:
+        return ""
+    key = keys[0]
+    value = t[key]
+    if key == "at":
+        if not (isinstance(value, str) and "{{" in value) and parse_time_ms(value) is None:
+            problems.add(f"{pointer}/at", "at must be an ISO 8601 time, epoch milliseconds, or a placeholder such "
+                                          "as {{trigger.review_by}}")
+    elif isinstance(value, bool) or not isinstance(value, int | float | str) or not _positive(value):
+        problems.add(f"{pointer}/{key}", f"{key} must be a positive number")
+    return f"|{key}={value}"
+
+
+def _positive(value: Any) -> bool:
+    try:
+        return float(value) > 0
+    except ValueError:
+        return False
+
+
 def _reach(graph: Mapping[str, list[str]], start: list[str]) -> set[str]:
     seen = set(start)
     todo = list(start)
@@ -272,9 +332,11 @@ def visualize_machine(doc: Mapping[str, Any]) -> dict[str, Any]:
         lines.append(f"  state \"{s.name}\" as {_mid(s.name)}")
     for t in machine.transitions:
         adjacency[t.source].append({"to": t.target, "condition": t.condition or None, "automatic": t.automatic,
-                                    "requires_approval": bool(t.approval)})
-        label = " / ".join(x for x in (t.condition, "auto" if t.automatic else "", "approval" if t.approval else "")
-                           if x)
+                                    "requires_approval": bool(t.approval),
+                                    **({"timing": t.timing} if t.timed else {})})
+        label = " / ".join(x for x in (t.timing if t.timed else "", t.condition,
+                                       "auto" if t.automatic and not t.timed else "",
+                                       "approval" if t.approval else "") if x)
         lines.append(f"  {_mid(t.source)} --> {_mid(t.target)}" + (f" : {label.replace(':', ' ')}" if label else ""))
     for s in machine.states:
         if s.terminal is not None:

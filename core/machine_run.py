@@ -5,8 +5,10 @@ The loop is `decide`'s own (core/decide.py calls `run_machine` for a template wi
 the next step of the route, waits while a step is in progress, and once the route is done it ends the
 instance in a terminal state, takes a transition whose approval was granted, or takes the first automatic
 transition (declared order) whose condition holds. Otherwise the instance rests in its state until a
-`RequestTransition` arrives. The rule "which transition may be taken" has one home: `why_not` below, used
-by both the command and `transitions_now`.
+`RequestTransition` arrives or a time-based transition falls due (its timer, armed on entering the state,
+fires: `on_transition_due` records `TransitionDue`, and the loop takes it as an automatic transition). The
+rule "which transition may be taken" has one home: `why_not` below, used by both the command and
+`transitions_now`; whether an automatic one holds is `_holds`, the time included.
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ from core.actors import SYSTEM, Actor
 from core.expressions import ExpressionError
 from core.machine import MachineTransition, route
 from core.recorder import Recorder
-from core.state import InstanceState
+from core.state import InstanceState, Timer
 from core.template import CompiledTemplate
+from core.timers import TimerPurpose
 from core.types import TaskStatus, WorkflowStatus
 
 MAX_MOVES_PER_DECISION = 1000
@@ -46,8 +49,8 @@ def run_machine(rec: Recorder, start_step: Callable[[Recorder, int], None],
             return
         if not state.machine_state:
             initial = machine.machine.initial
-            rec.emit(ev.TransitionTaken, from_state="", to_state=initial, actor=SYSTEM, automatic=True,
-                     reason="instance started", route=machine.machine.state(initial).entry)
+            _take(rec, "", initial, actor=SYSTEM, automatic=True, reason="instance started",
+                  route=machine.machine.state(initial).entry)
             continue
         current = state.current
         if current is not None:
@@ -73,18 +76,51 @@ def run_machine(rec: Recorder, start_step: Callable[[Recorder, int], None],
         if state.pending_transition:
             transition = _find(rec.template, state.machine_state, state.pending_transition)
             actor = state.pending_by or SYSTEM
-            rec.emit(ev.TransitionTaken, from_state=transition.source, to_state=transition.target, actor=actor,
-                     reason=state.pending_reason, route=route(machine.machine, transition))
+            _take(rec, transition.source, transition.target, actor=actor, reason=state.pending_reason,
+                  route=route(machine.machine, transition))
             continue
         automatic = _first_automatic(rec)
         if automatic is None:
-            return  # rests in its state until a transition is requested
-        rec.emit(ev.TransitionTaken, from_state=automatic.source, to_state=automatic.target, actor=SYSTEM,
-                 automatic=True, reason=f"automatic: {automatic.condition or 'always'}",
-                 route=route(machine.machine, automatic))
+            return  # rests in its state until a transition is requested or a timed one falls due
+        why = " and ".join(x for x in (automatic.timing if automatic.timed else "", automatic.condition) if x)
+        _take(rec, automatic.source, automatic.target, actor=SYSTEM, automatic=True,
+              reason=f"automatic: {why or 'always'}", route=route(machine.machine, automatic))
     rec.emit(ev.InstanceFailed, step=rec.instance.current_step,
              reason=f"more than {MAX_MOVES_PER_DECISION} moves in one decision: a loop of automatic transitions "
                     "with no wait")
+
+
+def _take(rec: Recorder, source: str, target: str, *, actor: Actor, reason: str, route: tuple[int, ...],
+          automatic: bool = False) -> None:
+    """Emit the TransitionTaken into `target`, with when each of its time-based transitions falls due."""
+    indexes, times = [], []
+    for t in rec.template.machine.machine.outgoing(target):  # type: ignore[union-attr]
+        fire_at = due_at(rec, t) if t.timed else None
+        if fire_at is not None:
+            indexes.append(t.index)
+            times.append(fire_at)
+    rec.emit(ev.TransitionTaken, from_state=source, to_state=target, actor=actor, reason=reason,
+             automatic=automatic, route=route, due_transitions=tuple(indexes), due_at=tuple(times))
+
+
+def due_at(rec: Recorder, transition: MachineTransition) -> int | None:
+    """When a time-based transition falls due if its source state is entered now (epoch ms); None when its
+    `at` does not render to a time (then it never falls due, and `transitions_now` shows no due time)."""
+    from core.steps.wait import parse_time_ms  # the wait step's one parser of a point in time
+
+    if transition.after_ms:
+        return rec.now + transition.after_ms
+    return parse_time_ms(rec.render(transition.at))
+
+
+def on_transition_due(rec: Recorder, timer: Timer) -> None:
+    """A TRANSITION_DUE timer fired (it is only armed while the instance is in the transition's source state):
+    record that the transition is due; the loop that runs after every command takes it if it may."""
+    machine = rec.template.machine
+    assert machine is not None
+    transition = machine.machine.transitions[timer.attempt]
+    rec.emit(ev.TransitionDue, from_state=transition.source, to_state=transition.target,
+             transition=transition.index, timer_id=timer.timer_id)
 
 
 def _end(rec: Recorder, name: str, status: WorkflowStatus) -> None:
@@ -107,6 +143,8 @@ def _find(template: CompiledTemplate, source: str, target: str) -> MachineTransi
 def _holds(rec: Recorder, transition: MachineTransition) -> tuple[bool, str]:
     machine = rec.template.machine
     assert machine is not None
+    if transition.timed and transition.index not in rec.instance.machine_due:
+        return False, f"not yet due ({transition.timing})"
     expression = machine.conditions.get(transition.index)
     if expression is None:
         return True, ""
@@ -142,6 +180,8 @@ def why_not(rec: Recorder, transition: MachineTransition, actor: Actor) -> str |
     busy = _settled(rec.instance)
     if busy:
         return busy
+    if transition.timed:
+        return f"time-based: the engine takes it when it falls due ({transition.timing})"
     if transition.automatic:
         return "automatic: the engine takes it when its condition holds"
     if transition.roles and actor is not SYSTEM and not set(transition.roles) & set(actor.roles):
@@ -168,8 +208,8 @@ def on_request_transition(rec: Recorder, command: cmd.RequestTransition) -> None
         rec.emit(ev.TransitionRequested, from_state=transition.source, to_state=transition.target,
                  actor=command.actor, reason=command.reason, route=(transition.approval,))
         return
-    rec.emit(ev.TransitionTaken, from_state=transition.source, to_state=transition.target, actor=command.actor,
-             reason=command.reason, route=route(rec.template.machine.machine, transition))
+    _take(rec, transition.source, transition.target, actor=command.actor, reason=command.reason,
+          route=route(rec.template.machine.machine, transition))
 
 
 def transitions_now(state: InstanceState, template: CompiledTemplate, actor: Actor, now: int) -> dict[str, Any]:
@@ -180,10 +220,14 @@ def transitions_now(state: InstanceState, template: CompiledTemplate, actor: Act
     rec = Recorder(state=state, command=cmd.Advance(command_id="", instance_id=state.instance_id),
                    template=template, now=now)
     items = []
+    armed = {t.attempt: t.fire_at for t in state.timers if t.purpose == TimerPurpose.TRANSITION_DUE}
     for t in template.machine.machine.outgoing(state.machine_state):
         refusal = why_not(rec, t, actor)
-        items.append({"to": t.target, "automatic": t.automatic, "requires_approval": bool(t.approval),
-                      "condition": t.condition or None, "roles": list(t.roles), "available": refusal is None,
-                      "why_not": refusal})
+        item = {"to": t.target, "automatic": t.automatic, "requires_approval": bool(t.approval),
+                "condition": t.condition or None, "roles": list(t.roles), "available": refusal is None,
+                "why_not": refusal}
+        if t.timed:  # when it falls due (None once it has, or if its `at` did not render to a time)
+            item["due_at"] = armed.get(t.index)
+        items.append(item)
     return {"state": state.machine_state, "pending_transition": state.pending_transition or None,
             "transitions": items}

@@ -106,6 +106,8 @@ class InstanceState:
     pending_transition: str = ""
     pending_by: Actor | None = None
     pending_reason: str = ""
+    # time-based transitions out of the current state whose time has come (indexes; TransitionDue)
+    machine_due: tuple[int, ...] = ()
 
     @property
     def is_terminal(self) -> bool:
@@ -419,8 +421,20 @@ def _apply_transition_requested(state: InstanceState, e: ev.TransitionRequested)
 
 
 def _apply_transition_taken(state: InstanceState, e: ev.TransitionTaken) -> InstanceState:
+    # leaving a state drops its time-based transitions' timers; entering one arms its own (fresh ids: the
+    # entry's seq is in them, so a stale FireTimer from an earlier visit is refused as "no longer armed")
+    due = TimerPurpose.TRANSITION_DUE.value
+    timers = [t for t in state.timers if t.purpose != due]
+    timers += [_timer(timer_id=timer_id(state.instance_id, 0, index, f"{due}@{e.seq}"), fire_at=fire_at,
+                      purpose=due, step=0, attempt=index) for index, fire_at in zip(e.due_transitions, e.due_at)]
     return _copy(state, {"machine_state": e.to_state, "route": tuple(e.route), "pending_transition": "",
-                         "pending_by": None, "pending_reason": "", "current_step": 0})
+                         "pending_by": None, "pending_reason": "", "current_step": 0, "machine_due": (),
+                         "timers": tuple(timers)})
+
+
+def _apply_transition_due(state: InstanceState, e: ev.TransitionDue) -> InstanceState:
+    return _copy(state, {"machine_due": (*state.machine_due, e.transition),
+                         "timers": tuple(t for t in state.timers if t.timer_id != e.timer_id)})
 
 
 def _apply_transition_declined(state: InstanceState, e: ev.TransitionDeclined) -> InstanceState:
@@ -462,6 +476,7 @@ _APPLIERS = {
     ev.TransitionRequested: _apply_transition_requested,
     ev.TransitionTaken: _apply_transition_taken,
     ev.TransitionDeclined: _apply_transition_declined,
+    ev.TransitionDue: _apply_transition_due,
 }
 
 

@@ -226,7 +226,7 @@ def pending_row(view: InstanceView) -> tuple | None:
     if current is None or current.awaiting not in (Awaiting.APPROVAL, Awaiting.REVIEW):
         return None
     meta = view.steps_meta[state.current_step - 1] if state.current_step <= len(view.steps_meta) else {}
-    deadlines = [t.fire_at for t in state.timers if t.step == state.current_step]
+    deadlines = [t.fire_at for t in state.timers if t.step == state.current_step and t.step]
     return (
         state.instance_id, state.tenant_id, state.template_id, state.current_step, current.attempt,
         meta.get("name", ""), "review" if current.awaiting is Awaiting.REVIEW else "approval",

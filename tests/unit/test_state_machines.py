@@ -318,3 +318,130 @@ def test_blocking_says_a_resting_instance_waits_for_a_transition():
     request(h, "approved", OFFICER_A)
     pending = blocking(h.state, h.template)
     assert pending["waiting_for"] == "approval" and pending["pending_transition"] == "approved"
+
+
+# ------------------------------------------------------------------------- time-based transitions (issue 13)
+
+def timed_review(**timing: Any) -> dict[str, Any]:
+    """Under review; after a while in that state it escalates by itself (requested transitions too)."""
+    return machine([{"name": "under_review", "entry_actions": [note("review please")]},
+                    {"name": "escalated", "entry_actions": [note("escalated")]},
+                    {"name": "done", "terminal": "COMPLETED"}],
+                   [{"from": "under_review", "to": "done"},
+                    {"from": "under_review", "to": "escalated", **timing},
+                    {"from": "escalated", "to": "done"}])
+
+
+def transition_timers(h: Harness) -> list:
+    return [t for t in h.state.timers if t.purpose == "transition_due"]
+
+
+def test_a_time_based_transition_fires_by_itself_exactly_once_and_audited():
+    h = Harness(compiled(timed_review(after_hours=48)))
+    h.start({})
+    finish_notifications(h)
+    [timer] = transition_timers(h)
+    assert timer.fire_at == h.events[0].at + 48 * HOUR  # counted from entering the state
+    assert not h.fire_due_timers(47 * HOUR)
+    assert h.state.machine_state == "under_review"
+    h.fire_due_timers(1 * HOUR)  # no command arrived: the timer alone moves it
+    assert h.state.machine_state == "escalated"
+    due = [e for e in h.events if isinstance(e, ev.TransitionDue)]
+    assert [(e.from_state, e.to_state) for e in due] == [("under_review", "escalated")]
+    moved = [e for e in h.events if isinstance(e, ev.TransitionTaken) and e.to_state == "escalated"]
+    assert len(moved) == 1 and moved[0].automatic and moved[0].actor.kind is ActorKind.SYSTEM
+    assert "48" in moved[0].reason
+    assert transition_timers(h) == []
+    again = h.fire(timer)  # the sweep re-sends a fired timer: a no-op
+    assert again.rejected and "already applied" in again.events[0].reason
+    h.advance(1)
+    h.fire(timer.timer_id)  # and the same timer under another command id: no longer armed
+    assert h.last_rejection == f"Timer {timer.timer_id} is no longer armed"
+    assert replay(h.events) == h.state
+
+
+def test_leaving_the_state_cancels_its_time_based_transition():
+    h = Harness(compiled(timed_review(after_minutes=30)))
+    h.start({})
+    finish_notifications(h)
+    [timer] = transition_timers(h)
+    request(h, "done", reason="reviewed in time")
+    assert h.status is WorkflowStatus.COMPLETED and transition_timers(h) == []
+    assert h.fire(timer).rejected
+    assert not [e for e in h.events if isinstance(e, ev.TransitionDue)]
+
+
+def test_a_deadline_from_the_trigger_and_a_condition_checked_when_it_falls_due():
+    doc = timed_review(at="{{trigger.review_by}}", condition="trigger.amount > 100")
+    small = Harness(compiled(doc))
+    small.start({"review_by": "2026-01-02T00:00:00Z", "amount": 5})
+    finish_notifications(small)
+    [timer] = transition_timers(small)
+    assert timer.fire_at == 1767312000000
+    small.fire_due_timers(2 * 24 * HOUR)
+    assert small.state.machine_state == "under_review"  # came due, but its condition is false: it stays
+    assert [e.to_state for e in small.events if isinstance(e, ev.TransitionDue)] == ["escalated"]
+    big = Harness(compiled(doc))
+    big.start({"review_by": "2026-01-02T00:00:00Z", "amount": 500})
+    finish_notifications(big)
+    big.fire_due_timers(2 * 24 * HOUR)
+    assert big.state.machine_state == "escalated"
+
+
+def test_a_transition_that_falls_due_while_entry_actions_run_is_taken_when_they_finish():
+    h = Harness(compiled(timed_review(after_seconds=10)))
+    h.start({})
+    h.fire_due_timers(60_000)  # the entry notification has not answered yet
+    assert h.state.machine_state == "under_review"
+    finish_notifications(h)
+    assert h.state.machine_state == "escalated"
+    assert len([e for e in h.events if isinstance(e, ev.TransitionTaken) and e.to_state == "escalated"]) == 1
+
+
+def test_re_entering_a_state_arms_a_fresh_timer():
+    doc = machine([{"name": "waiting"}, {"name": "nudged"}, {"name": "done", "terminal": "COMPLETED"}],
+                  [{"from": "waiting", "to": "nudged", "after_hours": 1},
+                   {"from": "nudged", "to": "waiting"}, {"from": "nudged", "to": "done"}])
+    h = Harness(compiled(doc))
+    h.start({})
+    first = transition_timers(h)[0]
+    h.fire_due_timers(HOUR)
+    request(h, "waiting", reason="try again")
+    second = transition_timers(h)[0]
+    assert second.timer_id != first.timer_id and second.fire_at == h.now + HOUR
+    assert h.fire(first).rejected
+    h.fire_due_timers(HOUR)
+    assert h.state.machine_state == "nudged"
+
+
+def test_time_based_transitions_are_validated():
+    doc = machine([{"name": "a"}, {"name": "b", "terminal": "COMPLETED"}, {"name": "c", "terminal": "COMPLETED"}],
+                  [{"from": "a", "to": "b", "after_hours": -1},
+                   {"from": "a", "to": "c", "after_hours": 1, "at": "2026-01-01T00:00:00Z"}])
+    assert pointers(doc) == ["/transitions/0/after_hours", "/transitions/1"]
+    approval = machine([{"name": "a"}, {"name": "b", "terminal": "COMPLETED"}],
+                       [{"from": "a", "to": "b", "after_hours": 1,
+                         "requires_approval": {"approvers": {"type": "role", "value": "cfo"}}}])
+    assert pointers(approval) == ["/transitions/0/requires_approval"]
+    not_a_time = machine([{"name": "a"}, {"name": "b", "terminal": "COMPLETED"}],
+                         [{"from": "a", "to": "b", "at": "next tuesday"}])
+    assert pointers(not_a_time) == ["/transitions/0/at"]
+    # a timed transition first does not make a later automatic one unreachable
+    ordered = machine([{"name": "a"}, {"name": "b", "terminal": "COMPLETED"}, {"name": "c", "terminal": "COMPLETED"}],
+                      [{"from": "a", "to": "b", "after_hours": 1},
+                       {"from": "a", "to": "c", "automatic": True, "condition": "trigger.x == 1"}])
+    assert pointers(ordered) == []
+
+
+def test_transitions_now_and_blocking_show_when_a_timed_transition_falls_due():
+    from core.blocking import blocking
+
+    h = Harness(compiled(timed_review(after_hours=2)))
+    h.start({})
+    finish_notifications(h)
+    by_target = {t["to"]: t for t in transitions_now(h.state, h.template, OFFICER_A, h.now)["transitions"]}
+    assert by_target["escalated"]["due_at"] == h.events[0].at + 2 * HOUR
+    assert not by_target["escalated"]["available"]
+    info = blocking(h.state, [])
+    assert info["waiting_for"] == "transition"
+    assert info["next_timer"] == {"purpose": "transition_due", "fire_at": h.events[0].at + 2 * HOUR}

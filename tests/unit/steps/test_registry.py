@@ -36,15 +36,16 @@ def test_every_step_type_has_exactly_one_kind_and_a_2020_12_schema():
                    for key in kind.config_keys)
 
 
-def test_every_timer_purpose_but_retry_has_one_owner_with_an_on_timer():
+def test_every_timer_purpose_but_the_engine_loops_has_one_owner_with_an_on_timer():
+    """Retry is the step loop's, transition_due the state machine's (core/machine_run.py); the rest a step type's."""
     owned = {purpose for purpose in TimerPurpose if timer_owner(purpose) is not None}
-    assert owned == set(TimerPurpose) - {TimerPurpose.RETRY}
+    assert owned == set(TimerPurpose) - {TimerPurpose.RETRY, TimerPurpose.TRANSITION_DUE}
     assert all(kind.on_timer is not None for kind in TIMER_OWNERS.values())
 
 
 def test_timer_purposes_keep_the_strings_recorded_logs_carry():
     assert [p.value for p in TimerPurpose] == ["retry", "approval_timeout", "review_timeout", "wait_until",
-                                               "wait_poll", "wait_timeout", "callback_timeout"]
+                                               "wait_poll", "wait_timeout", "callback_timeout", "transition_due"]
     assert TimerPurpose.WAIT_POLL == "wait_poll"
 
 
