@@ -426,7 +426,8 @@ def _apply_transition_taken(state: InstanceState, e: ev.TransitionTaken) -> Inst
     due = TimerPurpose.TRANSITION_DUE.value
     timers = [t for t in state.timers if t.purpose != due]
     timers += [_timer(timer_id=timer_id(state.instance_id, 0, index, f"{due}@{e.seq}"), fire_at=fire_at,
-                      purpose=due, step=0, attempt=index) for index, fire_at in zip(e.due_transitions, e.due_at)]
+                      purpose=due, step=0, attempt=index)
+               for index, fire_at in zip(e.due_transitions, e.due_at, strict=True)]
     return _copy(state, {"machine_state": e.to_state, "route": tuple(e.route), "pending_transition": "",
                          "pending_by": None, "pending_reason": "", "current_step": 0, "machine_due": (),
                          "timers": tuple(timers)})
