@@ -93,7 +93,17 @@ SCHEMAS: dict[str, Any] = {
                     "requires_approval": {"type": "object", "description": "an approval step's config (approvers, "
                                           "level, quorum, timeout_hours, escalation...)"},
                     "roles": {"type": "array", "items": {"type": "string"},
-                              "description": "who may request it (any of these roles); empty: anyone"}}}},
+                              "description": "who may request it (any of these roles); empty: anyone"},
+                    "after_seconds": {"type": "number", "exclusiveMinimum": 0, "description": "time-based: taken by "
+                                      "the engine this long after entering `from` (a durable timer; at most one "
+                                      "of after_seconds, after_minutes, after_hours, at)"},
+                    "after_minutes": {"type": "number", "exclusiveMinimum": 0,
+                                      "description": "time-based, in minutes (see after_seconds)"},
+                    "after_hours": {"type": "number", "exclusiveMinimum": 0,
+                                    "description": "time-based, in hours (see after_seconds)", "examples": [48]},
+                    "at": {"oneOf": [{"type": "string"}, {"type": "number"}], "description": "time-based: taken by "
+                           "the engine at this deadline: ISO 8601, epoch milliseconds, or a placeholder rendered "
+                           "on entering `from`", "examples": ["{{trigger.review_by}}"]}}}},
             "status": {"type": "string", "enum": ["ACTIVE", "DRAFT", "PAUSED"]},
             "metadata": {"type": "object"},
             "settings": {"type": "object", "additionalProperties": False, "properties": {
@@ -222,7 +232,11 @@ SCHEMAS: dict[str, Any] = {
                                "roles": {"type": "array", "items": {"type": "string"}},
                                "available": {"type": "boolean"},
                                "why_not": {**nullable("string"), "description": "condition false, role missing, "
-                                           "approval pending, automatic, or the state's actions still run"}}}},
+                                           "approval pending, automatic, time-based, or the state's actions "
+                                           "still run"},
+                               "due_at": {**nullable("integer"), "description": "time-based transitions only: when "
+                                          "it falls due (epoch ms); null once it has, or if its `at` did not "
+                                          "render to a time"}}}},
         },
     },
     "AgentKeyInput": {

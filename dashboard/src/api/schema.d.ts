@@ -660,6 +660,20 @@ export interface components {
                 requires_approval?: Record<string, never>;
                 /** @description who may request it (any of these roles); empty: anyone */
                 roles?: string[];
+                /** @description time-based: taken by the engine this long after entering `from` (a durable timer; at most one of after_seconds, after_minutes, after_hours, at) */
+                after_seconds?: number;
+                /** @description time-based, in minutes (see after_seconds) */
+                after_minutes?: number;
+                /**
+                 * @description time-based, in hours (see after_seconds)
+                 * @example 48
+                 */
+                after_hours?: number;
+                /**
+                 * @description time-based: taken by the engine at this deadline: ISO 8601, epoch milliseconds, or a placeholder rendered on entering `from`
+                 * @example {{trigger.review_by}}
+                 */
+                at?: string | number;
             }[];
             /** @enum {string} */
             status?: "ACTIVE" | "DRAFT" | "PAUSED";
@@ -1301,8 +1315,10 @@ export interface components {
                 condition?: string | null;
                 roles?: string[];
                 available: boolean;
-                /** @description condition false, role missing, approval pending, automatic, or the state's actions still run */
+                /** @description condition false, role missing, approval pending, automatic, time-based, or the state's actions still run */
                 why_not: string | null;
+                /** @description time-based transitions only: when it falls due (epoch ms); null once it has, or if its `at` did not render to a time */
+                due_at?: number | null;
             }[];
         };
         AgentKeyInput: {
