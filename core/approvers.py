@@ -124,16 +124,43 @@ def bounds_refusal(actor: Actor, *, currency: Any, at: int) -> str | None:
     return None
 
 
-def may_decide(actor: Actor, approvers: Any, *, decided_by: Any, step_name: str, amount: Any, initiator: Actor,
-               separation_of_duties: bool = True) -> bool:
-    """Whether an approval waiting for `approvers` waits for `actor` now: eligible (`refusal`) and not yet voted.
+def transition_refusal(actor: Actor, roles: tuple[str, ...], *, amount: Any, currency: Any, at: int,
+                       initiator: Actor, separation_of_duties: bool = True) -> str | None:
+    """Who may request a role-restricted state-machine transition (core/machine_run.py `why_not`), or why not.
 
-    The engine judges each decision by `refusal`; the gateway's "pending for me" and "blocked on me" SQL
-    (gateway/instances.py `approver_predicate`) must answer the same, which a parity test checks.
+    The same rules for people and agents: one of the transition's `roles`, and not whoever started the
+    instance (separation of duties, as for approvals: a role-restricted transition is a decision). An agent
+    acts only within its approval permission for the template (`approval_limits`): `max_amount` against the
+    trigger's amount, `currencies` and UTC `hours` (`step_names` name steps, not transitions). An agent with
+    no permission there may still take the transitions that name no role, as anyone may.
+    """
+    if not roles or actor.kind is ActorKind.SYSTEM:
+        return None
+    if not set(roles) & set(actor.roles):
+        return f"role missing: needs one of {', '.join(roles)}"
+    if separation_of_duties and actor.id == initiator.id and initiator.kind is not ActorKind.SYSTEM:
+        return f"{actor.id} started this instance and cannot take a role-restricted transition on it"
+    if actor.kind is ActorKind.AGENT:
+        if actor.approval_limits is None:
+            return (f"{actor.id} has no approval permission on this template (an agent takes role-restricted "
+                    "transitions within its can_approve bounds)")
+        return above_limit(actor, amount) or bounds_refusal(actor, currency=currency, at=at)
+    return None
+
+
+def may_decide(actor: Actor, approvers: Any, *, decided_by: Any, step_name: str, amount: Any, initiator: Actor,
+               separation_of_duties: bool = True, currency: Any = None, at: int | None = None) -> bool:
+    """Whether an approval waiting for `approvers` waits for `actor` now: eligible (`refusal`), within its
+    currency and hours bounds at `at` (`bounds_refusal`; skipped when `at` is None), and not yet voted.
+
+    The engine judges each decision by `refusal` and `bounds_refusal`; the gateway's "pending for me" and
+    "blocked on me" SQL (gateway/instances.py `approver_predicate`) must answer the same, which a parity test
+    checks (tests/integration/gateway/test_pending_parity.py).
     """
     return actor.id not in set(decided_by or ()) and refusal(
         actor, approvers, step_name=step_name, amount=amount, initiator=initiator,
-        separation_of_duties=separation_of_duties) is None
+        separation_of_duties=separation_of_duties) is None and (
+        at is None or bounds_refusal(actor, currency=currency, at=at) is None)
 
 
 def describe(approvers: Any) -> str:

@@ -19,6 +19,7 @@ from typing import Any
 from core import commands as cmd
 from core import events as ev
 from core.actors import SYSTEM, Actor
+from core.approvers import transition_refusal
 from core.expressions import ExpressionError
 from core.machine import MachineTransition, route
 from core.recorder import Recorder
@@ -175,8 +176,9 @@ def _settled(state: InstanceState) -> str | None:
     return None
 
 
-def why_not(rec: Recorder, transition: MachineTransition, actor: Actor) -> str | None:
-    """The one rule for a requested transition: None if `actor` may request it now, else why not."""
+def why_not(rec: Recorder, transition: MachineTransition, actor: Actor, at: int = 0) -> str | None:
+    """The one rule for a requested transition: None if `actor` may request it now (`at`: the command's time,
+    for an agent's hours), else why not. Who may take a role-restricted one is `core.approvers`'s rule."""
     busy = _settled(rec.instance)
     if busy:
         return busy
@@ -184,8 +186,13 @@ def why_not(rec: Recorder, transition: MachineTransition, actor: Actor) -> str |
         return f"time-based: the engine takes it when it falls due ({transition.timing})"
     if transition.automatic:
         return "automatic: the engine takes it when its condition holds"
-    if transition.roles and actor is not SYSTEM and not set(transition.roles) & set(actor.roles):
-        return f"role missing: needs one of {', '.join(transition.roles)}"
+    trigger = rec.instance.trigger if isinstance(rec.instance.trigger, dict) else {}
+    refused = transition_refusal(actor, transition.roles, amount=trigger.get("amount"),
+                                 currency=trigger.get("currency"), at=at or rec.now,
+                                 initiator=rec.instance.initiated_by,
+                                 separation_of_duties=rec.template.template.separation_of_duties)
+    if refused:
+        return refused
     holds, reason = _holds(rec, transition)
     return None if holds else reason
 
@@ -200,7 +207,7 @@ def on_request_transition(rec: Recorder, command: cmd.RequestTransition) -> None
     if transition is None:
         rec.reject(f"Expected a transition from {state.machine_state!r}, but there is none to {command.target!r}")
         return
-    refusal = why_not(rec, transition, command.actor)
+    refusal = why_not(rec, transition, command.actor, command.issued_at)
     if refusal:
         rec.reject(f"Expected {transition.label} to be available, but: {refusal}")
         return

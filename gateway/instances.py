@@ -23,7 +23,6 @@ from core import actions as core_actions
 from core import commands as cmd
 from core.actions import actions_now
 from core.actors import ApprovalLimits
-from core.approvers import bounds_refusal
 from core.machine_run import transitions_now
 from core.payments import trigger_refusal
 from core.results import pipeline_result
@@ -177,14 +176,16 @@ def _time_param(call: Call, name: str) -> datetime | None:
     return value
 
 
-def approver_predicate(me: Principal, args: list[Any], alias: str = "p") -> str:
-    """SQL: the pending approval `alias` waits for `me`: `core.approvers.may_decide` in SQL (a parity test,
-    tests/integration/gateway/test_pending_parity.py, holds the two together).
+def approver_predicate(me: Principal, args: list[Any], alias: str = "p", at_ms: int | None = None) -> str:
+    """SQL: the pending approval `alias` waits for `me` at `at_ms` (default now): `core.approvers.may_decide`
+    in SQL (a parity test, tests/integration/gateway/test_pending_parity.py, holds the two together).
 
     An agent with an approval permission on the template is judged by that permission's limits alone, even
-    where the step names it: the engine applies the limits to every decision of a permitted agent. Whoever
-    started the instance is left out unless its template version turns `settings.separation_of_duties` off
-    or the system started it, as in `core.approvers.refusal`.
+    where the step names it: the engine applies the limits to every decision of a permitted agent, its
+    currency and UTC-hours bounds included (`core.approvers.bounds_refusal`: the trigger's `currency` among
+    `currencies`; the minute of the day inside one `hours` window, end exclusive, a window that ends before
+    it starts wrapping midnight). Whoever started the instance is left out unless its template version turns
+    `settings.separation_of_duties` off or the system started it, as in `core.approvers.refusal`.
     """
     args.append(me.id)
     me_arg = f"${len(args)}"
@@ -194,11 +195,14 @@ def approver_predicate(me: Principal, args: list[Any], alias: str = "p") -> str:
     if me.is_agent:
         permission = (f"SELECT 1 FROM agent_workflow_permissions w WHERE w.agent_id = {me_arg} AND "
                       f"w.template_id = {alias}.template_id AND w.can_approve")
+        args.append(((now_ms() if at_ms is None else at_ms) // 60_000) % (24 * 60))
+        minute = f"${len(args)}::int"
         within_limits = (f" AND (COALESCE(jsonb_array_length(w.approval_conditions->'step_names'), 0) = 0 OR"
                          f" w.approval_conditions->'step_names' ? {alias}.step_name) AND"
                          f" (w.approval_conditions->>'max_amount' IS NULL OR"
                          f" ({alias}.amount IS NOT NULL AND"
-                         f" {alias}.amount <= (w.approval_conditions->>'max_amount')::float8))")
+                         f" {alias}.amount <= (w.approval_conditions->>'max_amount')::float8))"
+                         f" AND {_bounds_sql(alias, minute)}")
         member = (f"(NOT EXISTS ({permission}) AND ({member} OR {me_arg} = ANY({alias}.approver_agents)))"
                   f" OR EXISTS ({permission}{within_limits})")
     else:
@@ -212,6 +216,24 @@ def approver_predicate(me: Principal, args: list[Any], alias: str = "p") -> str:
                    f"{me_arg}::text)))") if me.is_agent else ""
     return (f"(({member}) AND NOT ({me_arg} = ANY({alias}.decided_by)){recommended} AND "
             f"({alias}.initiated_by <> {me_arg} OR {self_allowed}))")
+
+
+def _hhmm(part: str) -> str:
+    """SQL: minutes of the day of one end ('HH:MM') of a window (`core.approvers.parse_window`)."""
+    return f"(split_part(trim({part}), ':', 1)::int * 60 + split_part(trim({part}), ':', 2)::int)"
+
+
+def _bounds_sql(alias: str, minute: str) -> str:
+    """SQL over `w.approval_conditions`: `core.approvers.bounds_refusal` is None (currencies, then hours)."""
+    currency = f"(SELECT c.trigger->'currency' FROM workflow_instances c WHERE c.id = {alias}.instance_id)"
+    start, end = _hhmm("split_part(h.win, '-', 1)"), _hhmm("split_part(h.win, '-', 2)")
+    return (f"(COALESCE(jsonb_array_length(w.approval_conditions->'currencies'), 0) = 0 OR"
+            f" COALESCE(w.approval_conditions->'currencies' @> jsonb_build_array({currency}), false))"
+            f" AND (COALESCE(jsonb_array_length(w.approval_conditions->'hours'), 0) = 0 OR EXISTS ("
+            f"SELECT 1 FROM jsonb_array_elements_text(w.approval_conditions->'hours') h(win)"
+            f" CROSS JOIN LATERAL (SELECT {start} AS s, {end} AS e) b"
+            f" WHERE CASE WHEN b.s < b.e THEN {minute} >= b.s AND {minute} < b.e"
+            f" ELSE {minute} >= b.s OR {minute} < b.e END))")
 
 
 async def list_instances(call: Call) -> web.Response:
@@ -461,9 +483,22 @@ async def request_transition(call: Call) -> web.Response:
     if not isinstance(reason, str):
         raise Problem(422, "reason must be a string", pointer="/reason")
     instance = await command_target(call)
+    limits = await _agent_limits(call, instance["template_id"])
     command = cmd.RequestTransition(command_id=command_id_for(call), instance_id=instance["id"], issued_at=now_ms(),
-                                    target=target.strip(), actor=me.actor(), reason=reason)
+                                    target=target.strip(), actor=me.actor(limits), reason=reason)
     return await _answer(call, command, me.tenant_id)
+
+
+async def _agent_limits(call: Call, template_id: str) -> ApprovalLimits | None:
+    """An agent's approval permission (can_approve bounds) on the template, carried in its Actor so the core
+    judges role-restricted transitions by them (core/approvers.py `transition_refusal`); None for a person."""
+    me = call.me
+    if not me.is_agent:
+        return None
+    row = await call.gateway.pool.fetchrow(
+        "SELECT approval_conditions FROM agent_workflow_permissions WHERE agent_id = $1 AND template_id = $2 "
+        "AND can_approve", me.id, template_id)
+    return _approval_limits(row["approval_conditions"]) if row is not None else None
 
 
 _COMPILED: dict[tuple[str, int], CompiledTemplate] = {}
@@ -493,7 +528,7 @@ async def list_transitions(call: Call) -> web.Response:
     me = call.me
     me.require(READ, "read instances")
     state, template = await _state_and_template(call)
-    view = transitions_now(state, template, me.actor(), now_ms())
+    view = transitions_now(state, template, me.actor(await _agent_limits(call, state.template_id)), now_ms())
     base = f"/v1/workflows/instances/{state.instance_id}/transitions"
     return json_response({"instance_id": state.instance_id, "actor": {"id": me.id, "kind": me.kind},
                           "state_machine": template.machine is not None, "href": base, **view})
@@ -633,9 +668,8 @@ async def agent_actions(call: Call) -> web.Response:
         predicate = approver_predicate(me, args)
         pending = await pool.fetchrow(f"SELECT p.step, p.step_name FROM workflow_pending_approvals p "
                                       f"WHERE p.instance_id = $1 AND {predicate}", *args)
+        # an agent's limits and currency/hours bounds are in the predicate (judged now)
         decidable = (pending["step"], pending["step_name"]) if pending is not None else None
-        if decidable is not None and me.is_agent and await _outside_bounds(pool, me, instance):
-            decidable = None
     may = {right for right, permission in AGENT_ACTION_RIGHTS.items() if me.can(permission)}
     actions = []
     for action in actions_now(instance["status"], may=may, blocking=_loads(instance["blocking"]) or {},
@@ -649,18 +683,6 @@ async def agent_actions(call: Call) -> web.Response:
         actions.append(item)
     return json_response({"instance_id": instance["id"], "actor": {"id": me.id, "kind": me.kind},
                           "actions": actions})
-
-
-async def _outside_bounds(pool, me: Principal, instance: asyncpg.Record) -> bool:
-    """Whether the agent's currency or hours bound (core/approvers.py `bounds_refusal`, judged now) would
-    refuse its decision on this instance: then agent-actions offers no decision."""
-    conditions = await pool.fetchval("SELECT approval_conditions FROM agent_workflow_permissions WHERE agent_id = $1 "
-                                     "AND template_id = $2 AND can_approve", me.id, instance["template_id"])
-    if conditions is None:
-        return False
-    trigger = _loads(instance["trigger"]) or {}
-    currency = trigger.get("currency") if isinstance(trigger, dict) else None
-    return bounds_refusal(me.actor(_approval_limits(conditions)), currency=currency, at=now_ms()) is not None
 
 
 AGENT_ACTION_RIGHTS = {core_actions.DECIDE: DECIDE, core_actions.CALLBACK: CALLBACK, core_actions.ADVANCE: ADVANCE,

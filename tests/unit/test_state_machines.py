@@ -445,3 +445,57 @@ def test_transitions_now_and_blocking_show_when_a_timed_transition_falls_due():
     info = blocking(h.state, [])
     assert info["waiting_for"] == "transition"
     assert info["next_timer"] == {"purpose": "transition_due", "fire_at": h.events[0].at + 2 * HOUR}
+
+
+# ------------------------------------------------------------- agents on role-restricted transitions (issue 13)
+
+def gated(**settings: Any) -> dict[str, Any]:
+    doc = machine([{"name": "review"}, {"name": "approved", "terminal": "COMPLETED"}],
+                  [{"from": "review", "to": "approved", "roles": ["compliance_officer"]}])
+    if settings:
+        doc["settings"] = settings
+    return doc
+
+
+def test_an_agent_with_the_role_and_within_its_bounds_may_take_a_role_restricted_transition():
+    h = Harness(compiled(gated()))
+    h.start({"amount": 900, "currency": "EUR"})
+    bot = agent("agent_co", "compliance_officer", max_amount=1000, currencies=("EUR",))
+    assert transitions_now(h.state, h.template, bot, h.now)["transitions"][0]["available"]
+    request(h, "approved", bot, "documents verified by the agent")
+    last = [e for e in h.events if isinstance(e, ev.TransitionTaken)][-1]
+    assert last.actor.id == "agent_co" and last.actor.kind is ActorKind.AGENT
+    assert last.reason == "documents verified by the agent"
+
+
+@pytest.mark.parametrize(("bot", "why"), [
+    (agent("a1"), "role missing: needs one of compliance_officer"),
+    (agent("a2", "compliance_officer", limits=False), "a2 has no approval permission on this template"),
+    (agent("a3", "compliance_officer", max_amount=100), "amount 900 is above a3's approval limit of 100"),
+    (agent("a4", "compliance_officer", currencies=("USD",)), "a4 may only decide in USD, not EUR"),
+    (agent("a5", "compliance_officer", hours=("02:00-03:00",)), "a5 may only decide within 02:00-03:00 UTC"),
+])
+def test_an_agent_outside_its_bounds_is_refused_with_the_reason(bot, why):
+    h = Harness(compiled(gated()))
+    h.start({"amount": 900, "currency": "EUR"})
+    [item] = transitions_now(h.state, h.template, bot, h.now)["transitions"]
+    assert not item["available"] and why in item["why_not"]
+    assert request(h, "approved", bot).rejected and why in h.last_rejection
+    assert h.state.machine_state == "review"
+
+
+def test_separation_of_duties_applies_to_role_restricted_transitions():
+    bot = agent("agent_co", "compliance_officer", max_amount=1000)
+    h = Harness(compiled(gated()))
+    h.start({"amount": 900}, initiated_by=bot)
+    assert request(h, "approved", bot).rejected
+    assert h.last_rejection.endswith("agent_co started this instance and cannot take a role-restricted "
+                                     "transition on it")
+    person = human("co_p", "compliance_officer")
+    h2 = Harness(compiled(gated()))
+    h2.start({"amount": 900}, initiated_by=person)
+    assert request(h2, "approved", person).rejected and "started this instance" in h2.last_rejection
+    off = Harness(compiled(gated(separation_of_duties=False)))
+    off.start({"amount": 900}, initiated_by=bot)
+    request(off, "approved", bot, "allowed here")
+    assert off.status is WorkflowStatus.COMPLETED

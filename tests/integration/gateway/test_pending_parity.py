@@ -119,3 +119,72 @@ async def test_pending_sql_matches_the_core_approver_rule_for_every_principal(da
         await conn.execute("DELETE FROM agent_workflow_permissions WHERE tenant_id = $1", tenant)
         await conn.execute("DELETE FROM workflow_templates WHERE tenant_id = $1", tenant)
         await conn.close()
+
+
+# An agent's currency and UTC-hours bounds (issue 14 residual): the pending list applies them in SQL too.
+BOUNDED = {
+    "b1": {"currencies": ["USD"]},
+    "b2": {"hours": ["08:00-18:00"]},
+    "b3": {"hours": ["22:00-06:00", "12:00-12:30"], "currencies": ["EUR", "USD"]},
+    "b4": {},
+    "b5": {"max_amount": 5000, "currencies": ["EUR"]},
+}
+CURRENCIES = [None, "USD", "EUR", 5]
+MINUTES = [0, 30, 8 * 60, 12 * 60 + 29, 12 * 60 + 30, 17 * 60 + 59, 18 * 60, 21 * 60 + 59, 22 * 60, 23 * 60 + 59]
+DAY_MS = 1_767_225_600_000  # 2026-01-01T00:00Z
+
+
+async def test_pending_sql_applies_an_agents_currency_and_hours_bounds_like_the_core(database_url):
+    tenant = f"bounds_{uuid.uuid4().hex[:8]}"
+    tid = f"wft_{tenant}"
+    approvers = {"type": "role", "value": "cfo"}
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute("INSERT INTO workflow_templates (id, tenant_id, name, trigger_type) "
+                           "VALUES ($1, $2, 'bounds', 'MANUAL')", tid, tenant)
+        await conn.execute("INSERT INTO workflow_template_versions (template_id, version, document) "
+                           "VALUES ($1, 1, $2::jsonb)", tid, dumps({"name": "bounds"}))
+        for agent, conditions in BOUNDED.items():
+            await conn.execute(
+                "INSERT INTO agent_workflow_permissions (agent_id, tenant_id, template_id, can_approve, "
+                "approval_conditions) VALUES ($1, $2, $3, true, $4::jsonb)", agent, tenant, tid, dumps(conditions))
+        pending = {}
+        for n, (currency, amount) in enumerate(itertools.product(CURRENCIES, AMOUNTS)):
+            instance_id = f"wfi_{tenant}_{n}"
+            trigger = {"amount": amount} if currency is None else {"amount": amount, "currency": currency}
+            pending[instance_id] = (currency, amount)
+            await conn.execute(
+                "INSERT INTO workflow_instances (id, tenant_id, template_id, template_version, status, initiated_by, "
+                "initiated_by_kind, trigger, created_at, updated_at) VALUES ($1, $2, $3, 1, 'ACTIVE', 'u9', 'human', "
+                "$4::jsonb, now(), now())", instance_id, tenant, tid, dumps(trigger))
+            await conn.execute(
+                "INSERT INTO workflow_pending_approvals (instance_id, tenant_id, template_id, step, attempt, "
+                "step_name, approvers, approver_roles, approver_users, approver_agents, decided_by, initiated_by, "
+                "amount, requested_at) VALUES ($1, $2, $3, 1, 1, 'Review', $4::jsonb, $5, '{}', '{}', '{}', 'u9', "
+                "$6, now())", instance_id, tenant, tid, dumps(approvers), ["cfo"], amount)
+        seen = set()
+        for agent, conditions in BOUNDED.items():
+            principal = Principal(id=agent, tenant_id="", kind="agent")
+            actor = principal.actor(ApprovalLimits(max_amount=conditions.get("max_amount"),
+                                                   currencies=tuple(conditions.get("currencies", ())),
+                                                   hours=tuple(conditions.get("hours", ()))))
+            for minute in MINUTES:
+                at = DAY_MS + minute * 60_000
+                args: list = [tenant]
+                predicate = approver_predicate(principal, args, at_ms=at)
+                by_sql = {r["instance_id"] for r in await conn.fetch(
+                    f"SELECT p.instance_id FROM workflow_pending_approvals p WHERE p.tenant_id = $1 AND {predicate}",
+                    *args)}
+                by_core = {i for i, (currency, amount) in pending.items()
+                           if may_decide(actor, approvers, decided_by=[], step_name="Review", amount=amount,
+                                         initiator=Actor(id="u9"), currency=currency, at=at)}
+                assert by_sql == by_core, (agent, minute, sorted(by_sql ^ by_core)[:3])
+                seen.add(len(by_core))
+        assert 0 in seen and len(pending) in seen and len(seen) > 3  # the bounds cut, and not all-or-nothing
+    finally:
+        await conn.execute("DELETE FROM workflow_pending_approvals WHERE tenant_id = $1", tenant)
+        await conn.execute("DELETE FROM workflow_instances WHERE tenant_id = $1", tenant)
+        await conn.execute("DELETE FROM workflow_template_versions WHERE template_id = $1", tid)
+        await conn.execute("DELETE FROM agent_workflow_permissions WHERE tenant_id = $1", tenant)
+        await conn.execute("DELETE FROM workflow_templates WHERE tenant_id = $1", tenant)
+        await conn.close()

@@ -15,7 +15,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -149,3 +150,15 @@ def mcp_http(mcp_world: McpWorld):
             process.wait(5)
         log.close()
         os.unlink(log.name)
+
+
+Connect = Callable[[str, str], AbstractAsyncContextManager[Client]]
+
+
+@pytest.fixture(params=["stdio", "http"])
+def connect(request: pytest.FixtureRequest, mcp_world: McpWorld) -> Connect:
+    """An MCP client for a token and a conversation, over stdio and (second run) streamable HTTP."""
+    if request.param == "stdio":
+        return lambda token, conversation: mcp_world.stdio(token, conversation)
+    endpoint = request.getfixturevalue("mcp_http")
+    return lambda token, conversation: mcp_world.http(endpoint, token, conversation)

@@ -10,8 +10,6 @@ import base64
 import logging
 import time
 import uuid
-from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import pytest
@@ -21,17 +19,17 @@ from mcp import Client
 from mcp.shared.exceptions import MCPError
 
 from core.agent_signing import canonical_decision
-from tests.integration.mcp.conftest import APPROVER_LIMIT, McpWorld
+from tests.integration.mcp.conftest import APPROVER_LIMIT, Connect, McpWorld
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
-Connect = Callable[[str, str], AbstractAsyncContextManager[Client]]
 
 EXPECTED_TOOLS = {
     "flowline_list_templates": True, "flowline_describe_template": True, "flowline_get_instance": True,
     "flowline_list_my_pending_approvals": True, "flowline_list_available_actions": True,
     "flowline_explain_refusal": True, "flowline_start_workflow": False, "flowline_approve_step": False,
     "flowline_reject_step": False, "flowline_advance_instance": False, "flowline_complete_external_step": False,
+    "flowline_list_transitions": True, "flowline_request_transition": False,
 }  # name -> read-only
 
 
@@ -44,14 +42,6 @@ async def ok(client: Client, tool: str, arguments: dict[str, Any]) -> dict[str, 
     assert not result.is_error, f"{tool} failed: {text_of(result)}"
     assert result.structured_content is not None
     return result.structured_content
-
-
-@pytest.fixture(params=["stdio", "http"])
-def connect(request: pytest.FixtureRequest, mcp_world: McpWorld) -> Connect:
-    if request.param == "stdio":
-        return lambda token, conversation: mcp_world.stdio(token, conversation)
-    endpoint = request.getfixturevalue("mcp_http")
-    return lambda token, conversation: mcp_world.http(endpoint, token, conversation)
 
 
 async def start_and_pass_the_cfo(w: McpWorld, connect: Connect, amount: float, conversation: str) -> str:

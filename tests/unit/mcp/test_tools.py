@@ -16,7 +16,8 @@ from flowline.mcp import McpSettings, build_server
 
 SNAPSHOT = Path(__file__).with_name("tools_snapshot.json")
 READS = {"flowline_list_templates", "flowline_describe_template", "flowline_get_instance",
-         "flowline_list_my_pending_approvals", "flowline_list_available_actions", "flowline_explain_refusal"}
+         "flowline_list_my_pending_approvals", "flowline_list_available_actions", "flowline_explain_refusal",
+         "flowline_list_transitions"}
 
 
 async def tools_of(read_only: bool = False) -> dict:
