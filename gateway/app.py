@@ -26,7 +26,7 @@ from aiokafka import AIOKafkaProducer
 from jsonschema import Draft202012Validator
 from prometheus_client import Counter, Histogram
 
-from gateway import json_body, openapi
+from gateway import agent_access, json_body, openapi
 from gateway.calls import Call, Gateway, HandlerFn
 from gateway.problems import CONTENT_TYPE as PROBLEM_CONTENT_TYPE
 from gateway.problems import DATABASE_DOWN, Problem, problems_middleware, read_model_unavailable
@@ -107,9 +107,10 @@ def _endpoint(gateway: Gateway, operation: dict[str, Any], handler: HandlerFn) -
     async def endpoint(request: web.Request) -> web.StreamResponse:
         started = time.perf_counter()
         status = 500
+        principal: list[Any] = []  # set by _serve once the token is known
         try:
             try:
-                response = await _serve(request)
+                response = await _serve(request, principal)
             except DATABASE_DOWN as exc:
                 log.warning("read model unavailable on %s %s: %r", request.method, request.path, exc)
                 raise read_model_unavailable(exc) from exc
@@ -119,11 +120,15 @@ def _endpoint(gateway: Gateway, operation: dict[str, Any], handler: HandlerFn) -
             status = problem.status
             raise
         finally:
+            if principal and principal[0].is_agent:  # agents' calls, reads included (gateway/agent_access.py)
+                await agent_access.record(gateway.pool, principal[0], request, name, status)
             REQUESTS.labels(name, str(status)).inc()
             LATENCY.labels(name).observe(time.perf_counter() - started)
 
-    async def _serve(request: web.Request) -> web.StreamResponse:
+    async def _serve(request: web.Request, known: list[Any]) -> web.StreamResponse:
         principal = None if public else await gateway.auth.principal(request.headers.get("Authorization"))
+        if principal is not None:
+            known.append(principal)
         conversation = request.headers.get(CONVERSATION_HEADER)
         if conversation and principal is not None:  # agents' calls (flowline mcp): who, in which conversation
             audit_log.info("%s %s principal=%s kind=%s conversation=%s client=%s", request.method, request.path,
@@ -225,10 +230,10 @@ async def _forget(pool: asyncpg.Pool, principal_id: str, key: str) -> None:
 
 
 def handlers() -> dict[str, HandlerFn]:
-    from gateway import agents, analytics, dashboard, instances, operations, templates
+    from gateway import agent_access, agents, analytics, dashboard, instances, operations, templates
 
     found: dict[str, HandlerFn] = {}
-    for module in (templates, instances, agents, operations, dashboard, analytics):
+    for module in (templates, instances, agents, agent_access, operations, dashboard, analytics):
         found.update(module.HANDLERS)
     return found
 

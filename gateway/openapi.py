@@ -245,6 +245,16 @@ SCHEMAS: dict[str, Any] = {
                                       "description": "Ed25519 public key: base64 of the 32 raw bytes, or PEM "
                                                      "(SubjectPublicKeyInfo)"}},
     },
+    "AgentAccessLog": {
+        "type": "object", "required": ["agent_id", "items", "next_cursor"],
+        "properties": {"agent_id": {"type": "string"}, "next_cursor": nullable("string"), "items": {
+            "type": "array", "items": {
+                "type": "object", "required": ["at", "operation", "method", "path", "status"],
+                "properties": {"at": {"type": "string", "format": "date-time"}, "operation": {"type": "string"},
+                               "method": {"type": "string"}, "path": {"type": "string"},
+                               "status": {"type": "integer"}, "conversation_id": nullable("string"),
+                               "client": nullable("string")}}}},
+    },
     "AgentKey": {
         "type": "object", "required": ["agent_id", "public_key"],
         "properties": {"agent_id": {"type": "string"}, "public_key": nullable("string")},
@@ -712,6 +722,12 @@ PATHS: dict[str, dict[str, Any]] = {
                   {200: ("the key", ref("AgentKey"))}, params=[ID]),
         "put": op("setAgentKey", "Register (replace) an agent's Ed25519 public key (admin only)", "agents",
                   {200: ("the key", ref("AgentKey"))}, params=[ID], body="AgentKeyInput"),
+    },
+    "/v1/agents/{id}/access-log": {
+        "get": op("getAgentAccessLog", "Every API call the agent made, reads included, newest first (admin, or "
+                  "the agent itself)", "agents", {200: ("the agent's calls", ref("AgentAccessLog"))},
+                  params=[ID, CURSOR, LIMIT, {"name": "conversation_id", "in": "query", "required": False,
+                                              "schema": {"type": "string", "maxLength": 200}}]),
     },
     "/v1/agents/{id}/workflow-permissions": {
         "get": op("getAgentPermissions", "An agent's workflow permissions (story 29.12)", "agents",

@@ -419,6 +419,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/agents/{id}/access-log": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Every API call the agent made, reads included, newest first (admin, or the agent itself) */
+        get: operations["getAgentAccessLog"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/agents/{id}/workflow-permissions": {
         parameters: {
             query?: never;
@@ -1324,6 +1341,20 @@ export interface components {
         AgentKeyInput: {
             /** @description Ed25519 public key: base64 of the 32 raw bytes, or PEM (SubjectPublicKeyInfo) */
             public_key: string;
+        };
+        AgentAccessLog: {
+            agent_id: string;
+            next_cursor: string | null;
+            items: {
+                /** Format: date-time */
+                at: string;
+                operation: string;
+                method: string;
+                path: string;
+                status: number;
+                conversation_id?: string | null;
+                client?: string | null;
+            }[];
         };
         AgentKey: {
             agent_id: string;
@@ -2978,6 +3009,43 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["AgentKey"];
+                };
+            };
+            400: components["responses"]["Problem"];
+            401: components["responses"]["Problem"];
+            403: components["responses"]["Problem"];
+            404: components["responses"]["Problem"];
+            408: components["responses"]["Problem"];
+            409: components["responses"]["Problem"];
+            413: components["responses"]["Problem"];
+            415: components["responses"]["Problem"];
+            422: components["responses"]["Problem"];
+            503: components["responses"]["Problem"];
+            default: components["responses"]["Problem"];
+        };
+    };
+    getAgentAccessLog: {
+        parameters: {
+            query?: {
+                cursor?: string;
+                limit?: number;
+                conversation_id?: string;
+            };
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description the agent's calls */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AgentAccessLog"];
                 };
             };
             400: components["responses"]["Problem"];

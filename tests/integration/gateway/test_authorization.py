@@ -62,6 +62,7 @@ RULES: dict[str, Rule] = {
     "getAgentPermissions": Rule("admin", "viewer"),
     "setAgentPermissions": Rule("admin", "operator", body="permissions"),
     "getAgentKey": Rule("admin", "viewer"),
+    "getAgentAccessLog": Rule("admin", "viewer"),
     "setAgentKey": Rule("admin", "operator", body="agent_key"),
     "getAnalytics": Rule("viewer", scoped=False),
     "getMe": Rule("viewer", scoped=False),
