@@ -33,6 +33,16 @@ def canonical_decision(*, instance_id: str, step: int, attempt: int, decision: s
                           "reasoning": reasoning, "timestamp": timestamp})
 
 
+def canonical_transition(*, instance_id: str, from_state: str, to_state: str, reason: str,
+                         timestamp: int) -> bytes:
+    """The exact bytes an agent signs for one requested state-machine transition: the RFC 8785 form of
+    `{"instance_id", "from_state", "to_state", "reason", "timestamp"}`. `from_state` is the state the agent saw
+    the instance in (GET .../transitions), so a signature cannot be replayed onto another visit's transition
+    out of a different state; within one state the replay window bounds it."""
+    return rfc8785.dumps({"instance_id": instance_id, "from_state": from_state, "to_state": to_state,
+                          "reason": reason, "timestamp": timestamp})
+
+
 def parse_public_key(text: str) -> Ed25519PublicKey:
     """An Ed25519 public key from base64 of its 32 raw bytes or from PEM; ValueError if it is neither."""
     text = text.strip()

@@ -143,6 +143,9 @@ class RequestTransition(Command):
     target: str
     actor: Actor = SYSTEM
     reason: str = ""
+    signature: str = ""  # an agent's Ed25519 signature (core/agent_signing.py `canonical_transition`)
+    signature_status: str = "absent"  # the gateway verified it: verified | absent
+    agent_context: Json = None  # the agent's {agent_id, conversation_id, ...}, copied to the audit entry
 
 
 COMMAND_TYPES: tuple[type[Command], ...] = (

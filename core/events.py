@@ -258,6 +258,8 @@ class TransitionRequested(Event):
     actor: Actor = SYSTEM
     reason: str = ""
     route: tuple[int, ...] = ()
+    signature_status: str = ""  # an agent's request: verified | absent (as on TransitionTaken)
+    agent_context: Json = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -272,6 +274,9 @@ class TransitionTaken(Event):
     reason: str = ""
     automatic: bool = False
     route: tuple[int, ...] = ()
+    # a transition an agent requested: its signature's status and agent_context, for the audit trail
+    signature_status: str = ""
+    agent_context: Json = None
     # the time-based transitions out of `to_state` (their indexes in the template's `transitions`) and when
     # each falls due (epoch ms, aligned): `apply` arms a TRANSITION_DUE timer for each (core/machine.py)
     due_transitions: tuple[int, ...] = ()

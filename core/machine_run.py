@@ -26,7 +26,7 @@ from core.recorder import Recorder
 from core.state import InstanceState, Timer
 from core.template import CompiledTemplate
 from core.timers import TimerPurpose
-from core.types import TaskStatus, WorkflowStatus
+from core.types import ActorKind, TaskStatus, WorkflowStatus
 
 MAX_MOVES_PER_DECISION = 1000
 _OK = frozenset({TaskStatus.COMPLETED, TaskStatus.APPROVED, TaskStatus.SKIPPED})
@@ -92,7 +92,7 @@ def run_machine(rec: Recorder, start_step: Callable[[Recorder, int], None],
 
 
 def _take(rec: Recorder, source: str, target: str, *, actor: Actor, reason: str, route: tuple[int, ...],
-          automatic: bool = False) -> None:
+          automatic: bool = False, **audit: Any) -> None:
     """Emit the TransitionTaken into `target`, with when each of its time-based transitions falls due."""
     indexes, times = [], []
     for t in rec.template.machine.machine.outgoing(target):  # type: ignore[union-attr]
@@ -101,7 +101,7 @@ def _take(rec: Recorder, source: str, target: str, *, actor: Actor, reason: str,
             indexes.append(t.index)
             times.append(fire_at)
     rec.emit(ev.TransitionTaken, from_state=source, to_state=target, actor=actor, reason=reason,
-             automatic=automatic, route=route, due_transitions=tuple(indexes), due_at=tuple(times))
+             automatic=automatic, route=route, due_transitions=tuple(indexes), due_at=tuple(times), **audit)
 
 
 def due_at(rec: Recorder, transition: MachineTransition) -> int | None:
@@ -211,12 +211,15 @@ def on_request_transition(rec: Recorder, command: cmd.RequestTransition) -> None
     if refusal:
         rec.reject(f"Expected {transition.label} to be available, but: {refusal}")
         return
+    # an agent's request carries its signature's status and agent_context into the audit entry
+    audit = ({"signature_status": command.signature_status, "agent_context": command.agent_context}
+             if command.actor.kind is ActorKind.AGENT else {})
     if transition.approval:
         rec.emit(ev.TransitionRequested, from_state=transition.source, to_state=transition.target,
-                 actor=command.actor, reason=command.reason, route=(transition.approval,))
+                 actor=command.actor, reason=command.reason, route=(transition.approval,), **audit)
         return
     _take(rec, transition.source, transition.target, actor=command.actor, reason=command.reason,
-          route=route(rec.template.machine.machine, transition))
+          route=route(rec.template.machine.machine, transition), **audit)
 
 
 def transitions_now(state: InstanceState, template: CompiledTemplate, actor: Actor, now: int) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """The gateway's part of bounded agents (story 29.12): what needs the database or the clock.
 
-- `agent_signature`: checked against the agent's registered Ed25519 key (core/agent_signing.py computes;
+- `agent_signature` (of a decision, or of a requested transition): checked against the agent's registered
+  Ed25519 key (core/agent_signing.py computes;
   this module fetches the key and reads the clock). Invalid -> 422 problem, never sent to the engine;
   otherwise the command carries `signature_status` verified / absent into the audit trail.
 - `daily_budget`: the engine sees one instance at a time, so the cross-instance sum lives in PostgreSQL
@@ -19,20 +20,33 @@ import time
 from datetime import UTC, date, datetime
 from typing import Any
 
-from core.agent_signing import ABSENT, VERIFIED, canonical_decision, signature_refusal
+from core.agent_signing import ABSENT, VERIFIED, canonical_decision, canonical_transition, signature_refusal
 from gateway.problems import Problem
 
 
 async def signature_status(pool, principal_id: str, body: dict[str, Any], *, instance_id: str, step: int,
                            attempt: int, decision: str) -> str:
-    """verified or absent; raises a 422 problem for an invalid or stale signature."""
+    """A decision's signature: verified or absent; raises a 422 problem for an invalid or stale signature."""
+    return await _checked(pool, principal_id, body, lambda signed_at: canonical_decision(
+        instance_id=instance_id, step=step, attempt=attempt, decision=decision,
+        reasoning=body.get("reasoning", ""), timestamp=signed_at))
+
+
+async def transition_signature_status(pool, principal_id: str, body: dict[str, Any], *, instance_id: str,
+                                      from_state: str, to_state: str) -> str:
+    """A requested transition's signature (`core.agent_signing.canonical_transition`), checked the same way."""
+    return await _checked(pool, principal_id, body, lambda signed_at: canonical_transition(
+        instance_id=instance_id, from_state=from_state, to_state=to_state, reason=body.get("reason", ""),
+        timestamp=signed_at))
+
+
+async def _checked(pool, principal_id: str, body: dict[str, Any], message_at) -> str:
     signature = body.get("agent_signature") or ""
     if not signature:
         return ABSENT
     public_key = await pool.fetchval("SELECT public_key FROM principals WHERE id = $1", principal_id)
     signed_at = body.get("signed_at")
-    message = canonical_decision(instance_id=instance_id, step=step, attempt=attempt, decision=decision,
-                                 reasoning=body.get("reasoning", ""), timestamp=signed_at or 0)
+    message = message_at(signed_at or 0)
     why_not = signature_refusal(public_key=public_key, signature=signature, message=message,
                                 timestamp=signed_at, now=int(time.time()))
     if why_not:

@@ -482,10 +482,18 @@ async def request_transition(call: Call) -> web.Response:
     reason = body.get("reason", "")
     if not isinstance(reason, str):
         raise Problem(422, "reason must be a string", pointer="/reason")
-    instance = await command_target(call)
+    instance = await command_target(call, f"{REF_COLUMNS}, i.machine_state, i.agent_context")
     limits = await _agent_limits(call, instance["template_id"])
-    command = cmd.RequestTransition(command_id=command_id_for(call), instance_id=instance["id"], issued_at=now_ms(),
-                                    target=target.strip(), actor=me.actor(limits), reason=reason)
+    verified = "absent"
+    if me.is_agent:  # signed over the state the agent saw the instance in (core/agent_signing.py)
+        verified = await agent_bounds.transition_signature_status(
+            call.gateway.pool, me.id, body, instance_id=instance["id"], from_state=instance["machine_state"] or "",
+            to_state=target.strip())
+    command = cmd.RequestTransition(
+        command_id=command_id_for(call), instance_id=instance["id"], issued_at=now_ms(), target=target.strip(),
+        actor=me.actor(limits), reason=reason, signature=body.get("agent_signature") or "",
+        signature_status=verified,
+        agent_context=_decision_context(me, body.get("agent_context"), _loads(instance["agent_context"])))
     return await _answer(call, command, me.tenant_id)
 
 

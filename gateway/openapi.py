@@ -219,7 +219,15 @@ SCHEMAS: dict[str, Any] = {
     },
     "TransitionInput": {"type": "object", "additionalProperties": False, "required": ["target_state"],
                         "properties": {"target_state": {"type": "string", "minLength": 1, "maxLength": 200},
-                                       "reason": {"type": "string", "maxLength": 4000}}},
+                                       "reason": {"type": "string", "maxLength": 4000},
+                                       "agent_signature": {"type": "string", "maxLength": 4000, "description":
+                                                           "agents: base64 Ed25519 signature over the RFC 8785 "
+                                                           "JSON of {instance_id, from_state, to_state, reason, "
+                                                           "timestamp} (docs/agents.md); give signed_at too"},
+                                       "signed_at": {"type": "integer", "minimum": 0,
+                                                     "description": "unix seconds the signature covers"},
+                                       "agent_context": {"type": "object", "description": "agents: "
+                                                         "{conversation_id, intent, ...} for the audit entry"}}},
     "Transitions": {
         "type": "object", "required": ["instance_id", "state", "transitions"],
         "properties": {

@@ -269,10 +269,14 @@ class AsyncClient:
         return await self.call(ops.step_types())
 
     async def request_transition(self, instance_id: str, target_state: str, reason: str | None = None, *,
-                                 wait: bool = False, idempotency_key: str | None = None) -> CommandResult:
-        """Ask a state-machine instance to move to `target_state` (docs/state-machines.md)."""
+                                 wait: bool = False, idempotency_key: str | None = None,
+                                 agent_signature: str | None = None, signed_at: int | None = None,
+                                 agent_context: dict[str, Any] | None = None) -> CommandResult:
+        """Ask a state-machine instance to move to `target_state` (docs/state-machines.md); an agent may sign
+        the request (docs/agents.md) and give its agent_context."""
         return await self.call(ops.request_transition(instance_id, target_state, reason, wait=wait,
-                                                      idempotency_key=idempotency_key))
+                                                      idempotency_key=idempotency_key, agent_signature=agent_signature,
+                                                      signed_at=signed_at, agent_context=agent_context))
 
     async def result(self, instance_id: str) -> dict[str, Any]:
         """The run's result (PRD-127 PipelineResult fields), computed by the server."""

@@ -252,10 +252,13 @@ def instantiate_template(template_id: str, overrides: Mapping[str, Any]) -> Call
 
 
 def request_transition(instance_id: str, target_state: str, reason: str | None = None, *, wait: bool = False,
-                       idempotency_key: str | None = None) -> Call[CommandResult]:
+                       idempotency_key: str | None = None, agent_signature: str | None = None,
+                       signed_at: int | None = None, agent_context: dict[str, Any] | None = None,
+                       ) -> Call[CommandResult]:
     return _instance_command("requestTransition", instance_id, "transitions",
-                             {"target_state": target_state, **_without_none(reason=reason)}, wait=wait,
-                             idempotency_key=idempotency_key)
+                             {"target_state": target_state, **_without_none(
+                                 reason=reason, agent_signature=agent_signature, signed_at=signed_at,
+                                 agent_context=agent_context)}, wait=wait, idempotency_key=idempotency_key)
 
 
 def result(instance_id: str) -> Call[dict[str, Any]]:

@@ -209,10 +209,14 @@ class Client:
         return self._run(self._async.step_types())
 
     def request_transition(self, instance_id: str, target_state: str, reason: str | None = None, *,
-                           wait: bool = False, idempotency_key: str | None = None) -> CommandResult:
+                           wait: bool = False, idempotency_key: str | None = None,
+                           agent_signature: str | None = None, signed_at: int | None = None,
+                           agent_context: dict[str, Any] | None = None) -> CommandResult:
         """Ask a state-machine instance to move to `target_state` (docs/state-machines.md)."""
         return self._run(self._async.request_transition(instance_id, target_state, reason, wait=wait,
-                                                        idempotency_key=idempotency_key))
+                                                        idempotency_key=idempotency_key,
+                                                        agent_signature=agent_signature, signed_at=signed_at,
+                                                        agent_context=agent_context))
 
     def result(self, instance_id: str) -> dict[str, Any]:
         return self._run(self._async.result(instance_id))

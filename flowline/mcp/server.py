@@ -535,19 +535,28 @@ def build_server(settings: McpSettings) -> MCPServer:
                 target_state: Annotated[str, Field(min_length=1, max_length=200, description="The state to move "
                                         "to, e.g. 'approved' (a 'to' of flowline_list_transitions)")],
                 reasoning: Reasoning, conversation_id: ConversationId = None,
-                idempotency_key: IdempotencyKey = None) -> CommandOutcome:
+                idempotency_key: IdempotencyKey = None,
+                agent_signature: Annotated[str | None, Field(default=None, max_length=4000, description="Optional "
+                                           "base64 Ed25519 signature over the RFC 8785 JSON of {instance_id, "
+                                           "from_state (the state flowline_list_transitions showed), to_state, "
+                                           "reason (your reasoning exactly), timestamp}; give signed_at too")] = None,
+                signed_at: SignedAt = None) -> CommandOutcome:
             """Ask a state-machine instance to move to target_state, with your reasoning (recorded in the audit
-            trail with your agent id and this conversation). The engine applies the same rules as for people:
-            you need one of the transition's roles, you may not take a role-restricted transition on an
-            instance you started (separation of duties), and on a role-restricted one your approval bounds
-            for the template apply (max_amount, currencies, allowed UTC hours). A transition that requires
+            trail with your agent id, this conversation and, if you sign it, the signature's status). The
+            engine applies the same rules as for people: you need one of the transition's roles, you may not
+            take a role-restricted transition on an instance you started (separation of duties), and on a
+            role-restricted one your approval bounds for the template apply (max_amount, currencies, allowed
+            UTC hours). A transition that requires
             approval opens an approval step (the result then waits for approval). A refusal comes back as a
             tool error naming the rule; do not retry it unchanged."""
             conversation = conversation_of(ctx, conversation_id)
+            # as for a decision: a signed reason is sent exactly as signed, an unsigned one names the conversation
+            sent = reasoning if agent_signature else with_conversation(reasoning, conversation)
             result = await gateway(ctx, f"request transition of {instance_id} to {target_state}",
                                    lambda fl: fl.request_transition(
-                                       instance_id, target_state, with_conversation(reasoning, conversation),
-                                       wait=True, idempotency_key=idempotency_key), conversation)
+                                       instance_id, target_state, sent, wait=True, idempotency_key=idempotency_key,
+                                       agent_signature=agent_signature, signed_at=signed_at,
+                                       agent_context={"conversation_id": conversation}), conversation)
             return outcome(result, conversation)
 
         @tool(WRITE, "Advance an instance")

@@ -1313,6 +1313,12 @@ export interface components {
         TransitionInput: {
             target_state: string;
             reason?: string;
+            /** @description agents: base64 Ed25519 signature over the RFC 8785 JSON of {instance_id, from_state, to_state, reason, timestamp} (docs/agents.md); give signed_at too */
+            agent_signature?: string;
+            /** @description unix seconds the signature covers */
+            signed_at?: number;
+            /** @description agents: {conversation_id, intent, ...} for the audit entry */
+            agent_context?: Record<string, never>;
         };
         Transitions: {
             instance_id: string;

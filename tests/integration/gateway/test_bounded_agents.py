@@ -12,7 +12,7 @@ import uuid
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from core.agent_signing import canonical_decision
+from core.agent_signing import canonical_decision, canonical_transition
 from tests.integration.gateway.test_api import create, manual_procurement
 
 I = "/v1/workflows/instances"  # noqa: E741 (the name test_api.py uses)
@@ -195,3 +195,60 @@ async def test_agent_context_on_every_audit_entry_and_conversation_filter(api_wo
     # humans' entries carry none
     human = [t for t in detail["timeline"] if t["actor"]["id"] == tenant.ids["cfo"]]
     assert human and all(t["details"].get("agent_context") is None for t in human)
+
+
+REVIEW_SM = {"name": "Signed review", "trigger_type": "manual",
+             "states": [{"name": "review"}, {"name": "done", "terminal": "COMPLETED"}],
+             "transitions": [{"from": "review", "to": "done"}]}
+
+
+def signed_transition(key: Ed25519PrivateKey, instance_id: str, from_state: str, to_state: str, reason: str, *,
+                      at: int | None = None) -> dict:
+    at = int(time.time()) if at is None else at
+    message = canonical_transition(instance_id=instance_id, from_state=from_state, to_state=to_state,
+                                   reason=reason, timestamp=at)
+    return {"target_state": to_state, "reason": reason, "signed_at": at,
+            "agent_signature": base64.b64encode(key.sign(message)).decode()}
+
+
+async def test_an_agents_transition_request_is_signed_verified_and_audited_with_its_context(api_world, tenant):
+    """Issue 13/14 residual: a transition an agent requests carries the same audit as its decisions: the
+    agent, its reason, agent_context, and its signature verified (or absent); an invalid one is refused 422."""
+    template = await create(api_world, tenant, REVIEW_SM)
+    key = await register_key(api_world, tenant)
+    ids = []
+    for _ in range(3):
+        _, started = await api_world.call("POST", f"{I}?wait=true", tenant, "requester", expect=201,
+                                          json={"template_id": template["id"]})
+        await api_world.wait_instance(tenant, started["id"], lambda b: b.get("machine_state") == "review")
+        ids.append(started["id"])
+    signed_one, absent_one, bad_one = ids
+    other = Ed25519PrivateKey.generate()
+    for body, pointer in ((signed_transition(other, bad_one, "review", "done", "ok"), "/agent_signature"),
+                          ({**signed_transition(key, bad_one, "review", "done", "ok"), "reason": "changed"},
+                           "/agent_signature"),
+                          (signed_transition(key, bad_one, "elsewhere", "done", "ok"), "/agent_signature"),
+                          (signed_transition(key, bad_one, "review", "done", "ok", at=int(time.time()) - 3600),
+                           "/signed_at")):
+        status, problem = await api_world.call("POST", f"{I}/{bad_one}/transitions?wait=true", tenant, "agent",
+                                               json=body)
+        assert status == 422 and problem["pointer"] == pointer, problem
+    context = {"conversation_id": "conv-sm-1", "intent": "close the review"}
+    await api_world.call("POST", f"{I}/{signed_one}/transitions?wait=true", tenant, "agent", expect=200,
+                         json={**signed_transition(key, signed_one, "review", "done", "all checks passed"),
+                               "agent_context": context})
+    await api_world.call("POST", f"{I}/{absent_one}/transitions?wait=true", tenant, "agent", expect=200,
+                         json={"target_state": "done", "reason": "unsigned"})
+    for iid, status, expected_context in ((signed_one, "verified", context), (absent_one, "absent", None)):
+        detail = await api_world.wait_instance(tenant, iid, lambda b: b["status"] == "COMPLETED")
+        taken = [t for t in detail["timeline"] if t["event_type"] == "TransitionTaken"
+                 and t["actor"]["id"] == tenant.ids["agent"]]
+        assert len(taken) == 1 and taken[0]["actor"]["kind"] == "agent"
+        assert taken[0]["details"]["signature_status"] == status
+        given = taken[0]["details"]["agent_context"]
+        if expected_context is None:
+            assert given == {"agent_id": tenant.ids["agent"]}
+        else:
+            assert given == {**expected_context, "agent_id": tenant.ids["agent"]}
+    still = await api_world.wait_instance(tenant, bad_one, lambda b: True)
+    assert still["status"] == "ACTIVE" and still["machine_state"] == "review"
