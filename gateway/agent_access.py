@@ -1,4 +1,6 @@
-"""The agents' access log (issue 14 residual): every API call an agent makes, reads included, kept in
+"""The two audit logs that are not an instance's trail: the agents' access log and the tenant's security log.
+
+The agents' access log (issue 14 residual): every API call an agent makes, reads included, kept in
 PostgreSQL (`agent_access_log`, migration 0010) and readable by an admin at `GET /v1/agents/{id}/access-log`.
 
 Why: an agent reads payment data (trigger amounts, vendors, reasons) through MCP tools, which are API calls
@@ -16,11 +18,12 @@ write's own failure is logged, never turned into a second error.
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from typing import Any
 
 from aiohttp import web
 
-from gateway.auth import AGENTS_WRITE, Principal
+from gateway.auth import AGENTS_WRITE, AUDIT_READ, Principal
 from gateway.calls import Call, json_response
 from gateway.problems import Problem
 from gateway.templates import _iso, _limit, decode_cursor, encode_cursor
@@ -76,4 +79,34 @@ async def access_log(call: Call) -> web.Response:
     return json_response({"agent_id": agent_id, "items": items, "next_cursor": next_cursor})
 
 
-HANDLERS = {"getAgentAccessLog": access_log}
+async def security_log(call: Call) -> web.Response:
+    """GET /v1/security-log: what the tenant's own principals tried against other tenants, newest first.
+
+    The engine refuses a command whose actor belongs to another tenant outside that instance's sequence, and
+    the projector records it here under the actor's tenant (store/projection.py, migration 0010), never in
+    the victim's audit trail. Admins only (`audit:read`)."""
+    me = call.me
+    me.require(AUDIT_READ, "read the security log")
+    limit = _limit(call)
+    args: list[Any] = [me.tenant_id]
+    where = "tenant_id = $1"
+    cursor = decode_cursor(call.query("cursor"), 2)
+    if cursor:
+        try:
+            at = datetime.fromisoformat(cursor[0])
+        except ValueError:
+            raise Problem(400, "cursor is not one this API returned", pointer="/query/cursor") from None
+        args += [at, cursor[1]]
+        where += " AND (at, command_id) < ($2, $3)"
+    args.append(limit + 1)
+    rows = await call.gateway.pool.fetch(f"SELECT * FROM security_log WHERE {where} ORDER BY at DESC, command_id "
+                                         f"DESC LIMIT ${len(args)}", *args)
+    items = [{"at": _iso(r["at"]), "kind": r["kind"], "actor_id": r["actor_id"], "command_type": r["command_type"],
+              "instance_id": r["instance_id"], "reason": r["reason"], "command_id": r["command_id"]}
+             for r in rows[:limit]]
+    last = rows[limit - 1] if len(rows) > limit else None
+    next_cursor = encode_cursor(last["at"].isoformat(), last["command_id"]) if last is not None else None
+    return json_response({"items": items, "next_cursor": next_cursor})
+
+
+HANDLERS = {"getAgentAccessLog": access_log, "getSecurityLog": security_log}

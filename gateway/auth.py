@@ -31,7 +31,9 @@ DECIDE = "decide"
 OPERATE = "operate"
 ADVANCE = "advance"
 CALLBACK = "callback"
-ALL = frozenset({READ, TEMPLATES_WRITE, SECRETS_WRITE, AGENTS_WRITE, TRIGGER, DECIDE, OPERATE, ADVANCE, CALLBACK})
+AUDIT_READ = "audit:read"  # the tenant's security log (gateway/agent_access.py): admins only
+ALL = frozenset({READ, TEMPLATES_WRITE, SECRETS_WRITE, AGENTS_WRITE, TRIGGER, DECIDE, OPERATE, ADVANCE, CALLBACK,
+                 AUDIT_READ})
 
 ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
     "admin": ALL,

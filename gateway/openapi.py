@@ -253,6 +253,16 @@ SCHEMAS: dict[str, Any] = {
                                       "description": "Ed25519 public key: base64 of the 32 raw bytes, or PEM "
                                                      "(SubjectPublicKeyInfo)"}},
     },
+    "SecurityLog": {
+        "type": "object", "required": ["items", "next_cursor"],
+        "properties": {"next_cursor": nullable("string"), "items": {"type": "array", "items": {
+            "type": "object", "required": ["at", "kind", "actor_id", "command_type", "instance_id", "reason"],
+            "properties": {"at": {"type": "string", "format": "date-time"},
+                           "kind": {"type": "string", "enum": ["cross_tenant_command"]},
+                           "actor_id": {"type": "string"}, "command_type": {"type": "string"},
+                           "instance_id": {"type": "string"}, "reason": {"type": "string"},
+                           "command_id": {"type": "string"}}}}},
+    },
     "AgentAccessLog": {
         "type": "object", "required": ["agent_id", "items", "next_cursor"],
         "properties": {"agent_id": {"type": "string"}, "next_cursor": nullable("string"), "items": {
@@ -730,6 +740,11 @@ PATHS: dict[str, dict[str, Any]] = {
                   {200: ("the key", ref("AgentKey"))}, params=[ID]),
         "put": op("setAgentKey", "Register (replace) an agent's Ed25519 public key (admin only)", "agents",
                   {200: ("the key", ref("AgentKey"))}, params=[ID], body="AgentKeyInput"),
+    },
+    "/v1/security-log": {
+        "get": op("getSecurityLog", "What the tenant's principals tried against other tenants' instances (refused "
+                  "by the engine, kept out of those instances' audit trails), newest first; admins only",
+                  "operations", {200: ("the tenant's security log", ref("SecurityLog"))}, params=[CURSOR, LIMIT]),
     },
     "/v1/agents/{id}/access-log": {
         "get": op("getAgentAccessLog", "Every API call the agent made, reads included, newest first (admin, or "

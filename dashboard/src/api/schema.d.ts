@@ -419,6 +419,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/security-log": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** What the tenant's principals tried against other tenants' instances (refused by the engine, kept out of those instances' audit trails), newest first; admins only */
+        get: operations["getSecurityLog"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/agents/{id}/access-log": {
         parameters: {
             query?: never;
@@ -1347,6 +1364,20 @@ export interface components {
         AgentKeyInput: {
             /** @description Ed25519 public key: base64 of the 32 raw bytes, or PEM (SubjectPublicKeyInfo) */
             public_key: string;
+        };
+        SecurityLog: {
+            next_cursor: string | null;
+            items: {
+                /** Format: date-time */
+                at: string;
+                /** @enum {string} */
+                kind: "cross_tenant_command";
+                actor_id: string;
+                command_type: string;
+                instance_id: string;
+                reason: string;
+                command_id?: string;
+            }[];
         };
         AgentAccessLog: {
             agent_id: string;
@@ -3015,6 +3046,40 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["AgentKey"];
+                };
+            };
+            400: components["responses"]["Problem"];
+            401: components["responses"]["Problem"];
+            403: components["responses"]["Problem"];
+            404: components["responses"]["Problem"];
+            408: components["responses"]["Problem"];
+            409: components["responses"]["Problem"];
+            413: components["responses"]["Problem"];
+            415: components["responses"]["Problem"];
+            422: components["responses"]["Problem"];
+            503: components["responses"]["Problem"];
+            default: components["responses"]["Problem"];
+        };
+    };
+    getSecurityLog: {
+        parameters: {
+            query?: {
+                cursor?: string;
+                limit?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description the tenant's security log */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SecurityLog"];
                 };
             };
             400: components["responses"]["Problem"];

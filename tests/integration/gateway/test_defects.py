@@ -137,6 +137,14 @@ async def test_another_tenants_decision_leaves_no_entry_in_the_instances_audit_t
     assert [dict(r) for r in logged] == [{"tenant_id": other.id, "actor_id": other.ids["cfo"],
                                           "kind": "cross_tenant_command", "command_type": "RecordDecision",
                                           "instance_id": iid}]
+    # the attacker's tenant's admins read it; the victim's security log has nothing of it
+    _, theirs = await api_world.call("GET", "/v1/security-log", other, "admin", expect=200)
+    assert [(i["actor_id"], i["instance_id"], i["command_type"]) for i in theirs["items"]] == [
+        (other.ids["cfo"], iid, "RecordDecision")]
+    _, ours = await api_world.call("GET", "/v1/security-log", tenant, "admin", expect=200)
+    assert ours["items"] == []
+    status, _ = await api_world.call("GET", "/v1/security-log", other, "operator")
+    assert status == 403
 
 
 # ------------------------------------------------------------------------------- 9.5 replayed callbacks
