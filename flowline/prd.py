@@ -431,8 +431,16 @@ class StateMachine:
     def add_transition(self, from_state: str, to_state: str, *, condition: str | None = None,
                        automatic: bool = False, action: Mapping[str, Any] | None = None,
                        requires_approval: Mapping[str, Any] | None = None,
-                       roles: Sequence[str] = ()) -> StateMachine:
+                       roles: Sequence[str] = (), after_seconds: float | None = None,
+                       after_minutes: float | None = None, after_hours: float | None = None,
+                       at: str | int | None = None) -> StateMachine:
+        """A transition. With a time (`after_*` in `from_state`, or `at` a deadline such as
+        "{{trigger.review_by}}") the engine takes it by itself when it falls due (docs/state-machines.md)."""
         transition: dict[str, Any] = {"from": from_state, "to": to_state}
+        for key, value in (("after_seconds", after_seconds), ("after_minutes", after_minutes),
+                           ("after_hours", after_hours), ("at", at)):
+            if value is not None:
+                transition[key] = value
         if condition:
             transition["condition"] = condition
         if automatic:
