@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.expressions import Expression, compile_expression
+from core.timers import parse_time_ms
 from core.types import WorkflowStatus
 
 TERMINAL_CHOICES = ("COMPLETED", "FAILED", "CANCELLED")
@@ -284,8 +285,6 @@ def validate_machine(problems: Any, doc: Mapping[str, Any], check_step: Any) -> 
 
 def _check_timing(problems: Any, pointer: str, t: Mapping[str, Any]) -> str:
     """Check a transition's time keys; a key naming its time ("" for none), for the ambiguity check."""
-    from core.steps.wait import parse_time_ms  # the wait step's one parser of a point in time
-
     keys = [k for k in TIME_KEYS if k in t]
     if len(keys) > 1:
         problems.add(pointer, f"a transition has at most one of {', '.join(TIME_KEYS)} (got {', '.join(keys)})")

@@ -25,7 +25,7 @@ from core.machine import MachineTransition, route
 from core.recorder import Recorder
 from core.state import InstanceState, Timer
 from core.template import CompiledTemplate
-from core.timers import TimerPurpose
+from core.timers import TimerPurpose, parse_time_ms
 from core.types import ActorKind, TaskStatus, WorkflowStatus
 
 MAX_MOVES_PER_DECISION = 1000
@@ -107,8 +107,6 @@ def _take(rec: Recorder, source: str, target: str, *, actor: Actor, reason: str,
 def due_at(rec: Recorder, transition: MachineTransition) -> int | None:
     """When a time-based transition falls due if its source state is entered now (epoch ms); None when its
     `at` does not render to a time (then it never falls due, and `transitions_now` shows no due time)."""
-    from core.steps.wait import parse_time_ms  # the wait step's one parser of a point in time
-
     if transition.after_ms:
         return rec.now + transition.after_ms
     return parse_time_ms(rec.render(transition.at))

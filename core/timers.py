@@ -14,6 +14,7 @@ parse, so the engine and the editor never disagree on what a timeout does.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -52,6 +53,25 @@ def hours_to_ms(hours: Any) -> int:
 
 def seconds_to_ms(seconds: Any) -> int:
     return to_ms(seconds, MS_PER_SECOND)
+
+
+def parse_time_ms(value: Any) -> int | None:
+    """A point in time (ISO 8601, naive = UTC, or epoch milliseconds) in epoch ms; None if it is not one.
+    The one parser for a wait step's `until` and a state-machine transition's `at`."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return int(value)
+    if isinstance(value, str) and value.strip():
+        text = value.strip().replace("Z", "+00:00")
+        try:
+            moment = datetime.fromisoformat(text)
+        except ValueError:
+            return None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        return int(moment.timestamp() * 1000)
+    return None
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,6 @@ the step (its `on_failure`: `fail_workflow` or `skip`) instead of being polled f
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from core import events as ev
@@ -27,7 +26,16 @@ from core.recorder import Recorder
 from core.state import Timer
 from core.steps.failure import fail_attempt
 from core.steps.kind import EXPRESSION, StepKind, config_schema, expressions_at, positive
-from core.timers import MS_PER_HOUR, MS_PER_MINUTE, MS_PER_SECOND, TimerPurpose, hours_to_ms, seconds_to_ms, to_ms
+from core.timers import (
+    MS_PER_HOUR,
+    MS_PER_MINUTE,
+    MS_PER_SECOND,
+    TimerPurpose,
+    hours_to_ms,
+    parse_time_ms,
+    seconds_to_ms,
+    to_ms,
+)
 from core.types import Awaiting, StepType, TaskStatus
 
 if TYPE_CHECKING:
@@ -89,23 +97,6 @@ def validate(problems: Problems, cp: str, config: Mapping[str, Any], actions: se
     positive_number(problems, f"{cp}/timeout_hours", config.get("timeout_hours"))
     if config.get("on_timeout", "fail") not in ON_TIMEOUT_CHOICES:
         problems.add(f"{cp}/on_timeout", "a wait's on_timeout is fail or continue")
-
-
-def parse_time_ms(value: Any) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int | float):
-        return int(value)
-    if isinstance(value, str) and value.strip():
-        text = value.strip().replace("Z", "+00:00")
-        try:
-            moment = datetime.fromisoformat(text)
-        except ValueError:
-            return None
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=UTC)
-        return int(moment.timestamp() * 1000)
-    return None
 
 
 def start(rec: Recorder, step: CompiledStep) -> None:

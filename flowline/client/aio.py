@@ -307,6 +307,14 @@ class AsyncClient:
     async def set_agent_key(self, agent_id: str, public_key: str) -> dict[str, Any]:
         return await self.call(ops.set_agent_key(agent_id, public_key))
 
+    async def agent_access_log(self, agent_id: str, *, conversation_id: str | None = None, cursor: str | None = None,
+                               limit: int | None = None) -> dict[str, Any]:
+        return await self.call(ops.agent_access_log(agent_id, conversation_id=conversation_id, cursor=cursor,
+                                                    limit=limit))
+
+    async def security_log(self, *, cursor: str | None = None, limit: int | None = None) -> dict[str, Any]:
+        return await self.call(ops.security_log(cursor=cursor, limit=limit))
+
     async def analytics(self, template_id: str | None = None,
                         created_after: datetime | str | None = None) -> dict[str, Any]:
         return await self.call(ops.analytics(template_id, created_after))

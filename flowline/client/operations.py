@@ -295,6 +295,21 @@ def get_agent_key(agent_id: str) -> Call[dict[str, Any]]:
     return Call("GET", f"/v1/agents/{_seg(agent_id)}/public-key", _raw, operation_id="getAgentKey")
 
 
+def agent_access_log(agent_id: str, *, conversation_id: str | None = None, cursor: str | None = None,
+                     limit: int | None = None) -> Call[dict[str, Any]]:
+    """Every API call the agent made, reads included, newest first: `{"agent_id", "items", "next_cursor"}`
+    (admin, or the agent itself; docs/agents.md "Audit")."""
+    return Call("GET", f"/v1/agents/{_seg(agent_id)}/access-log", _raw,
+                params=_query(conversation_id=conversation_id, cursor=cursor, limit=limit),
+                operation_id="getAgentAccessLog")
+
+
+def security_log(*, cursor: str | None = None, limit: int | None = None) -> Call[dict[str, Any]]:
+    """The tenant's principals' attempts on other tenants' instances: `{"items", "next_cursor"}` (admins)."""
+    return Call("GET", "/v1/security-log", _raw, params=_query(cursor=cursor, limit=limit),
+                operation_id="getSecurityLog")
+
+
 def set_agent_key(agent_id: str, public_key: str) -> Call[dict[str, Any]]:
     """Register (replace) the agent's Ed25519 public key, base64 of the 32 raw bytes or PEM (admin only)."""
     return Call("PUT", f"/v1/agents/{_seg(agent_id)}/public-key", _raw,

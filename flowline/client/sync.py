@@ -245,6 +245,14 @@ class Client:
     def set_agent_key(self, agent_id: str, public_key: str) -> dict[str, Any]:
         return self._run(self._async.set_agent_key(agent_id, public_key))
 
+    def agent_access_log(self, agent_id: str, *, conversation_id: str | None = None, cursor: str | None = None,
+                         limit: int | None = None) -> dict[str, Any]:
+        return self._run(self._async.agent_access_log(agent_id, conversation_id=conversation_id, cursor=cursor,
+                                                      limit=limit))
+
+    def security_log(self, *, cursor: str | None = None, limit: int | None = None) -> dict[str, Any]:
+        return self._run(self._async.security_log(cursor=cursor, limit=limit))
+
     def analytics(self, template_id: str | None = None, created_after: datetime | str | None = None) -> dict[str, Any]:
         return self._run(self._async.analytics(template_id, created_after))
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from core import events as ev
-from core.steps.wait import parse_time_ms
+from core.timers import parse_time_ms
 from core.types import Awaiting, TaskStatus, WorkflowStatus
 from tests.unit.harness import HOUR, T0, Harness, human, workflow
 
