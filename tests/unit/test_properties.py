@@ -58,7 +58,7 @@ RESPONSES = [
     None, "not json object", [1, 2],
 ]
 CALLBACK_RESULTS = [{"risk_score": 0.1}, {"risk_score": 0.93}, {"error": "sanctions"}, None, "text"]
-ADVANCES = [0, 1, 1000, 60_000, HOUR, 5 * HOUR, 25 * HOUR, 80 * HOUR]
+ADVANCES = [0, 1, 1000, 60_000, HOUR, 5 * HOUR, 25 * HOUR, 80 * HOUR, 8 * 24 * HOUR]  # a week: timed transitions
 
 KINDS = ["helpful"] * 10 + ["decision", "decision", "result", "result", "callback", "sweep", "sweep", "fire",
                            "clock", "advance", "pause", "resume", "resume", "cancel", "retry", "duplicate",
@@ -168,7 +168,7 @@ def helpful(data, h: CheckedHarness) -> None:
     elif awaiting is Awaiting.CALLBACK:
         h.callback(state.current_step, "completed", data.draw(st.sampled_from(CALLBACK_RESULTS[:2])))
     else:
-        h.fire_due_timers(data.draw(st.sampled_from([HOUR, 25 * HOUR, 100 * HOUR]), label="wait out"))
+        h.fire_due_timers(data.draw(st.sampled_from([HOUR, 25 * HOUR, 100 * HOUR, 8 * 24 * HOUR]), label="wait out"))
 
 
 def one_command(data, h: CheckedHarness) -> None:

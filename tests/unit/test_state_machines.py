@@ -499,3 +499,15 @@ def test_separation_of_duties_applies_to_role_restricted_transitions():
     off.start({"amount": 900}, initiated_by=bot)
     request(off, "approved", bot, "allowed here")
     assert off.status is WorkflowStatus.COMPLETED
+
+
+def test_the_builtin_compliance_review_rejects_changes_not_supplied_within_a_week():
+    h = Harness(compiled(builtin_template("compliance_review_sm")))
+    h.start({"id": "tr_7"})
+    finish_notifications(h)
+    request(h, "changes_requested", OFFICER_A, "W-9 missing")
+    finish_notifications(h)
+    h.fire_due_timers(167 * HOUR)
+    assert h.state.machine_state == "changes_requested"
+    h.fire_due_timers(HOUR)
+    assert h.state.machine_state == "rejected" and h.status is WorkflowStatus.FAILED
