@@ -22,7 +22,9 @@ REVIEW = {"name": "Review with a deadline", "trigger_type": "manual",
 
 async def _start(world, tenant) -> str:
     template = await create(world, tenant, REVIEW)
-    _, started = await world.call("POST", f"{I}?wait=true", tenant, "operator",
+    # started by the requester: the operator who takes the role-restricted transition must not have started
+    # it (separation of duties, core/approvers.py `transition_refusal`)
+    _, started = await world.call("POST", f"{I}?wait=true", tenant, "requester",
                                   json={"template_id": template["id"]}, expect=201)
     return started["id"]
 
