@@ -2,7 +2,7 @@ import { useState } from "react";
 import { Link } from "wouter";
 import type { Schemas } from "../api/client";
 import { POLL_MS, useInstances, useTemplates, type InstanceFilters } from "../api/queries";
-import { ErrorNote, relative, Status } from "../components/common";
+import { ErrorNote, LoadMore, relative, rows, Status } from "../components/common";
 
 type Instance = Schemas["Instance"];
 const STATUSES = ["ACTIVE", "PAUSED", "COMPLETED", "CANCELLED", "FAILED"] as const;
@@ -26,7 +26,7 @@ export function Instances() {
       else next[key] = value;
       return next;
     });
-  const items = (list.data?.items ?? []).filter((i) => matches(i, search));
+  const items = rows(list.data).filter((i) => matches(i, search));
   return (
     <>
       <h1>Active workflows</h1>
@@ -44,7 +44,7 @@ export function Instances() {
           Template
           <select value={filters.template_id ?? ""} onChange={(e) => set("template_id", e.target.value)}>
             <option value="">any</option>
-            {templates.data?.items.map((t) => (
+            {rows(templates.data).map((t) => (
               <option key={t.id} value={t.id}>
                 {t.name}
               </option>
@@ -106,6 +106,7 @@ export function Instances() {
           ))}
         </tbody>
       </table>
+      <LoadMore list={list} what="workflows" />
     </>
   );
 }
