@@ -193,7 +193,7 @@ function ArrayRows({ schema, label, value, onChange }: { schema: Schema; label: 
       {value.map((v, i) => (
         <div className="row" key={i}>
           <SchemaEditor schema={schema} label={`${label} ${i + 1}`} value={v} onChange={(nv) => update(value.map((x, j) => (j === i ? (nv ?? blank) : x)))} />
-          <button type="button" aria-label={`Remove ${label} ${i + 1}`} onClick={() => update(value.filter((_, j) => j !== i))}>
+          <button type="button" aria-label={`Remove item ${i + 1} of ${label}`} onClick={() => update(value.filter((_, j) => j !== i))}>
             ✕
           </button>
         </div>

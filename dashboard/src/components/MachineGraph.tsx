@@ -66,7 +66,7 @@ function layout(states: MachineState[], transitions: MachineTransition[], curren
     }),
   ];
   const edges: Edge[] = [
-    ...(first ? [{ id: "initial", source: "start", target: id(first.name), markerEnd: { type: MarkerType.ArrowClosed } }] : []),
+    ...(first ? [{ id: "initial", source: "start", target: id(first.name), ariaLabel: `Initial state: ${first.name}`, markerEnd: { type: MarkerType.ArrowClosed } }] : []),
     ...drawn.map((t, i): Edge => ({
       id: `t${i}`,
       source: id(t.from),

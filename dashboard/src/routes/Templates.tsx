@@ -48,7 +48,7 @@ export function Templates() {
               <td>{relative(t.updated_at)}</td>
               <td>
                 {t.status === "ACTIVE" && mayStart(me, t.id) ? (
-                  <Link href={`/templates/${t.id}/start`} className="button" aria-label={`Start ${t.name}`}>
+                  <Link href={`/templates/${t.id}/start`} className="button">
                     Start
                   </Link>
                 ) : null}
