@@ -117,6 +117,7 @@ async def test_edit_states_and_transitions_through_forms(dashboard, world):
     await page.get_by_label("To state", exact=True).select_option("escalated")
     await expect(graph.get_by_label("State escalated, ends CANCELLED")).to_be_attached()
     await expect(page.get_by_test_id("validity")).to_have_text("valid")
+    await graph.scroll_into_view_if_needed()
     await shot(page, "state_machine_edited_in_the_builder")
     await page.get_by_role("button", name="Save as new version").click()
     await expect(page).to_have_url(f"{dashboard.base}/templates/{created['id']}/2")

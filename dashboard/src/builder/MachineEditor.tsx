@@ -28,21 +28,27 @@ import { SchemaEditor } from "./SchemaEditor";
 import { FieldErrors, StepForm, type ConfigSchemas } from "./StepForm";
 
 type FieldError = Schemas["FieldError"];
-type Props = { doc: TemplateDoc; setDoc: (f: (d: TemplateDoc) => TemplateDoc) => void; errors: FieldError[]; schemas: ConfigSchemas };
-type Selected = { kind: "state" | "transition"; index: number };
+type Props = {
+  doc: TemplateDoc;
+  setDoc: (f: (d: TemplateDoc) => TemplateDoc) => void;
+  errors: FieldError[];
+  schemas: ConfigSchemas;
+  selected: Selected;
+  setSelected: (s: Selected) => void;
+};
+export type Selected = { kind: "state" | "transition"; index: number };
 
 const TERMINALS = ["COMPLETED", "FAILED", "CANCELLED"];
 const ROLES_SCHEMA = { type: "array", items: { type: "string" } };
 
-export function MachineEditor({ doc, setDoc, errors, schemas }: Props) {
+/** The builder's left column for a state machine: its states and transitions, to select and reorder. */
+export function MachineLists({ doc, setDoc, errors, selected, setSelected }: Omit<Props, "schemas">) {
   const states = doc.states ?? [];
   const transitions = doc.transitions ?? [];
-  const [selected, setSelected] = useState<Selected>({ kind: "state", index: 0 });
   const setStates = (f: (s: MachineState[]) => MachineState[]) => setDoc((d) => ({ ...d, states: f(d.states ?? []) }));
   const setTransitions = (f: (t: MachineTransition[]) => MachineTransition[]) => setDoc((d) => ({ ...d, transitions: f(d.transitions ?? []) }));
   const count = (pointer: string) => errorsAt(errors, pointer).length;
   const state = selected.kind === "state" ? states[selected.index] : undefined;
-  const transition = selected.kind === "transition" ? transitions[selected.index] : undefined;
 
   const addState = () => {
     const taken = new Set(states.map((s) => s.name));
@@ -117,6 +123,20 @@ export function MachineEditor({ doc, setDoc, errors, schemas }: Props) {
           </button>
         </Section>
       </div>
+    </>
+  );
+}
+
+/** The builder's main column for a state machine: the selected state's or transition's form, the graph. */
+export function MachinePanel({ doc, setDoc, errors, schemas, selected }: Omit<Props, "setSelected">) {
+  const states = doc.states ?? [];
+  const transitions = doc.transitions ?? [];
+  const setStates = (f: (s: MachineState[]) => MachineState[]) => setDoc((d) => ({ ...d, states: f(d.states ?? []) }));
+  const setTransitions = (f: (t: MachineTransition[]) => MachineTransition[]) => setDoc((d) => ({ ...d, transitions: f(d.transitions ?? []) }));
+  const state = selected.kind === "state" ? states[selected.index] : undefined;
+  const transition = selected.kind === "transition" ? transitions[selected.index] : undefined;
+  return (
+    <>
       {state && (
         <StateForm
           key={`s${selected.index}`}

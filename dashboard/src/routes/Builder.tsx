@@ -4,7 +4,7 @@ import { Link, useLocation } from "wouter";
 import { api, must, type Schemas } from "../api/client";
 import { keys, useStepTypes, useTemplate } from "../api/queries";
 import { can, refusal, useSignedIn } from "../auth";
-import { MachineEditor } from "../builder/MachineEditor";
+import { MachineLists, MachinePanel, type Selected } from "../builder/MachineEditor";
 import { errorsAt, isMachine, move, newStep, STEP_TYPES, withKey, type Json, type Step, type StepType, type TemplateDoc } from "../builder/model";
 import type { Schema } from "../builder/SchemaEditor";
 import { FieldErrors, StepForm, type ConfigSchemas } from "../builder/StepForm";
@@ -31,6 +31,7 @@ function Editor({ id, template, initial }: { id?: string; template?: Schemas["Te
   const mayWrite = can(me, "templates:write");
   const [doc, setDoc] = useState<TemplateDoc>(initial);
   const [selected, setSelected] = useState(0);
+  const [machineSel, setMachineSel] = useState<Selected>({ kind: "state", index: 0 });
   const [addType, setAddType] = useState<StepType>("approval");
   const [errors, setErrors] = useState<FieldError[]>([]);
   const [showJson, setShowJson] = useState(false);
@@ -156,7 +157,9 @@ function Editor({ id, template, initial }: { id?: string; template?: Schemas["Te
             )}
             <Trigger doc={doc} setDoc={setDoc} errors={errors} />
           </Section>
-          {machine ? null : (
+          {machine ? (
+            <MachineLists doc={doc} setDoc={setDoc} errors={errors} selected={machineSel} setSelected={setMachineSel} />
+          ) : (
           <Section title="Steps">
               <ol className="step-list">
                 {steps.map((s, i) => (
@@ -203,7 +206,7 @@ function Editor({ id, template, initial }: { id?: string; template?: Schemas["Te
         </div>
         <div className="builder-main">
           {machine ? (
-            <MachineEditor doc={doc} setDoc={setDoc} errors={errors} schemas={schemas} />
+            <MachinePanel doc={doc} setDoc={setDoc} errors={errors} schemas={schemas} selected={machineSel} />
           ) : (
             <>
           {step ? (
