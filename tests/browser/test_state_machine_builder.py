@@ -167,3 +167,18 @@ async def test_a_new_state_machine_from_nothing(dashboard, world):
     assert saved["document"] == {"name": "Two states", "trigger_type": "manual",
                                  "states": [{"name": "open"}, {"name": "closed", "terminal": "COMPLETED"}],
                                  "transitions": [{"from": "open", "to": "closed", "automatic": True}]}
+
+
+async def test_a_state_machine_instance_page_draws_its_states(dashboard, world):
+    tenant = await world.new_tenant()
+    _, created = await world.call("POST", "/v1/workflows/templates", tenant, json=SDK_REVIEW, expect=201)
+    _, started = await world.call("POST", "/v1/workflows/instances?wait=true", tenant, "requester", json={
+        "template_id": created["id"], "trigger_data": {"id": "tr_sm"}}, expect=201)
+    await world.wait_instance(tenant, started["id"], lambda d: d.get("machine_state") == "under_review")
+    await dashboard.sign_in(tenant, "operator")
+    await dashboard.open(f"/instances/{started['id']}")
+    graph = dashboard.page.get_by_role("figure", name="Instance path")
+    await expect(graph.get_by_label("State under_review (current)")).to_be_attached()
+    await expect(graph.get_by_label("State approved, ends COMPLETED")).to_be_attached()
+    await expect(graph.get_by_label(re.compile(r"^Transition under_review to approved: .*needs approval"))
+                 ).to_be_attached()

@@ -44,7 +44,13 @@ export function renameState(doc: TemplateDoc, index: number, name: string): Temp
   return transitions ? { ...doc, states, transitions } : { ...doc, states };
 }
 
-/** A transition's edge label: what a person must know about taking it. */
+/** The few words drawn on a transition's edge (the full label is its accessible name). */
+export function transitionTag(t: MachineTransition): string | undefined {
+  const parts = [t.automatic ? "auto" : "", t.condition ? `if ${t.condition}` : "", t.requires_approval ? "approval" : ""];
+  return parts.filter(Boolean).join(" · ") || undefined;
+}
+
+/** A transition's accessible label: what a person must know about taking it. */
 export function transitionLabel(t: MachineTransition): string {
   const parts = [t.automatic ? "automatic" : "requested"];
   if (t.condition) parts.push(`if ${t.condition}`);

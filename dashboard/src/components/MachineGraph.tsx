@@ -4,15 +4,16 @@
 import dagre from "@dagrejs/dagre";
 import { Background, Controls, MarkerType, ReactFlow, type Edge, type Node } from "@xyflow/react";
 import { useMemo } from "react";
-import { transitionLabel, type MachineState, type MachineTransition } from "../builder/model";
+import { transitionLabel, transitionTag, type MachineState, type MachineTransition } from "../builder/model";
 
-type Props = { states: MachineState[]; transitions: MachineTransition[]; current?: string | null; label?: string };
+/** `current`: the state to highlight, called `mark` in its label ("selected" in the builder, "current" on an instance). */
+type Props = { states: MachineState[]; transitions: MachineTransition[]; current?: string | null; mark?: string; label?: string };
 
 const W = 190;
 const H = 54;
 
-export function MachineGraph({ states, transitions, current, label = "State machine graph" }: Props) {
-  const { nodes, edges } = useMemo(() => layout(states, transitions, current ?? null), [states, transitions, current]);
+export function MachineGraph({ states, transitions, current, mark = "selected", label = "State machine graph" }: Props) {
+  const { nodes, edges } = useMemo(() => layout(states, transitions, current ?? null, mark), [states, transitions, current, mark]);
   return (
     <div className="graph" aria-label={label} role="figure">
       <ReactFlow
@@ -35,7 +36,7 @@ export function MachineGraph({ states, transitions, current, label = "State mach
 
 const terminalOf = (s: MachineState): string | null => (typeof s.terminal === "string" ? s.terminal : s.terminal === true ? "COMPLETED" : null);
 
-function layout(states: MachineState[], transitions: MachineTransition[], current: string | null): { nodes: Node[]; edges: Edge[] } {
+function layout(states: MachineState[], transitions: MachineTransition[], current: string | null, mark: string): { nodes: Node[]; edges: Edge[] } {
   const g = new dagre.graphlib.Graph({ multigraph: true });
   g.setGraph({ rankdir: "TB", nodesep: 60, ranksep: 70 });
   g.setDefaultEdgeLabel(() => ({}));
@@ -46,7 +47,7 @@ function layout(states: MachineState[], transitions: MachineTransition[], curren
   const drawn = transitions.filter((t) => known.has(t.from) && known.has(t.to));
   const first = states[0];
   if (first) g.setEdge("start", id(first.name), {}, "initial");
-  drawn.forEach((t, i) => g.setEdge(id(t.from), id(t.to), { label: transitionLabel(t), width: 120, height: 20 }, `t${i}`));
+  drawn.forEach((t, i) => g.setEdge(id(t.from), id(t.to), {}, `t${i}`));
   dagre.layout(g);
   const nodes: Node[] = [
     { id: "start", position: { x: (g.node("start")?.x ?? 0) - W / 2, y: (g.node("start")?.y ?? 0) - H / 2 }, data: { label: "start" }, className: "flow-node end-start", ariaLabel: "start", style: { width: W } },
@@ -60,7 +61,7 @@ function layout(states: MachineState[], transitions: MachineTransition[], curren
         position: { x: (pos?.x ?? 0) - W / 2, y: (pos?.y ?? 0) - H / 2 },
         data: { label: end ? `${s.name} (${end})` : s.name },
         className: classes.join(" "),
-        ariaLabel: `State ${s.name}${end ? `, ends ${end}` : ""}${s.name === current ? " (selected)" : ""}`,
+        ariaLabel: `State ${s.name}${end ? `, ends ${end}` : ""}${s.name === current ? ` (${mark})` : ""}`,
         style: { width: W },
       };
     }),
@@ -71,7 +72,7 @@ function layout(states: MachineState[], transitions: MachineTransition[], curren
       id: `t${i}`,
       source: id(t.from),
       target: id(t.to),
-      label: transitionLabel(t),
+      label: transitionTag(t),
       ariaLabel: `Transition ${t.from} to ${t.to}: ${transitionLabel(t)}`,
       animated: Boolean(t.automatic),
       markerEnd: { type: MarkerType.ArrowClosed },
