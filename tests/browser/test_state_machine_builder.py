@@ -48,6 +48,9 @@ async def test_state_machine_round_trips_through_the_builder(dashboard, world, n
     tenant, created = await open_template(dashboard, world, original)
     page = dashboard.page
     await expect(page.get_by_test_id("validity")).to_have_text("valid")
+    if name == "model_deployment_sm":  # a request body (any JSON) shows as rows, not as a JSON box
+        await expect(page.get_by_label("Body name 1")).to_have_value("model")
+        await expect(page.get_by_label("Body value 1")).to_have_value("{{trigger.model}}")
     graph = page.get_by_role("figure", name="State machine graph")
     for state in original["states"]:
         await expect(graph.get_by_label(re.compile(rf"^State {state['name']}\b"))).to_be_attached()

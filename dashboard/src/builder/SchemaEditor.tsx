@@ -118,6 +118,9 @@ export function SchemaEditor({ schema, label, value, onChange, id }: Props) {
     case "array":
       return <ArrayRows schema={schema.items ?? {}} label={label} value={(value as Json[] | undefined) ?? []} onChange={onChange} />;
     default:
+      // any JSON (a webhook or request body): an object or a list as rows, text as text
+      if (isObject(value)) return <MapRows schema={{}} label={label} value={value} onChange={onChange} />;
+      if (Array.isArray(value)) return <ArrayRows schema={{}} label={label} value={value} onChange={onChange} />;
       if (value !== undefined && typeof value !== "string") return <JsonBox key={JSON.stringify(value)} id={id} label={label} value={value} onChange={onChange} />;
       return <input id={id} aria-label={label} value={value ?? ""} placeholder={typeof schema.examples?.[0] === "string" ? schema.examples[0] : undefined} onChange={(e) => onChange(e.target.value === "" ? undefined : e.target.value)} />;
   }
