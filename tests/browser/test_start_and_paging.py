@@ -18,6 +18,10 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 I = "/v1/workflows/instances"  # noqa: E741 (the name the gateway tests use)
 
 
+def start_link(scope):
+    return scope.get_by_role("link", name="Start", exact=True)
+
+
 async def test_start_a_manual_workflow_from_templates(dashboard, world):
     tenant = await world.new_tenant()
     _, template = await world.call("POST", "/v1/workflows/templates", tenant, json=manual_procurement(), expect=201)
@@ -68,8 +72,8 @@ async def test_start_is_offered_only_to_whom_may_start(dashboard, world):
 
     await dashboard.sign_in(tenant, "agent")  # story 29.12: only the templates in its can_initiate
     await dashboard.tab("Templates")
-    await expect(rows.filter(has_text="Agent may start").get_by_role("link", name="Start", exact=True)).to_have_count(1)
-    await expect(rows.filter(has_text="Agent may not start").get_by_role("link", name="Start", exact=True)).to_have_count(0)
+    await expect(start_link(rows.filter(has_text="Agent may start"))).to_have_count(1)
+    await expect(start_link(rows.filter(has_text="Agent may not start"))).to_have_count(0)
     await dashboard.open(f"/templates/{other['id']}/start")
     await expect(page.get_by_role("button", name="Start workflow")).to_have_count(0)
     await dashboard.sign_out()
@@ -77,8 +81,8 @@ async def test_start_is_offered_only_to_whom_may_start(dashboard, world):
     await world.call("DELETE", f"/v1/workflows/templates/{other['id']}", tenant, expect=200)  # PAUSED
     await dashboard.sign_in(tenant, "requester")
     await dashboard.tab("Templates")
-    await expect(rows.filter(has_text="Agent may start").get_by_role("link", name="Start", exact=True)).to_have_count(1)
-    await expect(rows.filter(has_text="Agent may not start").get_by_role("link", name="Start", exact=True)).to_have_count(0)
+    await expect(start_link(rows.filter(has_text="Agent may start"))).to_have_count(1)
+    await expect(start_link(rows.filter(has_text="Agent may not start"))).to_have_count(0)
 
 
 async def start_many(world, tenant, template_id: str, n: int) -> set[str]:
