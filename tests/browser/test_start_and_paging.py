@@ -139,3 +139,15 @@ async def test_lists_beyond_200_rows_load_more(dashboard, world):
     await page.get_by_role("button", name="Load more approvals").click()
     await expect(pending).to_have_count(205)
     await expect(page.get_by_role("button", name="Load more approvals")).to_have_count(0)
+
+
+async def test_pipelines_link_to_every_failed_instance_in_the_paged_list(dashboard, world):
+    tenant = await world.new_tenant()
+    _, template = await world.call("POST", "/v1/workflows/templates", tenant, json=manual_procurement(), expect=201)
+    page = dashboard.page
+    await dashboard.sign_in(tenant, "operator")
+    await dashboard.tab("Pipelines")
+    await page.get_by_role("link", name="Every failed instance of this template").click()
+    await expect(page).to_have_url(re.compile(rf"/instances\?template_id={template['id']}&status=FAILED$"))
+    await expect(page.get_by_label("Status")).to_have_value("FAILED")
+    await expect(page.get_by_label("Template")).to_have_value(template["id"])

@@ -1,5 +1,5 @@
 import { useState } from "react";
-import { Link } from "wouter";
+import { Link, useSearch } from "wouter";
 import type { Schemas } from "../api/client";
 import { POLL_MS, useInstances, useTemplates, type InstanceFilters } from "../api/queries";
 import { ErrorNote, LoadMore, relative, rows, Status } from "../components/common";
@@ -14,8 +14,20 @@ export function matches(i: Instance, search: string): boolean {
   return [i.id, i.template_name, JSON.stringify(i.trigger ?? {})].some((s) => s.toLowerCase().includes(q));
 }
 
+/** Filters a link may preset (`/instances?template_id=…&status=FAILED`, from Pipelines). */
+export function filtersFrom(search: string): InstanceFilters {
+  const q = new URLSearchParams(search);
+  const status = q.get("status");
+  const template = q.get("template_id");
+  return {
+    ...(status && (STATUSES as readonly string[]).includes(status) ? { status: status as Instance["status"] } : {}),
+    ...(template ? { template_id: template } : {}),
+  };
+}
+
 export function Instances() {
-  const [filters, setFilters] = useState<InstanceFilters>({});
+  const search0 = useSearch();
+  const [filters, setFilters] = useState<InstanceFilters>(() => filtersFrom(search0));
   const [search, setSearch] = useState("");
   const list = useInstances(filters);
   const templates = useTemplates();

@@ -70,6 +70,10 @@ export function Pipelines() {
             </table>
           </Section>
           <Section title="Failed and timed-out steps">
+            <p className="muted">
+              The latest 50 failed or timed-out steps.{" "}
+              <Link href={`/instances?template_id=${encodeURIComponent(p.template_id)}&status=FAILED`}>Every failed instance of this template</Link> (all pages).
+            </p>
             {p.failures.length === 0 ? (
               <p>None.</p>
             ) : (
