@@ -3,7 +3,7 @@
 Why: each handler used to parse its own parameters (`limit` in three places, `status`, `sort`, `bucket`,
 `periods`, dates, `wait`, the step number), so the document and the code could disagree and the rules
 existed twice. Now the document is the one home: `Parameters` reads an operation's `parameters`
-and builds one compiled JSON Schema validator for them (openapi-schema-validator's OAS 3.1 validator, the
+and compiles a JSON Schema validator per parameter (openapi-schema-validator's OAS 3.1 validator, the
 one openapi-core validates with, with its format checker), and a handler reads typed values with
 `call.query("limit")` (an int, the schema's default when absent).
 
@@ -16,7 +16,6 @@ them with `unmarshal_request`) for a few microseconds. ADR 9.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -52,64 +51,49 @@ def _boolean(raw: str) -> bool | str:
 CASTS: dict[str, Callable[[str], Any]] = {"integer": _integer, "number": _number, "boolean": _boolean}
 
 
-@dataclass(frozen=True)
 class _Parameter:
-    name: str
-    location: str
-    schema: dict[str, Any]
+    """One declared parameter with its schema's validator, compiled once."""
 
-    @property
-    def pointer(self) -> str:
-        return f"/{self.location}/{self.name}"
+    def __init__(self, spec: Mapping[str, Any]) -> None:
+        self.name: str = spec["name"]
+        self.location: str = spec["in"]
+        self.schema: dict[str, Any] = spec.get("schema", {})
+        self.pointer = f"/{self.location}/{self.name}"
+        self.default = self.schema.get("default")
+        self.cast: Callable[[str], Any] = CASTS.get(self.schema.get("type", ""), str)
+        self.date_time = self.schema.get("format") == "date-time"
+        OAS31Validator.check_schema(self.schema)
+        self.validator = OAS31Validator(self.schema, format_checker=oas31_format_checker)
 
-    def cast(self, raw: str) -> Any:
-        cast = CASTS.get(self.schema.get("type", ""))
-        return cast(raw) if cast else raw
-
-    def unmarshal(self, value: Any) -> Any:
-        """A validated value as the handler wants it: a date-time as an aware `datetime`."""
-        if self.schema.get("format") == "date-time" and isinstance(value, str):
-            return datetime.fromisoformat(value)
-        return value
+    def read(self, raw: str) -> Any:
+        """The typed value of `raw`, or a Problem 400 that names the parameter."""
+        if "\x00" in raw:  # PostgreSQL text cannot hold NUL: refuse it here rather than fail in a query
+            raise Problem(400, f"{self.name} must not contain a NUL character", pointer=self.pointer,
+                          parameter=self.name)
+        value = self.cast(raw)
+        if not self.validator.is_valid(value):
+            error = next(iter(self.validator.iter_errors(value)))
+            raise Problem(400, f"{self.location} parameter {self.name}: {error.message}", pointer=self.pointer,
+                          parameter=self.name)
+        # a validated date-time as the handler wants it: an aware datetime (RFC 3339 requires the offset)
+        return datetime.fromisoformat(value) if self.date_time else value
 
 
 class Parameters:
-    """The compiled parameters of one operation."""
+    """The compiled parameters of one operation (path and query; headers stay with their handlers)."""
 
     def __init__(self, operation: Mapping[str, Any]) -> None:
-        self.parameters = [_Parameter(p["name"], p["in"], p.get("schema", {}))
-                           for p in operation.get("parameters", ()) if p["in"] in LOCATIONS]
+        self.parameters = [_Parameter(p) for p in operation.get("parameters", ()) if p["in"] in LOCATIONS]
         # every declared parameter has a value: its schema's default, else None
-        self.defaults = {(p.location, p.name): p.schema.get("default") for p in self.parameters}
-        schema = {"type": "object", "properties": {
-            location: {"type": "object",
-                       "properties": {p.name: p.schema for p in self.parameters if p.location == location},
-                       "required": [p.name for p in self.parameters if p.location == location
-                                    and p.location == "path"]}
-            for location in LOCATIONS}}
-        OAS31Validator.check_schema(schema)
-        self.validator = OAS31Validator(schema, format_checker=oas31_format_checker)
+        self.defaults = {(p.location, p.name): p.default for p in self.parameters}
 
     def read(self, query: Mapping[str, str], path: Mapping[str, str]) -> dict[tuple[str, str], Any]:
-        """Typed values by (location, name), defaults included; a Problem 400 naming the first bad one."""
-        sources = {"query": query, "path": path}
-        given: dict[str, dict[str, Any]] = {location: {} for location in LOCATIONS}
-        for p in self.parameters:
-            raw = sources[p.location].get(p.name)
-            if raw is None:
-                continue
-            if "\x00" in raw:  # PostgreSQL text cannot hold NUL: refuse it here rather than fail in a query
-                raise Problem(400, f"{p.name} must not contain a NUL character", pointer=p.pointer)
-            given[p.location][p.name] = p.cast(raw)
-        error = next(iter(sorted(self.validator.iter_errors(given), key=lambda e: list(e.absolute_path))), None)
-        if error is not None:
-            location, name = [*error.absolute_path, "", ""][:2]
-            raise Problem(400, f"{location} parameter {name}: {error.message}", pointer=f"/{location}/{name}",
-                          parameter=name)
-        values = dict(self.defaults)
-        by_key = {(p.location, p.name): p for p in self.parameters}
-        for location, found in given.items():
-            for name, value in found.items():
-                values[(location, name)] = by_key[(location, name)].unmarshal(value)
-        return values
+        """Typed values by (location, name), defaults included; a Problem 400 naming the first bad one.
 
+        Only the parameters given are validated, each by its own compiled validator (about 10 us each)."""
+        values = dict(self.defaults)
+        for p in self.parameters:
+            raw = (query if p.location == "query" else path).get(p.name)
+            if raw is not None:
+                values[(p.location, p.name)] = p.read(raw)
+        return values
