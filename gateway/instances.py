@@ -18,6 +18,7 @@ from typing import Any
 
 import asyncpg
 from aiohttp import web
+from cachetools import LRUCache
 
 from core import actions as core_actions
 from core import commands as cmd
@@ -448,7 +449,10 @@ async def request_transition(call: Call) -> web.Response:
     return await _answer(call, command, me.tenant_id)
 
 
-_COMPILED: dict[tuple[str, int], CompiledTemplate] = {}
+# Compiled template versions, most recently used kept: bounded, since every version ever read would else stay
+# in memory for the gateway's lifetime (a version never changes, so an entry is never stale).
+COMPILED_TEMPLATES_KEPT = 256
+_COMPILED: LRUCache[tuple[str, int], CompiledTemplate] = LRUCache(maxsize=COMPILED_TEMPLATES_KEPT)
 
 
 async def _state_and_template(call: Call) -> tuple[Any, CompiledTemplate]:
