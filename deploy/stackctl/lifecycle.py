@@ -18,6 +18,7 @@ from deploy.stackctl.processes import PROCESSES, start_process, stop_process
 from deploy.stackctl.profile import Profile, rel
 from deploy.stackctl.summary import print_summary, record_timing, table, wall_seconds
 from deploy.stackctl.supervise import StackError, ensure_port_free, live_process, run_coro, say
+from schemas.settings import given
 
 
 def wipe_state(profile: Profile) -> None:
@@ -99,7 +100,7 @@ def up(profile: Profile | None = None, *, processes: bool = True, fresh: bool | 
     result = {
         "profile": profile.name, "kafka": kafka_info, "postgres": pg_info, "processes": proc_infos,
         "topics_seconds": topics_seconds, "total_seconds": total,
-        "venv_seconds": float(os.environ.get("FLOWLINE_VENV_SECONDS") or 0), "cold": cold, "timings": timings,
+        "venv_seconds": float(given("FLOWLINE_VENV_SECONDS") or 0), "cold": cold, "timings": timings,
         "kafka_bootstrap": profile.kafka_bootstrap, "database_url": profile.database_url, "seed": seeded,
     }
     if not quiet:

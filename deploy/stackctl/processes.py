@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import subprocess
 import sys
@@ -15,6 +14,7 @@ from typing import Any
 
 from deploy.stackctl.profile import REPO_ROOT, Profile, rel
 from deploy.stackctl.supervise import StackError, live_process, tail, terminate, write_pid_file
+from schemas.settings import environment
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,7 @@ def start_process(profile: Profile, spec: ProcessSpec) -> dict[str, Any]:
         info.update(state="running", pid=running.pid, seconds=0.0)
         return info
     profile.logs_dir.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, **profile.process_env(), **spec.env, "PYTHONUNBUFFERED": "1"}
+    env = {**environment(), **profile.process_env(), **spec.env, "PYTHONUNBUFFERED": "1"}
     with profile.log_file(spec.name).open("ab") as log:
         popen = subprocess.Popen(_argv(spec), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                  cwd=REPO_ROOT, env=env, start_new_session=True, close_fds=True)

@@ -7,16 +7,16 @@ summary) reads the profile and nothing else of each other's; the profile reads o
 from __future__ import annotations
 
 import contextlib
-import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from schemas import topics as topics_mod
+from schemas.settings import env as setting
+from schemas.settings import env_int, given
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 KAFKA_VERSION = "4.1.1"
 DATABASE_NAME = "flowline"
-DEFAULT_KAFKA_HEAP = "-Xms256m -Xmx768m"
 
 _PROFILE_DEFAULTS: dict[str, dict[str, int]] = {
     "dev": {"kafka": 19092, "controller": 19093, "postgres": 15432, "gateway": 8700},
@@ -24,9 +24,10 @@ _PROFILE_DEFAULTS: dict[str, dict[str, int]] = {
 }
 
 
-def _env_int(env: dict[str, str], key: str, default: int) -> int:
-    raw = env.get(key)
-    return int(raw) if raw not in (None, "") else default
+def _port(env: Mapping[str, str] | None, name: str, default: int) -> int:
+    """A registered variable whose default is the profile's (schemas/settings.py)."""
+    raw = given(name, env)
+    return int(raw) if raw else default
 
 
 @dataclass(frozen=True)
@@ -48,26 +49,25 @@ class Profile:
 
     @classmethod
     def load(cls, name: str | None = None, env: dict[str, str] | None = None) -> Profile:
-        env = dict(os.environ if env is None else env)
-        name = name or env.get("FLOWLINE_PROFILE") or "dev"
+        name = name or setting("FLOWLINE_PROFILE", env)
         if name not in _PROFILE_DEFAULTS:
             raise ValueError(f"unknown profile {name!r}; expected one of {sorted(_PROFILE_DEFAULTS)}")
         d = _PROFILE_DEFAULTS[name]
-        state_dir = Path(env.get("FLOWLINE_STATE_DIR") or REPO_ROOT / ".flowline" / name).resolve()
-        cache_dir = Path(env.get("FLOWLINE_CACHE") or Path.home() / ".cache" / "flowline").expanduser()
+        state_dir = Path(given("FLOWLINE_STATE_DIR", env) or REPO_ROOT / ".flowline" / name).resolve()
+        cache_dir = Path(given("FLOWLINE_CACHE", env) or Path.home() / ".cache" / "flowline").expanduser()
         return cls(
             name=name,
             state_dir=state_dir,
             cache_dir=cache_dir.resolve(),
-            kafka_port=_env_int(env, "FLOWLINE_KAFKA_PORT", d["kafka"]),
-            controller_port=_env_int(env, "FLOWLINE_KAFKA_CONTROLLER_PORT", d["controller"]),
-            postgres_port=_env_int(env, "FLOWLINE_PG_PORT", d["postgres"]),
-            gateway_port=_env_int(env, "FLOWLINE_GATEWAY_PORT", d["gateway"]),
-            partitions=_env_int(env, "FLOWLINE_PARTITIONS", topics_mod.DEFAULT_PARTITIONS),
-            replication_factor=_env_int(env, "FLOWLINE_REPLICATION_FACTOR", 1),
-            kafka_heap=env.get("FLOWLINE_KAFKA_HEAP_OPTS") or DEFAULT_KAFKA_HEAP,
-            external_kafka_bootstrap=env.get("FLOWLINE_KAFKA_BOOTSTRAP") or None,
-            external_database_url=env.get("DATABASE_URL") or None,
+            kafka_port=_port(env, "FLOWLINE_KAFKA_PORT", d["kafka"]),
+            controller_port=_port(env, "FLOWLINE_KAFKA_CONTROLLER_PORT", d["controller"]),
+            postgres_port=_port(env, "FLOWLINE_PG_PORT", d["postgres"]),
+            gateway_port=_port(env, "FLOWLINE_GATEWAY_PORT", d["gateway"]),
+            partitions=env_int("FLOWLINE_PARTITIONS", env),
+            replication_factor=env_int("FLOWLINE_REPLICATION_FACTOR", env),
+            kafka_heap=setting("FLOWLINE_KAFKA_HEAP_OPTS", env),
+            external_kafka_bootstrap=given("FLOWLINE_KAFKA_BOOTSTRAP", env),
+            external_database_url=given("DATABASE_URL", env),
         )
 
     # ---- derived locations -------------------------------------------------------------------------
@@ -132,7 +132,7 @@ class Profile:
 
         The handlers send email to the stack's mail catcher (deploy/mailcatcher.py) unless FLOWLINE_SMTP_HOST
         or FLOWLINE_SMTP_PORT is set in the environment: no failed delivery to port 25 on every approval."""
-        smtp = {} if os.environ.get("FLOWLINE_SMTP_HOST") or os.environ.get("FLOWLINE_SMTP_PORT") else {
+        smtp = {} if given("FLOWLINE_SMTP_HOST") or given("FLOWLINE_SMTP_PORT") else {
             "FLOWLINE_SMTP_HOST": "127.0.0.1", "FLOWLINE_SMTP_PORT": str(self.mailcatcher_port)}
         return {
             **smtp,

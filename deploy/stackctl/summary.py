@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from deploy.stackctl.profile import Profile, rel
 from schemas import topics as topics_mod
+from schemas.settings import given
 
 
 def _timings_file(profile: Profile) -> Path:
@@ -87,7 +87,7 @@ def wall_seconds(up_started: float, now: float, env: dict[str, str] | None = Non
     so the venv bootstrap and interpreter start count), or since `up()` began when called otherwise.
 
     Why: the summary used to time only `up()` itself and printed 8.5 s for a start that took 14 s."""
-    raw = (os.environ if env is None else env).get("FLOWLINE_STACK_STARTED_AT", "")
+    raw = given("FLOWLINE_STACK_STARTED_AT", env) or ""
     try:
         started = float(raw)
     except ValueError:
