@@ -13,7 +13,6 @@ import json
 import re
 import time
 import uuid
-from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -36,7 +35,7 @@ from gateway.auth import ADVANCE, CALLBACK, DECIDE, OPERATE, READ, TRIGGER, Prin
 from gateway.calls import Call, json_response
 from gateway.commands import command_id_for, now_ms
 from gateway.problems import DATABASE_DOWN, Problem
-from gateway.templates import _iso, decode_cursor, encode_cursor
+from gateway.templates import _iso, cursor_time, decode_cursor, encode_cursor
 from schemas.notify import ReadModelSignal
 
 SIGNATURE_HEADER = "X-Flowline-Signature"
@@ -230,10 +229,7 @@ async def list_instances(call: Call) -> web.Response:
         where.append(f"EXISTS (SELECT 1 FROM workflow_pending_approvals p WHERE p.instance_id = i.id AND {predicate})")
     cursor = decode_cursor(call.query("cursor"), 2)
     if cursor:
-        try:
-            args += [datetime.fromisoformat(cursor[0]), cursor[1]]
-        except ValueError:
-            raise Problem(400, "cursor is not one this API returned", pointer="/query/cursor") from None
+        args += [cursor_time(cursor[0]), cursor[1]]
         where.append(f"(i.created_at, i.id) < (${len(args) - 1}, ${len(args)})")
     args.append(limit + 1)
     rows = await call.gateway.pool.fetch(
@@ -668,7 +664,7 @@ def _pending_page(call: Call, args: list[Any]) -> tuple[str, str]:
         order = "p.requested_at, p.instance_id"
         if not cursor:
             return "TRUE", order
-        args += [_cursor_time(cursor[0]), cursor[1]]
+        args += [cursor_time(cursor[0]), cursor[1]]
         return f"(p.requested_at, p.instance_id) > (${len(args) - 1}, ${len(args)})", order
     order = "p.deadline IS NULL, p.deadline, p.instance_id"
     if not cursor:
@@ -677,15 +673,8 @@ def _pending_page(call: Call, args: list[Any]) -> tuple[str, str]:
     if no_deadline == "1":
         args.append(instance_id)
         return f"(p.deadline IS NULL AND p.instance_id > ${len(args)})", order
-    args += [_cursor_time(deadline), instance_id]
+    args += [cursor_time(deadline), instance_id]
     return f"(p.deadline IS NULL OR (p.deadline, p.instance_id) > (${len(args) - 1}, ${len(args)}))", order
-
-
-def _cursor_time(raw: str) -> datetime:
-    try:
-        return datetime.fromisoformat(raw)
-    except ValueError:
-        raise Problem(400, "cursor is not one this API returned", pointer="/query/cursor") from None
 
 
 def _pending_cursor(sort: str, row: asyncpg.Record) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import uuid
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -139,7 +140,19 @@ def decode_cursor(raw: str | None, size: int) -> list[str] | None:
             return parts
     except (ValueError, UnicodeDecodeError):
         pass
-    raise Problem(400, "cursor is not one this API returned", pointer="/query/cursor")
+    raise _not_our_cursor()
+
+
+def cursor_time(raw: str) -> datetime:
+    """The time a cursor carries (its sort key); a cursor with anything else there was not made here."""
+    try:
+        return datetime.fromisoformat(raw)
+    except ValueError:
+        raise _not_our_cursor() from None
+
+
+def _not_our_cursor() -> Problem:
+    return Problem(400, "cursor is not one this API returned", pointer="/query/cursor")
 
 
 async def list_templates(call: Call) -> web.Response:
@@ -154,12 +167,7 @@ async def list_templates(call: Call) -> web.Response:
         args.append(status)
         where.append(f"t.status = ${len(args)}")
     if cursor:
-        from datetime import datetime
-
-        try:
-            args += [datetime.fromisoformat(cursor[0]), cursor[1]]
-        except ValueError:
-            raise Problem(400, "cursor is not one this API returned", pointer="/query/cursor") from None
+        args += [cursor_time(cursor[0]), cursor[1]]
         where.append(f"(t.created_at, t.id) < (${len(args) - 1}, ${len(args)})")
     rows = await call.gateway.pool.fetch(
         f"""SELECT t.id, t.tenant_id, t.name, t.description, t.trigger_type, t.status, t.created_at, t.updated_at,

@@ -7,6 +7,7 @@ import contextlib
 import os
 import shutil
 import time
+from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -163,26 +164,23 @@ def leftover_processes(profile: Profile) -> list[psutil.Process]:
     return list(found.values())
 
 
+def _service(proc: psutil.Process | None, external: bool, ready: Callable[[], Coroutine[Any, Any, bool]],
+             address: str) -> dict[str, Any]:
+    """Kafka's or PostgreSQL's line of `status`: an external one runs by definition; both must answer."""
+    running = external or proc is not None
+    return {"pid": proc.pid if proc else None, "running": running,
+            "healthy": run_coro(ready()) if running else False, "address": address}
+
+
 def status(profile: Profile | None = None, *, quiet: bool = False) -> dict[str, dict[str, Any]]:
     """Which components run, their pids and whether they answer."""
     profile = profile or Profile.load()
     out: dict[str, dict[str, Any]] = {}
-    kp = None if profile.external_kafka else kafka_process(profile)
-    out["kafka"] = {
-        "pid": kp.pid if kp else None,
-        "running": profile.external_kafka or kp is not None,
-        "healthy": run_coro(kafka_ready(profile.kafka_bootstrap, 3.0)) if (kp or profile.external_kafka)
-        else False,
-        "address": profile.kafka_bootstrap,
-    }
-    pp = None if profile.external_postgres else postgres_process(profile)
-    out["postgres"] = {
-        "pid": pp.pid if pp else None,
-        "running": profile.external_postgres or pp is not None,
-        "healthy": run_coro(postgres_ready(profile.database_url, 3.0)) if (pp or profile.external_postgres)
-        else False,
-        "address": profile.database_url,
-    }
+    out["kafka"] = _service(None if profile.external_kafka else kafka_process(profile), profile.external_kafka,
+                            lambda: kafka_ready(profile.kafka_bootstrap, 3.0), profile.kafka_bootstrap)
+    out["postgres"] = _service(None if profile.external_postgres else postgres_process(profile),
+                               profile.external_postgres, lambda: postgres_ready(profile.database_url, 3.0),
+                               profile.database_url)
     for spec in PROCESSES:
         proc = live_process(profile.pid_file(spec.name))
         out[spec.name] = {"pid": proc.pid if proc else None, "running": proc is not None,
