@@ -105,7 +105,7 @@ class InstanceProcessor:
         A worker restarted on the same disk, or one that gets its partitions back after a rebalance, reads
         almost nothing (issue 9.10, issue 15 "State at scale")."""
         warm = await self.standby.take(partitions) if self.standby else {}
-        stores = {p: warm.get(p) or self.open_store(p) for p in sorted(partitions)}
+        stores = {p: warm[p] if p in warm else self.open_store(p) for p in sorted(partitions)}
         try:
             reads = await self.catch_up(stores)
         except BaseException:

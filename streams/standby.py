@@ -7,10 +7,10 @@ is assigned one after a failover reads only the last moments (`InstanceProcessor
 store's offset). Like Kafka Streams' `num.standby.replicas`, without its assignor:
 
 - which partitions: the engine's range assignment gives each worker one contiguous block of partitions, so
-  a worker shadows the next `FLOWLINE_ENGINE_STANDBY_REPLICAS` blocks of the same size after its own
-  (wrapping around). With two workers each shadows the other's partitions; with three, each shadows the
-  next worker's. It needs no coordination and no knowledge of the other members; the price is that with
-  uneven blocks a partition may have no standby (it is then restored from the changelog, as without one);
+  a worker shadows the partitions right after its own block (wrapping around), as many as the next
+  `FLOWLINE_ENGINE_STANDBY_REPLICAS` workers can hold (`standby_partitions`). With two workers each shadows
+  the other's partitions; with more, each shadows the next worker's block (and with uneven blocks, at worst
+  one partition more). It needs no coordination and no knowledge of the other members;
 - a partition this worker loses in a rebalance stays as a standby while it is in that set, so a worker that
   gets it back reads only the delta;
 - standby stores are never swept for timers and never written by decisions: only the changelog writes them.
@@ -38,11 +38,17 @@ VERIFY_EVERY_SECONDS = 60.0
 
 
 def standby_partitions(owned: set[int], total: int, replicas: int) -> set[int]:
-    """The partitions to shadow: the next `replicas` blocks of len(owned) partitions after the owned ones."""
+    """The partitions to shadow: the next `replicas` blocks after the owned ones, each as long as the largest
+    block another worker can have. The range assignor gives W workers blocks of ceil(P/W) or floor(P/W)
+    partitions; owning b of them means at least floor(P/(b+1))+1 workers, so no block is longer than
+    ceil(P/that): shadowing that many partitions after one's own block covers the next worker's block,
+    whatever the number of workers (at worst a partition more than needed)."""
     if not owned or replicas <= 0:
         return set()
+    fewest_workers = total // (len(owned) + 1) + 1
+    span = -(-total // fewest_workers)
     last = max(owned)
-    return {(last + 1 + i) % total for i in range(len(owned) * replicas)} - owned
+    return {(last + 1 + i) % total for i in range(span * replicas)} - owned
 
 
 class Standby:

@@ -166,6 +166,9 @@ class PartitionStore:
     def __contains__(self, instance_id: object) -> bool:
         return isinstance(instance_id, str) and self._db.get(_STATE + instance_id.encode()) is not None
 
+    def __bool__(self) -> bool:
+        return True  # a store is a store, even an empty one (and truth must not scan it, as len() does)
+
     def __len__(self) -> int:
         """The number of states, by a scan of their keys (for tests and tools, not for a hot path)."""
         return sum(1 for _ in self.ids())

@@ -123,9 +123,10 @@ class EngineWorld:
             await asyncio.sleep(0.05)
         await asyncio.sleep(0.2)
 
-    def spawn_engine(self, log_name: str) -> subprocess.Popen:
+    def spawn_engine(self, log_name: str, extra_env: dict[str, str] | None = None) -> subprocess.Popen:
         log = open(REPO / ".flowline" / f"{log_name}.log", "wb")  # noqa: SIM115 - kept open for the child
-        proc = subprocess.Popen([sys.executable, "-m", "streams"], cwd=REPO, env=self.env(), stdout=log,
+        proc = subprocess.Popen([sys.executable, "-m", "streams"], cwd=REPO, env={**self.env(), **(extra_env or {})},
+                                stdout=log,
                                 stderr=subprocess.STDOUT)
         self._procs.append(proc)
         return proc
