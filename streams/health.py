@@ -23,6 +23,7 @@ def health_report(engine) -> dict:
         "instances_cached": sum(store.cached for store in processor.stores.values()),
         "standby_partitions": sorted(processor.standby.partitions) if processor.standby else [],
         "restore_reads": processor.restore_reads,
+        "restore_seconds": processor.restore_seconds,
         "templates": len(engine.catalog.versions),
         "uptime_seconds": round(time.monotonic() - engine.started, 1),
     }

@@ -72,6 +72,7 @@ class InstanceProcessor:
         # empty store, "delta": after the store's offset); what a restart on the same disk saves shows here
         self.restore_reads: dict[str, int] = {"full": 0, "delta": 0, "standby": 0}
         self.reused_partitions = 0
+        self.restore_seconds = 0.0  # how long the last assignment took to bring its stores up to date
         self.standby = Standby(self) if settings.standby_replicas > 0 else None
 
     @property
@@ -106,8 +107,10 @@ class InstanceProcessor:
         almost nothing (issue 9.10, issue 15 "State at scale")."""
         warm = await self.standby.take(partitions) if self.standby else {}
         stores = {p: warm[p] if p in warm else self.open_store(p) for p in sorted(partitions)}
+        began = time.perf_counter()
         try:
             reads = await self.catch_up(stores)
+            self.restore_seconds = round(time.perf_counter() - began, 3)
         except BaseException:
             for store in stores.values():
                 store.close()
@@ -225,6 +228,7 @@ class InstanceProcessor:
             await consumer.stop()
         for p, store in stores.items():
             store.stamp(identity, max(ends[tps[p]], store.offset or 0))
+            store.flush()
             counter = kind_counter or kinds[p]
             self.restore_reads[counter] = self.restore_reads.get(counter, 0) + read[p]
             metrics.RESTORE_RECORDS.labels(counter).inc(read[p])
