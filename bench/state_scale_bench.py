@@ -62,6 +62,45 @@ def synthetic_id(kind: str, n: int) -> str:
     return f"wfi_{kind}_{n:09d}"[: len(REAL_ID)].ljust(len(REAL_ID), "0")
 
 
+def core_sample(fire_at_from: int | None = None) -> InstanceState:
+    """A procurement instance waiting for its CFO approval, as the pure core decides it (no engine needed)."""
+    from core.decide import decide
+    from core.template import compile_template, parse_template
+    from core.types import WorkflowStatus
+
+    template = compile_template(parse_template(builtin_template("procurement_approval"), template_id="tpl_procurement",
+                                               version=1, tenant_id="t1", status=WorkflowStatus.ACTIVE))
+    command = StartInstance(command_id=f"start:{REAL_ID}", instance_id=REAL_ID, template_id="tpl_procurement",
+                            template_version=1, tenant_id="t1",
+                            trigger={"amount": 50_000, "currency": "USD", "metadata": {"type": "procurement"}})
+    return decide(None, command, template, fire_at_from or int(time.time() * 1000)).state
+
+
+async def fill_changelog(bootstrap: str, topic: str, partitions: int, sample: InstanceState, kind: str, start: int,
+                         count: int) -> None:
+    """Write `count` copies of `sample` into the changelog with ids `wfi_<kind>_<n>` (same length as the
+    sample's: the copy differs only there, and stays a valid encoding), with their due-times header."""
+    value, due = codec.encode(sample), due_header(sample)
+    old = sample.instance_id.encode()
+    check = synthetic_id(kind, start)
+    copy = codec.decode(value.replace(old, check.encode()))
+    assert copy.instance_id == check and all(check in t.timer_id for t in copy.timers), "not a valid copy"
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=50, max_batch_size=1024 * 1024,
+                                acks="all", enable_idempotence=True)
+    await producer.start()
+    try:
+        for n in range(start, start + count):
+            instance_id = synthetic_id(kind, n).encode()
+            await producer.send(topic, value.replace(old, instance_id), key=instance_id,
+                                partition=partition_for(instance_id, partitions),
+                                headers=[(DUE_HEADER, due.replace(old, instance_id))])
+            if n % 100_000 == 0 and n > start:
+                print(f"  {n - start:,} of {count:,} written", flush=True)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
 def percentile(values: list[float], p: float) -> float | None:
     if not values:
         return None
@@ -197,27 +236,9 @@ class Bench:
         """Write `count` copies of the sample (ids `wfi_<kind>_<n>`) into the changelog, as the engine would."""
         if fire_at is not None:  # every copy's approval timer due at `fire_at`
             sample = replace(sample, timers=tuple(replace(t, fire_at=fire_at) for t in sample.timers))
-        value, due = codec.encode(sample), due_header(sample)
-        old = sample.instance_id.encode()
-        check = synthetic_id(kind, start)
-        copy = codec.decode(value.replace(old, check.encode()))
-        assert copy.instance_id == check and all(check in t.timer_id for t in copy.timers), "not a valid copy"
-        producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=50, max_batch_size=1024 * 1024,
-                                    acks="all", enable_idempotence=True)
-        await producer.start()
-        topic = self.topic(topics_mod.ENGINE_INSTANCES_CHANGELOG)
         began = time.perf_counter()
-        try:
-            for n in range(start, start + count):
-                instance_id = synthetic_id(kind, n).encode()
-                await producer.send(topic, value.replace(old, instance_id), key=instance_id,
-                                    partition=partition_for(instance_id, PARTITIONS),
-                                    headers=[(DUE_HEADER, due.replace(old, instance_id))])
-                if n % 50_000 == 0 and n > start:
-                    print(f"  {n - start:,} of {count:,} written", flush=True)
-            await producer.flush()
-        finally:
-            await producer.stop()
+        await fill_changelog(self.bootstrap, self.topic(topics_mod.ENGINE_INSTANCES_CHANGELOG), PARTITIONS, sample,
+                             kind, start, count)
         print(f"filled {count:,} {kind} states in {time.perf_counter() - began:.1f} s", flush=True)
 
     # ------------------------------------------------------------------ 3. the old path, for the ratio
