@@ -30,6 +30,7 @@ from core.events import CommandRejected
 from core.state import InstanceState
 from schemas import dlq
 from schemas.codec import Codec, DecodeError
+from schemas.compacted import read_to_end
 from streams import metrics
 from streams.catalog import TemplateCatalog
 from streams.settings import EngineSettings
@@ -148,9 +149,11 @@ class InstanceProcessor:
         return self._offsets
 
     async def identity(self) -> bytes:
-        """Which changelog a store copies: the cluster's id and the topic's name. With the offset range
-        check in `catch_up`, a store left by another cluster or an older incarnation of the topic is
-        recognised and rebuilt instead of trusted."""
+        """Which changelog a store copies: the cluster's id, the topic's name and its partition count. With
+        the offset range check in `catch_up`, a store left by another cluster or an older incarnation of the
+        topic is recognised and rebuilt instead of trusted. (aiokafka's metadata requests predate topic ids;
+        a topic recreated with the same name and count and grown past the store's offset is the case this
+        cannot see: delete the state directory when you recreate the changelog by hand.)"""
         if self._identity is None:
             consumer = await self._consumer()
             cluster = "?"
@@ -161,7 +164,9 @@ class InstanceProcessor:
                 cluster = getattr(response, "cluster_id", None) or "?"
             except Exception:
                 log.warning("could not read the cluster id; stores are matched by topic name only", exc_info=True)
-            self._identity = f"{cluster}/{self.settings.changelog_topic}".encode()
+            # the partition count too: `flowline repartition` recreates the changelog with more partitions,
+            # and a store of the old layout holds instances that now live elsewhere
+            self._identity = f"{cluster}/{self.settings.changelog_topic}/{self.settings.partitions}".encode()
         return self._identity
 
     async def catch_up(self, stores: dict[int, PartitionStore], *, kind_counter: str | None = None
@@ -197,7 +202,19 @@ class InstanceProcessor:
             begin[p] = start if why or why is None else offset
             kinds[p] = "full" if why or why is None else "delta"
         read = dict.fromkeys(stores, 0)
-        pending = {tps[p] for p in stores if ends[tps[p]] > begin[p]}
+        total = sum(ends[tps[p]] - begin[p] for p in stores)
+        reported = [0]
+
+        def take(tp: TopicPartition, records: list) -> None:
+            stores[tp.partition].apply(
+                (Record(r.key, r.value, next((v for k, v in r.headers if k == DUE_HEADER), None)) for r in records),
+                records[-1].offset + 1)
+            read[tp.partition] += len(records)
+            if sum(read.values()) - reported[0] >= 100_000:
+                reported[0] = sum(read.values())
+                log.info("restoring partitions %s: %d of at most %d changelog records read", sorted(stores),
+                         reported[0], total)
+
         consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.bootstrap_servers, enable_auto_commit=False,
                                     isolation_level="read_committed", auto_offset_reset="earliest",
                                     max_partition_fetch_bytes=4 * 1024 * 1024)
@@ -207,23 +224,7 @@ class InstanceProcessor:
             for p, tp in tps.items():
                 consumer.seek(tp, begin[p])
             await asyncio.sleep(0)  # lets the consumer's own tasks start before a stop may cancel them
-            total = sum(ends[tps[p]] - begin[p] for p in stores)
-            next_report = 100_000
-            while pending:
-                batches = await consumer.getmany(*pending, timeout_ms=200, max_records=5_000)
-                for tp, records in batches.items():
-                    stores[tp.partition].apply(
-                        (Record(r.key, r.value, next((v for k, v in r.headers if k == DUE_HEADER), None))
-                         for r in records), records[-1].offset + 1)
-                    read[tp.partition] += len(records)
-                    await asyncio.sleep(0)  # a long restore must not starve the group heartbeat
-                if sum(read.values()) >= next_report:
-                    log.info("restoring partitions %s: %d of at most %d changelog records read", sorted(stores),
-                             sum(read.values()), total)
-                    next_report += 100_000
-                for tp in list(pending):
-                    if await consumer.position(tp) >= ends[tp]:
-                        pending.discard(tp)
+            await read_to_end(consumer, {tps[p]: ends[tps[p]] for p in stores}, take)
         finally:
             await consumer.stop()
         for p, store in stores.items():

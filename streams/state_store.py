@@ -117,6 +117,10 @@ class PartitionStore:
         options = Options(raw_mode=True)
         options.create_if_missing(True)
         options.set_compression_type(DBCompressionType.lz4())  # encoded states compress well, cheaply
+        # bounded memory per store, whatever the number of states: two 16 MB memtables (RocksDB's default is
+        # 64 MB each) and the block cache's default 8 MB
+        options.set_write_buffer_size(16 * 2**20)
+        options.set_max_write_buffer_number(2)
         return Rdict(str(path), options)
 
     # ------------------------------------------------------------------ what the store is current to
