@@ -24,6 +24,7 @@ def health_report(engine) -> dict:
         "standby_partitions": sorted(processor.standby.partitions) if processor.standby else [],
         "restore_reads": processor.restore_reads,
         "restore_seconds": processor.restore_seconds,
+        "restore_seconds_total": processor.restore_seconds_total,
         "templates": len(engine.catalog.versions),
         "uptime_seconds": round(time.monotonic() - engine.started, 1),
     }

@@ -18,7 +18,7 @@ import contextlib
 import logging
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -40,9 +40,11 @@ from streams.transactional import BatchResult, Outgoing, partition_for
 
 log = logging.getLogger(__name__)
 
-# A fired timer is sent again this long after, in case its FireTimer command is lost (the core rejects a
-# duplicate, and the index drops the entry once the state no longer arms the timer).
-REFIRE_AFTER_MS = 5_000
+# A fired timer is sent again this long after (then twice as long, up to five minutes), in case its FireTimer
+# command is lost (the core rejects a duplicate, and the index drops the entry once the state no longer arms
+# the timer). It was 5 s: with a hundred thousand timers due at once, the processor had not decided them
+# when the copies came, and deciding copies is what it then spent its time on.
+REFIRE_AFTER_MS = 30_000
 
 FORGOTTEN = object()  # overlay marker: the instance's state is dropped (ExpireInstance) in this batch
 
@@ -73,7 +75,9 @@ class InstanceProcessor:
         # empty store, "delta": after the store's offset); what a restart on the same disk saves shows here
         self.restore_reads: dict[str, int] = {"full": 0, "delta": 0, "standby": 0}
         self.reused_partitions = 0
-        self.restore_seconds = 0.0  # how long the last assignment took to bring its stores up to date
+        # how long assignments took to bring their stores up to date: the last one, and all of them
+        self.restore_seconds = 0.0
+        self.restore_seconds_total = 0.0
         self.standby = Standby(self) if settings.standby_replicas > 0 else None
 
     @property
@@ -112,6 +116,7 @@ class InstanceProcessor:
         try:
             reads = await self.catch_up(stores)
             self.restore_seconds = round(time.perf_counter() - began, 3)
+            self.restore_seconds_total = round(self.restore_seconds_total + self.restore_seconds, 3)
         except BaseException:
             for store in stores.values():
                 store.close()
@@ -364,19 +369,19 @@ class InstanceProcessor:
         return found
 
     # ------------------------------------------------------------------ timers
-    def due_timers(self, now: int) -> list[tuple[int, FireTimer]]:
-        """FireTimer commands for every armed timer due by `now`, from the stores' timer indexes (ordered
-        by due time on disk, so that due times never need the states in memory)."""
-        found = []
+    def due_timers(self, now: int, limit: int = 1_000) -> Iterator[list[tuple[int, FireTimer]]]:
+        """FireTimer commands for every armed timer due by `now`, from the stores' timer indexes (ordered by
+        due time on disk, so that due times never need the states in memory), in chunks of at most
+        `limit`: the sweep yields to the event loop between them, so that a hundred thousand timers due in
+        the same second never stall the group heartbeat."""
         for partition, store in list(self.stores.items()):
-            while True:
-                due = store.due_timers(now, now + REFIRE_AFTER_MS)
-                found += [(partition, FireTimer(command_id=f"fire:{timer_id}@{fire_at}", instance_id=instance_id,
-                                                timer_id=timer_id, issued_at=now))
-                          for instance_id, timer_id, fire_at in due]
-                if len(due) < 5_000:
+            while self.stores.get(partition) is store:  # revoked meanwhile: its store is closed
+                due = store.due_timers(now, REFIRE_AFTER_MS, limit)
+                yield [(partition, FireTimer(command_id=f"fire:{timer_id}@{fire_at}", instance_id=instance_id,
+                                             timer_id=timer_id, issued_at=now))
+                       for instance_id, timer_id, fire_at in due]
+                if len(due) < limit:
                     break
-        return found
 
     async def sweep_timers(self, stop: asyncio.Event) -> None:
         producer = AIOKafkaProducer(bootstrap_servers=self.settings.bootstrap_servers, enable_idempotence=True,
@@ -392,12 +397,12 @@ class InstanceProcessor:
                     for partition, command in self.expired(now):
                         await producer.send(self.settings.commands_topic, self.codec.encode(command),
                                             key=command.instance_id.encode(), partition=partition)
-                for n, (partition, command) in enumerate(self.due_timers(now), 1):
-                    await producer.send(self.settings.commands_topic, self.codec.encode(command),
-                                        key=command.instance_id.encode(), partition=partition)
-                    metrics.TIMERS_FIRED.inc()
-                    if n % 500 == 0:
-                        await asyncio.sleep(0)
+                for chunk in self.due_timers(now):
+                    for partition, command in chunk:
+                        await producer.send(self.settings.commands_topic, self.codec.encode(command),
+                                            key=command.instance_id.encode(), partition=partition)
+                    metrics.TIMERS_FIRED.inc(len(chunk))
+                    await asyncio.sleep(0)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), self.settings.timer_sweep_ms / 1000)
         finally:

@@ -16,8 +16,9 @@ a million). Here the changelog stays the truth and the store is a copy of it tha
   so finding what is due never needs the states in memory. Every state record carries its due times in a
   small header (`flowline-due`, see `due_header`), so a restore indexes a record without decoding it.
 
-Keys: `s<id>` the encoded state; `d<id>` its due header; `t<due:8><id>\\0<timer>` -> original fire_at:8
-(a timer); `x<ended_at:8><id>` (a finished instance's retention); `m/...` the store's own metadata.
+Keys: `s<id>` the encoded state; `d<id>` its due header; `t<due:8><id>\\0<timer>` -> original fire_at:8 and
+how often it was sent (a timer); `x<ended_at:8><id>` (a finished instance's retention); `m/...` the store's
+own metadata.
 Index entries are only ever added; an entry that no longer matches its instance's `d` header (the timer
 was cleared, re-armed, paused, or the instance is gone) is dropped when it comes due.
 """
@@ -265,11 +266,15 @@ class PartitionStore:
                 batch.put(_EXPIRE + _u64(ended) + key, b"")
 
     # ------------------------------------------------------------------ due times
-    def due_timers(self, now_ms: int, refire_at: int, limit: int = 5_000) -> list[tuple[str, str, int]]:
+    def due_timers(self, now_ms: int, refire_after_ms: int = 30_000, limit: int = 5_000
+                   ) -> list[tuple[str, str, int]]:
         """(instance id, timer id, fire_at) of up to `limit` armed timers due by `now_ms`.
 
-        Each found entry moves to `refire_at` (if its FireTimer is lost, it is sent again then; the core
-        rejects a duplicate); an entry that no longer matches its instance's due header is dropped."""
+        Each found entry moves to a refire time (if its FireTimer is lost, it is sent again then; the core
+        rejects a duplicate): `refire_after_ms` later, doubling each round up to five minutes, so that a
+        backlog (a hundred thousand timers due at once take the processor a while) is not flooded with
+        copies of the commands it has yet to decide. An entry that no longer matches its instance's due
+        header (the timer was decided, cleared, re-armed, paused, or the instance is gone) is dropped."""
         found: list[tuple[str, str, int]] = []
         batch = WriteBatch(raw_mode=True)
         headers: dict[bytes, set[tuple[int, bytes]]] = {}
@@ -278,7 +283,8 @@ class PartitionStore:
             if key >= end or len(found) >= limit:
                 break
             instance_id, _, timer_id = key[9:].partition(b"\0")
-            fire_at = int.from_bytes(value, "big")
+            fire_at = int.from_bytes(value[:8], "big")
+            rounds = value[8] if len(value) > 8 else 0
             armed = headers.get(instance_id)
             if armed is None:
                 due = self._db.get(_DUE + instance_id)
@@ -287,7 +293,9 @@ class PartitionStore:
             batch.delete(key)
             if (fire_at, timer_id) in armed:
                 found.append((instance_id.decode(), timer_id.decode(), fire_at))
-                batch.put(_TIMER + _u64(refire_at) + instance_id + b"\0" + timer_id, value)
+                refire_at = now_ms + min(refire_after_ms << min(rounds, 16), 300_000)
+                batch.put(_TIMER + _u64(refire_at) + instance_id + b"\0" + timer_id,
+                          value[:8] + bytes([min(rounds + 1, 255)]))
         if not batch.is_empty():
             self._db.write(batch)
         return found

@@ -61,20 +61,24 @@ def test_a_forgotten_instance_is_gone_from_disk_and_cache(store):
 
 def test_timers_come_due_from_the_index_once_and_are_refired_only_while_armed(store):
     store.commit([change(waiting("wfi_a", fire_at=1_000)), change(waiting("wfi_b", fire_at=2_000))], offset=2)
-    assert store.due_timers(999, refire_at=6_000) == []
-    assert store.due_timers(1_500, refire_at=6_500) == [("wfi_a", "wfi_a:1:1:approval_timeout", 1_000)]
-    assert store.due_timers(1_500, refire_at=6_500) == []  # moved to its refire time
+    assert store.due_timers(999, refire_after_ms=5_000) == []
+    assert store.due_timers(1_500, refire_after_ms=5_000) == [("wfi_a", "wfi_a:1:1:approval_timeout", 1_000)]
+    assert store.due_timers(1_500, refire_after_ms=5_000) == []  # moved to its refire time, 6,500
     assert store.next_due() == 2_000
     # wfi_a's timer fired (its state no longer arms it): the refire entry is dropped, not sent
     store.commit([change(waiting("wfi_a", seq=2))], offset=3)
-    assert store.due_timers(10_000, refire_at=20_000) == [("wfi_b", "wfi_b:1:1:approval_timeout", 2_000)]
-    assert store.due_timers(30_000, refire_at=40_000) == [("wfi_b", "wfi_b:1:1:approval_timeout", 2_000)]
+    assert store.due_timers(10_000, refire_after_ms=5_000) == [("wfi_b", "wfi_b:1:1:approval_timeout", 2_000)]
+    # still armed (its FireTimer not decided yet): sent again after 5 s, then after 10 s, ...
+    assert store.due_timers(14_999, refire_after_ms=5_000) == []
+    assert store.due_timers(15_000, refire_after_ms=5_000) == [("wfi_b", "wfi_b:1:1:approval_timeout", 2_000)]
+    assert store.due_timers(24_999, refire_after_ms=5_000) == []
+    assert store.due_timers(25_000, refire_after_ms=5_000) == [("wfi_b", "wfi_b:1:1:approval_timeout", 2_000)]
 
 
 def test_a_paused_instance_has_no_due_timer(store):
     paused = replace(waiting("wfi_p", fire_at=1_000), status=WorkflowStatus.PAUSED)
     store.commit([change(paused)], offset=1)
-    assert store.due_timers(5_000, refire_at=10_000) == []
+    assert store.due_timers(5_000) == []
 
 
 def test_finished_instances_are_found_by_end_time_without_reading_states(store):
@@ -90,7 +94,7 @@ def test_a_raw_record_without_the_due_header_is_indexed_by_decoding_it(store):
     state = waiting("wfi_old", fire_at=500)
     store.apply([Record(b"wfi_old", codec.encode(state), None)], offset=10)
     assert store.offset == 10 and store.get("wfi_old") == state
-    assert store.due_timers(600, refire_at=5_600) == [("wfi_old", "wfi_old:1:1:approval_timeout", 500)]
+    assert store.due_timers(600) == [("wfi_old", "wfi_old:1:1:approval_timeout", 500)]
 
 
 def test_two_workers_on_one_host_take_different_slots_and_a_restart_takes_the_first_again(tmp_path):
