@@ -325,7 +325,8 @@ asyncio.run(main())
             self.stop(proc)
             await commands.stop()
             await events.stop()
-        return {"worker_ready_before_due": ready_before_due, "restart_read": worker["changelog_records_read"],
+        return {"count": self.args.timers, "worker_ready_before_due": ready_before_due,
+                "restart_read": worker["changelog_records_read"],
                 "fired": len(fired), "fire_lateness_ms_p50": percentile(list(fired.values()), 0.5),
                 "fire_lateness_ms_p99": percentile(list(fired.values()), 0.99),
                 "fire_lateness_ms_max": percentile(list(fired.values()), 1.0),
@@ -383,9 +384,9 @@ def table(r: dict) -> str:
         f"{kill['restore_s']}, {sum(kill['changelog_records_read'].values())} (process start to ready: "
         f"{kill['ready_s']}, of which the dead member's session timeout) | |",
     ]
-    if "timers" in r:
+    if isinstance(r.get("timers"), dict):
         t = r["timers"]
-        lines.append(f"| {r['timers'] if isinstance(r['timers'], int) else ''} timers due in one second: FireTimer "
+        lines.append(f"| {t['count']:,} timers due in one second: FireTimer "
                      f"lateness p50/p99/max ms | | {t['fire_lateness_ms_p50']}/{t['fire_lateness_ms_p99']}/"
                      f"{t['fire_lateness_ms_max']} ({t['fired']} fired) | |")
         lines.append(f"| ... their StepTimedOut event lateness p50/p99 ms | | {t['decided_lateness_ms_p50']}/"
@@ -410,6 +411,11 @@ async def main() -> None:
     out.write_text(json.dumps(results, indent=2) + "\n")
     print(table(results))
     print(f"written to {out.relative_to(REPO)}")
+
+
+def print_table(path: str = "bench/results/state_scale.json") -> None:
+    """The table of a run written before (`python -c 'from bench.state_scale_bench import print_table; ...'`)."""
+    print(table(json.loads((REPO / path).read_text())))
 
 
 if __name__ == "__main__":
