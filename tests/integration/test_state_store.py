@@ -57,8 +57,7 @@ async def approve_all(world: EngineWorld, ids: list[str]) -> None:
 
 @pytest.fixture
 async def world(kafka_bootstrap, tmp_path):
-    async with EngineWorld(kafka_bootstrap, partitions=3) as w:
-        w.state_dir = tmp_path
+    async with EngineWorld(kafka_bootstrap, partitions=3, state_dir=tmp_path) as w:
         await w.publish_template("tpl_procurement", builtin_template("procurement_approval"))
         yield w
 
