@@ -383,6 +383,24 @@ class InstanceProcessor:
                 if len(due) < limit:
                     break
 
+    async def _send_batched(self, producer: AIOKafkaProducer, commands: list[tuple[int, FireTimer]]) -> None:
+        """Send one partition's chunk of FireTimer commands as record batches (`send_batch`) rather than a
+        coroutine per record: a hundred thousand timers due at once are sent several times faster."""
+        topic = self.settings.commands_topic
+        by_partition: dict[int, list[FireTimer]] = {}
+        for partition, command in commands:
+            by_partition.setdefault(partition, []).append(command)
+        for partition, found in by_partition.items():
+            batch = producer.create_batch()
+            for command in found:
+                key, value = command.instance_id.encode(), self.codec.encode(command)
+                if batch.append(key=key, value=value, timestamp=None) is None:  # full: send it, start another
+                    await producer.send_batch(batch, topic, partition=partition)
+                    batch = producer.create_batch()
+                    batch.append(key=key, value=value, timestamp=None)
+            if batch.record_count():
+                await producer.send_batch(batch, topic, partition=partition)
+
     async def sweep_timers(self, stop: asyncio.Event) -> None:
         producer = AIOKafkaProducer(bootstrap_servers=self.settings.bootstrap_servers, enable_idempotence=True,
                                     linger_ms=self.settings.linger_ms)
@@ -398,9 +416,7 @@ class InstanceProcessor:
                         await producer.send(self.settings.commands_topic, self.codec.encode(command),
                                             key=command.instance_id.encode(), partition=partition)
                 for chunk in self.due_timers(now):
-                    for partition, command in chunk:
-                        await producer.send(self.settings.commands_topic, self.codec.encode(command),
-                                            key=command.instance_id.encode(), partition=partition)
+                    await self._send_batched(producer, chunk)
                     metrics.TIMERS_FIRED.inc(len(chunk))
                     await asyncio.sleep(0)
                 with contextlib.suppress(TimeoutError):
