@@ -64,7 +64,7 @@ VARIABLES: dict[str, Variable] = {v.name: v for v in (
     # Empty: `<temp dir>/flowline-state`; `deploy/stack` sets `.flowline/<profile>/engine-state`.
     Variable("FLOWLINE_ENGINE_STATE_DIR", "", "`.flowline/<profile>/engine-state` under `deploy/stack`, else "
              "`<temp dir>/flowline-state`"),
-    Variable("FLOWLINE_STATE_CACHE", "10000"),
+    Variable("FLOWLINE_STATE_CACHE", "2000"),
     Variable("FLOWLINE_STATE_MAX_AGE_HOURS", "12"),
     Variable("FLOWLINE_ENGINE_STANDBY_REPLICAS", "1"),
     Variable("FLOWLINE_RETENTION_HOURS", "168"),
