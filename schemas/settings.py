@@ -64,6 +64,12 @@ VARIABLES: dict[str, Variable] = {v.name: v for v in (
              "gateway port + 1 under `deploy/stack` (8701), else `0` (off)",
              older="FLOWLINE_ENGINE_METRICS_PORT"),
     Variable("FLOWLINE_ENGINE_SESSION_TIMEOUT_MS", "10000"),
+    # Empty: `<temp dir>/flowline-state`; `deploy/stack` sets `.flowline/<profile>/engine-state`.
+    Variable("FLOWLINE_ENGINE_STATE_DIR", "", "`.flowline/<profile>/engine-state` under `deploy/stack`, else "
+             "`<temp dir>/flowline-state`"),
+    Variable("FLOWLINE_STATE_CACHE", "2000"),
+    Variable("FLOWLINE_STATE_MAX_AGE_HOURS", "12"),
+    Variable("FLOWLINE_ENGINE_STANDBY_REPLICAS", "1"),
     Variable("FLOWLINE_RETENTION_HOURS", "168"),
     Variable("FLOWLINE_RETENTION_SWEEP_MS", "60000"),
     Variable("FLOWLINE_GATEWAY_HOST", "127.0.0.1"),

@@ -145,6 +145,7 @@ class Profile:
             "FLOWLINE_GATEWAY_PORT": str(self.gateway_port),
             "FLOWLINE_ENGINE_HTTP_PORT": str(self.gateway_port + 1),
             "FLOWLINE_STATE_DIR": str(self.state_dir),
+            "FLOWLINE_ENGINE_STATE_DIR": str(self.state_dir / "engine-state"),
         }
 
 
