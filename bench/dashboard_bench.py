@@ -24,7 +24,7 @@ import uuid
 import asyncpg
 from aiohttp import ClientSession, web
 
-from deploy.stack import Profile
+from deploy.stackctl import Profile
 from gateway.app import build_app, start_gateway, stop_gateway
 from gateway.auth import hash_token, new_token
 from gateway.settings import GatewaySettings

@@ -41,13 +41,13 @@ from schemas import topics
 from schemas.codec import Codec, DecodeError
 from schemas.process import run_process
 from schemas.records import PaymentCommand, PaymentResult, TransferEvent
-from schemas.settings import env
+from schemas.settings import env, env_int, given
 
 log = logging.getLogger("flowline.payment_simulator")
 
 
 def default_ledger() -> Path:
-    state = os.environ.get("FLOWLINE_STATE_DIR") or str(Path(__file__).resolve().parent.parent / ".flowline" / "dev")
+    state = given("FLOWLINE_STATE_DIR") or str(Path(__file__).resolve().parent.parent / ".flowline" / "dev")
     return Path(state) / "payment-simulator.jsonl"
 
 
@@ -80,11 +80,11 @@ class PaymentSimulator:
 
     @classmethod
     def from_env(cls) -> PaymentSimulator:
-        ledger = os.environ.get("FLOWLINE_SIMULATOR_LEDGER")
+        ledger = given("FLOWLINE_SIMULATOR_LEDGER")
         return cls(bootstrap_servers=env("FLOWLINE_KAFKA_BOOTSTRAP"),
                    topic_prefix=env("FLOWLINE_TOPIC_PREFIX"),
                    ledger=Path(ledger) if ledger else None,
-                   delay_ms=int(os.environ.get("FLOWLINE_SIMULATOR_DELAY_MS", "0")))
+                   delay_ms=env_int("FLOWLINE_SIMULATOR_DELAY_MS"))
 
     def _load(self) -> None:
         for entry in read_ledger(self.ledger):

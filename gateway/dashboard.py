@@ -7,7 +7,8 @@ routes (`/instances/<id>`, `/templates/<id>`) belong to the front-end and a relo
 
 The API operations here follow the same rules as every other (`gateway.openapi`):
 - `getMe` tells the signed-in principal its tenant, roles and permissions, so the page can hide what the
-  server would refuse anyway (the server stays the authority: a hidden button is a courtesy, not a check).
+  server would refuse anyway (the server stays the authority: a hidden button is a courtesy, not a check);
+  for an agent also the templates it may start (`can_initiate`; `gateway.instances.trigger` enforces it).
 - `listMyDecisions` is the caller's own decision history (the Approvals tab), from the audit trail.
 - `validateDocument` checks a template that has no id yet (the builder's "new template"); a saved template
   is checked by `validateTemplate`, which also knows its secrets.
@@ -23,7 +24,6 @@ from aiohttp import web
 from core.validation import validate_template
 from gateway.auth import READ, TEMPLATES_WRITE
 from gateway.calls import Call, json_response
-from gateway.problems import Problem
 from schemas.settings import env
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -74,8 +74,15 @@ def front_end(dist: Path | None = None):
 async def get_me(call: Call) -> web.Response:
     me = call.me
     me.require(READ, "read")
+    initiate = None
+    if me.is_agent:
+        rows = await call.gateway.pool.fetch("SELECT template_id FROM agent_workflow_permissions WHERE agent_id = $1 "
+                                             "AND tenant_id = $2 AND can_initiate ORDER BY template_id",
+                                             me.id, me.tenant_id)
+        initiate = [r["template_id"] for r in rows]
     return json_response({"id": me.id, "tenant_id": me.tenant_id, "kind": me.kind, "roles": list(me.roles),
-                          "display_name": me.display_name, "permissions": sorted(me.permissions)})
+                          "display_name": me.display_name, "permissions": sorted(me.permissions),
+                          "can_initiate": initiate})
 
 
 async def validate_document(call: Call) -> web.Response:
@@ -88,9 +95,7 @@ async def my_decisions(call: Call) -> web.Response:
     """The caller's own approval decisions, newest first (the Approvals tab's history)."""
     me = call.me
     me.require(READ, "read decisions")
-    raw = call.query("limit") or "50"
-    if not raw.isdigit() or not 1 <= int(raw) <= 200:
-        raise Problem(400, "limit must be an integer from 1 to 200", pointer="/query/limit")
+    limit = call.query("limit")
     rows = await call.gateway.pool.fetch(
         """SELECT t.instance_id, t.step, t.reasoning, t.details, t.at, i.template_id, i.template_name, i.status,
                   s.name AS step_name
@@ -98,7 +103,7 @@ async def my_decisions(call: Call) -> web.Response:
            LEFT JOIN LATERAL (SELECT name FROM workflow_step_executions s
                               WHERE s.instance_id = t.instance_id AND s.step = t.step LIMIT 1) s ON true
            WHERE t.tenant_id = $1 AND t.actor_id = $2 AND t.event_type = 'DecisionRecorded'
-           ORDER BY t.at DESC LIMIT $3""", me.tenant_id, me.id, int(raw))
+           ORDER BY t.at DESC LIMIT $3""", me.tenant_id, me.id, limit)
     items = []
     for r in rows:
         details = json.loads(r["details"]) if isinstance(r["details"], str) else (r["details"] or {})

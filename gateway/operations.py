@@ -13,7 +13,6 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from gateway import openapi
 from gateway.auth import READ
 from gateway.calls import Call, json_response
-from gateway.instances import _time_param
 
 MAX_PROJECTOR_LAG = 10_000
 PROJECTOR_STALE_SECONDS = 30
@@ -76,7 +75,7 @@ async def analytics(call: Call) -> web.Response:
     if template_id is not None:
         args.append(template_id)
         where.append(f"i.template_id = ${len(args)}")
-    after = _time_param(call, "created_after")
+    after = call.query("created_after")
     if after is not None:
         args.append(after)
         where.append(f"i.created_at > ${len(args)}")

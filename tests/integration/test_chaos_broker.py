@@ -14,7 +14,7 @@ import signal
 
 import pytest
 
-from deploy import stack as stack_mod
+from deploy import stackctl as stack_mod
 from tests.integration.chaos import PaymentLoad, scaled
 from tests.integration.engine_harness import EngineWorld
 
