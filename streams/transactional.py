@@ -374,10 +374,21 @@ class TransactionalWorker:
                                                 headers=list(out.headers) or None))
                 if n % 200 == 0:
                     await asyncio.sleep(0)  # thousands of sends never suspend: let the heartbeat run
-            # a record the broker refuses (too large for its topic, ...) fails only its own delivery future:
-            # aiokafka would still commit the rest, the offsets with them, and the record would be gone
-            metadata = await asyncio.gather(*sent)
-            await producer.send_offsets_to_transaction(offsets, self.group_id)
+            # The offsets go into the transaction (AddOffsetsToTxn, then TxnOffsetCommit) while the records are
+            # still on their way: two round trips that used to wait for the produce acks now overlap them
+            # (issue 15: each round trip here is paid by every hop of every workflow). Nothing is committed
+            # before both are done and every record was acknowledged: a record the broker refuses (too large
+            # for its topic, ...) fails only its own delivery future, and aiokafka would still commit the rest
+            # with the offsets, so the gather below must see every record's outcome before the commit.
+            offsets_added = asyncio.ensure_future(producer.send_offsets_to_transaction(offsets, self.group_id))
+            try:
+                metadata = await asyncio.gather(*sent)
+            except BaseException:
+                # the abort below goes through the producer's own queue, after the offsets request; only
+                # retrieve the task's outcome so that its error is not reported as never retrieved
+                offsets_added.add_done_callback(lambda task: task.cancelled() or task.exception())
+                raise
+            await offsets_added
             await producer.commit_transaction()
         except ProducerFenced:
             log.warning("the producer of partition %s was fenced; its records stay uncommitted", partition)
