@@ -181,12 +181,7 @@ BEGIN
         VALUES (NEW.tenant_id, NEW.template_id, date_trunc('hour', NEW.created_at, 'UTC'), NEW.status, 1)
         ON CONFLICT (tenant_id, template_id, hour, status) DO UPDATE SET n = analytics_instance_counts.n + 1;
         IF NEW.status = 'COMPLETED' THEN
-            INSERT INTO analytics_finished_hourly (tenant_id, template_id, hour, status, n)
-SELECT tenant_id, template_id, date_trunc('hour', completed_at, 'UTC'), status, count(*)
-FROM workflow_instances WHERE status IN ('COMPLETED', 'FAILED') AND completed_at IS NOT NULL GROUP BY 1, 2, 3, 4
-ON CONFLICT (tenant_id, template_id, hour, status) DO NOTHING;
-
-INSERT INTO analytics_completions (instance_id, tenant_id, template_id, created_at, seconds)
+            INSERT INTO analytics_completions (instance_id, tenant_id, template_id, created_at, seconds)
             VALUES (NEW.id, NEW.tenant_id, NEW.template_id, NEW.created_at,
                     extract(epoch FROM NEW.completed_at - NEW.created_at))
             ON CONFLICT (instance_id) DO UPDATE SET seconds = EXCLUDED.seconds;
