@@ -6,7 +6,9 @@ row in one transaction (executemany, pipelined by asyncpg), together with each p
 in `projector_offsets`. On assignment it seeks to those stored offsets (to the beginning where none is
 stored), never to Kafka's committed ones: the read model and its position commit or vanish together, so
 a commit PostgreSQL loses (asynchronous commit and a crash, a failover, a restored backup) is projected
-again instead of leaving a gap, and a crash after the commit re-reads nothing (issue 9, ADR 9). Kafka's
+again instead of leaving a gap, and a crash after the commit re-reads nothing (issue 9, ADR 9). A loss
+under a running projector is noticed too: each batch, and a check once a second, compares the offsets it
+stored with the database's and seeks back where the database has less (`LostCommits`). Kafka's
 committed offsets are still written after each batch, for lag monitoring only. A record that is no event,
 or an event the read model cannot take, goes to `workflow.dlq` with the reason (never skipped silently),
 before its position is stored. Lag (last stable
@@ -127,6 +129,12 @@ ON CONFLICT (topic, partition) DO UPDATE
 Positions = dict[TopicPartition, int]
 
 
+class LostCommits(Exception):
+    """PostgreSQL no longer has offsets this projector stored (it lost commits it had acknowledged: a crash
+    with asynchronous commit, a failover, a restore): the rows of those batches are gone too, so the
+    projector seeks back to what the database does have and projects from there again."""
+
+
 def positions_after(records) -> Positions:
     """Each partition's offset after the last of `records`: where the next batch starts."""
     out: Positions = {}
@@ -175,6 +183,8 @@ class Projector:
         self._stop = asyncio.Event()
         self._template_steps: dict[tuple[str, int], list[dict[str, str]]] = {}
         self._last_status_write = 0.0
+        # the next offset this projector knows it stored, per partition (None: nothing stored yet)
+        self._stored: dict[TopicPartition, int | None] = {}
 
     def stop(self) -> None:
         self._stop.set()
@@ -195,8 +205,13 @@ class Projector:
                 batches = await self.consumer.getmany(timeout_ms=200, max_records=self.max_records)
                 records = [r for rs in batches.values() for r in rs]
                 if records:
-                    with BATCH_SECONDS.time():
-                        await self.apply_records(records)
+                    try:
+                        with BATCH_SECONDS.time():
+                            await self.apply_records(records)
+                    except LostCommits as lost:
+                        log.warning("%s; resuming from the offsets the read model has", lost)
+                        await self.seek_to_stored(self.consumer.assignment())
+                        continue
                     await self._commit_for_monitoring(records)
                 if self.consumer.assignment():
                     self.ready.set()
@@ -231,6 +246,8 @@ class Projector:
                 delay = min(delay * 2, 5.0)
         stored = {r["partition"]: r["next_offset"] for r in rows}
         fresh = [TopicPartition(self.topic, p) for p in partitions if p not in stored]
+        for p in partitions:
+            self._stored[TopicPartition(self.topic, p)] = stored.get(p)
         for partition, offset in stored.items():
             self.consumer.seek(TopicPartition(self.topic, partition), offset)
         if fresh:
@@ -266,11 +283,29 @@ class Projector:
             self._last_status_write = now
             try:
                 await self._write_status(lag)
+                await self._verify_stored()
             except DATABASE_OUTAGES:
                 # The status row is a report, not state: during an outage it waits for the next write (the
                 # batch itself waits the outage out in `_apply_retrying`). Raising here ended `run()`, and the
                 # read model stopped for good after a PostgreSQL restart (tests/integration/test_chaos_postgres.py).
                 log.warning("the database is unavailable; projector status not written", exc_info=True)
+
+    async def _verify_stored(self) -> None:
+        """Once a second, also when no batch comes: if the database lost offsets this projector stored (and
+        with them the batches' rows), seek back to what it has. A batch checks the same in its transaction
+        (`_check_stored`); this catches a loss after the last batch, when nothing else would."""
+        assert self.consumer is not None and self.pool is not None
+        assigned = self.consumer.assignment()
+        known = {tp: o for tp, o in self._stored.items() if o is not None and tp in assigned}
+        if not known:
+            return
+        async with self.pool.acquire() as conn:
+            stored = await _stored_offsets(conn, sorted(known, key=lambda tp: (tp.topic, tp.partition)))
+        lost = {tp.partition: (stored.get(tp), o) for tp, o in known.items() if stored.get(tp, -1) < o}
+        if lost:
+            log.warning("the read model lost stored offsets (partition: (now, before)) %s; resuming from them",
+                        lost)
+            await self.seek_to_stored(assigned)
 
     async def _write_status(self, lag: int) -> None:
         assert self.pool is not None
@@ -311,12 +346,16 @@ class Projector:
         try:
             await self._apply_retrying([e for _, e in events], positions)
             return
+        except LostCommits:
+            raise
         except Exception:
             log.warning("applying a batch of %d events failed; applying them one at a time", len(events),
                         exc_info=True)
         for record, event in events:
             try:
                 await self._apply_retrying([event], positions_after([record]))
+            except LostCommits:
+                raise
             except Exception as exc:
                 log.exception("event %s/%s@%s cannot be applied", record.topic, record.partition, record.offset)
                 await self.dead_letter(record, f"projector could not apply it: {type(exc).__name__}: {exc}",
@@ -346,6 +385,19 @@ class Projector:
         log.error("record %s/%s@%s sent to the DLQ: %s", record.topic, record.partition, record.offset,
                   letter.reason[:500])
 
+    async def _check_stored(self, conn, positions: Positions | None) -> None:
+        """Raise LostCommits when the database has less than this projector stored before (in the batch's
+        transaction, with the offset rows locked): projecting on from the consumer's position would leave
+        the lost batches out of the read model for good."""
+        known = {tp: self._stored[tp] for tp in positions or {} if self._stored.get(tp) is not None}
+        if not known:
+            return
+        stored = await _stored_offsets(conn, sorted(known, key=lambda tp: (tp.topic, tp.partition)))
+        lost = {tp.partition: (stored.get(tp), offset) for tp, offset in known.items()
+                if stored.get(tp) is None or stored[tp] < offset}
+        if lost:
+            raise LostCommits(f"the read model lost stored offsets (partition: (now, before)) {lost}")
+
     async def _template_meta(self, conn, events: list[ev.Event]) -> None:
         wanted = {(e.template_id, e.template_version) for e in events if isinstance(e, ev.InstanceStarted)}
         missing = [k for k in wanted if k not in self._template_steps]
@@ -373,8 +425,10 @@ class Projector:
 
         ids = sorted({e.instance_id for e in events})
         async with self.pool.acquire() as conn, conn.transaction():
+            await self._check_stored(conn, positions)
             if not events:
                 await _save_positions(conn, positions)
+                self._stored.update(positions or {})
                 return rows
             await self._template_meta(conn, events)
             existing = await conn.fetch(
@@ -415,10 +469,19 @@ class Projector:
                 # delivered at commit: a gateway request waiting for these rows re-reads at once
                 await conn.execute(NOTIFY_SQL)
             await _save_positions(conn, positions)
+        self._stored.update(positions or {})
         self.applied += rows.applied
         APPLIED.labels("applied").inc(rows.applied)
         APPLIED.labels("duplicate").inc(rows.skipped)
         return rows
+
+
+async def _stored_offsets(conn, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+    rows = await conn.fetch(
+        "SELECT topic, partition, next_offset FROM projector_offsets "
+        "WHERE (topic, partition) IN (SELECT * FROM unnest($1::text[], $2::int[])) FOR UPDATE",
+        [tp.topic for tp in tps], [tp.partition for tp in tps])
+    return {TopicPartition(r["topic"], r["partition"]): r["next_offset"] for r in rows}
 
 
 async def _save_positions(conn, positions: Positions | None) -> None:
