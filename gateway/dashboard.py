@@ -7,7 +7,8 @@ routes (`/instances/<id>`, `/templates/<id>`) belong to the front-end and a relo
 
 The API operations here follow the same rules as every other (`gateway.openapi`):
 - `getMe` tells the signed-in principal its tenant, roles and permissions, so the page can hide what the
-  server would refuse anyway (the server stays the authority: a hidden button is a courtesy, not a check).
+  server would refuse anyway (the server stays the authority: a hidden button is a courtesy, not a check);
+  for an agent also the templates it may start (`can_initiate`; `gateway.instances.trigger` enforces it).
 - `listMyDecisions` is the caller's own decision history (the Approvals tab), from the audit trail.
 - `validateDocument` checks a template that has no id yet (the builder's "new template"); a saved template
   is checked by `validateTemplate`, which also knows its secrets.
@@ -74,8 +75,15 @@ def front_end(dist: Path | None = None):
 async def get_me(call: Call) -> web.Response:
     me = call.me
     me.require(READ, "read")
+    initiate = None
+    if me.is_agent:
+        rows = await call.gateway.pool.fetch("SELECT template_id FROM agent_workflow_permissions WHERE agent_id = $1 "
+                                             "AND tenant_id = $2 AND can_initiate ORDER BY template_id",
+                                             me.id, me.tenant_id)
+        initiate = [r["template_id"] for r in rows]
     return json_response({"id": me.id, "tenant_id": me.tenant_id, "kind": me.kind, "roles": list(me.roles),
-                          "display_name": me.display_name, "permissions": sorted(me.permissions)})
+                          "display_name": me.display_name, "permissions": sorted(me.permissions),
+                          "can_initiate": initiate})
 
 
 async def validate_document(call: Call) -> web.Response:

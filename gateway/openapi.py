@@ -438,12 +438,16 @@ SCHEMAS: dict[str, Any] = {
         },
     },
     "Me": {
-        "type": "object", "required": ["id", "tenant_id", "kind", "roles", "display_name", "permissions"],
+        "type": "object",
+        "required": ["id", "tenant_id", "kind", "roles", "display_name", "permissions", "can_initiate"],
         "description": "the signed-in principal; the dashboard shows only what these permissions allow",
         "properties": {"id": {"type": "string"}, "tenant_id": {"type": "string"},
                        "kind": {"type": "string", "enum": ["human", "agent"]},
                        "roles": {"type": "array", "items": {"type": "string"}}, "display_name": {"type": "string"},
-                       "permissions": {"type": "array", "items": {"type": "string"}}},
+                       "permissions": {"type": "array", "items": {"type": "string"}},
+                       "can_initiate": nullable("array", items={"type": "string"}, description=(
+                           "an agent: the template ids it may start (story 29.12 can_initiate); null for a "
+                           "human, who may start any ACTIVE template when `trigger` is among its permissions"))},
     },
     "DecisionList": {
         "type": "object", "required": ["items"],

@@ -10,6 +10,7 @@ import { InstancePage } from "./routes/Instance";
 import { Instances } from "./routes/Instances";
 import { Pipelines } from "./routes/Pipelines";
 import { SignIn } from "./routes/SignIn";
+import { StartInstance } from "./routes/Start";
 import { TemplateBuilder } from "./routes/Builder";
 import { Templates } from "./routes/Templates";
 
@@ -75,6 +76,7 @@ export function App() {
           <Route path="/pipelines" component={Pipelines} />
           <Route path="/templates" component={Templates} />
           <Route path="/templates/new">{() => <TemplateBuilder />}</Route>
+          <Route path="/templates/:id/start">{(p) => <StartInstance id={p.id} />}</Route>
           <Route path="/templates/:id/:version">
             {(p) => <TemplateBuilder id={p.id} version={Number(p.version)} />}
           </Route>

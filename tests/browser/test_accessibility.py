@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from playwright.async_api import expect
 
+from core.builtin import builtin_template
 from tests.integration.gateway.test_api import manual_procurement
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -30,6 +31,8 @@ async def test_no_serious_accessibility_violation_on_any_view(dashboard, world):
     _, template = await world.call("POST", "/v1/workflows/templates", tenant, json=manual_procurement(), expect=201)
     _, started = await world.call("POST", "/v1/workflows/instances?wait=true", tenant, "requester", json={
         "template_id": template["id"], "trigger_data": {"id": "tr_a11y", "amount": 5000}}, expect=201)
+    _, machine = await world.call("POST", "/v1/workflows/templates", tenant,
+                                  json=builtin_template("model_deployment_sm"), expect=201)
     page = dashboard.page
     await dashboard.open("/")
     await expect(page.get_by_label("API token")).to_be_visible()
@@ -43,6 +46,8 @@ async def test_no_serious_accessibility_violation_on_any_view(dashboard, world):
         "templates": ("/templates", "Templates"),
         "builder": (f"/templates/{template['id']}/1", "Procurement Approval"),
         "new template": ("/templates/new", "New template"),
+        "state-machine builder": (f"/templates/{machine['id']}/1", "Model Deployment"),
+        "start": (f"/templates/{template['id']}/start", "Start Procurement Approval"),
         "analytics": ("/analytics", "Analytics"),
     }
     for name, (path, heading) in views.items():

@@ -1,5 +1,5 @@
 // Query hooks and their keys (one home for every key, so mutations can invalidate the right ones).
-import { useQuery } from "@tanstack/react-query";
+import { useInfiniteQuery, useQuery } from "@tanstack/react-query";
 import { api, must, type Schemas } from "./client";
 
 export const keys = {
@@ -14,6 +14,7 @@ export const keys = {
   analytics: (templateId?: string) => ["analytics", templateId ?? "all"] as const,
   throughput: (templateId: string | undefined, bucket: "hour" | "day") => ["analytics", "throughput", templateId ?? "all", bucket] as const,
   pipeline: (id: string) => ["templates", id, "pipeline"] as const,
+  stepTypes: ["step-types"] as const,
 };
 
 export type InstanceFilters = {
@@ -30,18 +31,30 @@ const RUNNING = new Set(["ACTIVE", "PAUSED"]);
 export const useMe = (enabled: boolean) =>
   useQuery({ queryKey: keys.me, enabled, retry: false, queryFn: () => must(api.GET("/v1/me")) });
 
+/** The most rows the API returns per page; "Load more" follows its `next_cursor` for the rest. */
+export const PAGE = 200;
+const cursorPages = {
+  initialPageParam: undefined as string | undefined,
+  getNextPageParam: (last: { next_cursor: string | null }) => last.next_cursor ?? undefined,
+};
+const at = (cursor: string | undefined) => (cursor ? { cursor } : {});
+
 export const usePending = () =>
-  useQuery({
+  useInfiniteQuery({
+    ...cursorPages,
     queryKey: keys.pending,
     refetchInterval: POLL_MS,
-    queryFn: () => must(api.GET("/v1/workflows/pending", { params: { query: { sort: "deadline", limit: 200 } } })),
+    queryFn: ({ pageParam }) =>
+      must(api.GET("/v1/workflows/pending", { params: { query: { sort: "deadline", limit: PAGE, ...at(pageParam) } } })),
   });
 
 export const useInstances = (filters: InstanceFilters) =>
-  useQuery({
+  useInfiniteQuery({
+    ...cursorPages,
     queryKey: keys.instances(filters),
     refetchInterval: POLL_MS,
-    queryFn: () => must(api.GET("/v1/workflows/instances", { params: { query: { ...filters, limit: 200 } } })),
+    queryFn: ({ pageParam }) =>
+      must(api.GET("/v1/workflows/instances", { params: { query: { ...filters, limit: PAGE, ...at(pageParam) } } })),
   });
 
 export const useInstance = (id: string) =>
@@ -60,9 +73,10 @@ export const useActions = (id: string, status?: string) =>
   });
 
 export const useTemplates = () =>
-  useQuery({
+  useInfiniteQuery({
+    ...cursorPages,
     queryKey: keys.templates,
-    queryFn: () => must(api.GET("/v1/workflows/templates", { params: { query: { limit: 200 } } })),
+    queryFn: ({ pageParam }) => must(api.GET("/v1/workflows/templates", { params: { query: { limit: PAGE, ...at(pageParam) } } })),
   });
 
 export const useTemplate = (id: string | undefined, version?: number) =>
@@ -109,4 +123,12 @@ export const useMyDecisions = () =>
   useQuery({
     queryKey: keys.decisions,
     queryFn: () => must(api.GET("/v1/workflows/decisions", { params: { query: { limit: 20 } } })),
+  });
+
+/** Each step type's config schema (core/steps/), from which the builder draws its nested forms. */
+export const useStepTypes = () =>
+  useQuery({
+    queryKey: keys.stepTypes,
+    staleTime: Infinity,
+    queryFn: () => must(api.GET("/v1/workflows/step-types")),
   });

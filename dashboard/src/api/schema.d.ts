@@ -1572,6 +1572,8 @@ export interface components {
             roles: string[];
             display_name: string;
             permissions: string[];
+            /** @description an agent: the template ids it may start (story 29.12 can_initiate); null for a human, who may start any ACTIVE template when `trigger` is among its permissions */
+            can_initiate: string[] | null;
         };
         DecisionList: {
             items: {

@@ -1,6 +1,7 @@
 import { useState } from "react";
 import type { Field } from "./fields";
 import type { Json, Step } from "./model";
+import { SchemaEditor, type Schema } from "./SchemaEditor";
 
 type Props = {
   field: Field;
@@ -10,6 +11,8 @@ type Props = {
   steps: Step[];
   current: number;
   errors: { pointer: string; message: string }[];
+  /** The key's JSON Schema (GET /v1/workflows/step-types): nested values get forms drawn from it. */
+  schema?: Schema;
 };
 
 const isPlainApprover = (v: Json | undefined): v is { type: string; value: string } =>
@@ -20,7 +23,7 @@ const isStringMap = (v: Json | undefined): v is Record<string, string> =>
   typeof v === "object" && v !== null && !Array.isArray(v) && Object.values(v).every((x) => typeof x === "string");
 
 /** One config key: its editor, and the server's validation messages for its JSON pointer. */
-export function FieldEditor({ field, pointer, value, onChange, steps, current, errors }: Props) {
+export function FieldEditor({ field, pointer, value, onChange, steps, current, errors, schema }: Props) {
   const id = `f${pointer.replace(/[^A-Za-z0-9]/g, "_")}`;
   const described = errors.length ? `${id}-err` : undefined;
   let kind = field.kind;
@@ -29,7 +32,7 @@ export function FieldEditor({ field, pointer, value, onChange, steps, current, e
   if (kind === "select" && value !== undefined && typeof value !== "string") kind = "json";
   if (kind === "target" && value !== undefined && typeof value !== "string") kind = "json";
   if (kind === "approvers" && value !== undefined && !isPlainApprover(value)) kind = "json";
-  if (kind === "map" && value !== undefined && !isStringMap(value)) kind = "json";
+  if (kind === "map" && value !== undefined && !isStringMap(value) && !schema) kind = "json";
   const common = { id, "aria-describedby": described, "aria-invalid": errors.length > 0 || undefined };
   let editor;
   switch (kind) {
@@ -94,9 +97,17 @@ export function FieldEditor({ field, pointer, value, onChange, steps, current, e
       break;
     }
     case "map":
-      editor = <MapEditor label={field.label} value={(value as Record<string, string> | undefined) ?? {}} onChange={onChange} />;
+      editor = schema ? (
+        <SchemaEditor schema={schema} label={field.label} value={value} onChange={onChange} id={id} />
+      ) : (
+        <MapEditor label={field.label} value={(value as Record<string, string> | undefined) ?? {}} onChange={onChange} />
+      );
       break;
     default:
+      if (schema) {
+        editor = <SchemaEditor schema={schema} label={field.label} value={value} onChange={onChange} id={id} />;
+        break;
+      }
       editor = <JsonBox key={JSON.stringify(value)} common={common} value={value} hint={field.hint} onChange={onChange} />;
   }
   return (

@@ -11,10 +11,54 @@ export type TemplateDoc = {
   description?: string;
   trigger_type?: string;
   trigger_config?: Config;
-  steps: Step[];
+  steps?: Step[];
+  /** A state-machine template (docs/state-machines.md) has these instead of `steps`. */
+  states?: MachineState[];
+  transitions?: MachineTransition[];
   status?: string;
   metadata?: Config;
 };
+
+export type Terminal = "COMPLETED" | "FAILED" | "CANCELLED" | boolean;
+export type MachineState = { name: string; description?: string; entry_actions?: Step[]; exit_actions?: Step[]; terminal?: Terminal };
+export type MachineTransition = {
+  from: string;
+  to: string;
+  description?: string;
+  condition?: string;
+  automatic?: boolean;
+  action?: Step;
+  requires_approval?: Config;
+  roles?: string[];
+};
+
+/** The same test as core/machine.py is_machine: a document with states or transitions is a state machine. */
+export const isMachine = (doc: TemplateDoc): boolean => "states" in doc || "transitions" in doc;
+
+/** Rename a state and every transition that names it (a state's name is its identity in transitions). */
+export function renameState(doc: TemplateDoc, index: number, name: string): TemplateDoc {
+  const old = doc.states?.[index]?.name;
+  const states = (doc.states ?? []).map((s, i) => (i === index ? { ...s, name } : s));
+  const rename = (n: string) => (n === old ? name : n);
+  const transitions = doc.transitions?.map((t) => (t.from === old || t.to === old ? { ...t, from: rename(t.from), to: rename(t.to) } : t));
+  return transitions ? { ...doc, states, transitions } : { ...doc, states };
+}
+
+/** The few words drawn on a transition's edge (the full label is its accessible name). */
+export function transitionTag(t: MachineTransition): string | undefined {
+  const parts = [t.automatic ? "auto" : "", t.condition ? `if ${t.condition}` : "", t.requires_approval ? "approval" : ""];
+  return parts.filter(Boolean).join(" · ") || undefined;
+}
+
+/** A transition's accessible label: what a person must know about taking it. */
+export function transitionLabel(t: MachineTransition): string {
+  const parts = [t.automatic ? "automatic" : "requested"];
+  if (t.condition) parts.push(`if ${t.condition}`);
+  if (t.roles?.length) parts.push(`roles: ${t.roles.join(", ")}`);
+  if (t.requires_approval) parts.push("needs approval");
+  if (t.action) parts.push(`runs ${t.action.name}`);
+  return parts.join(" · ");
+}
 
 export const STEP_TYPES: StepType[] = ["approval", "condition", "action", "wait", "notification", "external"];
 

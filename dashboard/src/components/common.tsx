@@ -46,3 +46,20 @@ export function money(amount: number | null | undefined, currency?: unknown): st
   if (amount === null || amount === undefined) return "—";
   return `${amount.toLocaleString(undefined, { maximumFractionDigits: 2 })}${typeof currency === "string" ? ` ${currency}` : ""}`;
 }
+
+/** The rest of a cursor-paged list (the API returns at most 200 rows a page). */
+export function LoadMore({ list, what }: { list: { hasNextPage: boolean; isFetchingNextPage: boolean; fetchNextPage: () => unknown }; what: string }) {
+  if (!list.hasNextPage) return null;
+  return (
+    <p>
+      <button type="button" disabled={list.isFetchingNextPage} onClick={() => void list.fetchNextPage()}>
+        {list.isFetchingNextPage ? "Loading…" : `Load more ${what}`}
+      </button>
+    </p>
+  );
+}
+
+/** Every row of the pages loaded so far. */
+export function rows<T>(data: { pages: { items: T[] }[] } | undefined): T[] {
+  return data?.pages.flatMap((p) => p.items) ?? [];
+}

@@ -1,7 +1,7 @@
 import { useState } from "react";
 import { Bar, BarChart, CartesianGrid, Cell, Legend, ResponsiveContainer, Tooltip, XAxis, YAxis } from "recharts";
 import { useAnalytics, useTemplates, useThroughput } from "../api/queries";
-import { ErrorNote, Section } from "../components/common";
+import { ErrorNote, rows, Section } from "../components/common";
 
 const COLORS: Record<string, string> = { ACTIVE: "#2563eb", PAUSED: "#a16207", COMPLETED: "#15803d", CANCELLED: "#6b7280", FAILED: "#b42318" };
 const secs = (v: number | null | undefined) => (v === null || v === undefined ? "—" : v < 120 ? `${v.toFixed(1)} s` : `${(v / 60).toFixed(1)} min`);
@@ -27,7 +27,7 @@ export function Analytics() {
         Template{" "}
         <select value={templateId} onChange={(e) => setTemplateId(e.target.value)}>
           <option value="">all templates</option>
-          {templates.data?.items.map((t) => (
+          {rows(templates.data).map((t) => (
             <option key={t.id} value={t.id}>
               {t.name}
             </option>

@@ -5,7 +5,7 @@ import { api, must, type Schemas } from "../api/client";
 import { useDecide, type Decision } from "../api/mutations";
 import { keys, useMyDecisions, usePending } from "../api/queries";
 import { can, refusal, useSignedIn } from "../auth";
-import { ErrorNote, money, relative, Section, Status, when } from "../components/common";
+import { ErrorNote, LoadMore, money, relative, rows, Section, Status, when } from "../components/common";
 
 type Pending = Schemas["PendingApproval"];
 
@@ -19,7 +19,7 @@ export function byDeadline(a: Pending, b: Pending): number {
 export function Approvals() {
   const me = useSignedIn();
   const pending = usePending();
-  const items = [...(pending.data?.items ?? [])].sort(byDeadline);
+  const items = rows(pending.data).sort(byDeadline);
   const details = useQueries({
     queries: items.map((p) => ({
       queryKey: keys.instance(p.instance_id),
@@ -58,6 +58,7 @@ export function Approvals() {
             </tbody>
           </table>
         )}
+        <LoadMore list={pending} what="approvals" />
       </Section>
       {mayDecide && <History />}
     </>

@@ -2,15 +2,17 @@ import { useMutation, useQueryClient } from "@tanstack/react-query";
 import { useEffect, useMemo, useState } from "react";
 import { Link, useLocation } from "wouter";
 import { api, must, type Schemas } from "../api/client";
-import { keys, useTemplate } from "../api/queries";
+import { keys, useStepTypes, useTemplate } from "../api/queries";
 import { can, refusal, useSignedIn } from "../auth";
-import { FieldEditor } from "../builder/FieldEditor";
-import { FIELDS } from "../builder/fields";
-import { errorsAt, move, newStep, STEP_TYPES, withKey, type Config, type Json, type Step, type StepType, type TemplateDoc } from "../builder/model";
+import { MachineLists, MachinePanel, type Selected } from "../builder/MachineEditor";
+import { errorsAt, isMachine, move, newStep, STEP_TYPES, withKey, type Json, type Step, type StepType, type TemplateDoc } from "../builder/model";
+import type { Schema } from "../builder/SchemaEditor";
+import { FieldErrors, StepForm, type ConfigSchemas } from "../builder/StepForm";
 import { ErrorNote, Section, Status } from "../components/common";
 import { FlowGraph } from "../components/FlowGraph";
 import { Secrets } from "../components/Secrets";
 import { VersionDiff } from "../components/VersionDiff";
+import { mayStart } from "./Start";
 
 type FieldError = Schemas["FieldError"];
 const EMPTY: TemplateDoc = { name: "", trigger_type: "manual", steps: [] };
@@ -29,6 +31,7 @@ function Editor({ id, template, initial }: { id?: string; template?: Schemas["Te
   const mayWrite = can(me, "templates:write");
   const [doc, setDoc] = useState<TemplateDoc>(initial);
   const [selected, setSelected] = useState(0);
+  const [machineSel, setMachineSel] = useState<Selected>({ kind: "state", index: 0 });
   const [addType, setAddType] = useState<StepType>("approval");
   const [errors, setErrors] = useState<FieldError[]>([]);
   const [showJson, setShowJson] = useState(false);
@@ -76,18 +79,20 @@ function Editor({ id, template, initial }: { id?: string; template?: Schemas["Te
     },
   });
 
-  const steps = doc.steps;
+  const stepTypes = useStepTypes();
+  const schemas = useMemo<ConfigSchemas>(
+    () => Object.fromEntries((stepTypes.data?.items ?? []).map((t) => [t.type, t.config_schema as Schema])),
+    [stepTypes.data],
+  );
+  const machine = isMachine(doc);
+  const steps = useMemo(() => doc.steps ?? [], [doc.steps]);
   const step = steps[selected];
-  const graphSteps = useMemo(() => steps, [steps]);
-  const setStep = (i: number, next: Step) => setDoc((d) => ({ ...d, steps: d.steps.map((s, j) => (j === i ? next : s)) }));
-  const setConfig = (i: number, key: string, value: Json | undefined) =>
-    setDoc((d) => ({ ...d, steps: d.steps.map((s, j) => (j === i ? { ...s, config: withKey(s.config ?? {}, key, value) } : s)) }));
+  const setStep = (i: number, next: Step) => setDoc((d) => ({ ...d, steps: (d.steps ?? []).map((s, j) => (j === i ? next : s)) }));
   const stepErrors = (i: number) => errorsAt(errors, `/steps/${i}`);
-  const known = new Set(step ? FIELDS[step.type].map((f) => `/steps/${selected}/config/${f.key}`) : []);
-  const looseStepErrors = step
-    ? stepErrors(selected).filter((e) => ![...known].some((p) => e.pointer === p || e.pointer.startsWith(`${p}/`)) && !/\/steps\/\d+\/(name|id|description)$/.test(e.pointer))
-    : [];
-  const docErrors = errors.filter((e) => !e.pointer.startsWith("/steps/") && !e.pointer.startsWith("/trigger_config") && e.pointer !== "/name");
+  // Messages shown above the forms: those no field of the forms below shows.
+  const docErrors = errors.filter(
+    (e) => !/^\/(steps|states|transitions)\/\d+/.test(e.pointer) && !e.pointer.startsWith("/trigger_config") && e.pointer !== "/name",
+  );
 
   return (
     <>
@@ -116,6 +121,11 @@ function Editor({ id, template, initial }: { id?: string; template?: Schemas["Te
         <span className="muted" aria-live="polite" data-testid="validity">
           {errors.length ? `${errors.length} problem(s)` : "valid"}
         </span>
+        {id && template?.status === "ACTIVE" && mayStart(me, id) && (
+          <Link href={`/templates/${id}/start`} className="button">
+            Start
+          </Link>
+        )}
         <Link href="/templates">All templates</Link>
       </div>
       <ErrorNote error={save.error ?? deactivate.error} />
@@ -136,93 +146,90 @@ function Editor({ id, template, initial }: { id?: string; template?: Schemas["Te
               <label htmlFor="t-desc">Description</label>
               <input id="t-desc" value={doc.description ?? ""} onChange={(e) => setDoc((d) => withKey(d, "description", e.target.value || undefined))} />
             </div>
+            {!id && (
+              <div className="field">
+                <label htmlFor="t-shape">Template shape</label>
+                <select id="t-shape" value={machine ? "machine" : "steps"} onChange={(e) => setDoc((d) => toShape(d, e.target.value === "machine"))}>
+                  <option value="steps">step list</option>
+                  <option value="machine">state machine (states and transitions)</option>
+                </select>
+              </div>
+            )}
             <Trigger doc={doc} setDoc={setDoc} errors={errors} />
           </Section>
+          {machine ? (
+            <MachineLists doc={doc} setDoc={setDoc} errors={errors} selected={machineSel} setSelected={setMachineSel} />
+          ) : (
           <Section title="Steps">
-            <ol className="step-list">
-              {steps.map((s, i) => (
-                <li key={i} className={i === selected ? "selected" : undefined}>
-                  <button type="button" className="link" aria-current={i === selected || undefined} onClick={() => setSelected(i)}>
-                    {i + 1}. {s.name} <span className="muted">({s.type})</span>
-                    {stepErrors(i).length > 0 && <span className="badge" aria-label={`${stepErrors(i).length} problems`}>!</span>}
-                  </button>
-                  <span className="row">
-                    <button type="button" aria-label={`Move step ${i + 1} up`} disabled={i === 0} onClick={() => { setDoc((d) => ({ ...d, steps: move(d.steps, i, i - 1) })); setSelected(i - 1); }}>
-                      ↑
+              <ol className="step-list">
+                {steps.map((s, i) => (
+                  <li key={i} className={i === selected ? "selected" : undefined}>
+                    <button type="button" className="link" aria-current={i === selected || undefined} onClick={() => setSelected(i)}>
+                      {i + 1}. {s.name} <span className="muted">({s.type})</span>
+                      {stepErrors(i).length > 0 && <span className="badge" aria-label={`${stepErrors(i).length} problems`}>!</span>}
                     </button>
-                    <button type="button" aria-label={`Move step ${i + 1} down`} disabled={i === steps.length - 1} onClick={() => { setDoc((d) => ({ ...d, steps: move(d.steps, i, i + 1) })); setSelected(i + 1); }}>
-                      ↓
-                    </button>
-                    <button type="button" aria-label={`Remove step ${i + 1}`} onClick={() => { setDoc((d) => ({ ...d, steps: d.steps.filter((_, j) => j !== i) })); setSelected(Math.max(0, Math.min(selected, steps.length - 2))); }}>
-                      ✕
-                    </button>
-                  </span>
-                </li>
-              ))}
-            </ol>
-            <div className="row">
-              <label>
-                New step type
-                <select value={addType} onChange={(e) => setAddType(e.target.value as StepType)}>
-                  {STEP_TYPES.map((t) => (
-                    <option key={t}>{t}</option>
-                  ))}
-                </select>
-              </label>
-              <button
-                type="button"
-                onClick={() => {
-                  setDoc((d) => ({ ...d, steps: [...d.steps, newStep(addType, new Set(d.steps.map((s) => s.name)))] }));
-                  setSelected(steps.length);
-                }}
-              >
-                Add step
-              </button>
-            </div>
-          </Section>
-        </div>
-        <div className="builder-main">
-          {step ? (
-            <Section title={`Step ${selected + 1}: ${step.type}`}>
-              <div className="field" data-pointer={`/steps/${selected}/name`}>
-                <label htmlFor="s-name">Step name</label>
-                <input id="s-name" value={step.name} onChange={(e) => setStep(selected, { ...step, name: e.target.value })} />
-                <FieldErrors errors={errorsAt(errors, `/steps/${selected}/name`)} />
-              </div>
-              <div className="field" data-pointer={`/steps/${selected}/id`}>
-                <label htmlFor="s-id">Step id (optional, for steps.ID in expressions)</label>
-                <input id="s-id" value={step.id ?? ""} onChange={(e) => setStep(selected, withKey(step, "id", e.target.value || undefined))} />
-                <FieldErrors errors={errorsAt(errors, `/steps/${selected}/id`)} />
-              </div>
-              <div className="field">
-                <label htmlFor="s-desc">Step description</label>
-                <input id="s-desc" value={step.description ?? ""} onChange={(e) => setStep(selected, withKey(step, "description", e.target.value || undefined))} />
-              </div>
-              <FieldErrors errors={looseStepErrors} />
-              <div className="config-grid">
-                {FIELDS[step.type].map((f) => {
-                  const pointer = `/steps/${selected}/config/${f.key}`;
-                  return (
-                    <FieldEditor
-                      key={`${selected}:${f.key}`}
-                      field={f}
-                      pointer={pointer}
-                      value={(step.config ?? ({} as Config))[f.key]}
-                      onChange={(v) => setConfig(selected, f.key, v)}
-                      steps={steps}
-                      current={selected + 1}
-                      errors={errorsAt(errors, pointer)}
-                    />
-                  );
-                })}
+                    <span className="row">
+                      <button type="button" aria-label={`Move step ${i + 1} up`} disabled={i === 0} onClick={() => { setDoc((d) => ({ ...d, steps: move(d.steps ?? [], i, i - 1) })); setSelected(i - 1); }}>
+                        ↑
+                      </button>
+                      <button type="button" aria-label={`Move step ${i + 1} down`} disabled={i === steps.length - 1} onClick={() => { setDoc((d) => ({ ...d, steps: move(d.steps ?? [], i, i + 1) })); setSelected(i + 1); }}>
+                        ↓
+                      </button>
+                      <button type="button" aria-label={`Remove step ${i + 1}`} onClick={() => { setDoc((d) => ({ ...d, steps: (d.steps ?? []).filter((_, j) => j !== i) })); setSelected(Math.max(0, Math.min(selected, steps.length - 2))); }}>
+                        ✕
+                      </button>
+                    </span>
+                  </li>
+                ))}
+              </ol>
+              <div className="row">
+                <label>
+                  New step type
+                  <select value={addType} onChange={(e) => setAddType(e.target.value as StepType)}>
+                    {STEP_TYPES.map((t) => (
+                      <option key={t}>{t}</option>
+                    ))}
+                  </select>
+                </label>
+                <button
+                  type="button"
+                  onClick={() => {
+                    setDoc((d) => ({ ...d, steps: [...(d.steps ?? []), newStep(addType, new Set((d.steps ?? []).map((s) => s.name)))] }));
+                    setSelected(steps.length);
+                  }}
+                >
+                  Add step
+                </button>
               </div>
             </Section>
-          ) : (
-            <p>Add a step to start.</p>
           )}
-          <Section title="Graph">
-            <FlowGraph steps={graphSteps} current={step ? selected + 1 : null} label="Template graph" />
-          </Section>
+        </div>
+        <div className="builder-main">
+          {machine ? (
+            <MachinePanel doc={doc} setDoc={setDoc} errors={errors} schemas={schemas} selected={machineSel} />
+          ) : (
+            <>
+          {step ? (
+                <Section title={`Step ${selected + 1}: ${step.type}`}>
+                  <StepForm
+                    key={selected}
+                    step={step}
+                    pointer={`/steps/${selected}`}
+                    onChange={(next) => setStep(selected, next)}
+                    errors={errors}
+                    schemas={schemas}
+                    steps={steps}
+                    current={selected + 1}
+                  />
+                </Section>
+              ) : (
+                <p>Add a step to start.</p>
+              )}
+              <Section title="Graph">
+                <FlowGraph steps={steps} current={step ? selected + 1 : null} label="Template graph" />
+              </Section>
+            </>
+          )}
           {showJson && <RawJson doc={doc} setDoc={setDoc} />}
           {id && template && (template.versions?.length ?? 0) > 1 && (
             <VersionDiff id={id} versions={template.versions ?? []} current={template.version} />
@@ -231,19 +238,6 @@ function Editor({ id, template, initial }: { id?: string; template?: Schemas["Te
         </div>
       </div>
     </>
-  );
-}
-
-function FieldErrors({ errors }: { errors: FieldError[] }) {
-  if (!errors.length) return null;
-  return (
-    <div role="alert">
-      <ul className="field-errors">
-        {errors.map((e, i) => (
-          <li key={i}>{e.message}</li>
-        ))}
-      </ul>
-    </div>
   );
 }
 
@@ -340,10 +334,10 @@ function RawJson({ doc, setDoc }: { doc: TemplateDoc; setDoc: (f: (d: TemplateDo
           setDraft(e.target.value);
           try {
             const next = JSON.parse(e.target.value) as TemplateDoc;
-            if (next && typeof next === "object" && Array.isArray(next.steps)) {
+            if (next && typeof next === "object" && (Array.isArray(next.steps) || Array.isArray(next.states))) {
               setDoc(() => next);
               setBad(null);
-            } else setBad("a template is an object with a steps list");
+            } else setBad("a template is an object with a steps list (or states and transitions)");
           } catch (err) {
             setBad(err instanceof Error ? err.message : "not valid JSON");
           }
@@ -353,4 +347,13 @@ function RawJson({ doc, setDoc }: { doc: TemplateDoc; setDoc: (f: (d: TemplateDo
       {bad && <p className="error">{bad}</p>}
     </Section>
   );
+}
+
+/** A new template switches between the two shapes (docs/state-machines.md); what the other shape had goes. */
+function toShape(doc: TemplateDoc, machine: boolean): TemplateDoc {
+  const rest = { ...doc };
+  delete rest.steps;
+  delete rest.states;
+  delete rest.transitions;
+  return machine ? { ...rest, states: [], transitions: [] } : { ...rest, steps: [] };
 }

@@ -3,9 +3,10 @@ import { Link } from "wouter";
 import { ApiError } from "../api/client";
 import { useOperate, type Operation } from "../api/mutations";
 import { useActions, useInstance, useTemplate } from "../api/queries";
-import type { Step } from "../builder/model";
+import { isMachine, type Step, type TemplateDoc } from "../builder/model";
 import { ErrorNote, Json, relative, Section, Status, when } from "../components/common";
 import { FlowGraph } from "../components/FlowGraph";
+import { MachineGraph } from "../components/MachineGraph";
 import { blockingText } from "./Instances";
 import { can, useSignedIn } from "../auth";
 
@@ -26,7 +27,8 @@ export function InstancePage({ id }: { id: string }) {
     );
   }
   if (!data) return instance.error ? <ErrorNote error={instance.error} /> : <p role="status">Loading…</p>;
-  const steps = ((template.data?.document as { steps?: Step[] } | undefined)?.steps ?? []) as Step[];
+  const document = template.data?.document as TemplateDoc | undefined;
+  const steps = (document?.steps ?? []) as Step[];
   const path = data.timeline.filter((t) => t.event_type === "StepStarted" && t.step).map((t) => t.step as number);
   if (data.status === "COMPLETED") path.push(0);
   const allowed = (actions.data?.actions ?? []).filter((a) => OPERATIONS.includes(a.action as Operation));
@@ -63,7 +65,9 @@ export function InstancePage({ id }: { id: string }) {
       </Section>
       <div className="split">
         <Section title="Graph">
-          {steps.length ? <FlowGraph steps={steps} current={data.status === "COMPLETED" ? null : data.current_step} path={path} label="Instance path" /> : <p>Loading the template…</p>}
+          {document && isMachine(document) ? (
+            <MachineGraph states={document.states ?? []} transitions={document.transitions ?? []} current={data.machine_state ?? null} mark="current" label="Instance path" />
+          ) : steps.length ? <FlowGraph steps={steps} current={data.status === "COMPLETED" ? null : data.current_step} path={path} label="Instance path" /> : <p>Loading the template…</p>}
         </Section>
         <Section title="Steps">
           <ul className="steps">

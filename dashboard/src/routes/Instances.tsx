@@ -1,8 +1,8 @@
 import { useState } from "react";
-import { Link } from "wouter";
+import { Link, useSearch } from "wouter";
 import type { Schemas } from "../api/client";
 import { POLL_MS, useInstances, useTemplates, type InstanceFilters } from "../api/queries";
-import { ErrorNote, relative, Status } from "../components/common";
+import { ErrorNote, LoadMore, relative, rows, Status } from "../components/common";
 
 type Instance = Schemas["Instance"];
 const STATUSES = ["ACTIVE", "PAUSED", "COMPLETED", "CANCELLED", "FAILED"] as const;
@@ -14,8 +14,20 @@ export function matches(i: Instance, search: string): boolean {
   return [i.id, i.template_name, JSON.stringify(i.trigger ?? {})].some((s) => s.toLowerCase().includes(q));
 }
 
+/** Filters a link may preset (`/instances?template_id=…&status=FAILED`, from Pipelines). */
+export function filtersFrom(search: string): InstanceFilters {
+  const q = new URLSearchParams(search);
+  const status = q.get("status");
+  const template = q.get("template_id");
+  return {
+    ...(status && (STATUSES as readonly string[]).includes(status) ? { status: status as Instance["status"] } : {}),
+    ...(template ? { template_id: template } : {}),
+  };
+}
+
 export function Instances() {
-  const [filters, setFilters] = useState<InstanceFilters>({});
+  const search0 = useSearch();
+  const [filters, setFilters] = useState<InstanceFilters>(() => filtersFrom(search0));
   const [search, setSearch] = useState("");
   const list = useInstances(filters);
   const templates = useTemplates();
@@ -26,7 +38,7 @@ export function Instances() {
       else next[key] = value;
       return next;
     });
-  const items = (list.data?.items ?? []).filter((i) => matches(i, search));
+  const items = rows(list.data).filter((i) => matches(i, search));
   return (
     <>
       <h1>Active workflows</h1>
@@ -44,7 +56,7 @@ export function Instances() {
           Template
           <select value={filters.template_id ?? ""} onChange={(e) => set("template_id", e.target.value)}>
             <option value="">any</option>
-            {templates.data?.items.map((t) => (
+            {rows(templates.data).map((t) => (
               <option key={t.id} value={t.id}>
                 {t.name}
               </option>
@@ -106,6 +118,7 @@ export function Instances() {
           ))}
         </tbody>
       </table>
+      <LoadMore list={list} what="workflows" />
     </>
   );
 }

@@ -3,7 +3,7 @@ import { Link } from "wouter";
 import { useOperate } from "../api/mutations";
 import { usePipeline, useTemplates } from "../api/queries";
 import { can, useSignedIn } from "../auth";
-import { ErrorNote, relative, Section, Status } from "../components/common";
+import { ErrorNote, LoadMore, relative, rows, Section, Status } from "../components/common";
 
 const COLUMNS = ["IN_PROGRESS", "COMPLETED", "APPROVED", "REJECTED", "SKIPPED", "FAILED", "TIMED_OUT"];
 
@@ -12,7 +12,7 @@ export function Pipelines() {
   const me = useSignedIn();
   const templates = useTemplates();
   const [chosen, setChosen] = useState("");
-  const id = chosen || templates.data?.items[0]?.id;
+  const id = chosen || rows(templates.data)[0]?.id;
   const pipeline = usePipeline(id);
   const p = pipeline.data;
   const extra = [...new Set((p?.steps ?? []).flatMap((s) => Object.keys(s.counts)))].filter((c) => !COLUMNS.includes(c));
@@ -23,13 +23,14 @@ export function Pipelines() {
       <label>
         Template{" "}
         <select value={id ?? ""} onChange={(e) => setChosen(e.target.value)}>
-          {templates.data?.items.map((t) => (
+          {rows(templates.data).map((t) => (
             <option key={t.id} value={t.id}>
               {t.name} ({t.id})
             </option>
           ))}
         </select>
       </label>
+      <LoadMore list={templates} what="templates" />
       <ErrorNote error={pipeline.error} />
       {p && (
         <>
@@ -69,6 +70,10 @@ export function Pipelines() {
             </table>
           </Section>
           <Section title="Failed and timed-out steps">
+            <p className="muted">
+              The latest 50 failed or timed-out steps.{" "}
+              <Link href={`/instances?template_id=${encodeURIComponent(p.template_id)}&status=FAILED`}>Every failed instance of this template</Link> (all pages).
+            </p>
             {p.failures.length === 0 ? (
               <p>None.</p>
             ) : (

@@ -1,7 +1,8 @@
 import { Link } from "wouter";
 import { useTemplate, useTemplates } from "../api/queries";
 import { can, useSignedIn } from "../auth";
-import { ErrorNote, relative, Status } from "../components/common";
+import { mayStart } from "./Start";
+import { ErrorNote, LoadMore, relative, rows, Status } from "../components/common";
 
 export function Templates() {
   const me = useSignedIn();
@@ -26,10 +27,11 @@ export function Templates() {
             <th>Current version</th>
             <th>Open a version</th>
             <th>Updated</th>
+            <th>Start</th>
           </tr>
         </thead>
         <tbody>
-          {list.data?.items.map((t) => (
+          {rows(list.data).map((t) => (
             <tr key={t.id} data-testid="template-row" data-template={t.id}>
               <td>
                 <Link href={`/templates/${t.id}/${t.version}`}>{t.name}</Link>
@@ -44,10 +46,18 @@ export function Templates() {
                 <Versions id={t.id} current={t.version} />
               </td>
               <td>{relative(t.updated_at)}</td>
+              <td>
+                {t.status === "ACTIVE" && mayStart(me, t.id) ? (
+                  <Link href={`/templates/${t.id}/start`} className="button">
+                    Start
+                  </Link>
+                ) : null}
+              </td>
             </tr>
           ))}
         </tbody>
       </table>
+      <LoadMore list={list} what="templates" />
     </>
   );
 }

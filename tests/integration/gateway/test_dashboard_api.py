@@ -16,9 +16,23 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 async def test_me_tells_tenant_roles_and_permissions(api_world, tenant):
     _, viewer = await api_world.call("GET", "/v1/me", tenant, "viewer", expect=200)
     assert viewer == {"id": tenant.ids["viewer"], "tenant_id": tenant.id, "kind": "human", "roles": ["viewer"],
-                      "display_name": "viewer", "permissions": ["read"]}
+                      "display_name": "viewer", "permissions": ["read"], "can_initiate": None}
     _, cfo = await api_world.call("GET", "/v1/me", tenant, "cfo", expect=200)
     assert cfo["permissions"] == ["decide", "read"]
+
+
+async def test_me_tells_an_agent_the_templates_it_may_start(api_world, tenant):
+    """The dashboard offers "Start" only where the server would accept it (story 29.12 can_initiate)."""
+    _, first = await api_world.call("POST", "/v1/workflows/templates", tenant,
+                                    json={**manual_procurement(), "name": "Agent may start"}, expect=201)
+    await api_world.call("POST", "/v1/workflows/templates", tenant,
+                         json={**manual_procurement(), "name": "Agent may not"}, expect=201)
+    _, before = await api_world.call("GET", "/v1/me", tenant, "agent", expect=200)
+    assert before["kind"] == "agent" and before["can_initiate"] == []
+    await api_world.call("POST", f"/v1/agents/{tenant.ids['agent']}/workflow-permissions", tenant,
+                         json={"workflow_permissions": {"can_initiate": [first["id"]]}}, expect=200)
+    _, after = await api_world.call("GET", "/v1/me", tenant, "agent", expect=200)
+    assert after["can_initiate"] == [first["id"]]
 
 
 async def test_validate_a_new_document_reports_pointers(api_world, tenant):
