@@ -14,7 +14,14 @@ One module per concern: `profile` (ports, URLs, directories), `supervise` (pid f
 
 from deploy.stackctl.kafka import ensure_topics, kafka_process, kafka_ready, start_kafka, stop_kafka
 from deploy.stackctl.lifecycle import down, is_up, leftover_processes, status, up, wipe_state
-from deploy.stackctl.postgres import migrate, postgres_process, postgres_ready, start_postgres, stop_postgres
+from deploy.stackctl.postgres import (
+    migrate,
+    pg_processes,
+    postgres_process,
+    postgres_ready,
+    start_postgres,
+    stop_postgres,
+)
 from deploy.stackctl.processes import PROCESSES, ProcessSpec, start_process, stop_process
 from deploy.stackctl.profile import REPO_ROOT, Profile
 from deploy.stackctl.summary import print_summary, wall_seconds
@@ -33,6 +40,7 @@ __all__ = [
     "kafka_ready",
     "leftover_processes",
     "migrate",
+    "pg_processes",
     "postgres_process",
     "postgres_ready",
     "print_summary",

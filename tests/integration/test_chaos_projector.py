@@ -28,7 +28,7 @@ import psutil
 import pytest
 
 from core import events as ev
-from deploy import stack as stack_mod
+from deploy import stackctl as stack_mod
 from tests.integration import invariants
 from tests.integration.chaos import PaymentLoad, scaled, sigkill, stop
 from tests.integration.engine_harness import REPO, EngineWorld
@@ -76,7 +76,7 @@ async def crash_losing_acknowledged_commits(profile: stack_mod.Profile, database
                 break
         await asyncio.sleep(0.5)  # and has had the time to do whatever it does after a commit
     finally:
-        processes = stack_mod._pg_processes(profile)
+        processes = stack_mod.pg_processes(profile)
         for proc in processes:
             with contextlib.suppress(psutil.Error):
                 proc.send_signal(signal.SIGKILL)
@@ -90,7 +90,7 @@ async def test_the_audit_trail_equals_the_events_after_projector_and_postgres_cr
     if profile.external_postgres:
         pytest.skip("the database is external: not ours to crash")
     assert await query(database_url, "SHOW synchronous_commit") == "off", \
-        "the test profile runs PostgreSQL with asynchronous commit (deploy/stack.py)"
+        "the test profile runs PostgreSQL with asynchronous commit (deploy/stackctl/postgres.py)"
     count, rounds = scaled(150, 600), scaled(2, 5)
     lost = 0
     async with EngineWorld(kafka_bootstrap, partitions=3) as world, \
