@@ -24,7 +24,7 @@ import uuid
 import asyncpg
 from aiohttp import ClientSession, web
 
-from deploy.stack import Profile
+from deploy.stackctl import Profile
 from gateway.app import build_app, start_gateway, stop_gateway
 from gateway.auth import hash_token, new_token
 from gateway.settings import GatewaySettings
@@ -53,6 +53,10 @@ async def seed(conn: asyncpg.Connection, tenant: str, count: int) -> str:
     await conn.execute(f"""INSERT INTO workflow_template_versions (template_id, version, document, created_by)
                            SELECT 'wft_{tenant}_' || g, 1, $1::jsonb, 'bench' FROM generate_series(0, 4) g""",
                        document)
+    # Bulk rows with the row triggers off (superuser: the test stack's), then the rollups set-wise, as the
+    # migration's backfill computes them (store/migrations/0011): a trigger per bulk row would update the same
+    # counters 100,000 times in one transaction.
+    await conn.execute("SET session_replication_role = replica")
     await conn.execute(f"""
         INSERT INTO workflow_instances (id, tenant_id, template_id, template_version, template_name, status,
             current_step, current_step_name, step_count, trigger, source, blocking, amount, last_seq,
@@ -79,12 +83,20 @@ async def seed(conn: asyncpg.Connection, tenant: str, count: int) -> str:
         SELECT '{tenant}_i' || g, q, $1, (ARRAY['InstanceStarted','StepStarted','StepSucceeded','StepStarted',
                'DecisionRecorded','StepApproved'])[q], CASE WHEN q > 1 THEN 1 + q / 4 END, now()
         FROM generate_series(1, $2) g, generate_series(1, 6) q""", tenant, count)
-    await conn.execute("ANALYZE workflow_instances; ANALYZE workflow_step_executions; ANALYZE workflow_transitions")
+    await conn.execute("SET session_replication_role = DEFAULT")
+    await conn.execute("SELECT analytics_backfill($1)", tenant)
+    await conn.execute("ANALYZE workflow_instances; ANALYZE workflow_step_executions; ANALYZE workflow_transitions; "
+                       "ANALYZE analytics_completions; ANALYZE analytics_approval_steps; "
+                       "ANALYZE analytics_approver_decisions")
     return token
 
 
 async def cleanup(conn: asyncpg.Connection, tenant: str) -> None:
     like = f"{tenant}_i%"
+    await conn.execute("SET session_replication_role = replica")  # the rollups go below, by tenant
+    for table in ("analytics_instance_counts", "analytics_finished_hourly", "analytics_step_hourly",
+                  "analytics_completions", "analytics_approval_steps", "analytics_approver_decisions"):
+        await conn.execute(f"DELETE FROM {table} WHERE tenant_id = $1", tenant)
     await conn.execute("DELETE FROM workflow_transitions WHERE instance_id LIKE $1", like)
     await conn.execute("DELETE FROM workflow_step_executions WHERE instance_id LIKE $1", like)
     await conn.execute("DELETE FROM workflow_instances WHERE tenant_id = $1", tenant)
@@ -92,6 +104,7 @@ async def cleanup(conn: asyncpg.Connection, tenant: str) -> None:
     await conn.execute("DELETE FROM workflow_templates WHERE tenant_id = $1", tenant)
     await conn.execute("DELETE FROM api_tokens WHERE principal_id = $1", f"{tenant}_op")
     await conn.execute("DELETE FROM principals WHERE tenant_id = $1", tenant)
+    await conn.execute("SET session_replication_role = DEFAULT")
 
 
 async def measure(base: str, token: str, paths: dict[str, str], requests: int) -> dict[str, list[float]]:

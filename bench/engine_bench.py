@@ -49,7 +49,7 @@ codec = Codec()
 def bootstrap_servers() -> str:
     if os.environ.get("FLOWLINE_KAFKA_BOOTSTRAP"):
         return os.environ["FLOWLINE_KAFKA_BOOTSTRAP"]
-    from deploy import stack
+    from deploy import stackctl as stack
 
     profile = stack.Profile.load("test")
     if not stack.is_up(profile):

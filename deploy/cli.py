@@ -18,7 +18,7 @@ import sys
 
 
 def _stack(args: argparse.Namespace) -> int:
-    from deploy import stack
+    from deploy import stackctl as stack
 
     profile = stack.Profile.load(args.profile)
     try:

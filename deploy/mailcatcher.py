@@ -18,6 +18,7 @@ from aiosmtpd.handlers import Mailbox
 from aiosmtpd.smtp import SMTP
 
 from schemas.process import run_process
+from schemas.settings import env, env_int, given
 
 log = logging.getLogger("flowline.mailcatcher")
 
@@ -42,9 +43,9 @@ async def serve(directory: Path, host: str, port: int, stop: asyncio.Event) -> N
 
 
 def main() -> int:
-    state = os.environ.get("FLOWLINE_STATE_DIR") or ".flowline/dev"
-    host = os.environ.get("FLOWLINE_MAILCATCHER_HOST", "127.0.0.1")
-    port = int(os.environ["FLOWLINE_MAILCATCHER_PORT"])
+    state = given("FLOWLINE_STATE_DIR") or ".flowline/dev"
+    host = env("FLOWLINE_MAILCATCHER_HOST")
+    port = int(given("FLOWLINE_MAILCATCHER_PORT") or env_int("FLOWLINE_GATEWAY_PORT") + 3)
     stop = asyncio.Event()
     return run_process(lambda: serve(mail_dir(state), host, port, stop), stop.set)
 

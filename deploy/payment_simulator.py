@@ -41,13 +41,13 @@ from schemas import topics
 from schemas.codec import Codec, DecodeError
 from schemas.process import run_process
 from schemas.records import PaymentCommand, PaymentResult, TransferEvent
-from schemas.settings import env
+from schemas.settings import env, env_int, given
 
 log = logging.getLogger("flowline.payment_simulator")
 
 
 def default_ledger() -> Path:
-    state = os.environ.get("FLOWLINE_STATE_DIR") or str(Path(__file__).resolve().parent.parent / ".flowline" / "dev")
+    state = given("FLOWLINE_STATE_DIR") or str(Path(__file__).resolve().parent.parent / ".flowline" / "dev")
     return Path(state) / "payment-simulator.jsonl"
 
 
@@ -74,16 +74,17 @@ class PaymentSimulator:
         self.commands_seen = 0
         self.answered = 0
         self.duplicates = 0
+        self.executed_now = 0  # commands the last batch executed (not answered from the ledger)
         self._stopping = asyncio.Event()
         self.ready = asyncio.Event()
 
     @classmethod
     def from_env(cls) -> PaymentSimulator:
-        ledger = os.environ.get("FLOWLINE_SIMULATOR_LEDGER")
+        ledger = given("FLOWLINE_SIMULATOR_LEDGER")
         return cls(bootstrap_servers=env("FLOWLINE_KAFKA_BOOTSTRAP"),
                    topic_prefix=env("FLOWLINE_TOPIC_PREFIX"),
                    ledger=Path(ledger) if ledger else None,
-                   delay_ms=int(os.environ.get("FLOWLINE_SIMULATOR_DELAY_MS", "0")))
+                   delay_ms=env_int("FLOWLINE_SIMULATOR_DELAY_MS"))
 
     def _load(self) -> None:
         for entry in read_ledger(self.ledger):
@@ -136,6 +137,12 @@ class PaymentSimulator:
 
     def execute(self, command: PaymentCommand) -> PaymentResult:
         """Run a command once: record it in the ledger, return its result."""
+        result, entry = self._run(command)
+        self._record([entry])
+        return result
+
+    def _run(self, command: PaymentCommand) -> tuple[PaymentResult, dict[str, Any]]:
+        """Execute a command in memory (the transfer book, the results by key); its ledger entry to write."""
         params = command.params if isinstance(command.params, dict) else {}
         now = int(time.time() * 1000)
         reason = params.get("simulate_failure")
@@ -166,13 +173,39 @@ class PaymentSimulator:
                  "output": result.output, "error": result.error, "completed_at": now}
         if command.action == "execute_transfer" and result.status == "succeeded":
             self.book.executed(params["transfer_id"], command.idempotency_key)
+        self.results[command.idempotency_key] = result
+        return result, entry
+
+    def execute_all(self, commands: list[PaymentCommand]) -> list[PaymentResult]:
+        """Run a batch of commands, each once, with ONE ledger write and fsync before any reply is sent.
+
+        Why: an fsync per command serialised the simulator on the disk, and each reply waited for the one
+        before it (issue 15). Group commit keeps the rule that matters (no reply before its execution is on
+        disk) at one fsync per batch; a key repeated in the batch is executed once and answered twice."""
+        entries: list[dict[str, Any]] = []
+        answers = []
+        for command in commands:
+            known = self.results.get(command.idempotency_key)
+            if known is not None:
+                self.duplicates += 1
+                log.info("duplicate command %s: answering with the first result", command.idempotency_key)
+                answers.append(known)
+            else:
+                result, entry = self._run(command)
+                answers.append(result)
+                entries.append(entry)
+        self._record(entries)
+        self.executed_now = len(entries)
+        return answers
+
+    def _record(self, entries: list[dict[str, Any]]) -> None:
+        if not entries:
+            return
         self.ledger.parent.mkdir(parents=True, exist_ok=True)
         with self.ledger.open("a") as f:
-            f.write(json.dumps(entry) + "\n")
+            f.write("".join(json.dumps(entry) + "\n" for entry in entries))
             f.flush()
             os.fsync(f.fileno())
-        self.results[command.idempotency_key] = result
-        return result
 
     async def run(self) -> None:
         self._load()
@@ -199,10 +232,9 @@ class PaymentSimulator:
             while not self._stopping.is_set():
                 await self._read_transfers()
                 batches = await consumer.getmany(timeout_ms=200)
-                for records in batches.values():
-                    for record in records:
-                        await self._answer(producer, record)
-                if batches:
+                records = [record for records in batches.values() for record in records]
+                if records:
+                    await self._answer_batch(producer, records)
                     await consumer.commit()
         finally:
             with contextlib.suppress(Exception):
@@ -212,36 +244,30 @@ class PaymentSimulator:
             with contextlib.suppress(Exception):
                 await producer.stop()
 
-    async def _answer(self, producer: AIOKafkaProducer, record: Any) -> None:
-        try:
-            command = self.codec.decode(record.value, PaymentCommand)
-        except DecodeError as exc:
-            log.warning("ignoring undecodable payment command at offset %s: %s", record.offset, exc)
-            return
-        self.commands_seen += 1
-        if command.action == LOOKUP_TRANSFER:
-            params = command.params if isinstance(command.params, dict) else {}
-            if self.book.record(params.get("transfer_id"), command.tenant_id) is None:
-                await self._read_transfers(to_end=True)  # the transfer event may be just behind
-            await producer.send_and_wait(self.results_topic, self.codec.encode(self.lookup(command)),
-                                         key=command.idempotency_key.encode())
-            self.answered += 1
-            return
-        result = self.results.get(command.idempotency_key)
-        if result is None:
-            if command.action == "execute_transfer":
-                params = command.params if isinstance(command.params, dict) else {}
-                if self.book.record(params.get("transfer_id"), command.tenant_id) is None:
-                    await self._read_transfers(to_end=True)  # the transfer event may be just behind
-            result = self.execute(command)
-            if self.delay_ms:
-                await asyncio.sleep(self.delay_ms / 1000)
-        else:
-            self.duplicates += 1
-            log.info("duplicate command %s: answering with the first result", command.idempotency_key)
-        await producer.send_and_wait(self.results_topic, self.codec.encode(result),
-                                     key=command.idempotency_key.encode())
-        self.answered += 1
+    async def _answer_batch(self, producer: AIOKafkaProducer, records: list[Any]) -> None:
+        """Answer a fetched batch: decode, learn transfers that may be just behind once, execute the batch
+        with one fsync, then send every reply at once and wait for all of them (acks=all) before the
+        offsets are committed. A reply per round trip made 16 payments in flight wait for each other."""
+        commands = []
+        for record in records:
+            try:
+                commands.append(self.codec.decode(record.value, PaymentCommand))
+            except DecodeError as exc:
+                log.warning("ignoring undecodable payment command at offset %s: %s", record.offset, exc)
+        self.commands_seen += len(commands)
+        if any(self.book.record((c.params if isinstance(c.params, dict) else {}).get("transfer_id"), c.tenant_id)
+               is None for c in commands if c.action in (LOOKUP_TRANSFER, "execute_transfer")):
+            await self._read_transfers(to_end=True)  # a transfer event may be just behind its command
+        lookups = [c for c in commands if c.action == LOOKUP_TRANSFER]
+        executes = [c for c in commands if c.action != LOOKUP_TRANSFER]
+        answers = self.execute_all(executes)
+        if self.delay_ms and self.executed_now:
+            await asyncio.sleep(self.delay_ms / 1000)
+        replies = [(c, self.lookup(c)) for c in lookups] + list(zip(executes, answers, strict=True))
+        sent = [await producer.send(self.results_topic, self.codec.encode(result), key=c.idempotency_key.encode())
+                for c, result in replies]
+        await asyncio.gather(*sent)
+        self.answered += len(replies)
 
     def stop(self) -> None:
         self._stopping.set()

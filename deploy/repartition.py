@@ -26,6 +26,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
 
 from schemas import topics as topics_mod
+from schemas.compacted import read_to_end
 from schemas.settings import env
 from streams.transactional import partition_for
 
@@ -100,17 +101,15 @@ async def _read_changelog(plan: Plan, partitions: int) -> dict[bytes, bytes]:
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         ends = await consumer.end_offsets(tps)
-        pending = {tp for tp, end in ends.items() if end > 0}
-        while pending:
-            for records in (await consumer.getmany(*pending, timeout_ms=500, max_records=10_000)).values():
-                for record in records:
-                    if record.value is None:
-                        latest.pop(record.key, None)
-                    else:
-                        latest[record.key] = record.value
-            for tp in list(pending):
-                if await consumer.position(tp) >= ends[tp]:
-                    pending.discard(tp)
+
+        def keep_latest(_: TopicPartition, records: list) -> None:
+            for record in records:
+                if record.value is None:
+                    latest.pop(record.key, None)
+                else:
+                    latest[record.key] = record.value
+
+        await read_to_end(consumer, ends, keep_latest, max_records=10_000, timeout_ms=500)
     finally:
         await consumer.stop()
     return latest

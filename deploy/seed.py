@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from dataclasses import dataclass
 
 import asyncpg
@@ -27,7 +26,7 @@ from aiokafka import AIOKafkaProducer
 from core.builtin import BUILTIN_NAMES, builtin_template
 from core.validation import validate_template
 from gateway.auth import hash_token
-from schemas import topics
+from schemas import settings, topics
 from schemas.codec import Codec
 from schemas.records import TemplateRecord
 from schemas.settings import env
@@ -69,7 +68,7 @@ def template_id(name: str) -> str:
 
 def builtin_status(env: dict[str, str] | None = None) -> str:
     """PAUSED unless FLOWLINE_SEED_BUILTINS=active (see the module docstring for why)."""
-    wanted = (os.environ if env is None else env).get("FLOWLINE_SEED_BUILTINS", "inactive").strip().lower()
+    wanted = settings.env("FLOWLINE_SEED_BUILTINS", env).strip().lower()
     if wanted not in ("active", "inactive"):
         raise ValueError(f"FLOWLINE_SEED_BUILTINS must be active or inactive, not {wanted!r}")
     return "ACTIVE" if wanted == "active" else "PAUSED"

@@ -22,7 +22,6 @@ import dataclasses
 import difflib
 import enum
 import json
-import os
 import sys
 import time
 import uuid
@@ -31,9 +30,9 @@ from pathlib import Path
 from typing import Any
 
 from flowline.client import ApiError, Client, CommandAccepted, FlowlineError, TransportError
+from schemas.settings import env
 
 COMMANDS = ("templates", "instances", "pending", "events", "send")
-DEFAULT_BOOTSTRAP = "127.0.0.1:19092"
 
 
 # ------------------------------------------------------------------------------------------------ output
@@ -399,9 +398,9 @@ def build_parser(prog: str = "flowline") -> argparse.ArgumentParser:
     out = argparse.ArgumentParser(add_help=False)
     out.add_argument("--json", action="store_true", help="machine-readable JSON instead of a table")
     kafka = argparse.ArgumentParser(add_help=False)
-    kafka.add_argument("--bootstrap", default=os.environ.get("FLOWLINE_KAFKA_BOOTSTRAP", DEFAULT_BOOTSTRAP),
+    kafka.add_argument("--bootstrap", default=env("FLOWLINE_KAFKA_BOOTSTRAP"),
                        help="Kafka bootstrap servers (default $FLOWLINE_KAFKA_BOOTSTRAP or the dev broker)")
-    kafka.add_argument("--topic-prefix", default=os.environ.get("FLOWLINE_TOPIC_PREFIX", ""),
+    kafka.add_argument("--topic-prefix", default=env("FLOWLINE_TOPIC_PREFIX"),
                        help="topic name prefix (default $FLOWLINE_TOPIC_PREFIX)")
     both = [api, out]
 

@@ -28,6 +28,7 @@ from prometheus_client import Counter, Histogram
 
 from gateway import agent_access, json_body, openapi
 from gateway.calls import Call, Gateway, HandlerFn
+from gateway.params import Parameters
 from gateway.problems import CONTENT_TYPE as PROBLEM_CONTENT_TYPE
 from gateway.problems import DATABASE_DOWN, Problem, problems_middleware, read_model_unavailable
 from gateway.settings import GatewaySettings
@@ -100,6 +101,7 @@ def _parse_json(raw: bytes, content_type: str) -> Any:
 def _endpoint(gateway: Gateway, operation: dict[str, Any], handler: HandlerFn) -> Callable:
     public = operation.get("security") == []
     validator = _validator(operation)
+    parameters = Parameters(operation)  # compiled once per route (gateway/params.py, ADR 9)
     name = operation["operationId"]
     has_body = "requestBody" in operation
     body_required = has_body and operation["requestBody"].get("required", False)
@@ -134,6 +136,7 @@ def _endpoint(gateway: Gateway, operation: dict[str, Any], handler: HandlerFn) -
             audit_log.info("%s %s principal=%s kind=%s conversation=%s client=%s", request.method, request.path,
                            principal.id, principal.kind, conversation[:200],
                            request.headers.get("User-Agent", "")[:100])
+        values = parameters.read(request.query, request.match_info)
         raw = await _read_body(request, gateway.settings) if has_body else b""
         body = _parse_json(raw, request.content_type if raw.strip() else "") if has_body else None
         if has_body:
@@ -146,7 +149,7 @@ def _endpoint(gateway: Gateway, operation: dict[str, Any], handler: HandlerFn) -
         if key is not None and not 1 <= len(key) <= 200:
             raise Problem(400, "Idempotency-Key must be 1 to 200 characters", pointer="/header/Idempotency-Key")
         call = Call(request=request, gateway=gateway, principal=principal, body=body, raw_body=raw,
-                    operation=operation, idempotency_key=key)
+                    operation=operation, idempotency_key=key, values=values)
         if key is None or principal is None:
             return await handler(call)
         return await _idempotent(gateway, call, handler)

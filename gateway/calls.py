@@ -18,7 +18,6 @@ from aiokafka import AIOKafkaProducer
 
 from gateway.auth import Authenticator, Principal
 from gateway.commands import CommandSender
-from gateway.problems import Problem
 from gateway.settings import GatewaySettings
 from schemas.codec import Codec
 from schemas.notify import ReadModelSignal
@@ -49,6 +48,8 @@ class Call:
     raw_body: bytes
     operation: dict[str, Any]
     idempotency_key: str | None = None
+    # typed parameters by (location, name), from `gateway.params.Parameters.read`
+    values: dict[tuple[str, str], Any] = field(default_factory=dict)
 
     @property
     def me(self) -> Principal:
@@ -56,31 +57,21 @@ class Call:
         return self.principal
 
     def param(self, name: str) -> str:
-        return no_nul(self.request.match_info[name], f"/path/{name}")
+        """A path parameter, validated against the OpenAPI document (gateway/params.py)."""
+        return self.values[("path", name)]
 
     def step(self) -> int:
-        raw = self.request.match_info["n"]
-        if not raw.isdigit() or not 1 <= int(raw) <= 100:
-            raise Problem(400, f"step number must be an integer from 1 to 100, got {raw!r}", pointer="/path/n")
-        return int(raw)
+        """The step number `n` of the path: an integer from 1 to 100 (the document says so)."""
+        return self.values[("path", "n")]
 
-    def query(self, name: str) -> str | None:
-        value = self.request.query.get(name)
-        return None if value is None else no_nul(value, f"/query/{name}")
+    def query(self, name: str) -> Any:
+        """A query parameter, typed and validated from the OpenAPI document: the schema's default (or None)
+        when absent. A name the operation does not declare is a KeyError: declare it in the document."""
+        return self.values[("query", name)]
 
     @property
     def wait(self) -> bool:
-        value = (self.request.query.get("wait") or "").lower()
-        if value not in ("", "true", "false", "1", "0"):
-            raise Problem(400, "wait must be true or false", pointer="/query/wait")
-        return value in ("true", "1")
-
-
-def no_nul(value: str, pointer: str) -> str:
-    """PostgreSQL text cannot hold NUL: refuse it here rather than fail in the query (a 500)."""
-    if "\x00" in value:
-        raise Problem(400, f"{pointer.rsplit('/', 1)[-1]} must not contain a NUL character", pointer=pointer)
-    return value
+        return bool(self.query("wait"))
 
 
 HandlerFn = Callable[[Call], Awaitable[web.StreamResponse]]

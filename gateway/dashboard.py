@@ -24,7 +24,6 @@ from aiohttp import web
 from core.validation import validate_template
 from gateway.auth import READ, TEMPLATES_WRITE
 from gateway.calls import Call, json_response
-from gateway.problems import Problem
 from schemas.settings import env
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -96,9 +95,7 @@ async def my_decisions(call: Call) -> web.Response:
     """The caller's own approval decisions, newest first (the Approvals tab's history)."""
     me = call.me
     me.require(READ, "read decisions")
-    raw = call.query("limit") or "50"
-    if not raw.isdigit() or not 1 <= int(raw) <= 200:
-        raise Problem(400, "limit must be an integer from 1 to 200", pointer="/query/limit")
+    limit = call.query("limit")
     rows = await call.gateway.pool.fetch(
         """SELECT t.instance_id, t.step, t.reasoning, t.details, t.at, i.template_id, i.template_name, i.status,
                   s.name AS step_name
@@ -106,7 +103,7 @@ async def my_decisions(call: Call) -> web.Response:
            LEFT JOIN LATERAL (SELECT name FROM workflow_step_executions s
                               WHERE s.instance_id = t.instance_id AND s.step = t.step LIMIT 1) s ON true
            WHERE t.tenant_id = $1 AND t.actor_id = $2 AND t.event_type = 'DecisionRecorded'
-           ORDER BY t.at DESC LIMIT $3""", me.tenant_id, me.id, int(raw))
+           ORDER BY t.at DESC LIMIT $3""", me.tenant_id, me.id, limit)
     items = []
     for r in rows:
         details = json.loads(r["details"]) if isinstance(r["details"], str) else (r["details"] or {})

@@ -13,11 +13,11 @@ import json
 import re
 import time
 import uuid
-from datetime import datetime
 from typing import Any
 
 import asyncpg
 from aiohttp import web
+from cachetools import LRUCache
 
 from core import actions as core_actions
 from core import commands as cmd
@@ -34,11 +34,10 @@ from gateway.auth import ADVANCE, CALLBACK, DECIDE, OPERATE, READ, TRIGGER, Prin
 from gateway.calls import Call, json_response
 from gateway.commands import command_id_for, now_ms
 from gateway.problems import DATABASE_DOWN, Problem
-from gateway.templates import _iso, _limit, decode_cursor, encode_cursor
+from gateway.templates import _iso, cursor_time, decode_cursor, encode_cursor
 from schemas.notify import ReadModelSignal
 
 SIGNATURE_HEADER = "X-Flowline-Signature"
-INSTANCE_STATUSES = ("ACTIVE", "PAUSED", "COMPLETED", "CANCELLED", "FAILED")
 REF_COLUMNS = "i.id, i.template_id"  # what a command endpoint needs: the instance exists in the caller's tenant
 INSTANCE_COLUMNS = """i.id, i.tenant_id, i.template_id, i.template_version, i.template_name, i.status, i.current_step,
     i.current_step_name, i.step_count, i.trigger, i.source, i.initiated_by, i.initiated_by_kind, i.agent_context,
@@ -163,19 +162,6 @@ async def get_instance(call: Call) -> web.Response:
     return json_response(await instance_detail(call.gateway.pool, call.param("id"), call.me.tenant_id))
 
 
-def _time_param(call: Call, name: str) -> datetime | None:
-    raw = call.query(name)
-    if raw is None:
-        return None
-    try:
-        value = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
-        raise Problem(400, f"{name} must be an ISO 8601 date-time", pointer=f"/query/{name}") from None
-    if value.tzinfo is None:
-        raise Problem(400, f"{name} needs a time zone (e.g. 2026-01-31T12:00:00Z)", pointer=f"/query/{name}")
-    return value
-
-
 def approver_predicate(me: Principal, args: list[Any], alias: str = "p", at_ms: int | None = None) -> str:
     """SQL: the pending approval `alias` waits for `me` at `at_ms` (default now): `core.approvers.may_decide`
     in SQL (a parity test, tests/integration/gateway/test_pending_parity.py, holds the two together).
@@ -239,13 +225,11 @@ def _bounds_sql(alias: str, minute: str) -> str:
 async def list_instances(call: Call) -> web.Response:
     me = call.me
     me.require(READ, "read instances")
-    limit = _limit(call)
+    limit = call.query("limit")
     args: list[Any] = [me.tenant_id]
     where = ["i.tenant_id = $1"]
     status = call.query("status")
     if status is not None:
-        if status not in INSTANCE_STATUSES:
-            raise Problem(400, f"status must be one of {', '.join(INSTANCE_STATUSES)}", pointer="/query/status")
         args.append(status)
         where.append(f"i.status = ${len(args)}")
     template_id = call.query("template_id")
@@ -253,7 +237,7 @@ async def list_instances(call: Call) -> web.Response:
         args.append(template_id)
         where.append(f"i.template_id = ${len(args)}")
     for name, op in (("created_after", ">"), ("created_before", "<")):
-        value = _time_param(call, name)
+        value = call.query(name)
         if value is not None:
             args.append(value)
             where.append(f"i.created_at {op} ${len(args)}")
@@ -262,17 +246,12 @@ async def list_instances(call: Call) -> web.Response:
         args.append(conversation_id)
         where.append(f"i.conversation_id = ${len(args)}")
     blocked_on = call.query("blocked_on")
-    if blocked_on is not None:
-        if blocked_on != "me":
-            raise Problem(400, "blocked_on accepts only 'me'", pointer="/query/blocked_on")
+    if blocked_on is not None:  # "me", the only value the document allows
         predicate = approver_predicate(me, args)
         where.append(f"EXISTS (SELECT 1 FROM workflow_pending_approvals p WHERE p.instance_id = i.id AND {predicate})")
     cursor = decode_cursor(call.query("cursor"), 2)
     if cursor:
-        try:
-            args += [datetime.fromisoformat(cursor[0]), cursor[1]]
-        except ValueError:
-            raise Problem(400, "cursor is not one this API returned", pointer="/query/cursor") from None
+        args += [cursor_time(cursor[0]), cursor[1]]
         where.append(f"(i.created_at, i.id) < (${len(args) - 1}, ${len(args)})")
     args.append(limit + 1)
     rows = await call.gateway.pool.fetch(
@@ -509,7 +488,10 @@ async def _agent_limits(call: Call, template_id: str) -> ApprovalLimits | None:
     return _approval_limits(row["approval_conditions"]) if row is not None else None
 
 
-_COMPILED: dict[tuple[str, int], CompiledTemplate] = {}
+# Compiled template versions, most recently used kept: bounded, since every version ever read would else stay
+# in memory for the gateway's lifetime (a version never changes, so an entry is never stale).
+COMPILED_TEMPLATES_KEPT = 256
+_COMPILED: LRUCache[tuple[str, int], CompiledTemplate] = LRUCache(maxsize=COMPILED_TEMPLATES_KEPT)
 
 
 async def _state_and_template(call: Call) -> tuple[Any, CompiledTemplate]:
@@ -697,7 +679,6 @@ AGENT_ACTION_RIGHTS = {core_actions.DECIDE: DECIDE, core_actions.CALLBACK: CALLB
                        core_actions.OPERATE: OPERATE}
 
 
-PENDING_SORTS = ("requested", "deadline")
 
 
 def _pending_page(call: Call, args: list[Any]) -> tuple[str, str]:
@@ -707,15 +688,13 @@ def _pending_page(call: Call, args: list[Any]) -> tuple[str, str]:
     deadline last. The instance id breaks ties (one pending approval per instance), so pages never
     overlap or skip; a cursor carries the sort key of the last row and is only valid for its own sort.
     """
-    sort = call.query("sort") or "requested"
-    if sort not in PENDING_SORTS:
-        raise Problem(400, f"sort must be one of {', '.join(PENDING_SORTS)}", pointer="/query/sort")
+    sort = call.query("sort")
     cursor = decode_cursor(call.query("cursor"), 2 if sort == "requested" else 3)
     if sort == "requested":
         order = "p.requested_at, p.instance_id"
         if not cursor:
             return "TRUE", order
-        args += [_cursor_time(cursor[0]), cursor[1]]
+        args += [cursor_time(cursor[0]), cursor[1]]
         return f"(p.requested_at, p.instance_id) > (${len(args) - 1}, ${len(args)})", order
     order = "p.deadline IS NULL, p.deadline, p.instance_id"
     if not cursor:
@@ -724,15 +703,8 @@ def _pending_page(call: Call, args: list[Any]) -> tuple[str, str]:
     if no_deadline == "1":
         args.append(instance_id)
         return f"(p.deadline IS NULL AND p.instance_id > ${len(args)})", order
-    args += [_cursor_time(deadline), instance_id]
+    args += [cursor_time(deadline), instance_id]
     return f"(p.deadline IS NULL OR (p.deadline, p.instance_id) > (${len(args) - 1}, ${len(args)}))", order
-
-
-def _cursor_time(raw: str) -> datetime:
-    try:
-        return datetime.fromisoformat(raw)
-    except ValueError:
-        raise Problem(400, "cursor is not one this API returned", pointer="/query/cursor") from None
 
 
 def _pending_cursor(sort: str, row: asyncpg.Record) -> str:
@@ -746,7 +718,7 @@ def _pending_cursor(sort: str, row: asyncpg.Record) -> str:
 async def pending(call: Call) -> web.Response:
     me = call.me
     me.require(READ, "read pending approvals")
-    limit = _limit(call)
+    limit = call.query("limit")
     args: list[Any] = [me.tenant_id]
     predicate = approver_predicate(me, args)
     after, order = _pending_page(call, args)
@@ -755,7 +727,7 @@ async def pending(call: Call) -> web.Response:
         f"""SELECT p.* FROM workflow_pending_approvals p JOIN workflow_instances i ON i.id = p.instance_id
             WHERE p.tenant_id = $1 AND i.status = 'ACTIVE' AND {predicate} AND {after}
             ORDER BY {order} LIMIT ${len(args)}""", *args)
-    next_cursor = _pending_cursor(call.query("sort") or "requested", rows[limit - 1]) if len(rows) > limit else None
+    next_cursor = _pending_cursor(call.query("sort"), rows[limit - 1]) if len(rows) > limit else None
     items = []
     for r in rows[:limit]:
         base = f"/v1/workflows/instances/{r['instance_id']}/steps/{r['step']}"

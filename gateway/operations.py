@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import defaultdict
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiohttp import web
@@ -13,7 +14,6 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from gateway import openapi
 from gateway.auth import READ
 from gateway.calls import Call, json_response
-from gateway.instances import _time_param
 
 MAX_PROJECTOR_LAG = 10_000
 PROJECTOR_STALE_SECONDS = 30
@@ -67,49 +67,75 @@ def _percentiles(row) -> dict[str, Any]:
 PCT = "percentile_cont(ARRAY[0.5, 0.9, 0.99]) WITHIN GROUP (ORDER BY {x})"
 
 
+def hour_after(moment: datetime) -> datetime:
+    """The first whole UTC hour after `moment`: rollup hours from here on hold only instances created after
+    it; the instances between `moment` and this hour are read from the read model itself."""
+    return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+
+
 async def analytics(call: Call) -> web.Response:
+    """Story 29.11's numbers for the caller's tenant, optionally one template and instances created after a
+    time. Read from the rollups the database keeps as the projector writes (store/migrations/0011, ADR 12):
+    counters per UTC hour for counts and per-step averages, narrow per-value tables for the exact
+    percentiles. A `created_after` inside an hour takes that partial hour from the read model's own rows.
+    The five reads are independent and run concurrently on pooled connections."""
     me = call.me
     me.require(READ, "read analytics")
     args: list[Any] = [me.tenant_id]
-    where = ["i.tenant_id = $1"]
+    rollup, facts, raw = ["tenant_id = $1"], ["tenant_id = $1"], ["i.tenant_id = $1"]
     template_id = call.query("template_id")
     if template_id is not None:
         args.append(template_id)
-        where.append(f"i.template_id = ${len(args)}")
-    after = _time_param(call, "created_after")
+        for where, prefix in ((rollup, ""), (facts, ""), (raw, "i.")):
+            where.append(f"{prefix}template_id = ${len(args)}")
+    fact_args = list(args)  # the per-value tables filter by creation time itself: no hour boundary
+    after = call.query("created_after")
+    partial = "false"  # no partial hour to read from the read model
     if after is not None:
-        args.append(after)
-        where.append(f"i.created_at > ${len(args)}")
-    cond = " AND ".join(where)
-    completion = "extract(epoch FROM i.completed_at - i.created_at)"
-    duration = "extract(epoch FROM s.ended_at - s.started_at)"
+        args += [after, hour_after(after)]
+        fact_args.append(after)
+        a, h = f"${len(args) - 1}", f"${len(args)}"
+        rollup.append(f"hour >= {h}")
+        facts.append(f"created_at > {a}")
+        partial = f"i.created_at > {a} AND i.created_at < {h}"
+    r, f, i = (" AND ".join(w) for w in (rollup, facts, raw))
     pool = call.gateway.pool
-    async with pool.acquire() as conn:
-        counts = await conn.fetch(f"SELECT i.template_id, i.status, count(*) AS n FROM workflow_instances i "
-                                  f"WHERE {cond} GROUP BY 1, 2", *args)
-        overall = await conn.fetchrow(f"SELECT count(*) AS n, {PCT.format(x=completion)} AS p FROM "
-                                      f"workflow_instances i WHERE {cond} AND i.status = 'COMPLETED'", *args)
-        per_template_times = await conn.fetch(
-            f"SELECT i.template_id, count(*) AS n, {PCT.format(x=completion)} AS p FROM workflow_instances i "
-            f"WHERE {cond} AND i.status = 'COMPLETED' GROUP BY 1", *args)
-        latency = await conn.fetchrow(
-            f"SELECT count(*) AS n, {PCT.format(x=duration)} AS p FROM workflow_step_executions s "
-            f"JOIN workflow_instances i ON i.id = s.instance_id WHERE {cond} AND s.type = 'approval' "
-            f"AND s.ended_at IS NOT NULL AND s.status IN ('APPROVED', 'REJECTED')", *args)
-        steps = await conn.fetch(
-            f"SELECT i.template_id, s.step, max(s.name) AS name, count(*) AS executions, "
-            f"avg({duration}) FILTER (WHERE s.ended_at IS NOT NULL) AS avg_seconds "
-            f"FROM workflow_step_executions s JOIN workflow_instances i ON i.id = s.instance_id WHERE {cond} "
-            f"GROUP BY 1, 2", *args)
+    counts, times, latency, steps = await asyncio.gather(
+        pool.fetch(f"""SELECT template_id, status, sum(n)::bigint AS n FROM (
+                         SELECT template_id, status, n FROM analytics_instance_counts WHERE {r} AND n > 0
+                         UNION ALL
+                         SELECT i.template_id, i.status, count(*) FROM workflow_instances i
+                          WHERE {i} AND {partial} GROUP BY 1, 2) c
+                       GROUP BY 1, 2 HAVING sum(n) > 0""", *args),
+        # one scan for the tenant's and each template's completion times (template_id NULL: all of them)
+        pool.fetch(f"""SELECT CASE WHEN grouping(template_id) = 1 THEN NULL ELSE template_id END AS template_id,
+                              grouping(template_id) AS overall, count(*) AS n, {PCT.format(x="seconds")} AS p
+                       FROM analytics_completions WHERE {f} GROUP BY GROUPING SETS ((), (template_id))""",
+                   *fact_args),
+        pool.fetchrow(f"""SELECT count(*) AS n, {PCT.format(x="seconds")} AS p FROM analytics_approval_steps
+                          WHERE {f} AND status IN ('APPROVED', 'REJECTED')""", *fact_args),
+        pool.fetch(f"""SELECT template_id, step, max(name) AS name, sum(executions)::bigint AS executions,
+                              sum(seconds) / nullif(sum(timed), 0) AS avg_seconds FROM (
+                         SELECT template_id, step, name, executions, timed, seconds FROM analytics_step_hourly
+                          WHERE {r} AND executions > 0
+                         UNION ALL
+                         SELECT i.template_id, s.step, s.name, 1,
+                                (s.started_at IS NOT NULL AND s.ended_at IS NOT NULL)::int,
+                                coalesce(extract(epoch FROM s.ended_at - s.started_at), 0)
+                         FROM workflow_instances i JOIN workflow_step_executions s ON s.instance_id = i.id
+                         WHERE {i} AND {partial}) x
+                       GROUP BY 1, 2 HAVING sum(executions) > 0""", *args))
     by_status: dict[str, int] = defaultdict(int)
     per_template: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    for r in counts:
-        by_status[r["status"]] += r["n"]
-        per_template[r["template_id"]][r["status"]] += r["n"]
-    times = {r["template_id"]: _percentiles(r) for r in per_template_times}
-    stats = [{"template_id": r["template_id"], "step": r["step"], "name": r["name"] or "",
-              "executions": r["executions"],
-              "avg_seconds": float(r["avg_seconds"]) if r["avg_seconds"] is not None else None} for r in steps]
+    for row in counts:
+        by_status[row["status"]] += row["n"]
+        per_template[row["template_id"]][row["status"]] += row["n"]
+    overall = next((row for row in times if row["overall"] == 1), None)
+    by_template = {row["template_id"]: _percentiles(row) for row in times if row["overall"] == 0}
+    stats = [{"template_id": row["template_id"], "step": row["step"], "name": row["name"] or "",
+              "executions": row["executions"],
+              "avg_seconds": float(row["avg_seconds"]) if row["avg_seconds"] is not None else None}
+             for row in steps]
     busiest = sorted(stats, key=lambda s: (-s["executions"], s["template_id"], s["step"]))[:10]
     slowest = sorted((s for s in stats if s["avg_seconds"] is not None),
                      key=lambda s: (-s["avg_seconds"], s["template_id"], s["step"]))[:10]
@@ -120,7 +146,8 @@ async def analytics(call: Call) -> web.Response:
         "busiest_steps": busiest,
         "slowest_steps": slowest,
         "per_template": [{"template_id": t, "counts_by_status": dict(c),
-                          "completion_time_seconds": times.get(t, {"count": 0, "p50": None, "p90": None, "p99": None})}
+                          "completion_time_seconds": by_template.get(t, {"count": 0, "p50": None, "p90": None,
+                                                                         "p99": None})}
                          for t, c in sorted(per_template.items())],
     })
 

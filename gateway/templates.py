@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import uuid
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -126,15 +127,6 @@ def _loads_doc(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str) else value
 
 
-def _limit(call: Call) -> int:
-    raw = call.query("limit")
-    if raw is None:
-        return 50
-    if not raw.isdigit() or not 1 <= int(raw) <= 200:
-        raise Problem(400, "limit must be an integer from 1 to 200", pointer="/query/limit")
-    return int(raw)
-
-
 def encode_cursor(*parts: Any) -> str:
     return base64.urlsafe_b64encode(json.dumps([str(p) for p in parts]).encode()).decode()
 
@@ -148,16 +140,26 @@ def decode_cursor(raw: str | None, size: int) -> list[str] | None:
             return parts
     except (ValueError, UnicodeDecodeError):
         pass
-    raise Problem(400, "cursor is not one this API returned", pointer="/query/cursor")
+    raise _not_our_cursor()
+
+
+def cursor_time(raw: str) -> datetime:
+    """The time a cursor carries (its sort key); a cursor with anything else there was not made here."""
+    try:
+        return datetime.fromisoformat(raw)
+    except ValueError:
+        raise _not_our_cursor() from None
+
+
+def _not_our_cursor() -> Problem:
+    return Problem(400, "cursor is not one this API returned", pointer="/query/cursor")
 
 
 async def list_templates(call: Call) -> web.Response:
     me = call.me
     me.require(READ, "read templates")
-    limit = _limit(call)
+    limit = call.query("limit")
     status = call.query("status")
-    if status is not None and status not in TEMPLATE_STATUSES:
-        raise Problem(400, f"status must be one of {', '.join(TEMPLATE_STATUSES)}", pointer="/query/status")
     cursor = decode_cursor(call.query("cursor"), 2)
     args: list[Any] = [me.tenant_id, limit + 1]
     where = ["t.tenant_id = $1"]
@@ -165,12 +167,7 @@ async def list_templates(call: Call) -> web.Response:
         args.append(status)
         where.append(f"t.status = ${len(args)}")
     if cursor:
-        from datetime import datetime
-
-        try:
-            args += [datetime.fromisoformat(cursor[0]), cursor[1]]
-        except ValueError:
-            raise Problem(400, "cursor is not one this API returned", pointer="/query/cursor") from None
+        args += [cursor_time(cursor[0]), cursor[1]]
         where.append(f"(t.created_at, t.id) < (${len(args) - 1}, ${len(args)})")
     rows = await call.gateway.pool.fetch(
         f"""SELECT t.id, t.tenant_id, t.name, t.description, t.trigger_type, t.status, t.created_at, t.updated_at,
@@ -191,15 +188,15 @@ async def get_template(call: Call) -> web.Response:
     row = await load_template(pool, call.param("id"), me.tenant_id)
     versions = [r["version"] for r in await pool.fetch(
         "SELECT version FROM workflow_template_versions WHERE template_id = $1 ORDER BY version", row["id"])]
-    raw_version = call.query("version")
-    if raw_version is None:
+    version = call.query("version")
+    if version is None:
         return json_response(template_json(row, row["document"], versions))
-    if not raw_version.isdigit() or int(raw_version) not in versions:
-        raise Problem(404, f"template {row['id']} has no version {raw_version!r}", pointer="/query/version")
+    if version not in versions:
+        raise Problem(404, f"template {row['id']} has no version {version}", pointer="/query/version")
     document = await pool.fetchval("SELECT document FROM workflow_template_versions WHERE template_id = $1 "
-                                   "AND version = $2", row["id"], int(raw_version))
+                                   "AND version = $2", row["id"], version)
     out = template_json(row, document, versions)
-    out["version"] = int(raw_version)
+    out["version"] = version
     return json_response(out)
 
 

@@ -21,7 +21,8 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from email.message import EmailMessage
+from email.message import EmailMessage, Message
+from email.mime.text import MIMEText
 from typing import Any, Protocol
 
 from core.commands import ReportStepResult
@@ -113,32 +114,115 @@ def message_id(idempotency_key: str) -> str:
     return f"<{hashlib.sha256(idempotency_key.encode()).hexdigest()[:32]}@flowline>"
 
 
+SMTP_LINE_LIMIT = 998  # RFC 5321: the longest line a 7bit message may have
+
+
+def compose(sender: str, email: Email) -> Message:
+    """The message for `email`, as the mail server receives it.
+
+    Plain ASCII without line breaks in the headers (what Flowline's own notices nearly always are) is put
+    together directly (`MIMEText`, 7bit): building it with `EmailMessage`'s default policy parses every
+    header through the header registry, which took about five times as long and was the largest share of
+    the approval handler's CPU (issue 15). Anything else goes through `EmailMessage` as before, which
+    encodes non-ASCII text and refuses a header value with a line break (no header injection either way)."""
+    headers = {"From": sender, "To": ", ".join(email.to), "Subject": email.subject,
+               "Message-ID": message_id(email.idempotency_key), "X-Flowline-Idempotency-Key": email.idempotency_key}
+    plain = email.text.isascii() and all(len(line) <= SMTP_LINE_LIMIT for line in email.text.splitlines())
+    if plain and all(value.isascii() and "\r" not in value and "\n" not in value for value in headers.values()):
+        simple = MIMEText(email.text, "plain", "us-ascii")
+        for name, value in headers.items():
+            simple[name] = value
+        return simple
+    message = EmailMessage()
+    for name, value in headers.items():
+        message[name] = value
+    message.set_content(email.text)
+    return message
+
+
 class SmtpEmailSender:
+    """Email through an SMTP server, over connections kept open between messages.
+
+    Why kept open: a session per message (connect, greeting, EHLO, optional STARTTLS and login, QUIT) cost
+    the approval handler more CPU than the engine spent on the whole workflow (issue 15, docs/performance.md);
+    a message on an open connection is MAIL, RCPT and DATA only. Up to `pool_size` idle connections are kept,
+    each for at most `idle_seconds`. A kept connection the server has closed meanwhile is noticed when the
+    message fails on it with a disconnection, and the message is sent once more on a new connection (the
+    Message-ID, derived from the idempotency key, lets a mailbox drop the rare copy). Any other failure
+    closes the connection it happened on, so a session in an unknown state is never reused.
+    """
+
     def __init__(self, *, host: str, port: int, sender: str, user: str = "", password: str = "",
-                 starttls: bool = False, timeout: float = 30.0) -> None:
+                 starttls: bool = False, timeout: float = 30.0, pool_size: int = 4, idle_seconds: float = 30.0,
+                 clock=time.monotonic) -> None:
         self.host, self.port, self.sender = host, port, sender
         self.user, self.password, self.starttls, self.timeout = user, password, starttls, timeout
+        self.pool_size, self.idle_seconds, self.clock = pool_size, idle_seconds, clock
+        self._idle: list[tuple[Any, float]] = []  # (connected aiosmtplib.SMTP, when it was last used)
+        self.connections_opened = 0
 
     async def send(self, email: Email) -> None:
         import aiosmtplib
 
-        message = EmailMessage()
-        message["From"] = self.sender
-        message["To"] = ", ".join(email.to)
-        message["Subject"] = email.subject
-        message["Message-ID"] = message_id(email.idempotency_key)
-        message["X-Flowline-Idempotency-Key"] = email.idempotency_key
-        message.set_content(email.text)
+        message = compose(self.sender, email)
+        client = None
         try:
-            await aiosmtplib.send(message, hostname=self.host, port=self.port, username=self.user or None,
-                                  password=self.password or None, start_tls=self.starttls,
-                                  use_tls=False, timeout=self.timeout)
+            client = self._kept()
+            if client is not None:
+                try:
+                    await client.send_message(message)
+                except (aiosmtplib.SMTPServerDisconnected, ConnectionError):
+                    client.close()  # closed by the server while idle: once more, on a new connection
+                    client = None
+                else:
+                    self._keep(client)
+                    return
+            client = await self._connect()
+            await client.send_message(message)
+            self._keep(client)
         except aiosmtplib.SMTPRecipientsRefused as exc:
+            self._drop(client)
             raise DeliveryError(f"mail server refused the recipients: {exc}", retryable=False) from None
         except aiosmtplib.SMTPResponseException as exc:
+            self._drop(client)
             raise DeliveryError(f"mail server answered {exc.code}: {exc.message}", retryable=exc.code < 500) from None
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            self._drop(client)
             raise DeliveryError(f"mail server unreachable: {type(exc).__name__}: {exc}", retryable=True) from None
+        except BaseException:
+            self._drop(client)
+            raise
+
+    async def _connect(self) -> Any:
+        import aiosmtplib
+
+        client = aiosmtplib.SMTP(hostname=self.host, port=self.port, username=self.user or None,
+                                 password=self.password or None, start_tls=self.starttls, use_tls=False,
+                                 timeout=self.timeout)
+        await client.connect()
+        self.connections_opened += 1
+        return client
+
+    def _kept(self) -> Any:
+        """The most recently used idle connection still young enough; older ones are closed."""
+        now = self.clock()
+        while self._idle:
+            client, used = self._idle.pop()
+            if now - used <= self.idle_seconds and client.is_connected:
+                return client
+            client.close()
+        return None
+
+    def _keep(self, client: Any) -> None:
+        if len(self._idle) < self.pool_size and client.is_connected:
+            self._idle.append((client, self.clock()))
+        else:
+            self._drop(client)
+
+    @staticmethod
+    def _drop(client: Any) -> None:
+        if client is not None:
+            client.close()
 
 
 @dataclass

@@ -9,7 +9,6 @@ one cluster without seeing anyone else's records; the consumer group carries the
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any
 from core.signing import refuse_development_keys
 from handlers.http import AllowedDestination
 from schemas import topics
-from schemas.settings import DEV_CALLBACK_KEY, DEV_WEBHOOK_SIGNING_KEY
+from schemas.settings import DEV_CALLBACK_KEY, DEV_WEBHOOK_SIGNING_KEY, given
 from schemas.settings import env as setting
 
 
@@ -63,7 +62,7 @@ class HandlerSettings(topics.PrefixedTopics):
 
     @classmethod
     def from_env(cls, kind: str, env: Mapping[str, str] | None = None) -> HandlerSettings:
-        e = os.environ if env is None else env
+        e = env
 
         def get(name: str) -> str:
             return setting(name, e)
@@ -75,12 +74,12 @@ class HandlerSettings(topics.PrefixedTopics):
         return cls(
             bootstrap_servers=get("FLOWLINE_KAFKA_BOOTSTRAP"),
             topic_prefix=get("FLOWLINE_TOPIC_PREFIX"),
-            concurrency=int(e.get(f"FLOWLINE_HANDLER_{kind.upper()}_CONCURRENCY")
+            concurrency=int(given("FLOWLINE_HANDLER_<KIND>_CONCURRENCY", e, kind=kind)
                             or get("FLOWLINE_HANDLER_CONCURRENCY")),
             metrics_port=int(setting("FLOWLINE_HANDLER_<KIND>_METRICS_PORT", e, kind=kind)),
             session_timeout_ms=int(get("FLOWLINE_HANDLER_SESSION_TIMEOUT_MS")),
             # Unset: no database (template secrets off), unlike the gateway and projector, which need one.
-            database_url=e.get("DATABASE_URL", ""),
+            database_url=given("DATABASE_URL", e) or "",
             public_url=public_url.rstrip("/"),
             callback_key=get("FLOWLINE_CALLBACK_KEY").encode(),
             webhook_signing_key=get("FLOWLINE_WEBHOOK_SIGNING_KEY").encode(),

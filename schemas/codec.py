@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from io import BytesIO
@@ -49,6 +48,7 @@ from schemas.avro import (
     loads_json,
     record_fields,
 )
+from schemas.settings import env as setting
 
 SINGLE_OBJECT_MAGIC = b"\xc3\x01"
 CONFLUENT_MAGIC = b"\x00"
@@ -323,7 +323,7 @@ class Codec:
         resolver: SchemaIdResolver | None = None,
     ) -> Codec:
         """The process's codec: Confluent framing when `FLOWLINE_SCHEMA_REGISTRY_URL` is set."""
-        url = (os.environ if env is None else env).get(REGISTRY_URL_ENV, "")
+        url = setting(REGISTRY_URL_ENV, env)
         if url and resolver is None:
             raise RuntimeError(
                 f"{REGISTRY_URL_ENV}={url} is set, but the HTTP schema registry client is not written yet: "

@@ -8,7 +8,10 @@ same defaults; tests/unit/test_settings_registry.py checks that each registered 
 this default, so the two cannot drift apart.
 
 It lives in `schemas/` because every process may import `schemas/` (adapters never import each other).
-The local stack's own variables (ports, state dir, JVM heap) depend on the profile and stay in `deploy/`.
+The local stack's variables (ports, state dir, JVM heap), the tools' (`flowline`, `flowline mcp`, the SDK)
+and the development processes' (mail catcher, payment simulator, seed) are registered here too; those
+whose default depends on the stack's profile are read with `given()` and get their default from the
+profile. No other module reads `os.environ` (tests/unit/test_settings_registry.py checks the source).
 """
 
 from __future__ import annotations
@@ -61,6 +64,12 @@ VARIABLES: dict[str, Variable] = {v.name: v for v in (
              "gateway port + 1 under `deploy/stack` (8701), else `0` (off)",
              older="FLOWLINE_ENGINE_METRICS_PORT"),
     Variable("FLOWLINE_ENGINE_SESSION_TIMEOUT_MS", "10000"),
+    # Empty: `<temp dir>/flowline-state`; `deploy/stack` sets `.flowline/<profile>/engine-state`.
+    Variable("FLOWLINE_ENGINE_STATE_DIR", "", "`.flowline/<profile>/engine-state` under `deploy/stack`, else "
+             "`<temp dir>/flowline-state`"),
+    Variable("FLOWLINE_STATE_CACHE", "2000"),
+    Variable("FLOWLINE_STATE_MAX_AGE_HOURS", "12"),
+    Variable("FLOWLINE_ENGINE_STANDBY_REPLICAS", "1"),
     Variable("FLOWLINE_RETENTION_HOURS", "168"),
     Variable("FLOWLINE_RETENTION_SWEEP_MS", "60000"),
     Variable("FLOWLINE_GATEWAY_HOST", "127.0.0.1"),
@@ -95,6 +104,28 @@ VARIABLES: dict[str, Variable] = {v.name: v for v in (
     Variable("FLOWLINE_PAYMENT_TIMEOUT_SECONDS", "30"),
     Variable("FLOWLINE_SECRETS_CACHE_SECONDS", "30"),
     Variable("FLOWLINE_SCHEMA_REGISTRY_URL", "", "unset"),
+    Variable("FLOWLINE_HANDLER_<KIND>_CONCURRENCY", "", "`FLOWLINE_HANDLER_CONCURRENCY`"),
+    # the local stack (deploy/stackctl); an empty default means "the profile's" (README: dev (test))
+    Variable("FLOWLINE_REPLICATION_FACTOR", "1"),
+    Variable("FLOWLINE_KAFKA_PORT", "", "`19092` (`29092`)"),
+    Variable("FLOWLINE_KAFKA_CONTROLLER_PORT", "", "`19093` (`29093`)"),
+    Variable("FLOWLINE_KAFKA_HEAP_OPTS", "-Xms256m -Xmx768m"),
+    Variable("FLOWLINE_PG_PORT", "", "`15432` (`25432`)"),
+    Variable("FLOWLINE_STATE_DIR", "", "`.flowline/<profile>`"),
+    Variable("FLOWLINE_CACHE", "", "`~/.cache/flowline`"),
+    Variable("FLOWLINE_STACK_STARTED_AT", "", "set by `deploy/stack`"),
+    Variable("FLOWLINE_VENV_SECONDS", "", "set by `deploy/stack`"),
+    Variable("FLOWLINE_SEED_BUILTINS", "inactive"),
+    Variable("FLOWLINE_MAILCATCHER_HOST", "127.0.0.1"),
+    Variable("FLOWLINE_MAILCATCHER_PORT", "", "gateway port + 3 (8703)"),
+    Variable("FLOWLINE_SIMULATOR_LEDGER", "", "`<state dir>/payment-simulator.jsonl`"),
+    Variable("FLOWLINE_SIMULATOR_DELAY_MS", "0"),
+    # the tools: SDK, `flowline` user commands, `flowline mcp`
+    Variable("FLOWLINE_URL", "", "`http://127.0.0.1:8700`"),
+    Variable("FLOWLINE_TOKEN", "", "unset"),
+    Variable("FLOWLINE_CONVERSATION_ID", "", "per session"),
+    Variable("FLOWLINE_MCP_HOST", "127.0.0.1"),
+    Variable("FLOWLINE_MCP_PORT", "", "gateway port + 2 (8702)"),
 )}
 
 
@@ -104,11 +135,22 @@ def env(name: str, environ: Mapping[str, str] | None = None, *, kind: str | None
     `kind` fills `<KIND>` in per-handler names (`FLOWLINE_HANDLER_<KIND>_METRICS_PORT`). An unregistered
     name is a KeyError: a new variable gets its one default here first.
     """
+    return given(name, environ, kind=kind) or VARIABLES[name].default
+
+
+def given(name: str, environ: Mapping[str, str] | None = None, *, kind: str | None = None) -> str | None:
+    """The value of a registered variable as set, or None when it is unset or empty: for a variable whose
+    default depends on where it is read (the stack's ports per profile, the gateway port + 2 of MCP)."""
     variable = VARIABLES[name]
     key = name.replace("<KIND>", kind.upper()) if kind is not None else name
     found = os.environ if environ is None else environ
-    value = found.get(key) or (found.get(variable.older) if variable.older else None)
-    return value if value else variable.default
+    return found.get(key) or (found.get(variable.older) if variable.older else None) or None
+
+
+def environment() -> dict[str, str]:
+    """A copy of the whole environment: what a child process inherits (`deploy/stackctl` starts the
+    processes with it plus the stack's own variables). Not for reading a variable: use `env()`."""
+    return dict(os.environ)
 
 
 def env_int(name: str, environ: Mapping[str, str] | None = None, *, kind: str | None = None) -> int:

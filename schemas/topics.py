@@ -9,8 +9,9 @@ Commands, step results, step requests, events and the engine's state changelog s
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
+
+from schemas.settings import env_int
 
 DEFAULT_PARTITIONS = 6
 
@@ -45,7 +46,7 @@ def step_topic(kind: str) -> str:
 
 def partitions_from_env() -> int:
     """The shared partition count (`FLOWLINE_PARTITIONS`, default 6)."""
-    value = int(os.environ.get("FLOWLINE_PARTITIONS", DEFAULT_PARTITIONS))
+    value = env_int("FLOWLINE_PARTITIONS")
     if value < 1:
         raise ValueError("FLOWLINE_PARTITIONS must be >= 1")
     return value

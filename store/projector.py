@@ -1,11 +1,17 @@
 """The projector: `workflow.events` -> the PostgreSQL read model the gateway serves.
 
-One consumer group (`flowline-projector`), read_committed, manual commits. For each polled batch it
-loads the touched instances' folded states, applies the new events with `store.projection.fold`, and
-writes every changed row in one transaction (executemany, pipelined by asyncpg); only after that
-transaction commits does it commit the Kafka offsets. A crash in between redelivers the batch, and the
-`(instance_id, seq)` check makes the replay change nothing. A record that is no event, or an event the
-read model cannot take, goes to `workflow.dlq` with the reason (never skipped silently). Lag (last stable
+One consumer group (`flowline-projector`), read_committed. For each polled batch it loads the touched
+instances' folded states, applies the new events with `store.projection.fold`, and writes every changed
+row in one transaction (executemany, pipelined by asyncpg), together with each partition's next offset
+in `projector_offsets`. On assignment it seeks to those stored offsets (to the beginning where none is
+stored), never to Kafka's committed ones: the read model and its position commit or vanish together, so
+a commit PostgreSQL loses (asynchronous commit and a crash, a failover, a restored backup) is projected
+again instead of leaving a gap, and a crash after the commit re-reads nothing (issue 9, ADR 11). A loss
+under a running projector is noticed too: each batch, and a check once a second, compares the offsets it
+stored with the database's and seeks back where the database has less (`LostCommits`). Kafka's
+committed offsets are still written after each batch, for lag monitoring only. A record that is no event,
+or an event the read model cannot take, goes to `workflow.dlq` with the reason (never skipped silently),
+before its position is stored. Lag (last stable
 offset - position, summed over the assigned partitions) is a Prometheus gauge and a row in
 `projector_status`, which `/health` reads.
 
@@ -22,7 +28,8 @@ import time
 from typing import Any
 
 import asyncpg
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 from core import events as ev
@@ -48,6 +55,9 @@ DEFAULT_GROUP = VARIABLES["FLOWLINE_PROJECTOR_GROUP"].default
 DATABASE_OUTAGES = (OSError, asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError,
                     asyncpg.TooManyConnectionsError, asyncpg.InterfaceError, asyncpg.InternalClientError,
                     asyncio.TimeoutError)
+# a batch that lost a deadlock (two projectors for a moment, during a rebalance: both bump the same analytics
+# counters, store/migrations/0011) is retried whole, like an outage, not applied one event at a time
+RETRIED = (*DATABASE_OUTAGES, asyncpg.DeadlockDetectedError)
 
 UPSERT_INSTANCE = """
 INSERT INTO workflow_instances (id, tenant_id, template_id, template_version, template_name, status, current_step,
@@ -112,6 +122,47 @@ ON CONFLICT (instance_id) DO UPDATE SET step = EXCLUDED.step, attempt = EXCLUDED
 """
 
 
+SAVE_OFFSETS = """
+INSERT INTO projector_offsets (topic, partition, next_offset, updated_at)
+SELECT t, p, o, now() FROM unnest($1::text[], $2::int[], $3::bigint[]) AS x(t, p, o)
+ON CONFLICT (topic, partition) DO UPDATE
+    SET next_offset = GREATEST(projector_offsets.next_offset, EXCLUDED.next_offset), updated_at = now()
+"""
+# GREATEST: "every record before next_offset is in the read model" stays true when a projector that lost
+# the partition in a rebalance finishes its batch after the new owner stored a lower offset.
+
+Positions = dict[TopicPartition, int]
+
+
+class LostCommits(Exception):
+    """PostgreSQL no longer has offsets this projector stored (it lost commits it had acknowledged: a crash
+    with asynchronous commit, a failover, a restore): the rows of those batches are gone too, so the
+    projector seeks back to what the database does have and projects from there again."""
+
+
+def positions_after(records) -> Positions:
+    """Each partition's offset after the last of `records`: where the next batch starts."""
+    out: Positions = {}
+    for r in records:
+        tp = TopicPartition(r.topic, r.partition)
+        out[tp] = max(out.get(tp, 0), r.offset + 1)
+    return out
+
+
+class _ResumeFromReadModel(ConsumerRebalanceListener):
+    """Seek every assigned partition to the offset stored with the read model (the documented aiokafka
+    pattern for offsets kept outside Kafka)."""
+
+    def __init__(self, projector: Projector) -> None:
+        self.projector = projector
+
+    async def on_partitions_revoked(self, revoked) -> None:
+        pass
+
+    async def on_partitions_assigned(self, assigned) -> None:
+        await self.projector.seek_to_stored(assigned)
+
+
 def _json(value: Any) -> str | None:
     from store.projection import dumps
 
@@ -137,6 +188,8 @@ class Projector:
         self._stop = asyncio.Event()
         self._template_steps: dict[tuple[str, int], list[dict[str, str]]] = {}
         self._last_status_write = 0.0
+        # the next offset this projector knows it stored, per partition (None: nothing stored yet)
+        self._stored: dict[TopicPartition, int | None] = {}
 
     def stop(self) -> None:
         self._stop.set()
@@ -146,19 +199,25 @@ class Projector:
         self.producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap_servers, enable_idempotence=True)
         await self.producer.start()
         self.consumer = AIOKafkaConsumer(
-            self.topic, bootstrap_servers=self.bootstrap_servers, group_id=self.group_id,
+            bootstrap_servers=self.bootstrap_servers, group_id=self.group_id,
             isolation_level="read_committed", enable_auto_commit=False, auto_offset_reset="earliest",
             max_partition_fetch_bytes=4 * 1024 * 1024)
         await self.consumer.start()
+        self.consumer.subscribe([self.topic], listener=_ResumeFromReadModel(self))
         log.info("projector consuming %s as %s", self.topic, self.group_id)
         try:
             while not self._stop.is_set():
                 batches = await self.consumer.getmany(timeout_ms=200, max_records=self.max_records)
                 records = [r for rs in batches.values() for r in rs]
                 if records:
-                    with BATCH_SECONDS.time():
-                        await self.apply_records(records)
-                    await self.consumer.commit()
+                    try:
+                        with BATCH_SECONDS.time():
+                            await self.apply_records(records)
+                    except LostCommits as lost:
+                        log.warning("%s; resuming from the offsets the read model has", lost)
+                        await self.seek_to_stored(self.consumer.assignment())
+                        continue
+                    await self._commit_for_monitoring(records)
                 if self.consumer.assignment():
                     self.ready.set()
                 await self._report_lag(force=bool(records))
@@ -168,6 +227,51 @@ class Projector:
             with contextlib.suppress(Exception):
                 await self.producer.stop()
             await self.pool.close()
+
+    async def seek_to_stored(self, assigned) -> None:
+        """Seek `assigned` to the offsets stored with the read model; a partition without one starts at its
+        beginning (the read model holds nothing of it: replaying is idempotent, skipping is not). An outage
+        of the database is waited out: consuming from anywhere else could leave a gap."""
+        assert self.consumer is not None and self.pool is not None
+        partitions = sorted(tp.partition for tp in assigned if tp.topic == self.topic)
+        if not partitions:
+            return
+        delay = 0.2
+        while True:
+            try:
+                rows = await self.pool.fetch(
+                    "SELECT partition, next_offset FROM projector_offsets WHERE topic = $1 AND partition = ANY($2)",
+                    self.topic, partitions)
+                break
+            except DATABASE_OUTAGES:
+                if self._stop.is_set():
+                    raise
+                log.warning("the database is unavailable; stored offsets not read, retrying in %.1fs", delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        stored = {r["partition"]: r["next_offset"] for r in rows}
+        fresh = [TopicPartition(self.topic, p) for p in partitions if p not in stored]
+        for p in partitions:
+            self._stored[TopicPartition(self.topic, p)] = stored.get(p)
+        for partition, offset in stored.items():
+            self.consumer.seek(TopicPartition(self.topic, partition), offset)
+        if fresh:
+            await self.consumer.seek_to_beginning(*fresh)
+        log.info("resuming %s from the read model's offsets %s (from the beginning: %s)", self.topic, stored,
+                 [tp.partition for tp in fresh])
+
+    async def _commit_for_monitoring(self, records) -> None:
+        """Kafka's committed offsets only feed lag tools (the read model's own are in `projector_offsets`):
+        a failed commit, e.g. during a rebalance, is logged and changes nothing."""
+        assert self.consumer is not None
+        assigned = self.consumer.assignment()
+        offsets = {tp: o for tp, o in positions_after(records).items() if tp in assigned}
+        if not offsets:
+            return
+        try:
+            await self.consumer.commit(offsets)
+        except KafkaError:
+            log.warning("committing the monitoring offsets to Kafka failed", exc_info=True)
 
     async def _report_lag(self, *, force: bool) -> None:
         assert self.consumer is not None and self.pool is not None
@@ -184,11 +288,29 @@ class Projector:
             self._last_status_write = now
             try:
                 await self._write_status(lag)
+                await self._verify_stored()
             except DATABASE_OUTAGES:
                 # The status row is a report, not state: during an outage it waits for the next write (the
                 # batch itself waits the outage out in `_apply_retrying`). Raising here ended `run()`, and the
                 # read model stopped for good after a PostgreSQL restart (tests/integration/test_chaos_postgres.py).
                 log.warning("the database is unavailable; projector status not written", exc_info=True)
+
+    async def _verify_stored(self) -> None:
+        """Once a second, also when no batch comes: if the database lost offsets this projector stored (and
+        with them the batches' rows), seek back to what it has. A batch checks the same in its transaction
+        (`_check_stored`); this catches a loss after the last batch, when nothing else would."""
+        assert self.consumer is not None and self.pool is not None
+        assigned = self.consumer.assignment()
+        known = {tp: o for tp, o in self._stored.items() if o is not None and tp in assigned}
+        if not known:
+            return
+        async with self.pool.acquire() as conn:
+            stored = await _stored_offsets(conn, sorted(known, key=lambda tp: (tp.topic, tp.partition)))
+        lost = {tp.partition: (stored.get(tp), o) for tp, o in known.items() if stored.get(tp, -1) < o}
+        if lost:
+            log.warning("the read model lost stored offsets (partition: (now, before)) %s; resuming from them",
+                        lost)
+            await self.seek_to_stored(assigned)
 
     async def _write_status(self, lag: int) -> None:
         assert self.pool is not None
@@ -222,32 +344,37 @@ class Projector:
         The batch is applied in one database transaction. If that fails for anything but an outage of the
         database (which is waited out), the records are applied one at a time, and each one that still
         fails is dead-lettered with the reason, so that one bad event never stops the read model."""
+        positions = positions_after(records)
         events, bad = self.decode(records)
         for record, reason, error_type in bad:
             await self.dead_letter(record, reason, error_type)
-        if not events:
-            return
         try:
-            await self._apply_retrying([e for _, e in events])
+            await self._apply_retrying([e for _, e in events], positions)
             return
+        except LostCommits:
+            raise
         except Exception:
             log.warning("applying a batch of %d events failed; applying them one at a time", len(events),
                         exc_info=True)
         for record, event in events:
             try:
-                await self._apply_retrying([event])
+                await self._apply_retrying([event], positions_after([record]))
+            except LostCommits:
+                raise
             except Exception as exc:
                 log.exception("event %s/%s@%s cannot be applied", record.topic, record.partition, record.offset)
                 await self.dead_letter(record, f"projector could not apply it: {type(exc).__name__}: {exc}",
                                        "unappliable")
+        # the dead-lettered records' positions, once their letters are out
+        await self._apply_retrying([], positions)
 
-    async def _apply_retrying(self, events: list[ev.Event]) -> None:
+    async def _apply_retrying(self, events: list[ev.Event], positions: Positions) -> None:
         delay = 0.2
         while True:
             try:
-                await self.apply_events(events)
+                await self.apply_events(events, positions)
                 return
-            except DATABASE_OUTAGES:
+            except RETRIED:
                 if self._stop.is_set():
                     raise
                 log.warning("the database is unavailable; retrying in %.1fs", delay, exc_info=True)
@@ -262,6 +389,19 @@ class Projector:
         APPLIED.labels(error_type).inc()
         log.error("record %s/%s@%s sent to the DLQ: %s", record.topic, record.partition, record.offset,
                   letter.reason[:500])
+
+    async def _check_stored(self, conn, positions: Positions | None) -> None:
+        """Raise LostCommits when the database has less than this projector stored before (in the batch's
+        transaction, with the offset rows locked): projecting on from the consumer's position would leave
+        the lost batches out of the read model for good."""
+        known = {tp: self._stored[tp] for tp in positions or {} if self._stored.get(tp) is not None}
+        if not known:
+            return
+        stored = await _stored_offsets(conn, sorted(known, key=lambda tp: (tp.topic, tp.partition)))
+        lost = {tp.partition: (stored.get(tp), offset) for tp, offset in known.items()
+                if stored.get(tp) is None or stored[tp] < offset}
+        if lost:
+            raise LostCommits(f"the read model lost stored offsets (partition: (now, before)) {lost}")
 
     async def _template_meta(self, conn, events: list[ev.Event]) -> None:
         wanted = {(e.template_id, e.template_version) for e in events if isinstance(e, ev.InstanceStarted)}
@@ -279,16 +419,22 @@ class Projector:
             self._template_steps[(row["template_id"], row["version"])] = [
                 {"name": str(s.get("name", "")), "type": str(s.get("type", ""))} for s in doc.get("steps", [])]
 
-    async def apply_events(self, events: list[ev.Event]) -> BatchRows:
-        """Fold `events` into the read model in one transaction (idempotent)."""
+    async def apply_events(self, events: list[ev.Event], positions: Positions | None = None) -> BatchRows:
+        """Fold `events` into the read model in one transaction (idempotent), with `positions`, the offsets
+        after the records they came from: the rows and the offsets commit, or are lost, together."""
         assert self.pool is not None
         rows = BatchRows()
-        if not events:
+        if not events and not positions:
             return rows
         import json
 
         ids = sorted({e.instance_id for e in events})
         async with self.pool.acquire() as conn, conn.transaction():
+            await self._check_stored(conn, positions)
+            if not events:
+                await _save_positions(conn, positions)
+                self._stored.update(positions or {})
+                return rows
             await self._template_meta(conn, events)
             existing = await conn.fetch(
                 "SELECT id, state, steps_meta, last_seq, source FROM workflow_instances WHERE id = ANY($1) "
@@ -329,10 +475,27 @@ class Projector:
             if changed or rows.rejections:
                 # delivered at commit: a gateway request waiting for these rows re-reads at once
                 await conn.execute(NOTIFY_SQL)
+            await _save_positions(conn, positions)
+        self._stored.update(positions or {})
         self.applied += rows.applied
         APPLIED.labels("applied").inc(rows.applied)
         APPLIED.labels("duplicate").inc(rows.skipped)
         return rows
+
+
+async def _stored_offsets(conn, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+    rows = await conn.fetch(
+        "SELECT topic, partition, next_offset FROM projector_offsets "
+        "WHERE (topic, partition) IN (SELECT * FROM unnest($1::text[], $2::int[])) FOR UPDATE",
+        [tp.topic for tp in tps], [tp.partition for tp in tps])
+    return {TopicPartition(r["topic"], r["partition"]): r["next_offset"] for r in rows}
+
+
+async def _save_positions(conn, positions: Positions | None) -> None:
+    if positions:
+        tps = sorted(positions, key=lambda tp: (tp.topic, tp.partition))
+        await conn.execute(SAVE_OFFSETS, [tp.topic for tp in tps], [tp.partition for tp in tps],
+                           [positions[tp] for tp in tps])
 
 
 def _step_tuple(r: dict[str, Any]) -> tuple:

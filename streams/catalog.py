@@ -20,6 +20,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from core.template import CompiledTemplate, Template, compile_template, parse_template
 from core.types import WorkflowStatus
 from core.validation import validate_template
+from schemas.compacted import read_to_end
 from streams import metrics
 
 log = logging.getLogger(__name__)
@@ -109,8 +110,7 @@ class TemplateCatalog:
         ends = await self._offsets.end_offsets(self._partitions)
         if not await self._reached(ends):
             async with self._lock:
-                while not await self._reached(ends):
-                    self._consume(await self._consumer.getmany(timeout_ms=200))
+                await read_to_end(self._consumer, ends, lambda tp, records: self._consume({tp: records}))
         metrics.CATALOG_SYNC_SECONDS.observe(time.perf_counter() - started)
 
     async def _reached(self, ends: dict[TopicPartition, int]) -> bool:

@@ -19,8 +19,12 @@ def health_report(engine) -> dict:
         "status": "ready" if engine.workers and all(w.ready.is_set() for w in engine.workers) else "starting",
         "roles": list(engine.roles),
         "partitions": workers,
-        "instances": sum(len(s) for s in processor.states.values()),
-        "timers": sum(len(t) for t in processor.timers.values()),
+        # states live on disk (streams/state_store.py): what this says costs nothing to count
+        "instances_cached": sum(store.cached for store in processor.stores.values()),
+        "standby_partitions": sorted(processor.standby.partitions) if processor.standby else [],
+        "restore_reads": processor.restore_reads,
+        "restore_seconds": processor.restore_seconds,
+        "restore_seconds_total": processor.restore_seconds_total,
         "templates": len(engine.catalog.versions),
         "uptime_seconds": round(time.monotonic() - engine.started, 1),
     }

@@ -11,16 +11,18 @@ TRANSACTION_FAILURES = Counter("flowline_engine_transaction_failures_total", "Ab
 OWNED_PARTITIONS = Gauge("flowline_engine_owned_partitions", "Partitions this worker owns", ["role"])
 DECISIONS = Counter("flowline_engine_decisions_total", "Commands decided", ["command", "outcome"])
 DLQ_RECORDS = Counter("flowline_engine_dlq_total", "Records sent to the dead-letter topic", ["role", "reason"])
-INSTANCES = Gauge("flowline_engine_instances", "Instances held in memory by this worker")
+INSTANCES = Gauge("flowline_engine_instances", "Decoded instance states held in memory (the stores' caches)")
 TIMERS_FIRED = Counter("flowline_engine_timers_fired_total", "FireTimer commands sent by the sweep")
-RESTORED = Counter("flowline_engine_restored_instances_total", "Instance states restored from the changelog")
+RESTORED = Counter("flowline_engine_restored_instances_total", "Changelog records read into local state stores")
+RESTORE_RECORDS = Counter("flowline_engine_restore_records_total",
+                          "Changelog records read into local state stores, by kind (full, delta, standby)", ["kind"])
 STARTS = Counter("flowline_engine_trigger_starts_total", "StartInstance commands sent by the trigger matcher")
 EXPIRED = Counter("flowline_engine_expired_instances_total", "Finished instances forgotten after their retention")
 CATALOG_SYNC_SECONDS = Histogram("flowline_engine_catalog_sync_seconds",
                                  "Time to make sure the template catalog has read the templates topic to its end",
                                  buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25))
 REUSED_PARTITIONS = Counter("flowline_engine_reused_partitions_total",
-                            "Partitions taken back with their kept states (only the changelog delta read)")
+                            "Partitions taken with their local store current (only the changelog delta read)")
 REVOCATIONS = Counter("flowline_engine_revocations_total", "Partitions revoked from this worker by a rebalance",
                       ["role"])
 LOOP_LAG = Histogram("flowline_engine_loop_lag_seconds", "How late the event loop woke up (heartbeats share it)",

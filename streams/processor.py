@@ -5,20 +5,24 @@ the state changelog). For a batch of one partition it decides every record again
 stages the new states in an overlay, and returns the events (to `workflow.events`), step requests (to
 `workflow.steps.<kind>`), dead letters (to `workflow.dlq`) and the changed states (to the changelog,
 once per instance per batch). The worker commits all of that with the consumed offsets in one
-transaction; only then does the overlay become the partition's state. Timers come due from the states
-themselves and are sent back through `workflow.commands` as `FireTimer` commands.
+transaction; only then does the overlay reach the partition's local store (streams/state_store.py: the
+encoded states on disk with the changelog offset they are current to, a small decoded cache in memory).
+Timers come due from the store's index of due times and are sent back through `workflow.commands` as
+`FireTimer` commands.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
+import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.protocol.metadata import MetadataRequest
 
 from core.commands import Command, ExpireInstance, FireTimer, StartInstance
 from core.decide import decide, fail_on_error
@@ -26,18 +30,21 @@ from core.events import CommandRejected
 from core.state import InstanceState
 from schemas import dlq
 from schemas.codec import Codec, DecodeError
+from schemas.compacted import read_to_end
 from streams import metrics
 from streams.catalog import TemplateCatalog
 from streams.settings import EngineSettings
-from streams.timers import TimerIndex
+from streams.standby import Standby
+from streams.state_store import DUE_HEADER, FORMAT, PartitionStore, Record, StateDir, due_header
 from streams.transactional import BatchResult, Outgoing, partition_for
 
 log = logging.getLogger(__name__)
 
-# How long the states of a revoked partition are kept for its return. Bounded because the changelog's
-# compaction may drop a tombstone after delete.retention.ms (a day by default): past that, a delta read
-# could miss a deletion, so the partition is restored in full.
-KEEP_REVOKED_SECONDS = 3600.0
+# A fired timer is sent again this long after (then twice as long, up to five minutes), in case its FireTimer
+# command is lost (the core rejects a duplicate, and the index drops the entry once the state no longer arms
+# the timer). It was 5 s: with a hundred thousand timers due at once, the processor had not decided them
+# when the copies came, and deciding copies is what it then spent its time on.
+REFIRE_AFTER_MS = 30_000
 
 FORGOTTEN = object()  # overlay marker: the instance's state is dropped (ExpireInstance) in this batch
 
@@ -58,124 +65,201 @@ class InstanceProcessor:
         self.settings = settings
         self.catalog = catalog
         self.codec = codec
-        self.states: dict[int, dict[str, InstanceState]] = {}
-        self.timers: dict[int, TimerIndex] = {}
+        # the owned partitions' stores (streams/state_store.py): states on disk, a small decoded cache
+        self.stores: dict[int, PartitionStore] = {}
+        self._dir: StateDir | None = None
         self._timer_producer: AIOKafkaProducer | None = None
         self._offsets: AIOKafkaConsumer | None = None
-        # revoked partitions' states, with the changelog end offset they are current to and when
-        self._kept: dict[int, tuple[int, dict[str, InstanceState], float]] = {}
+        self._identity: bytes | None = None
+        # changelog records read to bring stores up to date, by kind ("full": from the beginning into an
+        # empty store, "delta": after the store's offset); what a restart on the same disk saves shows here
+        self.restore_reads: dict[str, int] = {"full": 0, "delta": 0, "standby": 0}
         self.reused_partitions = 0
+        # how long assignments took to bring their stores up to date: the last one, and all of them
+        self.restore_seconds = 0.0
+        self.restore_seconds_total = 0.0
+        self.standby = Standby(self) if settings.standby_replicas > 0 else None
+
+    @property
+    def states(self) -> dict[int, PartitionStore]:
+        """The owned partitions' states (each store behaves as a read-only mapping of instance ids)."""
+        return self.stores
+
+    def state_dir(self) -> StateDir:
+        if self._dir is None:
+            self._dir = StateDir(Path(self.settings.state_dir), self.settings.app_id)
+            log.info("instance states are kept under %s", self._dir.path)
+        return self._dir
+
+    def open_store(self, partition: int) -> PartitionStore:
+        """The partition's local store as it is on disk (a new empty one if there is none, or if it does not
+        open: a corrupt store is thrown away, the changelog rebuilds it)."""
+        path = self.state_dir().partition(partition)
+        try:
+            return PartitionStore(path, self.codec, cache_size=self.settings.state_cache)
+        except Exception:
+            log.warning("the state store %s does not open; it is rebuilt from the changelog", path, exc_info=True)
+            shutil.rmtree(path, ignore_errors=True)
+            return PartitionStore(path, self.codec, cache_size=self.settings.state_cache)
 
     # ------------------------------------------------------------------ ownership
     async def assigned(self, partitions: set[int]) -> None:
-        """Take the partitions' states: kept ones plus the changelog written since, or restored in full.
+        """Take the partitions: open each one's local store and read only the changelog written after the
+        offset it is current to (all of it into an empty store when it is missing, corrupt, too old, or a
+        copy of another cluster's or topic's changelog).
 
-        A worker that rejoins the group (after a rebalance it did not cause) usually gets its partitions
-        back; rereading their whole changelog each time is what made a burst cost minutes (issue 9.10)."""
-        now = time.monotonic()
-        kept = {p: self._kept.pop(p) for p in partitions if p in self._kept}
-        base = {p: (offset, states) for p, (offset, states, at) in kept.items() if now - at < KEEP_REVOKED_SECONDS}
-        restored = await self._restore(partitions, base)
-        for partition, states in restored.items():
-            index = TimerIndex()
-            for state in states.values():
-                index.track(state)
-            self.states[partition] = states
-            self.timers[partition] = index
-        # The restored states live as long as their partitions: keep them out of the cyclic collector's full
-        # passes, which otherwise scan every one of them and stalled the loop (and its heartbeat) for seconds
-        # (refcounting still frees them when they are replaced or dropped).
-        gc.freeze()
-        self.reused_partitions += len(base)
-        metrics.REUSED_PARTITIONS.inc(len(base))
-        metrics.INSTANCES.set(sum(len(s) for s in self.states.values()))
+        A worker restarted on the same disk, or one that gets its partitions back after a rebalance, reads
+        almost nothing (issue 9.10, issue 15 "State at scale")."""
+        warm = await self.standby.take(partitions) if self.standby else {}
+        stores = {p: warm[p] if p in warm else self.open_store(p) for p in sorted(partitions)}
+        began = time.perf_counter()
+        try:
+            reads = await self.catch_up(stores)
+            self.restore_seconds = round(time.perf_counter() - began, 3)
+            self.restore_seconds_total = round(self.restore_seconds_total + self.restore_seconds, 3)
+        except BaseException:
+            for store in stores.values():
+                store.close()
+            raise
+        self.stores.update(stores)
+        if self.standby:
+            await self.standby.retarget(set(self.stores))
+        reused = sum(1 for kind, _ in reads.values() if kind == "delta")
+        self.reused_partitions += reused
+        metrics.REUSED_PARTITIONS.inc(reused)
+        self._gauge()
 
     async def revoked(self, partitions: set[int]) -> None:
-        """Drop the partitions, but keep their states with the changelog's end offset: if they come back,
-        only what was written after that offset (by their owner meanwhile, if any) is read."""
-        ends: dict[int, int] = {}
-        try:
-            tps = [TopicPartition(self.settings.changelog_topic, p) for p in sorted(partitions)]
-            ends = {tp.partition: end for tp, end in (await self._end_offsets(tps)).items()}
-        except Exception:
-            log.warning("could not read the changelog's end offsets; revoked states are not kept", exc_info=True)
-        now = time.monotonic()
+        """Close the partitions' stores, marked current as of now: if they come back (or after a restart),
+        only the changelog written after their offset is read."""
         for partition in partitions:
-            states = self.states.pop(partition, None)
-            self.timers.pop(partition, None)
-            if states is not None and partition in ends:
-                self._kept[partition] = (ends[partition], states, now)
-        metrics.INSTANCES.set(sum(len(s) for s in self.states.values()))
+            store = self.stores.pop(partition, None)
+            if store is None:
+                continue
+            store.verified()
+            if self.standby:
+                self.standby.keep(partition, store)  # warm if it comes back, or until the next retarget
+            else:
+                store.close()
+        self._gauge()
 
-    async def _end_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+    def _gauge(self) -> None:
+        metrics.INSTANCES.set(sum(store.cached for store in self.stores.values()))
+
+    async def _consumer(self) -> AIOKafkaConsumer:
         if self._offsets is None:
             self._offsets = AIOKafkaConsumer(bootstrap_servers=self.settings.bootstrap_servers,
                                              enable_auto_commit=False, isolation_level="read_committed")
             await self._offsets.start()
-        return await self._offsets.end_offsets(tps)
+        return self._offsets
+
+    async def identity(self) -> bytes:
+        """Which changelog a store copies: the cluster's id, the topic's name and its partition count. With
+        the offset range check in `catch_up`, a store left by another cluster or an older incarnation of the
+        topic is recognised and rebuilt instead of trusted. (aiokafka's metadata requests predate topic ids;
+        a topic recreated with the same name and count and grown past the store's offset is the case this
+        cannot see: delete the state directory when you recreate the changelog by hand.)"""
+        if self._identity is None:
+            consumer = await self._consumer()
+            cluster = "?"
+            try:
+                client = consumer._client
+                response = await client.send(client.get_random_node(),
+                                             MetadataRequest([self.settings.changelog_topic], False))
+                cluster = getattr(response, "cluster_id", None) or "?"
+            except Exception:
+                log.warning("could not read the cluster id; stores are matched by topic name only", exc_info=True)
+            # the partition count too: `flowline repartition` recreates the changelog with more partitions,
+            # and a store of the old layout holds instances that now live elsewhere
+            self._identity = f"{cluster}/{self.settings.changelog_topic}/{self.settings.partitions}".encode()
+        return self._identity
+
+    async def catch_up(self, stores: dict[int, PartitionStore], *, kind_counter: str | None = None
+                       ) -> dict[int, tuple[str, int]]:
+        """Bring each store up to the changelog's end (committed records only); returns, per partition,
+        whether it read the delta or all of it, and how many records. A full read writes the raw bytes in
+        batches, without decoding them (each record's due times are in its header)."""
+        if not stores:
+            return {}
+        topic = self.settings.changelog_topic
+        tps = {p: TopicPartition(topic, p) for p in stores}
+        identity = await self.identity()
+        offsets = await self._consumer()
+        starts = await offsets.beginning_offsets(list(tps.values()))
+        ends = await offsets.end_offsets(list(tps.values()))
+        max_age_ms = self.settings.state_max_age_hours * 3_600_000
+        now = now_ms()
+        begin: dict[int, int] = {}
+        kinds: dict[int, str] = {}
+        for p, store in stores.items():
+            start, end, offset = starts[tps[p]], ends[tps[p]], store.offset
+            why = (None if offset is None and store.format is None and start == end else
+                   "it is empty" if offset is None else
+                   "it is of another format" if store.format != FORMAT else
+                   "it copies another cluster or topic" if store.identity != identity else
+                   f"its offset {offset} is outside the changelog's [{start}, {end}]" if not start <= offset <= end
+                   else "it is older than FLOWLINE_STATE_MAX_AGE_HOURS" if now - store.verified_ms > max_age_ms
+                   else "")
+            if why:  # tombstones may have been compacted away since: only a full read is safe
+                log.info("state store of partition %s is rebuilt from the changelog: %s", p, why)
+                store.wipe()
+                store.stamp(identity, start)  # an interrupted rebuild goes on from where it got to
+            begin[p] = start if why or why is None else offset
+            kinds[p] = "full" if why or why is None else "delta"
+        read = dict.fromkeys(stores, 0)
+        total = sum(ends[tps[p]] - begin[p] for p in stores)
+        reported = [0]
+
+        def take(tp: TopicPartition, records: list) -> None:
+            stores[tp.partition].apply(
+                (Record(r.key, r.value, next((v for k, v in r.headers if k == DUE_HEADER), None)) for r in records),
+                records[-1].offset + 1)
+            read[tp.partition] += len(records)
+            if sum(read.values()) - reported[0] >= 100_000:
+                reported[0] = sum(read.values())
+                log.info("restoring partitions %s: %d of at most %d changelog records read", sorted(stores),
+                         reported[0], total)
+
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.bootstrap_servers, enable_auto_commit=False,
+                                    isolation_level="read_committed", auto_offset_reset="earliest",
+                                    max_partition_fetch_bytes=4 * 1024 * 1024)
+        await consumer.start()
+        try:
+            consumer.assign(list(tps.values()))
+            for p, tp in tps.items():
+                consumer.seek(tp, begin[p])
+            await asyncio.sleep(0)  # lets the consumer's own tasks start before a stop may cancel them
+            await read_to_end(consumer, {tps[p]: ends[tps[p]] for p in stores}, take)
+        finally:
+            await consumer.stop()
+        for p, store in stores.items():
+            store.stamp(identity, max(ends[tps[p]], store.offset or 0))
+            store.flush()
+            counter = kind_counter or kinds[p]
+            self.restore_reads[counter] = self.restore_reads.get(counter, 0) + read[p]
+            metrics.RESTORE_RECORDS.labels(counter).inc(read[p])
+        metrics.RESTORED.inc(sum(read.values()))
+        log.info("took partitions %s: %s", sorted(stores),
+                 ", ".join(f"p{p} {kinds[p]} {read[p]} records" for p in sorted(stores)))
+        return {p: (kinds[p], read[p]) for p in stores}
 
     async def close(self) -> None:
+        if self.standby:
+            await self.standby.close()
+        for store in self.stores.values():
+            store.verified()
+            store.close()
+        self.stores.clear()
         if self._offsets is not None:
             await self._offsets.stop()
             self._offsets = None
-
-    async def _restore(self, partitions: set[int],
-                       base: dict[int, tuple[int, dict[str, InstanceState]]] | None = None
-                       ) -> dict[int, dict[str, InstanceState]]:
-        """Rebuild the partitions' states from the compacted changelog (committed records only): from the
-        beginning, or for a partition in `base` from its kept states and the records after their offset."""
-        base = base or {}
-        tps = [TopicPartition(self.settings.changelog_topic, p) for p in sorted(partitions)]
-        restored: dict[int, dict[str, InstanceState]] = {p: (base[p][1] if p in base else {}) for p in partitions}
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.bootstrap_servers, enable_auto_commit=False,
-                                    isolation_level="read_committed", auto_offset_reset="earliest")
-        await consumer.start()
-        read = 0
-        try:
-            consumer.assign(tps)
-            for tp in tps:
-                if tp.partition in base:
-                    consumer.seek(tp, base[tp.partition][0])
-                else:
-                    await consumer.seek_to_beginning(tp)
-            ends = await consumer.end_offsets(tps)
-            pending = {tp for tp, end in ends.items() if end > (base[tp.partition][0] if tp.partition in base else 0)}
-            total = sum(ends.values())
-            next_report = 100_000
-            while pending:
-                batches = await consumer.getmany(*pending, timeout_ms=200, max_records=1_000)
-                for tp, records in batches.items():
-                    states = restored[tp.partition]
-                    read += len(records)
-                    if read >= next_report:
-                        log.info("restoring partitions %s: %d of at most %d changelog records read",
-                                 sorted(partitions), read, total)
-                        next_report += 100_000
-                    for record in records:
-                        key = record.key.decode()
-                        if record.value is None:
-                            states.pop(key, None)
-                            continue
-                        try:
-                            states[key] = self.codec.decode(record.value)
-                        except DecodeError:
-                            log.exception("changelog record %s/%s does not decode; skipped", tp.partition,
-                                          record.offset)
-                    await asyncio.sleep(0)  # a long restore must not starve the group heartbeat
-                for tp in list(pending):
-                    if await consumer.position(tp) >= ends[tp]:
-                        pending.discard(tp)
-        finally:
-            await consumer.stop()
-        count = sum(len(s) for s in restored.values())
-        metrics.RESTORED.inc(count)
-        log.info("took %d instances of partitions %s (%d kept, %d changelog records read)", count,
-                 sorted(partitions), sum(len(base[p][1]) for p in base), read)
-        return restored
+        if self._dir is not None:
+            self._dir.release()
+            self._dir = None
 
     # ------------------------------------------------------------------ a batch
     async def process(self, partition: int, records: Sequence) -> BatchResult:
-        states = self.states.setdefault(partition, {})
+        states = self.stores[partition]
         overlay: dict[str, InstanceState] = {}
         out: list[Outgoing] = []
         settings = self.settings
@@ -244,40 +328,79 @@ class InstanceProcessor:
             out.extend(produced)
             metrics.DECISIONS.labels(type(command).__name__,
                                      "rejected" if decision.rejected else "applied").inc()
+        changes: list[tuple[str, InstanceState | None, bytes | None, bytes | None]] = []
         for instance_id, state in overlay.items():
-            value = None if state is FORGOTTEN else self.codec.encode(state)  # None: a tombstone
-            out.append(Outgoing(settings.changelog_topic, instance_id.encode(), value, partition=partition))
+            if state is FORGOTTEN:  # a tombstone: the compacted changelog forgets the instance
+                changes.append((instance_id, None, None, None))
+                out.append(Outgoing(settings.changelog_topic, instance_id.encode(), None, partition=partition))
+                continue
+            value, due = self.codec.encode(state), due_header(state)
+            changes.append((instance_id, state, value, due))
+            out.append(Outgoing(settings.changelog_topic, instance_id.encode(), value, partition=partition,
+                                headers=((DUE_HEADER, due),)))
+        result = BatchResult(records=out)
 
         def commit() -> None:
-            index = self.timers.get(partition)
-            for instance_id, state in overlay.items():
-                if state is FORGOTTEN:
-                    states.pop(instance_id, None)
-                    metrics.EXPIRED.inc()
-                    continue
-                states[instance_id] = state
-                if index is not None:
-                    index.track(state)
-            metrics.INSTANCES.set(sum(len(s) for s in self.states.values()))
+            """Only now, with the transaction committed, does the batch reach the local store: with the
+            changelog offset it is current to, in one write batch (an aborted transaction writes nothing)."""
+            if not changes:
+                return
+            last = result.written.get((settings.changelog_topic, partition))
+            states.commit(changes, last + 1 if last is not None else None)
+            metrics.EXPIRED.inc(sum(1 for change in changes if change[1] is None))
+            self._gauge()
 
-        return BatchResult(records=out, on_commit=commit)
+        result.on_commit = commit
+        return result
 
     # ------------------------------------------------------------------ retention
     def expired(self, now: int) -> list[tuple[int, ExpireInstance]]:
-        """ExpireInstance commands for finished instances past their retention, per partition."""
+        """ExpireInstance commands for finished instances past their retention, per partition (from each
+        store's index of finished instances by end time: no state is read)."""
         if self.settings.retention_hours <= 0:
             return []
         cutoff = now - int(self.settings.retention_hours * 3_600_000)
         found = []
-        for partition, states in list(self.states.items()):
-            for instance_id, state in list(states.items()):
-                if state.is_terminal and state.updated_at <= cutoff:
-                    found.append((partition, ExpireInstance(
-                        command_id=f"expire:{instance_id}:{state.updated_at}", instance_id=instance_id,
-                        issued_at=now, ended_at=state.updated_at)))
+        for partition, store in list(self.stores.items()):
+            for instance_id, ended_at in store.expired(cutoff):
+                found.append((partition, ExpireInstance(
+                    command_id=f"expire:{instance_id}:{ended_at}", instance_id=instance_id,
+                    issued_at=now, ended_at=ended_at)))
         return found
 
     # ------------------------------------------------------------------ timers
+    def due_timers(self, now: int, limit: int = 1_000) -> Iterator[list[tuple[int, FireTimer]]]:
+        """FireTimer commands for every armed timer due by `now`, from the stores' timer indexes (ordered by
+        due time on disk, so that due times never need the states in memory), in chunks of at most
+        `limit`: the sweep yields to the event loop between them, so that a hundred thousand timers due in
+        the same second never stall the group heartbeat."""
+        for partition, store in list(self.stores.items()):
+            while self.stores.get(partition) is store:  # revoked meanwhile: its store is closed
+                due = store.due_timers(now, REFIRE_AFTER_MS, limit)
+                yield [(partition, FireTimer(command_id=f"fire:{timer_id}@{fire_at}", instance_id=instance_id,
+                                             timer_id=timer_id, issued_at=now))
+                       for instance_id, timer_id, fire_at in due]
+                if len(due) < limit:
+                    break
+
+    async def _send_batched(self, producer: AIOKafkaProducer, commands: list[tuple[int, FireTimer]]) -> None:
+        """Send one partition's chunk of FireTimer commands as record batches (`send_batch`) rather than a
+        coroutine per record: a hundred thousand timers due at once are sent several times faster."""
+        topic = self.settings.commands_topic
+        by_partition: dict[int, list[FireTimer]] = {}
+        for partition, command in commands:
+            by_partition.setdefault(partition, []).append(command)
+        for partition, found in by_partition.items():
+            batch = producer.create_batch()
+            for command in found:
+                key, value = command.instance_id.encode(), self.codec.encode(command)
+                if batch.append(key=key, value=value, timestamp=None) is None:  # full: send it, start another
+                    await producer.send_batch(batch, topic, partition=partition)
+                    batch = producer.create_batch()
+                    batch.append(key=key, value=value, timestamp=None)
+            if batch.record_count():
+                await producer.send_batch(batch, topic, partition=partition)
+
     async def sweep_timers(self, stop: asyncio.Event) -> None:
         producer = AIOKafkaProducer(bootstrap_servers=self.settings.bootstrap_servers, enable_idempotence=True,
                                     linger_ms=self.settings.linger_ms)
@@ -292,14 +415,10 @@ class InstanceProcessor:
                     for partition, command in self.expired(now):
                         await producer.send(self.settings.commands_topic, self.codec.encode(command),
                                             key=command.instance_id.encode(), partition=partition)
-                for partition, index in list(self.timers.items()):
-                    states = self.states.get(partition, {})
-                    for instance_id, timer_id, fire_at in index.due(now, states):
-                        command = FireTimer(command_id=f"fire:{timer_id}@{fire_at}", instance_id=instance_id,
-                                            timer_id=timer_id, issued_at=now)
-                        await producer.send(self.settings.commands_topic, self.codec.encode(command),
-                                            key=instance_id.encode(), partition=partition)
-                        metrics.TIMERS_FIRED.inc()
+                for chunk in self.due_timers(now):
+                    await self._send_batched(producer, chunk)
+                    metrics.TIMERS_FIRED.inc(len(chunk))
+                    await asyncio.sleep(0)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), self.settings.timer_sweep_ms / 1000)
         finally:

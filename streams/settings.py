@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import tempfile
 from dataclasses import dataclass, field
 
 from schemas import topics
@@ -50,6 +51,17 @@ class EngineSettings(topics.PrefixedTopics):
     # than the retention of the trigger topics, or a redelivered old event could start an instance again.
     retention_hours: float = field(default_factory=lambda: env_float("FLOWLINE_RETENTION_HOURS"))
     retention_sweep_ms: int = field(default_factory=lambda: env_int("FLOWLINE_RETENTION_SWEEP_MS"))
+    # Where each partition's on-disk state store lives (streams/state_store.py): `<dir>/<app id>/slot-<n>/p<N>`.
+    state_dir: str = field(default_factory=lambda: env("FLOWLINE_ENGINE_STATE_DIR") or os.path.join(
+        tempfile.gettempdir(), "flowline-state"))
+    # Decoded states kept in memory per partition (least recently used go first; the disk has them all).
+    state_cache: int = field(default_factory=lambda: env_int("FLOWLINE_STATE_CACHE"))
+    # A store last known current longer ago than this is rebuilt in full: the changelog's compaction may have
+    # dropped a tombstone written since (delete.retention.ms, a day by default), which a delta read would miss.
+    state_max_age_hours: float = field(default_factory=lambda: env_float("FLOWLINE_STATE_MAX_AGE_HOURS"))
+    # Warm copies of partitions this worker does not own (streams/standby.py): each worker follows the
+    # changelog of the next N workers' partitions, so a failover reads only the last moments (0: none).
+    standby_replicas: int = field(default_factory=lambda: env_int("FLOWLINE_ENGINE_STANDBY_REPLICAS"))
     # Prepended to every topic name: lets several isolated engines share one cluster (tests, staging).
     topic_prefix: str = field(default_factory=lambda: env("FLOWLINE_TOPIC_PREFIX"))
 

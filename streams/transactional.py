@@ -44,6 +44,7 @@ class Outgoing:
     key: bytes | None
     value: bytes | None  # None: a tombstone (compacted topics forget the key)
     partition: int | None = None
+    headers: tuple[tuple[str, bytes], ...] = ()
 
 
 @dataclass
@@ -53,6 +54,9 @@ class BatchResult:
     records: list[Outgoing] = field(default_factory=list)
     on_commit: Callable[[], None] = lambda: None
     on_abort: Callable[[], None] = lambda: None
+    # filled in before `on_commit` runs: the offset of the last record written to each (topic, partition),
+    # so that a store derived from a topic (the engine's on-disk state) can say which offset it is current to
+    written: dict[tuple[str, int], int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,7 @@ class Outcome:
     committed: bool = False
     fenced: bool = False
     error: BaseException | None = None
+    written: dict[tuple[str, int], int] = field(default_factory=dict)
 
     @property
     def retriable(self) -> bool:
@@ -332,6 +337,7 @@ class TransactionalWorker:
             return Outcome(error=exc)
         outcome = await self._commit(partition, parts, result.records)
         if outcome.committed:
+            result.written = outcome.written
             result.on_commit()
             metrics.BATCH_SECONDS.labels(self.role).observe(time.perf_counter() - started)
             metrics.RECORDS.labels(self.role).inc(len(records))
@@ -364,13 +370,25 @@ class TransactionalWorker:
             await producer.begin_transaction()
             sent = []
             for n, out in enumerate(outgoing, 1):
-                sent.append(await producer.send(out.topic, out.value, key=out.key, partition=out.partition))
+                sent.append(await producer.send(out.topic, out.value, key=out.key, partition=out.partition,
+                                                headers=list(out.headers) or None))
                 if n % 200 == 0:
                     await asyncio.sleep(0)  # thousands of sends never suspend: let the heartbeat run
-            # a record the broker refuses (too large for its topic, ...) fails only its own delivery future:
-            # aiokafka would still commit the rest, the offsets with them, and the record would be gone
-            await asyncio.gather(*sent)
-            await producer.send_offsets_to_transaction(offsets, self.group_id)
+            # The offsets go into the transaction (AddOffsetsToTxn, then TxnOffsetCommit) while the records are
+            # still on their way: two round trips that used to wait for the produce acks now overlap them
+            # (issue 15: each round trip here is paid by every hop of every workflow). Nothing is committed
+            # before both are done and every record was acknowledged: a record the broker refuses (too large
+            # for its topic, ...) fails only its own delivery future, and aiokafka would still commit the rest
+            # with the offsets, so the gather below must see every record's outcome before the commit.
+            offsets_added = asyncio.ensure_future(producer.send_offsets_to_transaction(offsets, self.group_id))
+            try:
+                metadata = await asyncio.gather(*sent)
+            except BaseException:
+                # the abort below goes through the producer's own queue, after the offsets request; only
+                # retrieve the task's outcome so that its error is not reported as never retrieved
+                offsets_added.add_done_callback(lambda task: task.cancelled() or task.exception())
+                raise
+            await offsets_added
             await producer.commit_transaction()
         except ProducerFenced:
             log.warning("the producer of partition %s was fenced; its records stay uncommitted", partition)
@@ -395,7 +413,11 @@ class TransactionalWorker:
                      txn.state.name if txn is not None else "-")
             self._broken.add(partition)
             return Outcome(error=exc)
-        return COMMITTED
+        written: dict[tuple[str, int], int] = {}
+        for meta in metadata:
+            where = (meta.topic, meta.partition)
+            written[where] = max(written.get(where, -1), meta.offset)
+        return Outcome(committed=True, written=written) if written else COMMITTED
 
     async def _producer(self, partition: int) -> AIOKafkaProducer:
         """The partition's transactional producer; a new one (same id) after a failed transaction."""

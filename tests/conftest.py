@@ -21,7 +21,7 @@ class StackInfo:
     kafka_bootstrap: str
     database_url: str
     partitions: int
-    profile: object  # deploy.stack.Profile
+    profile: object  # deploy.stackctl.Profile
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -38,7 +38,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(scope="session")
 def stack() -> Iterator[StackInfo]:
-    from deploy import stack as stack_mod
+    from deploy import stackctl as stack_mod
 
     profile = stack_mod.Profile.load("test")
     started_here = False

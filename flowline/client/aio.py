@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import datetime
@@ -40,6 +39,7 @@ from flowline.client.models import (
     Transitions,
     ValidationResult,
 )
+from schemas.settings import given
 
 T = TypeVar("T")
 
@@ -48,8 +48,8 @@ DEFAULT_URL = "http://127.0.0.1:8700"
 
 def resolve(base_url: str | None, token: str | None) -> tuple[str, str | None]:
     """Arguments win over `FLOWLINE_URL` / `FLOWLINE_TOKEN`; the URL falls back to the dev gateway."""
-    url = base_url or os.environ.get("FLOWLINE_URL") or DEFAULT_URL
-    return url.rstrip("/"), token if token is not None else (os.environ.get("FLOWLINE_TOKEN") or None)
+    url = base_url or given("FLOWLINE_URL") or DEFAULT_URL
+    return url.rstrip("/"), token if token is not None else given("FLOWLINE_TOKEN")
 
 
 class AsyncClient:

@@ -10,18 +10,17 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from collections.abc import Sequence
+
+from schemas.settings import env, env_int, given
 
 DEFAULT_PATH = "/mcp"
 
 
 def default_port() -> int:
     """`FLOWLINE_MCP_PORT`, else the gateway port + 2 (8702 on the dev stack; the engine has + 1)."""
-    if os.environ.get("FLOWLINE_MCP_PORT"):
-        return int(os.environ["FLOWLINE_MCP_PORT"])
-    return int(os.environ.get("FLOWLINE_GATEWAY_PORT", "8700")) + 2
+    return int(given("FLOWLINE_MCP_PORT") or env_int("FLOWLINE_GATEWAY_PORT") + 2)
 
 
 def build_parser(prog: str = "flowline mcp") -> argparse.ArgumentParser:
@@ -34,7 +33,7 @@ def build_parser(prog: str = "flowline mcp") -> argparse.ArgumentParser:
                                                   "$FLOWLINE_CONVERSATION_ID, else one per MCP session)")
     parser.add_argument("--read-only", action="store_true", help="offer only the tools that read")
     parser.add_argument("--http", action="store_true", help="serve streamable HTTP instead of stdio")
-    parser.add_argument("--host", default=os.environ.get("FLOWLINE_MCP_HOST", "127.0.0.1"),
+    parser.add_argument("--host", default=env("FLOWLINE_MCP_HOST"),
                         help="--http: bind address (default 127.0.0.1, or $FLOWLINE_MCP_HOST)")
     parser.add_argument("--port", type=int, default=None,
                         help="--http: port (default: $FLOWLINE_MCP_PORT, else the gateway port + 2)")
@@ -46,7 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from flowline.mcp.server import McpSettings, build_server, default_url
 
     url = (args.url or default_url()).rstrip("/")
-    conversation = args.conversation_id or os.environ.get("FLOWLINE_CONVERSATION_ID") or None
+    conversation = args.conversation_id or given("FLOWLINE_CONVERSATION_ID")
     if args.http:
         if args.token:
             print("flowline mcp: --token is for stdio; over HTTP each client sends its own Authorization header",
@@ -59,7 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                DEFAULT_PATH, url)
         server.run("streamable-http", host=args.host, port=port, streamable_http_path=DEFAULT_PATH)
         return 0
-    token = args.token or os.environ.get("FLOWLINE_TOKEN") or None
+    token = args.token or given("FLOWLINE_TOKEN")
     if not token:
         print("flowline mcp: no token; pass --token or set FLOWLINE_TOKEN (the agent's bearer token)",
               file=sys.stderr)

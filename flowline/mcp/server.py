@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
-import os
 import time
 import uuid
 from collections import OrderedDict
@@ -39,6 +38,7 @@ from flowline.client import AsyncClient, CommandAccepted, FlowlineError
 from flowline.client import operations as ops
 from flowline.client.errors import ApiError, Unauthorized
 from flowline.mcp import describe as words
+from schemas.settings import env, given
 
 T = TypeVar("T")
 
@@ -648,4 +648,4 @@ def _untrusted_entry(entry: dict[str, Any]) -> dict[str, Any]:
 
 def default_url() -> str:
     """`FLOWLINE_URL`, else the gateway of the stack this shell points at (`FLOWLINE_GATEWAY_PORT`)."""
-    return os.environ.get("FLOWLINE_URL") or f"http://127.0.0.1:{os.environ.get('FLOWLINE_GATEWAY_PORT', '8700')}"
+    return given("FLOWLINE_URL") or f"http://127.0.0.1:{env('FLOWLINE_GATEWAY_PORT')}"

@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections import defaultdict
@@ -45,6 +47,8 @@ class EngineWorld:
     _tasks: list[asyncio.Task] = field(default_factory=list)
     _engines: list[Engine] = field(default_factory=list)
     _procs: list[subprocess.Popen] = field(default_factory=list)
+    # the engines' on-disk state stores (streams/state_store.py), removed with the world
+    state_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="flowline-state-")))
 
     @property
     def app_id(self) -> str:
@@ -54,13 +58,14 @@ class EngineWorld:
         return self.prefix + name
 
     def settings(self, **overrides: Any) -> EngineSettings:
-        return EngineSettings(bootstrap_servers=self.bootstrap, app_id=self.app_id, partitions=self.partitions,
-                              topic_prefix=self.prefix, timer_sweep_ms=100, **overrides)
+        return EngineSettings(**{"bootstrap_servers": self.bootstrap, "app_id": self.app_id,
+                                 "partitions": self.partitions, "topic_prefix": self.prefix, "timer_sweep_ms": 100,
+                                 "state_dir": str(self.state_dir), **overrides})
 
     def env(self) -> dict[str, str]:
         return {**os.environ, "FLOWLINE_KAFKA_BOOTSTRAP": self.bootstrap, "FLOWLINE_ENGINE_ID": self.app_id,
                 "FLOWLINE_PARTITIONS": str(self.partitions), "FLOWLINE_TOPIC_PREFIX": self.prefix,
-                "FLOWLINE_TIMER_SWEEP_MS": "100"}
+                "FLOWLINE_TIMER_SWEEP_MS": "100", "FLOWLINE_ENGINE_STATE_DIR": str(self.state_dir)}
 
     # ------------------------------------------------------------------ setup / teardown
     async def __aenter__(self) -> EngineWorld:
@@ -94,6 +99,7 @@ class EngineWorld:
             with contextlib.suppress(BaseException):
                 await task
         await self.producer.stop()
+        shutil.rmtree(self.state_dir, ignore_errors=True)
 
     # ------------------------------------------------------------------ engines
     async def start_engine(self, **overrides: Any) -> Engine:
@@ -123,9 +129,10 @@ class EngineWorld:
             await asyncio.sleep(0.05)
         await asyncio.sleep(0.2)
 
-    def spawn_engine(self, log_name: str) -> subprocess.Popen:
+    def spawn_engine(self, log_name: str, extra_env: dict[str, str] | None = None) -> subprocess.Popen:
         log = open(REPO / ".flowline" / f"{log_name}.log", "wb")  # noqa: SIM115 - kept open for the child
-        proc = subprocess.Popen([sys.executable, "-m", "streams"], cwd=REPO, env=self.env(), stdout=log,
+        proc = subprocess.Popen([sys.executable, "-m", "streams"], cwd=REPO, env={**self.env(), **(extra_env or {})},
+                                stdout=log,
                                 stderr=subprocess.STDOUT)
         self._procs.append(proc)
         return proc

@@ -14,7 +14,7 @@ import signal
 
 import pytest
 
-from deploy import stack as stack_mod
+from deploy import stackctl as stack_mod
 from tests.integration.chaos import PaymentLoad, scaled
 from tests.integration.engine_harness import EngineWorld
 
@@ -48,8 +48,10 @@ async def test_every_workflow_ends_once_and_pays_once_across_broker_kills(stack,
             step = count // (kills + 1)
             sender = asyncio.create_task(load.run(count))
             for k in range(1, kills + 1):
-                await world.wait_until(lambda k=k: len(load.ids) >= k * step, timeout=180,
-                                       message=f"{k * step} workflows sent")
+                # ...and one finished: the engine is up and connected before the broker dies (an engine that
+                # has not fetched its first metadata yet exits instead, and this test spawns it unsupervised)
+                await world.wait_until(lambda k=k: len(load.ids) >= k * step and load.completed(), timeout=180,
+                                       message=f"{k * step} workflows sent and one finished")
                 await fault()
             await sender
             await load.wait_finished(timeout=300)

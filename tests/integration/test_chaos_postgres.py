@@ -18,7 +18,7 @@ import asyncpg
 import pytest
 
 from core import events as ev
-from deploy import stack as stack_mod
+from deploy import stackctl as stack_mod
 from store.projector import Projector
 from tests.integration import invariants
 from tests.integration.chaos import PaymentLoad, scaled
@@ -48,7 +48,7 @@ async def timelines(database_url: str, instance_ids: list[str]) -> dict[str, lis
 
 
 async def durable_commits(database_url: str, on: bool) -> None:
-    """The test profile runs PostgreSQL with `synchronous_commit = off` (deploy/stack.py: throwaway data,
+    """The test profile runs PostgreSQL with `synchronous_commit = off` (deploy/stackctl/postgres.py: throwaway data,
     faster): a crash of the server then loses commits it had already acknowledged, and the projector,
     which commits its Kafka offsets once PostgreSQL acknowledged the batch, never re-reads them: a
     permanent gap in the audit trail (found by this suite; docs/testing.md). Production keeps the default

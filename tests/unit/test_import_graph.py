@@ -62,6 +62,18 @@ def test_package_imports_only_what_its_layer_allows(package: str) -> None:
     assert wrong == [], f"{package} may import only {sorted(ALLOWED[package])} of ours; found {wrong}"
 
 
+def test_every_package_of_ours_has_a_layer() -> None:
+    """A new top-level package (say `engine/` for `streams/`) is layered here before it ships, or the graph
+    would not look at it: every package the wheel installs is in OURS, with its allowed imports."""
+    import tomllib
+
+    found = {p.parent.name for p in ROOT.glob("*/__init__.py")} - {"tests", "bench"}
+    include = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["include"]
+    installed = {pattern.rstrip("*") for pattern in include}
+    assert found <= set(OURS) and installed <= set(OURS), f"unlayered: {sorted((found | installed) - set(OURS))}"
+    assert set(ALLOWED) == set(OURS)
+
+
 def test_the_checker_sees_a_forbidden_import(tmp_path: Path) -> None:
     """The checker itself: an adapter importing another adapter or deploy is found, inside functions too."""
     module = tmp_path / "m.py"

@@ -15,7 +15,8 @@ from pathlib import Path
 import aiosmtplib
 import pytest
 
-from deploy import mailcatcher, stack
+from deploy import mailcatcher
+from deploy import stackctl as stack
 
 
 def _free_port() -> int:

@@ -6,6 +6,7 @@ default changed in the code but not in the README (or the reverse) is caught her
 
 from __future__ import annotations
 
+import ast
 import re
 from pathlib import Path
 
@@ -42,12 +43,45 @@ def test_env_gives_the_default_when_unset_or_empty_and_the_value_otherwise() -> 
         env("FLOWLINE_NOT_REGISTERED", {})
 
 
-def test_no_process_module_reads_the_environment_directly() -> None:
-    """Engine, handlers, gateway and projector read variables through `schemas.settings` only."""
+RUNTIME = ("core", "schemas", "streams", "handlers", "gateway", "store", "deploy", "flowline")
+REGISTRY = Path("schemas/settings.py")
+
+
+def environment_reads(source: str) -> list[int]:
+    """Lines of `source` that touch the process environment: `os.environ` (read, copied or passed on),
+    `os.getenv`, `os.environb`, or `environ`/`getenv` imported from `os`."""
+    names = ("environ", "environb", "getenv")
+    lines = []
+    for node in ast.walk(ast.parse(source)):
+        attribute = isinstance(node, ast.Attribute) and node.attr in names \
+            and isinstance(node.value, ast.Name) and node.value.id == "os"
+        imported = isinstance(node, ast.ImportFrom) and node.module == "os" \
+            and any(alias.name in names for alias in node.names)
+        if attribute or imported:
+            lines.append(node.lineno)
+    return lines
+
+
+def test_no_runtime_module_reads_the_environment_but_the_registry() -> None:
+    """Every process, the stack and the tools read variables through `schemas.settings` only, so each has
+    one default in one place (the README shows it)."""
     root = README.parent
     offenders = []
-    for package in ("streams", "gateway", "store"):
-        for path in (root / package).rglob("*.py"):
-            if "os.environ" in path.read_text() or "getenv(" in path.read_text():
-                offenders.append(str(path.relative_to(root)))
-    assert offenders == []
+    for package in RUNTIME:
+        for path in sorted((root / package).rglob("*.py")):
+            if path.relative_to(root) == REGISTRY:
+                continue
+            offenders += [f"{path.relative_to(root)}:{line}" for line in environment_reads(path.read_text())]
+    assert offenders == [], "read variables with schemas.settings.env/given (register new ones there)"
+
+
+@pytest.mark.parametrize("source", [
+    "import os\nx = os.environ.get('FLOWLINE_X')\n",
+    "import os\ndef f():\n    return os.getenv('FLOWLINE_X', '1')\n",
+    "import os\nchild = {**os.environ}\n",
+    "from os import environ\n",
+    "from os import getenv as g\n",
+])
+def test_the_check_sees_a_stray_read(source: str) -> None:
+    assert environment_reads(source)
+    assert environment_reads("import os\nx = os.path.join('a', 'b')\n") == []

@@ -1,4 +1,4 @@
-"""deploy/stack.py and schemas/topics.py configuration, without starting anything."""
+"""deploy/stackctl and schemas/topics.py configuration, without starting anything."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from deploy import stack
+from deploy import stackctl as stack
+from deploy.stackctl import supervise
 from schemas import topics
 
 
@@ -68,7 +69,7 @@ def test_stale_pid_file_is_detected_and_removed(tmp_path):
     proc.wait()
     pid_file = tmp_path / "x.pid"
     pid_file.write_text(json.dumps({"pid": proc.pid, "create_time": 0}))
-    assert stack._live_process(pid_file) is None
+    assert supervise.live_process(pid_file) is None
     assert not pid_file.exists()
 
 
@@ -76,13 +77,13 @@ def test_pid_file_of_a_live_process_is_recognised_but_not_a_reused_pid(tmp_path)
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
         pid_file = tmp_path / "y.pid"
-        stack._write_pid_file(pid_file, proc.pid)
-        assert stack._live_process(pid_file).pid == proc.pid
+        supervise.write_pid_file(pid_file, proc.pid)
+        assert supervise.live_process(pid_file).pid == proc.pid
         # same pid, different start time: a reused pid, not ours
         data = json.loads(pid_file.read_text())
         data["create_time"] -= 3600
         pid_file.write_text(json.dumps(data))
-        assert stack._live_process(pid_file) is None
+        assert supervise.live_process(pid_file) is None
     finally:
         proc.kill()
         proc.wait()
