@@ -1,7 +1,7 @@
 """The two audit logs that are not an instance's trail: the agents' access log and the tenant's security log.
 
 The agents' access log (issue 14 residual): every API call an agent makes, reads included, kept in
-PostgreSQL (`agent_access_log`, migration 0010) and readable by an admin at `GET /v1/agents/{id}/access-log`.
+PostgreSQL (`agent_access_log`, migration 0012) and readable by an admin at `GET /v1/agents/{id}/access-log`.
 
 Why: an agent reads payment data (trigger amounts, vendors, reasons) through MCP tools, which are API calls
 with its token. Its commands are in the instances' audit trail; its reads changed nothing and left only a log
@@ -83,7 +83,7 @@ async def security_log(call: Call) -> web.Response:
     """GET /v1/security-log: what the tenant's own principals tried against other tenants, newest first.
 
     The engine refuses a command whose actor belongs to another tenant outside that instance's sequence, and
-    the projector records it here under the actor's tenant (store/projection.py, migration 0010), never in
+    the projector records it here under the actor's tenant (store/projection.py, migration 0012), never in
     the victim's audit trail. Admins only (`audit:read`)."""
     me = call.me
     me.require(AUDIT_READ, "read the security log")

@@ -1,4 +1,4 @@
--- 0010: the security log (issue 10 residual) and the agents' access log (issue 14 residual).
+-- 0012: the security log (issue 10 residual) and the agents' access log (issue 14 residual).
 --
 -- A command sent by an actor of one tenant to another tenant's instance is refused by the engine outside
 -- that instance's sequence (CommandRejected with seq 0 and the actor's tenant, core/decide.py `_foreign`):
