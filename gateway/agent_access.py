@@ -26,7 +26,7 @@ from aiohttp import web
 from gateway.auth import AGENTS_WRITE, AUDIT_READ, Principal
 from gateway.calls import Call, json_response
 from gateway.problems import Problem
-from gateway.templates import _iso, _limit, decode_cursor, encode_cursor
+from gateway.templates import _iso, decode_cursor, encode_cursor
 
 log = logging.getLogger("flowline.gateway.audit")
 CONVERSATION_HEADER = "X-Flowline-Conversation-Id"
@@ -56,7 +56,7 @@ async def access_log(call: Call) -> web.Response:
     if not await pool.fetchval("SELECT 1 FROM principals WHERE id = $1 AND tenant_id = $2 AND kind = 'agent'",
                                agent_id, me.tenant_id):
         raise Problem(404, f"no agent {agent_id!r}")
-    limit = _limit(call)
+    limit = call.query("limit")
     args: list[Any] = [me.tenant_id, agent_id]
     where = ["tenant_id = $1", "agent_id = $2"]
     conversation = call.query("conversation_id")
@@ -87,7 +87,7 @@ async def security_log(call: Call) -> web.Response:
     the victim's audit trail. Admins only (`audit:read`)."""
     me = call.me
     me.require(AUDIT_READ, "read the security log")
-    limit = _limit(call)
+    limit = call.query("limit")
     args: list[Any] = [me.tenant_id]
     where = "tenant_id = $1"
     cursor = decode_cursor(call.query("cursor"), 2)
