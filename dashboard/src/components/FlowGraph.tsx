@@ -2,8 +2,9 @@
 // rejections, loops. Used by the builder (updates as you edit) and the instance page (current step and
 // the path taken highlighted).
 import dagre from "@dagrejs/dagre";
-import { Background, Controls, MarkerType, ReactFlow, type Edge, type Node } from "@xyflow/react";
+import { MarkerType, type Edge, type Node } from "@xyflow/react";
 import { useMemo } from "react";
+import { GraphCanvas } from "./GraphCanvas";
 import { arrows, type Step } from "../builder/model";
 
 /** `path`: the step numbers in the order the instance entered them (0 = it ended), from its timeline. */
@@ -14,24 +15,7 @@ const H = 54;
 
 export function FlowGraph({ steps, current, path, label = "Template graph" }: Props) {
   const { nodes, edges } = useMemo(() => layout(steps, current ?? null, path ?? []), [steps, current, path]);
-  return (
-    <div className="graph" aria-label={label} role="figure">
-      <ReactFlow
-        key={nodes.map((n) => n.id).join(",")}
-        fitViewOptions={{ maxZoom: 1.2 }}
-        nodes={nodes}
-        edges={edges}
-        fitView
-        nodesDraggable={false}
-        nodesConnectable={false}
-        proOptions={{ hideAttribution: true }}
-        minZoom={0.2}
-      >
-        <Background />
-        <Controls showInteractive={false} />
-      </ReactFlow>
-    </div>
-  );
+  return <GraphCanvas nodes={nodes} edges={edges} label={label} />;
 }
 
 function layout(steps: Step[], current: number | null, path: number[]): { nodes: Node[]; edges: Edge[] } {

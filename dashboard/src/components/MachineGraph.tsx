@@ -2,8 +2,9 @@
 // marked with the status they end in), transitions as labelled edges, the initial state entered from
 // "start". Used by the builder (redrawn as you edit).
 import dagre from "@dagrejs/dagre";
-import { Background, Controls, MarkerType, ReactFlow, type Edge, type Node } from "@xyflow/react";
+import { MarkerType, type Edge, type Node } from "@xyflow/react";
 import { useMemo } from "react";
+import { GraphCanvas } from "./GraphCanvas";
 import { transitionLabel, transitionTag, type MachineState, type MachineTransition } from "../builder/model";
 
 /** `current`: the state to highlight, called `mark` in its label ("selected" in the builder, "current" on an instance). */
@@ -14,24 +15,7 @@ const H = 54;
 
 export function MachineGraph({ states, transitions, current, mark = "selected", label = "State machine graph" }: Props) {
   const { nodes, edges } = useMemo(() => layout(states, transitions, current ?? null, mark), [states, transitions, current, mark]);
-  return (
-    <div className="graph" aria-label={label} role="figure">
-      <ReactFlow
-        key={nodes.map((n) => n.id).join(",")}
-        fitViewOptions={{ maxZoom: 1.2 }}
-        nodes={nodes}
-        edges={edges}
-        fitView
-        nodesDraggable={false}
-        nodesConnectable={false}
-        proOptions={{ hideAttribution: true }}
-        minZoom={0.2}
-      >
-        <Background />
-        <Controls showInteractive={false} />
-      </ReactFlow>
-    </div>
-  );
+  return <GraphCanvas nodes={nodes} edges={edges} label={label} />;
 }
 
 const terminalOf = (s: MachineState): string | null => (typeof s.terminal === "string" ? s.terminal : s.terminal === true ? "COMPLETED" : null);
