@@ -33,6 +33,7 @@ from handlers.settings import HandlerSettings
 from schemas import dlq
 from schemas.codec import Codec, DecodeError, EncodeError
 from schemas.errors import is_transient
+from schemas.process import wait_for_kafka
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +117,8 @@ class HandlerRuntime:
     # ------------------------------------------------------------------ the loop
     async def run(self) -> None:
         s = self.settings
+        if not await wait_for_kafka(s.bootstrap_servers, self._stopping):
+            return  # stopped before the broker ever answered
         if self._producer is None:
             self._producer = AIOKafkaProducer(bootstrap_servers=s.bootstrap_servers, enable_idempotence=True,
                                               linger_ms=2)

@@ -38,3 +38,33 @@ def run_process(run: Callable[[], Awaitable[object]], stop: Callable[[], object]
     with contextlib.suppress(asyncio.CancelledError):
         asyncio.run(main())
     return 0
+
+
+async def wait_for_kafka(bootstrap_servers: str, stop: asyncio.Event, *, first_delay: float = 0.5,
+                         max_delay: float = 5.0) -> bool:
+    """Wait until the broker answers a metadata request, or until `stop` is set; True when it answered.
+
+    Why: a process started before its broker (containers start in any order; a broker restarting after a
+    crash) used to die at its first client's `start()` with a traceback. It now says what it waits for and
+    retries with a doubling delay; once the broker answered, a later outage is the clients' own business
+    (they reconnect)."""
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.errors import KafkaConnectionError
+
+    log = logging.getLogger("flowline.kafka")
+    delay = first_delay
+    while not stop.is_set():
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+        try:
+            await admin.start()
+            return True
+        except KafkaConnectionError as exc:
+            log.warning("waiting for the Kafka broker at %s (%s); next try in %.1f s", bootstrap_servers, exc,
+                        delay)
+        finally:
+            with contextlib.suppress(Exception):
+                await admin.close()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), delay)
+        delay = min(delay * 2, max_delay)
+    return False

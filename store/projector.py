@@ -37,7 +37,7 @@ from schemas import dlq
 from schemas import topics as topics_mod
 from schemas.codec import Codec, DecodeError
 from schemas.notify import NOTIFY_SQL
-from schemas.process import run_process
+from schemas.process import run_process, wait_for_kafka
 from schemas.settings import VARIABLES, env, env_int
 from store.projection import BatchRows, InstanceView, fold, instance_row, pending_row
 
@@ -195,6 +195,8 @@ class Projector:
         self._stop.set()
 
     async def run(self) -> None:
+        if not await wait_for_kafka(self.bootstrap_servers, self._stop):
+            return  # stopped before the broker ever answered
         self.pool = await asyncpg.create_pool(self.database_url, min_size=1, max_size=2)
         self.producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap_servers, enable_idempotence=True)
         await self.producer.start()

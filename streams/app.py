@@ -15,7 +15,7 @@ from dataclasses import replace
 from aiokafka import AIOKafkaProducer
 
 from schemas.codec import Codec
-from schemas.process import run_process
+from schemas.process import run_process, wait_for_kafka
 from streams import metrics
 from streams.catalog import TemplateCatalog
 from streams.health import start_health_server
@@ -80,6 +80,8 @@ class Engine:
                 await health.cleanup()
 
     async def _run(self) -> None:
+        if not await wait_for_kafka(self.settings.bootstrap_servers, self.stop_event):
+            return  # stopped before the broker ever answered
         await self.catalog.start()
         if "processor" in self.roles:
             await self.check_co_partitioning()
