@@ -1,7 +1,6 @@
-import { useState } from "react";
 import type { Field } from "./fields";
 import type { Json, Step } from "./model";
-import { SchemaEditor, type Schema } from "./SchemaEditor";
+import { JsonBox, SchemaEditor, type Schema } from "./SchemaEditor";
 
 type Props = {
   field: Field;
@@ -108,7 +107,7 @@ export function FieldEditor({ field, pointer, value, onChange, steps, current, e
         editor = <SchemaEditor schema={schema} label={field.label} value={value} onChange={onChange} id={id} />;
         break;
       }
-      editor = <JsonBox key={JSON.stringify(value)} common={common} value={value} hint={field.hint} onChange={onChange} />;
+      editor = <JsonBox key={JSON.stringify(value)} attrs={{ ...common, placeholder: field.hint }} value={value} onChange={onChange} />;
   }
   return (
     <div className="field" data-pointer={pointer}>
@@ -152,31 +151,5 @@ function MapEditor({ label, value, onChange }: { label: string; value: Record<st
         Add {label.toLowerCase()} entry
       </button>
     </div>
-  );
-}
-
-function JsonBox({ common, value, hint, onChange }: { common: object; value: Json | undefined; hint?: string; onChange: (v: Json | undefined) => void }) {
-  const [text, setText] = useState(value === undefined ? "" : JSON.stringify(value, null, 2));
-  const [bad, setBad] = useState<string | null>(null);
-  return (
-    <>
-      <textarea
-        {...common}
-        rows={Math.min(8, Math.max(2, text.split("\n").length))}
-        value={text}
-        placeholder={hint}
-        onChange={(e) => setText(e.target.value)}
-        onBlur={() => {
-          if (!text.trim()) return onChange(undefined);
-          try {
-            onChange(JSON.parse(text) as Json);
-            setBad(null);
-          } catch {
-            setBad("not valid JSON");
-          }
-        }}
-      />
-      {bad && <span className="error">{bad}</span>}
-    </>
   );
 }

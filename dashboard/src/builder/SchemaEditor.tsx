@@ -3,7 +3,7 @@
 // labelled fieldsets, maps (headers, params, extract_fields) and arrays (approvers, recipients) are rows to
 // add and remove, scalars are inputs, `oneOf` is a choice of shape. A value the schema cannot show as a
 // form keeps a JSON box for that one value, so opening and saving a template never changes it.
-import { useState } from "react";
+import { useState, type TextareaHTMLAttributes } from "react";
 import type { Json } from "./model";
 
 export type Schema = {
@@ -85,7 +85,7 @@ type Props = { schema: Schema; label: string; value: Json | undefined; onChange:
 
 /** One value and everything inside it; `label` names every control (nested ones: "Retries max retries"). */
 export function SchemaEditor({ schema, label, value, onChange, id }: Props) {
-  if (!fits(schema, value)) return <JsonBox key={JSON.stringify(value)} id={id} label={label} value={value} onChange={onChange} />;
+  if (!fits(schema, value)) return <JsonBox key={JSON.stringify(value)} attrs={{ id, "aria-label": `${label} (JSON)` }} value={value} onChange={onChange} />;
   switch (shapeOf(schema)) {
     case "choice":
       return <Choice schema={schema} label={label} value={value} onChange={onChange} id={id} />;
@@ -121,7 +121,7 @@ export function SchemaEditor({ schema, label, value, onChange, id }: Props) {
       // any JSON (a webhook or request body): an object or a list as rows, text as text
       if (isObject(value)) return <MapRows schema={{}} label={label} value={value} onChange={onChange} />;
       if (Array.isArray(value)) return <ArrayRows schema={{}} label={label} value={value} onChange={onChange} />;
-      if (value !== undefined && typeof value !== "string") return <JsonBox key={JSON.stringify(value)} id={id} label={label} value={value} onChange={onChange} />;
+      if (value !== undefined && typeof value !== "string") return <JsonBox key={JSON.stringify(value)} attrs={{ id, "aria-label": `${label} (JSON)` }} value={value} onChange={onChange} />;
       return <input id={id} aria-label={label} value={value ?? ""} placeholder={typeof schema.examples?.[0] === "string" ? schema.examples[0] : undefined} onChange={(e) => onChange(e.target.value === "" ? undefined : e.target.value)} />;
   }
 }
@@ -209,14 +209,20 @@ function ArrayRows({ schema, label, value, onChange }: { schema: Schema; label: 
 }
 
 /** The last resort for a value no form fits: its JSON, parsed when the box loses focus. */
-export function JsonBox({ id, label, value, onChange }: { id?: string; label: string; value: Json | undefined; onChange: (v: Json | undefined) => void }) {
+type JsonBoxProps = {
+  value: Json | undefined;
+  onChange: (v: Json | undefined) => void;
+  /** the textarea's own attributes: an id, and either an aria-label or the labelling a form field gives it */
+  attrs: TextareaHTMLAttributes<HTMLTextAreaElement>;
+};
+
+export function JsonBox({ value, onChange, attrs }: JsonBoxProps) {
   const [text, setText] = useState(value === undefined ? "" : JSON.stringify(value, null, 2));
   const [bad, setBad] = useState<string | null>(null);
   return (
     <>
       <textarea
-        id={id}
-        aria-label={`${label} (JSON)`}
+        {...attrs}
         rows={Math.min(8, Math.max(2, text.split("\n").length))}
         value={text}
         onChange={(e) => setText(e.target.value)}
