@@ -120,11 +120,50 @@ class RetryStep(Command):
 class FireTimer(Command):
     """A durable timer fell due (the design's `TimerFired`).
 
-    The sweep sends it through `workflow.commands` instead of acting directly, so firing is ordered with
-    every other input and applied exactly once; a timer the instance no longer holds is rejected.
+    Firing goes through `workflow.commands` instead of acting directly, so it is ordered with every other
+    input and applied exactly once; a timer the instance no longer holds is rejected. The engine's sweep
+    sends its fires as `FiredTimers` records, each standing for many of these (see there).
     """
 
     timer_id: str
+
+    @classmethod
+    def of(cls, instance_id: str, timer_id: str, fire_at: int, issued_at: int = 0) -> FireTimer:
+        """The fire of one armed timer. Its command id names the timer and the due time it was armed for,
+        so every copy of one fire (a refire, a redelivered batch) is the same command: the instance applies
+        the first and rejects the rest, and a timer re-armed for another time is a new fire."""
+        return cls(command_id=f"fire:{timer_id}@{fire_at}", instance_id=instance_id, timer_id=timer_id,
+                   issued_at=issued_at)
+
+
+@dataclass(frozen=True, kw_only=True)
+class DueTimer:
+    """One armed timer found due: which instance, which timer, the due time it was armed for."""
+
+    instance_id: str
+    timer_id: str
+    fire_at: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class FiredTimers:
+    """Many timers of one partition fired at once: one record on `workflow.commands` instead of one per timer.
+
+    Why: a hundred thousand timers due in the same second were a hundred thousand records to encode and
+    send, from the event loop that also decides them, and firing fell behind deciding (issue 15, docs/
+    performance.md "State at scale"). A few hundred of these carry them all. It is not a command to one
+    instance: the processor takes it apart into `FireTimer` commands (`commands()`) and decides each one
+    exactly as if it had come alone, so a timer fired twice, or no longer armed, is rejected by the
+    instance by its id as before. Every timer named here lives on the partition the record is written to
+    (the processor dead-letters one that does not, as it does a misplaced command).
+    """
+
+    batch_id: str  # informational: which sweep wrote it (`<partition>@<issued_at>:<n>`)
+    issued_at: int
+    timers: tuple[DueTimer, ...] = ()
+
+    def commands(self) -> list[FireTimer]:
+        return [FireTimer.of(t.instance_id, t.timer_id, t.fire_at, self.issued_at) for t in self.timers]
 
 
 @dataclass(frozen=True, kw_only=True)

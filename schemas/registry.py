@@ -1,7 +1,8 @@
 """Every record type a Flowline topic carries, i.e. every type with a committed `schemas/*.avsc`.
 
 Topics and what they carry (keys: instance id for the workflow topics, event id for inputs):
-- `workflow.commands`, `workflow.step-results`: `COMMAND_TYPES` (a result is a `ReportStepResult`)
+- `workflow.commands`, `workflow.step-results`: `COMMAND_TYPES` (a result is a `ReportStepResult`), and on
+  `workflow.commands` the timer sweep's `FiredTimers` (many `FireTimer`s of one partition in one record)
 - `workflow.events`: `EVENT_TYPES`
 - `workflow.steps.<kind>`: `StepRequest`
 - the `instances` changelog: `InstanceState`
@@ -12,7 +13,7 @@ Topics and what they carry (keys: instance id for the workflow topics, event id 
 
 from __future__ import annotations
 
-from core.commands import COMMAND_TYPES
+from core.commands import COMMAND_TYPES, FiredTimers
 from core.effects import StepRequest
 from core.events import EVENT_TYPES
 from core.state import InstanceState
@@ -20,6 +21,7 @@ from schemas.records import DlqRecord, DomainEvent, PaymentCommand, PaymentResul
 
 RECORD_TYPES: tuple[type, ...] = (
     *COMMAND_TYPES,
+    FiredTimers,
     *EVENT_TYPES,
     InstanceState,
     StepRequest,

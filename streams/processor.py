@@ -7,8 +7,8 @@ stages the new states in an overlay, and returns the events (to `workflow.events
 once per instance per batch). The worker commits all of that with the consumed offsets in one
 transaction; only then does the overlay reach the partition's local store (streams/state_store.py: the
 encoded states on disk with the changelog offset they are current to, a small decoded cache in memory).
-Timers come due from the store's index of due times and are sent back through `workflow.commands` as
-`FireTimer` commands.
+Timers come due from the store's index of due times and are sent back through `workflow.commands`, many
+of one partition in one `FiredTimers` record, which `process` takes apart into `FireTimer` commands.
 """
 
 from __future__ import annotations
@@ -18,33 +18,42 @@ import contextlib
 import logging
 import shutil
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.protocol.metadata import MetadataRequest
 
-from core.commands import Command, ExpireInstance, FireTimer, StartInstance
+from core.commands import Command, DueTimer, ExpireInstance, FiredTimers, StartInstance
 from core.decide import decide, fail_on_error
 from core.events import CommandRejected
 from core.state import InstanceState
 from schemas import dlq
-from schemas.codec import Codec, DecodeError
+from schemas.codec import SINGLE_OBJECT_MAGIC, Codec, DecodeError
 from schemas.compacted import read_to_end
 from streams import metrics
 from streams.catalog import TemplateCatalog
 from streams.settings import EngineSettings
 from streams.standby import Standby
-from streams.state_store import DUE_HEADER, FORMAT, PartitionStore, Record, StateDir, due_header
+from streams.state_store import DUE_HEADER, FORMAT, Held, PartitionStore, Record, StateDir, due_header
 from streams.transactional import BatchResult, Outgoing, partition_for
 
 log = logging.getLogger(__name__)
 
-# A fired timer is sent again this long after (then twice as long, up to five minutes), in case its FireTimer
-# command is lost (the core rejects a duplicate, and the index drops the entry once the state no longer arms
-# the timer). It was 5 s: with a hundred thousand timers due at once, the processor had not decided them
-# when the copies came, and deciding copies is what it then spent its time on.
+# A fired timer is sent again this long after (then twice as long, up to five minutes), in case its fire is
+# lost (the core rejects a duplicate, and the index drops the entry once the state no longer arms the timer).
+# It was 5 s: with a hundred thousand timers due at once, the processor had not decided them when the copies
+# came, and deciding copies is what it then spent its time on. Refires also wait while the processor has not
+# read the last fires sent for the partition (`_refires_wait`).
 REFIRE_AFTER_MS = 30_000
+# How far ahead the sweep takes timers from the index into memory (`PartitionStore.look_ahead`), so that
+# finding a burst is done before it is due and firing it on time is only the send. 5 s: a hundred thousand
+# timers are read in about a second on this 2-core machine under load; what a `kill -9` delays to its refire
+# time is at most this window's worth.
+LOOKAHEAD_MS = 5_000
+LOOKAHEAD_SLICE = 2_000  # index entries read between two yields to the event loop (a few ms)
+# Timers per `FiredTimers` record: a hundred thousand due at once are 200 records (about 30 KB each).
+FIRE_BATCH = 500
 
 FORGOTTEN = object()  # overlay marker: the instance's state is dropped (ExpireInstance) in this batch
 
@@ -79,6 +88,11 @@ class InstanceProcessor:
         self.restore_seconds = 0.0
         self.restore_seconds_total = 0.0
         self.standby = Standby(self) if settings.standby_replicas > 0 else None
+        # per partition: the offset after the last `workflow.commands` record `process` took, and the offset
+        # of the last `FiredTimers` record the sweep wrote (refires wait until the first passes the second)
+        self._consumed: dict[int, int] = {}
+        self._fired: dict[int, int] = {}
+        self._fired_prefix = SINGLE_OBJECT_MAGIC + codec.fingerprint(FiredTimers)
 
     @property
     def states(self) -> dict[int, PartitionStore]:
@@ -263,11 +277,12 @@ class InstanceProcessor:
         overlay: dict[str, InstanceState] = {}
         out: list[Outgoing] = []
         settings = self.settings
+        records = self._fired_timers(partition, records)
         for n, record in enumerate(records, 1):
             if n % 100 == 0:
                 await asyncio.sleep(0)  # a long batch must not starve the group heartbeat or the other lanes
             try:
-                command = self.codec.decode(record.value)
+                command = record.command if type(record) is Fire else self.codec.decode(record.value)
             except DecodeError as exc:
                 out.append(dead_letter(self.codec, settings.dlq_topic, record, str(exc), "undecodable", "engine"))
                 continue
@@ -353,6 +368,29 @@ class InstanceProcessor:
         result.on_commit = commit
         return result
 
+    def _fired_timers(self, partition: int, records: Sequence) -> Sequence:
+        """The batch with each `FiredTimers` record taken apart into its `FireTimer` commands (a `Fire` per
+        timer, in the record's place), so that each timer is decided, deduplicated and dead-lettered as a
+        command of its own; other records are left as they are, undecoded. Also notes how far the batch
+        reads `workflow.commands`: refires wait for it (`_refires_wait`)."""
+        commands_topic, prefix = self.settings.commands_topic, self._fired_prefix
+        expanded: list | None = None
+        for n, record in enumerate(records):
+            if record.topic == commands_topic:
+                self._consumed[partition] = max(self._consumed.get(partition, 0), record.offset + 1)
+            value = record.value
+            fired = None
+            if value is not None and (value[:10] == prefix or (value[:1] == b"\0" and self.codec.resolver)):
+                with contextlib.suppress(DecodeError):  # undecodable: left for the loop to dead-letter
+                    fired = self.codec.decode(value)
+            if isinstance(fired, FiredTimers):
+                if expanded is None:
+                    expanded = list(records[:n])
+                expanded.extend(Fire(record, command) for command in fired.commands())
+            elif expanded is not None:
+                expanded.append(record)
+        return records if expanded is None else expanded
+
     # ------------------------------------------------------------------ retention
     def expired(self, now: int) -> list[tuple[int, ExpireInstance]]:
         """ExpireInstance commands for finished instances past their retention, per partition (from each
@@ -369,41 +407,68 @@ class InstanceProcessor:
         return found
 
     # ------------------------------------------------------------------ timers
-    def due_timers(self, now: int, limit: int = 1_000) -> Iterator[list[tuple[int, FireTimer]]]:
-        """FireTimer commands for every armed timer due by `now`, from the stores' timer indexes (ordered by
-        due time on disk, so that due times never need the states in memory), in chunks of at most
-        `limit`: the sweep yields to the event loop between them, so that a hundred thousand timers due in
-        the same second never stall the group heartbeat."""
+    def _refires_wait(self, partition: int) -> bool:
+        """Has the processor not yet read the last fires the sweep sent for this partition? Then a refire
+        would only queue a copy behind them (deciding lags the fires of a large burst by tens of seconds):
+        refires wait. Unknown after a restart (nothing sent yet): they do not."""
+        fired = self._fired.get(partition)
+        return fired is not None and self._consumed.get(partition, 0) <= fired
+
+    async def _look_ahead(self, until: int, now: int) -> None:
+        """Take the timers due by `until` from each owned store's index into memory, a slice at a time,
+        firing what falls due meanwhile."""
         for partition, store in list(self.stores.items()):
             while self.stores.get(partition) is store:  # revoked meanwhile: its store is closed
-                due = store.due_timers(now, REFIRE_AFTER_MS, limit)
-                yield [(partition, FireTimer(command_id=f"fire:{timer_id}@{fire_at}", instance_id=instance_id,
-                                             timer_id=timer_id, issued_at=now))
-                       for instance_id, timer_id, fire_at in due]
-                if len(due) < limit:
+                read = store.look_ahead(until, now, REFIRE_AFTER_MS, limit=LOOKAHEAD_SLICE,
+                                        hold_refires=self._refires_wait(partition))
+                if read < LOOKAHEAD_SLICE:
                     break
+                await asyncio.sleep(0)
 
-    async def _send_batched(self, producer: AIOKafkaProducer, commands: list[tuple[int, FireTimer]]) -> None:
-        """Send one partition's chunk of FireTimer commands as record batches (`send_batch`) rather than a
-        coroutine per record: a hundred thousand timers due at once are sent several times faster."""
+    async def _fire_due(self, producer: AIOKafkaProducer) -> None:
+        """Send every held timer that is due, per partition as `FiredTimers` records of up to `FIRE_BATCH`
+        timers in one record batch (one produce request), and wait for the broker's acknowledgement: only
+        then is a fire durable. A send that fails puts its timers back, to be sent again at the next round."""
+        now = now_ms()
         topic = self.settings.commands_topic
-        by_partition: dict[int, list[FireTimer]] = {}
-        for partition, command in commands:
-            by_partition.setdefault(partition, []).append(command)
-        for partition, found in by_partition.items():
+        sends: list[tuple[int, PartitionStore, list[Held], list]] = []
+        for partition, store in list(self.stores.items()):
+            due = store.take_due(now)
+            if not due:
+                continue
+            deliveries = []  # (future of one record batch, its record count)
             batch = producer.create_batch()
-            for command in found:
-                key, value = command.instance_id.encode(), self.codec.encode(command)
-                if batch.append(key=key, value=value, timestamp=None) is None:  # full: send it, start another
-                    await producer.send_batch(batch, topic, partition=partition)
+            for n, start in enumerate(range(0, len(due), FIRE_BATCH)):
+                value = self.codec.encode(FiredTimers(
+                    batch_id=f"{partition}@{now}:{n}", issued_at=now,
+                    timers=tuple(DueTimer(instance_id=t.instance_id, timer_id=t.timer_id, fire_at=t.fire_at)
+                                 for t in due[start:start + FIRE_BATCH])))
+                if batch.append(key=None, value=value, timestamp=None) is None:  # full: send it, start another
+                    count = batch.record_count()
+                    deliveries.append((await producer.send_batch(batch, topic, partition=partition), count))
                     batch = producer.create_batch()
-                    batch.append(key=key, value=value, timestamp=None)
-            if batch.record_count():
-                await producer.send_batch(batch, topic, partition=partition)
+                    batch.append(key=None, value=value, timestamp=None)
+            count = batch.record_count()
+            deliveries.append((await producer.send_batch(batch, topic, partition=partition), count))
+            sends.append((partition, store, due, deliveries))
+        for partition, store, due, deliveries in sends:
+            try:
+                for delivery, count in deliveries:
+                    meta = await delivery
+                    self._fired[partition] = max(self._fired.get(partition, -1), meta.offset + count - 1)
+            except Exception:
+                log.warning("sending %d fired timers of partition %s failed; they are sent again", len(due),
+                            partition, exc_info=True)
+                if self.stores.get(partition) is store:
+                    store.put_back(due, now_ms() + self.settings.timer_sweep_ms)
+                continue
+            metrics.TIMERS_FIRED.inc(len(due))
 
     async def sweep_timers(self, stop: asyncio.Event) -> None:
+        """Fire due timers: look ahead into the index every `FLOWLINE_TIMER_SWEEP_MS`, and wake at the due
+        time of the earliest timer held, so that a fire is late by its send only."""
         producer = AIOKafkaProducer(bootstrap_servers=self.settings.bootstrap_servers, enable_idempotence=True,
-                                    linger_ms=self.settings.linger_ms)
+                                    linger_ms=self.settings.linger_ms, max_batch_size=1024 * 1024)
         await producer.start()
         self._timer_producer = producer
         next_retention_sweep = 0
@@ -415,11 +480,30 @@ class InstanceProcessor:
                     for partition, command in self.expired(now):
                         await producer.send(self.settings.commands_topic, self.codec.encode(command),
                                             key=command.instance_id.encode(), partition=partition)
-                for chunk in self.due_timers(now):
-                    await self._send_batched(producer, chunk)
-                    metrics.TIMERS_FIRED.inc(len(chunk))
-                    await asyncio.sleep(0)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), self.settings.timer_sweep_ms / 1000)
+                await self._look_ahead(now + LOOKAHEAD_MS, now)
+                await self._fire_due(producer)
+                for gone in set(self._fired) - set(self.stores):
+                    del self._fired[gone]  # a partition that comes back starts unknown again
+                wake = min((t for t in (store.next_held() for store in self.stores.values()) if t is not None),
+                           default=None)
+                wait_ms = self.settings.timer_sweep_ms if wake is None else min(
+                    self.settings.timer_sweep_ms, max(wake - now_ms(), 0))
+                if wait_ms:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), wait_ms / 1000)
         finally:
             await producer.stop()
+
+
+class Fire:
+    """One timer of a `FiredTimers` record, in `process`: its `FireTimer` command, already decoded, and the
+    record's own attributes (topic, offset, key, value: what a dead letter of it shows)."""
+
+    __slots__ = ("command", "record")
+
+    def __init__(self, record, command) -> None:
+        self.record = record
+        self.command = command
+
+    def __getattr__(self, name: str):
+        return getattr(self.record, name)

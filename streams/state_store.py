@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import heapq
 import logging
 import os
 import shutil
@@ -102,6 +103,19 @@ class Record:
     due: bytes | None
 
 
+@dataclass(frozen=True, slots=True)
+class Held:
+    """An armed timer taken from the index to be fired: which one, the due time it was armed for, and where
+    its index entry was (`key`, `value`) and now is (`moved`: its refire time)."""
+
+    instance_id: str
+    timer_id: str
+    fire_at: int
+    key: bytes
+    value: bytes
+    moved: bytes
+
+
 class PartitionStore:
     """One partition's states on disk. Not thread-safe: the engine's event loop is its only user."""
 
@@ -110,6 +124,9 @@ class PartitionStore:
         self.codec = codec
         self.cache_size = cache_size
         self._cache: OrderedDict[str, InstanceState] = OrderedDict()
+        # timers taken from the index ahead of their due time (`look_ahead`), by due time, until fired
+        self._held: list[tuple[int, int, Held]] = []
+        self._seq = 0
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = self._open(path)
 
@@ -154,7 +171,9 @@ class PartitionStore:
         self._db.write(batch)
 
     def verified(self) -> None:
-        """The store is current to its offset as of now (called when the partition is handed over)."""
+        """The store is current to its offset as of now (called when the partition is handed over); the
+        timers taken into memory and not yet fired go back to the index, for whoever fires them next."""
+        self._release_held()
         self._db.put(_VERIFIED, _u64(int(time.time() * 1000)))
 
     @staticmethod
@@ -266,39 +285,91 @@ class PartitionStore:
                 batch.put(_EXPIRE + _u64(ended) + key, b"")
 
     # ------------------------------------------------------------------ due times
+    def look_ahead(self, until_ms: int, now_ms: int, refire_after_ms: int = 30_000, *, limit: int = 2_000,
+                   hold_refires: bool = False) -> int:
+        """Take up to `limit` index entries due by `until_ms` into memory, to be fired when due
+        (`take_due`); returns how many entries were read (`limit`: call again for more).
+
+        Why ahead of time: finding a timer costs a read of its instance's due header, and a hundred
+        thousand timers due in the same second took the sweep seconds to find when it looked only once
+        they were due. Read a few seconds early, in slices between which the event loop runs, firing them
+        at their due time is only the send (issue 15, docs/performance.md "State at scale").
+
+        Each armed entry moves at once to its refire time (if its fire is lost, it is sent again then; the
+        instance rejects a duplicate by the timer's id): `refire_after_ms` after it is due, doubling each
+        round up to five minutes. `hold_refires` (the processor has not yet read the fires sent last)
+        postpones the refires found instead of sending them, so that a backlog of fires still to be decided
+        is never flooded with copies of them. An entry that no longer matches its instance's due header (the
+        timer was decided, cleared, re-armed, paused, or the instance is gone) is dropped. Until the fire is
+        sent the entry lives only in memory; a partition handed over puts it back (`verified`); a worker
+        killed meanwhile fires it at its refire time."""
+        end = _TIMER + _u64(until_ms + 1)
+        entries = []
+        for key, value in self._db.items(from_key=_TIMER):
+            if key >= end or len(entries) >= limit:
+                break
+            entries.append((key, value))
+        if not entries:
+            return 0
+        ids = list({key[9:].partition(b"\0")[0] for key, _ in entries})
+        armed = {instance_id: set(parse_due(due)[0]) if due is not None else ()
+                 for instance_id, due in zip(ids, self._db.get([_DUE + i for i in ids]), strict=True)}
+        batch = WriteBatch(raw_mode=True)
+        for key, value in entries:
+            batch.delete(key)
+            rest = key[9:]
+            instance_id, _, timer_id = rest.partition(b"\0")
+            fire_at = int.from_bytes(value[:8], "big")
+            if (fire_at, timer_id) not in armed[instance_id]:
+                continue
+            rounds = value[8] if len(value) > 8 else 0
+            if rounds and hold_refires:
+                batch.put(_TIMER + _u64(max(now_ms + refire_after_ms, until_ms + 1)) + rest, value)
+                continue
+            when = int.from_bytes(key[1:9], "big")
+            refire_at = max(when, now_ms) + min(refire_after_ms << min(rounds, 16), 300_000)
+            moved = _TIMER + _u64(max(refire_at, until_ms + 1)) + rest
+            batch.put(moved, value[:8] + bytes([min(rounds + 1, 255)]))
+            self._seq += 1
+            heapq.heappush(self._held, (when, self._seq, Held(instance_id.decode(), timer_id.decode(), fire_at,
+                                                             key, value, moved)))
+        self._db.write(batch)
+        return len(entries)
+
+    def take_due(self, now_ms: int) -> list[Held]:
+        """The timers taken into memory that are due by `now_ms`, earliest first; they leave memory."""
+        held, due = self._held, []
+        while held and held[0][0] <= now_ms:
+            due.append(heapq.heappop(held)[2])
+        return due
+
+    def next_held(self) -> int | None:
+        """When the earliest timer held in memory is due."""
+        return self._held[0][0] if self._held else None
+
+    def put_back(self, timers: Iterable[Held], when_ms: int) -> None:
+        """Timers whose fire could not be sent: in memory again, due at `when_ms`."""
+        for timer in timers:
+            self._seq += 1
+            heapq.heappush(self._held, (when_ms, self._seq, timer))
+
+    def _release_held(self) -> None:
+        """Timers taken into memory and not fired go back to their place in the index."""
+        if not self._held:
+            return
+        batch = WriteBatch(raw_mode=True)
+        for _, _, timer in self._held:
+            batch.delete(timer.moved)
+            batch.put(timer.key, timer.value)
+        self._held.clear()
+        self._db.write(batch)
+
     def due_timers(self, now_ms: int, refire_after_ms: int = 30_000, limit: int = 5_000
                    ) -> list[tuple[str, str, int]]:
-        """(instance id, timer id, fire_at) of up to `limit` armed timers due by `now_ms`.
-
-        Each found entry moves to a refire time (if its FireTimer is lost, it is sent again then; the core
-        rejects a duplicate): `refire_after_ms` later, doubling each round up to five minutes, so that a
-        backlog (a hundred thousand timers due at once take the processor a while) is not flooded with
-        copies of the commands it has yet to decide. An entry that no longer matches its instance's due
-        header (the timer was decided, cleared, re-armed, paused, or the instance is gone) is dropped."""
-        found: list[tuple[str, str, int]] = []
-        batch = WriteBatch(raw_mode=True)
-        headers: dict[bytes, set[tuple[int, bytes]]] = {}
-        end = _TIMER + _u64(now_ms + 1)
-        for key, value in self._db.items(from_key=_TIMER):
-            if key >= end or len(found) >= limit:
-                break
-            instance_id, _, timer_id = key[9:].partition(b"\0")
-            fire_at = int.from_bytes(value[:8], "big")
-            rounds = value[8] if len(value) > 8 else 0
-            armed = headers.get(instance_id)
-            if armed is None:
-                due = self._db.get(_DUE + instance_id)
-                armed = set(parse_due(due)[0]) if due is not None else set()
-                headers[instance_id] = armed
-            batch.delete(key)
-            if (fire_at, timer_id) in armed:
-                found.append((instance_id.decode(), timer_id.decode(), fire_at))
-                refire_at = now_ms + min(refire_after_ms << min(rounds, 16), 300_000)
-                batch.put(_TIMER + _u64(refire_at) + instance_id + b"\0" + timer_id,
-                          value[:8] + bytes([min(rounds + 1, 255)]))
-        if not batch.is_empty():
-            self._db.write(batch)
-        return found
+        """(instance id, timer id, fire_at) of up to `limit` armed timers due by `now_ms` (`look_ahead` and
+        `take_due` at once: for tools and tests)."""
+        self.look_ahead(now_ms, now_ms, refire_after_ms, limit=limit)
+        return [(t.instance_id, t.timer_id, t.fire_at) for t in self.take_due(now_ms)]
 
     def next_due(self) -> int | None:
         """The earliest due time in the timer index (stale entries included), if any."""
@@ -327,6 +398,8 @@ class PartitionStore:
 
     # ------------------------------------------------------------------ lifecycle
     def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._release_held()
         self._cache.clear()
         with contextlib.suppress(Exception):
             self._db.close()
