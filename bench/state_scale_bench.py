@@ -15,8 +15,11 @@ Uses the test-profile stack (started if needed) or $FLOWLINE_KAFKA_BOOTSTRAP, on
 4. at `--instances`: a fresh worker again (time, memory), then `kill -9` and a restart on the same disk
    (time, changelog records read: only the delta);
 5. `--timers` instances whose approval timer is due in the same second, in a worker that holds all the
-   rest too: the lateness of the FireTimer commands the sweep sends (their broker timestamp minus the due
-   time) and of the events the engine then decides (StepTimedOut).
+   rest too: the lateness of the fires the sweep sends (the broker timestamp of the `FireTimer` command, or
+   of the `FiredTimers` record naming the timer, minus the due time) and of the events the engine then
+   decides (StepTimedOut), the decision rate (timeouts decided per second, first to last) and the worker's
+   CPU seconds meanwhile. `--only-timers` runs step 1 and this step only; `--engine-repo` runs the worker
+   from another checkout (the code before a change, for a before/after in the same window).
 
 Prints one table and writes bench/results/state_scale.json.
 """
@@ -45,7 +48,7 @@ sys.path.insert(0, str(REPO))
 from bench.engine_bench import bootstrap_servers, create_topics  # noqa: E402
 from core import events as ev  # noqa: E402
 from core.builtin import builtin_template  # noqa: E402
-from core.commands import FireTimer, StartInstance  # noqa: E402
+from core.commands import FiredTimers, FireTimer, StartInstance  # noqa: E402
 from core.state import InstanceState  # noqa: E402
 from schemas import topics as topics_mod  # noqa: E402
 from schemas.codec import Codec  # noqa: E402
@@ -132,7 +135,9 @@ class Bench:
                "FLOWLINE_ENGINE_STATE_DIR": str(state_dir), "FLOWLINE_TIMER_SWEEP_MS": str(sweep_ms),
                "FLOWLINE_ENGINE_SESSION_TIMEOUT_MS": "6000"}
         log = (self.logs / f"state-scale-{name}.log").open("wb")
-        return subprocess.Popen([sys.executable, "-m", "streams", "processor"], cwd=REPO, env=env, stdout=log,
+        engine = Path(self.args.engine_repo).resolve() if self.args.engine_repo else REPO
+        env["PYTHONPATH"] = str(engine)
+        return subprocess.Popen([sys.executable, "-m", "streams", "processor"], cwd=engine, env=env, stdout=log,
                                 stderr=subprocess.STDOUT)
 
     def health(self) -> dict | None:
@@ -307,24 +312,33 @@ asyncio.run(main())
 
         proc, worker = await self.measure_worker("timers", self.state_root / "main")
         ready_before_due = time.time() * 1000 < fire_at
+        await asyncio.sleep(max(fire_at - time.time() * 1000 - 2_000, 0) / 1000)
+        cpu = psutil.Process(proc.pid).cpu_times()
+        cpu_at_due = cpu.user + cpu.system  # the worker's CPU from 2 s before the due time to the end
         try:
             deadline = time.monotonic() + lead + 300
             while time.monotonic() < deadline and len(fired) < self.args.timers:
                 for records in (await commands.getmany(timeout_ms=200, max_records=10_000)).values():
                     for record in records:
                         command = codec.decode(record.value)
-                        if isinstance(command, FireTimer) and command.instance_id.startswith("wfi_tmr"):
-                            fired.setdefault(command.instance_id, record.timestamp - fire_at)
+                        named = ([command.instance_id] if isinstance(command, FireTimer) else
+                                 [t.instance_id for t in command.timers] if isinstance(command, FiredTimers) else [])
+                        for instance_id in named:
+                            if instance_id.startswith("wfi_tmr"):
+                                fired.setdefault(instance_id, record.timestamp - fire_at)
                 await read_events(10)
             # the engine decides them at its own pace: give it a while, then count what it did
             settle = time.monotonic() + self.args.timer_settle
             while time.monotonic() < settle and len(decided) < self.args.timers:
                 await read_events(500)
             rss = psutil.Process(proc.pid).memory_info().rss
+            cpu = psutil.Process(proc.pid).cpu_times()
+            cpu_s = round(cpu.user + cpu.system - cpu_at_due, 1)
         finally:
             self.stop(proc)
             await commands.stop()
             await events.stop()
+        spread = list(decided.values())
         return {"count": self.args.timers, "worker_ready_before_due": ready_before_due,
                 "restart_read": worker["changelog_records_read"],
                 "fired": len(fired), "fire_lateness_ms_p50": percentile(list(fired.values()), 0.5),
@@ -332,12 +346,19 @@ asyncio.run(main())
                 "fire_lateness_ms_max": percentile(list(fired.values()), 1.0),
                 "decided": len(decided), "decided_lateness_ms_p50": percentile(list(decided.values()), 0.5),
                 "decided_lateness_ms_p99": percentile(list(decided.values()), 0.99),
-                "rss_mb_after": round(rss / 2**20, 1)}
+                # timeouts decided per second, from the due time to the last one seen
+                "decided_per_s": round(len(decided) * 1000 / max(max(spread), 1)) if spread else None,
+                "worker_cpu_s": cpu_s, "engine_repo": self.args.engine_repo or ".",
+                "load_average": os.getloadavg(), "rss_mb_after": round(rss / 2**20, 1)}
 
     # ------------------------------------------------------------------ the run
     async def run(self) -> dict:
         await create_topics(self.bootstrap, self.prefix, PARTITIONS)
         sample = await self.real_states()
+        if self.args.only_timers:
+            self.results["timers"] = await self.timers(sample)
+            print(f"{self.args.timers:,} timers due in one second: {self.results['timers']}", flush=True)
+            return self.results
         small, total = self.args.small, self.args.instances
         await self.fill(sample, "wait", 0, small)
         print("old path (every state decoded into a dict) ...", flush=True)
@@ -363,7 +384,18 @@ asyncio.run(main())
         return self.results
 
 
+def timer_lines(t: dict) -> list[str]:
+    return [f"| {t['count']:,} timers due in one second: fire lateness p50/p99/max ms | | "
+            f"{t['fire_lateness_ms_p50']}/{t['fire_lateness_ms_p99']}/{t['fire_lateness_ms_max']} "
+            f"({t['fired']} fired) | |",
+            f"| ... their StepTimedOut event lateness p50/p99 ms | | {t['decided_lateness_ms_p50']}/"
+            f"{t['decided_lateness_ms_p99']} ({t['decided']} decided, {t.get('decided_per_s')}/s, worker "
+            f"{t.get('worker_cpu_s')} CPU-s) | |"]
+
+
 def table(r: dict) -> str:
+    if "old_dict_at_small" not in r:
+        return "\n".join(timer_lines(r["timers"]))
     old, small, small_kill, fresh, kill = (r["old_dict_at_small"], r["new_fresh_at_small"],
                                            r["new_after_kill9_at_small"], r["new_fresh_at_total"],
                                            r["new_after_kill9_at_total"])
@@ -385,12 +417,7 @@ def table(r: dict) -> str:
         f"{kill['ready_s']}, of which the dead member's session timeout) | |",
     ]
     if isinstance(r.get("timers"), dict):
-        t = r["timers"]
-        lines.append(f"| {t['count']:,} timers due in one second: FireTimer "
-                     f"lateness p50/p99/max ms | | {t['fire_lateness_ms_p50']}/{t['fire_lateness_ms_p99']}/"
-                     f"{t['fire_lateness_ms_max']} ({t['fired']} fired) | |")
-        lines.append(f"| ... their StepTimedOut event lateness p50/p99 ms | | {t['decided_lateness_ms_p50']}/"
-                     f"{t['decided_lateness_ms_p99']} ({t['decided']} decided) | |")
+        lines += timer_lines(r["timers"])
     return "\n".join(lines)
 
 
@@ -402,11 +429,14 @@ async def main() -> None:
     parser.add_argument("--real", type=int, default=200, help="real procurement instances run through the engine")
     parser.add_argument("--timer-lead", type=int, default=60, help="seconds from writing the timers to their due time")
     parser.add_argument("--timer-settle", type=int, default=120, help="seconds to wait for the engine's decisions")
+    parser.add_argument("--only-timers", action="store_true", help="the real run and the timers only")
+    parser.add_argument("--engine-repo", default="", help="run the engine worker from this checkout")
+    parser.add_argument("--out", default="state_scale.json", help="file name under bench/results")
     parser.add_argument("--http-port", type=int, default=int(os.environ.get("FLOWLINE_GATEWAY_PORT", "28700")) + 9)
     args = parser.parse_args()
     bench = Bench(bootstrap_servers(), args)
     results = await bench.run()
-    out = REPO / "bench" / "results" / "state_scale.json"
+    out = REPO / "bench" / "results" / args.out
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
     print(table(results))

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
+import itertools
 import logging
 import shutil
 import time
@@ -46,14 +48,17 @@ log = logging.getLogger(__name__)
 # came, and deciding copies is what it then spent its time on. Refires also wait while the processor has not
 # read the last fires sent for the partition (`_refires_wait`).
 REFIRE_AFTER_MS = 30_000
-# How far ahead the sweep takes timers from the index into memory (`PartitionStore.look_ahead`), so that
-# finding a burst is done before it is due and firing it on time is only the send. 5 s: a hundred thousand
-# timers are read in about a second on this 2-core machine under load; what a `kill -9` delays to its refire
-# time is at most this window's worth.
-LOOKAHEAD_MS = 5_000
+# How far ahead the sweep takes timers from the index (`PartitionStore.look_ahead`) and encodes their fires,
+# so that finding a burst is done before it is due and firing it on time is only the send. 10 s: reading a
+# hundred thousand takes 1-5 s on this 2-core machine, depending on the load; the cost of a longer window is
+# memory (about 300 bytes a timer), never lateness (a timer armed inside it is taken at the next sweep).
+LOOKAHEAD_MS = 10_000
 LOOKAHEAD_SLICE = 2_000  # index entries read between two yields to the event loop (a few ms)
-# Timers per `FiredTimers` record: a hundred thousand due at once are 200 records (about 30 KB each).
+# Timers per `FiredTimers` record: a hundred thousand due at once are 200 records (about 30 KB each). A
+# record holds timers due within FIRE_WINDOW_MS of each other and goes out when the last is due: a burst
+# spread over a second is still a few hundred records, and no timer is sent more than that much late.
 FIRE_BATCH = 500
+FIRE_WINDOW_MS = 10
 
 FORGOTTEN = object()  # overlay marker: the instance's state is dropped (ExpireInstance) in this batch
 
@@ -93,6 +98,9 @@ class InstanceProcessor:
         self._consumed: dict[int, int] = {}
         self._fired: dict[int, int] = {}
         self._fired_prefix = SINGLE_OBJECT_MAGIC + codec.fingerprint(FiredTimers)
+        # per partition: the store its timers were taken from, and their fires, encoded, by due time
+        self._prepared: dict[int, tuple[PartitionStore, int, list[tuple[int, int, bytes, list[Held]]]]] = {}
+        self._sequence = itertools.count()
 
     @property
     def states(self) -> dict[int, PartitionStore]:
@@ -344,7 +352,9 @@ class InstanceProcessor:
             metrics.DECISIONS.labels(type(command).__name__,
                                      "rejected" if decision.rejected else "applied").inc()
         changes: list[tuple[str, InstanceState | None, bytes | None, bytes | None]] = []
-        for instance_id, state in overlay.items():
+        for n, (instance_id, state) in enumerate(overlay.items(), 1):
+            if n % 100 == 0:
+                await asyncio.sleep(0)  # thousands of states to encode (a burst of timers) must not stall the loop
             if state is FORGOTTEN:  # a tombstone: the compacted changelog forgets the instance
                 changes.append((instance_id, None, None, None))
                 out.append(Outgoing(settings.changelog_topic, instance_id.encode(), None, partition=partition))
@@ -414,55 +424,91 @@ class InstanceProcessor:
         fired = self._fired.get(partition)
         return fired is not None and self._consumed.get(partition, 0) <= fired
 
-    async def _look_ahead(self, until: int, now: int) -> None:
-        """Take the timers due by `until` from each owned store's index into memory, a slice at a time,
-        firing what falls due meanwhile."""
+    async def _look_ahead(self, until: int, now: int, producer: AIOKafkaProducer) -> None:
+        """Take the timers due by `until` from each owned store's index and prepare their fires (`_prepare`),
+        a slice at a time, firing what falls due meanwhile."""
         for partition, store in list(self.stores.items()):
             while self.stores.get(partition) is store:  # revoked meanwhile: its store is closed
-                read = store.look_ahead(until, now, REFIRE_AFTER_MS, limit=LOOKAHEAD_SLICE,
-                                        hold_refires=self._refires_wait(partition))
+                found, read = store.look_ahead(until, now, REFIRE_AFTER_MS, limit=LOOKAHEAD_SLICE,
+                                               hold_refires=self._refires_wait(partition))
+                if found:
+                    self._prepare(partition, store, found)
                 if read < LOOKAHEAD_SLICE:
                     break
+                if (self._next_fire() or until) <= now_ms():
+                    await self._fire_due(producer)
                 await asyncio.sleep(0)
 
+    def _prepare(self, partition: int, store: PartitionStore, found: list[Held]) -> None:
+        """Encode the fires of timers taken ahead of time, now rather than when they are due: `FiredTimers`
+        records of up to `FIRE_BATCH` timers due within `FIRE_WINDOW_MS` of each other (the record goes out
+        when its last one is due), held until then. `found` is in due order (the index is)."""
+        taken = self._prepared.get(partition)
+        if taken is None or taken[0] is not store or taken[1] != store.taken_epoch:
+            taken = self._prepared[partition] = (store, store.taken_epoch, [])
+        heap = taken[2]
+        group: list[Held] = []
+
+        def close() -> None:
+            due = group[-1].due
+            value = self.codec.encode(FiredTimers(
+                batch_id=f"{partition}@{due}:{len(heap)}", issued_at=due,
+                timers=tuple(DueTimer(instance_id=t.instance_id, timer_id=t.timer_id, fire_at=t.fire_at)
+                             for t in group)))
+            heapq.heappush(heap, (due, next(self._sequence), value, list(group)))
+            group.clear()
+
+        for timer in found:
+            if group and (len(group) >= FIRE_BATCH or timer.due - group[0].due > FIRE_WINDOW_MS):
+                close()
+            group.append(timer)
+        close()
+
+    def _next_fire(self) -> int | None:
+        """When the earliest prepared fire is due."""
+        return min((heap[0][0] for _, _, heap in self._prepared.values() if heap), default=None)
+
     async def _fire_due(self, producer: AIOKafkaProducer) -> None:
-        """Send every held timer that is due, per partition as `FiredTimers` records of up to `FIRE_BATCH`
-        timers in one record batch (one produce request), and wait for the broker's acknowledgement: only
-        then is a fire durable. A send that fails puts its timers back, to be sent again at the next round."""
+        """Send every prepared fire that is due: per partition, its records in one record batch (one
+        produce request); then wait for the broker's acknowledgements, for only then is a fire durable
+        (`PartitionStore.fired`). A send that fails is tried again at the next round."""
         now = now_ms()
         topic = self.settings.commands_topic
-        sends: list[tuple[int, PartitionStore, list[Held], list]] = []
-        for partition, store in list(self.stores.items()):
-            due = store.take_due(now)
+        sends = []
+        for partition, (store, epoch, heap) in list(self._prepared.items()):
+            if self.stores.get(partition) is not store or store.taken_epoch != epoch:
+                del self._prepared[partition]  # handed over since: the timers are in the index, not taken
+                continue
+            due = []
+            while heap and heap[0][0] <= now:
+                due.append(heapq.heappop(heap))
             if not due:
                 continue
             deliveries = []  # (future of one record batch, its record count)
             batch = producer.create_batch()
-            for n, start in enumerate(range(0, len(due), FIRE_BATCH)):
-                value = self.codec.encode(FiredTimers(
-                    batch_id=f"{partition}@{now}:{n}", issued_at=now,
-                    timers=tuple(DueTimer(instance_id=t.instance_id, timer_id=t.timer_id, fire_at=t.fire_at)
-                                 for t in due[start:start + FIRE_BATCH])))
+            for _, _, value, _ in due:
                 if batch.append(key=None, value=value, timestamp=None) is None:  # full: send it, start another
-                    count = batch.record_count()
-                    deliveries.append((await producer.send_batch(batch, topic, partition=partition), count))
+                    deliveries.append((await producer.send_batch(batch, topic, partition=partition),
+                                       batch.record_count()))
                     batch = producer.create_batch()
                     batch.append(key=None, value=value, timestamp=None)
-            count = batch.record_count()
-            deliveries.append((await producer.send_batch(batch, topic, partition=partition), count))
-            sends.append((partition, store, due, deliveries))
-        for partition, store, due, deliveries in sends:
+            deliveries.append((await producer.send_batch(batch, topic, partition=partition), batch.record_count()))
+            sends.append((partition, store, heap, due, deliveries))
+        for partition, store, heap, due, deliveries in sends:
             try:
                 for delivery, count in deliveries:
                     meta = await delivery
                     self._fired[partition] = max(self._fired.get(partition, -1), meta.offset + count - 1)
             except Exception:
-                log.warning("sending %d fired timers of partition %s failed; they are sent again", len(due),
-                            partition, exc_info=True)
-                if self.stores.get(partition) is store:
-                    store.put_back(due, now_ms() + self.settings.timer_sweep_ms)
+                log.warning("sending the fires of %d timers of partition %s failed; they are sent again",
+                            sum(len(timers) for *_, timers in due), partition, exc_info=True)
+                retry = now_ms() + self.settings.timer_sweep_ms
+                for _, seq, value, timers in due:
+                    heapq.heappush(heap, (retry, seq, value, timers))
                 continue
-            metrics.TIMERS_FIRED.inc(len(due))
+            if self.stores.get(partition) is store:
+                store.fired([timer for *_, timers in due for timer in timers], now_ms(), REFIRE_AFTER_MS)
+            metrics.TIMERS_FIRED.inc(sum(len(timers) for *_, timers in due))
 
     async def sweep_timers(self, stop: asyncio.Event) -> None:
         """Fire due timers: look ahead into the index every `FLOWLINE_TIMER_SWEEP_MS`, and wake at the due
@@ -480,12 +526,11 @@ class InstanceProcessor:
                     for partition, command in self.expired(now):
                         await producer.send(self.settings.commands_topic, self.codec.encode(command),
                                             key=command.instance_id.encode(), partition=partition)
-                await self._look_ahead(now + LOOKAHEAD_MS, now)
+                await self._look_ahead(now + LOOKAHEAD_MS, now, producer)
                 await self._fire_due(producer)
                 for gone in set(self._fired) - set(self.stores):
                     del self._fired[gone]  # a partition that comes back starts unknown again
-                wake = min((t for t in (store.next_held() for store in self.stores.values()) if t is not None),
-                           default=None)
+                wake = self._next_fire()
                 wait_ms = self.settings.timer_sweep_ms if wake is None else min(
                     self.settings.timer_sweep_ms, max(wake - now_ms(), 0))
                 if wait_ms:

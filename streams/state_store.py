@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import heapq
 import logging
 import os
 import shutil
@@ -105,15 +104,15 @@ class Record:
 
 @dataclass(frozen=True, slots=True)
 class Held:
-    """An armed timer taken from the index to be fired: which one, the due time it was armed for, and where
-    its index entry was (`key`, `value`) and now is (`moved`: its refire time)."""
+    """An armed timer taken from the index to be fired: which one, the due time it was armed for, when to
+    fire it (`due`: that time, or its refire time), its index entry, and how often it was fired before."""
 
     instance_id: str
     timer_id: str
     fire_at: int
+    due: int
     key: bytes
-    value: bytes
-    moved: bytes
+    rounds: int
 
 
 class PartitionStore:
@@ -124,9 +123,12 @@ class PartitionStore:
         self.codec = codec
         self.cache_size = cache_size
         self._cache: OrderedDict[str, InstanceState] = OrderedDict()
-        # timers taken from the index ahead of their due time (`look_ahead`), by due time, until fired
-        self._held: list[tuple[int, int, Held]] = []
-        self._seq = 0
+        # `look_ahead`: the timers taken and not yet fired (by index key), how far it has read the index,
+        # and entries written behind that point since
+        self._held: dict[bytes, Held] = {}
+        self._cursor: bytes | None = None
+        self._late: dict[bytes, bytes] = {}
+        self.taken_epoch = 0
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = self._open(path)
 
@@ -172,8 +174,8 @@ class PartitionStore:
 
     def verified(self) -> None:
         """The store is current to its offset as of now (called when the partition is handed over); the
-        timers taken into memory and not yet fired go back to the index, for whoever fires them next."""
-        self._release_held()
+        timers taken and not yet fired are forgotten (their entries are still in the index)."""
+        self._forget_taken()
         self._db.put(_VERIFIED, _u64(int(time.time() * 1000)))
 
     @staticmethod
@@ -280,96 +282,111 @@ class PartitionStore:
             timers, ended = parse_due(due)
             for fire_at, timer_id in timers:
                 when = _u64(fire_at)
-                batch.put(_TIMER + when + key + b"\0" + timer_id, when)
+                self._put_timer(batch, _TIMER + when + key + b"\0" + timer_id, when)
             if ended is not None:
                 batch.put(_EXPIRE + _u64(ended) + key, b"")
 
     # ------------------------------------------------------------------ due times
     def look_ahead(self, until_ms: int, now_ms: int, refire_after_ms: int = 30_000, *, limit: int = 2_000,
-                   hold_refires: bool = False) -> int:
-        """Take up to `limit` index entries due by `until_ms` into memory, to be fired when due
-        (`take_due`); returns how many entries were read (`limit`: call again for more).
+                   hold_refires: bool = False) -> tuple[list[Held], int]:
+        """(the armed timers due by `until_ms` among the next `limit` index entries not taken yet, earliest
+        first; how many entries were read: `limit` means call again for more). Each is `Held.due` at its due
+        time (or refire time); the caller fires it then, and once the fire is durable says so (`fired`).
 
         Why ahead of time: finding a timer costs a read of its instance's due header, and a hundred
         thousand timers due in the same second took the sweep seconds to find when it looked only once
         they were due. Read a few seconds early, in slices between which the event loop runs, firing them
         at their due time is only the send (issue 15, docs/performance.md "State at scale").
 
-        Each armed entry moves at once to its refire time (if its fire is lost, it is sent again then; the
-        instance rejects a duplicate by the timer's id): `refire_after_ms` after it is due, doubling each
-        round up to five minutes. `hold_refires` (the processor has not yet read the fires sent last)
-        postpones the refires found instead of sending them, so that a backlog of fires still to be decided
-        is never flooded with copies of them. An entry that no longer matches its instance's due header (the
-        timer was decided, cleared, re-armed, paused, or the instance is gone) is dropped. Until the fire is
-        sent the entry lives only in memory; a partition handed over puts it back (`verified`); a worker
-        killed meanwhile fires it at its refire time."""
+        A timer taken stays in its place in the index until `fired` moves it to its refire time (if its
+        fire is lost, it is sent again then; the instance rejects a duplicate by the timer's id):
+        `refire_after_ms` after it was due, doubling each round up to five minutes. So a worker killed
+        between taking and firing, or between firing and `fired`, finds it due again at once when it
+        restarts. The store reads on from where the last call stopped (entries written behind that point
+        since, a re-armed or new timer, are taken too). `hold_refires` (the processor has not yet read the
+        fires sent last) postpones the refires found instead of returning them, so that a backlog of fires
+        still to be decided is never flooded with copies of them. An entry that no longer matches its
+        instance's due header (the timer was decided, cleared, re-armed, paused, or the instance is gone)
+        is dropped."""
         end = _TIMER + _u64(until_ms + 1)
         entries = []
-        for key, value in self._db.items(from_key=_TIMER):
-            if key >= end or len(entries) >= limit:
+        for key, value in self._late.items():
+            if len(entries) >= limit:
                 break
             entries.append((key, value))
+        for key, _ in entries:
+            del self._late[key]
+        start = self._cursor or _TIMER
+        if len(entries) < limit and start < end:
+            for key, value in self._db.items(from_key=start):
+                if key >= end or len(entries) >= limit:
+                    break
+                entries.append((key, value))
+            self._cursor = end if len(entries) < limit else entries[-1][0] + b"\0"
         if not entries:
-            return 0
+            return [], 0
         ids = list({key[9:].partition(b"\0")[0] for key, _ in entries})
         armed = {instance_id: set(parse_due(due)[0]) if due is not None else ()
                  for instance_id, due in zip(ids, self._db.get([_DUE + i for i in ids]), strict=True)}
         batch = WriteBatch(raw_mode=True)
+        found: list[Held] = []
+        held = self._held
         for key, value in entries:
-            batch.delete(key)
+            if key in held:
+                continue  # written again since it was taken (its instance changed, the timer did not)
             rest = key[9:]
             instance_id, _, timer_id = rest.partition(b"\0")
             fire_at = int.from_bytes(value[:8], "big")
             if (fire_at, timer_id) not in armed[instance_id]:
+                batch.delete(key)
                 continue
             rounds = value[8] if len(value) > 8 else 0
             if rounds and hold_refires:
-                batch.put(_TIMER + _u64(max(now_ms + refire_after_ms, until_ms + 1)) + rest, value)
+                batch.delete(key)
+                self._put_timer(batch, _TIMER + _u64(now_ms + refire_after_ms) + rest, value)
                 continue
-            when = int.from_bytes(key[1:9], "big")
-            refire_at = max(when, now_ms) + min(refire_after_ms << min(rounds, 16), 300_000)
-            moved = _TIMER + _u64(max(refire_at, until_ms + 1)) + rest
-            batch.put(moved, value[:8] + bytes([min(rounds + 1, 255)]))
-            self._seq += 1
-            heapq.heappush(self._held, (when, self._seq, Held(instance_id.decode(), timer_id.decode(), fire_at,
-                                                             key, value, moved)))
-        self._db.write(batch)
-        return len(entries)
+            timer = held[key] = Held(instance_id.decode(), timer_id.decode(), fire_at,
+                                     int.from_bytes(key[1:9], "big"), key, rounds)
+            found.append(timer)
+        if not batch.is_empty():
+            self._db.write(batch)
+        found.sort(key=lambda t: t.due)
+        return found, len(entries)
 
-    def take_due(self, now_ms: int) -> list[Held]:
-        """The timers taken into memory that are due by `now_ms`, earliest first; they leave memory."""
-        held, due = self._held, []
-        while held and held[0][0] <= now_ms:
-            due.append(heapq.heappop(held)[2])
-        return due
-
-    def next_held(self) -> int | None:
-        """When the earliest timer held in memory is due."""
-        return self._held[0][0] if self._held else None
-
-    def put_back(self, timers: Iterable[Held], when_ms: int) -> None:
-        """Timers whose fire could not be sent: in memory again, due at `when_ms`."""
-        for timer in timers:
-            self._seq += 1
-            heapq.heappush(self._held, (when_ms, self._seq, timer))
-
-    def _release_held(self) -> None:
-        """Timers taken into memory and not fired go back to their place in the index."""
-        if not self._held:
-            return
+    def fired(self, timers: Iterable[Held], now_ms: int, refire_after_ms: int = 30_000) -> None:
+        """These timers' fires are durable: each index entry moves to its refire time."""
         batch = WriteBatch(raw_mode=True)
-        for _, _, timer in self._held:
-            batch.delete(timer.moved)
-            batch.put(timer.key, timer.value)
+        held = self._held
+        for timer in timers:
+            if held.pop(timer.key, None) is None:
+                continue  # handed over meanwhile: the index is as it was
+            rounds = timer.rounds
+            refire_at = max(timer.due, now_ms) + min(refire_after_ms << min(rounds, 16), 300_000)
+            batch.delete(timer.key)
+            self._put_timer(batch, _TIMER + _u64(refire_at) + timer.key[9:],
+                            _u64(timer.fire_at) + bytes([min(rounds + 1, 255)]))
+        if not batch.is_empty():
+            self._db.write(batch)
+
+    def _put_timer(self, batch: WriteBatch, key: bytes, value: bytes) -> None:
+        batch.put(key, value)
+        if self._cursor is not None and key < self._cursor:
+            self._late[key] = value  # behind where `look_ahead` has read to: it takes it from here
+
+    def _forget_taken(self) -> None:
+        """Timers taken and not fired are simply not taken any more: their entries never left the index."""
         self._held.clear()
-        self._db.write(batch)
+        self._late.clear()
+        self._cursor = None
+        self.taken_epoch += 1  # what was prepared from the timers taken before is stale
 
     def due_timers(self, now_ms: int, refire_after_ms: int = 30_000, limit: int = 5_000
                    ) -> list[tuple[str, str, int]]:
-        """(instance id, timer id, fire_at) of up to `limit` armed timers due by `now_ms` (`look_ahead` and
-        `take_due` at once: for tools and tests)."""
-        self.look_ahead(now_ms, now_ms, refire_after_ms, limit=limit)
-        return [(t.instance_id, t.timer_id, t.fire_at) for t in self.take_due(now_ms)]
+        """(instance id, timer id, fire_at) of up to `limit` armed timers due by `now_ms`, taken and marked
+        fired at once (for tools and tests; the engine's sweep looks ahead instead)."""
+        found, _ = self.look_ahead(now_ms, now_ms, refire_after_ms, limit=limit)
+        self.fired(found, now_ms, refire_after_ms)
+        return [(t.instance_id, t.timer_id, t.fire_at) for t in found]
 
     def next_due(self) -> int | None:
         """The earliest due time in the timer index (stale entries included), if any."""
@@ -398,8 +415,7 @@ class PartitionStore:
 
     # ------------------------------------------------------------------ lifecycle
     def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self._release_held()
+        self._forget_taken()
         self._cache.clear()
         with contextlib.suppress(Exception):
             self._db.close()
