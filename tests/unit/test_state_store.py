@@ -143,3 +143,70 @@ def test_a_store_that_does_not_open_is_replaced_by_an_empty_one(tmp_path):
 ])
 def test_a_worker_shadows_the_next_blocks_of_partitions(owned, total, replicas, expected):
     assert standby_partitions(owned, total, replicas) == expected
+
+
+# ---------------------------------------------------------------------- the sweep's look-ahead (issue 15)
+def taken(found) -> list[tuple[str, int]]:
+    return [(t.instance_id, t.due) for t in found[0]]
+
+
+def test_look_ahead_takes_timers_before_they_are_due_and_each_once(store):
+    store.commit([change(waiting("wfi_a", fire_at=1_000)), change(waiting("wfi_b", fire_at=2_000)),
+                  change(waiting("wfi_c", fire_at=50_000))], offset=3)
+    assert taken(store.look_ahead(2_500, now_ms=500)) == [("wfi_a", 1_000), ("wfi_b", 2_000)]
+    assert taken(store.look_ahead(2_600, now_ms=600)) == []  # taken already: not again
+    assert taken(store.look_ahead(60_000, now_ms=700)) == [("wfi_c", 50_000)]
+
+
+def test_a_timer_taken_but_not_fired_is_still_in_the_index(store, tmp_path):
+    """A worker killed between taking a timer and its fire being durable finds it due again at once."""
+    store.commit([change(waiting("wfi_a", fire_at=1_000)), change(waiting("wfi_b", fire_at=1_000))], offset=2)
+    found, _ = store.look_ahead(5_000, now_ms=0)
+    store.fired([t for t in found if t.instance_id == "wfi_b"], now_ms=1_000, refire_after_ms=30_000)
+    store.close()  # (a kill -9 keeps nothing of memory either)
+    reopened = PartitionStore(tmp_path / "p0", codec)
+    try:
+        assert taken(reopened.look_ahead(5_000, now_ms=1_000)) == [("wfi_a", 1_000)]  # wfi_b waits for its refire
+        assert taken(reopened.look_ahead(31_000, now_ms=31_000)) == [("wfi_b", 31_000)]
+    finally:
+        reopened.close()
+
+
+def test_a_partition_handed_over_forgets_what_it_took_and_finds_it_again(store):
+    store.commit([change(waiting("wfi_a", fire_at=1_000))], offset=1)
+    assert taken(store.look_ahead(5_000, now_ms=0)) == [("wfi_a", 1_000)]
+    epoch = store.taken_epoch
+    store.verified()  # what the processor calls when the partition is revoked
+    assert store.taken_epoch != epoch  # fires prepared from what was taken are stale
+    assert taken(store.look_ahead(5_000, now_ms=0)) == [("wfi_a", 1_000)]
+
+
+def test_a_timer_armed_behind_the_look_ahead_is_taken_at_the_next_one(store):
+    assert taken(store.look_ahead(10_000, now_ms=0)) == []
+    store.commit([change(waiting("wfi_soon", fire_at=4_000))], offset=1)  # armed after that look
+    assert taken(store.look_ahead(10_200, now_ms=200)) == [("wfi_soon", 4_000)]
+
+
+def test_a_timer_whose_instance_changed_while_taken_is_not_taken_twice(store):
+    store.commit([change(waiting("wfi_a", fire_at=1_000))], offset=1)
+    assert taken(store.look_ahead(5_000, now_ms=0)) == [("wfi_a", 1_000)]
+    store.commit([change(waiting("wfi_a", seq=2, fire_at=1_000))], offset=2)  # another command, same timer
+    assert taken(store.look_ahead(5_100, now_ms=100)) == []
+
+
+def test_look_ahead_reads_in_slices(store):
+    store.commit([change(waiting(f"wfi_{n}", fire_at=1_000 + n)) for n in range(5)], offset=5)
+    first, read = store.look_ahead(5_000, now_ms=0, limit=3)
+    second, read_then = store.look_ahead(5_000, now_ms=0, limit=3)
+    assert (read, read_then) == (3, 2)
+    assert [t.instance_id for t in first + second] == [f"wfi_{n}" for n in range(5)]
+
+
+def test_refires_wait_while_the_processor_has_not_read_the_last_fires(store):
+    store.commit([change(waiting("wfi_a", fire_at=1_000)), change(waiting("wfi_b", fire_at=35_000))], offset=2)
+    found, _ = store.look_ahead(1_000, now_ms=1_000)
+    store.fired(found, now_ms=1_000, refire_after_ms=30_000)  # its refire: 31,000
+    # deciding lags: the refire is postponed, a first fire is not
+    assert taken(store.look_ahead(40_000, now_ms=35_000, hold_refires=True)) == [("wfi_b", 35_000)]
+    assert taken(store.look_ahead(64_000, now_ms=64_000)) == []  # postponed to 35,000 + 30,000
+    assert taken(store.look_ahead(65_000, now_ms=65_000)) == [("wfi_a", 65_000)]

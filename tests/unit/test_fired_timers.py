@@ -1,0 +1,125 @@
+"""The sweep's `FiredTimers` record in the instance processor (no broker): taken apart into one `FireTimer` per
+timer, each decided exactly as if it had come alone, so that a timer fired twice, or one that lives on
+another partition, is handled per timer (issue 15, docs/performance.md "State at scale")."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import pytest
+
+from core import events as ev
+from core.builtin import builtin_template
+from core.commands import DueTimer, FiredTimers, FireTimer, StartInstance
+from core.decide import decide
+from core.template import compile_template, parse_template
+from core.types import WorkflowStatus
+from schemas.codec import Codec
+from streams.processor import InstanceProcessor
+from streams.settings import EngineSettings
+from streams.state_store import due_header
+from streams.transactional import partition_for
+
+codec = Codec()
+TEMPLATE = compile_template(parse_template(builtin_template("procurement_approval"), template_id="tpl_procurement",
+                                           version=1, tenant_id="t1", status=WorkflowStatus.ACTIVE))
+PARTITIONS = 2
+
+
+class Catalog:
+    def get(self, template_id: str, version: int):
+        return TEMPLATE
+
+    async def catch_up(self) -> None:
+        return None
+
+
+@dataclass
+class Consumed:
+    """A consumed record as `process` reads it (the fields aiokafka's ConsumerRecord has that it uses)."""
+
+    value: bytes
+    offset: int
+    topic: str
+    partition: int = 0
+    key: bytes | None = None
+    timestamp: int = 0
+    headers: tuple = ()
+
+
+def ids_on(partition: int, count: int) -> list[str]:
+    found, n = [], 0
+    while len(found) < count:
+        candidate = f"wfi_fired_{n:04d}"
+        if partition_for(candidate.encode(), PARTITIONS) == partition:
+            found.append(candidate)
+        n += 1
+    return found
+
+
+@pytest.fixture
+def processor(tmp_path):
+    settings = EngineSettings(bootstrap_servers="127.0.0.1:1", app_id="app", partitions=PARTITIONS,
+                              state_dir=str(tmp_path))
+    processor = InstanceProcessor(settings, Catalog(), codec)
+    processor.stores[0] = processor.open_store(0)
+    yield processor
+    asyncio.run(processor.close())
+
+
+def waiting(processor: InstanceProcessor, instance_id: str) -> DueTimer:
+    """An instance on partition 0 waiting for its approval; its armed approval timer."""
+    state = decide(None, StartInstance(command_id=f"start:{instance_id}", instance_id=instance_id,
+                                       template_id="tpl_procurement", template_version=1, tenant_id="t1",
+                                       trigger={"amount": 50_000, "currency": "USD",
+                                                "metadata": {"type": "procurement"}}), TEMPLATE, 1_000).state
+    processor.stores[0].commit([(instance_id, state, codec.encode(state), due_header(state))], offset=None)
+    timer = state.armed_timers()[0]
+    return DueTimer(instance_id=instance_id, timer_id=timer.timer_id, fire_at=timer.fire_at)
+
+
+def fired(processor: InstanceProcessor, offset: int, *timers: DueTimer) -> Consumed:
+    return Consumed(codec.encode(FiredTimers(batch_id=f"0@1:{offset}", issued_at=2_000, timers=timers)), offset,
+                    processor.settings.commands_topic)
+
+
+def outcome(processor: InstanceProcessor, *records: Consumed):
+    result = asyncio.run(processor.process(0, list(records)))
+    result.on_commit()
+    decoded = [(out.topic, codec.decode(out.value)) for out in result.records if out.value is not None]
+    return decoded
+
+
+def test_each_timer_of_a_fired_timers_record_is_decided_as_its_own_fire_timer(processor):
+    timers = [waiting(processor, i) for i in ids_on(0, 3)]
+    decoded = outcome(processor, fired(processor, 7, *timers))
+    timed_out = {e.instance_id for _, e in decoded if isinstance(e, ev.StepTimedOut)}
+    assert timed_out == {t.instance_id for t in timers}
+    assert not any(isinstance(e, ev.CommandRejected) for _, e in decoded)
+    # its command id is the one a lone FireTimer of that timer has: the two are the same fire
+    assert FireTimer.of(timers[0].instance_id, timers[0].timer_id, timers[0].fire_at).command_id == \
+        f"fire:{timers[0].timer_id}@{timers[0].fire_at}"
+    assert processor._consumed[0] == 8  # how far the processor read workflow.commands (refires wait for it)
+
+
+def test_a_timer_fired_twice_is_decided_once(processor):
+    first, second = (waiting(processor, i) for i in ids_on(0, 2))
+    outcome(processor, fired(processor, 1, first))
+    # the same timer again (a refire, or a redelivered record), in a record with another timer, then alone
+    decoded = outcome(processor, fired(processor, 2, first, second),
+                      Consumed(codec.encode(FireTimer.of(first.instance_id, first.timer_id, first.fire_at)), 3,
+                               processor.settings.commands_topic))
+    rejected = [e for _, e in decoded if isinstance(e, ev.CommandRejected)]
+    assert [e.instance_id for e in rejected] == [first.instance_id, first.instance_id]
+    assert [e.instance_id for _, e in decoded if isinstance(e, ev.StepTimedOut)] == [second.instance_id]
+
+
+def test_a_timer_of_another_partition_is_dead_lettered_alone(processor):
+    here = waiting(processor, ids_on(0, 1)[0])
+    elsewhere = DueTimer(instance_id=ids_on(1, 1)[0], timer_id="x:1:1:approval_timeout", fire_at=5)
+    decoded = outcome(processor, fired(processor, 4, elsewhere, here))
+    letters = [e for topic, e in decoded if topic == processor.settings.dlq_topic]
+    assert len(letters) == 1 and letters[0].error_type == "wrong_partition"
+    assert elsewhere.instance_id in letters[0].reason
+    assert [e.instance_id for _, e in decoded if isinstance(e, ev.StepTimedOut)] == [here.instance_id]
