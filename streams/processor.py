@@ -285,7 +285,7 @@ class InstanceProcessor:
         overlay: dict[str, InstanceState] = {}
         out: list[Outgoing] = []
         settings = self.settings
-        records = self._fired_timers(partition, records)
+        records, read_to = self._fired_timers(partition, records)
         for n, record in enumerate(records, 1):
             if n % 100 == 0:
                 await asyncio.sleep(0)  # a long batch must not starve the group heartbeat or the other lanes
@@ -368,6 +368,8 @@ class InstanceProcessor:
         def commit() -> None:
             """Only now, with the transaction committed, does the batch reach the local store: with the
             changelog offset it is current to, in one write batch (an aborted transaction writes nothing)."""
+            if read_to is not None:  # the fires up to here are decided: refires of them are due (`_refires_wait`)
+                self._consumed[partition] = max(self._consumed.get(partition, 0), read_to)
             if not changes:
                 return
             last = result.written.get((settings.changelog_topic, partition))
@@ -378,16 +380,17 @@ class InstanceProcessor:
         result.on_commit = commit
         return result
 
-    def _fired_timers(self, partition: int, records: Sequence) -> Sequence:
-        """The batch with each `FiredTimers` record taken apart into its `FireTimer` commands (a `Fire` per
+    def _fired_timers(self, partition: int, records: Sequence) -> tuple[Sequence, int | None]:
+        """(the batch with each `FiredTimers` record taken apart into its `FireTimer` commands (a `Fire` per
         timer, in the record's place), so that each timer is decided, deduplicated and dead-lettered as a
-        command of its own; other records are left as they are, undecoded. Also notes how far the batch
-        reads `workflow.commands`: refires wait for it (`_refires_wait`)."""
+        command of its own, other records left as they are, undecoded; the offset after the batch's last
+        `workflow.commands` record: once it commits, refires of the fires before it may go (`_refires_wait`))."""
         commands_topic, prefix = self.settings.commands_topic, self._fired_prefix
         expanded: list | None = None
+        read_to = None
         for n, record in enumerate(records):
             if record.topic == commands_topic:
-                self._consumed[partition] = max(self._consumed.get(partition, 0), record.offset + 1)
+                read_to = max(read_to or 0, record.offset + 1)
             value = record.value
             fired = None
             if value is not None and (value[:10] == prefix or (value[:1] == b"\0" and self.codec.resolver)):
@@ -399,7 +402,7 @@ class InstanceProcessor:
                 expanded.extend(Fire(record, command) for command in fired.commands())
             elif expanded is not None:
                 expanded.append(record)
-        return records if expanded is None else expanded
+        return (records if expanded is None else expanded), read_to
 
     # ------------------------------------------------------------------ retention
     def expired(self, now: int) -> list[tuple[int, ExpireInstance]]:
@@ -418,9 +421,9 @@ class InstanceProcessor:
 
     # ------------------------------------------------------------------ timers
     def _refires_wait(self, partition: int) -> bool:
-        """Has the processor not yet read the last fires the sweep sent for this partition? Then a refire
-        would only queue a copy behind them (deciding lags the fires of a large burst by tens of seconds):
-        refires wait. Unknown after a restart (nothing sent yet): they do not."""
+        """Has the processor not yet decided (committed) the last fires the sweep sent for this partition?
+        Then a refire would only queue a copy behind them (deciding a large burst lags its fires by tens of
+        seconds): refires wait. Unknown after a restart (nothing sent yet): they do not."""
         fired = self._fired.get(partition)
         return fired is not None and self._consumed.get(partition, 0) <= fired
 

@@ -100,7 +100,7 @@ def test_each_timer_of_a_fired_timers_record_is_decided_as_its_own_fire_timer(pr
     # its command id is the one a lone FireTimer of that timer has: the two are the same fire
     assert FireTimer.of(timers[0].instance_id, timers[0].timer_id, timers[0].fire_at).command_id == \
         f"fire:{timers[0].timer_id}@{timers[0].fire_at}"
-    assert processor._consumed[0] == 8  # how far the processor read workflow.commands (refires wait for it)
+    assert processor._consumed[0] == 8  # how far the processor decided workflow.commands (refires wait for it)
 
 
 def test_a_timer_fired_twice_is_decided_once(processor):
