@@ -134,7 +134,7 @@ class Bench:
                "FLOWLINE_ENGINE_ID": self.app_id, "FLOWLINE_ENGINE_HTTP_PORT": str(self.port),
                "FLOWLINE_ENGINE_STATE_DIR": str(state_dir), "FLOWLINE_TIMER_SWEEP_MS": str(sweep_ms),
                "FLOWLINE_ENGINE_SESSION_TIMEOUT_MS": "6000"}
-        log = (self.logs / f"state-scale-{name}.log").open("wb")
+        log = (self.logs / f"state-scale-{name}-{Path(self.args.out).stem}.log").open("wb")
         engine = Path(self.args.engine_repo).resolve() if self.args.engine_repo else REPO
         env["PYTHONPATH"] = str(engine)
         return subprocess.Popen([sys.executable, "-m", "streams", "processor"], cwd=engine, env=env, stdout=log,

@@ -472,12 +472,14 @@ class InstanceProcessor:
         return min((heap[0][0] for _, _, heap in self._prepared.values() if heap), default=None)
 
     async def _fire_due(self, producer: AIOKafkaProducer) -> None:
-        """Send every prepared fire that is due: per partition, its records in one record batch (one
-        produce request); then wait for the broker's acknowledgements, for only then is a fire durable
-        (`PartitionStore.fired`). A send that fails is tried again at the next round."""
+        """Send every prepared fire that is due: per partition, its records in record batches (one produce
+        request each), all appended before any is handed to the producer, so that no fire waits behind the
+        decisions of the first ones (a record's timestamp is taken when it is appended). Then wait for the
+        broker's acknowledgements, for only then is a fire durable (`PartitionStore.fired`). A send that
+        fails is tried again at the next round."""
         now = now_ms()
         topic = self.settings.commands_topic
-        sends = []
+        ready = []
         for partition, (store, epoch, heap) in list(self._prepared.items()):
             if self.stores.get(partition) is not store or store.taken_epoch != epoch:
                 del self._prepared[partition]  # handed over since: the timers are in the index, not taken
@@ -487,18 +489,24 @@ class InstanceProcessor:
                 due.append(heapq.heappop(heap))
             if not due:
                 continue
-            deliveries = []  # (future of one record batch, its record count)
-            batch = producer.create_batch()
+            batches = [producer.create_batch()]
             for _, _, value, _ in due:
-                if batch.append(key=None, value=value, timestamp=None) is None:  # full: send it, start another
-                    deliveries.append((await producer.send_batch(batch, topic, partition=partition),
-                                       batch.record_count()))
-                    batch = producer.create_batch()
-                    batch.append(key=None, value=value, timestamp=None)
-            deliveries.append((await producer.send_batch(batch, topic, partition=partition), batch.record_count()))
+                if batches[-1].append(key=None, value=value, timestamp=None) is None:  # full: start another
+                    batches.append(producer.create_batch())
+                    batches[-1].append(key=None, value=value, timestamp=None)
+            ready.append((partition, store, heap, due, batches))
+        sends = []
+        for partition, store, heap, due, batches in ready:
+            try:
+                deliveries = [(await producer.send_batch(batch, topic, partition=partition), batch.record_count())
+                              for batch in batches]
+            except Exception as exc:
+                deliveries = exc
             sends.append((partition, store, heap, due, deliveries))
         for partition, store, heap, due, deliveries in sends:
             try:
+                if isinstance(deliveries, Exception):
+                    raise deliveries
                 for delivery, count in deliveries:
                     meta = await delivery
                     self._fired[partition] = max(self._fired.get(partition, -1), meta.offset + count - 1)
