@@ -8,6 +8,7 @@ still held them. `--role` runs only the matcher or only the processor.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from dataclasses import replace
@@ -138,6 +139,16 @@ class Engine:
         self.stop_event.set()
 
 
+# The engine's garbage collector collects the young generation every 100,000 allocations (Python's default is
+# 700) and the old one ten times less often than by default. A batch of a burst (tens of thousands of timers
+# in one transaction) keeps every decoded state and outgoing record alive until it commits, and the default
+# thresholds ran a full collection over that growing heap again and again: deciding took 2-4x as long, and a
+# collection held the event loop for seconds, long enough to miss the group's session (issue 15, docs/
+# performance.md "State at scale"). The engine's objects are acyclic data, freed by reference counting.
+GC_THRESHOLDS = (100_000, 50, 100)
+
+
 def main(roles: tuple[str, ...] = ("matcher", "processor")) -> int:
+    gc.set_threshold(*GC_THRESHOLDS)
     engine = Engine(roles=roles)
     return run_process(engine.run, engine.stop)

@@ -20,7 +20,7 @@ import itertools
 import logging
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -380,29 +380,38 @@ class InstanceProcessor:
         result.on_commit = commit
         return result
 
-    def _fired_timers(self, partition: int, records: Sequence) -> tuple[Sequence, int | None]:
+    def _fired_timers(self, partition: int, records: Sequence) -> tuple[Iterable, int | None]:
         """(the batch with each `FiredTimers` record taken apart into its `FireTimer` commands (a `Fire` per
         timer, in the record's place), so that each timer is decided, deduplicated and dead-lettered as a
         command of its own, other records left as they are, undecoded; the offset after the batch's last
-        `workflow.commands` record: once it commits, refires of the fires before it may go (`_refires_wait`))."""
+        `workflow.commands` record: once it commits, refires of the fires before it may go (`_refires_wait`)).
+
+        The records are taken apart as the loop reaches them, not all at once: a batch of a burst names tens
+        of thousands of timers, and decoding them in one go held the event loop for a second."""
         commands_topic, prefix = self.settings.commands_topic, self._fired_prefix
-        expanded: list | None = None
         read_to = None
-        for n, record in enumerate(records):
+        fired = False
+        for record in records:
             if record.topic == commands_topic:
                 read_to = max(read_to or 0, record.offset + 1)
+                value = record.value
+                fired = fired or (value is not None and (value[:10] == prefix or (
+                    value[:1] == b"\0" and self.codec.resolver is not None)))
+        return (self._taken_apart(records) if fired else records), read_to
+
+    def _taken_apart(self, records: Sequence) -> Iterator:
+        prefix = self._fired_prefix
+        for record in records:
             value = record.value
-            fired = None
+            batch = None
             if value is not None and (value[:10] == prefix or (value[:1] == b"\0" and self.codec.resolver)):
                 with contextlib.suppress(DecodeError):  # undecodable: left for the loop to dead-letter
-                    fired = self.codec.decode(value)
-            if isinstance(fired, FiredTimers):
-                if expanded is None:
-                    expanded = list(records[:n])
-                expanded.extend(Fire(record, command) for command in fired.commands())
-            elif expanded is not None:
-                expanded.append(record)
-        return (records if expanded is None else expanded), read_to
+                    batch = self.codec.decode(value)
+            if isinstance(batch, FiredTimers):
+                for command in batch.commands():
+                    yield Fire(record, command)
+            else:
+                yield record
 
     # ------------------------------------------------------------------ retention
     def expired(self, now: int) -> list[tuple[int, ExpireInstance]]:
@@ -517,9 +526,11 @@ class InstanceProcessor:
                 for _, seq, value, timers in due:
                     heapq.heappush(heap, (retry, seq, value, timers))
                 continue
-            if self.stores.get(partition) is store:
-                store.fired([timer for *_, timers in due for timer in timers], now_ms(), REFIRE_AFTER_MS)
-            metrics.TIMERS_FIRED.inc(sum(len(timers) for *_, timers in due))
+            for _, _, _, timers in due:  # a record's worth at a time: tens of thousands would hold the loop
+                if self.stores.get(partition) is store:
+                    store.fired(timers, now_ms(), REFIRE_AFTER_MS)
+                metrics.TIMERS_FIRED.inc(len(timers))
+                await asyncio.sleep(0)
 
     async def sweep_timers(self, stop: asyncio.Event) -> None:
         """Fire due timers: look ahead into the index every `FLOWLINE_TIMER_SWEEP_MS`, and wake at the due
