@@ -19,7 +19,8 @@ Uses the test-profile stack (started if needed) or $FLOWLINE_KAFKA_BOOTSTRAP, on
    of the `FiredTimers` record naming the timer, minus the due time) and of the events the engine then
    decides (StepTimedOut), the decision rate (timeouts decided per second, first to last) and the worker's
    CPU seconds meanwhile. `--only-timers` runs step 1 and this step only; `--engine-repo` runs the worker
-   from another checkout (the code before a change, for a before/after in the same window).
+   from another checkout (the code before a change, for a before/after in the same window); `--workers N`
+   runs N workers sharing the partitions for this step.
 
 Prints one table and writes bench/results/state_scale.json.
 """
@@ -128,10 +129,10 @@ class Bench:
         return self.prefix + name
 
     # ------------------------------------------------------------------ a worker
-    def spawn(self, name: str, state_dir: Path, sweep_ms: int = 200) -> subprocess.Popen:
+    def spawn(self, name: str, state_dir: Path, sweep_ms: int = 200, port: int | None = None) -> subprocess.Popen:
         env = {**os.environ, "PYTHONPATH": str(REPO), "FLOWLINE_KAFKA_BOOTSTRAP": self.bootstrap,
                "FLOWLINE_TOPIC_PREFIX": self.prefix, "FLOWLINE_PARTITIONS": str(PARTITIONS),
-               "FLOWLINE_ENGINE_ID": self.app_id, "FLOWLINE_ENGINE_HTTP_PORT": str(self.port),
+               "FLOWLINE_ENGINE_ID": self.app_id, "FLOWLINE_ENGINE_HTTP_PORT": str(port or self.port),
                "FLOWLINE_ENGINE_STATE_DIR": str(state_dir), "FLOWLINE_TIMER_SWEEP_MS": str(sweep_ms),
                "FLOWLINE_ENGINE_SESSION_TIMEOUT_MS": "6000"}
         log = (self.logs / f"state-scale-{name}-{Path(self.args.out).stem}.log").open("wb")
@@ -140,9 +141,9 @@ class Bench:
         return subprocess.Popen([sys.executable, "-m", "streams", "processor"], cwd=engine, env=env, stdout=log,
                                 stderr=subprocess.STDOUT)
 
-    def health(self) -> dict | None:
+    def health(self, port: int | None = None) -> dict | None:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=2) as response:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port or self.port}/health", timeout=2) as response:
                 return json.loads(response.read())
         except Exception as exc:
             body = getattr(exc, "read", None)
@@ -153,12 +154,12 @@ class Bench:
                     return None
             return None
 
-    async def until_ready(self, proc: subprocess.Popen, timeout: float = 900) -> dict:
+    async def until_ready(self, proc: subprocess.Popen, timeout: float = 900, port: int | None = None) -> dict:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 raise RuntimeError("the worker exited; see .flowline/bench/state-scale-*.log")
-            report = await asyncio.to_thread(self.health)
+            report = await asyncio.to_thread(self.health, port)
             if report and report.get("status") == "ready" and report["partitions"].get("processor"):
                 return report
             await asyncio.sleep(0.1)
@@ -296,6 +297,7 @@ asyncio.run(main())
         await self.fill(sample, "tmr", 0, self.args.timers, fire_at=fire_at)
         fired: dict[str, float] = {}  # the first FireTimer of each instance (a refire is not counted again)
         decided: dict[str, float] = {}
+        rejected = [0]
         commands = AIOKafkaConsumer(self.topic(topics_mod.WORKFLOW_COMMANDS), bootstrap_servers=self.bootstrap,
                                     isolation_level="read_committed", auto_offset_reset="latest")
         events = AIOKafkaConsumer(self.topic(topics_mod.WORKFLOW_EVENTS), bootstrap_servers=self.bootstrap,
@@ -309,12 +311,23 @@ asyncio.run(main())
                     event = codec.decode(record.value)
                     if isinstance(event, ev.StepTimedOut) and event.instance_id.startswith("wfi_tmr"):
                         decided.setdefault(event.instance_id, record.timestamp - fire_at)
+                    elif isinstance(event, ev.CommandRejected) and event.instance_id.startswith("wfi_tmr"):
+                        rejected[0] += 1  # a fire sent again (a refire) and refused by the instance
 
         proc, worker = await self.measure_worker("timers", self.state_root / "main")
+        others = []  # `--workers` > 1: more engine workers share the partitions (each with a disk of its own)
+        for n in range(1, self.args.workers):
+            others.append(self.spawn(f"timers-w{n}", self.state_root / f"worker-{n}", port=self.port + n))
+        for n, other in enumerate(others, 1):
+            await self.until_ready(other, port=self.port + n)
+        procs = [proc, *others]
+
+        def cpu_seconds() -> float:
+            return sum(sum(psutil.Process(p.pid).cpu_times()[:2]) for p in procs)
+
         ready_before_due = time.time() * 1000 < fire_at
         await asyncio.sleep(max(fire_at - time.time() * 1000 - 2_000, 0) / 1000)
-        cpu = psutil.Process(proc.pid).cpu_times()
-        cpu_at_due = cpu.user + cpu.system  # the worker's CPU from 2 s before the due time to the end
+        cpu_at_due = cpu_seconds()  # the workers' CPU from 2 s before the due time to the end
         try:
             deadline = time.monotonic() + lead + 300
             while time.monotonic() < deadline and len(fired) < self.args.timers:
@@ -332,10 +345,10 @@ asyncio.run(main())
             while time.monotonic() < settle and len(decided) < self.args.timers:
                 await read_events(500)
             rss = psutil.Process(proc.pid).memory_info().rss
-            cpu = psutil.Process(proc.pid).cpu_times()
-            cpu_s = round(cpu.user + cpu.system - cpu_at_due, 1)
+            cpu_s = round(cpu_seconds() - cpu_at_due, 1)
         finally:
-            self.stop(proc)
+            for p in procs:
+                self.stop(p)
             await commands.stop()
             await events.stop()
         spread = list(decided.values())
@@ -344,11 +357,12 @@ asyncio.run(main())
                 "fired": len(fired), "fire_lateness_ms_p50": percentile(list(fired.values()), 0.5),
                 "fire_lateness_ms_p99": percentile(list(fired.values()), 0.99),
                 "fire_lateness_ms_max": percentile(list(fired.values()), 1.0),
+                "rejected_copies": rejected[0],
                 "decided": len(decided), "decided_lateness_ms_p50": percentile(list(decided.values()), 0.5),
                 "decided_lateness_ms_p99": percentile(list(decided.values()), 0.99),
                 # timeouts decided per second, from the due time to the last one seen
                 "decided_per_s": round(len(decided) * 1000 / max(max(spread), 1)) if spread else None,
-                "worker_cpu_s": cpu_s, "engine_repo": self.args.engine_repo or ".",
+                "workers": self.args.workers, "worker_cpu_s": cpu_s, "engine_repo": self.args.engine_repo or ".",
                 "load_average": os.getloadavg(), "rss_mb_after": round(rss / 2**20, 1)}
 
     # ------------------------------------------------------------------ the run
@@ -389,8 +403,8 @@ def timer_lines(t: dict) -> list[str]:
             f"{t['fire_lateness_ms_p50']}/{t['fire_lateness_ms_p99']}/{t['fire_lateness_ms_max']} "
             f"({t['fired']} fired) | |",
             f"| ... their StepTimedOut event lateness p50/p99 ms | | {t['decided_lateness_ms_p50']}/"
-            f"{t['decided_lateness_ms_p99']} ({t['decided']} decided, {t.get('decided_per_s')}/s, worker "
-            f"{t.get('worker_cpu_s')} CPU-s) | |"]
+            f"{t['decided_lateness_ms_p99']} ({t['decided']} decided, {t.get('decided_per_s')}/s, "
+            f"{t.get('workers', 1)} worker(s) {t.get('worker_cpu_s')} CPU-s) | |"]
 
 
 def table(r: dict) -> str:
@@ -430,6 +444,7 @@ async def main() -> None:
     parser.add_argument("--timer-lead", type=int, default=60, help="seconds from writing the timers to their due time")
     parser.add_argument("--timer-settle", type=int, default=120, help="seconds to wait for the engine's decisions")
     parser.add_argument("--only-timers", action="store_true", help="the real run and the timers only")
+    parser.add_argument("--workers", type=int, default=1, help="engine workers sharing the partitions (timers)")
     parser.add_argument("--engine-repo", default="", help="run the engine worker from this checkout")
     parser.add_argument("--out", default="state_scale.json", help="file name under bench/results")
     parser.add_argument("--http-port", type=int, default=int(os.environ.get("FLOWLINE_GATEWAY_PORT", "28700")) + 9)
