@@ -94,9 +94,11 @@ class InstanceProcessor:
         self.restore_seconds_total = 0.0
         self.standby = Standby(self) if settings.standby_replicas > 0 else None
         # per partition: the offset after the last `workflow.commands` record `process` took, and the offset
-        # of the last `FiredTimers` record the sweep wrote (refires wait until the first passes the second)
+        # of the last `FiredTimers` record the sweep wrote (refires wait until the first passes the second,
+        # and the batch that passed it is committed or aborted)
         self._consumed: dict[int, int] = {}
         self._fired: dict[int, int] = {}
+        self._deciding: dict[int, float] = {}  # partitions with a batch of commands between process and commit
         self._fired_prefix = SINGLE_OBJECT_MAGIC + codec.fingerprint(FiredTimers)
         # per partition: the store its timers were taken from, and their fires, encoded, by due time
         self._prepared: dict[int, tuple[PartitionStore, int, list[tuple[int, int, bytes, list[Held]]]]] = {}
@@ -286,6 +288,9 @@ class InstanceProcessor:
         out: list[Outgoing] = []
         settings = self.settings
         records, read_to = self._fired_timers(partition, records)
+        if read_to is not None:  # refires of the fires before `read_to` wait until this batch is done
+            self._consumed[partition] = max(self._consumed.get(partition, 0), read_to)
+            self._deciding[partition] = time.monotonic()
         for n, record in enumerate(records, 1):
             if n % 100 == 0:
                 await asyncio.sleep(0)  # a long batch must not starve the group heartbeat or the other lanes
@@ -368,8 +373,7 @@ class InstanceProcessor:
         def commit() -> None:
             """Only now, with the transaction committed, does the batch reach the local store: with the
             changelog offset it is current to, in one write batch (an aborted transaction writes nothing)."""
-            if read_to is not None:  # the fires up to here are decided: refires of them are due (`_refires_wait`)
-                self._consumed[partition] = max(self._consumed.get(partition, 0), read_to)
+            self._deciding.pop(partition, None)
             if not changes:
                 return
             last = result.written.get((settings.changelog_topic, partition))
@@ -378,6 +382,7 @@ class InstanceProcessor:
             self._gauge()
 
         result.on_commit = commit
+        result.on_abort = lambda: self._deciding.pop(partition, None)  # the lane retries, or dead-letters
         return result
 
     def _fired_timers(self, partition: int, records: Sequence) -> tuple[Iterable, int | None]:
@@ -430,11 +435,17 @@ class InstanceProcessor:
 
     # ------------------------------------------------------------------ timers
     def _refires_wait(self, partition: int) -> bool:
-        """Has the processor not yet decided (committed) the last fires the sweep sent for this partition?
-        Then a refire would only queue a copy behind them (deciding a large burst lags its fires by tens of
-        seconds): refires wait. Unknown after a restart (nothing sent yet): they do not."""
+        """Has the processor not yet read the last fires the sweep sent for this partition, or is it still
+        deciding a batch of them (deciding a burst takes tens of seconds)? Then a refire would only queue a
+        copy behind them: refires wait. A fire the processor read and could not commit (dead-lettered) is
+        refired. Unknown after a restart (nothing sent yet): they do not wait. A batch that seems to be
+        decided for longer than ten refire periods is taken as lost (a bug that raised out of `process`)."""
         fired = self._fired.get(partition)
-        return fired is not None and self._consumed.get(partition, 0) <= fired
+        if fired is None:
+            return False
+        began = self._deciding.get(partition)
+        deciding = began is not None and time.monotonic() - began < REFIRE_AFTER_MS * 10 / 1000
+        return self._consumed.get(partition, 0) <= fired or deciding
 
     async def _look_ahead(self, until: int, now: int, producer: AIOKafkaProducer) -> None:
         """Take the timers due by `until` from each owned store's index and prepare their fires (`_prepare`),

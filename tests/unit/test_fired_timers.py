@@ -100,7 +100,7 @@ def test_each_timer_of_a_fired_timers_record_is_decided_as_its_own_fire_timer(pr
     # its command id is the one a lone FireTimer of that timer has: the two are the same fire
     assert FireTimer.of(timers[0].instance_id, timers[0].timer_id, timers[0].fire_at).command_id == \
         f"fire:{timers[0].timer_id}@{timers[0].fire_at}"
-    assert processor._consumed[0] == 8  # how far the processor decided workflow.commands (refires wait for it)
+    assert processor._consumed[0] == 8 and not processor._deciding  # read and committed: refires may go
 
 
 def test_a_timer_fired_twice_is_decided_once(processor):
@@ -123,3 +123,15 @@ def test_a_timer_of_another_partition_is_dead_lettered_alone(processor):
     assert len(letters) == 1 and letters[0].error_type == "wrong_partition"
     assert elsewhere.instance_id in letters[0].reason
     assert [e.instance_id for _, e in decoded if isinstance(e, ev.StepTimedOut)] == [here.instance_id]
+
+
+def test_refires_wait_while_the_fires_are_unread_or_being_decided_and_not_once_they_were_dead_lettered(processor):
+    timer = waiting(processor, ids_on(0, 1)[0])
+    processor._fired[0] = 5  # the sweep's last fires for partition 0 are at offset 5
+    assert processor._refires_wait(0)  # not read yet
+    result = asyncio.run(processor.process(0, [fired(processor, 5, timer)]))
+    assert processor._refires_wait(0)  # read, being decided: a copy now would only queue behind them
+    result.on_abort()  # the transaction failed: the lane retries the record, or dead-letters it
+    assert not processor._refires_wait(0)  # a dead-lettered fire is refired
+    asyncio.run(processor.process(0, [fired(processor, 5, timer)])).on_commit()
+    assert not processor._refires_wait(0)
