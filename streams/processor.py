@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 # lost (the core rejects a duplicate, and the index drops the entry once the state no longer arms the timer).
 # It was 5 s: with a hundred thousand timers due at once, the processor had not decided them when the copies
 # came, and deciding copies is what it then spent its time on. Refires also wait while the processor has not
-# read the last fires sent for the partition (`_refires_wait`).
+# read, or is still deciding, the last fires sent for the partition (`_refires_wait`).
 REFIRE_AFTER_MS = 30_000
 # How far ahead the sweep takes timers from the index (`PartitionStore.look_ahead`) and encodes their fires,
 # so that finding a burst is done before it is due and firing it on time is only the send. 10 s: reading a
@@ -389,7 +389,8 @@ class InstanceProcessor:
         """(the batch with each `FiredTimers` record taken apart into its `FireTimer` commands (a `Fire` per
         timer, in the record's place), so that each timer is decided, deduplicated and dead-lettered as a
         command of its own, other records left as they are, undecoded; the offset after the batch's last
-        `workflow.commands` record: once it commits, refires of the fires before it may go (`_refires_wait`)).
+        `workflow.commands` record: once the batch is done, refires of the fires before it may go
+        (`_refires_wait`)).
 
         The records are taken apart as the loop reaches them, not all at once: a batch of a burst names tens
         of thousands of timers, and decoding them in one go held the event loop for a second."""
