@@ -36,7 +36,7 @@ from schemas.process import run_process
 
 log = logging.getLogger("flowline.gateway")
 audit_log = logging.getLogger("flowline.gateway.audit")
-CONVERSATION_HEADER = "X-Flowline-Conversation-Id"
+CONVERSATION_HEADER = agent_access.CONVERSATION_HEADER  # one name for the header the access log records
 
 REQUESTS = Counter("flowline_gateway_requests_total", "HTTP requests", ["operation", "status"])
 LATENCY = Histogram("flowline_gateway_request_seconds", "HTTP request latency", ["operation"])
