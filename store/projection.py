@@ -49,12 +49,10 @@ def dumps(value: Any) -> str:
 
 
 def event_details(event: ev.Event) -> dict[str, Any]:
-    data = {}
-    for f in dataclasses.fields(event):
-        if f.name in ("instance_id", "seq", "at", "command_id"):
-            continue
-        data[f.name] = getattr(event, f.name)
-    return json.loads(dumps(data))
+    """The event's fields for its audit row, as they are: `dumps` turns them into JSON once, with the rest
+    of the batch (a JSON round trip per event here was 7 % of the projector's CPU under load, issue 15)."""
+    return {f.name: getattr(event, f.name) for f in dataclasses.fields(event)
+            if f.name not in ("instance_id", "seq", "at", "command_id")}
 
 
 def event_actor(event: ev.Event) -> Actor | None:
@@ -199,9 +197,10 @@ def fold(views: dict[str, InstanceView], events: list[ev.Event], rows: BatchRows
         })
 
 
-def instance_row(view: InstanceView, encoded_state: bytes, created_at: datetime) -> dict[str, Any]:
-    """The instance's `workflow_instances` row by column name. `created_at` is the one the row has or will
-    have (store/projector.py), so its step rows can carry the same value (analytics rollups, migration 0011)."""
+def instance_row(view: InstanceView, created_at: datetime) -> dict[str, Any]:
+    """The instance's `workflow_instances` row by column name, but its encoded `state` (store/projector.py
+    sends the states apart, as binary). `created_at` is the one the row has or will have, so its step rows
+    can carry the same value (analytics rollups, migration 0011)."""
     state = view.state
     assert state is not None
     meta = view.steps_meta
@@ -220,7 +219,6 @@ def instance_row(view: InstanceView, encoded_state: bytes, created_at: datetime)
         "initiated_by_agent_id": initiator.id if initiator.kind is ActorKind.AGENT else None,
         "agent_context": state.agent_context, "blocking": blocking_info(state, meta),
         "failure_reason": state.failure, "amount": _amount(state.trigger),
-        "state": "\\x" + encoded_state.hex(),  # bytea's hex input form
         "last_seq": view.last_seq, "created_at": created_at, "updated_at": ts(state.updated_at) or datetime.now(UTC),
         "completed_at": ts(state.updated_at) if finished else None, "steps_meta": meta,
         "machine_state": state.machine_state or None, "pending_transition": state.pending_transition or None,
