@@ -2,18 +2,18 @@
 
 One consumer group (`flowline-projector`), read_committed. For each polled batch it loads the touched
 instances' folded states, applies the new events with `store.projection.fold`, and writes every changed
-row in one transaction (executemany, pipelined by asyncpg), together with each partition's next offset
-in `projector_offsets`. On assignment it seeks to those stored offsets (to the beginning where none is
-stored), never to Kafka's committed ones: the read model and its position commit or vanish together, so
-a commit PostgreSQL loses (asynchronous commit and a crash, a failover, a restored backup) is projected
-again instead of leaving a gap, and a crash after the commit re-reads nothing (issue 9, ADR 11). A loss
-under a running projector is noticed too: each batch, and a check once a second, compares the offsets it
-stored with the database's and seeks back where the database has less (`LostCommits`). Kafka's
-committed offsets are still written after each batch, for lag monitoring only. A record that is no event,
-or an event the read model cannot take, goes to `workflow.dlq` with the reason (never skipped silently),
-before its position is stored. Lag (last stable
-offset - position, summed over the assigned partitions) is a Prometheus gauge and a row in
-`projector_status`, which `/health` reads.
+row in one transaction, together with each partition's next offset in `projector_offsets`, the status
+row and the NOTIFY, all in ONE statement (`WRITE_BATCH`): three round trips per batch. On assignment it
+seeks to those stored offsets (to the beginning where none is stored), never to Kafka's committed ones:
+the read model and its position commit or vanish together, so a commit PostgreSQL loses (asynchronous
+commit and a crash, a failover, a restored backup) is projected again instead of leaving a gap, and a
+crash after the commit re-reads nothing (issue 9, ADR 11). A loss under a running projector is noticed
+too: each batch, and a check once a second, compares the offsets it stored with the database's and seeks
+back where the database has less (`LostCommits`). Kafka's committed offsets are still written, at most
+once a second, for lag monitoring only. A record that is no event, or an event the read model cannot
+take, goes to `workflow.dlq` with the reason (never skipped silently), before its position is stored. Lag
+(last stable offset - position, summed over the assigned partitions) is a Prometheus gauge and a row in
+`projector_status` (written by each batch, and once a second), which `/health` reads.
 
 Run it with `flowline projector` (environment: FLOWLINE_KAFKA_BOOTSTRAP, DATABASE_URL,
 FLOWLINE_TOPIC_PREFIX, FLOWLINE_PROJECTOR_GROUP, FLOWLINE_PROJECTOR_METRICS_PORT).
@@ -151,23 +151,34 @@ status AS (
     ON CONFLICT (consumer_group) DO UPDATE SET lag = EXCLUDED.lag, events_applied = EXCLUDED.events_applied,
         last_event_at = COALESCE(EXCLUDED.last_event_at, p.last_event_at), updated_at = now()
 ),
-offsets AS (
+moved AS (
+    -- the stored offsets the batch moves, each with the value it had (read under the row's lock, in the same
+    -- statement: the old value UPDATE ... RETURNING cannot give before PostgreSQL 18)
+    UPDATE projector_offsets o SET next_offset = GREATEST(o.next_offset, x.n), updated_at = now()
+    FROM (SELECT topic, partition, next_offset FROM projector_offsets
+          WHERE (topic, partition) IN (SELECT * FROM unnest($12::text[], $13::int[])) FOR UPDATE) AS prev,
+         unnest($12::text[], $13::int[], $14::bigint[]) AS x(t, p, n)
+    WHERE o.topic = prev.topic AND o.partition = prev.partition AND x.t = o.topic AND x.p = o.partition
+    RETURNING o.topic, o.partition, prev.next_offset AS before
+),
+added AS (
+    -- partitions with no stored offset yet (a concurrent first insert is settled by ON CONFLICT)
     INSERT INTO projector_offsets AS o (topic, partition, next_offset, updated_at)
     SELECT t, p, n, now() FROM unnest($12::text[], $13::int[], $14::bigint[]) AS x(t, p, n)
+    WHERE NOT EXISTS (SELECT 1 FROM projector_offsets e WHERE e.topic = x.t AND e.partition = x.p)
     ON CONFLICT (topic, partition) DO UPDATE
         SET next_offset = GREATEST(o.next_offset, EXCLUDED.next_offset), updated_at = now()
-    RETURNING o.topic, o.partition, old.next_offset AS before
 ),
 notified AS (
     SELECT pg_notify('""" + CHANNEL + """', '') WHERE $15::boolean
 )
 SELECT (SELECT count(*) FROM notified) AS notified,
-       (SELECT jsonb_agg(jsonb_build_array(topic, partition, before)) FROM offsets) AS before
+       (SELECT jsonb_agg(jsonb_build_array(topic, partition, before)) FROM moved) AS before
 """
 # The offsets: GREATEST, because "every record before next_offset is in the read model" stays true when a
 # projector that lost the partition in a rebalance finishes its batch after the new owner stored a lower
-# offset; RETURNING old (PostgreSQL 18) gives what the row held before, under the row's lock, so the check
-# that the database still has what this projector stored (`LostCommits`) costs no statement of its own.
+# offset. The values they had before (`moved`) are what the check that the database still has what this
+# projector stored (`LostCommits`) compares, so that check costs no statement of its own.
 
 Positions = dict[TopicPartition, int]
 
@@ -208,6 +219,12 @@ async def _keep_session(connection) -> None:
     cursors or advisory locks); a transaction left open is still rolled back by the pool itself."""
 
 
+async def open_pool(database_url: str, **options: Any) -> asyncpg.Pool:
+    """The projector's connections: two (a batch, and the once-a-second status and offset check), reset by
+    nothing on release."""
+    return await asyncpg.create_pool(database_url, min_size=1, max_size=2, reset=_keep_session, **options)
+
+
 class Projector:
     def __init__(self, *, bootstrap_servers: str, database_url: str, topic_prefix: str = "",
                  group_id: str = DEFAULT_GROUP, codec: Codec | None = None, max_records: int = 2000) -> None:
@@ -237,7 +254,7 @@ class Projector:
     async def run(self) -> None:
         if not await wait_for_kafka(self.bootstrap_servers, self._stop):
             return  # stopped before the broker ever answered
-        self.pool = await asyncpg.create_pool(self.database_url, min_size=1, max_size=2, reset=_keep_session)
+        self.pool = await open_pool(self.database_url)
         self.producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap_servers, enable_idempotence=True)
         await self.producer.start()
         self.consumer = AIOKafkaConsumer(
@@ -454,9 +471,9 @@ class Projector:
 
     def _check_stored(self, before: dict[TopicPartition, int | None]) -> None:
         """Raise LostCommits when the database had less than this projector stored before (`before`: each
-        written partition's offset as the batch's statement found it, under the row's lock), which rolls the
-        batch back: projecting on from the consumer's position would leave the lost batches out of the read
-        model for good."""
+        written partition's offset as the batch's statement found it under the row's lock, None where it
+        had none), which rolls the batch back: projecting on from the consumer's position would leave the
+        lost batches out of the read model for good."""
         lost = {tp.partition: (before.get(tp), known) for tp, known in self._stored.items()
                 if known is not None and tp in before and (before[tp] is None or before[tp] < known)}
         if lost:
@@ -526,7 +543,8 @@ class Projector:
                 [positions[tp] for tp in tps],
                 # delivered at commit: a gateway request waiting for these rows re-reads at once
                 bool(changed or rows.rejections), states, column=1)
-            self._check_stored({TopicPartition(t, p): o for t, p, o in json.loads(before or "[]")})
+            found = {TopicPartition(t, p): o for t, p, o in json.loads(before or "[]")}
+            self._check_stored({tp: found.get(tp) for tp in tps})
         self._stored.update(positions or {})
         self._last_status_write = time.monotonic()
         self.applied += rows.applied
