@@ -272,31 +272,47 @@ class TransactionalWorker:
             self.producers.update(producers)
             if new:
                 await self.logic.assigned(set(new))
+            starts = await self._start_offsets(new) if self.offsets_in_changelog else {}
             # no await from here until the lanes exist: what is fetched from now on starts at these positions
-            if self.offsets_in_changelog:
-                self._resume_at_stored_offsets(new)
+            for tp, offset in starts.items():
+                self.consumer.seek(tp, offset)
             for p in new:
                 self._lanes[p] = Lane(p, self)
             metrics.OWNED_PARTITIONS.labels(self.role).set(len(self.producers))
             log.info("%s owns partitions %s", self.role, sorted(self.producers))
         self.ready.set()
 
-    def _resume_at_stored_offsets(self, partitions: Sequence[int]) -> None:
-        """Seek each input partition to the offset the partition's store holds (the changelog's truth);
-        where it holds none, the consumer starts as it would anyway: at the group's committed offset, else
-        at the topic's beginning. The group catches up with these offsets at the next group commit."""
+    async def _start_offsets(self, partitions: Sequence[int]) -> dict[TopicPartition, int]:
+        """Where each input partition of `partitions` resumes: the offset the partition's store holds (the
+        changelog's truth, ADR 13). Where it holds none, the consumer starts as it would anyway: at the
+        group's committed offset, else at the topic's beginning.
+
+        The group's offset is the later one only when it was committed by something else than this worker
+        after the store's record: an engine of a version before ADR 13 (a downgrade, then this again), or an
+        operator moving the group forward. Then the group's offset wins, so nothing is decided twice.
+        Otherwise the group lags the changelog and catches up with it at the next group commit."""
         assert self.consumer is not None
         assignment = self.consumer.assignment()
-        for p in partitions:
-            stored = self.logic.stored_offsets(p)
-            self._consumed[p] = dict(stored)
-            for (topic, partition), offset in stored.items():
-                tp = TopicPartition(topic, partition)
+        stored = {p: {TopicPartition(t, n): o for (t, n), o in self.logic.stored_offsets(p).items()}
+                  for p in partitions}
+        ours = [tp for offsets in stored.values() for tp in offsets if tp in assignment]
+        committed = dict(zip(ours, await asyncio.gather(*(self.consumer.committed(tp) for tp in ours)),
+                             strict=True))
+        starts: dict[TopicPartition, int] = {}
+        for p, offsets in stored.items():
+            consumed = {}
+            for tp, offset in offsets.items():
+                group = committed.get(tp)
+                start = max(offset, group) if group is not None else offset
+                consumed[(tp.topic, tp.partition)] = start
                 if tp in assignment:
-                    self.consumer.seek(tp, offset)
-                    self._group_due[tp] = offset
-            if stored:
-                log.info("%s partition %s resumes at its stored offsets %s", self.role, p, stored)
+                    starts[tp] = start
+                    if group is None or group < start:
+                        self._group_due[tp] = start
+            self._consumed[p] = consumed
+            if offsets:
+                log.info("%s partition %s resumes at its stored offsets %s", self.role, p, consumed)
+        return starts
 
     async def _commit_group(self, partitions: set[int] | None = None) -> None:
         """Commit the consumed offsets of committed transactions to the group (monitoring only, ADR 13)."""
@@ -309,8 +325,8 @@ class TransactionalWorker:
         try:
             assigned = consumer.assignment()
             due = {tp: o for tp, o in due.items() if tp in assigned}
-            if due:
-                await consumer.commit(due)
+            if due:  # bounded: aiokafka retries a retriable error (a broker away) for as long as it lasts
+                await asyncio.wait_for(consumer.commit(due), self.GROUP_COMMIT_TIMEOUT_S)
         except Exception as exc:  # a rebalance or an outage: the group lags a little longer, nothing more
             log.debug("committing the group offsets %s failed: %r", due, exc)
             for tp, offset in due.items():
@@ -321,6 +337,8 @@ class TransactionalWorker:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), self.group_commit_every_s)
             await self._commit_group()
+
+    GROUP_COMMIT_TIMEOUT_S = 5.0
 
     def _new_producer(self, partition: int) -> AIOKafkaProducer:
         return AIOKafkaProducer(
