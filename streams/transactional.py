@@ -569,7 +569,11 @@ class TransactionalWorker:
     async def _shutdown(self) -> None:
         if self.consumer is not None:
             if self.offsets_in_changelog:
-                await self._commit_group()  # best effort: a lane may still commit one more transaction
+                # the lanes finish their transactions first, so that the group gets the last offsets while
+                # the consumer is still a member (what `flowline repartition` checks after a clean stop)
+                for p in sorted(self._lanes):
+                    await self._lanes[p].close()
+                await self._commit_group()
             try:
                 await self.consumer.stop()
             except Exception:

@@ -186,3 +186,13 @@ async def test_group_offsets_ahead_of_the_changelog_win(world):
     await asyncio.sleep(2)
     assert processed() == before  # nothing read again: the group's offsets were the later ones
     assert not any(world.events.get(i) for i in later)
+
+
+async def test_a_clean_stop_leaves_the_group_offsets_at_the_truth(world):
+    """The group's offsets lag the changelog while the engine runs; a clean stop commits them (lag tools and
+    `flowline repartition`'s idle check read the group)."""
+    engine = await world.start_engine()
+    await waiting_instances(world, "stop", 5)
+    await world.stop_engine(engine)
+    ends = {tp: o for tp, o in (await input_ends(world)).items() if o > 0}
+    assert await group_offsets(world) == ends
