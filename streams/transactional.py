@@ -212,6 +212,8 @@ class OffsetsInChangelog(Protocol):
 
 
 class TransactionalWorker:
+    GROUP_COMMIT_TIMEOUT_S = 5.0  # a group commit (monitoring only, ADR 13) never holds up a revocation longer
+
     def __init__(self, *, bootstrap_servers: str, group_id: str, topics: Sequence[str], logic: PartitionLogic,
                  transactional_prefix: str, max_batch: int = 500, poll_timeout_ms: int = 50, linger_ms: int = 1,
                  fetch_wait_ms: int = 500,
@@ -322,23 +324,25 @@ class TransactionalWorker:
             return
         for tp in due:
             del self._group_due[tp]
+        done = False
         try:
             assigned = consumer.assignment()
             due = {tp: o for tp, o in due.items() if tp in assigned}
             if due:  # bounded: aiokafka retries a retriable error (a broker away) for as long as it lasts
                 await asyncio.wait_for(consumer.commit(due), self.GROUP_COMMIT_TIMEOUT_S)
+            done = True
         except Exception as exc:  # a rebalance or an outage: the group lags a little longer, nothing more
             log.debug("committing the group offsets %s failed: %r", due, exc)
-            for tp, offset in due.items():
-                self._group_due.setdefault(tp, offset)  # unless a newer one came meanwhile
+        finally:
+            if not done:  # failed or cancelled: kept for the next commit, unless a newer offset came meanwhile
+                for tp, offset in due.items():
+                    self._group_due.setdefault(tp, offset)
 
     async def _commit_group_every(self) -> None:
         while not self._stopping.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), self.group_commit_every_s)
             await self._commit_group()
-
-    GROUP_COMMIT_TIMEOUT_S = 5.0
 
     def _new_producer(self, partition: int) -> AIOKafkaProducer:
         return AIOKafkaProducer(
