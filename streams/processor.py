@@ -5,7 +5,8 @@ the state changelog). For a batch of one partition it decides every record again
 stages the new states in an overlay, and returns the events (to `workflow.events`), step requests (to
 `workflow.steps.<kind>`), dead letters (to `workflow.dlq`) and the changed states (to the changelog,
 once per instance per batch). The worker commits all of that with the consumed offsets in one
-transaction; only then does the overlay reach the partition's local store (streams/state_store.py: the
+transaction, the offsets as one more changelog record (ADR 13: `offsets_record`, `stored_offsets`); only
+then does the overlay reach the partition's local store (streams/state_store.py: the
 encoded states on disk with the changelog offset they are current to, a small decoded cache in memory).
 Timers come due from the store's index of due times and are sent back through `workflow.commands`, many
 of one partition in one `FiredTimers` record, which `process` takes apart into `FireTimer` commands.
@@ -37,7 +38,18 @@ from streams import metrics
 from streams.catalog import TemplateCatalog
 from streams.settings import EngineSettings
 from streams.standby import Standby
-from streams.state_store import DUE_HEADER, FORMAT, Held, PartitionStore, Record, StateDir, due_header
+from streams.state_store import (
+    DUE_HEADER,
+    FORMAT,
+    OFFSETS_KEY,
+    Held,
+    PartitionStore,
+    Record,
+    StateDir,
+    due_header,
+    encode_offsets,
+    is_offsets,
+)
 from streams.transactional import BatchResult, Outgoing, partition_for
 
 log = logging.getLogger(__name__)
@@ -166,6 +178,14 @@ class InstanceProcessor:
             else:
                 store.close()
         self._gauge()
+
+    def offsets_record(self, partition: int, offsets: dict[tuple[str, int], int]) -> Outgoing:
+        """The partition's consumed offsets as a changelog record of the batch's transaction (ADR 13)."""
+        return Outgoing(self.settings.changelog_topic, OFFSETS_KEY, encode_offsets(offsets), partition=partition)
+
+    def stored_offsets(self, partition: int) -> dict[tuple[str, int], int]:
+        """Where the partition's input goes on: the offsets record its store got from the changelog."""
+        return self.stores[partition].consumed
 
     def _gauge(self) -> None:
         metrics.INSTANCES.set(sum(store.cached for store in self.stores.values()))
@@ -304,6 +324,11 @@ class InstanceProcessor:
                                        f"{type(command).__name__} is not a command", "not_a_command", "engine"))
                 continue
             key = command.instance_id.encode()
+            if is_offsets(key):  # the changelog's offsets record (ADR 13): never an instance's state
+                out.append(dead_letter(self.codec, settings.dlq_topic, record,
+                                       "the instance id is the changelog's reserved offsets key", "reserved_id",
+                                       "engine"))
+                continue
             home = partition_for(key, settings.partitions)
             if home != partition:
                 out.append(dead_letter(
@@ -372,12 +397,13 @@ class InstanceProcessor:
 
         def commit() -> None:
             """Only now, with the transaction committed, does the batch reach the local store: with the
-            changelog offset it is current to, in one write batch (an aborted transaction writes nothing)."""
+            consumed offsets and the changelog offset it is current to, in one write batch (an aborted
+            transaction writes nothing)."""
             self._deciding.pop(partition, None)
-            if not changes:
+            if not changes and result.consumed is None:
                 return
             last = result.written.get((settings.changelog_topic, partition))
-            states.commit(changes, last + 1 if last is not None else None)
+            states.commit(changes, last + 1 if last is not None else None, result.consumed)
             metrics.EXPIRED.inc(sum(1 for change in changes if change[1] is None))
             self._gauge()
 
