@@ -1,0 +1,89 @@
+"""Where an engine worker starts reading a trigger partition it takes: the upgrade rule of docs/adr/0013.
+
+Two consumer groups of the engine may read a trigger topic: the matcher's (`<app>-matcher`, the path
+through `workflow.commands`) and the processor's (`<app>-processor`, starts decided inline). Which one does
+depends on the version and on `FLOWLINE_ENGINE_INLINE_START`, so when it changes, the group that takes a
+trigger partition over finds the other group's committed offset ahead of its own, or has none. Starting it
+from its own offset or from the earliest would match every event the other group already matched once
+more, under other instance ids when the id depends on the partition (an inline start's does): a second
+instance of every old transfer. Starting it from the latest would skip the events between the other group's
+last commit and now. So a worker that takes a trigger partition starts it from the later of the two groups'
+committed offsets; when neither group has one, from the group's `fallback` ("latest" for the processor, as
+the upgrade rule says; the matcher keeps "earliest", today's, whose ids do not depend on the partition so a
+replay only meets the core's duplicate check). A position it chose this way is committed for its own group
+at once: a worker restarted before the partition's first event must not fall back again and skip what
+arrived meanwhile.
+
+Both groups are never meant to read one topic at the same time: every engine of an installation runs one
+version with one setting (upgrade: stop them all, start the new ones; ADR 13).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from aiokafka import TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.structs import OffsetAndMetadata
+
+if TYPE_CHECKING:
+    from streams.transactional import TransactionalWorker
+
+log = logging.getLogger(__name__)
+
+
+class StartPositions:
+    def __init__(self, *, bootstrap_servers: str, topics: frozenset[str], group: str, other_group: str,
+                 fallback: str) -> None:
+        if fallback not in ("earliest", "latest"):
+            raise ValueError(f"fallback must be earliest or latest, not {fallback!r}")
+        self.bootstrap_servers = bootstrap_servers
+        self.topics = topics  # the trigger topics (prefixed names) this worker consumes
+        self.group = group
+        self.other_group = other_group
+        self.fallback = fallback
+        self.worker: TransactionalWorker | None = None  # set by the engine once the worker exists
+
+    async def place(self, partitions: set[int]) -> dict[TopicPartition, int]:
+        """Seek each newly assigned trigger partition to where this worker must start it (see the module's
+        docstring) and commit that for the group; returns what it moved. Runs inside the rebalance
+        callback, before anything is fetched for the partitions."""
+        consumer = self.worker.consumer if self.worker is not None else None
+        if consumer is None or not self.topics:
+            return {}
+        tps = sorted((tp for tp in consumer.assignment() if tp.topic in self.topics and tp.partition in partitions),
+                     key=lambda tp: (tp.topic, tp.partition))
+        if not tps:
+            return {}
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap_servers)
+        await admin.start()
+        try:
+            own = _known(await admin.list_consumer_group_offsets(self.group, partitions=tps))
+            other = _known(await admin.list_consumer_group_offsets(self.other_group, partitions=tps))
+        finally:
+            await admin.close()
+        moves: dict[TopicPartition, int] = {}
+        to_end: list[TopicPartition] = []
+        for tp in tps:
+            mine, theirs = own.get(tp), other.get(tp)
+            if theirs is not None and (mine is None or theirs > mine):
+                moves[tp] = theirs
+            elif mine is None and theirs is None and self.fallback == "latest":
+                to_end.append(tp)
+        if to_end:
+            moves.update(await consumer.end_offsets(to_end))
+        if not moves:
+            return {}
+        for tp, offset in moves.items():
+            consumer.seek(tp, offset)
+        await consumer.commit({tp: OffsetAndMetadata(offset, "") for tp, offset in moves.items()})
+        log.info("%s starts trigger partitions at %s (the later of its and %s's committed offsets, else the %s)",
+                 self.group, ", ".join(f"{tp.topic}/{tp.partition}@{offset}" for tp, offset in moves.items()),
+                 self.other_group, self.fallback)
+        return moves
+
+
+def _known(found: dict[TopicPartition, OffsetAndMetadata]) -> dict[TopicPartition, int]:
+    """The committed offsets that exist (the broker answers -1 for a partition the group never committed)."""
+    return {tp: meta.offset for tp, meta in found.items() if meta is not None and meta.offset >= 0}
