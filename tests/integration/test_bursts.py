@@ -37,7 +37,9 @@ async def test_a_burst_costs_no_membership_and_starts_every_instance_once(kafka_
     async with EngineWorld(kafka_bootstrap, partitions=6) as world:
         await world.publish_template("tpl_procurement", builtin_template("procurement_approval"))
         engines = [await world.start_engine() for _ in range(WORKERS)]
-        await world.wait_until(lambda: sum(len(w.producers) for e in engines for w in e.workers) == 12,
+        roles = {w.role for w in engines[0].workers}  # the processor (it starts the transfers inline)
+        await world.wait_until(lambda: all(sum(len(w.producers) for e in engines for w in e.workers
+                                               if w.role == role) == 6 for role in roles),
                                timeout=60, message="the workers share every partition")
         before = sum(w.revocations for e in engines for w in e.workers)
         gc_pauses: list[float] = []
