@@ -118,7 +118,7 @@ class Engine:
             if inline:
                 positions = StartPositions(bootstrap_servers=s.bootstrap_servers, topics=frozenset(inline),
                                            group=s.group("processor"), other_group=s.group("matcher"),
-                                           fallback="latest")
+                                           fallback="latest", co_partitioned=True)
                 positions.worker = worker
                 self.processor.inline = InlineStarts(frozenset(inline), self.matcher, positions)
             self.workers.append(worker)

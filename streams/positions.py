@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 class StartPositions:
     def __init__(self, *, bootstrap_servers: str, topics: frozenset[str], group: str, other_group: str,
-                 fallback: str) -> None:
+                 fallback: str, co_partitioned: bool = False) -> None:
         if fallback not in ("earliest", "latest"):
             raise ValueError(f"fallback must be earliest or latest, not {fallback!r}")
         self.bootstrap_servers = bootstrap_servers
@@ -43,6 +43,7 @@ class StartPositions:
         self.group = group
         self.other_group = other_group
         self.fallback = fallback
+        self.co_partitioned = co_partitioned  # every topic of the group has one count (the processor's)
         self.worker: TransactionalWorker | None = None  # set by the engine once the worker exists
 
     async def place(self, partitions: set[int]) -> dict[TopicPartition, int]:
@@ -52,7 +53,10 @@ class StartPositions:
         consumer = self.worker.consumer if self.worker is not None else None
         if consumer is None or not self.topics:
             return {}
-        tps = sorted((tp for tp in consumer.assignment() if tp.topic in self.topics and tp.partition in partitions),
+        assignment = consumer.assignment()
+        if self.co_partitioned:
+            _check_aligned(assignment, self.group)
+        tps = sorted((tp for tp in assignment if tp.topic in self.topics and tp.partition in partitions),
                      key=lambda tp: (tp.topic, tp.partition))
         if not tps:
             return {}
@@ -82,6 +86,21 @@ class StartPositions:
                  self.group, ", ".join(f"{tp.topic}/{tp.partition}@{offset}" for tp, offset in moves.items()),
                  self.other_group, self.fallback)
         return moves
+
+
+def _check_aligned(assignment: set[TopicPartition], group: str) -> None:
+    """Say so loudly when this worker got partition p of one topic but not of another it subscribes: a member
+    of the group subscribes other topics (another version, or another FLOWLINE_ENGINE_INLINE_START), and
+    partition p's trigger events are no longer where p's state is (ADR 13: stop every engine, then start
+    them all with one version and one setting)."""
+    by_topic: dict[str, set[int]] = {}
+    for tp in assignment:
+        by_topic.setdefault(tp.topic, set()).add(tp.partition)
+    if len({frozenset(found) for found in by_topic.values()}) > 1:
+        log.error("%s: this worker's partitions differ between topics (%s): the engines of this group do not "
+                  "all subscribe the same topics; run every engine with one version and one "
+                  "FLOWLINE_ENGINE_INLINE_START (docs/adr/0013)", group,
+                  "; ".join(f"{topic} {sorted(found)}" for topic, found in sorted(by_topic.items())))
 
 
 def _known(found: dict[TopicPartition, OffsetAndMetadata]) -> dict[TopicPartition, int]:

@@ -119,3 +119,15 @@ def test_the_setting_reads_on_and_off(value, expected):
 def test_the_setting_refuses_anything_else():
     with pytest.raises(ValueError):
         env_flag("FLOWLINE_ENGINE_INLINE_START", {"FLOWLINE_ENGINE_INLINE_START": "maybe"})
+
+
+def test_a_worker_whose_partitions_differ_between_topics_says_so(caplog):
+    from aiokafka import TopicPartition
+
+    from streams.positions import _check_aligned
+
+    aligned = {TopicPartition(t, p) for t in ("workflow.commands", "payments.transfers") for p in (0, 1)}
+    _check_aligned(aligned, "g")
+    assert not caplog.records
+    _check_aligned(aligned | {TopicPartition("payments.transfers", 2)}, "g")
+    assert "do not all subscribe the same topics" in caplog.text
