@@ -47,6 +47,13 @@ class Engine:
         self.max_loop_lag = 0.0
         # the trigger topics started inline by the processor, and those read by the matcher (`_run`)
         self.trigger_topics: tuple[list[str], list[str]] = ([], [])
+        self._workers_created = False
+
+    @property
+    def ready(self) -> bool:
+        """Every worker this engine runs owns its partitions (true for a `--role matcher` engine that has no
+        trigger topic to read: it runs no worker at all, ADR 13)."""
+        return self._workers_created and all(w.ready.is_set() for w in self.workers)
 
     def _worker(self, role: str, topics, logic) -> TransactionalWorker:
         s = self.settings
@@ -134,8 +141,11 @@ class Engine:
             self.workers.append(worker)
             tasks.append(asyncio.create_task(worker.run(), name="matcher"))
             schedule_worker = worker
+        elif "matcher" in self.roles:
+            log.info("the matcher has no trigger topic to read: the processor starts them all inline")
         if schedule_worker is not None:
             tasks.append(asyncio.create_task(self._schedules(schedule_worker), name="schedules"))
+        self._workers_created = True
         tasks.append(asyncio.create_task(self._watch_loop_lag(), name="loop-lag"))
         log.info("engine running roles=%s partitions=%d bootstrap=%s; trigger topics started inline: %s, "
                  "through the matcher: %s", ",".join(self.roles), s.partitions, s.bootstrap_servers,

@@ -16,7 +16,7 @@ def health_report(engine) -> dict:
     workers = {w.role: sorted(w.producers) for w in engine.workers}
     processor = engine.processor
     return {
-        "status": "ready" if engine.workers and all(w.ready.is_set() for w in engine.workers) else "starting",
+        "status": "ready" if engine.ready else "starting",
         "roles": list(engine.roles),
         "partitions": workers,
         # which worker reads which trigger topic (docs/adr/0013)

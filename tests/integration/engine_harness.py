@@ -137,8 +137,7 @@ class EngineWorld:
             if task.done():
                 task.result()  # raises what stopped the engine
                 raise AssertionError("engine stopped before it owned its partitions")
-            # the workers are created together; the matcher's only when it has a trigger topic to read
-            if engine.workers and all(w.ready.is_set() for w in engine.workers):
+            if engine.ready:  # the matcher runs a worker only when it has a trigger topic to read
                 return
             await asyncio.sleep(0.05)
         raise AssertionError("engine did not get its partitions in time")

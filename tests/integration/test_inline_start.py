@@ -20,6 +20,7 @@ from aiokafka.structs import OffsetAndMetadata
 from core import events as ev
 from core.commands import StartInstance
 from schemas import topics
+from streams.app import Engine
 from streams.transactional import partition_for
 from tests.integration.engine_harness import EngineWorld
 
@@ -311,3 +312,33 @@ async def test_a_trigger_topic_with_another_partition_count_goes_through_the_mat
         through_commands = [c.instance_id for c in await read_topic(world, topics.WORKFLOW_COMMANDS)
                             if isinstance(c, StartInstance)]
         assert through_commands == [partner]
+
+
+async def test_the_matcher_and_processor_roles_apart_split_the_trigger_topics_alike(kafka_bootstrap):
+    """`--role matcher` and `--role processor` in separate processes: the processor starts the co-partitioned
+    topic's events inline, the matcher the other topic's; a matcher with nothing to read is ready and idle."""
+    async with EngineWorld(kafka_bootstrap, partitions=3) as world:
+        admin = AIOKafkaAdminClient(bootstrap_servers=world.bootstrap)
+        await admin.start()
+        try:
+            await admin.create_topics([NewTopic(world.topic("partner.events"), 2, 1)])
+        finally:
+            await admin.close()
+        await world.publish_template("tpl_done", DONE, tenant_id="t1")
+        await world.publish_template("tpl_partner", {**DONE, "name": "Partner",
+                                                     "trigger_config": {"topic": "partner.events"}}, tenant_id="t1")
+        both = (topics.PAYMENTS_TRANSFERS, "partner.events")
+        idle = Engine(world.settings(), roles=("matcher",))  # only payments.transfers: nothing for it
+        engines = [Engine(world.settings(trigger_topics=both), roles=(role,)) for role in ("matcher", "processor")]
+        for engine in (idle, *engines):
+            world._engines.append(engine)
+            task = asyncio.create_task(engine.run())
+            world._tasks.append(task)
+            await world._wait_owned(engine, task)
+        assert idle.workers == [] and idle.ready
+        assert [[w.role for w in engine.workers] for engine in engines] == [["matcher"], ["processor"]]
+        await world.send_raw("partner.events", event("evt_partner"), key=b"evt_partner")
+        await send(world, ["evt_transfer"])
+        await world.wait_for_event(world.event_instance_id("tpl_partner", "evt_partner", "partner.events",
+                                                           inline=False), ev.InstanceCompleted)
+        await world.wait_for_event(world.event_instance_id("tpl_done", "evt_transfer"), ev.InstanceCompleted)
