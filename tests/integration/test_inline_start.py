@@ -15,6 +15,7 @@ import aiohttp
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.structs import OffsetAndMetadata
 
 from core import events as ev
@@ -342,3 +343,39 @@ async def test_the_matcher_and_processor_roles_apart_split_the_trigger_topics_al
         await world.wait_for_event(world.event_instance_id("tpl_partner", "evt_partner", "partner.events",
                                                            inline=False), ev.InstanceCompleted)
         await world.wait_for_event(world.event_instance_id("tpl_done", "evt_transfer"), ev.InstanceCompleted)
+
+
+async def test_starts_in_an_aborted_transaction_are_decided_again_once(kafka_bootstrap):
+    """A batch of transfers whose transaction aborts (the changelog refuses one instance's state): the lane
+    retries its records one at a time, so every other transfer starts exactly once, and the one that cannot
+    be committed is dead-lettered alone; nothing of the aborted transaction is visible."""
+    async with EngineWorld(kafka_bootstrap, partitions=1) as world:
+        await world.publish_template("tpl_done", DONE, tenant_id="t1")
+        admin = AIOKafkaAdminClient(bootstrap_servers=world.bootstrap)
+        await admin.start()
+        try:
+            await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, world.topic(
+                topics.ENGINE_INSTANCES_CHANGELOG), configs={"max.message.bytes": "100000"})])
+        finally:
+            await admin.close()
+        await world.start_engine()
+        big = json.dumps({"event_id": "evt_big", "tenant_id": "t1", "amount_minor": 100, "currency": "USD",
+                          "metadata": {f"k{n}": "m" * 4000 for n in range(40)}}).encode()
+        small = [f"evt_small_{n}" for n in range(20)]
+        topic = world.topic(topics.PAYMENTS_TRANSFERS)
+        await world.producer.send(topic, event(small[0]), key=small[0].encode())
+        await world.producer.send(topic, big, key=b"evt_big")  # one batch with the others, most likely
+        for event_id in small[1:]:
+            await world.producer.send(topic, event(event_id), key=event_id.encode())
+        await world.producer.flush()
+        for event_id in small:
+            await world.wait_for_event(world.event_instance_id("tpl_done", event_id), ev.InstanceCompleted,
+                                       timeout=60)
+        await world.wait_until(lambda: any(d.key == b"evt_big" for d in world.dlq), timeout=60,
+                               message="the big transfer's dead letter")
+        letter = next(d for d in world.dlq if d.key == b"evt_big")
+        assert letter.error_type == "uncommittable" and "TooLarge" in letter.reason
+        assert starts(world, world.event_instance_id("tpl_done", "evt_big")) == 0
+        for event_id in small:
+            assert starts(world, world.event_instance_id("tpl_done", event_id)) == 1
+        assert not rejected_starts(world)
