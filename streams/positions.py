@@ -20,11 +20,14 @@ version with one setting (upgrade: stop them all, start the new ones; ADR 13).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from typing import TYPE_CHECKING
 
 from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata
 
 if TYPE_CHECKING:
@@ -60,13 +63,7 @@ class StartPositions:
                      key=lambda tp: (tp.topic, tp.partition))
         if not tps:
             return {}
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap_servers)
-        await admin.start()
-        try:
-            own = _known(await admin.list_consumer_group_offsets(self.group, partitions=tps))
-            other = _known(await admin.list_consumer_group_offsets(self.other_group, partitions=tps))
-        finally:
-            await admin.close()
+        own, other = await self._committed(tps)
         moves: dict[TopicPartition, int] = {}
         to_end: list[TopicPartition] = []
         for tp in tps:
@@ -86,6 +83,29 @@ class StartPositions:
                  self.group, ", ".join(f"{tp.topic}/{tp.partition}@{offset}" for tp, offset in moves.items()),
                  self.other_group, self.fallback)
         return moves
+
+
+    async def _committed(self, tps: list[TopicPartition]) -> tuple[dict[TopicPartition, int],
+                                                                   dict[TopicPartition, int]]:
+        """Both groups' committed offsets of `tps`. A broker that does not answer is waited out (retried with
+        backoff), never guessed around: a partition started from a guess could start old events again."""
+        backoff = 0.2
+        while True:
+            admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap_servers)
+            try:
+                await asyncio.wait_for(admin.start(), 30)
+                own = await asyncio.wait_for(admin.list_consumer_group_offsets(self.group, partitions=tps), 30)
+                other = await asyncio.wait_for(admin.list_consumer_group_offsets(self.other_group, partitions=tps),
+                                               30)
+                return _known(own), _known(other)
+            except (KafkaError, OSError, TimeoutError) as exc:
+                log.warning("%s: the committed offsets of its trigger partitions are not readable yet (%r); "
+                            "retrying in %.1f s", self.group, exc, backoff)
+            finally:
+                with contextlib.suppress(Exception):
+                    await admin.close()
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 5.0)
 
 
 def _check_aligned(assignment: set[TopicPartition], group: str) -> None:
