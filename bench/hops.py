@@ -12,7 +12,7 @@ it to its producer). The gap between two hops is therefore "commit + read_commit
 queueing + work" of the next process; the table says which process owns each gap, so a wait shows up
 where it is.
 
-A start decided inline (the default, docs/adr/0013) writes no `StartInstance`: its first hop is transfer ->
+A start decided inline (the default, docs/adr/0014) writes no `StartInstance`: its first hop is transfer ->
 first step request (one engine transaction); through the matcher (`FLOWLINE_ENGINE_INLINE_START=off`) it is
 transfer -> `StartInstance` -> first step request (two).
 
@@ -80,6 +80,9 @@ class Driver:
         self.seen: dict[tuple[str, str], float] = {}  # (instance id, what) -> when the driver saw it (epoch ms)
         self.sent: dict[tuple[str, int], float] = {}  # (instance id, step) -> approve POST sent (epoch ms)
         self.wid_of: dict[str, str] = {}
+        # called right before the first transfer and right after the last workflow ended (bench/cpu_bench.py
+        # reads every process's CPU there, so the set-up and the read-back are not counted)
+        self.before_load = self.after_load = lambda: None
 
     async def _consume(self, consumer: AIOKafkaConsumer) -> None:
         while True:
@@ -155,9 +158,11 @@ class Driver:
                 await producer.send_and_wait("payments.transfers", json.dumps(event).encode(), key=wid.encode())
                 await asyncio.wait_for(self.done[wid], 60)
 
+        self.before_load()
         began = time.time()
         await asyncio.gather(*(one(n) for n in range(workflows)))
         elapsed = time.time() - began
+        self.after_load()
         task.cancel()
         await consumer.stop()
         await producer.stop()
@@ -229,7 +234,7 @@ class Driver:
 def report(driver: Driver, out: dict) -> None:
     stamps = out["hops"]
     rows: dict[str, list[float]] = defaultdict(list)
-    # Started inline (docs/adr/0013) there is no StartInstance on workflow.commands: the processor that
+    # Started inline (docs/adr/0014) there is no StartInstance on workflow.commands: the processor that
     # consumes the transfer writes the first step request in the same transaction. Through the matcher
     # (FLOWLINE_ENGINE_INLINE_START=off) the start travels through workflow.commands first.
     first_hops = {

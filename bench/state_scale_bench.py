@@ -50,7 +50,7 @@ from core.state import InstanceState  # noqa: E402
 from schemas import topics as topics_mod  # noqa: E402
 from schemas.codec import Codec  # noqa: E402
 from schemas.records import TemplateRecord  # noqa: E402
-from streams.state_store import DUE_HEADER, due_header  # noqa: E402
+from streams.state_store import DUE_HEADER, due_header, is_offsets  # noqa: E402
 from streams.transactional import partition_for  # noqa: E402
 
 codec = Codec()
@@ -222,7 +222,7 @@ class Bench:
             while time.monotonic() < deadline:
                 for records in (await consumer.getmany(timeout_ms=500)).values():
                     for record in records:
-                        if record.value is not None:
+                        if record.value is not None and not is_offsets(record.key):
                             found[record.key.decode()] = codec.decode(record.value)
                 if found and done(found):
                     return found

@@ -2,7 +2,7 @@
 
 The instance id is derived from the template id and the event id, so a redelivered event maps to the same
 instance and the engine rejects the second `StartInstance` as a duplicate: no second instance, ever.
-An event started inline, by the processor that consumes it (docs/adr/0013), gets an id that also lands on
+An event started inline, by the processor that consumes it (docs/adr/0014), gets an id that also lands on
 the event's own partition (`instance_id_on`). Conditions use the epic's `{field, op, value}` vocabulary
 over the event's trigger data.
 """
@@ -27,7 +27,7 @@ def instance_id_on(template_id: str, source_key: str, partition: int, partitions
                    partition_of: Callable[[str], int]) -> str:
     """The instance id an event on `partition` starts `template_id` under, such that the instance lives on
     that same partition (`partition_of(id) == partition`): so the processor that consumed the event can
-    decide the start against the partition's states in the transaction that consumes it (docs/adr/0013).
+    decide the start against the partition's states in the transaction that consumes it (docs/adr/0014).
 
     Today's id (`instance_id_for`) when it already lands there (one time in `partitions`), otherwise the
     first of `instance_id_for(template_id, source_key + "\\x00<n>")`, n = 1, 2, ... that does: on

@@ -28,6 +28,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
 from schemas import topics as topics_mod
 from schemas.compacted import read_to_end
 from schemas.settings import env
+from streams.state_store import is_offsets
 from streams.transactional import partition_for
 
 # Topics keyed by instance id: they must all have the engine's partition count.
@@ -104,6 +105,10 @@ async def _read_changelog(plan: Plan, partitions: int) -> dict[bytes, bytes]:
 
         def keep_latest(_: TopicPartition, records: list) -> None:
             for record in records:
+                if is_offsets(record.key):
+                    # a partition's consumed offsets (ADR 13), not an instance: the recreated changelog has
+                    # none, so the engine resumes at the group's offsets, which `_check_idle` found at the end
+                    continue
                 if record.value is None:
                     latest.pop(record.key, None)
                 else:

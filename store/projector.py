@@ -2,18 +2,18 @@
 
 One consumer group (`flowline-projector`), read_committed. For each polled batch it loads the touched
 instances' folded states, applies the new events with `store.projection.fold`, and writes every changed
-row in one transaction (executemany, pipelined by asyncpg), together with each partition's next offset
-in `projector_offsets`. On assignment it seeks to those stored offsets (to the beginning where none is
-stored), never to Kafka's committed ones: the read model and its position commit or vanish together, so
-a commit PostgreSQL loses (asynchronous commit and a crash, a failover, a restored backup) is projected
-again instead of leaving a gap, and a crash after the commit re-reads nothing (issue 9, ADR 11). A loss
-under a running projector is noticed too: each batch, and a check once a second, compares the offsets it
-stored with the database's and seeks back where the database has less (`LostCommits`). Kafka's
-committed offsets are still written after each batch, for lag monitoring only. A record that is no event,
-or an event the read model cannot take, goes to `workflow.dlq` with the reason (never skipped silently),
-before its position is stored. Lag (last stable
-offset - position, summed over the assigned partitions) is a Prometheus gauge and a row in
-`projector_status`, which `/health` reads.
+row in one transaction, together with each partition's next offset in `projector_offsets`, the status
+row and the NOTIFY, all in ONE statement (`WRITE_BATCH`): three round trips per batch. On assignment it
+seeks to those stored offsets (to the beginning where none is stored), never to Kafka's committed ones:
+the read model and its position commit or vanish together, so a commit PostgreSQL loses (asynchronous
+commit and a crash, a failover, a restored backup) is projected again instead of leaving a gap, and a
+crash after the commit re-reads nothing (issue 9, ADR 11). A loss under a running projector is noticed
+too: each batch, and a check once a second, compares the offsets it stored with the database's and seeks
+back where the database has less (`LostCommits`). Kafka's committed offsets are still written, at most
+once a second, for lag monitoring only. A record that is no event, or an event the read model cannot
+take, goes to `workflow.dlq` with the reason (never skipped silently), before its position is stored. Lag
+(last stable offset - position, summed over the assigned partitions) is a Prometheus gauge and a row in
+`projector_status` (written by each batch, and once a second), which `/health` reads.
 
 Run it with `flowline projector` (environment: FLOWLINE_KAFKA_BOOTSTRAP, DATABASE_URL,
 FLOWLINE_TOPIC_PREFIX, FLOWLINE_PROJECTOR_GROUP, FLOWLINE_PROJECTOR_METRICS_PORT).
@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -36,10 +38,10 @@ from core import events as ev
 from schemas import dlq
 from schemas import topics as topics_mod
 from schemas.codec import Codec, DecodeError
-from schemas.notify import NOTIFY_SQL
+from schemas.notify import CHANNEL
 from schemas.process import run_process, wait_for_kafka
 from schemas.settings import VARIABLES, env, env_int
-from store.projection import BatchRows, InstanceView, fold, instance_row, pending_row
+from store.projection import BatchRows, InstanceView, dumps, fold, instance_row, pending_row, ts
 
 log = logging.getLogger("flowline.projector")
 
@@ -59,77 +61,124 @@ DATABASE_OUTAGES = (OSError, asyncpg.PostgresConnectionError, asyncpg.CannotConn
 # counters, store/migrations/0011) is retried whole, like an outage, not applied one event at a time
 RETRIED = (*DATABASE_OUTAGES, asyncpg.DeadlockDetectedError)
 
-UPSERT_INSTANCE = """
-INSERT INTO workflow_instances (id, tenant_id, template_id, template_version, template_name, status, current_step,
-    current_step_name, step_count, trigger, source, initiated_by, initiated_by_kind, initiated_by_agent_id,
-    agent_context, blocking, failure_reason, amount, state, last_seq, created_at, updated_at, completed_at,
-    steps_meta, machine_state, pending_transition)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11, $12, $13, $14, $15::jsonb, $16::jsonb, $17, $18, $19,
-    $20, $21, $22, $23, $24::jsonb, $25, $26)
-ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, current_step = EXCLUDED.current_step,
-    current_step_name = EXCLUDED.current_step_name, blocking = EXCLUDED.blocking,
-    failure_reason = EXCLUDED.failure_reason, state = EXCLUDED.state, last_seq = EXCLUDED.last_seq,
-    updated_at = EXCLUDED.updated_at, completed_at = EXCLUDED.completed_at, steps_meta = EXCLUDED.steps_meta,
-    machine_state = EXCLUDED.machine_state, pending_transition = EXCLUDED.pending_transition,
-    source = CASE WHEN EXCLUDED.source = '' THEN workflow_instances.source ELSE EXCLUDED.source END
-WHERE workflow_instances.last_seq < EXCLUDED.last_seq
+# One batch is ONE statement: each table's rows arrive as one JSON array (`jsonb_populate_recordset` maps its
+# keys to the table's columns and types), every write is a data-modifying CTE, and the same statement stores
+# the partitions' next offsets, the status row and the NOTIFY. Why: the projector wrote a batch with ~15
+# round trips (a statement per table, the offsets checked then saved, the status, the notification, the
+# pool's reset), and at 16 workflows in flight a batch holds one or two workflows, so the round trips, not
+# the rows, were its CPU and much of PostgreSQL's (issue 15, docs/performance.md). The sub-statements run on
+# one snapshot and none reads what another writes: step rows carry their instance's tenant, template and
+# creation time themselves (so migration 0011's owner trigger looks nothing up), a batch never has the same
+# row twice in one table, and the open and the closed approvals are different instances.
+WRITE_BATCH = """
+WITH
+inst AS (
+    INSERT INTO workflow_instances AS w (id, tenant_id, template_id, template_version, template_name, status,
+        current_step, current_step_name, step_count, trigger, source, initiated_by, initiated_by_kind,
+        initiated_by_agent_id, agent_context, blocking, failure_reason, amount, state, last_seq, created_at,
+        updated_at, completed_at, steps_meta, machine_state, pending_transition)
+    SELECT r.id, r.tenant_id, r.template_id, r.template_version, r.template_name, r.status, r.current_step,
+        r.current_step_name, r.step_count, r.trigger, r.source, r.initiated_by, r.initiated_by_kind,
+        r.initiated_by_agent_id, r.agent_context, r.blocking, r.failure_reason, r.amount, s.state, r.last_seq,
+        r.created_at, r.updated_at, r.completed_at, r.steps_meta, r.machine_state, r.pending_transition
+    FROM jsonb_populate_recordset(NULL::workflow_instances, $1::jsonb) WITH ORDINALITY AS r
+    JOIN unnest($16::bytea[]) WITH ORDINALITY AS s(state, n) ON s.n = r.ordinality
+    ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, current_step = EXCLUDED.current_step,
+        current_step_name = EXCLUDED.current_step_name, blocking = EXCLUDED.blocking,
+        failure_reason = EXCLUDED.failure_reason, state = EXCLUDED.state, last_seq = EXCLUDED.last_seq,
+        updated_at = EXCLUDED.updated_at, completed_at = EXCLUDED.completed_at, steps_meta = EXCLUDED.steps_meta,
+        machine_state = EXCLUDED.machine_state, pending_transition = EXCLUDED.pending_transition,
+        source = CASE WHEN EXCLUDED.source = '' THEN w.source ELSE EXCLUDED.source END
+    WHERE w.last_seq < EXCLUDED.last_seq
+),
+steps AS (
+    INSERT INTO workflow_step_executions AS s (instance_id, step, attempt, name, type, status, awaiting, started_at,
+        ended_at, approvers, required, votes, approved_by, approved_by_agent_id, agent_reasoning, output, error,
+        retries, external_request, external_response, tenant_id, template_id, instance_created_at)
+    SELECT instance_id, step, attempt, name, type, status, awaiting, started_at, ended_at, approvers, required,
+        votes, approved_by, approved_by_agent_id, agent_reasoning, output, error, retries, external_request,
+        external_response, tenant_id, template_id, instance_created_at
+    FROM jsonb_populate_recordset(NULL::workflow_step_executions, $2::jsonb)
+    ON CONFLICT (instance_id, step, attempt) DO UPDATE SET name = EXCLUDED.name, type = EXCLUDED.type,
+        status = EXCLUDED.status, awaiting = EXCLUDED.awaiting, started_at = EXCLUDED.started_at,
+        ended_at = EXCLUDED.ended_at, approvers = EXCLUDED.approvers, required = EXCLUDED.required,
+        votes = EXCLUDED.votes, approved_by = EXCLUDED.approved_by,
+        approved_by_agent_id = EXCLUDED.approved_by_agent_id, agent_reasoning = EXCLUDED.agent_reasoning,
+        output = EXCLUDED.output, error = EXCLUDED.error, retries = EXCLUDED.retries,
+        external_request = COALESCE(EXCLUDED.external_request, s.external_request),
+        external_response = COALESCE(EXCLUDED.external_response, s.external_response)
+),
+pending AS (
+    INSERT INTO workflow_pending_approvals (instance_id, tenant_id, template_id, step, attempt, step_name, kind,
+        approvers, approver_roles, approver_users, approver_agents, required, approvals, decided_by, initiated_by,
+        amount, deadline, requested_at, recommendations)
+    SELECT instance_id, tenant_id, template_id, step, attempt, step_name, kind, approvers, approver_roles,
+        approver_users, approver_agents, required, approvals, decided_by, initiated_by, amount, deadline,
+        requested_at, recommendations
+    FROM jsonb_populate_recordset(NULL::workflow_pending_approvals, $3::jsonb)
+    ON CONFLICT (instance_id) DO UPDATE SET step = EXCLUDED.step, attempt = EXCLUDED.attempt,
+        step_name = EXCLUDED.step_name, kind = EXCLUDED.kind, approvers = EXCLUDED.approvers,
+        approver_roles = EXCLUDED.approver_roles, approver_users = EXCLUDED.approver_users,
+        approver_agents = EXCLUDED.approver_agents, required = EXCLUDED.required, approvals = EXCLUDED.approvals,
+        decided_by = EXCLUDED.decided_by, deadline = EXCLUDED.deadline, requested_at = EXCLUDED.requested_at,
+        recommendations = EXCLUDED.recommendations
+),
+closed AS (
+    DELETE FROM workflow_pending_approvals WHERE instance_id = ANY($4::text[])
+),
+transitions AS (
+    INSERT INTO workflow_transitions (instance_id, seq, tenant_id, event_type, step, command_id, actor_id,
+        actor_kind, reasoning, details, at)
+    SELECT instance_id, seq, tenant_id, event_type, step, command_id, actor_id, actor_kind, reasoning, details, at
+    FROM jsonb_populate_recordset(NULL::workflow_transitions, $5::jsonb)
+    ON CONFLICT (instance_id, seq) DO NOTHING
+),
+rejections AS (
+    INSERT INTO workflow_rejected_commands (command_id, instance_id, command_type, reason, at)
+    SELECT command_id, instance_id, command_type, reason, at
+    FROM jsonb_populate_recordset(NULL::workflow_rejected_commands, $6::jsonb)
+    ON CONFLICT (command_id) DO NOTHING
+),
+security AS (
+    INSERT INTO security_log (command_id, tenant_id, actor_id, kind, command_type, instance_id, reason, at)
+    SELECT command_id, tenant_id, actor_id, kind, command_type, instance_id, reason, at
+    FROM jsonb_populate_recordset(NULL::security_log, $7::jsonb)
+    ON CONFLICT (command_id) DO NOTHING
+),
+status AS (
+    INSERT INTO projector_status AS p (consumer_group, lag, events_applied, last_event_at, updated_at)
+    VALUES ($8, $9, $10, to_timestamp($11 / 1000.0), now())
+    ON CONFLICT (consumer_group) DO UPDATE SET lag = EXCLUDED.lag, events_applied = EXCLUDED.events_applied,
+        last_event_at = COALESCE(EXCLUDED.last_event_at, p.last_event_at), updated_at = now()
+),
+moved AS (
+    -- the stored offsets the batch moves, each with the value it had (read under the row's lock, in the same
+    -- statement: the old value UPDATE ... RETURNING cannot give before PostgreSQL 18)
+    UPDATE projector_offsets o SET next_offset = GREATEST(o.next_offset, x.n), updated_at = now()
+    FROM (SELECT topic, partition, next_offset FROM projector_offsets
+          WHERE (topic, partition) IN (SELECT * FROM unnest($12::text[], $13::int[])) FOR UPDATE) AS prev,
+         unnest($12::text[], $13::int[], $14::bigint[]) AS x(t, p, n)
+    WHERE o.topic = prev.topic AND o.partition = prev.partition AND x.t = o.topic AND x.p = o.partition
+    RETURNING o.topic, o.partition, prev.next_offset AS before
+),
+added AS (
+    -- partitions with no stored offset yet (a concurrent first insert is settled by ON CONFLICT)
+    INSERT INTO projector_offsets AS o (topic, partition, next_offset, updated_at)
+    SELECT t, p, n, now() FROM unnest($12::text[], $13::int[], $14::bigint[]) AS x(t, p, n)
+    WHERE NOT EXISTS (SELECT 1 FROM projector_offsets e WHERE e.topic = x.t AND e.partition = x.p)
+    ON CONFLICT (topic, partition) DO UPDATE
+        SET next_offset = GREATEST(o.next_offset, EXCLUDED.next_offset), updated_at = now()
+),
+notified AS (
+    SELECT pg_notify('""" + CHANNEL + """', '') WHERE $15::boolean
+)
+SELECT (SELECT count(*) FROM notified) AS notified,
+       (SELECT jsonb_agg(jsonb_build_array(topic, partition, before)) FROM moved) AS before
 """
-
-UPSERT_STEP = """
-INSERT INTO workflow_step_executions (instance_id, step, attempt, name, type, status, awaiting, started_at, ended_at,
-    approvers, required, votes, approved_by, approved_by_agent_id, agent_reasoning, output, error, retries,
-    external_request, external_response)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11, $12::jsonb, $13, $14, $15, $16::jsonb, $17, $18,
-    $19::jsonb, $20::jsonb)
-ON CONFLICT (instance_id, step, attempt) DO UPDATE SET name = EXCLUDED.name, type = EXCLUDED.type,
-    status = EXCLUDED.status, awaiting = EXCLUDED.awaiting, started_at = EXCLUDED.started_at,
-    ended_at = EXCLUDED.ended_at, approvers = EXCLUDED.approvers, required = EXCLUDED.required,
-    votes = EXCLUDED.votes, approved_by = EXCLUDED.approved_by,
-    approved_by_agent_id = EXCLUDED.approved_by_agent_id, agent_reasoning = EXCLUDED.agent_reasoning,
-    output = EXCLUDED.output, error = EXCLUDED.error, retries = EXCLUDED.retries,
-    external_request = COALESCE(EXCLUDED.external_request, workflow_step_executions.external_request),
-    external_response = COALESCE(EXCLUDED.external_response, workflow_step_executions.external_response)
-"""
-
-INSERT_TRANSITION = """
-INSERT INTO workflow_transitions (instance_id, seq, tenant_id, event_type, step, command_id, actor_id, actor_kind,
-    reasoning, details, at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11)
-ON CONFLICT (instance_id, seq) DO NOTHING
-"""
-
-INSERT_REJECTION = """
-INSERT INTO workflow_rejected_commands (command_id, instance_id, command_type, reason, at)
-VALUES ($1, $2, $3, $4, $5) ON CONFLICT (command_id) DO NOTHING
-"""
-
-INSERT_SECURITY = """
-INSERT INTO security_log (command_id, tenant_id, actor_id, kind, command_type, instance_id, reason, at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (command_id) DO NOTHING
-"""
-
-UPSERT_PENDING = """
-INSERT INTO workflow_pending_approvals (instance_id, tenant_id, template_id, step, attempt, step_name, kind,
-    approvers, approver_roles, approver_users, approver_agents, required, approvals, decided_by, initiated_by,
-    amount, deadline, requested_at, recommendations)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19::jsonb)
-ON CONFLICT (instance_id) DO UPDATE SET step = EXCLUDED.step, attempt = EXCLUDED.attempt,
-    step_name = EXCLUDED.step_name, kind = EXCLUDED.kind, approvers = EXCLUDED.approvers,
-    approver_roles = EXCLUDED.approver_roles, approver_users = EXCLUDED.approver_users,
-    approver_agents = EXCLUDED.approver_agents, required = EXCLUDED.required, approvals = EXCLUDED.approvals,
-    decided_by = EXCLUDED.decided_by, deadline = EXCLUDED.deadline, requested_at = EXCLUDED.requested_at,
-    recommendations = EXCLUDED.recommendations
-"""
-
-
-SAVE_OFFSETS = """
-INSERT INTO projector_offsets (topic, partition, next_offset, updated_at)
-SELECT t, p, o, now() FROM unnest($1::text[], $2::int[], $3::bigint[]) AS x(t, p, o)
-ON CONFLICT (topic, partition) DO UPDATE
-    SET next_offset = GREATEST(projector_offsets.next_offset, EXCLUDED.next_offset), updated_at = now()
-"""
-# GREATEST: "every record before next_offset is in the read model" stays true when a projector that lost
-# the partition in a rebalance finishes its batch after the new owner stored a lower offset.
+# The offsets: GREATEST, because "every record before next_offset is in the read model" stays true when a
+# projector that lost the partition in a rebalance finishes its batch after the new owner stored a lower
+# offset. The values they had before (`moved`) are what the check that the database still has what this
+# projector stored (`LostCommits`) compares, so that check costs no statement of its own.
 
 Positions = dict[TopicPartition, int]
 
@@ -163,10 +212,17 @@ class _ResumeFromReadModel(ConsumerRebalanceListener):
         await self.projector.seek_to_stored(assigned)
 
 
-def _json(value: Any) -> str | None:
-    from store.projection import dumps
+async def _keep_session(connection) -> None:
+    """The pool's reset: nothing to undo, so no round trip (asyncpg's default sends `SELECT
+    pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL` on every release, one more round trip per
+    batch on both sides: issue 15). The projector's statements change no session state (no SET, LISTEN,
+    cursors or advisory locks); a transaction left open is still rolled back by the pool itself."""
 
-    return None if value is None else dumps(value)
+
+async def open_pool(database_url: str, **options: Any) -> asyncpg.Pool:
+    """The projector's connections: two (a batch, and the once-a-second status and offset check), reset by
+    nothing on release."""
+    return await asyncpg.create_pool(database_url, min_size=1, max_size=2, reset=_keep_session, **options)
 
 
 class Projector:
@@ -187,7 +243,8 @@ class Projector:
         self.ready = asyncio.Event()
         self._stop = asyncio.Event()
         self._template_steps: dict[tuple[str, int], list[dict[str, str]]] = {}
-        self._last_status_write = 0.0
+        self._last_status_write = self._last_verify = self._last_monitoring_commit = 0.0
+        self._monitoring: Positions = {}  # positions applied but not yet committed to Kafka (monitoring only)
         # the next offset this projector knows it stored, per partition (None: nothing stored yet)
         self._stored: dict[TopicPartition, int | None] = {}
 
@@ -197,7 +254,7 @@ class Projector:
     async def run(self) -> None:
         if not await wait_for_kafka(self.bootstrap_servers, self._stop):
             return  # stopped before the broker ever answered
-        self.pool = await asyncpg.create_pool(self.database_url, min_size=1, max_size=2)
+        self.pool = await open_pool(self.database_url)
         self.producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap_servers, enable_idempotence=True)
         await self.producer.start()
         self.consumer = AIOKafkaConsumer(
@@ -212,6 +269,7 @@ class Projector:
                 batches = await self.consumer.getmany(timeout_ms=200, max_records=self.max_records)
                 records = [r for rs in batches.values() for r in rs]
                 if records:
+                    self.lag = await self._lag()  # what is left after this batch: its status row says so
                     try:
                         with BATCH_SECONDS.time():
                             await self.apply_records(records)
@@ -219,11 +277,13 @@ class Projector:
                         log.warning("%s; resuming from the offsets the read model has", lost)
                         await self.seek_to_stored(self.consumer.assignment())
                         continue
-                    await self._commit_for_monitoring(records)
+                    self._monitoring.update(positions_after(records))
                 if self.consumer.assignment():
                     self.ready.set()
-                await self._report_lag(force=bool(records))
+                await self._report_lag()
         finally:
+            with contextlib.suppress(Exception):
+                await self._commit_for_monitoring()
             with contextlib.suppress(Exception):
                 await self.consumer.stop()
             with contextlib.suppress(Exception):
@@ -262,12 +322,16 @@ class Projector:
         log.info("resuming %s from the read model's offsets %s (from the beginning: %s)", self.topic, stored,
                  [tp.partition for tp in fresh])
 
-    async def _commit_for_monitoring(self, records) -> None:
+    async def _commit_for_monitoring(self) -> None:
         """Kafka's committed offsets only feed lag tools (the read model's own are in `projector_offsets`):
-        a failed commit, e.g. during a rebalance, is logged and changes nothing."""
+        written at most once a second, not per batch (a broker round trip per batch was a share of the
+        projector's CPU at low load, issue 15); a failed commit, e.g. during a rebalance, is logged and
+        changes nothing."""
         assert self.consumer is not None
         assigned = self.consumer.assignment()
-        offsets = {tp: o for tp, o in positions_after(records).items() if tp in assigned}
+        offsets = {tp: o for tp, o in self._monitoring.items() if tp in assigned}
+        self._monitoring = {}
+        self._last_monitoring_commit = time.monotonic()
         if not offsets:
             return
         try:
@@ -275,27 +339,40 @@ class Projector:
         except KafkaError:
             log.warning("committing the monitoring offsets to Kafka failed", exc_info=True)
 
-    async def _report_lag(self, *, force: bool) -> None:
-        assert self.consumer is not None and self.pool is not None
+    async def _lag(self) -> int:
+        """Last stable offset - position, summed over the assigned partitions (no broker round trip)."""
+        assert self.consumer is not None
         lag = 0
         for tp in self.consumer.assignment():
             end = self.consumer.last_stable_offset(tp) or self.consumer.highwater(tp)
             with contextlib.suppress(Exception):
                 if end is not None:
                     lag += max(end - await self.consumer.position(tp), 0)
-        self.lag = lag
-        LAG.set(lag)
+        return lag
+
+    async def _report_lag(self) -> None:
+        """Once a second: the status row (a batch writes it in its own statement), the check that the
+        database still has the offsets this projector stored, and Kafka's monitoring offsets."""
+        assert self.consumer is not None and self.pool is not None
+        self.lag = await self._lag()
+        LAG.set(self.lag)
         now = time.monotonic()
-        if force or now - self._last_status_write >= 1.0:
-            self._last_status_write = now
-            try:
-                await self._write_status(lag)
+        if self._monitoring and now - self._last_monitoring_commit >= 1.0:
+            await self._commit_for_monitoring()
+        if now - self._last_verify < 1.0 and now - self._last_status_write < 1.0:
+            return
+        try:
+            if now - self._last_status_write >= 1.0:
+                self._last_status_write = now
+                await self._write_status(self.lag)
+            if now - self._last_verify >= 1.0:
+                self._last_verify = now
                 await self._verify_stored()
-            except DATABASE_OUTAGES:
-                # The status row is a report, not state: during an outage it waits for the next write (the
-                # batch itself waits the outage out in `_apply_retrying`). Raising here ended `run()`, and the
-                # read model stopped for good after a PostgreSQL restart (tests/integration/test_chaos_postgres.py).
-                log.warning("the database is unavailable; projector status not written", exc_info=True)
+        except DATABASE_OUTAGES:
+            # The status row is a report, not state: during an outage it waits for the next write (the
+            # batch itself waits the outage out in `_apply_retrying`). Raising here ended `run()`, and the
+            # read model stopped for good after a PostgreSQL restart (tests/integration/test_chaos_postgres.py).
+            log.warning("the database is unavailable; projector status not written", exc_info=True)
 
     async def _verify_stored(self) -> None:
         """Once a second, also when no batch comes: if the database lost offsets this projector stored (and
@@ -392,16 +469,13 @@ class Projector:
         log.error("record %s/%s@%s sent to the DLQ: %s", record.topic, record.partition, record.offset,
                   letter.reason[:500])
 
-    async def _check_stored(self, conn, positions: Positions | None) -> None:
-        """Raise LostCommits when the database has less than this projector stored before (in the batch's
-        transaction, with the offset rows locked): projecting on from the consumer's position would leave
-        the lost batches out of the read model for good."""
-        known = {tp: self._stored[tp] for tp in positions or {} if self._stored.get(tp) is not None}
-        if not known:
-            return
-        stored = await _stored_offsets(conn, sorted(known, key=lambda tp: (tp.topic, tp.partition)))
-        lost = {tp.partition: (stored.get(tp), offset) for tp, offset in known.items()
-                if stored.get(tp) is None or stored[tp] < offset}
+    def _check_stored(self, before: dict[TopicPartition, int | None]) -> None:
+        """Raise LostCommits when the database had less than this projector stored before (`before`: each
+        written partition's offset as the batch's statement found it under the row's lock, None where it
+        had none), which rolls the batch back: projecting on from the consumer's position would leave the
+        lost batches out of the read model for good."""
+        lost = {tp.partition: (before.get(tp), known) for tp, known in self._stored.items()
+                if known is not None and tp in before and (before[tp] is None or before[tp] < known)}
         if lost:
             raise LostCommits(f"the read model lost stored offsets (partition: (now, before)) {lost}")
 
@@ -414,8 +488,6 @@ class Projector:
             """SELECT template_id, version, document FROM workflow_template_versions
                WHERE (template_id, version) IN (SELECT * FROM unnest($1::text[], $2::int[]))""",
             [m[0] for m in missing], [m[1] for m in missing])
-        import json
-
         for row in rows:
             doc = json.loads(row["document"]) if isinstance(row["document"], str) else row["document"]
             self._template_steps[(row["template_id"], row["version"])] = [
@@ -423,62 +495,58 @@ class Projector:
 
     async def apply_events(self, events: list[ev.Event], positions: Positions | None = None) -> BatchRows:
         """Fold `events` into the read model in one transaction (idempotent), with `positions`, the offsets
-        after the records they came from: the rows and the offsets commit, or are lost, together."""
+        after the records they came from: the rows and the offsets commit, or are lost, together.
+
+        Three round trips: the touched instances' rows (locked), then every write of the batch in one
+        statement (WRITE_BATCH), then the commit."""
         assert self.pool is not None
         rows = BatchRows()
         if not events and not positions:
             return rows
-        import json
-
         ids = sorted({e.instance_id for e in events})
+        views: dict[str, InstanceView] = {}
+        created: dict[str, Any] = {}
         async with self.pool.acquire() as conn, conn.transaction():
-            await self._check_stored(conn, positions)
-            if not events:
-                await _save_positions(conn, positions)
-                self._stored.update(positions or {})
-                return rows
-            await self._template_meta(conn, events)
-            existing = await conn.fetch(
-                "SELECT id, state, steps_meta, last_seq, source FROM workflow_instances WHERE id = ANY($1) "
-                "ORDER BY id FOR UPDATE", ids)
-            views: dict[str, InstanceView] = {}
-            for row in existing:
-                state = self.codec.decode(row["state"]) if row["state"] else None
-                meta = row["steps_meta"]
-                views[row["id"]] = InstanceView(state=state, steps_meta=json.loads(meta) if isinstance(meta, str)
-                                                else list(meta or []), last_seq=row["last_seq"],
-                                                source=row["source"])
-            fold(views, events, rows, self._template_steps)
+            if events:
+                await self._template_meta(conn, events)
+                existing = await conn.fetch(
+                    "SELECT id, state, steps_meta, last_seq, source, created_at FROM workflow_instances "
+                    "WHERE id = ANY($1) ORDER BY id FOR UPDATE", ids)
+                for row in existing:
+                    state = self.codec.decode(row["state"]) if row["state"] else None
+                    meta = row["steps_meta"]
+                    views[row["id"]] = InstanceView(state=state, steps_meta=json.loads(meta) if isinstance(meta, str)
+                                                    else list(meta or []), last_seq=row["last_seq"],
+                                                    source=row["source"])
+                    created[row["id"]] = row["created_at"]
+                fold(views, events, rows, self._template_steps)
             changed = [v for v in views.values() if v.changed and v.state is not None]
-            if changed:
-                await conn.executemany(UPSERT_INSTANCE, [instance_row(v, self.codec.encode(v.state))
-                                                         for v in changed])
-                steps = [(v.state.instance_id, *_step_tuple(r)) for v in changed for r in v.touched_steps.values()]
-                if steps:
-                    await conn.executemany(UPSERT_STEP, steps)
-                pending = [p for p in (pending_row(v) for v in changed) if p is not None]
-                closed = [v.state.instance_id for v in changed if pending_row(v) is None]
-                if pending:
-                    await conn.executemany(UPSERT_PENDING, pending)
-                if closed:
-                    await conn.execute("DELETE FROM workflow_pending_approvals WHERE instance_id = ANY($1)", closed)
-            if rows.transitions:
-                await conn.executemany(INSERT_TRANSITION, rows.transitions)
-            if rows.rejections:
-                await conn.executemany(INSERT_REJECTION, rows.rejections)
-            if rows.security:
-                await conn.executemany(INSERT_SECURITY, rows.security)
-            if rows.last_event_at:
-                await conn.execute(
-                    """INSERT INTO projector_status (consumer_group, last_event_at, updated_at)
-                       VALUES ($1, to_timestamp($2 / 1000.0), now())
-                       ON CONFLICT (consumer_group) DO UPDATE SET last_event_at = EXCLUDED.last_event_at""",
-                    self.group_id, rows.last_event_at)
-            if changed or rows.rejections:
+            instances, states, steps, pending, closed = [], [], [], [], []
+            for v in changed:
+                state = v.state
+                # the row's creation time: the stored one (an upsert never changes it), else the new row's
+                at = created.get(state.instance_id) or ts(state.created_at) or datetime.now(UTC)
+                instances.append(instance_row(v, at))
+                states.append(self.codec.encode(state))  # binary, beside the JSON: half the bytes of hex in it
+                owner = {"tenant_id": state.tenant_id, "template_id": state.template_id, "instance_created_at": at}
+                steps.extend({"instance_id": state.instance_id, **r, **owner} for r in v.touched_steps.values())
+                open_approval = pending_row(v)
+                if open_approval is None:
+                    closed.append(state.instance_id)
+                else:
+                    pending.append(open_approval)
+            tps = sorted(positions or {}, key=lambda tp: (tp.topic, tp.partition))
+            before = await conn.fetchval(
+                WRITE_BATCH, dumps(instances), dumps(steps), dumps(pending), closed, dumps(rows.transitions),
+                dumps(rows.rejections), dumps(rows.security), self.group_id, self.lag, self.applied + rows.applied,
+                rows.last_event_at or None, [tp.topic for tp in tps], [tp.partition for tp in tps],
+                [positions[tp] for tp in tps],
                 # delivered at commit: a gateway request waiting for these rows re-reads at once
-                await conn.execute(NOTIFY_SQL)
-            await _save_positions(conn, positions)
+                bool(changed or rows.rejections), states, column=1)
+            found = {TopicPartition(t, p): o for t, p, o in json.loads(before or "[]")}
+            self._check_stored({tp: found.get(tp) for tp in tps})
         self._stored.update(positions or {})
+        self._last_status_write = time.monotonic()
         self.applied += rows.applied
         APPLIED.labels("applied").inc(rows.applied)
         APPLIED.labels("duplicate").inc(rows.skipped)
@@ -491,20 +559,6 @@ async def _stored_offsets(conn, tps: list[TopicPartition]) -> dict[TopicPartitio
         "WHERE (topic, partition) IN (SELECT * FROM unnest($1::text[], $2::int[])) FOR UPDATE",
         [tp.topic for tp in tps], [tp.partition for tp in tps])
     return {TopicPartition(r["topic"], r["partition"]): r["next_offset"] for r in rows}
-
-
-async def _save_positions(conn, positions: Positions | None) -> None:
-    if positions:
-        tps = sorted(positions, key=lambda tp: (tp.topic, tp.partition))
-        await conn.execute(SAVE_OFFSETS, [tp.topic for tp in tps], [tp.partition for tp in tps],
-                           [positions[tp] for tp in tps])
-
-
-def _step_tuple(r: dict[str, Any]) -> tuple:
-    return (r["step"], r["attempt"], r["name"], r["type"], r["status"], r["awaiting"], r["started_at"],
-            r["ended_at"], _json(r["approvers"]), r["required"], _json(r["votes"]), r["approved_by"],
-            r["approved_by_agent_id"], r["agent_reasoning"], _json(r["output"]), r["error"], r["retries"],
-            _json(r["external_request"]), _json(r["external_response"]))
 
 
 def main() -> int:

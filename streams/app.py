@@ -4,7 +4,7 @@ Run it with `flowline engine`; scale by running more of them (up to the partitio
 takes a share of the partitions, restores their states from the changelog and fences any zombie that
 still held them. `--role` runs only the matcher or only the processor.
 
-Which worker reads which trigger topic (docs/adr/0013): the processor reads those with the partition count
+Which worker reads which trigger topic (docs/adr/0014): the processor reads those with the partition count
 of `workflow.commands` and starts their events' instances inline; the matcher reads the others (none: it runs
 no consumer), or all of them with `FLOWLINE_ENGINE_INLINE_START=off`.
 """
@@ -52,7 +52,7 @@ class Engine:
     @property
     def ready(self) -> bool:
         """Every worker this engine runs owns its partitions (true for a `--role matcher` engine that has no
-        trigger topic to read: it runs no worker at all, ADR 13)."""
+        trigger topic to read: it runs no worker at all, ADR 14)."""
         return self._workers_created and all(w.ready.is_set() for w in self.workers)
 
     def _worker(self, role: str, topics, logic) -> TransactionalWorker:

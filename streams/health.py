@@ -19,7 +19,7 @@ def health_report(engine) -> dict:
         "status": "ready" if engine.ready else "starting",
         "roles": list(engine.roles),
         "partitions": workers,
-        # which worker reads which trigger topic (docs/adr/0013)
+        # which worker reads which trigger topic (docs/adr/0014)
         "trigger_topics": {"inline": engine.trigger_topics[0], "matcher": engine.trigger_topics[1]},
         # states live on disk (streams/state_store.py): what this says costs nothing to count
         "instances_cached": sum(store.cached for store in processor.stores.values()),

@@ -4,7 +4,7 @@ For every ACTIVE template whose trigger matches an event, a `StartInstance` with
 id (template id + event id). A redelivered event produces the same id and command id, which the instance
 rejects as a duplicate, so an event never starts two instances of a template.
 
-Two callers (docs/adr/0013): the instance processor consumes the trigger topics co-partitioned with
+Two callers (docs/adr/0014): the instance processor consumes the trigger topics co-partitioned with
 `workflow.commands` itself and decides each start in the transaction that consumes the event, under an id
 that lands on the event's partition (`TriggerMatcher.match` with `partition`); the matcher worker consumes
 the other trigger topics (another partition count) and sends its starts through `workflow.commands`, as
@@ -261,7 +261,7 @@ class TriggerMatcher:
     ACTIVE templates, build the `StartInstance` commands. The matcher worker (this class as its partition
     logic) sends them through `workflow.commands`; the instance processor calls `match` itself for the
     trigger topics it consumes and decides the starts in the transaction that consumes the event
-    (docs/adr/0013)."""
+    (docs/adr/0014)."""
 
     def __init__(self, settings: EngineSettings, catalog: TemplateCatalog, codec: Codec) -> None:
         self.settings = settings
@@ -334,7 +334,7 @@ class TriggerMatcher:
                              source=source, initiated_by=SYSTEM)
 
     def outgoing(self, command: StartInstance) -> Outgoing:
-        """A start sent through `workflow.commands`, keyed by its instance id (the old path, ADR 13)."""
+        """A start sent through `workflow.commands`, keyed by its instance id (the old path, ADR 14)."""
         return Outgoing(self.settings.commands_topic, command.instance_id.encode(), self.codec.encode(command))
 
     async def run_schedules(self, stop: asyncio.Event, send, owns_schedule: Callable[[], bool]) -> None:

@@ -1,4 +1,4 @@
-"""Where an engine worker starts reading a trigger partition it takes: the upgrade rule of docs/adr/0013.
+"""Where an engine worker starts reading a trigger partition it takes: the upgrade rule of docs/adr/0014.
 
 Two consumer groups of the engine may read a trigger topic: the matcher's (`<app>-matcher`, the path
 through `workflow.commands`) and the processor's (`<app>-processor`, starts decided inline). Which one does
@@ -15,7 +15,7 @@ at once: a worker restarted before the partition's first event must not fall bac
 arrived meanwhile.
 
 Both groups are never meant to read one topic at the same time: every engine of an installation runs one
-version with one setting (upgrade: stop them all, start the new ones; ADR 13).
+version with one setting (upgrade: stop them all, start the new ones; ADR 14).
 """
 
 from __future__ import annotations
@@ -111,7 +111,7 @@ class StartPositions:
 def _check_aligned(assignment: set[TopicPartition], group: str) -> None:
     """Say so loudly when this worker got partition p of one topic but not of another it subscribes: a member
     of the group subscribes other topics (another version, or another FLOWLINE_ENGINE_INLINE_START), and
-    partition p's trigger events are no longer where p's state is (ADR 13: stop every engine, then start
+    partition p's trigger events are no longer where p's state is (ADR 14: stop every engine, then start
     them all with one version and one setting)."""
     by_topic: dict[str, set[int]] = {}
     for tp in assignment:
@@ -119,7 +119,7 @@ def _check_aligned(assignment: set[TopicPartition], group: str) -> None:
     if len({frozenset(found) for found in by_topic.values()}) > 1:
         log.error("%s: this worker's partitions differ between topics (%s): the engines of this group do not "
                   "all subscribe the same topics; run every engine with one version and one "
-                  "FLOWLINE_ENGINE_INLINE_START (docs/adr/0013)", group,
+                  "FLOWLINE_ENGINE_INLINE_START (docs/adr/0014)", group,
                   "; ".join(f"{topic} {sorted(found)}" for topic, found in sorted(by_topic.items())))
 
 

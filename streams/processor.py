@@ -2,13 +2,13 @@
 
 It consumes `workflow.commands` and `workflow.step-results` (keyed by instance id, co-partitioned with the
 state changelog), and the trigger topics co-partitioned with them (`InlineStarts`: an event starts its
-instances in the transaction that consumes it, docs/adr/0013). For a batch of one partition it decides every
+instances in the transaction that consumes it, docs/adr/0014). For a batch of one partition it decides every
 record against the states it holds, stages the new states in an overlay, and returns the events (to
 `workflow.events`), step requests (to `workflow.steps.<kind>`), dead letters (to `workflow.dlq`) and the
 changed states (to the changelog, once per instance per batch). The worker commits all of that with the
-consumed offsets in one transaction; only then does the overlay reach the partition's local store
-(streams/state_store.py: the encoded states on disk with the changelog offset they are current to, a small
-decoded cache in memory).
+consumed offsets in one transaction, the offsets as one more changelog record (ADR 13: `offsets_record`,
+`stored_offsets`); only then does the overlay reach the partition's local store (streams/state_store.py: the
+encoded states on disk with the changelog offset they are current to, a small decoded cache in memory).
 Timers come due from the store's index of due times and are sent back through `workflow.commands` as
 `FireTimer` commands.
 """
@@ -39,7 +39,17 @@ from streams import metrics
 from streams.catalog import TemplateCatalog
 from streams.settings import EngineSettings
 from streams.standby import Standby
-from streams.state_store import DUE_HEADER, FORMAT, PartitionStore, Record, StateDir, due_header
+from streams.state_store import (
+    DUE_HEADER,
+    FORMAT,
+    OFFSETS_KEY,
+    PartitionStore,
+    Record,
+    StateDir,
+    due_header,
+    encode_offsets,
+    is_offsets,
+)
 from streams.transactional import BatchResult, Outgoing, partition_for
 
 if TYPE_CHECKING:
@@ -59,7 +69,7 @@ FORGOTTEN = object()  # overlay marker: the instance's state is dropped (ExpireI
 
 @dataclass(frozen=True)
 class InlineStarts:
-    """The trigger topics the processor consumes itself, and what it needs for them (docs/adr/0013).
+    """The trigger topics the processor consumes itself, and what it needs for them (docs/adr/0014).
 
     Only topics with the partition count of `workflow.commands`: the processor's group subscribes them with
     the commands and results, and the RangePartitionAssignor (streams/transactional.py) assigns each topic
@@ -157,7 +167,7 @@ class InstanceProcessor:
         metrics.REUSED_PARTITIONS.inc(reused)
         self._gauge()
         if self.inline is not None:
-            await self.inline.positions.place(partitions)  # trigger partitions: the upgrade rule of ADR 13
+            await self.inline.positions.place(partitions)  # trigger partitions: the upgrade rule of ADR 14
 
     async def revoked(self, partitions: set[int]) -> None:
         """Close the partitions' stores, marked current as of now: if they come back (or after a restart),
@@ -172,6 +182,14 @@ class InstanceProcessor:
             else:
                 store.close()
         self._gauge()
+
+    def offsets_record(self, partition: int, offsets: dict[tuple[str, int], int]) -> Outgoing:
+        """The partition's consumed offsets as a changelog record of the batch's transaction (ADR 13)."""
+        return Outgoing(self.settings.changelog_topic, OFFSETS_KEY, encode_offsets(offsets), partition=partition)
+
+    def stored_offsets(self, partition: int) -> dict[tuple[str, int], int]:
+        """Where the partition's input goes on: the offsets record its store got from the changelog."""
+        return self.stores[partition].consumed
 
     def _gauge(self) -> None:
         metrics.INSTANCES.set(sum(store.cached for store in self.stores.values()))
@@ -332,11 +350,12 @@ class InstanceProcessor:
 
         def commit() -> None:
             """Only now, with the transaction committed, does the batch reach the local store: with the
-            changelog offset it is current to, in one write batch (an aborted transaction writes nothing)."""
-            if not changes:
+            consumed offsets and the changelog offset it is current to, in one write batch (an aborted
+            transaction writes nothing)."""
+            if not changes and result.consumed is None:
                 return
             last = result.written.get((settings.changelog_topic, partition))
-            states.commit(changes, last + 1 if last is not None else None)
+            states.commit(changes, last + 1 if last is not None else None, result.consumed)
             metrics.EXPIRED.inc(sum(1 for change in changes if change[1] is None))
             self._gauge()
 
@@ -349,6 +368,11 @@ class InstanceProcessor:
         `overlay`), appending what it produces to `out`."""
         settings = self.settings
         key = command.instance_id.encode()
+        if is_offsets(key):  # the changelog's offsets record (ADR 13): never an instance's state
+            out.append(dead_letter(self.codec, settings.dlq_topic, record,
+                                   "the instance id is the changelog's reserved offsets key", "reserved_id",
+                                   "engine"))
+            return
         home = partition_for(key, settings.partitions)
         if home != partition:
             out.append(dead_letter(

@@ -63,7 +63,7 @@ class EngineSettings(topics.PrefixedTopics):
     # changelog of the next N workers' partitions, so a failover reads only the last moments (0: none).
     standby_replicas: int = field(default_factory=lambda: env_int("FLOWLINE_ENGINE_STANDBY_REPLICAS"))
     # The processor consumes the trigger topics co-partitioned with workflow.commands itself and starts an
-    # event's instances in the transaction that consumes it (docs/adr/0013); off: every start goes through
+    # event's instances in the transaction that consumes it (docs/adr/0014); off: every start goes through
     # the matcher and workflow.commands, as before. Every engine of an installation must agree on it.
     inline_start: bool = field(default_factory=lambda: env_flag("FLOWLINE_ENGINE_INLINE_START"))
     # Prepended to every topic name: lets several isolated engines share one cluster (tests, staging).

@@ -18,7 +18,8 @@ a million). Here the changelog stays the truth and the store is a copy of it tha
 
 Keys: `s<id>` the encoded state; `d<id>` its due header; `t<due:8><id>\\0<timer>` -> original fire_at:8 and
 how often it was sent (a timer); `x<ended_at:8><id>` (a finished instance's retention); `m/...` the store's
-own metadata.
+own metadata, `m/consumed` among it: the partition's consumed input offsets, which the changelog carries
+under `OFFSETS_KEY` (docs/adr/0013-consumed-offsets-in-the-state-changelog.md).
 Index entries are only ever added; an entry that no longer matches its instance's `d` header (the timer
 was cleared, re-armed, paused, or the instance is gone) is dropped when it comes due.
 """
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import logging
 import os
 import shutil
@@ -54,6 +56,28 @@ _OFFSET = b"m/offset"
 _IDENTITY = b"m/identity"
 _VERIFIED = b"m/verified-ms"
 _FORMAT = b"m/format"
+_CONSUMED = b"m/consumed"
+
+# The changelog record that holds a partition's consumed input offsets, written in the same transaction as
+# the states (ADR 13). Its key starts with a NUL byte, which no instance id has (they are `wfi_<hex>`,
+# core.triggers.instance_id_for): every reader of the changelog tells it from a state with `is_offsets`.
+OFFSETS_KEY = b"\x00flowline/consumed-offsets"
+
+
+def is_offsets(key: bytes | None) -> bool:
+    """Whether a changelog key is the consumed-offsets record rather than an instance's state."""
+    return key == OFFSETS_KEY
+
+
+def encode_offsets(offsets: dict[tuple[str, int], int]) -> bytes:
+    """The offsets record's value: `[[topic, partition, next offset to read], ...]` as JSON (small, readable
+    with any Kafka tool)."""
+    return json.dumps(sorted([topic, partition, offset] for (topic, partition), offset in offsets.items()),
+                      separators=(",", ":")).encode()
+
+
+def decode_offsets(raw: bytes | None) -> dict[tuple[str, int], int]:
+    return {(topic, partition): offset for topic, partition, offset in json.loads(raw)} if raw else {}
 
 
 _ENTRY = b"\x1e"  # ASCII record separator, between the entries of a due header
@@ -145,6 +169,12 @@ class PartitionStore:
     def format(self) -> bytes | None:
         return self._db.get(_FORMAT)
 
+    @property
+    def consumed(self) -> dict[tuple[str, int], int]:
+        """The partition's consumed input offsets ((topic, partition) -> next offset to read) as of the
+        store's changelog offset: where its worker goes on reading (empty: the changelog has none yet)."""
+        return decode_offsets(self._db.get(_CONSUMED))
+
     def stamp(self, identity: bytes, offset: int) -> None:
         """Record which changelog (cluster and topic) the store copies and that it is current to `offset`."""
         batch = WriteBatch(raw_mode=True)
@@ -207,16 +237,19 @@ class PartitionStore:
             self._cache.popitem(last=False)
 
     def commit(self, changes: Iterable[tuple[str, InstanceState | None, bytes | None, bytes | None]],
-               offset: int | None) -> None:
+               offset: int | None, consumed: bytes | None = None) -> None:
         """Write one committed batch: (instance id, its new state or None when forgotten, the encoded bytes
-        the changelog got, their due header) plus the changelog offset, in one write batch; then cache the
-        decoded states (the disk has them first, so evicting one later loses nothing)."""
+        the changelog got, their due header), the offsets record the changelog got (`consumed`, if any) and
+        the changelog offset, in one write batch; then cache the decoded states (the disk has them first, so
+        evicting one later loses nothing)."""
         batch = WriteBatch(raw_mode=True)
         decoded = []
         for instance_id, state, value, due in changes:
             key = instance_id.encode()
             self._put(batch, Record(key, value, due))
             decoded.append((instance_id, state))
+        if consumed is not None:
+            self._put(batch, Record(OFFSETS_KEY, consumed, None))
         self._meta(batch, offset)
         self._db.write(batch)
         for instance_id, state in decoded:
@@ -247,6 +280,12 @@ class PartitionStore:
         self._db.flush(True)
 
     def _put(self, batch: WriteBatch, record: Record) -> None:
+        if is_offsets(record.key):  # not an instance: the partition's consumed offsets (ADR 13)
+            if record.value is None:
+                batch.delete(_CONSUMED)
+            else:
+                batch.put(_CONSUMED, record.value)
+            return
         if record.value is None:
             batch.delete(_STATE + record.key)
             batch.delete(_DUE + record.key)

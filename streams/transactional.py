@@ -5,10 +5,13 @@ each assigned partition it owns one transactional producer whose id names the pa
 (`<app>-<role>-p<N>`), so a worker that takes a partition over fences any zombie still writing for it
 (the per-partition fencing model of KIP-98). A batch of records from one partition is handed to a
 `PartitionLogic`; the records it returns, the consumed offsets and (for the engine) the state changelog
-go into one transaction. If the transaction fails, the logic is told to forget the batch (nothing is
-half-applied) and the partition's lane keeps the records and retries them one at a time: an outage is
-waited out, and a record that cannot be committed is dead-lettered alone with the reason (see `Lane`).
-No failure drops a record.
+go into one transaction. A logic with a state changelog (`OffsetsInChangelog`, the instance processor)
+keeps the consumed offsets there, as one more record of the transaction, and its partitions resume from
+them; any other logic (the matcher) puts them in the transaction with `send_offsets_to_transaction`
+(docs/adr/0013-consumed-offsets-in-the-state-changelog.md). If the transaction fails, the logic is told to
+forget the batch (nothing is half-applied) and the partition's lane keeps the records and retries them one
+at a time: an outage is waited out, and a record that cannot be committed is dead-lettered alone with the
+reason (see `Lane`). No failure drops a record.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
@@ -57,6 +60,9 @@ class BatchResult:
     # filled in before `on_commit` runs: the offset of the last record written to each (topic, partition),
     # so that a store derived from a topic (the engine's on-disk state) can say which offset it is current to
     written: dict[tuple[str, int], int] = field(default_factory=dict)
+    # filled in before `on_commit` runs, for an `OffsetsInChangelog` logic: the value of the offsets record
+    # the transaction wrote to the changelog (the store keeps it with the states)
+    consumed: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -67,6 +73,7 @@ class Outcome:
     fenced: bool = False
     error: BaseException | None = None
     written: dict[tuple[str, int], int] = field(default_factory=dict)
+    consumed: bytes | None = None  # the offsets record's value, when the offsets went to the changelog
 
     @property
     def retriable(self) -> bool:
@@ -86,8 +93,8 @@ class Lane:
     are already under way, and dropping what they bring loses records); the lane keeps the failed records
     and retries them one at a time, so that a record that cannot be committed is found and dead-lettered
     alone, with the reason, while an outage is simply waited out. When the lane is closed (the partition
-    is revoked), what it still holds is uncommitted: the partition's next owner reads it from the committed
-    offset.
+    is revoked), what it still holds is uncommitted: the partition's next owner reads it from the offsets
+    the last committed transaction stored.
     """
 
     def __init__(self, partition: int, worker: TransactionalWorker) -> None:
@@ -184,13 +191,35 @@ class PartitionLogic(Protocol):
     async def process(self, partition: int, records: Sequence) -> BatchResult: ...
 
 
+@runtime_checkable
+class OffsetsInChangelog(Protocol):
+    """A logic whose partitions have a state changelog keeps their consumed offsets in it (ADR 13).
+
+    Why: `send_offsets_to_transaction` costs every transaction two more sequential coordinator round trips
+    (AddOffsetsToTxn, TxnOffsetCommit) and a marker on `__consumer_offsets`; one small record on a partition
+    the transaction writes anyway costs none. The offsets and the states are then one atomic write, and a
+    partition's store (restored, delta-restored or standby-followed) knows where its input goes on."""
+
+    def offsets_record(self, partition: int, offsets: dict[tuple[str, int], int]) -> Outgoing:
+        """The changelog record that holds the partition's consumed offsets ((topic, partition) -> the next
+        offset to read, for every input partition it consumed)."""
+        ...
+
+    def stored_offsets(self, partition: int) -> dict[tuple[str, int], int]:
+        """The consumed offsets the partition's store holds, once `assigned` brought it up to date (empty: the
+        changelog has none yet, e.g. the first start after the upgrade: the group's offsets are used)."""
+        ...
+
+
 class TransactionalWorker:
+    GROUP_COMMIT_TIMEOUT_S = 5.0  # a group commit (monitoring only, ADR 13) never holds up a revocation longer
+
     def __init__(self, *, bootstrap_servers: str, group_id: str, topics: Sequence[str], logic: PartitionLogic,
                  transactional_prefix: str, max_batch: int = 500, poll_timeout_ms: int = 50, linger_ms: int = 1,
                  fetch_wait_ms: int = 500,
                  role: str = "engine", session_timeout_ms: int = 10_000,
                  dead_letter: Callable[[object, str, str], Outgoing] | None = None,
-                 attempts_before_dead_letter: int = 3) -> None:
+                 attempts_before_dead_letter: int = 3, group_commit_every_s: float = 1.0) -> None:
         self.dead_letter = dead_letter
         self.attempts_before_dead_letter = attempts_before_dead_letter
         self.session_timeout_ms = session_timeout_ms
@@ -213,6 +242,14 @@ class TransactionalWorker:
         self._broken: set[int] = set()  # partitions whose producer could not abort: replaced before next use
         self._stopping = asyncio.Event()
         self.ready = asyncio.Event()
+        # Offsets in the changelog (ADR 13): per owned partition, the consumed offsets its last committed
+        # transaction stored, and the ones not yet committed to the group. The group's offsets are for
+        # monitoring (consumer lag) and for the first start after the upgrade: they are committed outside
+        # the transactions, after them, at most every `group_commit_every_s`, so they may lag, never lead.
+        self.offsets_in_changelog = isinstance(logic, OffsetsInChangelog)
+        self.group_commit_every_s = group_commit_every_s
+        self._consumed: dict[int, dict[tuple[str, int], int]] = {}
+        self._group_due: dict[TopicPartition, int] = {}
 
     # ------------------------------------------------------------------ rebalancing
     class _Listener(ConsumerRebalanceListener):
@@ -237,11 +274,75 @@ class TransactionalWorker:
             self.producers.update(producers)
             if new:
                 await self.logic.assigned(set(new))
+            starts = await self._start_offsets(new) if self.offsets_in_changelog else {}
+            # no await from here until the lanes exist: what is fetched from now on starts at these positions
+            for tp, offset in starts.items():
+                self.consumer.seek(tp, offset)
             for p in new:
                 self._lanes[p] = Lane(p, self)
             metrics.OWNED_PARTITIONS.labels(self.role).set(len(self.producers))
             log.info("%s owns partitions %s", self.role, sorted(self.producers))
         self.ready.set()
+
+    async def _start_offsets(self, partitions: Sequence[int]) -> dict[TopicPartition, int]:
+        """Where each input partition of `partitions` resumes: the offset the partition's store holds (the
+        changelog's truth, ADR 13). Where it holds none, the consumer starts as it would anyway: at the
+        group's committed offset, else at the topic's beginning.
+
+        The group's offset is the later one only when it was committed by something else than this worker
+        after the store's record: an engine of a version before ADR 13 (a downgrade, then this again), or an
+        operator moving the group forward. Then the group's offset wins, so nothing is decided twice.
+        Otherwise the group lags the changelog and catches up with it at the next group commit."""
+        assert self.consumer is not None
+        assignment = self.consumer.assignment()
+        stored = {p: {TopicPartition(t, n): o for (t, n), o in self.logic.stored_offsets(p).items()}
+                  for p in partitions}
+        ours = [tp for offsets in stored.values() for tp in offsets if tp in assignment]
+        committed = dict(zip(ours, await asyncio.gather(*(self.consumer.committed(tp) for tp in ours)),
+                             strict=True))
+        starts: dict[TopicPartition, int] = {}
+        for p, offsets in stored.items():
+            consumed = {}
+            for tp, offset in offsets.items():
+                group = committed.get(tp)
+                start = max(offset, group) if group is not None else offset
+                consumed[(tp.topic, tp.partition)] = start
+                if tp in assignment:
+                    starts[tp] = start
+                    if group is None or group < start:
+                        self._group_due[tp] = start
+            self._consumed[p] = consumed
+            if offsets:
+                log.info("%s partition %s resumes at its stored offsets %s", self.role, p, consumed)
+        return starts
+
+    async def _commit_group(self, partitions: set[int] | None = None) -> None:
+        """Commit the consumed offsets of committed transactions to the group (monitoring only, ADR 13)."""
+        consumer = self.consumer
+        due = {tp: o for tp, o in self._group_due.items() if partitions is None or tp.partition in partitions}
+        if consumer is None or not due:
+            return
+        for tp in due:
+            del self._group_due[tp]
+        done = False
+        try:
+            assigned = consumer.assignment()
+            due = {tp: o for tp, o in due.items() if tp in assigned}
+            if due:  # bounded: aiokafka retries a retriable error (a broker away) for as long as it lasts
+                await asyncio.wait_for(consumer.commit(due), self.GROUP_COMMIT_TIMEOUT_S)
+            done = True
+        except Exception as exc:  # a rebalance or an outage: the group lags a little longer, nothing more
+            log.debug("committing the group offsets %s failed: %r", due, exc)
+        finally:
+            if not done:  # failed or cancelled: kept for the next commit, unless a newer offset came meanwhile
+                for tp, offset in due.items():
+                    self._group_due.setdefault(tp, offset)
+
+    async def _commit_group_every(self) -> None:
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self.group_commit_every_s)
+            await self._commit_group()
 
     def _new_producer(self, partition: int) -> AIOKafkaProducer:
         return AIOKafkaProducer(
@@ -250,8 +351,12 @@ class TransactionalWorker:
             enable_idempotence=True,
             linger_ms=self.linger_ms,
             max_batch_size=256 * 1024,
-            # a transaction begun right after the previous commit gets CONCURRENT_TRANSACTIONS until
-            # the markers are written; retrying after 100 ms (the default) would dominate step latency
+            # a transaction begun right after the previous commit gets CONCURRENT_TRANSACTIONS until the
+            # markers are written; retrying after 100 ms (the default) would dominate step latency. (aiokafka
+            # 0.14 waits a fixed 20 ms instead when it is the transaction's first AddPartitionsToTxn, the usual
+            # case. Measured, issue 15: 0.11-0.26 retries per processor transaction with the offsets sent to
+            # the group, 0-0.02 with them in the changelog, ADR 13: the commit no longer waits for a marker on
+            # `__consumer_offsets`. So that 20 ms is left alone.)
             retry_backoff_ms=5,
         )
 
@@ -263,6 +368,10 @@ class TransactionalWorker:
                 lane = self._lanes.pop(p, None)
                 if lane is not None:
                     await lane.close()
+            if gone and self.offsets_in_changelog:
+                await self._commit_group(gone)  # the partitions are still ours: the group gets their last
+                for p in gone:
+                    self._consumed.pop(p, None)
             if gone:
                 await self.logic.revoked(gone)
             for p in sorted(gone):
@@ -300,6 +409,8 @@ class TransactionalWorker:
         consumer.subscribe(self.topics, listener=self._Listener(self))
         self.consumer = consumer
         await consumer.start()
+        group_commits = (asyncio.create_task(self._commit_group_every(), name=f"{self.role}-group-offsets")
+                         if self.offsets_in_changelog else None)
         try:
             while not self._stopping.is_set():
                 batches = await consumer.getmany(timeout_ms=self.poll_timeout_ms, max_records=self.max_batch)
@@ -323,6 +434,10 @@ class TransactionalWorker:
                             if tp in consumer.assignment():
                                 consumer.resume(tp)
         finally:
+            if group_commits is not None:
+                group_commits.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await group_commits
             await self._shutdown()
 
     async def _transact(self, partition: int, parts: list[tuple[TopicPartition, list]]) -> Outcome:
@@ -338,6 +453,7 @@ class TransactionalWorker:
         outcome = await self._commit(partition, parts, result.records)
         if outcome.committed:
             result.written = outcome.written
+            result.consumed = outcome.consumed
             result.on_commit()
             metrics.BATCH_SECONDS.labels(self.role).observe(time.perf_counter() - started)
             metrics.RECORDS.labels(self.role).inc(len(records))
@@ -365,6 +481,13 @@ class TransactionalWorker:
                       outgoing: list[Outgoing]) -> Outcome:
         assert self.consumer is not None
         offsets = {tp: max(r.offset for r in rs) + 1 for tp, rs in parts}
+        consumed = stored = None
+        if self.offsets_in_changelog:
+            # every input partition's offset, not only this batch's: the changelog keeps only the last record
+            consumed = {**self._consumed.get(partition, {}),
+                        **{(tp.topic, tp.partition): offset for tp, offset in offsets.items()}}
+            stored = self.logic.offsets_record(partition, consumed)
+            outgoing = [*outgoing, stored]
         try:
             producer = await self._producer(partition)
             await producer.begin_transaction()
@@ -380,15 +503,19 @@ class TransactionalWorker:
             # before both are done and every record was acknowledged: a record the broker refuses (too large
             # for its topic, ...) fails only its own delivery future, and aiokafka would still commit the rest
             # with the offsets, so the gather below must see every record's outcome before the commit.
-            offsets_added = asyncio.ensure_future(producer.send_offsets_to_transaction(offsets, self.group_id))
+            # (An `OffsetsInChangelog` logic's offsets are one of the records instead: no round trip at all.)
+            offsets_added = (None if consumed is not None else
+                             asyncio.ensure_future(producer.send_offsets_to_transaction(offsets, self.group_id)))
             try:
                 metadata = await asyncio.gather(*sent)
             except BaseException:
                 # the abort below goes through the producer's own queue, after the offsets request; only
                 # retrieve the task's outcome so that its error is not reported as never retrieved
-                offsets_added.add_done_callback(lambda task: task.cancelled() or task.exception())
+                if offsets_added is not None:
+                    offsets_added.add_done_callback(lambda task: task.cancelled() or task.exception())
                 raise
-            await offsets_added
+            if offsets_added is not None:
+                await offsets_added
             await producer.commit_transaction()
         except ProducerFenced:
             log.warning("the producer of partition %s was fenced; its records stay uncommitted", partition)
@@ -417,6 +544,10 @@ class TransactionalWorker:
         for meta in metadata:
             where = (meta.topic, meta.partition)
             written[where] = max(written.get(where, -1), meta.offset)
+        if consumed is not None:
+            self._consumed[partition] = consumed
+            self._group_due.update(offsets)
+            return Outcome(committed=True, written=written, consumed=stored.value)
         return Outcome(committed=True, written=written) if written else COMMITTED
 
     async def _producer(self, partition: int) -> AIOKafkaProducer:
@@ -441,6 +572,12 @@ class TransactionalWorker:
 
     async def _shutdown(self) -> None:
         if self.consumer is not None:
+            if self.offsets_in_changelog:
+                # the lanes finish their transactions first, so that the group gets the last offsets while
+                # the consumer is still a member (what `flowline repartition` checks after a clean stop)
+                for p in sorted(self._lanes):
+                    await self._lanes[p].close()
+                await self._commit_group()
             try:
                 await self.consumer.stop()
             except Exception:

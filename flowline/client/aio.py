@@ -312,6 +312,9 @@ class AsyncClient:
         return await self.call(ops.agent_access_log(agent_id, conversation_id=conversation_id, cursor=cursor,
                                                     limit=limit))
 
+    async def list_agents(self, *, cursor: str | None = None, limit: int | None = None) -> dict[str, Any]:
+        return await self.call(ops.list_agents(cursor=cursor, limit=limit))
+
     async def security_log(self, *, cursor: str | None = None, limit: int | None = None) -> dict[str, Any]:
         return await self.call(ops.security_log(cursor=cursor, limit=limit))
 

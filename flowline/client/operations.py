@@ -304,6 +304,12 @@ def agent_access_log(agent_id: str, *, conversation_id: str | None = None, curso
                 operation_id="getAgentAccessLog")
 
 
+def list_agents(*, cursor: str | None = None, limit: int | None = None) -> Call[dict[str, Any]]:
+    """The tenant's agents by id: `{"items": [{"id", "display_name", "roles", "has_public_key"}], "next_cursor"}`
+    (admins)."""
+    return Call("GET", "/v1/agents", _raw, params=_query(cursor=cursor, limit=limit), operation_id="listAgents")
+
+
 def security_log(*, cursor: str | None = None, limit: int | None = None) -> Call[dict[str, Any]]:
     """The tenant's principals' attempts on other tenants' instances: `{"items", "next_cursor"}` (admins)."""
     return Call("GET", "/v1/security-log", _raw, params=_query(cursor=cursor, limit=limit),

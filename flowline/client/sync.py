@@ -250,6 +250,9 @@ class Client:
         return self._run(self._async.agent_access_log(agent_id, conversation_id=conversation_id, cursor=cursor,
                                                       limit=limit))
 
+    def list_agents(self, *, cursor: str | None = None, limit: int | None = None) -> dict[str, Any]:
+        return self._run(self._async.list_agents(cursor=cursor, limit=limit))
+
     def security_log(self, *, cursor: str | None = None, limit: int | None = None) -> dict[str, Any]:
         return self._run(self._async.security_log(cursor=cursor, limit=limit))
 

@@ -74,7 +74,7 @@ class EngineWorld:
     def event_instance_id(self, template_id: str, event_id: str, topic: str = topics_mod.PAYMENTS_TRANSFERS,
                           key: str | None = None, *, inline: bool = True) -> str:
         """The instance an event sent by `send_transfer`/`send_raw` (keyed by `key`, default its event id)
-        starts: started inline (docs/adr/0013) its id lands on the event's partition; through the matcher
+        starts: started inline (docs/adr/0014) its id lands on the event's partition; through the matcher
         (`inline=False`: inline starts off, or a topic of another partition count) it is today's id."""
         return event_instance_id(template_id, event_id, self.partitions, topic, key, inline=inline)
 

@@ -1,4 +1,4 @@
-"""Inline starts on the real broker (docs/adr/0013): the processor starts an event's instances in the
+"""Inline starts on the real broker (docs/adr/0014): the processor starts an event's instances in the
 transaction that consumes it; a redelivered or replayed event never starts a second instance; the upgrade
 (and the way back) neither starts an old event again nor loses one; a trigger topic of another partition
 count, and the setting turned off, keep the path through the matcher and `workflow.commands`."""

@@ -1,4 +1,4 @@
-"""Inline starts (docs/adr/0013): the instance id that lands on the event's partition, and the assignor
+"""Inline starts (docs/adr/0014): the instance id that lands on the event's partition, and the assignor
 property that makes partition p of a trigger topic go to the worker owning partition p of the state."""
 
 from __future__ import annotations

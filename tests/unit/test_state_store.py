@@ -11,7 +11,15 @@ from core.types import WorkflowStatus
 from schemas.codec import Codec
 from streams.settings import EngineSettings
 from streams.standby import standby_partitions
-from streams.state_store import PartitionStore, Record, StateDir, due_header
+from streams.state_store import (
+    OFFSETS_KEY,
+    PartitionStore,
+    Record,
+    StateDir,
+    decode_offsets,
+    due_header,
+    encode_offsets,
+)
 
 codec = Codec()
 
@@ -143,3 +151,19 @@ def test_a_store_that_does_not_open_is_replaced_by_an_empty_one(tmp_path):
 ])
 def test_a_worker_shadows_the_next_blocks_of_partitions(owned, total, replicas, expected):
     assert standby_partitions(owned, total, replicas) == expected
+
+
+def test_the_offsets_record_is_kept_apart_from_the_states(store):
+    """ADR 13: the changelog's consumed-offsets record, read by a restore or a standby (`apply`) or written
+    with a committed batch (`commit`), is the store's `consumed`, never an instance."""
+    first = encode_offsets({("workflow.commands", 0): 7, ("workflow.step-results", 0): 3})
+    store.apply([Record(b"wfi_a", codec.encode(waiting("wfi_a")), b""), Record(OFFSETS_KEY, first, None)], 2)
+    assert list(store.ids()) == ["wfi_a"] and len(store) == 1
+    assert store.get(OFFSETS_KEY.decode()) is None
+    assert store.consumed == {("workflow.commands", 0): 7, ("workflow.step-results", 0): 3}
+    later = encode_offsets({("workflow.commands", 0): 9, ("workflow.step-results", 0): 3})
+    store.commit([change(waiting("wfi_b"))], 4, later)
+    assert sorted(store.ids()) == ["wfi_a", "wfi_b"]
+    assert store.consumed == decode_offsets(later) and store.offset == 4
+    store.apply([Record(OFFSETS_KEY, None, None)], 5)  # a tombstone: the changelog has no offsets any more
+    assert store.consumed == {} and len(store) == 2

@@ -64,6 +64,7 @@ RULES: dict[str, Rule] = {
     "getAgentKey": Rule("admin", "viewer"),
     "getAgentAccessLog": Rule("admin", "viewer"),
     "getSecurityLog": Rule("admin", "operator", scoped=False),
+    "listAgents": Rule("admin", "operator", scoped=False),
     "setAgentKey": Rule("admin", "operator", body="agent_key"),
     "getAnalytics": Rule("viewer", scoped=False),
     "getMe": Rule("viewer", scoped=False),

@@ -48,7 +48,7 @@ SAMPLE_CALLS = [
     ops.instantiate_template("wf_a", {"name": "copy", "roles": {"cfo": "controller"}}), ops.result("wfi_1"),
     ops.get_agent_permissions("agent_1"),
     ops.get_agent_key("agent_1"), ops.agent_access_log("agent_1", conversation_id="c", limit=5),
-    ops.security_log(limit=5),
+    ops.security_log(limit=5), ops.list_agents(limit=5),
     ops.set_agent_key("agent_1", "11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo="),
     ops.set_agent_permissions("agent_1", can_initiate=["wf_a"], can_approve={"wf_a": {"max_amount": 10}}),
     ops.analytics("wf_a"), ops.health(), ops.openapi(), ops.step_types(),
