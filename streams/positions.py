@@ -64,6 +64,9 @@ class StartPositions:
         if not tps:
             return {}
         own, other = await self._committed(tps)
+        for tp, stored in self._stored(tps).items():
+            if own.get(tp) is None or stored > own[tp]:
+                own[tp] = stored  # the changelog's offsets are this group's truth (ADR 13); the group's may lag
         moves: dict[TopicPartition, int] = {}
         to_end: list[TopicPartition] = []
         for tp in tps:
@@ -84,6 +87,22 @@ class StartPositions:
                  self.other_group, self.fallback)
         return moves
 
+
+    def _stored(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        """The consumed offsets the partitions' stores hold (the processor's changelog, ADR 13), which lead the
+        group's committed ones by up to a second: a worker killed before its first group commit must not
+        find "no offset" and fall back to the end, skipping what came after its last transaction."""
+        worker = self.worker
+        read = getattr(worker.logic, "stored_offsets", None) if worker and worker.offsets_in_changelog else None
+        if read is None:
+            return {}
+        found: dict[TopicPartition, int] = {}
+        for partition in {tp.partition for tp in tps}:
+            for (topic, number), offset in read(partition).items():
+                tp = TopicPartition(topic, number)
+                if tp in tps:
+                    found[tp] = offset
+        return found
 
     async def _committed(self, tps: list[TopicPartition]) -> tuple[dict[TopicPartition, int],
                                                                    dict[TopicPartition, int]]:

@@ -280,6 +280,32 @@ async def test_a_fresh_processor_group_starts_at_the_end_and_keeps_that_position
         assert starts(world, world.event_instance_id("tpl_done", early)) == 0
 
 
+async def test_a_group_without_committed_offsets_resumes_at_the_changelogs(kafka_bootstrap):
+    """The processor's consumed offsets live in its changelog (ADR 13) and its group's lag them by up to a
+    second, so a worker killed before its first group commit leaves a changelog that knows where the trigger
+    partitions stand and a group that does not. The upgrade rule (ADR 14) must not take that for "never read"
+    and start at the end: the events sent while the engine was down would never start. An engine of another
+    id reads the same changelog with a group that has no offset at all: the same situation, made certain."""
+    async with EngineWorld(kafka_bootstrap, partitions=3) as world:
+        await world.publish_template("tpl_done", DONE, tenant_id="t1")
+        engine = await world.start_engine()
+        before = ids_on_every_partition(world, "evt_before")
+        await send(world, before)
+        for event_id in before:
+            await world.wait_for_event(world.event_instance_id("tpl_done", event_id), ev.InstanceCompleted)
+        await world.stop_engine(engine)
+        while_down = ids_on_every_partition(world, "evt_while_down")
+        await send(world, while_down)
+        await world.start_engine(app_id=f"{world.app_id}-regrouped")
+        for event_id in while_down:
+            await world.wait_for_event(world.event_instance_id("tpl_done", event_id), ev.InstanceCompleted)
+        await send(world, ids_on_every_partition(world, "evt_after"))  # every lane got past anything replayed
+        for event_id in ids_on_every_partition(world, "evt_after"):
+            await world.wait_for_event(world.event_instance_id("tpl_done", event_id), ev.InstanceCompleted)
+        assert all(starts(world, world.event_instance_id("tpl_done", e)) == 1 for e in before + while_down)
+        assert not rejected_starts(world)
+
+
 async def test_a_trigger_topic_with_another_partition_count_goes_through_the_matcher(kafka_bootstrap):
     async with EngineWorld(kafka_bootstrap, partitions=3) as world:
         admin = AIOKafkaAdminClient(bootstrap_servers=world.bootstrap)
