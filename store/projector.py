@@ -7,8 +7,9 @@ in `projector_offsets`. On assignment it seeks to those stored offsets (to the b
 stored), never to Kafka's committed ones: the read model and its position commit or vanish together, so
 a commit PostgreSQL loses (asynchronous commit and a crash, a failover, a restored backup) is projected
 again instead of leaving a gap, and a crash after the commit re-reads nothing (issue 9, ADR 11). A loss
-under a running projector is noticed too: each batch, and a check once a second, compares the offsets it
-stored with the database's and seeks back where the database has less (`LostCommits`). Kafka's
+under a running projector is noticed too: each batch, and a check every `STATUS_EVERY_SECONDS` while no
+batch comes (at once after the database was seen away), compares the offsets it stored with the
+database's and seeks back where the database has less (`LostCommits`). Kafka's
 committed offsets are still written after each batch, for lag monitoring only. A record that is no event,
 or an event the read model cannot take, goes to `workflow.dlq` with the reason (never skipped silently),
 before its position is stored. Lag (last stable
@@ -36,6 +37,7 @@ from core import events as ev
 from schemas import dlq
 from schemas import topics as topics_mod
 from schemas.codec import Codec, DecodeError
+from schemas.consumers import LongPoll, consumer_options
 from schemas.notify import NOTIFY_SQL
 from schemas.process import run_process, wait_for_kafka
 from schemas.settings import VARIABLES, env, env_int
@@ -48,6 +50,13 @@ APPLIED = Counter("flowline_projector_events_total", "events consumed by the pro
 BATCH_SECONDS = Histogram("flowline_projector_batch_seconds", "time to apply one batch to PostgreSQL")
 
 DEFAULT_GROUP = VARIABLES["FLOWLINE_PROJECTOR_GROUP"].default
+
+# How often an idle projector reports (projector_status, which /health reads: stale after 30 s) and checks
+# that the database still has the offsets it stored. Once a second, it was a PostgreSQL commit every second
+# on an idle stack (issue 15). A loss needs the database to crash, fail over or be restored, and the
+# projector sees it away meanwhile (a failed report or check): then it checks again at each poll until a
+# check gets through, so a loss under an idle projector is found about as soon as the database is back.
+STATUS_EVERY_SECONDS = 10.0
 
 # errors that say the database is away (wait and retry), not that an event cannot be applied; asyncpg raises
 # InternalClientError ("cannot switch to state N; another operation is in progress") on a connection the
@@ -188,6 +197,8 @@ class Projector:
         self._stop = asyncio.Event()
         self._template_steps: dict[tuple[str, int], list[dict[str, str]]] = {}
         self._last_status_write = 0.0
+        self._reported_lag: int | None = None
+        self._database_was_away = False
         # the next offset this projector knows it stored, per partition (None: nothing stored yet)
         self._stored: dict[TopicPartition, int | None] = {}
 
@@ -203,13 +214,14 @@ class Projector:
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap_servers, group_id=self.group_id,
             isolation_level="read_committed", enable_auto_commit=False, auto_offset_reset="earliest",
-            max_partition_fetch_bytes=4 * 1024 * 1024)
+            max_partition_fetch_bytes=4 * 1024 * 1024, **consumer_options())
         await self.consumer.start()
         self.consumer.subscribe([self.topic], listener=_ResumeFromReadModel(self))
         log.info("projector consuming %s as %s", self.topic, self.group_id)
+        poll = LongPoll(self.consumer)
         try:
             while not self._stop.is_set():
-                batches = await self.consumer.getmany(timeout_ms=200, max_records=self.max_records)
+                batches = await poll.getmany(max_records=self.max_records)
                 records = [r for rs in batches.values() for r in rs]
                 if records:
                     try:
@@ -286,20 +298,24 @@ class Projector:
         self.lag = lag
         LAG.set(lag)
         now = time.monotonic()
-        if force or now - self._last_status_write >= 1.0:
+        if (force or lag != self._reported_lag or self._database_was_away
+                or now - self._last_status_write >= STATUS_EVERY_SECONDS):
             self._last_status_write = now
             try:
                 await self._write_status(lag)
+                self._reported_lag = lag
                 await self._verify_stored()
+                self._database_was_away = False
             except DATABASE_OUTAGES:
+                self._database_was_away = True
                 # The status row is a report, not state: during an outage it waits for the next write (the
                 # batch itself waits the outage out in `_apply_retrying`). Raising here ended `run()`, and the
                 # read model stopped for good after a PostgreSQL restart (tests/integration/test_chaos_postgres.py).
                 log.warning("the database is unavailable; projector status not written", exc_info=True)
 
     async def _verify_stored(self) -> None:
-        """Once a second, also when no batch comes: if the database lost offsets this projector stored (and
-        with them the batches' rows), seek back to what it has. A batch checks the same in its transaction
+        """Also when no batch comes (`STATUS_EVERY_SECONDS`): if the database lost offsets this projector
+        stored (and with them the batches' rows), seek back to what it has. A batch checks the same in its transaction
         (`_check_stored`); this catches a loss after the last batch, when nothing else would."""
         assert self.consumer is not None and self.pool is not None
         assigned = self.consumer.assignment()
