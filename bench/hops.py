@@ -1,7 +1,7 @@
 """Where the milliseconds of one workflow go, hop by hop (issue 15), on a running stack.
 
     source your ports; deploy/stack up --profile test
-    .venv/bin/python -m bench.hops [--workload short|procurement] [--workflows 300] [--in-flight 16]
+    .venv/bin/python -m bench.hops [--workload short|procurement] [--workflows 300] [--in-flight 16] [--pause 0]
 
 It drives the peers instrument's two workloads (`../shared/peers/`, same templates) as a closed loop with
 `--in-flight` workflows at once: a JSON transfer event on `payments.transfers`, the end seen on
@@ -111,7 +111,7 @@ class Driver:
                     return
             await asyncio.sleep(0.05)
 
-    async def run(self, workflows: int, in_flight: int) -> dict:
+    async def run(self, workflows: int, in_flight: int, pause: float = 0.0) -> dict:
         self.http = aiohttp.ClientSession()
         async with self.http.post(f"{self.api}/v1/workflows/templates", json=template(self.workload, self.tag),
                                   headers={"Authorization": f"Bearer {ADMIN}"}) as resp:
@@ -140,6 +140,8 @@ class Driver:
 
         async def one(n: int) -> None:
             async with gate:
+                if pause:  # the stack sits idle this long before each workflow (first record after idle)
+                    await asyncio.sleep(pause)
                 wid = f"{self.tag}-{n}"
                 self.done[wid] = asyncio.get_running_loop().create_future()
                 amount = 5000 if n % 2 else 500
@@ -274,12 +276,15 @@ def main() -> None:
     parser.add_argument("--workload", choices=("short", "procurement"), default="short")
     parser.add_argument("--workflows", type=int, default=300)
     parser.add_argument("--in-flight", type=int, default=16)
+    parser.add_argument("--pause", type=float, default=0.0,
+                        help="seconds the stack sits idle before each workflow (with --in-flight 1: the latency "
+                             "of the first record after an idle period, issue 15)")
     args = parser.parse_args()
     port = os.environ.get("FLOWLINE_KAFKA_PORT", "29092")
     bootstrap = os.environ.get("FLOWLINE_KAFKA_BOOTSTRAP", f"127.0.0.1:{port}")
     api = f"http://127.0.0.1:{os.environ.get('FLOWLINE_GATEWAY_PORT', '28700')}"
     driver = Driver(bootstrap, api, args.workload)
-    out = asyncio.run(driver.run(args.workflows, args.in_flight))
+    out = asyncio.run(driver.run(args.workflows, args.in_flight, args.pause))
     report(driver, out)
 
 
