@@ -20,6 +20,7 @@ from core.approvers import parse_window
 from gateway.auth import AGENTS_WRITE, Principal
 from gateway.calls import Call, json_response
 from gateway.problems import Problem
+from gateway.templates import decode_cursor, encode_cursor
 
 
 async def _agent(call: Call, me: Principal) -> str:
@@ -166,5 +167,27 @@ async def set_key(call: Call) -> web.Response:
     return json_response({"agent_id": agent_id, "public_key": key})
 
 
-HANDLERS = {"getAgentPermissions": get_permissions, "setAgentPermissions": set_permissions,
+async def list_agents(call: Call) -> web.Response:
+    """GET /v1/agents: the tenant's agents, by id (admin only). The dashboard's Security page picks an agent here
+    to read its access log; an admin could otherwise only guess agent ids."""
+    me = call.me
+    me.require(AGENTS_WRITE, "list agents")
+    limit = call.query("limit")
+    args: list[Any] = [me.tenant_id]
+    where = "tenant_id = $1 AND kind = 'agent'"
+    cursor = decode_cursor(call.query("cursor"), 1)
+    if cursor:
+        args.append(cursor[0])
+        where += f" AND id > ${len(args)}"
+    args.append(limit + 1)
+    rows = await call.gateway.pool.fetch(
+        f"SELECT id, display_name, roles, public_key IS NOT NULL AS has_key FROM principals WHERE {where} "
+        f"ORDER BY id LIMIT ${len(args)}", *args)
+    items = [{"id": r["id"], "display_name": r["display_name"], "roles": list(r["roles"]),
+              "has_public_key": r["has_key"]} for r in rows[:limit]]
+    next_cursor = encode_cursor(rows[limit - 1]["id"]) if len(rows) > limit else None
+    return json_response({"items": items, "next_cursor": next_cursor})
+
+
+HANDLERS = {"listAgents": list_agents, "getAgentPermissions": get_permissions, "setAgentPermissions": set_permissions,
             "getAgentKey": get_key, "setAgentKey": set_key}

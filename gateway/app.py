@@ -23,6 +23,7 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaConnectionError
 from jsonschema import Draft202012Validator
 from prometheus_client import Counter, Histogram
 
@@ -32,11 +33,11 @@ from gateway.params import Parameters
 from gateway.problems import CONTENT_TYPE as PROBLEM_CONTENT_TYPE
 from gateway.problems import DATABASE_DOWN, Problem, problems_middleware, read_model_unavailable
 from gateway.settings import GatewaySettings
-from schemas.process import run_process
+from schemas.process import run_process, wait_for_kafka
 
 log = logging.getLogger("flowline.gateway")
 audit_log = logging.getLogger("flowline.gateway.audit")
-CONVERSATION_HEADER = "X-Flowline-Conversation-Id"
+CONVERSATION_HEADER = agent_access.CONVERSATION_HEADER  # one name for the header the access log records
 
 REQUESTS = Counter("flowline_gateway_requests_total", "HTTP requests", ["operation", "status"])
 LATENCY = Histogram("flowline_gateway_request_seconds", "HTTP request latency", ["operation"])
@@ -274,18 +275,56 @@ async def start_gateway(settings: GatewaySettings) -> Gateway:
         # Start anyway: /health says the database is down and requests answer 503 until it is back.
         log.warning("PostgreSQL is unavailable at start (%r); connecting on demand", exc)
         pool = await asyncpg.create_pool(settings.database_url, min_size=0, **options)
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, enable_idempotence=True,
-                                linger_ms=1, request_timeout_ms=10_000)
-    await producer.start()
+    try:
+        producer: AIOKafkaProducer | None = await _start_producer(settings)
+    except KafkaConnectionError as exc:
+        # Start anyway, as with PostgreSQL: reads answer, commands and template changes answer 503 and /health
+        # says the broker is down until it is reachable (containers start in any order).
+        log.warning("the Kafka broker at %s is not reachable at start (%s); commands answer 503 until it is",
+                    settings.bootstrap_servers, exc)
+        producer = None
     gateway = Gateway(settings=settings, pool=pool, producer=producer)
+    if producer is None:
+        gateway.connecting = asyncio.create_task(_connect_later(gateway), name="kafka-connect")
     await gateway.projected.listen(settings.database_url, timeout=DB_CONNECT_TIMEOUT)
     return gateway
 
 
+async def _start_producer(settings: GatewaySettings) -> AIOKafkaProducer:
+    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, enable_idempotence=True,
+                                linger_ms=1, request_timeout_ms=10_000)
+    try:
+        await producer.start()
+    except BaseException:
+        with contextlib.suppress(Exception):
+            await producer.stop()
+        raise
+    return producer
+
+
+async def _connect_later(gateway: Gateway) -> None:
+    """Wait for the broker (schemas.process.wait_for_kafka), then give the gateway its producer."""
+    settings = gateway.settings
+    while await wait_for_kafka(settings.bootstrap_servers, gateway.closing):
+        try:
+            gateway.producer = await _start_producer(settings)
+        except KafkaConnectionError as exc:  # it answered once and went away again: wait anew
+            log.warning("the Kafka broker at %s went away while connecting (%s)", settings.bootstrap_servers, exc)
+            continue
+        log.info("connected to the Kafka broker at %s; commands are accepted", settings.bootstrap_servers)
+        return
+
+
 async def stop_gateway(gateway: Gateway) -> None:
+    gateway.closing.set()
+    if gateway.connecting is not None:
+        gateway.connecting.cancel()
+        with contextlib.suppress(BaseException):
+            await gateway.connecting
     await gateway.projected.close()
     with contextlib.suppress(Exception):
-        await gateway.producer.stop()
+        if gateway.producer is not None:
+            await gateway.producer.stop()
     with contextlib.suppress(Exception):
         await gateway.pool.close()
 

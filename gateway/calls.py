@@ -7,6 +7,7 @@ imports the handlers and the handlers import this module; nothing here imports a
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from aiokafka import AIOKafkaProducer
 
 from gateway.auth import Authenticator, Principal
 from gateway.commands import CommandSender
+from gateway.problems import Problem
 from gateway.settings import GatewaySettings
 from schemas.codec import Codec
 from schemas.notify import ReadModelSignal
@@ -27,10 +29,20 @@ from schemas.notify import ReadModelSignal
 class Gateway:
     settings: GatewaySettings
     pool: asyncpg.Pool
-    producer: AIOKafkaProducer
+    # None while the broker has not been reachable since the start (gateway/app.py connects it later)
+    producer: AIOKafkaProducer | None
     codec: Codec = field(default_factory=Codec.from_env)
     # the projector's commits, so requests waiting for the read model re-read at once (schemas/notify.py)
     projected: ReadModelSignal = field(default_factory=ReadModelSignal)
+    connecting: asyncio.Task | None = None
+    closing: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def kafka(self) -> AIOKafkaProducer:
+        """The producer, or a 503 while the broker has not been reachable since the gateway started."""
+        if self.producer is None:
+            raise Problem(503, f"the Kafka broker ({self.settings.bootstrap_servers}) has not been reachable since "
+                               "the gateway started; nothing was sent, retry later")
+        return self.producer
 
     def __post_init__(self) -> None:
         self.auth = Authenticator(self.pool)

@@ -46,7 +46,9 @@ class CommandSender:
         except Exception as exc:  # retrying cannot help: the request itself holds what cannot be encoded
             raise Problem(422, f"the command cannot be encoded ({type(exc).__name__}: {str(exc)[:200]})") from exc
         try:
-            await gw.producer.send_and_wait(gw.settings.commands_topic, value, key=command.instance_id.encode())
+            await gw.kafka().send_and_wait(gw.settings.commands_topic, value, key=command.instance_id.encode())
+        except Problem:
+            raise
         except Exception as exc:
             raise Problem(503, f"the command could not be sent to the engine ({type(exc).__name__}); "
                                "retry with the same Idempotency-Key") from exc

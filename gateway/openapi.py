@@ -273,6 +273,15 @@ SCHEMAS: dict[str, Any] = {
                                "status": {"type": "integer"}, "conversation_id": nullable("string"),
                                "client": nullable("string")}}}},
     },
+    "AgentList": {
+        "type": "object", "required": ["items", "next_cursor"],
+        "properties": {"next_cursor": nullable("string"), "items": {"type": "array", "items": {
+            "type": "object", "required": ["id", "display_name", "roles", "has_public_key"],
+            "properties": {"id": {"type": "string"}, "display_name": {"type": "string"},
+                           "roles": {"type": "array", "items": {"type": "string"}},
+                           "has_public_key": {"type": "boolean",
+                                              "description": "whether the agent has a registered signing key"}}}}},
+    },
     "AgentKey": {
         "type": "object", "required": ["agent_id", "public_key"],
         "properties": {"agent_id": {"type": "string"}, "public_key": nullable("string")},
@@ -738,6 +747,10 @@ PATHS: dict[str, dict[str, Any]] = {
                            "schema": {"type": "string", "enum": ["requested", "deadline"], "default": "requested"},
                            "description": "requested: oldest request first; deadline: soonest deadline first "
                                           "(approvals without one last)"}, CURSOR, LIMIT]),
+    },
+    "/v1/agents": {
+        "get": op("listAgents", "The tenant's agents, by id (admin only)", "agents",
+                  {200: ("the tenant's agents", ref("AgentList"))}, params=[CURSOR, LIMIT]),
     },
     "/v1/agents/{id}/public-key": {
         "get": op("getAgentKey", "An agent's registered Ed25519 public key", "agents",

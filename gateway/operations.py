@@ -23,6 +23,8 @@ async def health(call: Call) -> web.Response:
     gw = call.gateway
     checks: dict[str, dict[str, Any]] = {}
     try:
+        if gw.producer is None:
+            raise ConnectionError("not reachable since the gateway started")
         await asyncio.wait_for(gw.producer.client.fetch_all_metadata(), 3)
         brokers = len(gw.producer.client.cluster.brokers())
         checks["broker"] = {"ok": brokers > 0, "brokers": brokers}

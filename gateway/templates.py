@@ -64,7 +64,9 @@ def _status_of(document: dict[str, Any]) -> str:
 async def publish(call: Call, record: TemplateRecord) -> None:
     gw = call.gateway
     try:
-        await gw.producer.send_and_wait(gw.settings.templates_topic, gw.codec.encode(record), key=template_key(record))
+        await gw.kafka().send_and_wait(gw.settings.templates_topic, gw.codec.encode(record), key=template_key(record))
+    except Problem:
+        raise
     except Exception as exc:
         raise Problem(503, f"the template could not be published to the engine ({type(exc).__name__}); "
                            "nothing was saved, retry") from exc

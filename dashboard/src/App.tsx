@@ -9,6 +9,7 @@ import { Approvals } from "./routes/Approvals";
 import { InstancePage } from "./routes/Instance";
 import { Instances } from "./routes/Instances";
 import { Pipelines } from "./routes/Pipelines";
+import { Security } from "./routes/Security";
 import { SignIn } from "./routes/SignIn";
 import { StartInstance } from "./routes/Start";
 import { TemplateBuilder } from "./routes/Builder";
@@ -21,6 +22,8 @@ const TABS = [
   ["/templates", "Templates"],
   ["/analytics", "Analytics"],
 ] as const;
+/** Shown to those who may read either log (admins); the page explains what each other principal lacks. */
+const ADMIN_TABS = [["/security", "Security"]] as const;
 
 export function App() {
   const [token, setToken] = useState(session.token());
@@ -55,7 +58,7 @@ export function App() {
       <header className="top">
         <strong className="brand">Flowline</strong>
         <nav aria-label="Main">
-          {TABS.map(([href, label]) => (
+          {[...TABS, ...ADMIN_TABS.filter(() => me.data.permissions.includes("audit:read") || me.data.permissions.includes("agents:write"))].map(([href, label]) => (
             <Link key={href} href={href} aria-current={current(href) ? "page" : undefined}>
               {label}
             </Link>
@@ -81,6 +84,7 @@ export function App() {
             {(p) => <TemplateBuilder id={p.id} version={Number(p.version)} />}
           </Route>
           <Route path="/analytics" component={Analytics} />
+          <Route path="/security" component={Security} />
           <Route>
             <h1>Not found</h1>
             <p>There is no page at {location}.</p>

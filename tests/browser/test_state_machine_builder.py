@@ -187,3 +187,41 @@ async def test_a_state_machine_instance_page_draws_its_states(dashboard, world):
     await expect(graph.get_by_label("State approved, ends COMPLETED")).to_be_attached()
     await expect(graph.get_by_label(re.compile(r"^Transition under_review to approved: .*needs approval"))
                  ).to_be_attached()
+
+
+async def test_a_transitions_time_is_edited_in_the_builder(dashboard, world):
+    """A time-based transition's delay or deadline (after_seconds/minutes/hours, at) is a form, not JSON: the
+    built-in's week-long timeout becomes 36 hours, a requested transition gets a deadline from the trigger, a
+    bad delay shows the server's message at the field."""
+    original = builtin_template("compliance_review_sm")
+    tenant, created = await open_template(dashboard, world, original)
+    page = dashboard.page
+    graph = page.get_by_role("figure", name="State machine graph")
+    transitions = page.get_by_role("region", name="Transitions")
+    time = page.get_by_role("group", name="Time")
+
+    await transitions.get_by_role("button", name="changes_requested → rejected").click()
+    await expect(time.get_by_label("Takes effect")).to_have_value("after")
+    await expect(time.get_by_label("Delay")).to_have_value("168")
+    await expect(time.get_by_label("Unit")).to_have_value("hours")
+    await time.get_by_label("Delay").fill("0")  # the server's rule: a positive number
+    await expect(page.locator('[data-pointer="/transitions/5/time"]').get_by_role("alert")).not_to_have_count(0)
+    await time.get_by_label("Delay").fill("36")
+    await expect(page.get_by_test_id("validity")).to_have_text("valid")
+    await expect(graph.get_by_label(re.compile(r"Transition changes_requested to rejected: automatic after 36 hours"))
+                 ).to_be_attached()
+
+    await transitions.get_by_role("button", name="under_review → rejected").click()
+    await time.get_by_label("Takes effect").select_option("at")
+    await time.get_by_label("Deadline").fill("{{trigger.review_by}}")
+    await expect(page.get_by_test_id("validity")).to_have_text("valid")
+    await shot(page, "state_machine_transition_time")
+    await page.get_by_role("button", name="Save as new version").click()
+    await expect(page).to_have_url(f"{dashboard.base}/templates/{created['id']}/2")
+
+    _, saved = await world.call("GET", f"/v1/workflows/templates/{created['id']}?version=2", tenant, expect=200)
+    doc = saved["document"]
+    assert doc["transitions"][5] == {**{k: v for k, v in original["transitions"][5].items() if k != "after_hours"},
+                                     "after_hours": 36}
+    assert doc["transitions"][4] == {**original["transitions"][4], "at": "{{trigger.review_by}}"}
+    assert doc["transitions"][:4] == original["transitions"][:4]

@@ -19,6 +19,7 @@ import aiohttp
 import pytest
 
 from tests.integration.engine_harness import REPO, EngineWorld
+from tests.integration.gateway.world import insert_tenant
 from tests.integration.handlers.support import free_port
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -96,3 +97,45 @@ async def test_engine_and_projector_wait_for_a_broker_that_is_not_up_yet(stack, 
                 await asyncio.sleep(0.3)
         finally:
             server.close()
+
+
+async def test_the_gateway_serves_before_the_broker_is_up_and_sends_once_it_is(stack, kafka_bootstrap,
+                                                                              database_url, tmp_path):
+    """The gateway used to exit at its producer's start when the broker was not up. Now it serves: /health
+    says the broker is down, a template change answers 503 with nothing saved, and once the broker is
+    reachable the same request is accepted."""
+    async with EngineWorld(kafka_bootstrap, partitions=2) as world:
+        port, http = free_port(), free_port()
+        env = {**world.env(), "FLOWLINE_KAFKA_BOOTSTRAP": f"127.0.0.1:{port}", "FLOWLINE_GATEWAY_PORT": str(http),
+               "DATABASE_URL": database_url}
+        log = tmp_path / "gateway.log"
+        gateway = spawn(["-m", "deploy.cli", "gateway"], env, log, world)
+        await wait_for_text(log, "gateway listening", gateway)
+        assert "not reachable at start" in log.read_text()
+        base = f"http://127.0.0.1:{http}"
+        admin = (await insert_tenant(database_url)).auth("admin")
+        template = {"name": f"late broker {world.prefix}", "trigger_type": "manual",
+                    "steps": [{"type": "wait", "name": "Pause", "config": {"duration_seconds": 1}}]}
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"{base}/health") as resp:
+                health = await resp.json()
+                assert resp.status == 503 and health["checks"]["broker"]["ok"] is False
+            async with session.post(f"{base}/v1/workflows/templates", json=template, headers=admin) as resp:
+                problem = await resp.json()
+                assert resp.status == 503, problem
+                assert "has not been reachable" in problem["detail"]
+            async with session.get(f"{base}/v1/workflows/templates", headers=admin) as resp:
+                listed = await resp.json()
+                assert resp.status == 200  # reads answer meanwhile
+                assert template["name"] not in [t["name"] for t in listed["items"]]  # nothing was saved
+
+            server = await relay(port, kafka_bootstrap)
+            try:
+                await wait_for_text(log, "commands are accepted", gateway)
+                async with session.post(f"{base}/v1/workflows/templates", json=template, headers=admin) as resp:
+                    assert resp.status == 201, await resp.text()
+                    created = await resp.json()
+                async with session.delete(f"{base}/v1/workflows/templates/{created['id']}", headers=admin) as resp:
+                    assert resp.status == 200, await resp.text()
+            finally:
+                server.close()

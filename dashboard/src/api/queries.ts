@@ -15,6 +15,9 @@ export const keys = {
   throughput: (templateId: string | undefined, bucket: "hour" | "day") => ["analytics", "throughput", templateId ?? "all", bucket] as const,
   pipeline: (id: string) => ["templates", id, "pipeline"] as const,
   stepTypes: ["step-types"] as const,
+  securityLog: ["security-log"] as const,
+  agents: ["agents"] as const,
+  accessLog: (agentId: string) => ["agents", agentId, "access-log"] as const,
 };
 
 export type InstanceFilters = {
@@ -131,4 +134,33 @@ export const useStepTypes = () =>
     queryKey: keys.stepTypes,
     staleTime: Infinity,
     queryFn: () => must(api.GET("/v1/workflows/step-types")),
+  });
+
+export const useSecurityLog = () =>
+  useInfiniteQuery({
+    ...cursorPages,
+    queryKey: keys.securityLog,
+    refetchInterval: POLL_MS,
+    queryFn: ({ pageParam }) => must(api.GET("/v1/security-log", { params: { query: { limit: PAGE, ...at(pageParam) } } })),
+  });
+
+export const useAgents = () =>
+  useInfiniteQuery({
+    ...cursorPages,
+    queryKey: keys.agents,
+    queryFn: ({ pageParam }) => must(api.GET("/v1/agents", { params: { query: { limit: PAGE, ...at(pageParam) } } })),
+  });
+
+export const useAccessLog = (agentId: string | undefined) =>
+  useInfiniteQuery({
+    ...cursorPages,
+    queryKey: keys.accessLog(agentId ?? ""),
+    enabled: agentId !== undefined,
+    refetchInterval: POLL_MS,
+    queryFn: ({ pageParam }) =>
+      must(
+        api.GET("/v1/agents/{id}/access-log", {
+          params: { path: { id: agentId ?? "" }, query: { limit: PAGE, ...at(pageParam) } },
+        }),
+      ),
   });

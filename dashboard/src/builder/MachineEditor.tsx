@@ -11,18 +11,23 @@ import { MachineGraph } from "../components/MachineGraph";
 import { FieldEditor } from "./FieldEditor";
 import { FIELDS } from "./fields";
 import {
+  AFTER_UNITS,
   errorsAt,
   move,
   newStep,
   renameState,
   STEP_TYPES,
+  timingOf,
   withKey,
+  withTiming,
+  type AfterUnit,
   type Json,
   type MachineState,
   type MachineTransition,
   type Step,
   type StepType,
   type TemplateDoc,
+  type Timing,
 } from "./model";
 import { SchemaEditor } from "./SchemaEditor";
 import { FieldErrors, StepForm, type ConfigSchemas } from "./StepForm";
@@ -313,6 +318,7 @@ function TransitionForm({ transition: t, states, pointer, errors, schemas, onCha
         </label>
         <FieldErrors errors={errorsAt(errors, `${pointer}/automatic`)} />
       </div>
+      <TransitionTime t={t} pointer={pointer} errors={errors} onChange={onChange} />
       <div className="field" data-pointer={`${pointer}/roles`}>
         <span id="transition-roles">Allowed roles (who may request it; none: anyone who may act on instances)</span>
         <SchemaEditor schema={ROLES_SCHEMA} label="Allowed roles" value={t.roles} onChange={(v) => onChange(withKey(t, "roles", v))} />
@@ -374,5 +380,63 @@ function TransitionForm({ transition: t, states, pointer, errors, schemas, onCha
         )}
       </fieldset>
     </Section>
+  );
+}
+
+/** A transition's time (core/machine.py): none, a delay after entering the source state (seconds, minutes or
+ * hours), or a deadline (ISO 8601, epoch milliseconds or a placeholder such as {{trigger.review_by}}). Either
+ * makes the transition automatic: the engine arms a timer on entering the state. */
+function TransitionTime({ t, pointer, errors, onChange }: { t: MachineTransition; pointer: string; errors: FieldError[]; onChange: (t: MachineTransition) => void }) {
+  const timing = timingOf(t);
+  const keyPointers = [...AFTER_UNITS.map((u) => `${pointer}/after_${u}`), `${pointer}/at`];
+  return (
+    <fieldset className="transition-time" data-pointer={`${pointer}/time`}>
+      <legend>Time</legend>
+      <div className="field">
+        <label htmlFor="transition-time-kind">Takes effect</label>
+        <select
+          id="transition-time-kind"
+          value={timing.kind}
+          onChange={(e) => {
+            const kind = e.target.value as Timing["kind"];
+            onChange(withTiming(t, kind === "after" ? { kind, amount: 1, unit: "hours" } : kind === "at" ? { kind, at: "" } : { kind }));
+          }}
+        >
+          <option value="none">when requested (or automatically, as set above)</option>
+          <option value="after">after a time in the source state</option>
+          <option value="at">at a deadline</option>
+        </select>
+      </div>
+      {timing.kind === "after" && (
+        <div className="config-grid">
+          <div className="field">
+            <label htmlFor="transition-time-delay">Delay</label>
+            <input
+              id="transition-time-delay"
+              type="number"
+              min={0}
+              step="any"
+              value={timing.amount ?? ""}
+              onChange={(e) => onChange(withTiming(t, { ...timing, amount: e.target.value === "" ? undefined : Number(e.target.value) }))}
+            />
+          </div>
+          <div className="field">
+            <label htmlFor="transition-time-unit">Unit</label>
+            <select id="transition-time-unit" value={timing.unit} onChange={(e) => onChange(withTiming(t, { ...timing, unit: e.target.value as AfterUnit }))}>
+              {AFTER_UNITS.map((u) => (
+                <option key={u}>{u}</option>
+              ))}
+            </select>
+          </div>
+        </div>
+      )}
+      {timing.kind === "at" && (
+        <div className="field">
+          <label htmlFor="transition-time-at">Deadline</label>
+          <input id="transition-time-at" value={timing.at} placeholder="{{trigger.review_by}} or 2026-12-31T17:00:00Z" onChange={(e) => onChange(withTiming(t, { kind: "at", at: e.target.value }))} />
+        </div>
+      )}
+      <FieldErrors errors={errors.filter((e) => keyPointers.some((k) => e.pointer === k || e.pointer.startsWith(`${k}/`)))} />
+    </fieldset>
   );
 }

@@ -30,7 +30,44 @@ export type MachineTransition = {
   action?: Step;
   requires_approval?: Config;
   roles?: string[];
+  after_seconds?: number;
+  after_minutes?: number;
+  after_hours?: number;
+  at?: string | number;
 };
+
+/** The time keys of a transition (core/machine.py TIME_KEYS): at most one; any of them makes it time-based. */
+export const AFTER_UNITS = ["seconds", "minutes", "hours"] as const;
+export type AfterUnit = (typeof AFTER_UNITS)[number];
+export type Timing = { kind: "none" } | { kind: "after"; amount: number | undefined; unit: AfterUnit } | { kind: "at"; at: string };
+
+export function timingOf(t: MachineTransition): Timing {
+  for (const unit of AFTER_UNITS) {
+    const amount = t[`after_${unit}`];
+    if (amount !== undefined) return { kind: "after", amount, unit };
+  }
+  if (t.at !== undefined) return { kind: "at", at: String(t.at) };
+  return { kind: "none" };
+}
+
+/** The transition with `timing` as its only time key (switching kind or unit drops the others). */
+export function withTiming(t: MachineTransition, timing: Timing): MachineTransition {
+  const rest: MachineTransition = { ...t };
+  for (const unit of AFTER_UNITS) delete rest[`after_${unit}`];
+  delete rest.at;
+  if (timing.kind === "after" && timing.amount !== undefined) rest[`after_${timing.unit}`] = timing.amount;
+  if (timing.kind === "after" && timing.amount === undefined) rest[`after_${timing.unit}`] = 0;
+  if (timing.kind === "at") rest.at = timing.at;
+  return rest;
+}
+
+/** "after 2 hours" / "at {{trigger.review_by}}" / "" : what the graph and labels say about a transition's time. */
+export function timingText(t: MachineTransition): string {
+  const timing = timingOf(t);
+  if (timing.kind === "after") return `after ${timing.amount ?? 0} ${timing.unit}`;
+  if (timing.kind === "at") return `at ${timing.at}`;
+  return "";
+}
 
 /** The same test as core/machine.py is_machine: a document with states or transitions is a state machine. */
 export const isMachine = (doc: TemplateDoc): boolean => "states" in doc || "transitions" in doc;
@@ -46,13 +83,15 @@ export function renameState(doc: TemplateDoc, index: number, name: string): Temp
 
 /** The few words drawn on a transition's edge (the full label is its accessible name). */
 export function transitionTag(t: MachineTransition): string | undefined {
-  const parts = [t.automatic ? "auto" : "", t.condition ? `if ${t.condition}` : "", t.requires_approval ? "approval" : ""];
+  const time = timingText(t);
+  const parts = [time || (t.automatic ? "auto" : ""), t.condition ? `if ${t.condition}` : "", t.requires_approval ? "approval" : ""];
   return parts.filter(Boolean).join(" · ") || undefined;
 }
 
 /** A transition's accessible label: what a person must know about taking it. */
 export function transitionLabel(t: MachineTransition): string {
-  const parts = [t.automatic ? "automatic" : "requested"];
+  const time = timingText(t);
+  const parts = [time ? `automatic ${time}` : t.automatic ? "automatic" : "requested"];
   if (t.condition) parts.push(`if ${t.condition}`);
   if (t.roles?.length) parts.push(`roles: ${t.roles.join(", ")}`);
   if (t.requires_approval) parts.push("needs approval");

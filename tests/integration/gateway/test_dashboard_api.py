@@ -35,6 +35,23 @@ async def test_me_tells_an_agent_the_templates_it_may_start(api_world, tenant):
     assert after["can_initiate"] == [first["id"]]
 
 
+async def test_agents_lists_the_tenants_agents_to_admins_only(api_world, tenant):
+    """The Security page picks an agent from this list to read its access log."""
+    other = await api_world.new_tenant()
+    _, listed = await api_world.call("GET", "/v1/agents", tenant, "admin", expect=200)
+    assert listed == {"items": [{"id": tenant.ids["agent"], "display_name": "agent", "roles": [],
+                                 "has_public_key": False}], "next_cursor": None}
+    _, theirs = await api_world.call("GET", "/v1/agents", other, "admin", expect=200)
+    assert [a["id"] for a in theirs["items"]] == [other.ids["agent"]]  # never another tenant's agents
+    for who in ("viewer", "operator", "agent"):
+        status, problem = await api_world.call("GET", "/v1/agents", tenant, who)
+        assert status == 403, (who, problem)
+    status, problem = await api_world.call("GET", "/v1/agents?limit=0", tenant, "admin")
+    assert status == 400 and problem["pointer"] == "/query/limit"
+    status, _ = await api_world.call("GET", "/v1/agents?cursor=bogus", tenant, "admin")
+    assert status == 400
+
+
 async def test_validate_a_new_document_reports_pointers(api_world, tenant):
     document = builtin_template("procurement_approval")
     _, ok = await api_world.call("POST", "/v1/workflows/templates/validate", tenant, json=document, expect=200)
