@@ -53,9 +53,10 @@ DEFAULT_GROUP = VARIABLES["FLOWLINE_PROJECTOR_GROUP"].default
 
 # How often an idle projector reports (projector_status, which /health reads: stale after 30 s) and checks
 # that the database still has the offsets it stored. Once a second, it was a PostgreSQL commit every second
-# on an idle stack (issue 15). A loss needs the database to crash, fail over or be restored, and the
-# projector sees it away meanwhile (a failed report or check): then it checks again at each poll until a
-# check gets through, so a loss under an idle projector is found about as soon as the database is back.
+# on an idle stack (issue 15). A loss needs the database to crash, fail over or be restored; a projector
+# that saw it away meanwhile (a failed report or check) checks again at each poll until a check gets
+# through, so an idle projector finds a loss within this interval at most, and mostly as soon as the
+# database answers again (ADR 13).
 STATUS_EVERY_SECONDS = 10.0
 
 # errors that say the database is away (wait and retry), not that an event cannot be applied; asyncpg raises
