@@ -1,7 +1,7 @@
 """Where the milliseconds of one workflow go, hop by hop (issue 15), on a running stack.
 
     source your ports; deploy/stack up --profile test
-    .venv/bin/python -m bench.hops [--workload short|procurement] [--workflows 300] [--in-flight 16]
+    .venv/bin/python -m bench.hops [--workload short|procurement] [--workflows 300] [--in-flight 16] [--pause 0]
 
 It drives the peers instrument's two workloads (`../shared/peers/`, same templates) as a closed loop with
 `--in-flight` workflows at once: a JSON transfer event on `payments.transfers`, the end seen on
@@ -120,7 +120,7 @@ class Driver:
                     return
             await asyncio.sleep(0.05)
 
-    async def run(self, workflows: int, in_flight: int) -> dict:
+    async def run(self, workflows: int, in_flight: int, pause: float = 0.0) -> dict:
         self.http = aiohttp.ClientSession()
         async with self.http.post(f"{self.api}/v1/workflows/templates", json=template(self.workload, self.tag),
                                   headers={"Authorization": f"Bearer {ADMIN}"}) as resp:
@@ -149,6 +149,8 @@ class Driver:
 
         async def one(n: int) -> None:
             async with gate:
+                if pause:  # the stack sits idle this long before each workflow (first record after idle)
+                    await asyncio.sleep(pause)
                 wid = f"{self.tag}-{n}"
                 self.done[wid] = asyncio.get_running_loop().create_future()
                 amount = 5000 if n % 2 else 500
@@ -297,6 +299,9 @@ def main() -> None:
     parser.add_argument("--in-flight", type=int, default=16)
     parser.add_argument("--profile", default=os.environ.get("FLOWLINE_PROFILE", "test"),
                         help="the stack whose processes' CPU is counted (its pid files)")
+    parser.add_argument("--pause", type=float, default=0.0,
+                        help="seconds the stack sits idle before each workflow (with --in-flight 1: the latency "
+                             "of the first record after an idle period, issue 15)")
     args = parser.parse_args()
     port = os.environ.get("FLOWLINE_KAFKA_PORT", "29092")
     bootstrap = os.environ.get("FLOWLINE_KAFKA_BOOTSTRAP", f"127.0.0.1:{port}")
@@ -307,7 +312,7 @@ def main() -> None:
     state_dir = Path(os.environ.get("FLOWLINE_STATE_DIR") or REPO / ".flowline" / args.profile).resolve()
     pids = stack_pids(state_dir)
     before = {name: tree_cpu(pid) for name, pid in pids.items()}
-    out = asyncio.run(driver.run(args.workflows, args.in_flight))
+    out = asyncio.run(driver.run(args.workflows, args.in_flight, args.pause))
     cpu = {name: tree_cpu(pid) - before[name] for name, pid in pids.items()}
     report(driver, out)
     if cpu:

@@ -56,7 +56,7 @@ VARIABLES: dict[str, Variable] = {v.name: v for v in (
     Variable("FLOWLINE_TRIGGER_TOPICS", "payments.transfers"),
     Variable("FLOWLINE_TRIGGER_TOPIC_TENANTS", ""),
     Variable("FLOWLINE_ENGINE_MAX_BATCH", "500"),
-    Variable("FLOWLINE_ENGINE_POLL_MS", "50"),
+    Variable("FLOWLINE_ENGINE_POLL_MS", "500"),
     Variable("FLOWLINE_ENGINE_FETCH_WAIT_MS", "500"),
     Variable("FLOWLINE_TIMER_SWEEP_MS", "200"),
     Variable("FLOWLINE_PRODUCER_LINGER_MS", "1"),
