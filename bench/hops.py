@@ -1,7 +1,7 @@
 """Where the milliseconds of one workflow go, hop by hop (issue 15), on a running stack.
 
     source your ports; deploy/stack up --profile test
-    .venv/bin/python -m bench.hops [--workload short|procurement] [--workflows 300] [--in-flight 16]
+    .venv/bin/python -m bench.hops [--workload short|procurement] [--workflows 300] [--in-flight 16] [--pause 0]
 
 It drives the peers instrument's two workloads (`../shared/peers/`, same templates) as a closed loop with
 `--in-flight` workflows at once: a JSON transfer event on `payments.transfers`, the end seen on
@@ -11,6 +11,10 @@ instance by their timestamps (the producer's create time: when the process that 
 it to its producer). The gap between two hops is therefore "commit + read_committed visibility + fetch +
 queueing + work" of the next process; the table says which process owns each gap, so a wait shows up
 where it is.
+
+A start decided inline (the default, docs/adr/0014) writes no `StartInstance`: its first hop is transfer ->
+first step request (one engine transaction); through the matcher (`FLOWLINE_ENGINE_INLINE_START=off`) it is
+transfer -> `StartInstance` -> first step request (two).
 
 Why record timestamps and not log lines: every process already stamps what it writes, the broker keeps
 it, and reading it back changes nothing on the path being measured.
@@ -26,10 +30,12 @@ import statistics
 import time
 import uuid
 from collections import defaultdict
+from pathlib import Path
 
 import aiohttp
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from bench.idle_bench import REPO, stack_pids, tree_cpu
 from core import commands as cmd
 from core import events as ev
 from core.effects import StepRequest
@@ -114,7 +120,7 @@ class Driver:
                     return
             await asyncio.sleep(0.05)
 
-    async def run(self, workflows: int, in_flight: int) -> dict:
+    async def run(self, workflows: int, in_flight: int, pause: float = 0.0) -> dict:
         self.http = aiohttp.ClientSession()
         async with self.http.post(f"{self.api}/v1/workflows/templates", json=template(self.workload, self.tag),
                                   headers={"Authorization": f"Bearer {ADMIN}"}) as resp:
@@ -143,6 +149,8 @@ class Driver:
 
         async def one(n: int) -> None:
             async with gate:
+                if pause:  # the stack sits idle this long before each workflow (first record after idle)
+                    await asyncio.sleep(pause)
                 wid = f"{self.tag}-{n}"
                 self.done[wid] = asyncio.get_running_loop().create_future()
                 amount = 5000 if n % 2 else 500
@@ -228,10 +236,16 @@ class Driver:
 def report(driver: Driver, out: dict) -> None:
     stamps = out["hops"]
     rows: dict[str, list[float]] = defaultdict(list)
+    # Started inline (docs/adr/0014) there is no StartInstance on workflow.commands: the processor that
+    # consumes the transfer writes the first step request in the same transaction. Through the matcher
+    # (FLOWLINE_ENGINE_INLINE_START=off) the start travels through workflow.commands first.
+    first_hops = {
+        "inline": [("transfer", "request2", "processor: transfer visible + fetched + matched + started")],
+        "matcher": [("transfer", "start_cmd", "matcher: transfer visible + fetched + matched"),
+                    ("start_cmd", "request2", "processor: matcher's txn + StartInstance processed")],
+    }
     chains = {
-        "short": [("transfer", "start_cmd", "matcher: transfer visible + fetched + matched"),
-                  ("start_cmd", "request2", "processor: matcher's txn + StartInstance processed"),
-                  ("request2", "pay_cmd", "action handler: processor's txn + request fetched"),
+        "short": [("request2", "pay_cmd", "action handler: processor's txn + request fetched"),
                   ("pay_cmd", "pay_res", "simulator: command visible + ledger + answer"),
                   ("pay_res", "result2", "action handler: payment result fetched -> step result"),
                   ("result2", "end_evt", "processor: step result fetched + processed"),
@@ -248,8 +262,12 @@ def report(driver: Driver, out: dict) -> None:
                 hop[f"announce_seen{step}"] = driver.seen[(iid, f"announce{step}")]
         if "transfer" in hop and "end_seen" in hop:
             rows["e2e (transfer produced -> end seen)"].append(hop["end_seen"] - hop["transfer"])
+        if "transfer" in hop and "started_evt" in hop:
+            rows["transfer -> InstanceStarted written (the start's engine transactions)"].append(
+                hop["started_evt"] - hop["transfer"])
         if driver.workload == "short":
-            for a, b, label in chains["short"]:
+            path = "matcher" if "start_cmd" in hop else "inline"
+            for a, b, label in first_hops[path] + chains["short"]:
                 if a in hop and b in hop:
                     rows[f"{a} -> {b}: {label}"].append(hop[b] - hop[a])
         # an approval: POST sent -> the gateway's RecordDecision -> the engine's next request -> seen
@@ -279,13 +297,28 @@ def main() -> None:
     parser.add_argument("--workload", choices=("short", "procurement"), default="short")
     parser.add_argument("--workflows", type=int, default=300)
     parser.add_argument("--in-flight", type=int, default=16)
+    parser.add_argument("--profile", default=os.environ.get("FLOWLINE_PROFILE", "test"),
+                        help="the stack whose processes' CPU is counted (its pid files)")
+    parser.add_argument("--pause", type=float, default=0.0,
+                        help="seconds the stack sits idle before each workflow (with --in-flight 1: the latency "
+                             "of the first record after an idle period, issue 15)")
     args = parser.parse_args()
     port = os.environ.get("FLOWLINE_KAFKA_PORT", "29092")
     bootstrap = os.environ.get("FLOWLINE_KAFKA_BOOTSTRAP", f"127.0.0.1:{port}")
     api = f"http://127.0.0.1:{os.environ.get('FLOWLINE_GATEWAY_PORT', '28700')}"
     driver = Driver(bootstrap, api, args.workload)
-    out = asyncio.run(driver.run(args.workflows, args.in_flight))
+    # CPU per workflow of each process of the stack (user + system, children included, /proc via psutil):
+    # comparable across runs on a shared machine where latencies swing with the others' load
+    state_dir = Path(os.environ.get("FLOWLINE_STATE_DIR") or REPO / ".flowline" / args.profile).resolve()
+    pids = stack_pids(state_dir)
+    before = {name: tree_cpu(pid) for name, pid in pids.items()}
+    out = asyncio.run(driver.run(args.workflows, args.in_flight, args.pause))
+    cpu = {name: tree_cpu(pid) - before[name] for name, pid in pids.items()}
     report(driver, out)
+    if cpu:
+        print("CPU ms per workflow: " + ", ".join(f"{name} {seconds * 1000 / args.workflows:.2f}" for name, seconds
+                                                   in sorted(cpu.items(), key=lambda kv: -kv[1]) if seconds > 0)
+              + f"; total {sum(cpu.values()) * 1000 / args.workflows:.2f}")
 
 
 if __name__ == "__main__":

@@ -2,13 +2,15 @@
 
 The instance id is derived from the template id and the event id, so a redelivered event maps to the same
 instance and the engine rejects the second `StartInstance` as a duplicate: no second instance, ever.
-Conditions use the epic's `{field, op, value}` vocabulary over the event's trigger data.
+An event started inline, by the processor that consumes it (docs/adr/0014), gets an id that also lands on
+the event's own partition (`instance_id_on`). Conditions use the epic's `{field, op, value}` vocabulary
+over the event's trigger data.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from core.expressions import lookup
@@ -19,6 +21,29 @@ from core.types import TriggerType, WorkflowStatus
 def instance_id_for(template_id: str, source_key: str) -> str:
     digest = hashlib.sha256(f"{template_id}\x00{source_key}".encode()).hexdigest()
     return f"wfi_{digest[:26]}"
+
+
+def instance_id_on(template_id: str, source_key: str, partition: int, partitions: int,
+                   partition_of: Callable[[str], int]) -> str:
+    """The instance id an event on `partition` starts `template_id` under, such that the instance lives on
+    that same partition (`partition_of(id) == partition`): so the processor that consumed the event can
+    decide the start against the partition's states in the transaction that consumes it (docs/adr/0014).
+
+    Today's id (`instance_id_for`) when it already lands there (one time in `partitions`), otherwise the
+    first of `instance_id_for(template_id, source_key + "\\x00<n>")`, n = 1, 2, ... that does: on
+    average `partitions` hashes. Deterministic in (template, source, partition): a redelivered event (same
+    partition) gets the same id and command id, so the core still rejects a second start. The suffix cannot
+    collide with another event's source, which never holds a control character (the matcher refuses
+    them). `partition_of` is the partitioner's rule (Kafka's murmur2 of the key; the core does no I/O and
+    knows no Kafka)."""
+    if not 0 <= partition < partitions:
+        raise ValueError(f"partition {partition} is not one of {partitions}")
+    # each try lands on `partition` with probability 1/partitions: 64x the mean never runs out in practice
+    for n in range(64 * partitions):
+        candidate = instance_id_for(template_id, f"{source_key}\x00{n}" if n else source_key)
+        if partition_of(candidate) == partition:
+            return candidate
+    raise RuntimeError(f"no instance id of {template_id} for {source_key!r} lands on partition {partition}")
 
 
 def start_command_id(instance_id: str) -> str:

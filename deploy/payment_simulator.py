@@ -40,6 +40,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from core.payments import EXPECTED, LOOKUP_TRANSFER, TransferBook, paid_params
 from schemas import topics
 from schemas.codec import Codec, DecodeError
+from schemas.consumers import LongPoll, consumer_options
 from schemas.process import run_process
 from schemas.records import PaymentCommand, PaymentResult, TransferEvent
 from schemas.settings import env, env_int, given
@@ -71,6 +72,7 @@ class PaymentSimulator:
         self.transfers_topic = topic_prefix + topics.PAYMENTS_TRANSFERS
         self.book = TransferBook()
         self._transfers: AIOKafkaConsumer | None = None
+        self._transfers_poll: LongPoll | None = None
         self.group_id = group_id or f"{topic_prefix}flowline-payment-simulator"
         self.ledger = ledger or default_ledger()
         self.delay_ms = delay_ms
@@ -122,6 +124,8 @@ class PaymentSimulator:
         ends = await consumer.end_offsets(list(consumer.assignment())) if to_end else {}
         while True:
             batches = await consumer.getmany(timeout_ms=0 if not to_end else 100)
+            if self._transfers_poll is not None:
+                self._transfers_poll.saw(bool(batches))
             for records in batches.values():
                 for record in records:
                     self.learn(record.value)
@@ -227,9 +231,10 @@ class PaymentSimulator:
         producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap_servers, enable_idempotence=True)
         consumer = AIOKafkaConsumer(self.commands_topic, bootstrap_servers=self.bootstrap_servers,
                                     group_id=self.group_id, enable_auto_commit=False,
-                                    isolation_level="read_committed", auto_offset_reset="earliest")
+                                    isolation_level="read_committed", auto_offset_reset="earliest",
+                                    **consumer_options())
         transfers = AIOKafkaConsumer(bootstrap_servers=self.bootstrap_servers, enable_auto_commit=False,
-                                     isolation_level="read_committed")
+                                     isolation_level="read_committed", **consumer_options())
         await producer.start()
         await consumer.start()
         await transfers.start()
@@ -240,14 +245,16 @@ class PaymentSimulator:
             transfers.assign(tps)
             await transfers.seek_to_beginning(*tps)
             self._transfers = transfers
+            self._transfers_poll = LongPoll(transfers)
         await self._read_transfers(to_end=True)
         self.ready.set()
         log.info("payment simulator (development tool) answering %s; ledger %s", self.commands_topic, self.ledger)
         answered_since_commit, last_commit = False, time.monotonic()
+        poll = LongPoll(consumer)
         try:
             while not self._stopping.is_set():
                 await self._read_transfers()
-                batches = await consumer.getmany(timeout_ms=200)
+                batches = await poll.getmany()
                 records = [record for records in batches.values() for record in records]
                 if records:
                     await self._answer_batch(producer, records)

@@ -41,6 +41,7 @@ from handlers.http import HttpError, SafeHttpClient
 from handlers.rendering import MissingSecret, Renderer, redact
 from handlers.results import failed, succeeded
 from schemas.codec import Codec, DecodeError
+from schemas.consumers import LongPoll, consumer_options
 from schemas.records import PaymentCommand, PaymentResult
 
 log = logging.getLogger(__name__)
@@ -133,7 +134,8 @@ class KafkaPaymentGateway:
             self._producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap_servers, enable_idempotence=True)
             await self._producer.start()
         consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap_servers, enable_auto_commit=False,
-                                    isolation_level="read_committed", auto_offset_reset="latest")
+                                    isolation_level="read_committed", auto_offset_reset="latest",
+                                    **consumer_options())
         await consumer.start()
         cluster = await consumer._client.fetch_all_metadata()  # partitions_for_topic reads only a cache
         partitions = cluster.partitions_for_topic(self.results_topic)
@@ -160,8 +162,9 @@ class KafkaPaymentGateway:
 
     async def _listen(self) -> None:
         assert self._consumer is not None
+        poll = LongPoll(self._consumer)
         while True:
-            batches = await self._consumer.getmany(timeout_ms=200)
+            batches = await poll.getmany()
             for records in batches.values():
                 for record in records:
                     try:

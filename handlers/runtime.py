@@ -32,6 +32,7 @@ from handlers.results import failed
 from handlers.settings import HandlerSettings
 from schemas import dlq
 from schemas.codec import Codec, DecodeError, EncodeError
+from schemas.consumers import POLL_MS, LongPoll, consumer_options
 from schemas.errors import is_transient
 from schemas.process import wait_for_kafka
 
@@ -86,6 +87,7 @@ class HandlerRuntime:
         self._to_commit: dict[TopicPartition, int] = {}
         self._tasks: dict[TopicPartition, set[asyncio.Task]] = {}
         self._commit_lock = asyncio.Lock()
+        self._commit_due = asyncio.Event()  # set when a position waits to be committed
         self._stopping = asyncio.Event()
         self.ready = asyncio.Event()
 
@@ -127,16 +129,18 @@ class HandlerRuntime:
             bootstrap_servers=s.bootstrap_servers, group_id=self.group_id, enable_auto_commit=False,
             isolation_level="read_committed", auto_offset_reset="earliest", session_timeout_ms=s.session_timeout_ms,
             heartbeat_interval_ms=max(s.session_timeout_ms // 5, 500), max_poll_records=s.concurrency,
+            **consumer_options(),
         )
         consumer.subscribe([self.topic], listener=self._Listener(self))
         self.consumer = consumer
         await consumer.start()
         committer = asyncio.create_task(self._commit_periodically())
+        poll = LongPoll(consumer)
         log.info("handler %s consuming %s as %s (concurrency %d)", self.kind, self.topic, self.group_id,
                  s.concurrency)
         try:
             while not self._stopping.is_set():
-                batches = await consumer.getmany(timeout_ms=100, max_records=s.concurrency)
+                batches = await poll.getmany(timeout_ms=POLL_MS, max_records=s.concurrency)
                 for tp, records in batches.items():
                     for record in records:
                         await self._semaphore.acquire()
@@ -170,8 +174,12 @@ class HandlerRuntime:
             await self._commit()
 
     async def _commit_periodically(self) -> None:
+        """Commit at most every `commit_interval_ms`, and only when a position moved: an idle handler
+        does not wake up for nothing (issue 15)."""
         while True:
+            await self._commit_due.wait()
             await asyncio.sleep(self.settings.commit_interval_ms / 1000)
+            self._commit_due.clear()
             try:
                 await self._commit()
             except KafkaError:
@@ -188,6 +196,8 @@ class HandlerRuntime:
                 for tp, offset in offsets.items():  # keep the newer of the two positions
                     if tp in self._trackers:
                         self._to_commit[tp] = max(offset, self._to_commit.get(tp, 0))
+                if self._to_commit:
+                    self._commit_due.set()  # retried after the next interval
                 raise
 
     # ------------------------------------------------------------------ one record
@@ -216,6 +226,7 @@ class HandlerRuntime:
         position = tracker.finish(record.offset)
         if position is not None and not tracker.revoked:
             self._to_commit[tp] = position
+            self._commit_due.set()
 
     async def _handle(self, request: StepRequest) -> None:
         metrics.REQUESTS.labels(self.kind).inc()

@@ -56,7 +56,7 @@ VARIABLES: dict[str, Variable] = {v.name: v for v in (
     Variable("FLOWLINE_TRIGGER_TOPICS", "payments.transfers"),
     Variable("FLOWLINE_TRIGGER_TOPIC_TENANTS", ""),
     Variable("FLOWLINE_ENGINE_MAX_BATCH", "500"),
-    Variable("FLOWLINE_ENGINE_POLL_MS", "50"),
+    Variable("FLOWLINE_ENGINE_POLL_MS", "500"),
     Variable("FLOWLINE_ENGINE_FETCH_WAIT_MS", "500"),
     Variable("FLOWLINE_TIMER_SWEEP_MS", "200"),
     Variable("FLOWLINE_PRODUCER_LINGER_MS", "1"),
@@ -70,6 +70,7 @@ VARIABLES: dict[str, Variable] = {v.name: v for v in (
     Variable("FLOWLINE_STATE_CACHE", "2000"),
     Variable("FLOWLINE_STATE_MAX_AGE_HOURS", "12"),
     Variable("FLOWLINE_ENGINE_STANDBY_REPLICAS", "1"),
+    Variable("FLOWLINE_ENGINE_INLINE_START", "on"),
     Variable("FLOWLINE_RETENTION_HOURS", "168"),
     Variable("FLOWLINE_RETENTION_SWEEP_MS", "60000"),
     Variable("FLOWLINE_GATEWAY_HOST", "127.0.0.1"),
@@ -159,3 +160,14 @@ def env_int(name: str, environ: Mapping[str, str] | None = None, *, kind: str | 
 
 def env_float(name: str, environ: Mapping[str, str] | None = None) -> float:
     return float(env(name, environ))
+
+
+def env_flag(name: str, environ: Mapping[str, str] | None = None) -> bool:
+    """An on/off variable: `1`/`true`/`yes`/`on` or `0`/`false`/`no`/`off` (any case); anything else is refused
+    rather than read as one of them."""
+    value = env(name, environ).strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{name} must be on or off (1/0, true/false, yes/no), not {value!r}")

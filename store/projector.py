@@ -8,12 +8,13 @@ seeks to those stored offsets (to the beginning where none is stored), never to 
 the read model and its position commit or vanish together, so a commit PostgreSQL loses (asynchronous
 commit and a crash, a failover, a restored backup) is projected again instead of leaving a gap, and a
 crash after the commit re-reads nothing (issue 9, ADR 11). A loss under a running projector is noticed
-too: each batch, and a check once a second, compares the offsets it stored with the database's and seeks
+too: each batch, and a check while no batch comes (every `STATUS_EVERY_SECONDS`, at once after the
+database was seen away, or when the lag changed), compares the offsets it stored with the database's and seeks
 back where the database has less (`LostCommits`). Kafka's committed offsets are still written, at most
 once a second, for lag monitoring only. A record that is no event, or an event the read model cannot
 take, goes to `workflow.dlq` with the reason (never skipped silently), before its position is stored. Lag
 (last stable offset - position, summed over the assigned partitions) is a Prometheus gauge and a row in
-`projector_status` (written by each batch, and once a second), which `/health` reads.
+`projector_status` (written by each batch, and by the same check), which `/health` reads.
 
 Run it with `flowline projector` (environment: FLOWLINE_KAFKA_BOOTSTRAP, DATABASE_URL,
 FLOWLINE_TOPIC_PREFIX, FLOWLINE_PROJECTOR_GROUP, FLOWLINE_PROJECTOR_METRICS_PORT).
@@ -38,6 +39,7 @@ from core import events as ev
 from schemas import dlq
 from schemas import topics as topics_mod
 from schemas.codec import Codec, DecodeError
+from schemas.consumers import LongPoll, consumer_options
 from schemas.notify import CHANNEL
 from schemas.process import run_process, wait_for_kafka
 from schemas.settings import VARIABLES, env, env_int
@@ -50,6 +52,14 @@ APPLIED = Counter("flowline_projector_events_total", "events consumed by the pro
 BATCH_SECONDS = Histogram("flowline_projector_batch_seconds", "time to apply one batch to PostgreSQL")
 
 DEFAULT_GROUP = VARIABLES["FLOWLINE_PROJECTOR_GROUP"].default
+
+# How often an idle projector reports (projector_status, which /health reads: stale after 30 s) and checks
+# that the database still has the offsets it stored. Once a second, it was a PostgreSQL commit every second
+# on an idle stack (issue 15). A loss needs the database to crash, fail over or be restored; a projector
+# that saw it away meanwhile (a failed report or check) checks again at each poll until a check gets
+# through, so an idle projector finds a loss within this interval at most, and mostly as soon as the
+# database answers again (ADR 15).
+STATUS_EVERY_SECONDS = 10.0
 
 # errors that say the database is away (wait and retry), not that an event cannot be applied; asyncpg raises
 # InternalClientError ("cannot switch to state N; another operation is in progress") on a connection the
@@ -243,8 +253,10 @@ class Projector:
         self.ready = asyncio.Event()
         self._stop = asyncio.Event()
         self._template_steps: dict[tuple[str, int], list[dict[str, str]]] = {}
-        self._last_status_write = self._last_verify = self._last_monitoring_commit = 0.0
+        self._last_status_write = self._last_monitoring_commit = 0.0
         self._monitoring: Positions = {}  # positions applied but not yet committed to Kafka (monitoring only)
+        self._reported_lag: int | None = None
+        self._database_was_away = False
         # the next offset this projector knows it stored, per partition (None: nothing stored yet)
         self._stored: dict[TopicPartition, int | None] = {}
 
@@ -260,13 +272,14 @@ class Projector:
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap_servers, group_id=self.group_id,
             isolation_level="read_committed", enable_auto_commit=False, auto_offset_reset="earliest",
-            max_partition_fetch_bytes=4 * 1024 * 1024)
+            max_partition_fetch_bytes=4 * 1024 * 1024, **consumer_options())
         await self.consumer.start()
         self.consumer.subscribe([self.topic], listener=_ResumeFromReadModel(self))
         log.info("projector consuming %s as %s", self.topic, self.group_id)
+        poll = LongPoll(self.consumer)
         try:
             while not self._stop.is_set():
-                batches = await self.consumer.getmany(timeout_ms=200, max_records=self.max_records)
+                batches = await poll.getmany(max_records=self.max_records)
                 records = [r for rs in batches.values() for r in rs]
                 if records:
                     self.lag = await self._lag()  # what is left after this batch: its status row says so
@@ -351,32 +364,36 @@ class Projector:
         return lag
 
     async def _report_lag(self) -> None:
-        """Once a second: the status row (a batch writes it in its own statement), the check that the
-        database still has the offsets this projector stored, and Kafka's monitoring offsets."""
+        """Between batches: Kafka's monitoring offsets (at most once a second, when there are any), and the status
+        row with the check that the database still has the offsets this projector stored (see below)."""
         assert self.consumer is not None and self.pool is not None
         self.lag = await self._lag()
         LAG.set(self.lag)
         now = time.monotonic()
         if self._monitoring and now - self._last_monitoring_commit >= 1.0:
             await self._commit_for_monitoring()
-        if now - self._last_verify < 1.0 and now - self._last_status_write < 1.0:
+        # An idle projector sleeps (docs/adr/0015): the status row and the check of the stored offsets are
+        # written when the lag changed, after the database was seen away, or every STATUS_EVERY_SECONDS; a
+        # batch writes the status in its own statement and checks its offsets in its own transaction.
+        if not (self.lag != self._reported_lag or self._database_was_away
+                or now - self._last_status_write >= STATUS_EVERY_SECONDS):
             return
+        self._last_status_write = now
         try:
-            if now - self._last_status_write >= 1.0:
-                self._last_status_write = now
-                await self._write_status(self.lag)
-            if now - self._last_verify >= 1.0:
-                self._last_verify = now
-                await self._verify_stored()
+            await self._write_status(self.lag)
+            self._reported_lag = self.lag
+            await self._verify_stored()
+            self._database_was_away = False
         except DATABASE_OUTAGES:
+            self._database_was_away = True
             # The status row is a report, not state: during an outage it waits for the next write (the
             # batch itself waits the outage out in `_apply_retrying`). Raising here ended `run()`, and the
             # read model stopped for good after a PostgreSQL restart (tests/integration/test_chaos_postgres.py).
             log.warning("the database is unavailable; projector status not written", exc_info=True)
 
     async def _verify_stored(self) -> None:
-        """Once a second, also when no batch comes: if the database lost offsets this projector stored (and
-        with them the batches' rows), seek back to what it has. A batch checks the same in its transaction
+        """Also when no batch comes (`STATUS_EVERY_SECONDS`): if the database lost offsets this projector
+        stored (and with them the batches' rows), seek back to what it has. A batch checks the same in its transaction
         (`_check_stored`); this catches a loss after the last batch, when nothing else would."""
         assert self.consumer is not None and self.pool is not None
         assigned = self.consumer.assignment()
@@ -547,6 +564,7 @@ class Projector:
             self._check_stored({tp: found.get(tp) for tp in tps})
         self._stored.update(positions or {})
         self._last_status_write = time.monotonic()
+        self._reported_lag = self.lag
         self.applied += rows.applied
         APPLIED.labels("applied").inc(rows.applied)
         APPLIED.labels("duplicate").inc(rows.skipped)

@@ -21,9 +21,12 @@ from core.template import CompiledTemplate, Template, compile_template, parse_te
 from core.types import WorkflowStatus
 from core.validation import validate_template
 from schemas.compacted import read_to_end
+from schemas.consumers import LongPoll, consumer_options
 from streams import metrics
 
 log = logging.getLogger(__name__)
+
+FOLLOW_EVERY_SECONDS = 1.0
 
 
 class TemplateCatalog:
@@ -68,7 +71,8 @@ class TemplateCatalog:
 
     async def start(self) -> None:
         consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap_servers, enable_auto_commit=False,
-                                    isolation_level="read_committed", auto_offset_reset="earliest")
+                                    isolation_level="read_committed", auto_offset_reset="earliest",
+                                    **consumer_options())
         await consumer.start()
         # A consumer without subscriptions holds no topic metadata; ask the cluster directly (a topic
         # created a moment ago may take a few metadata rounds to appear).
@@ -131,12 +135,16 @@ class TemplateCatalog:
                     log.exception("could not read template record at offset %s", record.offset)
 
     async def _follow(self) -> None:
+        """Keep the catalog current between catch-ups. Nothing waits on it: the matcher and the processor
+        catch up themselves before they need a version (`catch_up`), so once a second is plenty; the
+        schedules are checked once a second too."""
         assert self._consumer is not None
+        poll = LongPoll(self._consumer)
         while True:
             async with self._lock:
-                batches = await self._consumer.getmany(timeout_ms=20)
+                batches = await poll.getmany(timeout_ms=20)
                 self._consume(batches)
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(FOLLOW_EVERY_SECONDS)
 
     async def stop(self) -> None:
         if self._task:

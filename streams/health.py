@@ -16,9 +16,11 @@ def health_report(engine) -> dict:
     workers = {w.role: sorted(w.producers) for w in engine.workers}
     processor = engine.processor
     return {
-        "status": "ready" if engine.workers and all(w.ready.is_set() for w in engine.workers) else "starting",
+        "status": "ready" if engine.ready else "starting",
         "roles": list(engine.roles),
         "partitions": workers,
+        # which worker reads which trigger topic (docs/adr/0014)
+        "trigger_topics": {"inline": engine.trigger_topics[0], "matcher": engine.trigger_topics[1]},
         # states live on disk (streams/state_store.py): what this says costs nothing to count
         "instances_cached": sum(store.cached for store in processor.stores.values()),
         "standby_partitions": sorted(processor.standby.partitions) if processor.standby else [],

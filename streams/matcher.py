@@ -1,13 +1,18 @@
 """The trigger matcher: which templates does an incoming event start?
 
-It consumes the trigger topics (`payments.transfers` and any configured domain topics) and, for every
-ACTIVE template whose trigger matches, sends a `StartInstance` to `workflow.commands` keyed by a
-deterministic instance id (template id + event id). A redelivered event produces the same id and command
-id, which the instance rejects as a duplicate, so an event never starts two instances of a template.
+For every ACTIVE template whose trigger matches an event, a `StartInstance` with a deterministic instance
+id (template id + event id). A redelivered event produces the same id and command id, which the instance
+rejects as a duplicate, so an event never starts two instances of a template.
+
+Two callers (docs/adr/0014): the instance processor consumes the trigger topics co-partitioned with
+`workflow.commands` itself and decides each start in the transaction that consumes the event, under an id
+that lands on the event's partition (`TriggerMatcher.match` with `partition`); the matcher worker consumes
+the other trigger topics (another partition count) and sends its starts through `workflow.commands`, as
+every start did before. With `FLOWLINE_ENGINE_INLINE_START=0` the matcher worker takes every trigger topic.
 
 Input records are Avro `TransferEvent`s or `DomainEvent`s (single-object encoded); a JSON object with the
 same fields is accepted too, for partners without an Avro library. Anything else goes to `workflow.dlq`.
-SCHEDULED templates are started here too, by the worker that owns partition 0 of the first trigger topic.
+SCHEDULED templates are started here too, through `workflow.commands`, by one engine (`run_schedules`).
 """
 
 from __future__ import annotations
@@ -17,7 +22,8 @@ import contextlib
 import json
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from croniter import croniter
@@ -26,15 +32,16 @@ from iso4217 import Currency
 from core.actors import SYSTEM
 from core.commands import StartInstance
 from core.template import Template
-from core.triggers import instance_id_for, matching_templates, start_command_id
+from core.triggers import instance_id_for, instance_id_on, matching_templates, start_command_id
 from core.types import TriggerType
 from schemas.codec import Codec, DecodeError
 from schemas.records import DomainEvent, TransferEvent
 from streams import metrics
 from streams.catalog import TemplateCatalog
+from streams.positions import StartPositions
 from streams.processor import dead_letter, now_ms
 from streams.settings import EngineSettings
-from streams.transactional import BatchResult, Outgoing
+from streams.transactional import BatchResult, Outgoing, partition_for
 
 log = logging.getLogger(__name__)
 
@@ -241,70 +248,106 @@ def _domain_event(data: dict) -> DomainEvent:
                        occurred_at=occurred_at, data=data.get("data") or {})
 
 
+@dataclass
+class Matched:
+    """What one trigger-topic record gives: the instances it starts, or its dead letter (and none)."""
+
+    starts: list[StartInstance] = field(default_factory=list)
+    dead_letter: Outgoing | None = None
+
+
 class TriggerMatcher:
+    """The trigger rule, in one home: parse and validate an event, find its tenant, match that tenant's
+    ACTIVE templates, build the `StartInstance` commands. The matcher worker (this class as its partition
+    logic) sends them through `workflow.commands`; the instance processor calls `match` itself for the
+    trigger topics it consumes and decides the starts in the transaction that consumes the event
+    (docs/adr/0014)."""
+
     def __init__(self, settings: EngineSettings, catalog: TemplateCatalog, codec: Codec) -> None:
         self.settings = settings
         self.catalog = catalog
         self.codec = codec
-        self.owns_schedule = False
+        # set by the engine (streams/app.py): where this worker starts a trigger partition it takes
+        self.positions: StartPositions | None = None
 
     async def assigned(self, partitions: set[int]) -> None:
-        if 0 in partitions:
-            self.owns_schedule = True
+        if self.positions is not None:
+            await self.positions.place(partitions)
 
     async def revoked(self, partitions: set[int]) -> None:
-        if 0 in partitions:
-            self.owns_schedule = False
+        pass
+
+    async def templates(self) -> list[Template]:
+        """The ACTIVE templates an event may start, after the catalog check: every template version the API
+        has answered for before the events about to be matched were produced is known after this
+        (docs/adr/0007-a-template-matches-from-the-moment-the-api-answered.md)."""
+        await self.catalog.catch_up()
+        return self.catalog.active()
+
+    def match(self, record, templates: list[Template], *, partition: int | None = None) -> Matched:
+        """The instances one trigger-topic record starts (its dead letter if it is invalid or the match
+        fails). With `partition`, each instance id lands on that partition of `workflow.commands` (the
+        record's own: the processor decides the start where the event was consumed); without, it is
+        today's id, wherever it lands (`core.triggers`)."""
+        topic = self.settings.unprefixed(record.topic)
+        try:
+            event = parse_transfer(self.codec, record.value)
+            tenant_id = tenant_of(event, topic, self.settings.trigger_topic_tenants)
+            trigger = event.to_trigger()
+        except (InvalidInput, ValueError, TypeError, ArithmeticError) as exc:
+            return Matched(dead_letter=dead_letter(self.codec, self.settings.dlq_topic, record, str(exc),
+                                                   "invalid_input", "matcher"))
+        trigger["tenant_id"] = tenant_id
+        own = [t for t in templates if t.tenant_id == tenant_id]  # never another tenant's templates
+        try:
+            return Matched(starts=[
+                self.start_command(template, trigger, f"event:{topic}:{event.event_id}", tenant_id=tenant_id,
+                                   partition=partition)
+                for template in matching_templates(own, topic, trigger)])
+        except Exception as exc:  # never let one event stop the partition
+            log.exception("matching event %s failed", event.event_id)
+            return Matched(dead_letter=dead_letter(self.codec, self.settings.dlq_topic, record,
+                                                   f"matcher error: {exc!r}", "matcher_error", "matcher"))
 
     async def process(self, partition: int, records: Sequence) -> BatchResult:
         out: list[Outgoing] = []
-        # every template version the API has answered for before these events were produced is known after
-        # this (docs/adr/0007-a-template-matches-from-the-moment-the-api-answered.md)
-        await self.catalog.catch_up()
-        templates = self.catalog.active()
-        bound = self.settings.trigger_topic_tenants
+        templates = await self.templates()
         for n, record in enumerate(records, 1):
             if n % 100 == 0:
                 await asyncio.sleep(0)  # a long batch must not starve the group heartbeat
-            topic = self.settings.unprefixed(record.topic)
-            try:
-                event = parse_transfer(self.codec, record.value)
-                tenant_id = tenant_of(event, topic, bound)
-                trigger = event.to_trigger()
-            except (InvalidInput, ValueError, TypeError, ArithmeticError) as exc:
-                out.append(dead_letter(self.codec, self.settings.dlq_topic, record, str(exc), "invalid_input",
-                                       "matcher"))
-                continue
-            trigger["tenant_id"] = tenant_id
-            own = [t for t in templates if t.tenant_id == tenant_id]  # never another tenant's templates
-            try:
-                starts = [self._start(template, trigger, f"event:{topic}:{event.event_id}", tenant_id=tenant_id)
-                          for template in matching_templates(own, topic, trigger)]
-            except Exception as exc:  # never let one event stop the partition
-                log.exception("matching event %s failed", event.event_id)
-                out.append(dead_letter(self.codec, self.settings.dlq_topic, record, f"matcher error: {exc!r}",
-                                       "matcher_error", "matcher"))
-                continue
-            out.extend(starts)
+            matched = self.match(record, templates)
+            if matched.dead_letter is not None:
+                out.append(matched.dead_letter)
+            out.extend(self.outgoing(command) for command in matched.starts)
         return BatchResult(records=out)
 
-    def _start(self, template: Template, trigger: dict, source: str, tenant_id: str) -> Outgoing:
-        instance_id = instance_id_for(template.template_id, source)
-        command = StartInstance(command_id=start_command_id(instance_id), instance_id=instance_id,
-                                issued_at=now_ms(), template_id=template.template_id,
-                                template_version=template.version, tenant_id=tenant_id, trigger=trigger,
-                                source=source, initiated_by=SYSTEM)
+    def start_command(self, template: Template, trigger: dict, source: str, tenant_id: str,
+                      partition: int | None = None) -> StartInstance:
+        partitions = self.settings.partitions
+        instance_id = (instance_id_for(template.template_id, source) if partition is None else
+                       instance_id_on(template.template_id, source, partition, partitions,
+                                      lambda key: partition_for(key.encode(), partitions)))
         metrics.STARTS.inc()
-        return Outgoing(self.settings.commands_topic, instance_id.encode(), self.codec.encode(command))
+        return StartInstance(command_id=start_command_id(instance_id), instance_id=instance_id,
+                             issued_at=now_ms(), template_id=template.template_id,
+                             template_version=template.version, tenant_id=tenant_id, trigger=trigger,
+                             source=source, initiated_by=SYSTEM)
 
-    async def run_schedules(self, stop: asyncio.Event, send) -> None:
-        """Start SCHEDULED templates at their cron ticks (no catch-up of ticks missed while down)."""
+    def outgoing(self, command: StartInstance) -> Outgoing:
+        """A start sent through `workflow.commands`, keyed by its instance id (the old path, ADR 14)."""
+        return Outgoing(self.settings.commands_topic, command.instance_id.encode(), self.codec.encode(command))
+
+    async def run_schedules(self, stop: asyncio.Event, send, owns_schedule: Callable[[], bool]) -> None:
+        """Start SCHEDULED templates at their cron ticks (no catch-up of ticks missed while down), while
+        `owns_schedule()`: the engine owning partition 0 of the matcher's topics (or, when the matcher
+        consumes nothing, of the processor's) fires them. Two owners at once fire a tick under the same id,
+        which the core rejects the second time."""
         last_check = datetime.now(UTC)
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 1.0)
             now = datetime.now(UTC)
-            if self.owns_schedule:
+            if owns_schedule():
                 for template in self.catalog.active():
                     if template.trigger_type is not TriggerType.SCHEDULED:
                         continue
@@ -314,7 +357,7 @@ class TriggerMatcher:
                         source = f"schedule:{tick.isoformat()}"
                         trigger = dict(template.trigger_config.get("trigger_data") or {})
                         trigger.update(scheduled_at=tick.isoformat())
-                        out = self._start(template, trigger, source, tenant_id=template.tenant_id)
-                        await send(out)
+                        command = self.start_command(template, trigger, source, tenant_id=template.tenant_id)
+                        await send(self.outgoing(command))
                         tick = cron.get_next(datetime)
             last_check = now

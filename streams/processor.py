@@ -1,12 +1,13 @@
 """The instance processor: decode, decide, store, emit: nothing else.
 
-It consumes `workflow.commands` and `workflow.step-results` (keyed by instance id, co-partitioned with
-the state changelog). For a batch of one partition it decides every record against the states it holds,
-stages the new states in an overlay, and returns the events (to `workflow.events`), step requests (to
-`workflow.steps.<kind>`), dead letters (to `workflow.dlq`) and the changed states (to the changelog,
-once per instance per batch). The worker commits all of that with the consumed offsets in one
-transaction, the offsets as one more changelog record (ADR 13: `offsets_record`, `stored_offsets`); only
-then does the overlay reach the partition's local store (streams/state_store.py: the
+It consumes `workflow.commands` and `workflow.step-results` (keyed by instance id, co-partitioned with the
+state changelog), and the trigger topics co-partitioned with them (`InlineStarts`: an event starts its
+instances in the transaction that consumes it, docs/adr/0014). For a batch of one partition it decides every
+record against the states it holds, stages the new states in an overlay, and returns the events (to
+`workflow.events`), step requests (to `workflow.steps.<kind>`), dead letters (to `workflow.dlq`) and the
+changed states (to the changelog, once per instance per batch). The worker commits all of that with the
+consumed offsets in one transaction, the offsets as one more changelog record (ADR 13: `offsets_record`,
+`stored_offsets`); only then does the overlay reach the partition's local store (streams/state_store.py: the
 encoded states on disk with the changelog offset they are current to, a small decoded cache in memory).
 Timers come due from the store's index of due times and are sent back through `workflow.commands`, many
 of one partition in one `FiredTimers` record, which `process` takes apart into `FireTimer` commands.
@@ -22,7 +23,9 @@ import logging
 import shutil
 import time
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.protocol.metadata import MetadataRequest
@@ -52,6 +55,10 @@ from streams.state_store import (
 )
 from streams.transactional import BatchResult, Outgoing, partition_for
 
+if TYPE_CHECKING:
+    from streams.matcher import TriggerMatcher
+    from streams.positions import StartPositions
+
 log = logging.getLogger(__name__)
 
 # A fired timer is sent again this long after (then twice as long, up to five minutes), in case its fire is
@@ -73,6 +80,24 @@ FIRE_BATCH = 500
 FIRE_WINDOW_MS = 10
 
 FORGOTTEN = object()  # overlay marker: the instance's state is dropped (ExpireInstance) in this batch
+
+
+@dataclass(frozen=True)
+class InlineStarts:
+    """The trigger topics the processor consumes itself, and what it needs for them (docs/adr/0014).
+
+    Only topics with the partition count of `workflow.commands`: the processor's group subscribes them with
+    the commands and results, and the RangePartitionAssignor (streams/transactional.py) assigns each topic
+    on its own, splitting its sorted partitions into the same contiguous ranges over the same sorted
+    members whenever the counts and the subscriptions are equal; so partition p of a trigger topic goes to
+    the worker that owns partition p of the commands and of the state (tests/unit/test_inline_start.py
+    checks it on the assignor itself). An event on partition p is matched by the matcher's rule
+    (`TriggerMatcher.match`), under instance ids that land on p, and its starts are decided against p's
+    states in the transaction that consumes it."""
+
+    topics: frozenset[str]  # prefixed names
+    matcher: TriggerMatcher
+    positions: StartPositions  # where a trigger partition this worker takes starts (the upgrade rule)
 
 
 def now_ms() -> int:
@@ -115,6 +140,8 @@ class InstanceProcessor:
         # per partition: the store its timers were taken from, and their fires, encoded, by due time
         self._prepared: dict[int, tuple[PartitionStore, int, list[tuple[int, int, bytes, list[Held]]]]] = {}
         self._sequence = itertools.count()
+        # the trigger topics whose events this processor starts itself (set by the engine; None: none)
+        self.inline: InlineStarts | None = None
 
     @property
     def states(self) -> dict[int, PartitionStore]:
@@ -164,6 +191,8 @@ class InstanceProcessor:
         self.reused_partitions += reused
         metrics.REUSED_PARTITIONS.inc(reused)
         self._gauge()
+        if self.inline is not None:
+            await self.inline.positions.place(partitions)  # trigger partitions: the upgrade rule of ADR 14
 
     async def revoked(self, partitions: set[int]) -> None:
         """Close the partitions' stores, marked current as of now: if they come back (or after a restart),
@@ -307,6 +336,10 @@ class InstanceProcessor:
         overlay: dict[str, InstanceState] = {}
         out: list[Outgoing] = []
         settings = self.settings
+        inline = self.inline
+        # the catalog check of ADR 7 before any trigger event is matched; batches without one do not pay it
+        templates = (await inline.matcher.templates()
+                     if inline is not None and any(r.topic in inline.topics for r in records) else None)
         records, read_to = self._fired_timers(partition, records)
         if read_to is not None:  # refires of the fires before `read_to` wait until this batch is done
             self._consumed[partition] = max(self._consumed.get(partition, 0), read_to)
@@ -314,6 +347,14 @@ class InstanceProcessor:
         for n, record in enumerate(records, 1):
             if n % 100 == 0:
                 await asyncio.sleep(0)  # a long batch must not starve the group heartbeat or the other lanes
+            if templates is not None and record.topic in inline.topics:
+                # a trigger event: matched by the matcher's rule, its starts decided here, in this transaction
+                matched = inline.matcher.match(record, templates, partition=partition)
+                if matched.dead_letter is not None:
+                    out.append(matched.dead_letter)
+                for start in matched.starts:
+                    await self._decide(partition, record, start, states, overlay, out)
+                continue
             try:
                 command = record.command if type(record) is Fire else self.codec.decode(record.value)
             except DecodeError as exc:
@@ -323,64 +364,7 @@ class InstanceProcessor:
                 out.append(dead_letter(self.codec, settings.dlq_topic, record,
                                        f"{type(command).__name__} is not a command", "not_a_command", "engine"))
                 continue
-            key = command.instance_id.encode()
-            if is_offsets(key):  # the changelog's offsets record (ADR 13): never an instance's state
-                out.append(dead_letter(self.codec, settings.dlq_topic, record,
-                                       "the instance id is the changelog's reserved offsets key", "reserved_id",
-                                       "engine"))
-                continue
-            home = partition_for(key, settings.partitions)
-            if home != partition:
-                out.append(dead_letter(
-                    self.codec, settings.dlq_topic, record,
-                    f"instance {command.instance_id} belongs to partition {home}, but the record arrived on "
-                    f"partition {partition}: producers must key commands by instance id", "wrong_partition", "engine"))
-                continue
-            staged = overlay.get(command.instance_id)
-            state = None if staged is FORGOTTEN else staged or states.get(command.instance_id)
-            template_ref = ((state.template_id, state.template_version) if state is not None else
-                            (command.template_id, command.template_version) if isinstance(command, StartInstance)
-                            else None)
-            template = self.catalog.get(*template_ref) if template_ref else None
-            if template is None and template_ref is not None:
-                await self.catalog.catch_up()
-                template = self.catalog.get(*template_ref)
-            now = now_ms()
-            if template is None:
-                reason = (f"template {template_ref[0]} v{template_ref[1]} is not known to the engine" if template_ref
-                          else f"Expected an existing instance {command.instance_id}, but there is none")
-                rejection = CommandRejected(instance_id=command.instance_id, seq=0, at=now,
-                                            command_id=command.command_id, command_type=type(command).__name__,
-                                            reason=reason)
-                out.append(Outgoing(settings.events_topic, key, self.codec.encode(rejection)))
-                metrics.DECISIONS.labels(type(command).__name__, "rejected").inc()
-                continue
-            try:
-                decision = decide(state, command, template, now)
-                produced = [Outgoing(settings.events_topic, key, self.codec.encode(event))
-                            for event in decision.events]
-                produced += [Outgoing(settings.step_topic(request.kind), key, self.codec.encode(request))
-                             for request in decision.effects]
-            except Exception as exc:  # a bug must not stop the partition: park the record, keep going
-                log.exception("deciding %s failed", command.command_id)
-                out.append(dead_letter(self.codec, settings.dlq_topic, record, f"engine error: {exc!r}",
-                                       "engine_error", "engine"))
-                try:  # last resort: the instance fails and says why, instead of never existing (core rule)
-                    decision = fail_on_error(state, command, template, now, f"engine error: {exc!r}")
-                    produced = [Outgoing(settings.events_topic, key, self.codec.encode(event))
-                                for event in decision.events]
-                    produced += [Outgoing(settings.step_topic(request.kind), key, self.codec.encode(request))
-                                 for request in decision.effects]
-                except Exception:
-                    log.exception("recording the failure of %s failed too", command.instance_id)
-                    continue
-            if decision.forget:
-                overlay[command.instance_id] = FORGOTTEN
-            elif decision.state is not None and decision.state is not state:
-                overlay[command.instance_id] = decision.state
-            out.extend(produced)
-            metrics.DECISIONS.labels(type(command).__name__,
-                                     "rejected" if decision.rejected else "applied").inc()
+            await self._decide(partition, record, command, states, overlay, out)
         changes: list[tuple[str, InstanceState | None, bytes | None, bytes | None]] = []
         for n, (instance_id, state) in enumerate(overlay.items(), 1):
             if n % 100 == 0:
@@ -444,6 +428,70 @@ class InstanceProcessor:
                     yield Fire(record, command)
             else:
                 yield record
+
+    async def _decide(self, partition: int, record, command: Command, states: PartitionStore,
+                      overlay: dict[str, InstanceState], out: list[Outgoing]) -> None:
+        """Decide one command against the partition's states (as staged by this batch's earlier commands in
+        `overlay`), appending what it produces to `out`."""
+        settings = self.settings
+        key = command.instance_id.encode()
+        if is_offsets(key):  # the changelog's offsets record (ADR 13): never an instance's state
+            out.append(dead_letter(self.codec, settings.dlq_topic, record,
+                                   "the instance id is the changelog's reserved offsets key", "reserved_id",
+                                   "engine"))
+            return
+        home = partition_for(key, settings.partitions)
+        if home != partition:
+            out.append(dead_letter(
+                self.codec, settings.dlq_topic, record,
+                f"instance {command.instance_id} belongs to partition {home}, but the record arrived on "
+                f"partition {partition}: producers must key commands by instance id", "wrong_partition", "engine"))
+            return
+        staged = overlay.get(command.instance_id)
+        state = None if staged is FORGOTTEN else staged or states.get(command.instance_id)
+        template_ref = ((state.template_id, state.template_version) if state is not None else
+                        (command.template_id, command.template_version) if isinstance(command, StartInstance)
+                        else None)
+        template = self.catalog.get(*template_ref) if template_ref else None
+        if template is None and template_ref is not None:
+            await self.catalog.catch_up()
+            template = self.catalog.get(*template_ref)
+        now = now_ms()
+        if template is None:
+            reason = (f"template {template_ref[0]} v{template_ref[1]} is not known to the engine" if template_ref
+                      else f"Expected an existing instance {command.instance_id}, but there is none")
+            rejection = CommandRejected(instance_id=command.instance_id, seq=0, at=now,
+                                        command_id=command.command_id, command_type=type(command).__name__,
+                                        reason=reason)
+            out.append(Outgoing(settings.events_topic, key, self.codec.encode(rejection)))
+            metrics.DECISIONS.labels(type(command).__name__, "rejected").inc()
+            return
+        try:
+            decision = decide(state, command, template, now)
+            produced = [Outgoing(settings.events_topic, key, self.codec.encode(event))
+                        for event in decision.events]
+            produced += [Outgoing(settings.step_topic(request.kind), key, self.codec.encode(request))
+                         for request in decision.effects]
+        except Exception as exc:  # a bug must not stop the partition: park the record, keep going
+            log.exception("deciding %s failed", command.command_id)
+            out.append(dead_letter(self.codec, settings.dlq_topic, record, f"engine error: {exc!r}",
+                                   "engine_error", "engine"))
+            try:  # last resort: the instance fails and says why, instead of never existing (core rule)
+                decision = fail_on_error(state, command, template, now, f"engine error: {exc!r}")
+                produced = [Outgoing(settings.events_topic, key, self.codec.encode(event))
+                            for event in decision.events]
+                produced += [Outgoing(settings.step_topic(request.kind), key, self.codec.encode(request))
+                             for request in decision.effects]
+            except Exception:
+                log.exception("recording the failure of %s failed too", command.instance_id)
+                return
+        if decision.forget:
+            overlay[command.instance_id] = FORGOTTEN
+        elif decision.state is not None and decision.state is not state:
+            overlay[command.instance_id] = decision.state
+        out.extend(produced)
+        metrics.DECISIONS.labels(type(command).__name__,
+                                 "rejected" if decision.rejected else "applied").inc()
 
     # ------------------------------------------------------------------ retention
     def expired(self, now: int) -> list[tuple[int, ExpireInstance]]:

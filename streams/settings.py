@@ -8,7 +8,7 @@ import tempfile
 from dataclasses import dataclass, field
 
 from schemas import topics
-from schemas.settings import env, env_float, env_int
+from schemas.settings import env, env_flag, env_float, env_int
 
 
 def _bindings(raw: str) -> dict[str, str]:
@@ -62,9 +62,17 @@ class EngineSettings(topics.PrefixedTopics):
     # Warm copies of partitions this worker does not own (streams/standby.py): each worker follows the
     # changelog of the next N workers' partitions, so a failover reads only the last moments (0: none).
     standby_replicas: int = field(default_factory=lambda: env_int("FLOWLINE_ENGINE_STANDBY_REPLICAS"))
+    # The processor consumes the trigger topics co-partitioned with workflow.commands itself and starts an
+    # event's instances in the transaction that consumes it (docs/adr/0014); off: every start goes through
+    # the matcher and workflow.commands, as before. Every engine of an installation must agree on it.
+    inline_start: bool = field(default_factory=lambda: env_flag("FLOWLINE_ENGINE_INLINE_START"))
     # Prepended to every topic name: lets several isolated engines share one cluster (tests, staging).
     topic_prefix: str = field(default_factory=lambda: env("FLOWLINE_TOPIC_PREFIX"))
 
     @property
     def trigger_topic_names(self) -> list[str]:
         return [self.topic(t) for t in self.trigger_topics]
+
+    def group(self, role: str) -> str:
+        """The consumer group (and transactional id prefix) of an engine role: `matcher` or `processor`."""
+        return f"{self.app_id}-{role}"

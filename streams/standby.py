@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from schemas.consumers import LongPoll, consumer_options
 from streams import metrics
 from streams.state_store import DUE_HEADER, PartitionStore, Record
 
@@ -93,7 +94,8 @@ class Standby:
             topic = self.processor.settings.changelog_topic
             consumer = AIOKafkaConsumer(bootstrap_servers=self.processor.settings.bootstrap_servers,
                                         enable_auto_commit=False, isolation_level="read_committed",
-                                        auto_offset_reset="earliest", max_partition_fetch_bytes=4 * 1024 * 1024)
+                                        auto_offset_reset="earliest", max_partition_fetch_bytes=4 * 1024 * 1024,
+                                        **consumer_options())
             await consumer.start()
             try:
                 tps = {p: TopicPartition(topic, p) for p in stores}
@@ -101,8 +103,9 @@ class Standby:
                 for p, tp in tps.items():
                     consumer.seek(tp, stores[p].offset or 0)
                 verified_at = time.monotonic()
+                poll = LongPoll(consumer)
                 while True:
-                    batches = await consumer.getmany(timeout_ms=1_000, max_records=5_000)
+                    batches = await poll.getmany(timeout_ms=1_000, max_records=5_000)
                     for tp, records in batches.items():
                         store = self.stores.get(tp.partition)
                         if store is not stores.get(tp.partition):

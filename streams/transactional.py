@@ -30,6 +30,7 @@ from aiokafka.errors import KafkaError, ProducerFenced
 from aiokafka.partitioner import murmur2
 from aiokafka.producer.transaction_manager import TransactionState
 
+from schemas.consumers import LongPoll, consumer_options
 from schemas.errors import is_transient
 from streams import metrics
 
@@ -399,9 +400,9 @@ class TransactionalWorker:
             partition_assignment_strategy=(RangePartitionAssignor,),
             max_poll_records=self.max_batch,
             # long poll: the broker answers a fetch as soon as one byte is there (fetch_min_bytes=1), and
-            # holds an empty one this long instead of the client asking again every few milliseconds
-            fetch_max_wait_ms=self.fetch_wait_ms,
-            fetch_min_bytes=1,
+            # holds an empty one this long instead of the client asking again every few milliseconds;
+            # longer once the worker is idle (schemas/consumers.py says why only then)
+            **consumer_options(busy_fetch_wait_ms=self.fetch_wait_ms),
             # how soon a dead worker's partitions move: the broker's floor is group.min.session.timeout.ms
             session_timeout_ms=self.session_timeout_ms,
             heartbeat_interval_ms=max(self.session_timeout_ms // 4, 500),
@@ -411,9 +412,10 @@ class TransactionalWorker:
         await consumer.start()
         group_commits = (asyncio.create_task(self._commit_group_every(), name=f"{self.role}-group-offsets")
                          if self.offsets_in_changelog else None)
+        poll = LongPoll(consumer, busy_ms=self.fetch_wait_ms)
         try:
             while not self._stopping.is_set():
-                batches = await consumer.getmany(timeout_ms=self.poll_timeout_ms, max_records=self.max_batch)
+                batches = await poll.getmany(timeout_ms=self.poll_timeout_ms, max_records=self.max_batch)
                 for tp, records in batches.items():
                     lane = self._lanes.get(tp.partition)
                     if lane is None:

@@ -26,13 +26,27 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from core import events as ev
 from core.commands import Command
 from core.effects import StepRequest
+from core.triggers import instance_id_for, instance_id_on
 from schemas import topics as topics_mod
 from schemas.codec import Codec
 from schemas.records import TemplateRecord, TransferEvent
 from streams.app import Engine
 from streams.settings import EngineSettings
+from streams.transactional import partition_for
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+def event_instance_id(template_id: str, event_id: str, partitions: int, topic: str = topics_mod.PAYMENTS_TRANSFERS,
+                      key: str | None = None, *, inline: bool = True) -> str:
+    """The instance id an event keyed `key` (default: its event id) on an unprefixed trigger `topic` of
+    `partitions` partitions starts `template_id` under (streams.matcher.TriggerMatcher.start_command)."""
+    source = f"event:{topic}:{event_id}"
+    if not inline:
+        return instance_id_for(template_id, source)
+    partition = partition_for((key if key is not None else event_id).encode(), partitions)
+    return instance_id_on(template_id, source, partition, partitions,
+                          lambda instance_id: partition_for(instance_id.encode(), partitions))
 
 
 @dataclass
@@ -56,6 +70,13 @@ class EngineWorld:
 
     def topic(self, name: str) -> str:
         return self.prefix + name
+
+    def event_instance_id(self, template_id: str, event_id: str, topic: str = topics_mod.PAYMENTS_TRANSFERS,
+                          key: str | None = None, *, inline: bool = True) -> str:
+        """The instance an event sent by `send_transfer`/`send_raw` (keyed by `key`, default its event id)
+        starts: started inline (docs/adr/0014) its id lands on the event's partition; through the matcher
+        (`inline=False`: inline starts off, or a topic of another partition count) it is today's id."""
+        return event_instance_id(template_id, event_id, self.partitions, topic, key, inline=inline)
 
     def settings(self, **overrides: Any) -> EngineSettings:
         return EngineSettings(**{"bootstrap_servers": self.bootstrap, "app_id": self.app_id,
@@ -116,7 +137,7 @@ class EngineWorld:
             if task.done():
                 task.result()  # raises what stopped the engine
                 raise AssertionError("engine stopped before it owned its partitions")
-            if len(engine.workers) == 2 and all(w.ready.is_set() for w in engine.workers):
+            if engine.ready:  # the matcher runs a worker only when it has a trigger topic to read
                 return
             await asyncio.sleep(0.05)
         raise AssertionError("engine did not get its partitions in time")

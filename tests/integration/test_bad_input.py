@@ -15,7 +15,6 @@ import pytest
 
 from core import events as ev
 from core.commands import ReportStepResult
-from core.triggers import instance_id_for
 from handlers.results import succeeded
 from handlers.runtime import HandlerRuntime
 from schemas import topics
@@ -67,7 +66,7 @@ async def test_bad_records_on_an_engine_input_topic_are_dead_lettered_and_the_pa
             await world.send_raw(topic, value, key=kind.encode())
         if topic == topics.PAYMENTS_TRANSFERS:
             await world.send_transfer(transfer("evt_behind", 100))
-            await world.wait_for_event(instance_id_for("tpl_any", f"event:{topic}:evt_behind"), ev.InstanceStarted)
+            await world.wait_for_event(world.event_instance_id("tpl_any", "evt_behind", topic), ev.InstanceStarted)
         else:
             await world.send_command(ReportStepResult(command_id="behind", instance_id="wfi_behind", step=1,
                                                       attempt=1, outcome="succeeded"), topic=topic)

@@ -18,7 +18,6 @@ from core import events as ev
 from core.actors import Actor
 from core.builtin import builtin_template
 from core.commands import RecordDecision
-from core.triggers import instance_id_for
 from schemas import topics
 from tests.integration.engine_harness import EngineWorld
 from tests.integration.test_engine import transfer
@@ -30,15 +29,17 @@ WORKERS = int(os.environ.get("FLOWLINE_BURST_WORKERS", "1"))
 MANAGER = Actor(id="u_manager", roles=("finance_manager",), tenant_id="t1")
 
 
-def instance(n: int) -> str:
-    return instance_id_for("tpl_procurement", f"event:{topics.PAYMENTS_TRANSFERS}:evt_burst_{n}")
+def instance(world: EngineWorld, n: int) -> str:
+    return world.event_instance_id("tpl_procurement", f"evt_burst_{n}")
 
 
 async def test_a_burst_costs_no_membership_and_starts_every_instance_once(kafka_bootstrap):
     async with EngineWorld(kafka_bootstrap, partitions=6) as world:
         await world.publish_template("tpl_procurement", builtin_template("procurement_approval"))
         engines = [await world.start_engine() for _ in range(WORKERS)]
-        await world.wait_until(lambda: sum(len(w.producers) for e in engines for w in e.workers) == 12,
+        roles = {w.role for w in engines[0].workers}  # the processor (it starts the transfers inline)
+        await world.wait_until(lambda: all(sum(len(w.producers) for e in engines for w in e.workers
+                                               if w.role == role) == 6 for role in roles),
                                timeout=60, message="the workers share every partition")
         before = sum(w.revocations for e in engines for w in e.workers)
         gc_pauses: list[float] = []
@@ -61,12 +62,13 @@ async def test_a_burst_costs_no_membership_and_starts_every_instance_once(kafka_
 
         def waiting() -> int:
             return sum(1 for n in range(BURST)
-                       if any(isinstance(e, ev.ApprovalRequested) for e in world.events.get(instance(n), ())))
+                       if any(isinstance(e, ev.ApprovalRequested) for e in world.events.get(instance(world, n), ())))
 
         await world.wait_until(lambda: waiting() == BURST, timeout=max(120, BURST / 20),
                                message=f"{BURST} instances waiting for approval")
         revoked = sum(w.revocations for e in engines for w in e.workers) - before
-        starts = [sum(isinstance(e, ev.InstanceStarted) for e in world.events[instance(n)]) for n in range(BURST)]
+        starts = [sum(isinstance(e, ev.InstanceStarted) for e in world.events[instance(world, n)])
+                  for n in range(BURST)]
         gc.callbacks.remove(on_gc)
         lag = max(e.max_loop_lag for e in engines)
         print(f"full garbage collections: {len(gc_pauses)}, longest {max(gc_pauses, default=0):.2f} s")
@@ -83,7 +85,7 @@ async def test_a_worker_that_gets_its_partitions_back_keeps_their_states(kafka_b
         ids = []
         for n in range(30):
             await world.send_transfer(transfer(f"evt_back_{n}", 50_000))
-            ids.append(instance_id_for("tpl_procurement", f"event:{topics.PAYMENTS_TRANSFERS}:evt_back_{n}"))
+            ids.append(world.event_instance_id("tpl_procurement", f"evt_back_{n}"))
         for instance_id in ids:
             await world.wait_for_event(instance_id, ev.ApprovalRequested, step=3)
         restored_before = first.processor.reused_partitions

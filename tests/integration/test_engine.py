@@ -11,7 +11,6 @@ from core import events as ev
 from core.actors import Actor
 from core.builtin import builtin_template
 from core.commands import RecordDecision, ReportStepResult, StartInstance
-from core.triggers import instance_id_for
 from schemas import topics
 from schemas.records import TransferEvent
 from tests.integration.engine_harness import EngineWorld
@@ -56,7 +55,7 @@ async def test_procurement_up_to_1000_skips_the_cfo_and_needs_the_manager(world)
     await world.publish_template("tpl_procurement", builtin_template("procurement_approval"))
     await world.start_engine()
     await world.send_transfer(transfer("evt_small", 50_000))  # 500.00 USD
-    instance_id = instance_id_for("tpl_procurement", f"event:{topics.PAYMENTS_TRANSFERS}:evt_small")
+    instance_id = world.event_instance_id("tpl_procurement", "evt_small")
     skipped = await world.wait_for_event(instance_id, ev.StepSkipped)
     assert skipped.step == 2
     await approve(world, instance_id, 3, MANAGER)
@@ -67,7 +66,7 @@ async def test_procurement_above_1000_needs_the_cfo_then_the_manager(world):
     await world.publish_template("tpl_procurement", builtin_template("procurement_approval"))
     await world.start_engine()
     await world.send_transfer(transfer("evt_large", 500_000))  # 5,000.00 USD
-    instance_id = instance_id_for("tpl_procurement", f"event:{topics.PAYMENTS_TRANSFERS}:evt_large")
+    instance_id = world.event_instance_id("tpl_procurement", "evt_large")
     await world.wait_for_event(instance_id, ev.ApprovalRequested, step=2)
     # the manager cannot stand in for the CFO
     await world.send_command(RecordDecision(command_id="wrong-role", instance_id=instance_id, step=2,
@@ -87,7 +86,7 @@ async def test_a_redelivered_transfer_event_starts_nothing_new(world):
     event = transfer("evt_twice", 20_000)
     await world.send_transfer(event)
     await world.send_transfer(event)
-    instance_id = instance_id_for("tpl_procurement", f"event:{topics.PAYMENTS_TRANSFERS}:evt_twice")
+    instance_id = world.event_instance_id("tpl_procurement", "evt_twice")
     rejected = await world.wait_for_event(instance_id, ev.CommandRejected)
     assert "already" in rejected.reason
     started = [e for e in world.events[instance_id] if isinstance(e, ev.InstanceStarted)]
@@ -101,7 +100,7 @@ async def test_a_poison_record_lands_in_the_dlq_while_the_next_one_flows(world):
     await world.send_raw(topics.PAYMENTS_TRANSFERS, b"\x00garbage that is no event", key=b"bad")
     await world.send_raw(topics.WORKFLOW_COMMANDS, b'{"not": "a command"}', key=b"wfi_whatever")
     await world.send_transfer(transfer("evt_after_poison", 10_000))
-    instance_id = instance_id_for("tpl_procurement", f"event:{topics.PAYMENTS_TRANSFERS}:evt_after_poison")
+    instance_id = world.event_instance_id("tpl_procurement", "evt_after_poison")
     await world.wait_for_event(instance_id, ev.ApprovalRequested, step=3)
     await world.wait_until(lambda: len(world.dlq) >= 2, message="two dead letters")
     by_topic = {letter.source_topic: letter for letter in world.dlq}
@@ -142,7 +141,7 @@ async def test_a_result_for_an_old_attempt_is_rejected_by_the_engine(world):
     await world.publish_template("tpl_procurement", builtin_template("procurement_approval"))
     await world.start_engine()
     await world.send_transfer(transfer("evt_stale", 10_000))
-    instance_id = instance_id_for("tpl_procurement", f"event:{topics.PAYMENTS_TRANSFERS}:evt_stale")
+    instance_id = world.event_instance_id("tpl_procurement", "evt_stale")
     await approve(world, instance_id, 3, MANAGER)
     await world.wait_for_request(instance_id, step=4)
     await world.send_command(ReportStepResult(command_id="stale", instance_id=instance_id, step=4, attempt=7,
@@ -164,9 +163,9 @@ async def test_a_threshold_trigger_starts_only_at_or_above_its_threshold(world):
     await world.start_engine()
     await world.send_transfer(transfer("evt_below", 999_999, kind="payroll"))  # 9,999.99
     await world.send_transfer(transfer("evt_at", 1_000_000, kind="payroll"))  # 10,000.00
-    at = instance_id_for("tpl_threshold", f"event:{topics.PAYMENTS_TRANSFERS}:evt_at")
+    at = world.event_instance_id("tpl_threshold", "evt_at")
     await world.wait_for_event(at, ev.ApprovalRequested)
-    below = instance_id_for("tpl_threshold", f"event:{topics.PAYMENTS_TRANSFERS}:evt_below")
+    below = world.event_instance_id("tpl_threshold", "evt_below")
     await asyncio.sleep(1.0)
     assert below not in world.events
 
@@ -276,7 +275,7 @@ async def test_a_json_domain_event_starts_the_onboarding_template(world):
     event = {"event_id": "evt_open_1", "event_type": "account.opened", "tenant_id": "t1",
              "data": {"metadata": {"customer_id": "c_42", "email": "new@customer.test"}}}
     await world.send_raw(topics.PAYMENTS_TRANSFERS, json.dumps(event).encode(), key=b"evt_open_1")
-    instance_id = instance_id_for("tpl_onboarding", f"event:{topics.PAYMENTS_TRANSFERS}:evt_open_1")
+    instance_id = world.event_instance_id("tpl_onboarding", "evt_open_1")
     request = await world.wait_for_request(instance_id, step=1)
     assert request.kind == "external"
     assert request.config["url"] == "{{payos.crm_url}}/customers/c_42"  # payos.* is the handler's to fill
@@ -299,5 +298,7 @@ async def test_the_engine_reports_readiness_and_what_it_owns_over_http(world):
         async with http.get(f"http://127.0.0.1:{port}/metrics") as response:
             metrics_text = await response.text()
     assert report["status"] == "ready" and report["templates"] == 1
-    assert report["partitions"] == {"processor": [0, 1, 2], "matcher": [0, 1, 2]}
+    # the trigger topic is co-partitioned: the processor starts its events inline, the matcher reads nothing
+    assert report["partitions"] == {"processor": [0, 1, 2]}
+    assert report["trigger_topics"] == {"inline": [world.topic(topics.PAYMENTS_TRANSFERS)], "matcher": []}
     assert "flowline_engine_owned_partitions" in metrics_text

@@ -18,7 +18,6 @@ from core import events as ev
 from core.actors import SYSTEM, Actor
 from core.builtin import builtin_template
 from core.commands import RecordDecision, StartInstance
-from core.triggers import instance_id_for
 from schemas import topics
 from tests.integration.engine_harness import EngineWorld
 from tests.integration.test_engine import transfer
@@ -40,7 +39,7 @@ async def test_approvals_behind_a_start_the_changelog_refuses_are_applied(world)
     ids = []
     for n in range(3):
         await world.send_transfer(transfer(f"evt_{n}", 50_000))
-        ids.append(instance_id_for("tpl_procurement", f"event:{topics.PAYMENTS_TRANSFERS}:evt_{n}"))
+        ids.append(world.event_instance_id("tpl_procurement", f"evt_{n}"))
     for instance_id in ids:
         await world.wait_for_event(instance_id, ev.ApprovalRequested, step=3)
 
@@ -74,7 +73,7 @@ async def test_a_huge_malformed_transfer_is_dead_lettered_truncated_and_the_next
     ids = []
     for n in range(2):
         await world.send_transfer(transfer(f"evt_after_{n}", 50_000))
-        ids.append(instance_id_for("tpl_procurement", f"event:{topics.PAYMENTS_TRANSFERS}:evt_after_{n}"))
+        ids.append(world.event_instance_id("tpl_procurement", f"evt_after_{n}"))
     for instance_id in ids:
         await world.wait_for_event(instance_id, ev.InstanceStarted, timeout=60)
     await world.wait_until(lambda: len(world.dlq) == 1, message="the dead letter")

@@ -24,7 +24,6 @@ import pytest
 from core import events as ev
 from core.actors import Actor
 from core.commands import CancelInstance, RecordDecision, ReportStepResult, StartInstance
-from core.triggers import instance_id_for
 from schemas import topics
 from tests.integration import invariants
 from tests.integration.chaos import scaled
@@ -184,13 +183,13 @@ async def test_an_event_right_after_an_update_is_matched_against_the_new_version
         # right after the update's acknowledgement: one event only v1 matched, one only v2 matches
         await world.send_raw(topics.PAYMENTS_TRANSFERS, _event(f"evt_upd_old_{n}", f"old{n}"), key=b"race")
         await world.send_raw(topics.PAYMENTS_TRANSFERS, _event(f"evt_upd_new_{n}", f"new{n}"), key=b"race")
-    last = instance_id_for("tpl_upd_last", f"event:{topics.PAYMENTS_TRANSFERS}:evt_upd_last")
+    last = world.event_instance_id("tpl_upd_last", "evt_upd_last", key="race")
     await world.publish_template("tpl_upd_last", _on_race("Last", "last", [FINISH]))
     await world.send_raw(topics.PAYMENTS_TRANSFERS, _event("evt_upd_last", "last"), key=b"race")
     await world.wait_for_event(last, ev.InstanceCompleted, timeout=120)  # same partition: all before decided
     for n in range(races):
-        new = instance_id_for(f"tpl_upd_{n}", f"event:{topics.PAYMENTS_TRANSFERS}:evt_upd_new_{n}")
-        old = instance_id_for(f"tpl_upd_{n}", f"event:{topics.PAYMENTS_TRANSFERS}:evt_upd_old_{n}")
+        new = world.event_instance_id(f"tpl_upd_{n}", f"evt_upd_new_{n}", key="race")
+        old = world.event_instance_id(f"tpl_upd_{n}", f"evt_upd_old_{n}", key="race")
         started = of(world, new, ev.InstanceStarted)
         if [s.template_version for s in started] != [2]:
             wrong.append(f"race {n}: the event for v2 started {started}")

@@ -15,14 +15,14 @@ import os
 import pytest
 
 from core import events as ev
-from core.triggers import instance_id_for
 from schemas import topics
 from streams import metrics
-from tests.integration.engine_harness import EngineWorld
+from tests.integration.engine_harness import EngineWorld, event_instance_id
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 RACES = int(os.environ.get("FLOWLINE_RACES", "100"))
+PARTITIONS = 3
 
 
 def template(n: int) -> dict:
@@ -37,11 +37,11 @@ def event(event_id: str, race: str) -> bytes:
 
 
 def started(template_id: str, event_id: str) -> str:
-    return instance_id_for(template_id, f"event:{topics.PAYMENTS_TRANSFERS}:{event_id}")
+    return event_instance_id(template_id, event_id, PARTITIONS, key="race")
 
 
 async def test_create_then_send_and_deactivate_then_send_never_miss(kafka_bootstrap):
-    async with EngineWorld(kafka_bootstrap, partitions=3) as world:
+    async with EngineWorld(kafka_bootstrap, partitions=PARTITIONS) as world:
         engine = await world.start_engine()
         sum_before, count_before = metrics.CATALOG_SYNC_SECONDS._sum.get(), _count()
         missed = []

@@ -10,7 +10,6 @@ import os
 import pytest
 
 from core import events as ev
-from core.triggers import instance_id_for
 from schemas import topics
 from tests.integration.gateway.world import running_world
 
@@ -42,7 +41,7 @@ async def test_the_api_answer_is_the_moment_a_template_starts_and_stops_matching
             assert body["status"] == "ACTIVE"
             created.append(body["id"])
             await send(f"evt_on_{n}", f"r{n}")
-            instance_id = instance_id_for(body["id"], f"event:{topics.PAYMENTS_TRANSFERS}:evt_on_{n}")
+            instance_id = engine.event_instance_id(body["id"], f"evt_on_{n}", key="race")
             try:
                 await engine.wait_for_event(instance_id, ev.InstanceStarted, timeout=10)
             except AssertionError:
@@ -51,9 +50,9 @@ async def test_the_api_answer_is_the_moment_a_template_starts_and_stops_matching
             await send(f"evt_off_{n}", f"r{n}")
         _, last = await world.call("POST", T, tenant, json=template(-1), expect=201)
         await send("evt_last", "r-1")
-        await engine.wait_for_event(instance_id_for(last["id"], f"event:{topics.PAYMENTS_TRANSFERS}:evt_last"),
+        await engine.wait_for_event(engine.event_instance_id(last["id"], "evt_last", key="race"),
                                     ev.InstanceStarted, timeout=60)
         wrongly = [n for n, template_id in enumerate(created)
-                   if instance_id_for(template_id, f"event:{topics.PAYMENTS_TRANSFERS}:evt_off_{n}") in engine.events]
+                   if engine.event_instance_id(template_id, f"evt_off_{n}", key="race") in engine.events]
         assert not missed, f"{len(missed)} of {RACES} templates missed the event sent right after the 201"
         assert not wrongly, f"{len(wrongly)} of {RACES} deactivated templates still started an instance"

@@ -10,7 +10,6 @@ import pytest
 
 from core import events as ev
 from core.builtin import builtin_template
-from core.triggers import instance_id_for
 from schemas import topics
 from tests.integration.engine_harness import EngineWorld
 from tests.integration.test_engine import transfer
@@ -26,7 +25,7 @@ ANY_TRANSFER = {  # no conditions: every transfer of the tenant starts it
 
 
 def started(world: EngineWorld, template_id: str, event_id: str) -> str:
-    return instance_id_for(template_id, f"event:{topics.PAYMENTS_TRANSFERS}:{event_id}")
+    return world.event_instance_id(template_id, event_id)
 
 
 async def test_a_transfer_with_a_non_numeric_amount_is_dead_lettered_and_the_next_one_starts(kafka_bootstrap):

@@ -1,0 +1,76 @@
+"""Issue 15: an idle consumer holds its fetches at the broker long (schemas/consumers.py), and that costs no
+latency: the broker answers a held fetch the moment a record arrives, read_committed included (a record
+inside a transaction becomes visible with its commit marker, which ends the wait as well).
+
+Each test holds the idle fetch for a minute and expects the record in well under that: if the broker
+answered only at the end of the wait, the record would arrive after it."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from schemas.consumers import LongPoll, consumer_options
+
+HELD_MS = 60_000  # the idle fetch wait in these tests: a record must not wait for its end
+
+
+async def _idle_consumer(bootstrap: str, topic: str) -> tuple[AIOKafkaConsumer, LongPoll]:
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                                isolation_level="read_committed", auto_offset_reset="earliest",
+                                request_timeout_ms=HELD_MS + 30_000, **consumer_options())
+    await consumer.start()
+    poll = LongPoll(consumer, idle_ms=HELD_MS, idle_after=0.5)
+    deadline = time.monotonic() + 30
+    while not poll.idle:  # nothing on the topic: it turns idle, and its next fetches are held a minute
+        assert time.monotonic() < deadline, "the consumer never turned idle"
+        assert not await poll.getmany(timeout_ms=200)
+    assert consumer._fetcher._fetch_max_wait_ms == HELD_MS
+    await poll.getmany(timeout_ms=1_000)  # a fetch with the idle wait is now held at the broker
+    return consumer, poll
+
+
+async def _first_batch(poll: LongPoll) -> tuple[list, float]:
+    began = time.monotonic()
+    while time.monotonic() - began < HELD_MS / 1000:
+        batches = await poll.getmany(timeout_ms=1_000)
+        if batches:
+            return [r for rs in batches.values() for r in rs], time.monotonic() - began
+    return [], time.monotonic() - began
+
+
+async def test_an_idle_consumer_gets_a_plain_record_at_once_and_fetches_busy_again(kafka_bootstrap, new_topic):
+    topic = await new_topic("plain", partitions=3)
+    consumer, poll = await _idle_consumer(kafka_bootstrap, topic)
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, enable_idempotence=True)
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, b"first after idle", key=b"k")
+        records, waited = await _first_batch(poll)
+        assert [r.value for r in records] == [b"first after idle"]
+        assert waited < HELD_MS / 2000, f"the record waited {waited:.1f} s: the held fetch was not answered"
+        assert not poll.idle
+        assert consumer._fetcher._fetch_max_wait_ms == poll.busy_ms
+    finally:
+        await producer.stop()
+        await consumer.stop()
+
+
+async def test_an_idle_read_committed_consumer_gets_a_transactional_record_at_its_commit(kafka_bootstrap,
+                                                                                        new_topic):
+    topic = await new_topic("txn", partitions=3)
+    consumer, poll = await _idle_consumer(kafka_bootstrap, topic)
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, transactional_id=f"idle-test-{topic}")
+    await producer.start()
+    try:
+        async with producer.transaction():
+            await producer.send_and_wait(topic, b"committed after idle", key=b"k")
+            await asyncio.sleep(0.5)  # the record is in the log, the fetch must not return it yet
+        records, waited = await _first_batch(poll)
+        assert [r.value for r in records] == [b"committed after idle"]
+        assert waited < HELD_MS / 2000, f"the record waited {waited:.1f} s: the commit did not end the held fetch"
+    finally:
+        await producer.stop()
+        await consumer.stop()
