@@ -165,8 +165,9 @@ async def test_without_an_offsets_record_the_group_offsets_are_used(world):
     behind = {**ends, commands: ends[commands] - 2}
     await commit_group(world, behind)  # the group says: the last two commands are not processed yet
     before = processed()
-    again = await world.start_engine()
-    assert again.processor.stores[0].consumed == {}
+    await world.start_engine()
+    # (no look at the store's offsets here: the two commands may already be decided, and their transaction
+    # writes the offsets record again, by the time the assignment returns; the counts below tell it apart)
     await world.wait_until(lambda: processed() - before >= 2, timeout=30,
                            message="the two commands after the group's offset are processed")
     await asyncio.sleep(1)
