@@ -373,10 +373,12 @@ class Projector:
         if self._monitoring and now - self._last_monitoring_commit >= 1.0:
             await self._commit_for_monitoring()
         # An idle projector sleeps (docs/adr/0015): the status row and the check of the stored offsets are
-        # written when the lag changed, after the database was seen away, or every STATUS_EVERY_SECONDS; a
-        # batch writes the status in its own statement and checks its offsets in its own transaction.
-        if not (self.lag != self._reported_lag or self._database_was_away
-                or now - self._last_status_write >= STATUS_EVERY_SECONDS):
+        # written after the database was seen away, when the lag changed (at most once a second: under load it
+        # changes every batch, and each batch already writes the status in its own statement and checks its
+        # offsets in its own transaction), or every STATUS_EVERY_SECONDS.
+        since = now - self._last_status_write
+        if not (self._database_was_away or since >= STATUS_EVERY_SECONDS
+                or (self.lag != self._reported_lag and since >= 1.0)):
             return
         self._last_status_write = now
         try:
