@@ -111,6 +111,7 @@ VARIABLES: dict[str, Variable] = {v.name: v for v in (
     Variable("FLOWLINE_KAFKA_PORT", "", "`19092` (`29092`)"),
     Variable("FLOWLINE_KAFKA_CONTROLLER_PORT", "", "`19093` (`29093`)"),
     Variable("FLOWLINE_KAFKA_HEAP_OPTS", "-Xms256m -Xmx768m"),
+    Variable("FLOWLINE_KAFKA_JVM_OPTS", "", "the stack's (deploy/stackctl/kafka.py `JVM_OPTS`)"),
     Variable("FLOWLINE_PG_PORT", "", "`15432` (`25432`)"),
     Variable("FLOWLINE_STATE_DIR", "", "`.flowline/<profile>`"),
     Variable("FLOWLINE_CACHE", "", "`~/.cache/flowline`"),

@@ -36,6 +36,8 @@ from schemas import topics as topics_mod
 
 KAFKA_POM = REPO_ROOT / "deploy" / "kafka" / "pom.xml"
 METADATA_IDLE_MS = 5_000
+# the broker's JVM flags (FLOWLINE_KAFKA_JVM_OPTS replaces them): see docs/performance.md, "The broker's CPU"
+JVM_OPTS = ""
 
 
 def _require_tool(tool: str, package: str) -> str:
@@ -98,7 +100,14 @@ auto.create.topics.enable=true
 # (KIP-835: it shows that the quorum makes progress); the default, every 500 ms, was a tenth of an idle
 # broker's CPU (raft append, high watermark, metadata publication). One node has no follower to keep in step.
 metadata.max.idle.interval.ms={METADATA_IDLE_MS}
-"""
+{_kafka_threads()}"""
+
+
+def _kafka_threads() -> str:
+    """The broker's thread pools (FLOWLINE_KAFKA_THREADS=default keeps Kafka's own sizes; for the A/B)."""
+    if os.environ.get("FLOWLINE_KAFKA_THREADS") == "default":
+        return ""
+    return "num.network.threads=1\nnum.io.threads=2\nbackground.threads=2\n"
 
 
 def _kafka_log4j2(profile: Profile) -> str:
@@ -127,11 +136,14 @@ def _kafka_log4j2(profile: Profile) -> str:
 """
 
 
-def _java_cmd(profile: Profile, main: str, *args: str, heap: str | None = None) -> list[str]:
+def _java_cmd(profile: Profile, main: str, *args: str, heap: str | None = None,
+              jvm_opts: str | None = None) -> list[str]:
     java = _require_tool("java", "openjdk-17-jre-headless")
     cmd = [java]
     if heap:
         cmd += heap.split()
+    if jvm_opts:
+        cmd += jvm_opts.split()
     cmd += [
         "-Djava.awt.headless=true",
         f"-Dlog4j2.configurationFile={profile.kafka_dir / 'log4j2.yaml'}",
@@ -235,7 +247,8 @@ def start_kafka(profile: Profile) -> dict[str, Any]:
 
     with log_path.open("ab") as log:
         popen = subprocess.Popen(
-            _java_cmd(profile, "kafka.Kafka", str(props), heap=profile.kafka_heap),
+            _java_cmd(profile, "kafka.Kafka", str(props), heap=profile.kafka_heap,
+                      jvm_opts=JVM_OPTS if profile.kafka_jvm_opts is None else profile.kafka_jvm_opts),
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             cwd=profile.kafka_dir, start_new_session=True, close_fds=True,
         )

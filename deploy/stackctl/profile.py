@@ -44,6 +44,7 @@ class Profile:
     partitions: int
     replication_factor: int
     kafka_heap: str
+    kafka_jvm_opts: str | None = None
     external_kafka_bootstrap: str | None = None
     external_database_url: str | None = None
 
@@ -66,6 +67,7 @@ class Profile:
             partitions=env_int("FLOWLINE_PARTITIONS", env),
             replication_factor=env_int("FLOWLINE_REPLICATION_FACTOR", env),
             kafka_heap=setting("FLOWLINE_KAFKA_HEAP_OPTS", env),
+            kafka_jvm_opts=given("FLOWLINE_KAFKA_JVM_OPTS", env),
             external_kafka_bootstrap=given("FLOWLINE_KAFKA_BOOTSTRAP", env),
             external_database_url=given("DATABASE_URL", env),
         )
