@@ -16,6 +16,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -163,6 +164,12 @@ def _java_cmd(profile: Profile, main: str, *args: str, heap: str | None = None,
     return cmd
 
 
+def broker_command(profile: Profile, props: Path) -> list[str]:
+    """The broker's command line: the stack's JVM flags (`JVM_OPTS`) unless FLOWLINE_KAFKA_JVM_OPTS is set."""
+    jvm_opts = JVM_OPTS if profile.kafka_jvm_opts is None else profile.kafka_jvm_opts
+    return _java_cmd(profile, "kafka.Kafka", str(props), heap=profile.kafka_heap, jvm_opts=jvm_opts)
+
+
 def _new_cluster_id() -> str:
     # Same format as Kafka's Uuid.randomUuid().toString(): url-safe base64 of 16 random bytes, no padding.
     while True:
@@ -254,8 +261,7 @@ def start_kafka(profile: Profile) -> dict[str, Any]:
 
     with log_path.open("ab") as log:
         popen = subprocess.Popen(
-            _java_cmd(profile, "kafka.Kafka", str(props), heap=profile.kafka_heap,
-                      jvm_opts=JVM_OPTS if profile.kafka_jvm_opts is None else profile.kafka_jvm_opts),
+            broker_command(profile, props),
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             cwd=profile.kafka_dir, start_new_session=True, close_fds=True,
         )
