@@ -61,6 +61,19 @@ def measure(pids: dict[str, int], seconds: float) -> dict[str, float]:
     return {name: (tree_cpu(pid) - before[name]) / seconds for name, pid in pids.items()}
 
 
+# the instrument's split (../shared/peers, `idle_cpu_cores`): server = the broker and PostgreSQL, worker = the
+# eight Flowline processes; `mcp` and the mail catcher are not counted there
+SERVER = ("kafka", "postgres")
+NOT_COUNTED = ("mcp", "mailcatcher")
+
+
+def split(cores: dict[str, float]) -> dict[str, float]:
+    """Cores per process -> the instrument's server / worker figures, to compare with its idle window."""
+    server = sum(c for name, c in cores.items() if name in SERVER)
+    worker = sum(c for name, c in cores.items() if name not in SERVER and name not in NOT_COUNTED)
+    return {"server": server, "worker": worker}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=30.0)
@@ -74,11 +87,15 @@ def main() -> None:
     cores = measure(pids, args.seconds)
     total = sum(cores.values())
     if args.json:
-        print(json.dumps({"seconds": args.seconds, "cores": cores, "total_cores": total}, indent=2))
+        print(json.dumps({"seconds": args.seconds, "cores": cores, "total_cores": total,
+                          "instrument_cores": split(cores)}, indent=2))
         return
     for name, c in sorted(cores.items(), key=lambda kv: -kv[1]):
         print(f"{name:24s} {c * 100:6.2f} % of a core")
     print(f"{'total':24s} {total * 100:6.2f} % of a core over {args.seconds:.0f} s idle")
+    parts = split(cores)
+    print(f"as the instrument counts it (idle_cpu_cores): server {parts['server']:.3f}, worker {parts['worker']:.3f} "
+          f"cores")
 
 
 if __name__ == "__main__":
