@@ -37,7 +37,6 @@ from schemas import topics as topics_mod
 
 KAFKA_POM = REPO_ROOT / "deploy" / "kafka" / "pom.xml"
 METADATA_IDLE_MS = 5_000
-NETWORK_THREADS, IO_THREADS, BACKGROUND_THREADS = 1, 2, 2
 # The broker's JVM flags (FLOWLINE_KAFKA_JVM_OPTS replaces them). C1 only (no C2): the dev broker starts
 # with the stack, and C2 kept compiling for minutes after it, at up to half a core (bench/broker_cpu.py: the
 # JIT was 40-60 % of the broker's CPU over the first 1,500 workflows, and most of the instrument's idle
@@ -107,14 +106,9 @@ auto.create.topics.enable=true
 # (KIP-835: it shows that the quorum makes progress); the default, every 500 ms, was a tenth of an idle
 # broker's CPU (raft append, high watermark, metadata publication). One node has no follower to keep in step.
 metadata.max.idle.interval.ms={METADATA_IDLE_MS}
-# thread pools sized for a one-node dev stack on a couple of cores (Kafka's defaults, 3 network threads, 8
-# request handlers and 10 background threads, are for a broker with many cores and many clients): every
-# request crosses from a network thread to a handler and back, and with fewer threads the handoffs wake
-# fewer sleeping threads. Measured with bench/broker_cpu.py at 16 in flight (docs/performance.md, "The
-# broker's CPU"): handler + network CPU per workflow 6.6 -> 4.4 ms; one network thread was 5-7 % of a core.
-num.network.threads={NETWORK_THREADS}
-num.io.threads={IO_THREADS}
-background.threads={BACKGROUND_THREADS}
+# Kafka's own thread pools (3 network threads, 8 request handlers) stay: 1 and 2 took a fifth off the
+# broker's CPU at 16 in flight but halved the rate at 256 in flight (requests queued behind each other);
+# docs/performance.md, "The broker's CPU".
 """
 
 
