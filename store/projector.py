@@ -555,14 +555,19 @@ class Projector:
         when some must be read first; no transaction around them (see WRITE_BATCH). A batch that finds an
         instance moved on by another writer is folded again on what the database has now."""
         assert self.pool is not None
-        for _ in range(STALE_RETRIES):
-            rows = await self._apply_once(events, positions)
+        for attempt in range(STALE_RETRIES):
+            rows = await self._apply_once(events, positions, trust=attempt == 0)
             if rows is not None:
                 return rows
         raise RuntimeError(f"the batch's instances kept changing under it ({STALE_RETRIES} attempts)")
 
-    async def _apply_once(self, events: list[ev.Event], positions: Positions | None) -> BatchRows | None:
-        """One attempt of `apply_events`; None when an instance had moved on (nothing was written)."""
+    async def _apply_once(self, events: list[ev.Event], positions: Positions | None, *,
+                          trust: bool) -> BatchRows | None:
+        """One attempt of `apply_events`; None when an instance had moved on (nothing was written).
+
+        With `trust`, an instance is not read when this projector wrote it last (`_views`), or when the
+        batch starts with its `InstanceStarted` (a new instance has no row yet); the statement checks both
+        assumptions, and the next attempt, without `trust`, reads every instance."""
         assert self.pool is not None
         rows = BatchRows()
         if not events and not positions:
@@ -575,10 +580,14 @@ class Projector:
             if events:
                 await self._template_meta(events)
                 unknown = []
+                first: dict[str, ev.Event] = {}
+                for e in events:
+                    first.setdefault(e.instance_id, e)
                 for iid in ids:
-                    known = self._views.get(iid)
+                    known = self._views.get(iid) if trust else None
                     if known is None:
-                        unknown.append(iid)
+                        if not (trust and isinstance(first[iid], ev.InstanceStarted) and first[iid].seq == 1):
+                            unknown.append(iid)
                         continue
                     state, steps_meta, last_seq, source, at = known
                     views[iid] = InstanceView(state=state, steps_meta=list(steps_meta), last_seq=last_seq,
