@@ -22,6 +22,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from email.message import EmailMessage
+from email.utils import getaddresses, parseaddr
 from typing import Any, Protocol
 
 from core.commands import ReportStepResult
@@ -166,13 +167,15 @@ class SmtpEmailSender:
         import aiosmtplib
 
         message = compose(self.sender, email)
-        recipients = list(email.to)
+        # the envelope as aiosmtplib's send_message took it from the headers: "Name <a@b>" -> a@b
+        sender = parseaddr(self.sender)[1] or self.sender
+        recipients = [address for _, address in getaddresses(list(email.to)) if address]
         client = None
         try:
             client = self._kept()
             if client is not None:
                 try:
-                    await client.sendmail(self.sender, recipients, message)
+                    await client.sendmail(sender, recipients, message)
                 except (aiosmtplib.SMTPServerDisconnected, ConnectionError):
                     client.close()  # closed by the server while idle: once more, on a new connection
                     client = None
@@ -180,7 +183,7 @@ class SmtpEmailSender:
                     self._keep(client)
                     return
             client = await self._connect()
-            await client.sendmail(self.sender, recipients, message)
+            await client.sendmail(sender, recipients, message)
             self._keep(client)
         except aiosmtplib.SMTPRecipientsRefused as exc:
             self._drop(client)
