@@ -5,6 +5,8 @@ another partition, is handled per timer (issue 15, docs/performance.md "State at
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 from dataclasses import dataclass
 
 import pytest
@@ -162,3 +164,18 @@ def test_a_batch_decides_at_most_the_cap_and_requeues_the_rest_of_its_fires_as_t
     decoded = outcome(processor, *again)
     assert [e.instance_id for _, e in decoded if isinstance(e, ev.StepTimedOut)] == [t.instance_id for t in burst[4:]]
     assert not any(topic == commands for topic, _ in decoded) and not processor._refires_wait(0)
+
+
+def test_a_committed_batch_is_freed_by_reference_counting_alone(processor):
+    """The engine's cyclic collector runs rarely (streams/app.py): a batch that only it could free (a cycle
+    between the result and its commit hook) kept a burst's decoded states and records alive, to 1 GB."""
+    timer = waiting(processor, ids_on(0, 1)[0])
+    gc.disable()
+    try:
+        result = asyncio.run(processor.process(0, [fired(processor, 3, timer)]))
+        result.on_commit()
+        gone = weakref.ref(result)
+        del result
+        assert gone() is None, "the batch's result lives on in a reference cycle"
+    finally:
+        gc.enable()
