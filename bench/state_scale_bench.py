@@ -379,7 +379,16 @@ asyncio.run(main())
         await commands.start()
         await events.start()
 
+        peak = [0]  # the worker's largest RSS seen while the burst is fired and decided
+
+        timeline: list[tuple[float, float]] = []  # (seconds from the due time, the worker's RSS in MB)
+
         async def read_events(timeout_ms: int) -> None:
+            rss_now = psutil.Process(proc.pid).memory_info().rss
+            peak[0] = max(peak[0], rss_now)
+            at = round(time.time() - fire_at / 1000, 1)
+            if not timeline or at - timeline[-1][0] >= 2:
+                timeline.append((at, round(rss_now / 2**20)))
             for records in (await events.getmany(timeout_ms=timeout_ms, max_records=10_000)).values():
                 for record in records:
                     event = codec.decode(record.value)
@@ -437,7 +446,9 @@ asyncio.run(main())
                 # timeouts decided per second, from the due time to the last one seen
                 "decided_per_s": round(len(decided) * 1000 / max(max(spread), 1)) if spread else None,
                 "workers": self.args.workers, "worker_cpu_s": cpu_s, "engine_repo": self.args.engine_repo or ".",
-                "load_average": os.getloadavg(), "rss_mb_after": round(rss / 2**20, 1)}
+                "load_average": os.getloadavg(), "rss_mb_after": round(rss / 2**20, 1),
+                "rss_mb_peak": round(max(peak[0], rss) / 2**20, 1), "rss_mb_ready": worker["rss_mb"],
+                "rss_mb_timeline": timeline}
 
     # ------------------------------------------------------------------ the run
     async def run(self) -> dict:
@@ -478,7 +489,7 @@ def timer_lines(t: dict) -> list[str]:
             f"({t['fired']} fired) | |",
             f"| ... their StepTimedOut event lateness p50/p99 ms | | {t['decided_lateness_ms_p50']}/"
             f"{t['decided_lateness_ms_p99']} ({t['decided']} decided, {t.get('decided_per_s')}/s, "
-            f"{t.get('workers', 1)} worker(s) {t.get('worker_cpu_s')} CPU-s) | |"]
+            f"{t.get('workers', 1)} worker(s) {t.get('worker_cpu_s')} CPU-s, RSS peak {t.get('rss_mb_peak')} MB) | |"]
 
 
 def table(r: dict) -> str:

@@ -79,10 +79,11 @@ LOOKAHEAD_SLICE = 2_000  # index entries read between two yields to the event lo
 FIRE_BATCH = 500
 FIRE_WINDOW_MS = 10
 # Timers decided per transaction, at most (give or take one `FiredTimers` record): a burst's fires of one
-# partition arrive in one fetch, and deciding all of them in one transaction held every decoded state and
-# outgoing record until its commit (1 GB RSS for 100,000, issue 15) while the partition's other commands
-# waited behind them. The `FiredTimers` records past the cap are written back to `workflow.commands` in the
-# same transaction (`_taken_apart`): consumed and re-queued atomically, decided by the next transactions.
+# partition arrive in one fetch, and deciding all of them in one transaction (25,000 for 100,000 timers on 4
+# partitions) held every decoded state and outgoing record until its commit, while the partition's other
+# commands waited behind the whole burst. The `FiredTimers` records past the cap are written back to
+# `workflow.commands` in the same transaction (`_taken_apart`): consumed and requeued atomically, decided
+# by the next transactions (docs/adr/0017). 1,000: a third of a second of CPU per transaction.
 FIRE_CAP = 1_000
 
 FORGOTTEN = object()  # overlay marker: the instance's state is dropped (ExpireInstance) in this batch
