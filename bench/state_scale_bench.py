@@ -394,6 +394,8 @@ asyncio.run(main())
                     event = codec.decode(record.value)
                     if isinstance(event, ev.StepTimedOut) and event.instance_id.startswith("wfi_tmr"):
                         decided.setdefault(event.instance_id, record.timestamp - fire_at)
+                    elif isinstance(event, ev.InstanceStarted) and event.instance_id in probes:
+                        probed.setdefault(event.instance_id, record.timestamp - probes[event.instance_id])
                     elif isinstance(event, ev.CommandRejected) and event.instance_id.startswith("wfi_tmr"):
                         rejected[0] += 1  # a fire sent again (a refire) and refused by the instance
 
@@ -408,6 +410,28 @@ asyncio.run(main())
         def cpu_seconds() -> float:
             return sum(sum(psutil.Process(p.pid).cpu_times()[:2]) for p in procs)
 
+        # other commands during the burst: starts of new instances on every partition, 2 s after the due time;
+        # how long each waits for its InstanceStarted (behind the burst's transactions) is `probe_ms`
+        probes: dict[str, float] = {}
+        probed: dict[str, float] = {}
+
+        async def probe() -> None:
+            await asyncio.sleep(max(fire_at + 2_000 - time.time() * 1000, 0) / 1000)
+            producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, enable_idempotence=True)
+            await producer.start()
+            try:
+                for n in range(20):
+                    instance_id = synthetic_id("prb", n)
+                    probes[instance_id] = time.time() * 1000
+                    await producer.send_and_wait(self.topic(topics_mod.WORKFLOW_COMMANDS), codec.encode(StartInstance(
+                        command_id=f"start:{instance_id}", instance_id=instance_id, template_id="tpl_procurement",
+                        template_version=1, tenant_id="t1", trigger={"amount": 50_000, "currency": "USD",
+                                                                     "metadata": {"type": "procurement"}})),
+                        key=instance_id.encode())
+            finally:
+                await producer.stop()
+
+        prober = asyncio.create_task(probe())
         ready_before_due = time.time() * 1000 < fire_at
         await asyncio.sleep(max(fire_at - time.time() * 1000 - 2_000, 0) / 1000)
         cpu_at_due = cpu_seconds()  # the workers' CPU from 2 s before the due time to the end
@@ -425,8 +449,9 @@ asyncio.run(main())
                 await read_events(10)
             # the engine decides them at its own pace: give it a while, then count what it did
             settle = time.monotonic() + self.args.timer_settle
-            while time.monotonic() < settle and len(decided) < self.args.timers:
+            while time.monotonic() < settle and (len(decided) < self.args.timers or len(probed) < len(probes)):
                 await read_events(500)
+            await prober
             rss = psutil.Process(proc.pid).memory_info().rss
             cpu_s = round(cpu_seconds() - cpu_at_due, 1)
         finally:
@@ -447,7 +472,9 @@ asyncio.run(main())
                 "decided_per_s": round(len(decided) * 1000 / max(max(spread), 1)) if spread else None,
                 "workers": self.args.workers, "worker_cpu_s": cpu_s, "engine_repo": self.args.engine_repo or ".",
                 "load_average": os.getloadavg(), "rss_mb_after": round(rss / 2**20, 1),
-                "rss_mb_peak": round(max(peak[0], rss) / 2**20, 1), "rss_mb_ready": worker["rss_mb"],
+                "rss_mb_peak": round(max(peak[0], rss) / 2**20, 1),
+                "probe_ms_p50": percentile(list(probed.values()), 0.5), "probe_ms_max": percentile(
+                    list(probed.values()), 1.0), "probes_started": len(probed), "rss_mb_ready": worker["rss_mb"],
                 "rss_mb_timeline": timeline}
 
     # ------------------------------------------------------------------ the run
