@@ -135,6 +135,7 @@ class TemplateCatalog:
     async def _ask_end_offsets(self) -> dict[TopicPartition, int]:
         self._asking = None  # it begins: whoever calls from now on gets a request of their own
         assert self._offsets is not None
+        metrics.CATALOG_REQUESTS.inc()
         return await self._offsets.end_offsets(self._partitions)
 
     async def _reached(self, ends: dict[TopicPartition, int]) -> bool:
