@@ -128,7 +128,7 @@ class TemplateCatalog:
         of ADR 7 for each of them: the request is sent after every joined caller called `catch_up`, so after
         its events were fetched, and a caller that comes once the request has begun waits for the next one.
         (Issue 15: one round trip less per lane and batch, in the engine and in the broker.)"""
-        if self._asking is None:
+        if self._asking is None or self._asking.done():  # done before it began: cancelled, never joined again
             self._asking = asyncio.ensure_future(self._ask_end_offsets())
         return self._asking
 
