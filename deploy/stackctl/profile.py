@@ -19,12 +19,16 @@ KAFKA_VERSION = "4.1.1"
 DATABASE_NAME = "flowline"
 
 _PROFILE_DEFAULTS: dict[str, dict[str, int]] = {
-    "dev": {"kafka": 19092, "controller": 19093, "postgres": 15432, "gateway": 8700},
-    "test": {"kafka": 29092, "controller": 29093, "postgres": 25432, "gateway": 28700},
+    # partitions: the dev stack is one broker on one machine, where every partition is one more transactional
+    # producer committing concurrently and one more lane of small transactions; 2 keeps two lanes overlapping
+    # their round trips (docs/performance.md, "Partitions of the local stack", measured). The test stack keeps
+    # 6 so that the suite exercises partitions spread over workers.
+    "dev": {"kafka": 19092, "controller": 19093, "postgres": 15432, "gateway": 8700, "partitions": 2},
+    "test": {"kafka": 29092, "controller": 29093, "postgres": 25432, "gateway": 28700, "partitions": 6},
 }
 
 
-def _port(env: Mapping[str, str] | None, name: str, default: int) -> int:
+def _profile_int(env: Mapping[str, str] | None, name: str, default: int) -> int:
     """A registered variable whose default is the profile's (schemas/settings.py)."""
     raw = given(name, env)
     return int(raw) if raw else default
@@ -59,11 +63,11 @@ class Profile:
             name=name,
             state_dir=state_dir,
             cache_dir=cache_dir.resolve(),
-            kafka_port=_port(env, "FLOWLINE_KAFKA_PORT", d["kafka"]),
-            controller_port=_port(env, "FLOWLINE_KAFKA_CONTROLLER_PORT", d["controller"]),
-            postgres_port=_port(env, "FLOWLINE_PG_PORT", d["postgres"]),
-            gateway_port=_port(env, "FLOWLINE_GATEWAY_PORT", d["gateway"]),
-            partitions=env_int("FLOWLINE_PARTITIONS", env),
+            kafka_port=_profile_int(env, "FLOWLINE_KAFKA_PORT", d["kafka"]),
+            controller_port=_profile_int(env, "FLOWLINE_KAFKA_CONTROLLER_PORT", d["controller"]),
+            postgres_port=_profile_int(env, "FLOWLINE_PG_PORT", d["postgres"]),
+            gateway_port=_profile_int(env, "FLOWLINE_GATEWAY_PORT", d["gateway"]),
+            partitions=_profile_int(env, "FLOWLINE_PARTITIONS", d["partitions"]),
             replication_factor=env_int("FLOWLINE_REPLICATION_FACTOR", env),
             kafka_heap=setting("FLOWLINE_KAFKA_HEAP_OPTS", env),
             external_kafka_bootstrap=given("FLOWLINE_KAFKA_BOOTSTRAP", env),

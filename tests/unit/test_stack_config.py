@@ -22,7 +22,7 @@ def test_profiles_have_distinct_default_ports_and_state_dirs():
     assert test.state_dir == stack.REPO_ROOT / ".flowline" / "test"
     assert dev.kafka_bootstrap == "127.0.0.1:19092"
     assert dev.database_url == "postgresql://postgres@127.0.0.1:15432/flowline"
-    assert dev.partitions == 6
+    assert (dev.partitions, test.partitions) == (2, 6)
     assert not dev.external_kafka and not dev.external_postgres
 
 
