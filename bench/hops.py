@@ -79,6 +79,7 @@ class Driver:
         self.done: dict[str, asyncio.Future] = {}
         self.seen: dict[tuple[str, str], float] = {}  # (instance id, what) -> when the driver saw it (epoch ms)
         self.sent: dict[tuple[str, int], float] = {}  # (instance id, step) -> approve POST sent (epoch ms)
+        self.answered: dict[tuple[str, int], float] = {}  # (instance id, step) -> its 202 received (epoch ms)
         self.wid_of: dict[str, str] = {}
         # called right before the first transfer and right after the last workflow ended (bench/cpu_bench.py
         # reads every process's CPU there, so the set-up and the read-back are not counted)
@@ -116,7 +117,9 @@ class Driver:
             self.sent[(iid, step)] = time.time() * 1000
             async with self.http.post(url, json={"reasoning": "hops"},
                                       headers={"Authorization": f"Bearer {token}"}) as resp:
+                await resp.read()
                 if resp.status != 404:
+                    self.answered[(iid, step)] = time.time() * 1000
                     return
             await asyncio.sleep(0.05)
 
@@ -258,6 +261,8 @@ def report(driver: Driver, out: dict) -> None:
         for step in (2, 3):
             if (iid, step) in driver.sent:
                 hop[f"sent{step}"] = driver.sent[(iid, step)]
+            if (iid, step) in driver.answered:
+                hop[f"answered{step}"] = driver.answered[(iid, step)]
             if (iid, f"announce{step}") in driver.seen:
                 hop[f"announce_seen{step}"] = driver.seen[(iid, f"announce{step}")]
         if "transfer" in hop and "end_seen" in hop:
@@ -278,17 +283,32 @@ def report(driver: Driver, out: dict) -> None:
             if f"decision{step}" in hop and nxt in hop:
                 rows[f"approval {step}: RecordDecision -> {nxt} produced (engine: visible, lane, process)"].append(
                     hop[nxt] - hop[f"decision{step}"])
+            if f"sent{step}" in hop and f"answered{step}" in hop:
+                rows[f"approval {step}: POST sent -> 202 received (gateway: produce acknowledged, read-model lookup)"
+                     ].append(hop[f"answered{step}"] - hop[f"sent{step}"])
+        # the Manager's approval as the peers instrument measures it: POST sent -> the simulator's ledger
+        # entry (its answer on payments.results is written right after the entry, in the same batch)
+        for a, b, label in (("request4", "pay_cmd", "action handler: processor's txn + request fetched"),
+                            ("pay_cmd", "pay_res", "simulator: command visible + ledger + answer")):
+            if "sent3" in hop and a in hop and b in hop:
+                rows[f"approval 3: {a} -> {b}: {label}"].append(hop[b] - hop[a])
+        if "sent3" in hop and "pay_res" in hop:
+            rows["approval 3 latency (POST sent -> payment answered, ~ the ledger entry)"].append(
+                hop["pay_res"] - hop["sent3"])
         if "announce_evt3" in hop and "announce_seen3" in hop:
             rows["approval 2: ApprovalRequested produced -> seen (engine's commit + visibility)"].append(
                 hop["announce_seen3"] - hop["announce_evt3"])
         if "sent2" in hop and "announce_seen3" in hop:
             rows["approval 2 latency (POST sent -> next ApprovalRequested seen)"].append(
                 hop["announce_seen3"] - hop["sent2"])
+            if "decision2" in hop:  # what the engine's transaction (and the wait for its lane) is of it
+                rows["approval 2: engine's share, % (RecordDecision produced -> ApprovalRequested seen)"].append(
+                    100 * (hop["announce_seen3"] - hop["decision2"]) / max(1e-9, hop["announce_seen3"] - hop["sent2"]))
     print(f"{driver.workload}: {len(stamps)} workflows, {out['rate']:.1f} wf/s, load average "
           f"{os.getloadavg()[0]:.2f}")
-    print(f"{'hop':78s} {'n':>5s} {'p50':>7s} {'p90':>7s} {'p99':>7s}")
+    print(f"{'hop':96s} {'n':>5s} {'p50':>7s} {'p90':>7s} {'p99':>7s}")
     for name, values in rows.items():
-        print(f"{name:78s} {len(values):5d} {statistics.median(values):7.1f} {pct(values, .9):7.1f} "
+        print(f"{name:96s} {len(values):5d} {statistics.median(values):7.1f} {pct(values, .9):7.1f} "
               f"{pct(values, .99):7.1f}")
 
 

@@ -13,6 +13,7 @@ import asyncio
 import hashlib
 import time
 import uuid
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
 from core.commands import Command
@@ -35,23 +36,45 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def _not_sent(exc: BaseException) -> Problem:
+    return Problem(503, f"the command could not be sent to the engine ({type(exc).__name__}); "
+                        "retry with the same Idempotency-Key")
+
+
+async def _acknowledged(sent: Awaitable[Any]) -> None:
+    try:
+        await sent
+    except Exception as exc:
+        raise _not_sent(exc) from exc
+
+
 class CommandSender:
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
 
     async def send(self, command: Command) -> None:
+        """Send `command` and wait until the broker has acknowledged it (acks=all)."""
+        await (await self.hand_over(command))
+
+    async def hand_over(self, command: Command) -> Awaitable[None]:
+        """Put `command` in the producer's next batch; the awaitable returned waits for its acknowledgement.
+
+        Why two steps: a request can do its own work (a read-model lookup) while the broker acknowledges,
+        and the record is already on its way when that work begins. Both raise the same problems as `send`:
+        422 when the command cannot be encoded, 503 when it could not be sent.
+        """
         gw = self.gateway
         try:
             value = gw.codec.encode(command)
         except Exception as exc:  # retrying cannot help: the request itself holds what cannot be encoded
             raise Problem(422, f"the command cannot be encoded ({type(exc).__name__}: {str(exc)[:200]})") from exc
         try:
-            await gw.kafka().send_and_wait(gw.settings.commands_topic, value, key=command.instance_id.encode())
+            sent = await gw.kafka().send(gw.settings.commands_topic, value, key=command.instance_id.encode())
         except Problem:
             raise
         except Exception as exc:
-            raise Problem(503, f"the command could not be sent to the engine ({type(exc).__name__}); "
-                               "retry with the same Idempotency-Key") from exc
+            raise _not_sent(exc) from exc
+        return _acknowledged(sent)
 
     async def outcome(self, command_id: str, timeout: float | None = None) -> dict[str, Any] | None:
         """`{"applied": True}` or `{"rejected": reason}` once the projector saw the command, else None."""

@@ -361,13 +361,23 @@ async def _decision(call: Call, decision: str) -> web.Response:
         # (core.decide: the actor's tenant must be the instance's, an unknown instance is rejected, the
         # step's approvers are judged by role or id). The answer still comes from the read model: 404
         # for an unknown or another tenant's instance after the same bounded wait, so it tells nothing.
+        # The read-model lookup runs while the broker acknowledges the command (the record is in the
+        # producer's batch before the lookup starts, so the engine's copy is not delayed): the answer waits
+        # for the slower of the two, not their sum. A person needs only the instance's tenant from it
+        # (REF_COLUMNS), not the agent's permission and pending-approval joins of DECISION_SQL.
         command = cmd.RecordDecision(
             command_id=command_id_for(call), instance_id=instance_id, issued_at=now_ms(), step=step,
             decision=decision, actor=me.actor(), reasoning=call.body.get("reasoning", ""),
             signature=call.body.get("agent_signature", ""))
-        await gw.commands.send(command)
-        instance = await await_row(gw.pool, _lag_wait(gw, instance_id), DECISION_SQL, instance_id,
-                                   me.tenant_id, None, signal=gw.projected)
+        acknowledged = await gw.commands.hand_over(command)
+        try:
+            instance = await await_row(gw.pool, _lag_wait(gw, instance_id), f"SELECT {REF_COLUMNS} FROM "
+                                       "workflow_instances i WHERE i.id = $1 AND i.tenant_id = $2", instance_id,
+                                       me.tenant_id, signal=gw.projected)
+        except BaseException:
+            await asyncio.gather(acknowledged, return_exceptions=True)  # the send's outcome is never dropped
+            raise
+        await acknowledged  # a 503 (not sent) wins over the lookup's answer
         if instance is None:
             raise Problem(404, f"no instance {instance_id!r}")
         return await _answer(call, command, me.tenant_id, sent=True)

@@ -15,11 +15,14 @@ its timer. Pending approvals are read from the projector's `workflow_pending_app
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+from cachetools import TTLCache
 
 from core.approvers import describe, spec_list
 from core.effects import StepRequest
@@ -85,18 +88,35 @@ def principal_from_row(row: Mapping[str, Any]) -> Principal:
                      email=row["email"], webhook_url=row["webhook_url"], roles=tuple(row["roles"] or ()))
 
 
+DIRECTORY_SECONDS = 5.0  # how long a directory answer is reused (the gateway keeps a token as long)
+
+
 class PostgresDirectory:
-    def __init__(self, pool: Any) -> None:
+    """The `principals` table, each answer kept for `ttl` seconds per tenant and approver spec.
+
+    Why the cache: every approval of a template's step names the same spec, and the directory statement
+    was one of the handler's three round trips per approval (directory, delivered?, record). A principal
+    added, removed or given another role gets (or stops getting) notices within `ttl`; who may *decide*
+    is never judged from here but by the engine on its own state (core.approvers), so a stale answer can
+    only send or miss a notice for those seconds, never grant anything.
+    """
+
+    def __init__(self, pool: Any, *, ttl: float = DIRECTORY_SECONDS, timer=time.monotonic) -> None:
         self.pool = pool
+        self._answers: TTLCache = TTLCache(maxsize=1024, ttl=ttl, timer=timer)
 
     async def principals_for(self, tenant_id: str, approvers: Any) -> list[Principal]:
-        roles, ids = [], []
-        for spec in spec_list(approvers):
-            (roles if spec.get("type") == "role" else ids).extend(_values(spec))
-        rows = await self.pool.fetch(
-            "SELECT * FROM principals WHERE tenant_id = $1 AND (roles && $2::text[] OR id = ANY($3::text[])) "
-            "ORDER BY id", tenant_id, roles, ids)
-        return resolve([principal_from_row(r) for r in rows], approvers)
+        key = (tenant_id, json.dumps(approvers, sort_keys=True, default=str))
+        found = self._answers.get(key)
+        if found is None:
+            roles, ids = [], []
+            for spec in spec_list(approvers):
+                (roles if spec.get("type") == "role" else ids).extend(_values(spec))
+            rows = await self.pool.fetch(
+                "SELECT * FROM principals WHERE tenant_id = $1 AND (roles && $2::text[] OR id = ANY($3::text[])) "
+                "ORDER BY id", tenant_id, roles, ids)
+            found = self._answers[key] = tuple(principal_from_row(r) for r in rows)
+        return resolve(found, approvers)
 
 
 # ------------------------------------------------------------------------------------------------ the record

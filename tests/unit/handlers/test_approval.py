@@ -67,3 +67,43 @@ async def test_a_redelivered_request_only_retries_the_notices_that_failed():
     await handler(webhooks, emails, log).handle(request)
     assert emails.sent == [] and len(webhooks.sent) == 1
     assert log.deliveries[(request.request_id, "agent_456", "webhook")]["attempts"] == 2
+
+
+class CountingPool:
+    """The one pool call PostgresDirectory makes, over a list of rows it can change; counts the statements."""
+
+    def __init__(self, rows: list[dict]) -> None:
+        self.rows, self.statements = rows, 0
+
+    async def fetch(self, sql: str, tenant_id: str, roles: list[str], ids: list[str]) -> list[dict]:
+        self.statements += 1
+        return [r for r in self.rows
+                if r["tenant_id"] == tenant_id and (set(r["roles"]) & set(roles) or r["id"] in ids)]
+
+
+def row(p: Principal) -> dict:
+    return {"id": p.id, "tenant_id": p.tenant_id, "kind": p.kind, "display_name": p.display_name, "email": p.email,
+            "webhook_url": p.webhook_url, "roles": list(p.roles)}
+
+
+async def test_the_directory_is_read_once_per_spec_and_again_after_its_bound():
+    from handlers.approval import PostgresDirectory
+
+    now = [0.0]
+    pool = CountingPool([row(CFO), row(MANAGER), row(OTHER_TENANT_CFO)])
+    directory = PostgresDirectory(pool, ttl=5.0, timer=lambda: now[0])
+    cfo = {"type": "role", "value": "cfo"}
+    for _ in range(3):  # every approval of the same step: one statement, not one each
+        assert [p.id for p in await directory.principals_for("t1", cfo)] == ["u_cfo"]
+    assert pool.statements == 1
+    # another tenant or another spec is its own answer
+    assert [p.id for p in await directory.principals_for("t2", cfo)] == ["u_x"]
+    assert [p.id for p in await directory.principals_for("t1", {"type": "user", "value": "u_mgr"})] == ["u_mgr"]
+    assert pool.statements == 3
+    # a new CFO is noticed once the bound has passed, not before
+    pool.rows.append(row(CFO2))
+    now[0] = 4.9
+    assert [p.id for p in await directory.principals_for("t1", cfo)] == ["u_cfo"]
+    now[0] = 5.1
+    assert [p.id for p in await directory.principals_for("t1", cfo)] == ["u_cfo", "u_cfo2"]
+    assert pool.statements == 4

@@ -10,14 +10,16 @@ import pytest
 from handlers.notification import Email, compose, message_id
 
 
-def parsed(message) -> email_lib.message.EmailMessage:
-    return email_lib.message_from_bytes(message.as_bytes(), policy=policy.default)
+def parsed(message: bytes) -> email_lib.message.EmailMessage:
+    return email_lib.message_from_bytes(message, policy=policy.default)
 
 
 @pytest.mark.parametrize("subject, text", [
     ("Approval needed: CFO Approval", "Hello Alice,\n\nApprove: http://x/approve\n"),  # the plain, fast path
     ("Freigabe nötig: Zahlung 5 000 €", "Grüße,\n\nBitte freigeben.\n"),  # non-ASCII: EmailMessage, as before
     ("Approval needed", "x" * 2000 + "\n"),  # a line too long for 7bit: EmailMessage encodes it
+    ("Approval needed " + "y" * 1000, "Hello\n"),  # a header line too long for SMTP: EmailMessage folds it
+    ("Approval needed", "Hello,\r\n.a line that starts with a dot\r\nno newline at the end"),
 ])
 def test_what_arrives_is_what_was_sent(subject: str, text: str) -> None:
     message = parsed(compose("flowline@localhost", Email(to=("cfo@acme.test", "cto@acme.test"), subject=subject,
@@ -27,10 +29,20 @@ def test_what_arrives_is_what_was_sent(subject: str, text: str) -> None:
     assert message["From"] == "flowline@localhost"
     assert message["Message-ID"] == message_id("wfi_1:2:1:alice")
     assert message["X-Flowline-Idempotency-Key"] == "wfi_1:2:1:alice"
-    assert message.get_content() == text
+    assert message.get_content() == text.replace("\r\n", "\n")
 
 
 def test_a_header_with_a_line_break_is_refused_not_injected() -> None:
     with pytest.raises(ValueError):
         compose("flowline@localhost", Email(to=("cfo@acme.test",), subject="hi\r\nBcc: evil@example.test",
                                             text="x", idempotency_key="k"))
+
+
+
+def test_a_plain_notice_is_7bit_text_with_the_body_as_given() -> None:
+    text = "Hello Alice,\n\nApprove: http://x/approve\n"
+    raw = compose("flowline@localhost", Email(to=("cfo@acme.test",), subject="Approval needed: CFO Approval",
+                                              text=text, idempotency_key="k"))
+    head, _, body = raw.partition(b"\n\n")
+    assert b"Content-Transfer-Encoding: 7bit" in head.split(b"\n")
+    assert body == text.encode()

@@ -114,3 +114,30 @@ async def test_no_server_is_a_retryable_failure(tmp_path: Path) -> None:
     with pytest.raises(DeliveryError) as refused:
         await sender.send(email(1))
     assert refused.value.retryable
+
+
+async def test_what_the_server_keeps_is_what_was_sent(tmp_path: Path) -> None:
+    port, directory = _free_port(), mailcatcher.mail_dir(tmp_path)
+    sender = SmtpEmailSender(host="127.0.0.1", port=port, sender="flowline@localhost")
+    text = "Hello,\n.a line that starts with a dot\n..two\n\nApprove: http://x/approve\n"
+    async with catcher(directory, port):
+        await sender.send(Email(to=("cfo@acme.test", "cto@acme.test"), subject="Approval needed: CFO",
+                                text=text, idempotency_key="wfi_1:2:1:alice"))
+    [kept] = list(mailbox.Maildir(directory))
+    assert (kept["Subject"], kept["To"], kept["X-RcptTo"]) == ("Approval needed: CFO", "cfo@acme.test, cto@acme.test",
+                                                               "cfo@acme.test, cto@acme.test")
+    assert kept.get_payload() == text
+
+
+async def test_display_names_stay_in_the_headers_not_in_the_envelope(tmp_path: Path) -> None:
+    port, directory = _free_port(), mailcatcher.mail_dir(tmp_path)
+    sender = SmtpEmailSender(host="127.0.0.1", port=port, sender="Flowline <flowline@localhost>")
+    async with catcher(directory, port):
+        # a notification step's `to` may hold display names, and several addresses in one string
+        await sender.send(Email(to=("Finance <fin@acme.test>, cfo@acme.test", "cto@acme.test"),
+                                subject="Payment failed", text="Step 3 failed.\n", idempotency_key="req_1"))
+    [kept] = list(mailbox.Maildir(directory))
+    assert kept["X-MailFrom"] == "flowline@localhost"
+    assert kept["X-RcptTo"] == "fin@acme.test, cfo@acme.test, cto@acme.test"
+    assert (kept["From"], kept["To"]) == ("Flowline <flowline@localhost>",
+                                          "Finance <fin@acme.test>, cfo@acme.test, cto@acme.test")
