@@ -16,6 +16,14 @@ A start decided inline (the default, docs/adr/0014) writes no `StartInstance`: i
 first step request (one engine transaction); through the matcher (`FLOWLINE_ENGINE_INLINE_START=off`) it is
 transfer -> `StartInstance` -> first step request (two).
 
+`--rate N --duration S` drives an open loop instead: workflow n starts at N per second from the start,
+whatever the others do (how a spec's "at 90 % of the maximum rate" is meant: arrivals do not wait for
+completions), and the report adds each step's latency: from the record that made the step runnable (the
+transfer for step 1, else the previous step's result event, or for an approval the approver's
+`RecordDecision` if later) to the step's own result event (`StepSucceeded`, `ConditionEvaluated`,
+`StepApproved`, ...; a step skipped over is left out), all broker timestamps. The closed loop at a high
+`--in-flight` gives the maximum rate to take 90 % of.
+
 Why record timestamps and not log lines: every process already stamps what it writes, the broker keeps
 it, and reading it back changes nothing on the path being measured.
 """
@@ -24,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import statistics
@@ -64,6 +73,28 @@ def template(workload: str, tag: str) -> dict:
                  execute]
     return {"name": f"hops {workload} {tag}", "trigger_type": "on_transfer",
             "trigger_config": {"conditions": [{"field": "metadata.type", "op": "eq", "value": tag}]}, "steps": steps}
+
+
+# the events that end a step (its result, in the sense of the spec's "per step" latency; a condition ends with
+# its evaluation; a step skipped over by `skip_to` never ran and is left out)
+STEP_RESULTS = (ev.StepSucceeded, ev.ConditionEvaluated, ev.StepApproved, ev.StepRejected, ev.StepFailed,
+                ev.StepTimedOut)
+
+
+def step_latencies(stamps: dict, steps: int) -> dict[int, list[float]]:
+    """Per step: from the record that made it runnable (the transfer for step 1, else the previous step's
+    result, or the approver's RecordDecision when that came later) to its own result event, in ms."""
+    found: dict[int, list[float]] = defaultdict(list)
+    for hop in stamps.values():
+        previous = hop.get("transfer")
+        for step in range(1, steps + 1):
+            done = hop.get(f"step_done{step}")
+            if done is None or previous is None:
+                continue  # skipped over (`skip_to`) without a result of its own, or not finished
+            runnable = max(previous, hop.get(f"decision{step}", previous))
+            found[step].append(done - runnable)
+            previous = done
+    return found
 
 
 def pct(values: list[float], q: float) -> float:
@@ -123,7 +154,7 @@ class Driver:
                     return
             await asyncio.sleep(0.05)
 
-    async def run(self, workflows: int, in_flight: int, pause: float = 0.0) -> dict:
+    async def run(self, workflows: int, in_flight: int, pause: float = 0.0, rate: float = 0.0) -> dict:
         self.http = aiohttp.ClientSession()
         async with self.http.post(f"{self.api}/v1/workflows/templates", json=template(self.workload, self.tag),
                                   headers={"Authorization": f"Bearer {ADMIN}"}) as resp:
@@ -163,9 +194,27 @@ class Driver:
                 await producer.send_and_wait("payments.transfers", json.dumps(event).encode(), key=wid.encode())
                 await asyncio.wait_for(self.done[wid], 60)
 
+        async def paced(n: int, at: float) -> None:
+            """Open loop: workflow n starts at its own time, whatever the others do."""
+            await asyncio.sleep(max(at - time.time(), 0))
+            wid = f"{self.tag}-{n}"
+            self.done[wid] = asyncio.get_running_loop().create_future()
+            amount = 5000 if n % 2 else 500
+            event = {"event_id": wid, "transfer_id": wid, "tenant_id": "acme", "amount_minor": amount * 100,
+                     "currency": "USD", "metadata": {"type": self.tag}}
+            started[wid] = time.time() * 1000
+            late.append(started[wid] - at * 1000)
+            await producer.send("payments.transfers", json.dumps(event).encode(), key=wid.encode())
+            with contextlib.suppress(TimeoutError):  # not finished within a minute: counted as not done
+                await asyncio.wait_for(self.done[wid], 60)
+
+        late: list[float] = []  # open loop: how much later than its schedule each transfer was handed over
         self.before_load()
         began = time.time()
-        await asyncio.gather(*(one(n) for n in range(workflows)))
+        if rate:
+            await asyncio.gather(*(paced(n, began + n / rate) for n in range(workflows)))
+        else:
+            await asyncio.gather(*(one(n) for n in range(workflows)))
         elapsed = time.time() - began
         self.after_load()
         task.cancel()
@@ -174,7 +223,9 @@ class Driver:
         await self.http.close()
         hops = await self._read_back(probe, start_offsets)
         await probe.stop()
-        return {"elapsed": elapsed, "rate": workflows / elapsed, "hops": hops, "started": started}
+        finished = sum(1 for f in self.done.values() if f.done())
+        return {"elapsed": elapsed, "rate": workflows / elapsed, "hops": hops, "started": started,
+                "offered_rate": rate, "finished": finished, "schedule_late_ms_p99": pct(late, .99) if late else None}
 
     async def _read_back(self, probe: AIOKafkaConsumer, start: dict) -> dict:
         ends = await probe.end_offsets(list(start))
@@ -234,6 +285,8 @@ class Driver:
                 put(v.instance_id, f"announce_evt{v.step}")
             elif isinstance(v, ev.InstanceCompleted):
                 put(v.instance_id, "end_evt")
+            if isinstance(v, STEP_RESULTS):
+                put(v.instance_id, f"step_done{v.step}")
 
 
 def report(driver: Driver, out: dict) -> None:
@@ -306,6 +359,12 @@ def report(driver: Driver, out: dict) -> None:
                     100 * (hop["announce_seen3"] - hop["decision2"]) / max(1e-9, hop["announce_seen3"] - hop["sent2"]))
     print(f"{driver.workload}: {len(stamps)} workflows, {out['rate']:.1f} wf/s, load average "
           f"{os.getloadavg()[0]:.2f}")
+    if out.get("offered_rate"):
+        print(f"open loop: offered {out['offered_rate']:.1f} wf/s, {out['finished']} of {len(out['started'])} "
+              f"finished within 60 s each, the driver's own lateness p99 {out['schedule_late_ms_p99']:.1f} ms")
+        names = [step["name"] for step in template(driver.workload, "")["steps"]]
+        for step, values in step_latencies(stamps, len(names)).items():
+            rows[f"step {step} ({names[step - 1]}): runnable -> result"] = values
     print(f"{'hop':96s} {'n':>5s} {'p50':>7s} {'p90':>7s} {'p99':>7s}")
     for name, values in rows.items():
         print(f"{name:96s} {len(values):5d} {statistics.median(values):7.1f} {pct(values, .9):7.1f} "
@@ -322,7 +381,12 @@ def main() -> None:
     parser.add_argument("--pause", type=float, default=0.0,
                         help="seconds the stack sits idle before each workflow (with --in-flight 1: the latency "
                              "of the first record after an idle period, issue 15)")
+    parser.add_argument("--rate", type=float, default=0.0,
+                        help="open loop: start this many workflows a second (instead of --in-flight at a time)")
+    parser.add_argument("--duration", type=float, default=30.0, help="open loop: for this many seconds")
     args = parser.parse_args()
+    if args.rate:
+        args.workflows = int(args.rate * args.duration)
     port = os.environ.get("FLOWLINE_KAFKA_PORT", "29092")
     bootstrap = os.environ.get("FLOWLINE_KAFKA_BOOTSTRAP", f"127.0.0.1:{port}")
     api = f"http://127.0.0.1:{os.environ.get('FLOWLINE_GATEWAY_PORT', '28700')}"
@@ -332,7 +396,7 @@ def main() -> None:
     state_dir = Path(os.environ.get("FLOWLINE_STATE_DIR") or REPO / ".flowline" / args.profile).resolve()
     pids = stack_pids(state_dir)
     before = {name: tree_cpu(pid) for name, pid in pids.items()}
-    out = asyncio.run(driver.run(args.workflows, args.in_flight, args.pause))
+    out = asyncio.run(driver.run(args.workflows, args.in_flight, args.pause, args.rate))
     cpu = {name: tree_cpu(pid) - before[name] for name, pid in pids.items()}
     report(driver, out)
     if cpu:

@@ -21,6 +21,10 @@ Uses the test-profile stack (started if needed) or $FLOWLINE_KAFKA_BOOTSTRAP, on
    CPU seconds meanwhile. `--only-timers` runs step 1 and this step only; `--engine-repo` runs the worker
    from another checkout (the code before a change, for a before/after in the same window); `--workers N`
    runs N workers sharing the partitions for this step.
+6. `--decide N` (alone, no broker): the CPU of deciding N timeouts in `InstanceProcessor.process` on one
+   partition store, `FiredTimers` records of 500 as the sweep sends them, transactions of at most
+   `FIRE_CAP` fires as the processor makes them (the Kafka sends of the output are not in it);
+   `--profile FILE` writes a cProfile of it (py-spy works on it too: it runs in one process).
 
 Prints one table and writes bench/results/state_scale.json.
 """
@@ -49,7 +53,7 @@ sys.path.insert(0, str(REPO))
 from bench.engine_bench import bootstrap_servers, create_topics  # noqa: E402
 from core import events as ev  # noqa: E402
 from core.builtin import builtin_template  # noqa: E402
-from core.commands import FiredTimers, FireTimer, StartInstance  # noqa: E402
+from core.commands import DueTimer, FiredTimers, FireTimer, StartInstance  # noqa: E402
 from core.state import InstanceState  # noqa: E402
 from schemas import topics as topics_mod  # noqa: E402
 from schemas.codec import Codec  # noqa: E402
@@ -103,6 +107,76 @@ async def fill_changelog(bootstrap: str, topic: str, partitions: int, sample: In
         await producer.flush()
     finally:
         await producer.stop()
+
+
+async def decide_cpu(count: int, profile: str = "") -> dict:
+    """CPU seconds of deciding `count` timeouts in `InstanceProcessor.process`, without a broker: the states
+    in a fresh partition store, the fires in `FiredTimers` records of `FIRE_BATCH`, fed to `process` as one
+    lane batch after another (each batch's `on_commit` writes the store, as after a committed transaction);
+    a batch's forwarded remainder (`FIRE_CAP`) is what the next one gets, as its records would be."""
+    import cProfile
+    import gc
+    import tempfile
+    from types import SimpleNamespace
+
+    from core.template import compile_template, parse_template
+    from core.types import WorkflowStatus
+    from streams.app import GC_THRESHOLDS
+    from streams.processor import FIRE_BATCH, InstanceProcessor
+    from streams.settings import EngineSettings
+    from streams.state_store import PartitionStore, Record
+
+    gc.set_threshold(*GC_THRESHOLDS)
+    template = compile_template(parse_template(builtin_template("procurement_approval"), template_id="tpl_procurement",
+                                               version=1, tenant_id="t1", status=WorkflowStatus.ACTIVE))
+    fire_at = int(time.time() * 1000) - 1000
+    sample = core_sample(fire_at - 60_000)
+    sample = replace(sample, timers=tuple(replace(t, fire_at=fire_at) for t in sample.timers))
+    (timer,) = [t for t in sample.timers if t.purpose == "approval_timeout"]
+    value, due = codec.encode(sample), due_header(sample)
+    old = sample.instance_id.encode()
+    settings = EngineSettings(bootstrap_servers="unused:9", partitions=1, app_id="decide-cpu")
+    catalog = SimpleNamespace(get=lambda template_id, version: template)
+    processor = InstanceProcessor(settings, catalog, codec)
+    with tempfile.TemporaryDirectory() as root:
+        store = processor.stores[0] = PartitionStore(Path(root) / "p0", codec, cache_size=2_000)
+        ids = [synthetic_id("cpu", n) for n in range(count)]
+        store.apply((Record(i.encode(), value.replace(old, i.encode()), due.replace(old, i.encode())) for i in ids), 1)
+        offset = [0]
+
+        def record(payload: bytes):
+            offset[0] += 1
+            return SimpleNamespace(topic=settings.commands_topic, partition=0, offset=offset[0], key=None,
+                                   value=payload, timestamp=fire_at, headers=())
+
+        pending = [record(codec.encode(FiredTimers(batch_id=f"0@{fire_at}:{n}", issued_at=fire_at, timers=tuple(
+            DueTimer(instance_id=i, timer_id=timer.timer_id.replace(REAL_ID, i), fire_at=fire_at)
+            for i in ids[n:n + FIRE_BATCH])))) for n in range(0, count, FIRE_BATCH)]
+        out_records = transactions = 0
+        profiler = cProfile.Profile() if profile else None
+        rss_peak = 0
+        began, cpu = time.perf_counter(), time.process_time()
+        if profiler:
+            profiler.enable()
+        while pending:
+            result = await processor.process(0, pending)
+            transactions += 1
+            out_records += len(result.records)
+            pending = [record(o.value) for o in result.records if o.topic == settings.commands_topic]
+            result.written = {(settings.changelog_topic, 0): offset[0]}
+            result.on_commit()
+            rss_peak = max(rss_peak, psutil.Process().memory_info().rss)
+        if profiler:
+            profiler.disable()
+            profiler.dump_stats(profile)
+        cpu = time.process_time() - cpu
+        wall = time.perf_counter() - began
+        decided = sum(1 for i in ids if not store.get(i).timers or store.get(i).timer(timer.timer_id) is None)
+        store.close()
+    return {"timeouts": count, "decided": decided, "cpu_s": round(cpu, 2), "wall_s": round(wall, 2),
+            "us_per_timeout": round(cpu * 1e6 / count), "transactions": transactions,
+            "records_out": out_records, "rss_peak_mb": round(rss_peak / 2**20),
+            "load_average": os.getloadavg()}
 
 
 def percentile(values: list[float], p: float) -> float | None:
@@ -305,12 +379,23 @@ asyncio.run(main())
         await commands.start()
         await events.start()
 
+        peak = [0]  # the worker's largest RSS seen while the burst is fired and decided
+
+        timeline: list[tuple[float, float]] = []  # (seconds from the due time, the worker's RSS in MB)
+
         async def read_events(timeout_ms: int) -> None:
+            rss_now = psutil.Process(proc.pid).memory_info().rss
+            peak[0] = max(peak[0], rss_now)
+            at = round(time.time() - fire_at / 1000, 1)
+            if not timeline or at - timeline[-1][0] >= 2:
+                timeline.append((at, round(rss_now / 2**20)))
             for records in (await events.getmany(timeout_ms=timeout_ms, max_records=10_000)).values():
                 for record in records:
                     event = codec.decode(record.value)
                     if isinstance(event, ev.StepTimedOut) and event.instance_id.startswith("wfi_tmr"):
                         decided.setdefault(event.instance_id, record.timestamp - fire_at)
+                    elif isinstance(event, ev.InstanceStarted) and event.instance_id in probes:
+                        probed.setdefault(event.instance_id, record.timestamp - probes[event.instance_id])
                     elif isinstance(event, ev.CommandRejected) and event.instance_id.startswith("wfi_tmr"):
                         rejected[0] += 1  # a fire sent again (a refire) and refused by the instance
 
@@ -325,6 +410,28 @@ asyncio.run(main())
         def cpu_seconds() -> float:
             return sum(sum(psutil.Process(p.pid).cpu_times()[:2]) for p in procs)
 
+        # other commands during the burst: starts of new instances on every partition, 2 s after the due time;
+        # how long each waits for its InstanceStarted (behind the burst's transactions) is `probe_ms`
+        probes: dict[str, float] = {}
+        probed: dict[str, float] = {}
+
+        async def probe() -> None:
+            await asyncio.sleep(max(fire_at + 2_000 - time.time() * 1000, 0) / 1000)
+            producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, enable_idempotence=True)
+            await producer.start()
+            try:
+                for n in range(20):
+                    instance_id = synthetic_id("prb", n)
+                    probes[instance_id] = time.time() * 1000
+                    await producer.send_and_wait(self.topic(topics_mod.WORKFLOW_COMMANDS), codec.encode(StartInstance(
+                        command_id=f"start:{instance_id}", instance_id=instance_id, template_id="tpl_procurement",
+                        template_version=1, tenant_id="t1", trigger={"amount": 50_000, "currency": "USD",
+                                                                     "metadata": {"type": "procurement"}})),
+                        key=instance_id.encode())
+            finally:
+                await producer.stop()
+
+        prober = asyncio.create_task(probe())
         ready_before_due = time.time() * 1000 < fire_at
         await asyncio.sleep(max(fire_at - time.time() * 1000 - 2_000, 0) / 1000)
         cpu_at_due = cpu_seconds()  # the workers' CPU from 2 s before the due time to the end
@@ -342,8 +449,9 @@ asyncio.run(main())
                 await read_events(10)
             # the engine decides them at its own pace: give it a while, then count what it did
             settle = time.monotonic() + self.args.timer_settle
-            while time.monotonic() < settle and len(decided) < self.args.timers:
+            while time.monotonic() < settle and (len(decided) < self.args.timers or len(probed) < len(probes)):
                 await read_events(500)
+            await prober
             rss = psutil.Process(proc.pid).memory_info().rss
             cpu_s = round(cpu_seconds() - cpu_at_due, 1)
         finally:
@@ -363,7 +471,11 @@ asyncio.run(main())
                 # timeouts decided per second, from the due time to the last one seen
                 "decided_per_s": round(len(decided) * 1000 / max(max(spread), 1)) if spread else None,
                 "workers": self.args.workers, "worker_cpu_s": cpu_s, "engine_repo": self.args.engine_repo or ".",
-                "load_average": os.getloadavg(), "rss_mb_after": round(rss / 2**20, 1)}
+                "load_average": os.getloadavg(), "rss_mb_after": round(rss / 2**20, 1),
+                "rss_mb_peak": round(max(peak[0], rss) / 2**20, 1),
+                "probe_ms_p50": percentile(list(probed.values()), 0.5), "probe_ms_max": percentile(
+                    list(probed.values()), 1.0), "probes_started": len(probed), "rss_mb_ready": worker["rss_mb"],
+                "rss_mb_timeline": timeline}
 
     # ------------------------------------------------------------------ the run
     async def run(self) -> dict:
@@ -404,7 +516,7 @@ def timer_lines(t: dict) -> list[str]:
             f"({t['fired']} fired) | |",
             f"| ... their StepTimedOut event lateness p50/p99 ms | | {t['decided_lateness_ms_p50']}/"
             f"{t['decided_lateness_ms_p99']} ({t['decided']} decided, {t.get('decided_per_s')}/s, "
-            f"{t.get('workers', 1)} worker(s) {t.get('worker_cpu_s')} CPU-s) | |"]
+            f"{t.get('workers', 1)} worker(s) {t.get('worker_cpu_s')} CPU-s, RSS peak {t.get('rss_mb_peak')} MB) | |"]
 
 
 def table(r: dict) -> str:
@@ -448,7 +560,13 @@ async def main() -> None:
     parser.add_argument("--engine-repo", default="", help="run the engine worker from this checkout")
     parser.add_argument("--out", default="state_scale.json", help="file name under bench/results")
     parser.add_argument("--http-port", type=int, default=int(os.environ.get("FLOWLINE_GATEWAY_PORT", "28700")) + 9)
+    parser.add_argument("--decide", type=int, default=0, help="only the CPU of deciding this many timeouts "
+                                                                  "(no broker)")
+    parser.add_argument("--profile", default="", help="with --decide: write a cProfile of it to this file")
     args = parser.parse_args()
+    if args.decide:
+        print(json.dumps(await decide_cpu(args.decide, args.profile)))
+        return
     bench = Bench(bootstrap_servers(), args)
     results = await bench.run()
     out = REPO / "bench" / "results" / args.out

@@ -40,7 +40,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from core.payments import EXPECTED, LOOKUP_TRANSFER, TransferBook, paid_params
 from schemas import topics
 from schemas.codec import Codec, DecodeError
-from schemas.consumers import LongPoll, consumer_options
+from schemas.consumers import IDLE_AFTER_SECONDS, IDLE_FETCH_WAIT_MS, POLL_MS, LongPoll, consumer_options
 from schemas.process import run_process
 from schemas.records import PaymentCommand, PaymentResult, TransferEvent
 from schemas.settings import env, env_int, given
@@ -65,7 +65,8 @@ def read_ledger(path: Path) -> list[dict[str, Any]]:
 
 class PaymentSimulator:
     def __init__(self, *, bootstrap_servers: str, topic_prefix: str = "", ledger: Path | None = None,
-                 delay_ms: int = 0, group_id: str | None = None) -> None:
+                 delay_ms: int = 0, group_id: str | None = None, idle_fetch_ms: int = IDLE_FETCH_WAIT_MS,
+                 idle_after: float = IDLE_AFTER_SECONDS) -> None:
         self.bootstrap_servers = bootstrap_servers
         self.commands_topic = topic_prefix + topics.PAYMENTS_COMMANDS
         self.results_topic = topic_prefix + topics.PAYMENTS_RESULTS
@@ -73,6 +74,9 @@ class PaymentSimulator:
         self.book = TransferBook()
         self._transfers: AIOKafkaConsumer | None = None
         self._transfers_poll: LongPoll | None = None
+        self._transfers_read = asyncio.Event()  # set after each batch the transfers follower took
+        self._follower: asyncio.Task | None = None
+        self.idle_fetch_ms, self.idle_after = idle_fetch_ms, idle_after  # the consumers' LongPoll
         self.group_id = group_id or f"{topic_prefix}flowline-payment-simulator"
         self.ledger = ledger or default_ledger()
         self.delay_ms = delay_ms
@@ -116,24 +120,33 @@ class PaymentSimulator:
             self.book.learn(event.transfer_id, tenant_id=event.tenant_id, amount=event.amount,
                             currency=event.currency)
 
-    async def _read_transfers(self, *, to_end: bool = False) -> None:
-        """Read what is new on the transfers topic; with `to_end`, everything up to its current end."""
-        consumer = self._transfers
-        if consumer is None:
-            return
-        ends = await consumer.end_offsets(list(consumer.assignment())) if to_end else {}
+    async def _follow_transfers(self) -> None:
+        """Take every transfer as soon as the consumer has fetched it, in a task of its own.
+
+        Why not between commands, as before: records a consumer leaves in aiokafka's buffer for more than
+        its prefetch backoff (100 ms) are left out of the next fetch, which then holds the other partitions
+        at the broker (5 s once idle, ADR 15), and their partition is fetched again only when that fetch
+        returns. The loop answering commands waits up to a second for the next one, so after an idle
+        period a transfer could wait 5 s to be read, and its payment with it (issue 15)."""
+        assert self._transfers_poll is not None
         while True:
-            batches = await consumer.getmany(timeout_ms=0 if not to_end else 100)
-            if self._transfers_poll is not None:
-                self._transfers_poll.saw(bool(batches))
+            batches = await self._transfers_poll.getmany(timeout_ms=POLL_MS)
             for records in batches.values():
                 for record in records:
                     self.learn(record.value)
-            if not to_end:
-                return
-            positions = {tp: await consumer.position(tp) for tp in ends}
-            if all(positions[tp] >= end for tp, end in ends.items()):
-                return
+            if batches:
+                self._transfers_read.set()
+
+    async def _catch_up(self) -> None:
+        """Wait until the follower has read the transfers topic up to its end as of now."""
+        consumer = self._transfers
+        if consumer is None:
+            return
+        ends = await consumer.end_offsets(list(consumer.assignment()))
+        while not all([await consumer.position(tp) >= end for tp, end in ends.items()]):
+            self._transfers_read.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._transfers_read.wait(), 0.1)  # positions move with every batch
 
     def lookup(self, command: PaymentCommand) -> PaymentResult:
         params = command.params if isinstance(command.params, dict) else {}
@@ -245,15 +258,15 @@ class PaymentSimulator:
             transfers.assign(tps)
             await transfers.seek_to_beginning(*tps)
             self._transfers = transfers
-            self._transfers_poll = LongPoll(transfers)
-        await self._read_transfers(to_end=True)
+            self._transfers_poll = LongPoll(transfers, idle_ms=self.idle_fetch_ms, idle_after=self.idle_after)
+            self._follower = asyncio.create_task(self._follow_transfers())
+        await self._catch_up()
         self.ready.set()
         log.info("payment simulator (development tool) answering %s; ledger %s", self.commands_topic, self.ledger)
         answered_since_commit, last_commit = False, time.monotonic()
-        poll = LongPoll(consumer)
+        poll = LongPoll(consumer, idle_ms=self.idle_fetch_ms, idle_after=self.idle_after)
         try:
             while not self._stopping.is_set():
-                await self._read_transfers()
                 batches = await poll.getmany()
                 records = [record for records in batches.values() for record in records]
                 if records:
@@ -265,6 +278,10 @@ class PaymentSimulator:
                     await consumer.commit()
                     answered_since_commit, last_commit = False, time.monotonic()
         finally:
+            if self._follower is not None:
+                self._follower.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await self._follower
             if answered_since_commit:
                 with contextlib.suppress(Exception):
                     await consumer.commit()
@@ -289,7 +306,7 @@ class PaymentSimulator:
         self.commands_seen += len(commands)
         if any(self.book.record((c.params if isinstance(c.params, dict) else {}).get("transfer_id"), c.tenant_id)
                is None for c in commands if c.action in (LOOKUP_TRANSFER, "execute_transfer")):
-            await self._read_transfers(to_end=True)  # a transfer event may be just behind its command
+            await self._catch_up()  # a transfer event may be just behind its command
         lookups = [c for c in commands if c.action == LOOKUP_TRANSFER]
         executes = [c for c in commands if c.action != LOOKUP_TRANSFER]
         answers = self.execute_all(executes)

@@ -332,7 +332,10 @@ async def stop_gateway(gateway: Gateway) -> None:
 def server_options(settings: GatewaySettings) -> dict[str, Any]:
     """aiohttp server options. keepalive_timeout is also the deadline for a request's headers: aiohttp
     closes a connection whose next request has not been parsed by then, however slowly bytes trickle in
-    (its default, about an hour, let half-sent requests hold connections; issue 10.8)."""
+    (its default, about an hour, let half-sent requests hold connections; issue 10.8). It is also how long an
+    idle keep-alive connection stays open, so it must exceed the clients' own idle limit (aiohttp's client
+    drops a connection idle for 15 s): with both at 15 s, a client reusing a connection idle for 15 s raced
+    the gateway's close and got `ServerDisconnectedError` on a POST (stop 19, under load). Hence 20 s."""
     return {"keepalive_timeout": settings.header_timeout_seconds}
 
 

@@ -80,7 +80,7 @@ VARIABLES: dict[str, Variable] = {v.name: v for v in (
     Variable("FLOWLINE_MAX_BODY_BYTES", str(256 * 1024)),
     Variable("FLOWLINE_WAIT_SECONDS", "10"),
     Variable("FLOWLINE_REPLAY_WINDOW_SECONDS", "300"),
-    Variable("FLOWLINE_HEADER_TIMEOUT_SECONDS", "15"),
+    Variable("FLOWLINE_HEADER_TIMEOUT_SECONDS", "20"),
     Variable("FLOWLINE_BODY_TIMEOUT_SECONDS", "30"),
     Variable("FLOWLINE_INSTANCE_WAIT_SECONDS", "5"),
     Variable("FLOWLINE_GATEWAY_DB_POOL", "8"),

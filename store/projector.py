@@ -1,9 +1,10 @@
 """The projector: `workflow.events` -> the PostgreSQL read model the gateway serves.
 
-One consumer group (`flowline-projector`), read_committed. For each polled batch it loads the touched
-instances' folded states, applies the new events with `store.projection.fold`, and writes every changed
-row in one transaction, together with each partition's next offset in `projector_offsets`, the status
-row and the NOTIFY, all in ONE statement (`WRITE_BATCH`): three round trips per batch. On assignment it
+One consumer group (`flowline-projector`), read_committed. For each polled batch it takes the touched
+instances' folded states (as it last wrote them, else read from the database), applies the new events with
+`store.projection.fold`, and writes every changed row together with each partition's next offset in
+`projector_offsets`, the status row and the NOTIFY, all in ONE statement (`WRITE_BATCH`), which checks
+under the rows' locks that nothing moved meanwhile: one or two round trips per batch. On assignment it
 seeks to those stored offsets (to the beginning where none is stored), never to Kafka's committed ones:
 the read model and its position commit or vanish together, so a commit PostgreSQL loses (asynchronous
 commit and a crash, a failover, a restored backup) is projected again instead of leaving a gap, and a
@@ -27,6 +28,7 @@ import contextlib
 import json
 import logging
 import time
+from collections import OrderedDict
 from datetime import UTC, datetime
 from typing import Any
 
@@ -61,6 +63,12 @@ DEFAULT_GROUP = VARIABLES["FLOWLINE_PROJECTOR_GROUP"].default
 # database answers again (ADR 15).
 STATUS_EVERY_SECONDS = 10.0
 
+# instances whose last written state the projector keeps (`Projector._remember`): a few hundred KB at most
+VIEWS_KEPT = 4096
+# attempts of a batch that finds its instances moved on by another writer (a rebalance: two projectors for a
+# moment); each attempt reads them again, so a second one normally succeeds
+STALE_RETRIES = 5
+
 # errors that say the database is away (wait and retry), not that an event cannot be applied; asyncpg raises
 # InternalClientError ("cannot switch to state N; another operation is in progress") on a connection the
 # server died under mid-query (found by tests/integration/test_chaos_postgres.py, which kills PostgreSQL)
@@ -82,6 +90,33 @@ RETRIED = (*DATABASE_OUTAGES, asyncpg.DeadlockDetectedError)
 # row twice in one table, and the open and the closed approvals are different instances.
 WRITE_BATCH = """
 WITH
+current AS (
+    -- the batch's instances as they are now, locked (in id order, as every projector locks them); the batch was
+    -- folded onto the states it read before (or remembered from its own last write, `Projector._views`)
+    SELECT id, last_seq FROM workflow_instances WHERE id = ANY($17::text[]) ORDER BY id FOR UPDATE
+),
+stale AS (
+    -- instances whose row is not (or no longer) at the sequence number the batch was folded onto: another
+    -- projector wrote them meanwhile (a rebalance), so the batch writes nothing and is folded again
+    SELECT coalesce(jsonb_agg(g.id), '[]'::jsonb) AS ids
+    FROM unnest($17::text[], $18::bigint[]) AS g(id, seq) LEFT JOIN current c ON c.id = g.id
+    WHERE c.last_seq IS DISTINCT FROM g.seq
+),
+prev AS (
+    -- the stored offsets of the batch's partitions, each with the value it has now (read under the row's lock)
+    SELECT topic, partition, next_offset FROM projector_offsets
+    WHERE (topic, partition) IN (SELECT * FROM unnest($12::text[], $13::int[])) FOR UPDATE
+),
+lost AS (
+    -- offsets this projector stored that the database no longer has (`LostCommits`): nothing is written
+    SELECT coalesce(jsonb_agg(jsonb_build_array(k.t, k.p, p.next_offset)), '[]'::jsonb) AS found
+    FROM unnest($12::text[], $13::int[], $19::bigint[]) AS k(t, p, known)
+    LEFT JOIN prev p ON p.topic = k.t AND p.partition = k.p
+    WHERE k.known IS NOT NULL AND (p.next_offset IS NULL OR p.next_offset < k.known)
+),
+ok AS (
+    SELECT (SELECT ids FROM stale) = '[]'::jsonb AND (SELECT found FROM lost) = '[]'::jsonb AS ok
+),
 inst AS (
     INSERT INTO workflow_instances AS w (id, tenant_id, template_id, template_version, template_name, status,
         current_step, current_step_name, step_count, trigger, source, initiated_by, initiated_by_kind,
@@ -93,6 +128,7 @@ inst AS (
         r.created_at, r.updated_at, r.completed_at, r.steps_meta, r.machine_state, r.pending_transition
     FROM jsonb_populate_recordset(NULL::workflow_instances, $1::jsonb) WITH ORDINALITY AS r
     JOIN unnest($16::bytea[]) WITH ORDINALITY AS s(state, n) ON s.n = r.ordinality
+    WHERE (SELECT ok FROM ok)
     ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, current_step = EXCLUDED.current_step,
         current_step_name = EXCLUDED.current_step_name, blocking = EXCLUDED.blocking,
         failure_reason = EXCLUDED.failure_reason, state = EXCLUDED.state, last_seq = EXCLUDED.last_seq,
@@ -109,6 +145,7 @@ steps AS (
         votes, approved_by, approved_by_agent_id, agent_reasoning, output, error, retries, external_request,
         external_response, tenant_id, template_id, instance_created_at
     FROM jsonb_populate_recordset(NULL::workflow_step_executions, $2::jsonb)
+    WHERE (SELECT ok FROM ok)
     ON CONFLICT (instance_id, step, attempt) DO UPDATE SET name = EXCLUDED.name, type = EXCLUDED.type,
         status = EXCLUDED.status, awaiting = EXCLUDED.awaiting, started_at = EXCLUDED.started_at,
         ended_at = EXCLUDED.ended_at, approvers = EXCLUDED.approvers, required = EXCLUDED.required,
@@ -126,6 +163,7 @@ pending AS (
         approver_users, approver_agents, required, approvals, decided_by, initiated_by, amount, deadline,
         requested_at, recommendations
     FROM jsonb_populate_recordset(NULL::workflow_pending_approvals, $3::jsonb)
+    WHERE (SELECT ok FROM ok)
     ON CONFLICT (instance_id) DO UPDATE SET step = EXCLUDED.step, attempt = EXCLUDED.attempt,
         step_name = EXCLUDED.step_name, kind = EXCLUDED.kind, approvers = EXCLUDED.approvers,
         approver_roles = EXCLUDED.approver_roles, approver_users = EXCLUDED.approver_users,
@@ -134,61 +172,63 @@ pending AS (
         recommendations = EXCLUDED.recommendations
 ),
 closed AS (
-    DELETE FROM workflow_pending_approvals WHERE instance_id = ANY($4::text[])
+    DELETE FROM workflow_pending_approvals WHERE instance_id = ANY($4::text[]) AND (SELECT ok FROM ok)
 ),
 transitions AS (
     INSERT INTO workflow_transitions (instance_id, seq, tenant_id, event_type, step, command_id, actor_id,
         actor_kind, reasoning, details, at)
     SELECT instance_id, seq, tenant_id, event_type, step, command_id, actor_id, actor_kind, reasoning, details, at
     FROM jsonb_populate_recordset(NULL::workflow_transitions, $5::jsonb)
+    WHERE (SELECT ok FROM ok)
     ON CONFLICT (instance_id, seq) DO NOTHING
 ),
 rejections AS (
     INSERT INTO workflow_rejected_commands (command_id, instance_id, command_type, reason, at)
     SELECT command_id, instance_id, command_type, reason, at
     FROM jsonb_populate_recordset(NULL::workflow_rejected_commands, $6::jsonb)
+    WHERE (SELECT ok FROM ok)
     ON CONFLICT (command_id) DO NOTHING
 ),
 security AS (
     INSERT INTO security_log (command_id, tenant_id, actor_id, kind, command_type, instance_id, reason, at)
     SELECT command_id, tenant_id, actor_id, kind, command_type, instance_id, reason, at
     FROM jsonb_populate_recordset(NULL::security_log, $7::jsonb)
+    WHERE (SELECT ok FROM ok)
     ON CONFLICT (command_id) DO NOTHING
 ),
 status AS (
     INSERT INTO projector_status AS p (consumer_group, lag, events_applied, last_event_at, updated_at)
-    VALUES ($8, $9, $10, to_timestamp($11 / 1000.0), now())
+    SELECT $8, $9, $10, to_timestamp($11 / 1000.0), now() WHERE (SELECT ok FROM ok)
     ON CONFLICT (consumer_group) DO UPDATE SET lag = EXCLUDED.lag, events_applied = EXCLUDED.events_applied,
         last_event_at = COALESCE(EXCLUDED.last_event_at, p.last_event_at), updated_at = now()
 ),
 moved AS (
-    -- the stored offsets the batch moves, each with the value it had (read under the row's lock, in the same
-    -- statement: the old value UPDATE ... RETURNING cannot give before PostgreSQL 18)
     UPDATE projector_offsets o SET next_offset = GREATEST(o.next_offset, x.n), updated_at = now()
-    FROM (SELECT topic, partition, next_offset FROM projector_offsets
-          WHERE (topic, partition) IN (SELECT * FROM unnest($12::text[], $13::int[])) FOR UPDATE) AS prev,
-         unnest($12::text[], $13::int[], $14::bigint[]) AS x(t, p, n)
-    WHERE o.topic = prev.topic AND o.partition = prev.partition AND x.t = o.topic AND x.p = o.partition
-    RETURNING o.topic, o.partition, prev.next_offset AS before
+    FROM unnest($12::text[], $13::int[], $14::bigint[]) AS x(t, p, n)
+    WHERE x.t = o.topic AND x.p = o.partition AND (SELECT ok FROM ok)
 ),
 added AS (
     -- partitions with no stored offset yet (a concurrent first insert is settled by ON CONFLICT)
     INSERT INTO projector_offsets AS o (topic, partition, next_offset, updated_at)
     SELECT t, p, n, now() FROM unnest($12::text[], $13::int[], $14::bigint[]) AS x(t, p, n)
-    WHERE NOT EXISTS (SELECT 1 FROM projector_offsets e WHERE e.topic = x.t AND e.partition = x.p)
+    WHERE NOT EXISTS (SELECT 1 FROM prev e WHERE e.topic = x.t AND e.partition = x.p) AND (SELECT ok FROM ok)
     ON CONFLICT (topic, partition) DO UPDATE
         SET next_offset = GREATEST(o.next_offset, EXCLUDED.next_offset), updated_at = now()
 ),
 notified AS (
-    SELECT pg_notify('""" + CHANNEL + """', '') WHERE $15::boolean
+    SELECT pg_notify('""" + CHANNEL + """', '') WHERE $15::boolean AND (SELECT ok FROM ok)
 )
-SELECT (SELECT count(*) FROM notified) AS notified,
-       (SELECT jsonb_agg(jsonb_build_array(topic, partition, before)) FROM moved) AS before
+SELECT (SELECT count(*) FROM notified) AS notified, (SELECT ids FROM stale) AS stale, (SELECT found FROM lost) AS lost
 """
-# The offsets: GREATEST, because "every record before next_offset is in the read model" stays true when a
-# projector that lost the partition in a rebalance finishes its batch after the new owner stored a lower
-# offset. The values they had before (`moved`) are what the check that the database still has what this
-# projector stored (`LostCommits`) compares, so that check costs no statement of its own.
+# The batch is ONE statement and no transaction around it (a statement is atomic by itself): no BEGIN, no
+# read under lock, no COMMIT. It is folded onto states read WITHOUT a lock (or remembered, below), and the
+# statement itself checks, under the rows' locks, what the lock held for the whole transaction guaranteed
+# before: every instance is still at the sequence number the batch was folded onto (`stale`), and the database
+# still has the offsets this projector stored (`lost`). If either fails it writes nothing at all; the
+# projector then reads the instances again and folds anew (`stale`), or seeks back (`LostCommits`). The
+# offsets only move forward (GREATEST): "every record before next_offset is in the read model" stays true
+# when a projector that lost the partition in a rebalance finishes its batch after the new owner stored a
+# lower offset.
 
 Positions = dict[TopicPartition, int]
 
@@ -259,6 +299,8 @@ class Projector:
         self._database_was_away = False
         # the next offset this projector knows it stored, per partition (None: nothing stored yet)
         self._stored: dict[TopicPartition, int | None] = {}
+        # instance id -> (state, steps_meta, last_seq, source, created_at) as this projector last wrote it
+        self._views: OrderedDict[str, tuple[Any, list[dict[str, str]], int, str, Any]] = OrderedDict()
 
     def stop(self) -> None:
         self._stop.set()
@@ -306,8 +348,10 @@ class Projector:
     async def seek_to_stored(self, assigned) -> None:
         """Seek `assigned` to the offsets stored with the read model; a partition without one starts at its
         beginning (the read model holds nothing of it: replaying is idempotent, skipping is not). An outage
-        of the database is waited out: consuming from anywhere else could leave a gap."""
+        of the database is waited out: consuming from anywhere else could leave a gap. The instances' kept
+        views are dropped: another projector may have written them meanwhile."""
         assert self.consumer is not None and self.pool is not None
+        self._views.clear()
         partitions = sorted(tp.partition for tp in assigned if tp.topic == self.topic)
         if not partitions:
             return
@@ -395,8 +439,8 @@ class Projector:
 
     async def _verify_stored(self) -> None:
         """Also when no batch comes (`STATUS_EVERY_SECONDS`): if the database lost offsets this projector
-        stored (and with them the batches' rows), seek back to what it has. A batch checks the same in its transaction
-        (`_check_stored`); this catches a loss after the last batch, when nothing else would."""
+        stored (and with them the batches' rows), seek back to what it has. A batch checks the same in its statement
+        (WRITE_BATCH's `lost`); this catches a loss after the last batch, when nothing else would."""
         assert self.consumer is not None and self.pool is not None
         assigned = self.consumer.assignment()
         known = {tp: o for tp, o in self._stored.items() if o is not None and tp in assigned}
@@ -488,22 +532,13 @@ class Projector:
         log.error("record %s/%s@%s sent to the DLQ: %s", record.topic, record.partition, record.offset,
                   letter.reason[:500])
 
-    def _check_stored(self, before: dict[TopicPartition, int | None]) -> None:
-        """Raise LostCommits when the database had less than this projector stored before (`before`: each
-        written partition's offset as the batch's statement found it under the row's lock, None where it
-        had none), which rolls the batch back: projecting on from the consumer's position would leave the
-        lost batches out of the read model for good."""
-        lost = {tp.partition: (before.get(tp), known) for tp, known in self._stored.items()
-                if known is not None and tp in before and (before[tp] is None or before[tp] < known)}
-        if lost:
-            raise LostCommits(f"the read model lost stored offsets (partition: (now, before)) {lost}")
-
-    async def _template_meta(self, conn, events: list[ev.Event]) -> None:
+    async def _template_meta(self, events: list[ev.Event]) -> None:
         wanted = {(e.template_id, e.template_version) for e in events if isinstance(e, ev.InstanceStarted)}
         missing = [k for k in wanted if k not in self._template_steps]
         if not missing:
             return
-        rows = await conn.fetch(
+        assert self.pool is not None
+        rows = await self.pool.fetch(
             """SELECT template_id, version, document FROM workflow_template_versions
                WHERE (template_id, version) IN (SELECT * FROM unnest($1::text[], $2::int[]))""",
             [m[0] for m in missing], [m[1] for m in missing])
@@ -513,11 +548,26 @@ class Projector:
                 {"name": str(s.get("name", "")), "type": str(s.get("type", ""))} for s in doc.get("steps", [])]
 
     async def apply_events(self, events: list[ev.Event], positions: Positions | None = None) -> BatchRows:
-        """Fold `events` into the read model in one transaction (idempotent), with `positions`, the offsets
+        """Fold `events` into the read model in one statement (idempotent), with `positions`, the offsets
         after the records they came from: the rows and the offsets commit, or are lost, together.
 
-        Three round trips: the touched instances' rows (locked), then every write of the batch in one
-        statement (WRITE_BATCH), then the commit."""
+        One round trip when every instance of the batch is one this projector wrote last (`_views`), two
+        when some must be read first; no transaction around them (see WRITE_BATCH). A batch that finds an
+        instance moved on by another writer is folded again on what the database has now."""
+        assert self.pool is not None
+        for attempt in range(STALE_RETRIES):
+            rows = await self._apply_once(events, positions, trust=attempt == 0)
+            if rows is not None:
+                return rows
+        raise RuntimeError(f"the batch's instances kept changing under it ({STALE_RETRIES} attempts)")
+
+    async def _apply_once(self, events: list[ev.Event], positions: Positions | None, *,
+                          trust: bool) -> BatchRows | None:
+        """One attempt of `apply_events`; None when an instance had moved on (nothing was written).
+
+        With `trust`, an instance is not read when this projector wrote it last (`_views`), or when the
+        batch starts with its `InstanceStarted` (a new instance has no row yet); the statement checks both
+        assumptions, and the next attempt, without `trust`, reads every instance."""
         assert self.pool is not None
         rows = BatchRows()
         if not events and not positions:
@@ -525,19 +575,35 @@ class Projector:
         ids = sorted({e.instance_id for e in events})
         views: dict[str, InstanceView] = {}
         created: dict[str, Any] = {}
-        async with self.pool.acquire() as conn, conn.transaction():
+        folded_on: dict[str, int | None] = {}  # the sequence number each instance's view starts from
+        try:
             if events:
-                await self._template_meta(conn, events)
-                existing = await conn.fetch(
-                    "SELECT id, state, steps_meta, last_seq, source, created_at FROM workflow_instances "
-                    "WHERE id = ANY($1) ORDER BY id FOR UPDATE", ids)
-                for row in existing:
-                    state = self.codec.decode(row["state"]) if row["state"] else None
-                    meta = row["steps_meta"]
-                    views[row["id"]] = InstanceView(state=state, steps_meta=json.loads(meta) if isinstance(meta, str)
-                                                    else list(meta or []), last_seq=row["last_seq"],
-                                                    source=row["source"])
-                    created[row["id"]] = row["created_at"]
+                await self._template_meta(events)
+                unknown = []
+                first: dict[str, ev.Event] = {}
+                for e in events:
+                    first.setdefault(e.instance_id, e)
+                for iid in ids:
+                    known = self._views.get(iid) if trust else None
+                    if known is None:
+                        if not (trust and isinstance(first[iid], ev.InstanceStarted) and first[iid].seq == 1):
+                            unknown.append(iid)
+                        continue
+                    state, steps_meta, last_seq, source, at = known
+                    views[iid] = InstanceView(state=state, steps_meta=list(steps_meta), last_seq=last_seq,
+                                              source=source)
+                    created[iid] = at
+                if unknown:
+                    for row in await self.pool.fetch(
+                            "SELECT id, state, steps_meta, last_seq, source, created_at FROM workflow_instances "
+                            "WHERE id = ANY($1)", unknown):
+                        state = self.codec.decode(row["state"]) if row["state"] else None
+                        meta = row["steps_meta"]
+                        views[row["id"]] = InstanceView(
+                            state=state, steps_meta=json.loads(meta) if isinstance(meta, str) else list(meta or []),
+                            last_seq=row["last_seq"], source=row["source"])
+                        created[row["id"]] = row["created_at"]
+                folded_on = {iid: views[iid].last_seq if iid in views else None for iid in ids}
                 fold(views, events, rows, self._template_steps)
             changed = [v for v in views.values() if v.changed and v.state is not None]
             instances, states, steps, pending, closed = [], [], [], [], []
@@ -545,6 +611,7 @@ class Projector:
                 state = v.state
                 # the row's creation time: the stored one (an upsert never changes it), else the new row's
                 at = created.get(state.instance_id) or ts(state.created_at) or datetime.now(UTC)
+                created[state.instance_id] = at
                 instances.append(instance_row(v, at))
                 states.append(self.codec.encode(state))  # binary, beside the JSON: half the bytes of hex in it
                 owner = {"tenant_id": state.tenant_id, "template_id": state.template_id, "instance_created_at": at}
@@ -554,16 +621,31 @@ class Projector:
                     closed.append(state.instance_id)
                 else:
                     pending.append(open_approval)
+            written = sorted(v.state.instance_id for v in changed)
             tps = sorted(positions or {}, key=lambda tp: (tp.topic, tp.partition))
-            before = await conn.fetchval(
+            outcome = await self.pool.fetchrow(
                 WRITE_BATCH, dumps(instances), dumps(steps), dumps(pending), closed, dumps(rows.transitions),
-                dumps(rows.rejections), dumps(rows.security), self.group_id, self.lag, self.applied + rows.applied,
-                rows.last_event_at or None, [tp.topic for tp in tps], [tp.partition for tp in tps],
-                [positions[tp] for tp in tps],
+                dumps(rows.rejections), dumps(rows.security), self.group_id, self.lag,
+                self.applied + rows.applied, rows.last_event_at or None, [tp.topic for tp in tps],
+                [tp.partition for tp in tps], [positions[tp] for tp in tps],
                 # delivered at commit: a gateway request waiting for these rows re-reads at once
-                bool(changed or rows.rejections), states, column=1)
-            found = {TopicPartition(t, p): o for t, p, o in json.loads(before or "[]")}
-            self._check_stored({tp: found.get(tp) for tp in tps})
+                bool(changed or rows.rejections), states, written, [folded_on.get(i) for i in written],
+                [self._stored.get(tp) for tp in tps])
+        except BaseException:
+            self._views.clear()  # the outcome is unknown: read the instances again next time
+            raise
+        lost = json.loads(outcome["lost"])
+        if lost:
+            self._views.clear()
+            known = {TopicPartition(t, p): self._stored.get(TopicPartition(t, p)) for t, p, _ in lost}
+            raise LostCommits("the read model lost stored offsets (partition: (now, before)) "
+                              f"{ {p: (o, known[TopicPartition(t, p)]) for t, p, o in lost} }")
+        stale = json.loads(outcome["stale"])
+        if stale:
+            log.info("instances %s were written by another projector meanwhile; folding the batch again", stale)
+            self._views.clear()
+            return None
+        self._remember(views, created)
         self._stored.update(positions or {})
         self._last_status_write = time.monotonic()
         self._reported_lag = self.lag
@@ -571,6 +653,22 @@ class Projector:
         APPLIED.labels("applied").inc(rows.applied)
         APPLIED.labels("duplicate").inc(rows.skipped)
         return rows
+
+    def _remember(self, views: dict[str, InstanceView], created: dict[str, Any]) -> None:
+        """Keep what the batch wrote, so the instance's next batch need not read it back: at 16 workflows in
+        flight a batch holds one or two workflows, and the read was one of its round trips (issue 15). The
+        statement still checks each instance's sequence number under its lock, so a view that another
+        writer made stale costs a second attempt, never a wrong row. A finished instance is forgotten (it
+        rarely gets another event), and the oldest go first beyond `VIEWS_KEPT`."""
+        for iid, v in views.items():
+            if v.state is None:
+                continue
+            self._views.pop(iid, None)
+            if v.state.is_terminal:
+                continue
+            self._views[iid] = (v.state, list(v.steps_meta), v.last_seq, v.source, created.get(iid))
+        while len(self._views) > VIEWS_KEPT:
+            self._views.pop(next(iter(self._views)))
 
 
 async def _stored_offsets(conn, tps: list[TopicPartition]) -> dict[TopicPartition, int]:

@@ -78,6 +78,13 @@ LOOKAHEAD_SLICE = 2_000  # index entries read between two yields to the event lo
 # spread over a second is still a few hundred records, and no timer is sent more than that much late.
 FIRE_BATCH = 500
 FIRE_WINDOW_MS = 10
+# Timers decided per transaction, at most (give or take one `FiredTimers` record): a burst's fires of one
+# partition arrive in one fetch, and deciding all of them in one transaction (25,000 for 100,000 timers on 4
+# partitions) held every decoded state and outgoing record until its commit, while the partition's other
+# commands waited behind the whole burst. The `FiredTimers` records past the cap are written back to
+# `workflow.commands` in the same transaction (`_taken_apart`): consumed and requeued atomically, decided
+# by the next transactions (docs/adr/0018). 1,000: a third of a second of CPU per transaction.
+FIRE_CAP = 1_000
 
 FORGOTTEN = object()  # overlay marker: the instance's state is dropped (ExpireInstance) in this batch
 
@@ -98,6 +105,10 @@ class InlineStarts:
     topics: frozenset[str]  # prefixed names
     matcher: TriggerMatcher
     positions: StartPositions  # where a trigger partition this worker takes starts (the upgrade rule)
+
+
+def _nothing() -> None:
+    return None
 
 
 def now_ms() -> int:
@@ -340,7 +351,8 @@ class InstanceProcessor:
         # the catalog check of ADR 7 before any trigger event is matched; batches without one do not pay it
         templates = (await inline.matcher.templates()
                      if inline is not None and any(r.topic in inline.topics for r in records) else None)
-        records, read_to = self._fired_timers(partition, records)
+        forwarded: list = []  # `FiredTimers` records past the cap: re-queued by this transaction
+        records, read_to = self._fired_timers(partition, records, forwarded)
         if read_to is not None:  # refires of the fires before `read_to` wait until this batch is done
             self._consumed[partition] = max(self._consumed.get(partition, 0), read_to)
             self._deciding[partition] = time.monotonic()
@@ -365,6 +377,9 @@ class InstanceProcessor:
                                        f"{type(command).__name__} is not a command", "not_a_command", "engine"))
                 continue
             await self._decide(partition, record, command, states, overlay, out)
+        for record in forwarded:
+            out.append(Outgoing(settings.commands_topic, record.key, record.value, partition=partition,
+                                headers=tuple(record.headers or ())))
         changes: list[tuple[str, InstanceState | None, bytes | None, bytes | None]] = []
         for n, (instance_id, state) in enumerate(overlay.items(), 1):
             if n % 100 == 0:
@@ -378,12 +393,24 @@ class InstanceProcessor:
             out.append(Outgoing(settings.changelog_topic, instance_id.encode(), value, partition=partition,
                                 headers=((DUE_HEADER, due),)))
         result = BatchResult(records=out)
+        # The hooks hold the result (they read what the worker fills in on it), and the result holds them:
+        # a reference cycle, which only the cyclic collector frees, and the engine runs it rarely
+        # (streams/app.py GC_THRESHOLDS). A batch that had lived through a collection while its transaction
+        # was in flight then kept every decoded state and encoded record until a full collection: a burst of
+        # 100,000 timeouts grew the worker by 8 KB per timeout, to 1 GB. Whichever hook runs breaks the cycle.
+        def settled() -> None:
+            result.on_commit = result.on_abort = _nothing
 
         def commit() -> None:
             """Only now, with the transaction committed, does the batch reach the local store: with the
             consumed offsets and the changelog offset it is current to, in one write batch (an aborted
             transaction writes nothing)."""
+            settled()
             self._deciding.pop(partition, None)
+            if forwarded:  # the re-queued fires are the partition's last fires: refires wait for them too
+                requeued = result.written.get((settings.commands_topic, partition))
+                if requeued is not None:
+                    self._fired[partition] = max(self._fired.get(partition, -1), requeued)
             if not changes and result.consumed is None:
                 return
             last = result.written.get((settings.changelog_topic, partition))
@@ -391,11 +418,15 @@ class InstanceProcessor:
             metrics.EXPIRED.inc(sum(1 for change in changes if change[1] is None))
             self._gauge()
 
+        def abort() -> None:  # the lane retries the records, or dead-letters them
+            settled()
+            self._deciding.pop(partition, None)
+
         result.on_commit = commit
-        result.on_abort = lambda: self._deciding.pop(partition, None)  # the lane retries, or dead-letters
+        result.on_abort = abort
         return result
 
-    def _fired_timers(self, partition: int, records: Sequence) -> tuple[Iterable, int | None]:
+    def _fired_timers(self, partition: int, records: Sequence, forwarded: list) -> tuple[Iterable, int | None]:
         """(the batch with each `FiredTimers` record taken apart into its `FireTimer` commands (a `Fire` per
         timer, in the record's place), so that each timer is decided, deduplicated and dead-lettered as a
         command of its own, other records left as they are, undecoded; the offset after the batch's last
@@ -403,7 +434,9 @@ class InstanceProcessor:
         (`_refires_wait`)).
 
         The records are taken apart as the loop reaches them, not all at once: a batch of a burst names tens
-        of thousands of timers, and decoding them in one go held the event loop for a second."""
+        of thousands of timers, and decoding them in one go held the event loop for a second. Once `FIRE_CAP`
+        timers are taken, the batch's further `FiredTimers` records are put in `forwarded` instead, as they
+        are (not decoded): the caller writes them back to the partition's commands."""
         commands_topic, prefix = self.settings.commands_topic, self._fired_prefix
         read_to = None
         fired = False
@@ -413,17 +446,25 @@ class InstanceProcessor:
                 value = record.value
                 fired = fired or (value is not None and (value[:10] == prefix or (
                     value[:1] == b"\0" and self.codec.resolver is not None)))
-        return (self._taken_apart(records) if fired else records), read_to
+        return (self._taken_apart(records, forwarded) if fired else records), read_to
 
-    def _taken_apart(self, records: Sequence) -> Iterator:
+    def _taken_apart(self, records: Sequence, forwarded: list) -> Iterator:
         prefix = self._fired_prefix
+        taken = 0
         for record in records:
             value = record.value
             batch = None
+            if taken >= FIRE_CAP and value is not None and value[:10] == prefix:
+                forwarded.append(record)  # decoded (or dead-lettered) by the transaction that takes it
+                continue
             if value is not None and (value[:10] == prefix or (value[:1] == b"\0" and self.codec.resolver)):
                 with contextlib.suppress(DecodeError):  # undecodable: left for the loop to dead-letter
                     batch = self.codec.decode(value)
             if isinstance(batch, FiredTimers):
+                if taken >= FIRE_CAP:  # (a registry's framing: known only once decoded)
+                    forwarded.append(record)
+                    continue
+                taken += len(batch.timers)
                 for command in batch.commands():
                     yield Fire(record, command)
             else:

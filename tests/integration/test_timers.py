@@ -7,7 +7,9 @@ the fire and the decision, every timer is decided exactly once:
 - the engine killed with SIGKILL as the fires go out: the next engine decides every timer once, without
   waiting for a refire;
 - the transaction deciding the fires aborts (the changelog refuses the states) until the record is
-  dead-lettered: the refire brings every timer back, each decided once.
+  dead-lettered: the refire brings every timer back, each decided once;
+- a burst larger than `FIRE_CAP` on one partition is decided over several transactions, none deciding more
+  than the cap (plus one record's worth), the rest requeued with it: each timer still decided once.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from core import events as ev
 from core.commands import FiredTimers, FireTimer, StartInstance
 from schemas import topics
 from streams import processor as processor_mod
+from streams.state_store import is_offsets
 from tests.integration.engine_harness import EngineWorld
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -168,3 +171,52 @@ async def test_an_aborted_transaction_between_fire_and_decision_loses_no_timer(k
                                message="every instance completed")
         await asyncio.sleep(1)
         assert_each_decided_once(world, ids)
+
+
+async def changelog_transactions(world: EngineWorld) -> list[list]:
+    """The states each committed transaction wrote to partition 0 of the changelog, in order: one partition's
+    transactions are written one after another by its one producer, and each ends with the offsets record
+    (ADR 13), so the records between two offsets records are one transaction's."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=world.bootstrap, enable_auto_commit=False,
+                                isolation_level="read_committed")
+    await consumer.start()
+    transactions, current = [], []
+    try:
+        tp = TopicPartition(world.topic(topics.ENGINE_INSTANCES_CHANGELOG), 0)
+        consumer.assign([tp])
+        await consumer.seek_to_beginning(tp)
+        end = (await consumer.end_offsets([tp]))[tp]
+        while await consumer.position(tp) < end:
+            for records in (await consumer.getmany(timeout_ms=500)).values():
+                for record in records:
+                    if is_offsets(record.key):
+                        transactions.append(current)
+                        current = []
+                    elif record.value is not None:
+                        current.append(world.codec.decode(record.value))
+    finally:
+        await consumer.stop()
+    return transactions
+
+
+async def test_a_burst_over_the_cap_is_decided_over_several_transactions_each_timer_once(kafka_bootstrap,
+                                                                                        monkeypatch):
+    monkeypatch.setattr(processor_mod, "LOOKAHEAD_MS", 3_000)
+    monkeypatch.setattr(processor_mod, "FIRE_BATCH", 20)  # 300 timers: 15 records, sent in one produce
+    monkeypatch.setattr(processor_mod, "FIRE_CAP", 50)  # at most 3 records' worth (60 timers) a transaction
+    async with EngineWorld(kafka_bootstrap, partitions=1) as world:
+        await world.publish_template("tpl_burst", BURST)
+        await world.start_engine()
+        ids, _ = await start_burst(world, "cap", 300, due_in_s=6)
+        await world.wait_until(lambda: completions(world, ids) == len(ids), timeout=90,
+                               message="every instance completed")
+        await asyncio.sleep(1)  # a duplicate would arrive now
+        assert_each_decided_once(world, ids)
+        assert not any(isinstance(e, ev.CommandRejected) for i in ids for e in world.events[i])
+        deciding = [sum(1 for state in txn if state.is_terminal) for txn in await changelog_transactions(world)]
+        deciding = [n for n in deciding if n]
+        assert sum(deciding) == len(ids)
+        assert max(deciding) <= 60 and len(deciding) >= 5, deciding
+        # the records past the cap were written back as they were: the same batch ids, more than once
+        found = Counter(f.batch_id for f in await fires(world))
+        assert len(found) == 15 and any(n > 1 for n in found.values()), found

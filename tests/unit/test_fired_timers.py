@@ -5,6 +5,8 @@ another partition, is handled per timer (issue 15, docs/performance.md "State at
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 from dataclasses import dataclass
 
 import pytest
@@ -16,6 +18,7 @@ from core.decide import decide
 from core.template import compile_template, parse_template
 from core.types import WorkflowStatus
 from schemas.codec import Codec
+from streams import processor as processor_mod
 from streams.processor import InstanceProcessor
 from streams.settings import EngineSettings
 from streams.state_store import due_header
@@ -135,3 +138,44 @@ def test_refires_wait_while_the_fires_are_unread_or_being_decided_and_not_once_t
     assert not processor._refires_wait(0)  # a dead-lettered fire is refired
     asyncio.run(processor.process(0, [fired(processor, 5, timer)])).on_commit()
     assert not processor._refires_wait(0)
+
+
+def test_a_batch_decides_at_most_the_cap_and_requeues_the_rest_of_its_fires_as_they_are(processor, monkeypatch):
+    """A burst's fires of one partition arrive in one batch: past `FIRE_CAP` timers, the further `FiredTimers`
+    records are written back to the partition's commands in the same transaction, byte for byte, and the
+    batch's other commands are still decided now (they do not wait behind the burst)."""
+    monkeypatch.setattr(processor_mod, "FIRE_CAP", 3)
+    *burst, alone = [waiting(processor, i) for i in ids_on(0, 9)]
+    records = [fired(processor, offset, *burst[n:n + 2]) for offset, n in enumerate(range(0, 8, 2), 10)]
+    records.append(Consumed(codec.encode(FireTimer.of(alone.instance_id, alone.timer_id, alone.fire_at)), 14,
+                            processor.settings.commands_topic))
+    result = asyncio.run(processor.process(0, records))
+    commands = processor.settings.commands_topic
+    requeued = [out for out in result.records if out.topic == commands]
+    assert [(out.value, out.partition) for out in requeued] == [(r.value, 0) for r in records[2:4]]
+    decoded = [codec.decode(out.value) for out in result.records if out.value is not None and out.topic != commands]
+    timed_out = [e.instance_id for e in decoded if isinstance(e, ev.StepTimedOut)]
+    assert timed_out == [t.instance_id for t in burst[:4]] + [alone.instance_id]
+    result.written = {(commands, 0): 41}
+    result.on_commit()
+    assert processor._fired[0] == 41 and processor._refires_wait(0)  # refires wait for the requeued fires too
+    # the next transaction takes the requeued records (now at offsets 40 and 41) and decides the rest
+    again = [Consumed(out.value, offset, commands) for offset, out in enumerate(requeued, 40)]
+    decoded = outcome(processor, *again)
+    assert [e.instance_id for _, e in decoded if isinstance(e, ev.StepTimedOut)] == [t.instance_id for t in burst[4:]]
+    assert not any(topic == commands for topic, _ in decoded) and not processor._refires_wait(0)
+
+
+def test_a_committed_batch_is_freed_by_reference_counting_alone(processor):
+    """The engine's cyclic collector runs rarely (streams/app.py): a batch that only it could free (a cycle
+    between the result and its commit hook) kept a burst's decoded states and records alive, to 1 GB."""
+    timer = waiting(processor, ids_on(0, 1)[0])
+    gc.disable()
+    try:
+        result = asyncio.run(processor.process(0, [fired(processor, 3, timer)]))
+        result.on_commit()
+        gone = weakref.ref(result)
+        del result
+        assert gone() is None, "the batch's result lives on in a reference cycle"
+    finally:
+        gc.enable()

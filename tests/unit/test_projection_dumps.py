@@ -1,0 +1,34 @@
+"""`store.projection.dumps` turns nested dataclasses into JSON one level at a time (issue 15: asdict's deep
+copy was a twentieth of the projector's CPU). The audit rows must read exactly as before."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+
+from store.projection import dumps, event_details
+from tests.unit.harness import Harness, human
+
+
+def asdict_default(value):
+    """What `dumps` did before: `dataclasses.asdict` for a dataclass."""
+    if isinstance(value, enum.Enum):
+        return value.value
+    if dataclasses.is_dataclass(value):
+        return dataclasses.asdict(value)
+    if isinstance(value, tuple | set | frozenset):
+        return list(value)
+    if isinstance(value, bytes):
+        return value.hex()
+    return str(value)
+
+
+def test_event_details_dump_to_the_same_json_as_with_asdict():
+    h = Harness("procurement_approval", instance_id="wfi_dumps")
+    h.start({"amount": 50_000, "currency": "USD", "tags": ("a", "b")})
+    h.approve(2, human("cfo_1", "cfo"), "within budget")
+    h.approve(3, human("fm_1", "finance_manager"))
+    details = [event_details(e) for e in h.events]
+    assert any(dataclasses.is_dataclass(v) for d in details for v in d.values())  # nested ones are there
+    assert dumps(details) == json.dumps(details, default=asdict_default, separators=(",", ":"))
