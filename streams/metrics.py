@@ -21,6 +21,8 @@ EXPIRED = Counter("flowline_engine_expired_instances_total", "Finished instances
 CATALOG_SYNC_SECONDS = Histogram("flowline_engine_catalog_sync_seconds",
                                  "Time to make sure the template catalog has read the templates topic to its end",
                                  buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25))
+CATALOG_REQUESTS = Counter("flowline_engine_catalog_requests_total",
+                           "ListOffsets requests of those checks (the checks of one turn of the event loop share one)")
 REUSED_PARTITIONS = Counter("flowline_engine_reused_partitions_total",
                             "Partitions taken with their local store current (only the changelog delta read)")
 REVOCATIONS = Counter("flowline_engine_revocations_total", "Partitions revoked from this worker by a rebalance",
