@@ -181,30 +181,31 @@ class Driver:
         gate = asyncio.Semaphore(in_flight)
         started: dict[str, float] = {}
 
-        async def one(n: int) -> None:
-            async with gate:
-                if pause:  # the stack sits idle this long before each workflow (first record after idle)
-                    await asyncio.sleep(pause)
-                wid = f"{self.tag}-{n}"
-                self.done[wid] = asyncio.get_running_loop().create_future()
-                amount = 5000 if n % 2 else 500
-                event = {"event_id": wid, "transfer_id": wid, "tenant_id": "acme", "amount_minor": amount * 100,
-                         "currency": "USD", "metadata": {"type": self.tag}}
-                started[wid] = time.time() * 1000
-                await producer.send_and_wait("payments.transfers", json.dumps(event).encode(), key=wid.encode())
-                await asyncio.wait_for(self.done[wid], 60)
-
-        async def paced(n: int, at: float) -> None:
-            """Open loop: workflow n starts at its own time, whatever the others do."""
-            await asyncio.sleep(max(at - time.time(), 0))
+        def transfer(n: int) -> tuple[str, bytes]:
+            """Workflow n's id and transfer event (every other one over the CFO threshold); its future waits."""
             wid = f"{self.tag}-{n}"
             self.done[wid] = asyncio.get_running_loop().create_future()
             amount = 5000 if n % 2 else 500
             event = {"event_id": wid, "transfer_id": wid, "tenant_id": "acme", "amount_minor": amount * 100,
                      "currency": "USD", "metadata": {"type": self.tag}}
+            return wid, json.dumps(event).encode()
+
+        async def one(n: int) -> None:
+            async with gate:
+                if pause:  # the stack sits idle this long before each workflow (first record after idle)
+                    await asyncio.sleep(pause)
+                wid, event = transfer(n)
+                started[wid] = time.time() * 1000
+                await producer.send_and_wait("payments.transfers", event, key=wid.encode())
+                await asyncio.wait_for(self.done[wid], 60)
+
+        async def paced(n: int, at: float) -> None:
+            """Open loop: workflow n starts at its own time, whatever the others do."""
+            await asyncio.sleep(max(at - time.time(), 0))
+            wid, event = transfer(n)
             started[wid] = time.time() * 1000
             late.append(started[wid] - at * 1000)
-            await producer.send("payments.transfers", json.dumps(event).encode(), key=wid.encode())
+            await producer.send("payments.transfers", event, key=wid.encode())
             with contextlib.suppress(TimeoutError):  # not finished within a minute: counted as not done
                 await asyncio.wait_for(self.done[wid], 60)
 

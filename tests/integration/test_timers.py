@@ -91,17 +91,24 @@ async def fires(world: EngineWorld) -> list:
     return found
 
 
+async def burst_decided_once(world: EngineWorld, tag: str, timeout: float) -> list[str]:
+    """300 instances whose timers fall due in the same millisecond, run to completion by an engine started
+    here; each timer decided exactly once. Returns the instance ids."""
+    await world.publish_template("tpl_burst", BURST)
+    await world.start_engine()
+    ids, _ = await start_burst(world, tag, 300, due_in_s=6)
+    await world.wait_until(lambda: completions(world, ids) == len(ids), timeout=timeout,
+                           message="every instance completed")
+    await asyncio.sleep(1)  # a duplicate would arrive now
+    assert_each_decided_once(world, ids)
+    return ids
+
+
 async def test_a_burst_due_in_one_millisecond_is_one_record_per_partition_and_each_timer_decided_once(
         kafka_bootstrap, monkeypatch):
     monkeypatch.setattr(processor_mod, "LOOKAHEAD_MS", 3_000)  # every timer is armed before the sweep looks
     async with EngineWorld(kafka_bootstrap, partitions=3) as world:
-        await world.publish_template("tpl_burst", BURST)
-        await world.start_engine()
-        ids, _ = await start_burst(world, "burst", 300, due_in_s=6)
-        await world.wait_until(lambda: completions(world, ids) == len(ids), timeout=60,
-                               message="every instance completed")
-        await asyncio.sleep(1)  # a duplicate would arrive now
-        assert_each_decided_once(world, ids)
+        ids = await burst_decided_once(world, "burst", timeout=60)
         found = await fires(world)
         assert all(isinstance(f, FiredTimers) for f in found), "a lone FireTimer was sent"
         assert len(found) <= world.partitions, [len(f.timers) for f in found]
@@ -205,13 +212,7 @@ async def test_a_burst_over_the_cap_is_decided_over_several_transactions_each_ti
     monkeypatch.setattr(processor_mod, "FIRE_BATCH", 20)  # 300 timers: 15 records, sent in one produce
     monkeypatch.setattr(processor_mod, "FIRE_CAP", 50)  # at most 3 records' worth (60 timers) a transaction
     async with EngineWorld(kafka_bootstrap, partitions=1) as world:
-        await world.publish_template("tpl_burst", BURST)
-        await world.start_engine()
-        ids, _ = await start_burst(world, "cap", 300, due_in_s=6)
-        await world.wait_until(lambda: completions(world, ids) == len(ids), timeout=90,
-                               message="every instance completed")
-        await asyncio.sleep(1)  # a duplicate would arrive now
-        assert_each_decided_once(world, ids)
+        ids = await burst_decided_once(world, "cap", timeout=90)
         assert not any(isinstance(e, ev.CommandRejected) for i in ids for e in world.events[i])
         deciding = [sum(1 for state in txn if state.is_terminal) for txn in await changelog_transactions(world)]
         deciding = [n for n in deciding if n]
