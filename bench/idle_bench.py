@@ -7,7 +7,11 @@ asking the broker every few milliseconds) burns the CPU the payment platform pay
 its children over the window, so the broker and PostgreSQL are counted as well as Flowline's own processes.
 
     deploy/stack up                       # any profile; leave it idle
-    .venv/bin/python -m bench.idle_bench  # [--seconds 30] [--profile dev] [--json]
+    .venv/bin/python -m bench.idle_bench  # [--seconds 30] [--profile dev] [--json] [--series 1]
+
+`--series S` prints the same figures for each S-second slice of the window, one row per slice, to see what
+a stack does right after it started or right after a load and when it settles (the instrument's idle window
+is 5-10 s that begins 2 s after its setup or its warm-up load).
 """
 from __future__ import annotations
 
@@ -67,6 +71,20 @@ SERVER = ("kafka", "postgres")
 NOT_COUNTED = ("mcp", "mailcatcher")
 
 
+def series(pids: dict[str, int], seconds: float, step: float) -> list[tuple[float, dict[str, float]]]:
+    """Cores per process in consecutive `step`-second slices: (seconds since the start, cores by name)."""
+    start = time.monotonic()
+    before = {name: tree_cpu(pid) for name, pid in pids.items()}
+    rows, at = [], start
+    while at - start < seconds - 1e-6:
+        at += step
+        time.sleep(max(0.0, at - time.monotonic()))
+        now = {name: tree_cpu(pid) for name, pid in pids.items()}
+        rows.append((at - start, {name: (now[name] - before[name]) / step for name in pids}))
+        before = now
+    return rows
+
+
 def split(cores: dict[str, float]) -> dict[str, float]:
     """Cores per process -> the instrument's server / worker figures, to compare with its idle window."""
     server = sum(c for name, c in cores.items() if name in SERVER)
@@ -79,11 +97,21 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=30.0)
     ap.add_argument("--profile", default=os.environ.get("FLOWLINE_PROFILE", "dev"))
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--series", type=float, default=0.0, metavar="S",
+                    help="print one row per S-second slice of the window (what runs when)")
     args = ap.parse_args()
     state_dir = Path(os.environ.get("FLOWLINE_STATE_DIR") or REPO / ".flowline" / args.profile).resolve()
     pids = stack_pids(state_dir)
     if not pids:
         raise SystemExit(f"no running stack found under {state_dir}/run (deploy/stack up first)")
+    if args.series:
+        names = sorted(pids)
+        print("t_s    " + " ".join(f"{n[:10]:>10s}" for n in names) + "  server  worker (% of a core)")
+        for at, cores in series(pids, args.seconds, args.series):
+            parts = split(cores)
+            print(f"{at:5.1f}  " + " ".join(f"{cores[n] * 100:10.2f}" for n in names)
+                  + f"  {parts['server'] * 100:6.2f}  {parts['worker'] * 100:6.2f}", flush=True)
+        return
     cores = measure(pids, args.seconds)
     total = sum(cores.values())
     if args.json:
