@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from schemas.consumers import LongPoll, consumer_options
 
@@ -71,6 +71,44 @@ async def test_an_idle_read_committed_consumer_gets_a_transactional_record_at_it
         records, waited = await _first_batch(poll)
         assert [r.value for r in records] == [b"committed after idle"]
         assert waited < HELD_MS / 2000, f"the record waited {waited:.1f} s: the commit did not end the held fetch"
+    finally:
+        await producer.stop()
+        await consumer.stop()
+
+
+async def test_a_consumer_with_a_paused_partition_never_holds_its_fetches_and_a_resumed_one_is_read_at_once(
+        kafka_bootstrap, new_topic):
+    """A paused partition (an engine lane with a backlog) is left out of every fetch; were the consumer to
+    turn idle meanwhile, the fetch it holds would be of the other partitions only, and the paused one,
+    once resumed, would be asked for only when that fetch ends (a minute here, 5 s on the stack). So a
+    consumer with a paused partition stays busy however long it has seen no record."""
+    topic = await new_topic("paused", partitions=2)
+    consumer = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap, group_id=None, enable_auto_commit=False,
+                                isolation_level="read_committed", auto_offset_reset="earliest",
+                                request_timeout_ms=HELD_MS + 30_000, **consumer_options())
+    await consumer.start()
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, enable_idempotence=True)
+    await producer.start()
+    try:
+        held, other = TopicPartition(topic, 0), TopicPartition(topic, 1)
+        consumer.assign([held, other])
+        poll = LongPoll(consumer, idle_ms=HELD_MS, idle_after=0.5)
+        assert not await poll.getmany(timeout_ms=200)
+        consumer.pause(held)
+        quiet_since = time.monotonic()
+        while time.monotonic() - quiet_since < 3 * poll.idle_after:  # long past `idle_after`, no record
+            assert not await poll.getmany(timeout_ms=200)
+        assert not poll.idle, "a consumer with a paused partition turned idle"
+        assert consumer._fetcher._fetch_max_wait_ms == poll.busy_ms
+        await producer.send_and_wait(topic, b"behind the pause", key=b"k", partition=0)
+        consumer.resume(held)
+        records, waited = await _first_batch(poll)
+        assert [r.value for r in records] == [b"behind the pause"]
+        assert waited < HELD_MS / 2000, f"the resumed partition waited {waited:.1f} s for a held fetch"
+        deadline = time.monotonic() + 30
+        while not poll.idle:  # nothing paused, nothing arriving: now it turns idle
+            assert time.monotonic() < deadline, "the consumer never turned idle once nothing was paused"
+            assert not await poll.getmany(timeout_ms=200)
     finally:
         await producer.stop()
         await consumer.stop()
