@@ -35,14 +35,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from core.payments import EXPECTED, LOOKUP_TRANSFER, TransferBook, paid_params
 from schemas import topics
 from schemas.codec import Codec, DecodeError
 from schemas.consumers import IDLE_AFTER_SECONDS, IDLE_FETCH_WAIT_MS, POLL_MS, LongPoll, consumer_options
 from schemas.process import run_process
-from schemas.producer import AsyncProducer
 from schemas.records import PaymentCommand, PaymentResult, TransferEvent
 from schemas.settings import env, env_int, given
 
@@ -242,7 +241,7 @@ class PaymentSimulator:
 
     async def run(self) -> None:
         self._load()
-        producer = AsyncProducer(self.bootstrap_servers, client_id="flowline-payment-simulator")
+        producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap_servers, enable_idempotence=True)
         consumer = AIOKafkaConsumer(self.commands_topic, bootstrap_servers=self.bootstrap_servers,
                                     group_id=self.group_id, enable_auto_commit=False,
                                     isolation_level="read_committed", auto_offset_reset="earliest",
@@ -294,7 +293,7 @@ class PaymentSimulator:
                 await producer.stop()
             self.close_ledger()
 
-    async def _answer_batch(self, producer: AsyncProducer, records: list[Any]) -> None:
+    async def _answer_batch(self, producer: AIOKafkaProducer, records: list[Any]) -> None:
         """Answer a fetched batch: decode, learn transfers that may be just behind once, execute the batch
         with one fsync, then send every reply at once and wait for all of them (acks=all) before the
         offsets are committed. A reply per round trip made 16 payments in flight wait for each other."""

@@ -31,7 +31,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from core.commands import ReportStepResult
 from core.effects import StepRequest
@@ -42,7 +42,6 @@ from handlers.rendering import MissingSecret, Renderer, redact
 from handlers.results import failed, succeeded
 from schemas.codec import Codec, DecodeError
 from schemas.consumers import LongPoll, consumer_options
-from schemas.producer import AsyncProducer
 from schemas.records import PaymentCommand, PaymentResult
 
 log = logging.getLogger(__name__)
@@ -119,7 +118,7 @@ class KafkaPaymentGateway:
     """
 
     def __init__(self, *, bootstrap_servers: str, commands_topic: str, results_topic: str,
-                 codec: Codec | None = None, producer: AsyncProducer | None = None) -> None:
+                 codec: Codec | None = None, producer: AIOKafkaProducer | None = None) -> None:
         self.bootstrap_servers = bootstrap_servers
         self.commands_topic = commands_topic
         self.results_topic = results_topic
@@ -132,7 +131,7 @@ class KafkaPaymentGateway:
 
     async def start(self) -> None:
         if self._producer is None:
-            self._producer = AsyncProducer(self.bootstrap_servers, client_id="flowline-payment-gateway")
+            self._producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap_servers, enable_idempotence=True)
             await self._producer.start()
         consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap_servers, enable_auto_commit=False,
                                     isolation_level="read_committed", auto_offset_reset="latest",

@@ -22,7 +22,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
 from core.commands import ReportStepResult
@@ -33,8 +33,8 @@ from handlers.settings import HandlerSettings
 from schemas import dlq
 from schemas.codec import Codec, DecodeError, EncodeError
 from schemas.consumers import POLL_MS, LongPoll, consumer_options
+from schemas.errors import is_transient
 from schemas.process import wait_for_kafka
-from schemas.producer import AsyncProducer, ProduceError
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ class OffsetTracker:
 
 class HandlerRuntime:
     def __init__(self, kind: str, handle: Handle, settings: HandlerSettings, *, codec: Codec | None = None,
-                 producer: AsyncProducer | None = None) -> None:
+                 producer: AIOKafkaProducer | None = None) -> None:
         self.kind = kind
         self.handle = handle
         self.settings = settings
@@ -122,7 +122,8 @@ class HandlerRuntime:
         if not await wait_for_kafka(s.bootstrap_servers, self._stopping):
             return  # stopped before the broker ever answered
         if self._producer is None:
-            self._producer = AsyncProducer(s.bootstrap_servers, linger_ms=2, client_id=self.group_id)
+            self._producer = AIOKafkaProducer(bootstrap_servers=s.bootstrap_servers, enable_idempotence=True,
+                                              linger_ms=2)
             await self._producer.start()
         consumer = AIOKafkaConsumer(
             bootstrap_servers=s.bootstrap_servers, group_id=self.group_id, enable_auto_commit=False,
@@ -253,8 +254,8 @@ class HandlerRuntime:
             try:
                 await self._producer.send_and_wait(topic, value, key=key)
                 return
-            except ProduceError as exc:
-                if not exc.transient:
+            except KafkaError as exc:
+                if not is_transient(exc):
                     raise Undeliverable(f"{type(exc).__name__}: {exc}") from exc
                 if self._stopping.is_set():
                     raise

@@ -130,7 +130,7 @@ async def test_a_request_whose_result_cannot_be_published_is_dead_lettered_and_t
             assert (await results.wait_for(sent[n].request_id)).output == {"echo": n}
     letters = await read_all(world, topics.WORKFLOW_DLQ, 2)
     by_key = {letter.key: letter for letter in letters}
-    assert "MSG_SIZE_TOO_LARGE" in by_key[b"wfi_1"].reason  # librdkafka's name (schemas/producer.py)
+    assert "MessageSizeTooLarge" in by_key[b"wfi_1"].reason
     assert "could not be published" in by_key[b"wfi_2"].reason
     assert by_key[b"wfi_1"].value == world.codec.encode(sent[1])
     for _ in range(100):
