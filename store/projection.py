@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+
 from core import events as ev
 from core.actors import Actor
 from core.approvers import values_of
@@ -46,8 +48,19 @@ def _default(value: Any) -> Any:
     return str(value)
 
 
+# orjson writes dataclasses, enums (their value), tuples and lists in C, where `json` called `_default`
+# back in Python for every nested object: the batch's JSON was a fifth of the projector's CPU (issue 15).
+# Datetimes still go through `_default` (`str`, the text they always had); the rest orjson cannot take
+# (an integer beyond 64 bits from a trigger's payload, a non-string key it does not convert) falls back
+# to `json`, so what the read model stores does not depend on which of them wrote it.
+_ORJSON_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_NON_STR_KEYS
+
+
 def dumps(value: Any) -> str:
-    return json.dumps(value, default=_default, separators=(",", ":"))
+    try:
+        return orjson.dumps(value, default=_default, option=_ORJSON_OPTIONS).decode()
+    except orjson.JSONEncodeError:
+        return json.dumps(value, default=_default, separators=(",", ":"))
 
 
 def event_details(event: ev.Event) -> dict[str, Any]:
