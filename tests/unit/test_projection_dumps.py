@@ -48,3 +48,14 @@ def test_dumps_writes_what_json_wrote_for_what_orjson_cannot_take_alone():
     written = dumps(value)
     assert json.loads(written) == json.loads(json.dumps(value, default=_default, separators=(",", ":")))
     assert json.loads(written)["at"] == "2026-11-30 13:00:00.123000+00:00"
+
+
+def test_dumps_writes_every_field_of_a_dataclass_also_one_named_with_an_underscore():
+    """orjson's own dataclass encoding leaves out fields whose name begins with `_`; `dumps` must not."""
+
+    @dataclasses.dataclass(frozen=True)
+    class Detail:
+        name: str
+        _hidden: int
+
+    assert json.loads(dumps({"d": Detail("x", 1)})) == {"d": {"name": "x", "_hidden": 1}}
