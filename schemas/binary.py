@@ -59,13 +59,19 @@ def zigzag_varint(n: int) -> bytes:
     return bytes(out)
 
 
-# the encodings of the small longs (lengths, counts, steps, attempts): a dict lookup instead of the loop.
-# Keyed by value: True and 1.0 hash and compare like 1, and fastavro writes them as 1 too.
+# The encodings of longs already written: the small ones (lengths, counts, steps, attempts) always, and
+# the last few thousand others (timestamps: a state carries the same created/started/fire times every time
+# it is written, and a burst of timers shares its due times). The loop in `zigzag_varint` costs about
+# 2 µs for a millisecond timestamp, the lookup 0.05. Keyed by value: True and 1.0 hash and compare like 1,
+# and fastavro writes them as 1 too; a float is truncated the same way whatever it is cached under.
 _SMALL: dict[Any, bytes] = {n: zigzag_varint(n) for n in range(-64, 64)}
+_LONGS: dict[Any, bytes] = dict(_SMALL)
+_CACHED = 8_192  # entries beyond the small ones (about 100 bytes each); then the cache starts over
 
 
 def write_long(n: Any) -> bytes:
-    """Any long: the slow path behind `_SMALL`, with fastavro's conversions and range check."""
+    """Any long not in `_LONGS` yet, with fastavro's conversions and range check; remembered."""
+    key = n
     if type(n) is not int:
         if isinstance(n, float | int):  # a float is truncated (fastavro's C cast), a bool/IntEnum is its int
             n = int(n)
@@ -73,11 +79,27 @@ def write_long(n: Any) -> bytes:
             raise TypeError(f"an integer is required, not {type(n).__name__}")
     if not _MIN_LONG <= n <= _MAX_LONG:
         raise OverflowError(f"{n} is out of Avro's long range")
-    return zigzag_varint(n)
+    encoded = zigzag_varint(n)
+    if len(_LONGS) >= len(_SMALL) + _CACHED:
+        _LONGS.clear()
+        _LONGS.update(_SMALL)
+    _LONGS[key] = encoded
+    return encoded
+
+
+# Longs of 6 bytes read lately, by their bytes: millisecond timestamps (2^34 to 2^41 ms: 1970 + 6 months to
+# 2039) are 6 bytes, and the same ones come back (see `_LONGS`). Six bytes that are one complete long
+# always are that long, wherever they are.
+_READ6: dict[bytes, int] = {}
 
 
 def read_long(b: bytes, p: int) -> tuple[int, int]:
     """(the long at `p`, the position after it)."""
+    six = b[p:p + 6]
+    n = _READ6.get(six)
+    if n is not None:
+        return n, p + 6
+    start = p
     shift = 0
     n = 0
     while True:
@@ -85,7 +107,12 @@ def read_long(b: bytes, p: int) -> tuple[int, int]:
         p += 1
         n |= (byte & 0x7F) << shift
         if byte < 0x80:
-            return (n >> 1) ^ -(n & 1), p
+            n = (n >> 1) ^ -(n & 1)
+            if p - start == 6:
+                if len(_READ6) >= _CACHED:
+                    _READ6.clear()
+                _READ6[six] = n
+            return n, p
         shift += 7
 
 
@@ -143,7 +170,7 @@ class BinaryCodecs:
 
     def __init__(self) -> None:
         self.globals: dict[str, Any] = {
-            "_S": _SMALL, "_long": write_long, "_rlong": read_long, "_dumps": dumps_json, "_loads": _loads,
+            "_S": _LONGS, "_long": write_long, "_rlong": read_long, "_dumps": dumps_json, "_loads": _loads,
             "_pd": struct.Struct("<d").pack, "_ud": struct.Struct("<d").unpack_from, "_corrupt": _corrupt,
             "_new": object.__new__, "_setattr": object.__setattr__, "_tuple": tuple,
         }

@@ -145,3 +145,17 @@ def test_both_orders_of_a_nullable_union_give_fastavros_bytes(value):
     assert codec.schema(Unions)["fields"][1]["type"] == ["string", "null"]
     assert codec.encode(value) == fastavro_bytes(codec, value)
     assert codec.decode(codec.encode(value)) == value
+
+
+def test_the_caches_of_longs_stay_bounded_and_right_after_they_start_over():
+    from schemas import binary
+
+    base = 1_763_900_000_000
+    for n in range(3 * binary._CACHED):
+        ts = base + n * 7
+        encoded = write_long(ts)
+        assert encoded == zigzag_varint(ts) and write_long(ts) == encoded
+        assert read_long(encoded, 0) == read_long(encoded + b"\x00", 0) == (ts, 6)
+    assert len(binary._LONGS) <= len(binary._SMALL) + binary._CACHED
+    assert len(binary._READ6) <= binary._CACHED
+    assert write_long(12.9) == zigzag_varint(12) and write_long(True) == zigzag_varint(1)
