@@ -127,6 +127,17 @@ def _loads(text: str) -> Any:
         raise InvalidValue(f"a JSON field does not hold JSON: {e}") from e
 
 
+class EnumBytesLookup(dict[bytes, Any]):
+    """UTF-8 value -> enum member, for the reader: no `.decode()` of a string that is a known member."""
+
+    def __init__(self, cls: type):
+        super().__init__({value.encode(): member for value, member in cls._value2member_map_.items()})  # type: ignore[attr-defined]
+        self.enum_name = cls.__name__
+
+    def __missing__(self, key: bytes) -> Any:
+        raise InvalidValue(f"{key.decode(errors='replace')!r} is not a valid {self.enum_name}")
+
+
 class EnumLookup(dict[str, Any]):
     """value -> enum member; a miss says which enum (a StrEnum member may be falsy, so no `.get() or`)."""
 
@@ -176,6 +187,7 @@ class BinaryCodecs:
         }
         self.numbers: dict[type, int] = {}
         self.enums: dict[type, str] = {}
+        self.enum_bytes: dict[type, str] = {}
 
     def writer(self, cls: type, schema: dict[str, Any]) -> Any:
         return self.globals[f"_w{self._record(cls, schema)}"]
@@ -193,6 +205,11 @@ class BinaryCodecs:
         if cls not in self.enums:
             self.enums[cls] = self._const(EnumLookup(cls))
         return self.enums[cls]
+
+    def _enum_bytes(self, cls: type) -> str:
+        if cls not in self.enum_bytes:
+            self.enum_bytes[cls] = self._const(EnumBytesLookup(cls))
+        return self.enum_bytes[cls]
 
     def _record(self, cls: type, schema: Any) -> int:
         if cls in self.numbers:
@@ -321,9 +338,10 @@ class BinaryCodecs:
             if isinstance(node, Prim) and node.avro == "bytes":
                 s.add(d, f"{v} = {raw}")
             elif isinstance(node, EnumOf):
-                s.add(d, f"{v} = {self._enum(node.cls)}[{raw}.decode()]")
-            elif isinstance(node, JsonText):
-                s.add(d, f"{v} = _loads({raw}.decode())")
+                s.add(d, f"{v} = {self._enum_bytes(node.cls)}[{raw}]")
+            elif isinstance(node, JsonText):  # "null", the commonest, without a call
+                s.add(d, f"{v} = {raw}")
+                s.add(d, f"{v} = None if {v} == b'null' else _loads({v}.decode())")
             else:
                 s.add(d, f"{v} = {raw}.decode()")
             s.add(d, f"p = {t}")
