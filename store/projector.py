@@ -269,7 +269,7 @@ async def _keep_session(connection) -> None:
     cursors or advisory locks); a transaction left open is still rolled back by the pool itself."""
 
 
-# The projector's commits do not wait for the WAL to reach the disk (docs/adr/0019): what a crash of
+# The projector's commits do not wait for the WAL to reach the disk (docs/adr/0020): what a crash of
 # PostgreSQL loses of them it loses with the offsets stored in the same statement (ADR 11), and the projector
 # projects those records again (`LostCommits`). Its session only; every other writer keeps the server's
 # setting.

@@ -201,7 +201,7 @@ async def test_a_batch_after_lost_offsets_is_rolled_back(database_url):
 
 
 async def test_only_the_projectors_own_commits_are_asynchronous(database_url):
-    """docs/adr/0019: the projector's session commits without waiting for the WAL flush (what a crash loses
+    """docs/adr/0020: the projector's session commits without waiting for the WAL flush (what a crash loses
     of it is projected again: the previous test), set by the projector itself, not by the server; every other
     session keeps the server's setting."""
     import asyncpg
