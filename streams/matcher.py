@@ -277,11 +277,12 @@ class TriggerMatcher:
     async def revoked(self, partitions: set[int]) -> None:
         pass
 
-    async def templates(self) -> list[Template]:
+    async def templates(self, ends: asyncio.Future | None = None) -> list[Template]:
         """The ACTIVE templates an event may start, after the catalog check: every template version the API
         has answered for before the events about to be matched were produced is known after this
-        (docs/adr/0007-a-template-matches-from-the-moment-the-api-answered.md)."""
-        await self.catalog.catch_up()
+        (docs/adr/0007-a-template-matches-from-the-moment-the-api-answered.md). `ends`: a check begun
+        (`TemplateCatalog.check_ahead`) after those events were fetched."""
+        await self.catalog.catch_up(ends)
         return self.catalog.active()
 
     def match(self, record, templates: list[Template], *, partition: int | None = None) -> Matched:

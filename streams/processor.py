@@ -153,6 +153,8 @@ class InstanceProcessor:
         self._sequence = itertools.count()
         # the trigger topics whose events this processor starts itself (set by the engine; None: none)
         self.inline: InlineStarts | None = None
+        # per partition: the catalog check begun when trigger events were last handed to its lane (`fetched`)
+        self._checks: dict[int, asyncio.Future] = {}
 
     @property
     def states(self) -> dict[int, PartitionStore]:
@@ -209,6 +211,7 @@ class InstanceProcessor:
         """Close the partitions' stores, marked current as of now: if they come back (or after a restart),
         only the changelog written after their offset is read."""
         for partition in partitions:
+            self._checks.pop(partition, None)
             store = self.stores.pop(partition, None)
             if store is None:
                 continue
@@ -342,6 +345,18 @@ class InstanceProcessor:
             self._dir = None
 
     # ------------------------------------------------------------------ a batch
+    def fetched(self, partition: int, topic: str) -> None:
+        """Records of `topic` were just handed to the partition's lane: if they are trigger events, begin
+        their catalog check now, while the lane may still be committing (`TemplateCatalog.check_ahead`).
+
+        The lane's next batch holds these events and possibly earlier ones; the latest check replaces the
+        one before, so the check a batch uses always began after every trigger event in it was fetched
+        (ADR 7). A batch that finds none (its events were taken by an earlier batch's check, or it is a
+        retry of single records) asks for one of its own."""
+        inline = self.inline
+        if inline is not None and topic in inline.topics:
+            self._checks[partition] = self.catalog.check_ahead()
+
     async def process(self, partition: int, records: Sequence) -> BatchResult:
         states = self.stores[partition]
         overlay: dict[str, InstanceState] = {}
@@ -349,7 +364,7 @@ class InstanceProcessor:
         settings = self.settings
         inline = self.inline
         # the catalog check of ADR 7 before any trigger event is matched; batches without one do not pay it
-        templates = (await inline.matcher.templates()
+        templates = (await inline.matcher.templates(self._checks.pop(partition, None))
                      if inline is not None and any(r.topic in inline.topics for r in records) else None)
         forwarded: list = []  # `FiredTimers` records past the cap: re-queued by this transaction
         records, read_to = self._fired_timers(partition, records, forwarded)

@@ -432,6 +432,9 @@ class PartitionLogic(Protocol):
 
     async def process(self, partition: int, records: Sequence) -> BatchResult: ...
 
+    # optional: `fetched(partition, topic)`, called as the fetch loop hands records of `topic` to the
+    # partition's lane, for work that may begin before the lane takes them (the processor's catalog check)
+
 
 @runtime_checkable
 class OffsetsInChangelog(Protocol):
@@ -662,6 +665,7 @@ class TransactionalWorker:
         group_commits = (asyncio.create_task(self._commit_group_every(), name=f"{self.role}-group-offsets")
                          if self.offsets_in_changelog else None)
         poll = LongPoll(consumer, busy_ms=self.fetch_wait_ms)
+        fetched = getattr(self.logic, "fetched", None)
         try:
             while not self._stopping.is_set():
                 batches = await poll.getmany(timeout_ms=self.poll_timeout_ms, max_records=self.max_batch)
@@ -674,6 +678,8 @@ class TransactionalWorker:
                             consumer.seek(tp, records[0].offset)
                         continue
                     lane.offer(tp, records)
+                    if fetched is not None:
+                        fetched(tp.partition, tp.topic)
                     if lane.backlog > self.max_batch * 4:
                         consumer.pause(tp)
                         self._paused.add(tp)
