@@ -92,22 +92,25 @@ async def test_a_producer_whose_id_another_took_over_is_fenced(kafka_bootstrap, 
 
 async def test_the_written_offsets_and_a_keyed_record_s_partition_are_the_other_clients(kafka_bootstrap, new_topic):
     """A record sent with a key and no partition lands where `partition_for` (the engine's home check, the
-    Java client's and aiokafka's murmur2) puts it; the offsets reported are the last written per partition."""
+    Java client's and aiokafka's murmur2) puts it; the offsets reported are the last written to each partition
+    that a record named explicitly (the changelog's, as the store needs them), and only those."""
     topic = await new_topic("keyed", partitions=6)
+    placed = await new_topic("placed", partitions=3)
     keys = [f"inst_{n:04d}".encode() for n in range(60)]
+    explicit = [Outgoing(placed, key, key, partition=n % 2) for n, key in enumerate(keys[:9])]
     txn = producer(kafka_bootstrap, f"test-{topic}")
     await txn.start()
     try:
-        written = await txn.transact([Outgoing(topic, key, key) for key in keys])
+        written = await txn.transact([*(Outgoing(topic, key, key) for key in keys), *explicit])
     finally:
         await txn.stop()
     records = await read_committed(kafka_bootstrap, topic, len(keys))
     assert sorted(r.key for r in records) == sorted(keys)
     assert all(r.partition == partition_for(r.key, 6) for r in records)
     last = {}
-    for r in records:
-        last[(topic, r.partition)] = max(last.get((topic, r.partition), -1), r.offset)
-    assert written == last
+    for r in await read_committed(kafka_bootstrap, placed, len(explicit)):
+        last[(placed, r.partition)] = max(last.get((placed, r.partition), -1), r.offset)
+    assert written == last and set(last) == {(placed, 0), (placed, 1)}
 
 
 async def test_an_aiokafka_producer_with_the_same_id_fences_it_too(kafka_bootstrap, new_topic):
