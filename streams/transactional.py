@@ -323,7 +323,11 @@ class RdTransactionalProducer:
         return True
 
     async def stop(self) -> None:
-        """Abort what is open, then destroy the producer in its own thread (librdkafka joins its threads)."""
+        """Abort what is open, then destroy the producer in its own thread (librdkafka joins its threads).
+        Stopping a stopped producer does nothing (a replacement that failed to start leaves the old one
+        stopped in the worker's table, and a revocation stops it again)."""
+        if self._producer is None:
+            return
         if self.in_transaction and not self.needs_replacing:
             with contextlib.suppress(RdException):
                 await self._call(self._producer.abort_transaction, self.CALL_TIMEOUT_S)
