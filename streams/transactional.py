@@ -5,8 +5,8 @@ each assigned partition it owns one transactional producer whose id names the pa
 (`<app>-<role>-p<N>`), so a worker that takes a partition over fences any zombie still writing for it
 (the per-partition fencing model of KIP-98); the processor's producers are librdkafka's
 (`RdTransactionalProducer`, docs/adr/0019), the matcher's aiokafka's. A batch of records from one
-partition is handed to a `PartitionLogic`; the records it returns, the consumed offsets and (for the engine) the state changelog
-go into one transaction. A logic with a state changelog (`OffsetsInChangelog`, the instance processor)
+partition is handed to a `PartitionLogic`; the records it returns, the consumed offsets and (for the
+engine) the state changelog go into one transaction. A logic with a state changelog (`OffsetsInChangelog`, the instance processor)
 keeps the consumed offsets there, as one more record of the transaction, and its partitions resume from
 them; any other logic (the matcher) puts them in the transaction with `send_offsets_to_transaction`
 (docs/adr/0013-consumed-offsets-in-the-state-changelog.md). If the transaction fails, the logic is told to
