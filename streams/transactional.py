@@ -1,18 +1,18 @@
 """A consumer group whose every batch commits atomically with what it produced (Kafka transactions).
 
-This is the engine's runtime in place of Faust agents (docs/adr/0002-engine-runtime-on-aiokafka-transactions.md): for
-each assigned partition it owns one transactional producer whose id names the partition
-(`<app>-<role>-p<N>`), so a worker that takes a partition over fences any zombie still writing for it
-(the per-partition fencing model of KIP-98); the processor's producers are librdkafka's
-(`RdTransactionalProducer`, docs/adr/0019), the matcher's aiokafka's. A batch of records from one
-partition is handed to a `PartitionLogic`; the records it returns, the consumed offsets and (for the
-engine) the state changelog go into one transaction. A logic with a state changelog (`OffsetsInChangelog`, the instance processor)
-keeps the consumed offsets there, as one more record of the transaction, and its partitions resume from
-them; any other logic (the matcher) puts them in the transaction with `send_offsets_to_transaction`
-(docs/adr/0013-consumed-offsets-in-the-state-changelog.md). If the transaction fails, the logic is told to
-forget the batch (nothing is half-applied) and the partition's lane keeps the records and retries them one
-at a time: an outage is waited out, and a record that cannot be committed is dead-lettered alone with the
-reason (see `Lane`). No failure drops a record.
+This is the engine's runtime in place of Faust agents
+(docs/adr/0002-engine-runtime-on-aiokafka-transactions.md): for each assigned partition it owns one
+transactional producer whose id names the partition (`<app>-<role>-p<N>`), so a worker that takes a partition
+over fences any zombie still writing for it (the per-partition fencing model of KIP-98); the processor's
+producers are librdkafka's (`RdTransactionalProducer`, docs/adr/0019), the matcher's aiokafka's. A batch of
+records from one partition is handed to a `PartitionLogic`; the records it returns, the consumed offsets and
+(for the engine) the state changelog go into one transaction. A logic with a state changelog
+(`OffsetsInChangelog`, the instance processor) keeps the consumed offsets there, as one more record of the
+transaction, and its partitions resume from them; any other logic (the matcher) puts them in the transaction
+with `send_offsets_to_transaction` (docs/adr/0013-consumed-offsets-in-the-state-changelog.md). If the
+transaction fails, the logic is told to forget the batch (nothing is half-applied) and the partition's lane
+keeps the records and retries them one at a time: an outage is waited out, and a record that cannot be
+committed is dead-lettered alone with the reason (see `Lane`). No failure drops a record.
 """
 
 from __future__ import annotations
