@@ -10,6 +10,7 @@ engine writes them) with `Projector.apply_events`, `--per-batch` workflows per b
 this process and of the PostgreSQL backends serving it (user + system) around it. `--base DIR` runs every other round
 from another checkout (A/B in one window: `git archive main | tar -x -C DIR`), in a subprocess with the same
 interpreter, so the rounds alternate A, B, A, B and a drift of the shared machine's load shows as a drift.
+It also prints each round's wall time per batch (`apply_events`, the commit's wait included).
 """
 
 from __future__ import annotations
@@ -65,15 +66,20 @@ async def one_round(workflows: int, per_batch: int) -> dict:
         return out
 
     before = (time.process_time(), backends())
+    walls = []
     for events in batches[1:]:
         offset += len(events)
+        began = time.perf_counter()
         await projector.apply_events(events, {tp: offset})
+        walls.append((time.perf_counter() - began) * 1000)
     after = (time.process_time(), backends())
+    walls.sort()
     await projector.pool.close()
     postgres = sum(cpu - before[1].get(pid, 0.0) for pid, cpu in after[1].items())
     return {"projector_ms": (after[0] - before[0]) * 1000 / workflows,
             "postgres_ms": postgres * 1000 / workflows, "batches": len(batches) - 1,
-            "load": os.getloadavg()[0]}
+            "load": os.getloadavg()[0], "batch_ms_p50": walls[len(walls) // 2],
+            "batch_ms_p90": walls[int(len(walls) * 0.9)]}
 
 
 def main() -> None:
@@ -99,7 +105,8 @@ def main() -> None:
             raise SystemExit(out.stderr)
         r = json.loads(out.stdout.strip().splitlines()[-1])
         print(f"round {i + 1} ({side}): projector {r['projector_ms']:.2f} ms, PostgreSQL {r['postgres_ms']:.2f} ms "
-              f"per workflow ({r['batches']} batches, load {r['load']:.1f})")
+              f"per workflow ({r['batches']} batches, load {r['load']:.1f}; a batch's wall time p50 "
+              f"{r['batch_ms_p50']:.2f} ms, p90 {r['batch_ms_p90']:.2f} ms)")
 
 
 if __name__ == "__main__":

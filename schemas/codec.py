@@ -16,13 +16,15 @@ skipped). The writer schemas a codec knows are the current ones plus every relea
 writer schema is newer than its own code: roll consumers out first, or ship the new schema in their
 history, or use a registry (which serves any writer schema by id).
 
-Conversions between dataclasses and fastavro's dicts are generated once per class as plain Python
-functions (like `dataclasses` does for `__init__`), so the per-record path does no type introspection.
+A record of a current schema is written and read by functions generated once per class from that schema
+(schemas/binary.py: straight between the dataclass and the Avro body, byte for byte what fastavro writes,
+a few times faster, because the engine encodes a state for every step it decides). A record of any other
+writer schema (history, registry) is read by fastavro, with reader-schema resolution, into a dict that a
+converter generated per class (like `dataclasses` does for `__init__`) turns into the dataclass.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -30,7 +32,7 @@ from io import BytesIO
 from pathlib import Path
 from typing import Any, Protocol
 
-from fastavro import parse_schema, schemaless_reader, schemaless_writer
+from fastavro import parse_schema, schemaless_reader
 from fastavro.schema import fingerprint as _fastavro_fingerprint
 from fastavro.schema import to_parsing_canonical_form
 
@@ -48,6 +50,7 @@ from schemas.avro import (
     loads_json,
     record_fields,
 )
+from schemas.binary import BinaryCodecs, EnumLookup, InvalidValue, plain_init
 from schemas.settings import env as setting
 
 SINGLE_OBJECT_MAGIC = b"\xc3\x01"
@@ -127,28 +130,6 @@ def load_history(root: Path = HISTORY_DIR) -> list[dict[str, Any]]:
 # -- generated converters ---------------------------------------------------------------------------------
 
 
-class _EnumLookup(dict[str, Any]):
-    """value -> member; a miss says which enum (a StrEnum member may be falsy, so no `.get() or`)."""
-
-    def __init__(self, cls: type):
-        super().__init__(cls._value2member_map_)  # type: ignore[attr-defined]
-        self.enum_name = cls.__name__
-
-    def __missing__(self, key: Any) -> Any:
-        raise ValueError(f"{key!r} is not a valid {self.enum_name}")
-
-
-def _plain_init(cls: type) -> bool:
-    """May instances be built by filling `__dict__`? Only when the generated `__init__` would do nothing
-    else: no `__post_init__` (it may validate), no slots, every field an init field."""
-    return (
-        cls.__dataclass_params__.init  # type: ignore[attr-defined]
-        and not hasattr(cls, "__post_init__")
-        and not any("__slots__" in vars(k) for k in cls.__mro__[:-1])
-        and all(f.init for f in dataclasses.fields(cls))
-    )
-
-
 class _Converters:
     """Builds `to_dict(obj) -> dict` and `from_dict(dict) -> obj` per dataclass, as generated source."""
 
@@ -174,7 +155,7 @@ class _Converters:
 
     def _enum(self, cls: type) -> str:
         if cls not in self.enums:
-            self.enums[cls] = self._const(_EnumLookup(cls))
+            self.enums[cls] = self._const(EnumLookup(cls))
         return self.enums[cls]
 
     def _record(self, cls: type) -> int:
@@ -187,7 +168,7 @@ class _Converters:
         fields = record_fields(cls)
         enc = ", ".join(f"{f.name!r}: {self.enc(node, f'o.{f.name}')}" for f, node in fields)
         exec(f"def _to{n}(o):\n    return {{{enc}}}\n", self.globals)
-        if _plain_init(cls):
+        if plain_init(cls):
             # what the dataclass __init__ would do, minus one object.__setattr__ per field (3x faster)
             dec = ", ".join(f"{f.name!r}: {self.dec(node, f'd[{f.name!r}]')}" for f, node in fields)
             body = f"o = _new({cls_name})\n    _setattr(o, '__dict__', {{{dec}}})\n    return o"
@@ -254,7 +235,8 @@ class _Current:
     parsed: Any
     fingerprint: bytes
     header: bytes
-    to_dict: Any
+    to_dict: Any  # obj -> fastavro's dict (tests and tools; encoding uses `write`)
+    write: Any  # (obj, append): appends the Avro body's pieces (schemas/binary.py)
 
 
 @dataclass(frozen=True)
@@ -266,6 +248,7 @@ class _Reader:
     writer: Any
     reader: Any
     from_dict: Any
+    read: Any = None  # (data, pos) -> (obj, pos after it) for the current schema; else fastavro resolves
 
 
 class Codec:
@@ -291,6 +274,7 @@ class Codec:
             types = RECORD_TYPES
         self.resolver = resolver
         self._converters = _Converters()
+        self._binary = BinaryCodecs()
         self._current: dict[type, _Current] = {}
         self._by_name: dict[str, _Current] = {}
         self._by_fingerprint: dict[bytes, _Reader] = {}
@@ -309,9 +293,11 @@ class Codec:
                 fingerprint=fp,
                 header=SINGLE_OBJECT_MAGIC + fp,
                 to_dict=self._converters.to_dict(cls),
+                write=self._binary.writer(cls, schema),
             )
             self._current[cls] = self._by_name[name] = current
-            self._by_fingerprint[fp] = _Reader(cls, cls.__name__, current.parsed, None, self._converters.from_dict(cls))
+            self._by_fingerprint[fp] = _Reader(cls, cls.__name__, current.parsed, None, self._converters.from_dict(cls),
+                                               self._binary.reader(cls, schema))
         for schema in load_history() if history is None else history:
             self._add_writer(schema)
 
@@ -364,13 +350,12 @@ class Codec:
         current = self._current.get(type(obj))
         if current is None:
             raise EncodeError(f"no schema for {type(obj).__name__}: not one of this codec's record types")
-        out = BytesIO()
-        out.write(current.header if self.resolver is None else self._confluent_header(current))
+        parts = [current.header if self.resolver is None else self._confluent_header(current)]
         try:
-            schemaless_writer(out, current.parsed, current.to_dict(obj), disable_tuple_notation=True)
+            current.write(obj, parts.append)
         except Exception as e:
             raise EncodeError(f"cannot encode {type(obj).__name__}: {type(e).__name__}: {e}") from e
-        return out.getvalue()
+        return b"".join(parts)
 
     def _confluent_header(self, current: _Current) -> bytes:
         header = self._schema_ids.get(current.cls)
@@ -403,6 +388,20 @@ class Codec:
         if expected is not None and not issubclass(reader.cls, expected):
             names = ", ".join(t.__name__ for t in expected) if isinstance(expected, tuple) else expected.__name__
             raise DecodeError(f"record {reader.name} is not one of the types expected here ({names})")
+        if reader.read is not None:  # written with the current schema: the generated reader
+            try:
+                record, end = reader.read(data, body_at)
+            except InvalidValue as e:
+                raise DecodeError(f"invalid values for record {reader.name}: {type(e).__name__}: {e}") from e
+            except Exception as e:
+                raise DecodeError(f"truncated/corrupt body for record {reader.name}: {type(e).__name__}: {e}") from e
+            if end != len(data):
+                if end > len(data):
+                    raise DecodeError(f"truncated/corrupt body for record {reader.name}: "
+                                      f"{end - len(data)} bytes missing")
+                raise DecodeError(
+                    f"truncated/corrupt body for record {reader.name}: {len(data) - end} bytes after the record")
+            return record
         body = BytesIO(data)
         body.seek(body_at)
         try:

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+
 from core import events as ev
 from core.actors import Actor
 from core.approvers import values_of
@@ -46,8 +48,20 @@ def _default(value: Any) -> Any:
     return str(value)
 
 
+# orjson writes enums (their value), tuples, lists, dicts and strings in C; `json` was several times slower
+# on the same values, and the batch's JSON was a fifth of the projector's CPU (issue 15). Dataclasses and
+# datetimes still go through `_default` (every field, `str` for a datetime: orjson's own would drop a field
+# named with a leading underscore and write datetimes in another text); what orjson cannot take at all (an
+# integer beyond 64 bits from a trigger's payload) falls back to `json`, so what the read model stores does
+# not depend on which of them wrote it.
+_ORJSON_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_NON_STR_KEYS
+
+
 def dumps(value: Any) -> str:
-    return json.dumps(value, default=_default, separators=(",", ":"))
+    try:
+        return orjson.dumps(value, default=_default, option=_ORJSON_OPTIONS).decode()
+    except orjson.JSONEncodeError:
+        return json.dumps(value, default=_default, separators=(",", ":"))
 
 
 def event_details(event: ev.Event) -> dict[str, Any]:

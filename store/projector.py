@@ -269,10 +269,19 @@ async def _keep_session(connection) -> None:
     cursors or advisory locks); a transaction left open is still rolled back by the pool itself."""
 
 
+# The projector's commits do not wait for the WAL to reach the disk (docs/adr/0020): what a crash of
+# PostgreSQL loses of them it loses with the offsets stored in the same statement (ADR 11), and the projector
+# projects those records again (`LostCommits`). Its session only; every other writer keeps the server's
+# setting.
+SESSION_SETTINGS = {"synchronous_commit": "off"}
+
+
 async def open_pool(database_url: str, **options: Any) -> asyncpg.Pool:
     """The projector's connections: two (a batch, and the once-a-second status and offset check), reset by
-    nothing on release."""
-    return await asyncpg.create_pool(database_url, min_size=1, max_size=2, reset=_keep_session, **options)
+    nothing on release, committing asynchronously (`SESSION_SETTINGS`)."""
+    settings = {**SESSION_SETTINGS, **options.pop("server_settings", {})}
+    return await asyncpg.create_pool(database_url, min_size=1, max_size=2, reset=_keep_session,
+                                     server_settings=settings, **options)
 
 
 class Projector:

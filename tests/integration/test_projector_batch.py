@@ -198,3 +198,20 @@ async def test_a_batch_after_lost_offsets_is_rolled_back(database_url):
         assert last_seq < h.events[-1].seq
     finally:
         await projector.pool.close()
+
+
+async def test_only_the_projectors_own_commits_are_asynchronous(database_url):
+    """docs/adr/0020: the projector's session commits without waiting for the WAL flush (what a crash loses
+    of it is projected again: the previous test), set by the projector itself, not by the server; every other
+    session keeps the server's setting."""
+    import asyncpg
+
+    query = "SELECT setting, source FROM pg_settings WHERE name = 'synchronous_commit'"
+    pool = await open_pool(database_url)
+    other = await asyncpg.connect(database_url)
+    try:
+        assert tuple(await pool.fetchrow(query)) == ("off", "client")
+        assert (await other.fetchrow(query))["source"] != "client"
+    finally:
+        await other.close()
+        await pool.close()
