@@ -1,18 +1,17 @@
 """A consumer group whose every batch commits atomically with what it produced (Kafka transactions).
 
-This is the engine's runtime in place of Faust agents
-(docs/adr/0002-engine-runtime-on-aiokafka-transactions.md): for each assigned partition it owns one
-transactional producer whose id names the partition (`<app>-<role>-p<N>`), so a worker that takes a partition
-over fences any zombie still writing for it (the per-partition fencing model of KIP-98); the processor's
-producers are librdkafka's (`RdTransactionalProducer`, docs/adr/0019), the matcher's aiokafka's. A batch of
-records from one partition is handed to a `PartitionLogic`; the records it returns, the consumed offsets and
-(for the engine) the state changelog go into one transaction. A logic with a state changelog
-(`OffsetsInChangelog`, the instance processor) keeps the consumed offsets there, as one more record of the
-transaction, and its partitions resume from them; any other logic (the matcher) puts them in the transaction
-with `send_offsets_to_transaction` (docs/adr/0013-consumed-offsets-in-the-state-changelog.md). If the
-transaction fails, the logic is told to forget the batch (nothing is half-applied) and the partition's lane
-keeps the records and retries them one at a time: an outage is waited out, and a record that cannot be
-committed is dead-lettered alone with the reason (see `Lane`). No failure drops a record.
+This is the engine's runtime in place of Faust agents (docs/adr/0002-engine-runtime-on-aiokafka-transactions.md): for
+each assigned partition it owns one transactional producer whose id names the partition
+(`<app>-<role>-p<N>`), so a worker that takes a partition over fences any zombie still writing for it
+(the per-partition fencing model of KIP-98). A batch of records from one partition is handed to a
+`PartitionLogic`; the records it returns, the consumed offsets and (for the engine) the state changelog
+go into one transaction. A logic with a state changelog (`OffsetsInChangelog`, the instance processor)
+keeps the consumed offsets there, as one more record of the transaction, and its partitions resume from
+them; any other logic (the matcher) puts them in the transaction with `send_offsets_to_transaction`
+(docs/adr/0013-consumed-offsets-in-the-state-changelog.md). If the transaction fails, the logic is told to
+forget the batch (nothing is half-applied) and the partition's lane keeps the records and retries them one
+at a time: an outage is waited out, and a record that cannot be committed is dead-lettered alone with the
+reason (see `Lane`). No failure drops a record.
 """
 
 from __future__ import annotations
@@ -23,27 +22,14 @@ import functools
 import logging
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
-from aiokafka.errors import (
-    KafkaConnectionError,
-    KafkaError,
-    KafkaTimeoutError,
-    MessageSizeTooLargeError,
-    ProducerFenced,
-    for_code,
-)
+from aiokafka.errors import KafkaError, ProducerFenced
 from aiokafka.partitioner import DefaultPartitioner, murmur2
 from aiokafka.producer.transaction_manager import TransactionState
-from confluent_kafka import KafkaError as RdError
-from confluent_kafka import KafkaException as RdException
-from confluent_kafka import Producer as RdKafkaProducer
 
 from schemas.consumers import LongPoll, consumer_options
 from schemas.errors import is_transient
@@ -121,227 +107,6 @@ class Outcome:
 
 COMMITTED = Outcome(committed=True)
 FENCED = Outcome(fenced=True)
-
-
-# librdkafka's own error codes (negative) that say the broker is away or slow: an outage, waited out
-_RD_TIMEOUTS = frozenset({RdError._MSG_TIMED_OUT, RdError._TIMED_OUT, RdError._TIMED_OUT_QUEUE})
-_RD_UNREACHABLE = frozenset({RdError._TRANSPORT, RdError._ALL_BROKERS_DOWN, RdError._RESOLVE, RdError._WAIT_COORD})
-# another producer took the transactional id over (librdkafka raises the fatal _FENCED for both broker codes)
-_RD_FENCED = frozenset({RdError._FENCED, RdError.PRODUCER_FENCED, RdError.INVALID_PRODUCER_EPOCH})
-
-
-def rd_error(error: RdError) -> KafkaError:
-    """A librdkafka error as the aiokafka error the rest of the engine already classifies (`is_transient`,
-    `ProducerFenced`, the dead letter's reason): one rule for both clients instead of two.
-
-    A broker error code maps to aiokafka's class for that code (`MessageSizeTooLargeError` for 10, with its
-    `retriable` flag); librdkafka's local codes for a timeout or an unreachable broker map to
-    `KafkaTimeoutError`/`KafkaConnectionError` (an outage); a fencing code to `ProducerFenced`; anything else
-    librdkafka calls retriable to `KafkaTimeoutError`, the rest to a plain `KafkaError` (about the records:
-    isolated, then dead-lettered)."""
-    code, text = error.code(), f"{error.name()}: {error.str()}"
-    if code in _RD_FENCED:
-        return ProducerFenced()
-    if code > 0:
-        return for_code(code)(text)
-    if code in _RD_TIMEOUTS:
-        return KafkaTimeoutError(text)
-    if code in _RD_UNREACHABLE:
-        return KafkaConnectionError(text)
-    if error.retriable():
-        return KafkaTimeoutError(text)
-    return KafkaError(text)
-
-
-class RdTransactionalProducer:
-    """One partition's transactional producer on librdkafka (docs/adr/0019): the processor's, with its
-    offsets in the changelog.
-
-    Why: a transaction costs aiokafka 1.1-1.3 ms of CPU in pure Python (requests built and parsed, the
-    sender task, two dozen event-loop turns) and librdkafka a third of that, in C, in about half the wall
-    time (bench/txn_bench.py); at 50 % load every step waits for its lane's transaction.
-
-    Nothing here blocks the event loop: `produce` only appends to librdkafka's queue (a full queue is
-    drained in the producer's thread, never waited on in the loop), and every call that waits for the
-    broker (`init_transactions`, `commit_transaction`, `abort_transaction`) runs in the producer's own
-    thread (one per producer, so calls on one producer never overlap and a slow partition never takes
-    another's thread). The delivery reports, which tell the offsets written, are served by that same
-    thread: `commit_transaction` flushes, and librdkafka runs the callbacks of a flush in the caller. Only
-    the last record of each explicitly placed (topic, partition) asks for one (what the store needs: its
-    changelog offset, the commands partition's last re-queued fire): a report is a Python call that must take
-    the GIL from the event loop, and one per record made a transaction of 200 records wait for the loop
-    200 times (issue 15: 256 in flight, 224 against aiokafka's 414 wf/s; 585 against 701 with this)."""
-
-    # librdkafka's own bound on a record (`message.max.bytes`, its default): a larger one is refused at produce
-    MAX_RECORD_BYTES = 1_000_000
-    # what a record adds to its key, value and headers on the wire when it is alone in its batch: the batch
-    # header (61 bytes) and the record's own framing (varints, at most about 30 bytes), rounded up
-    RECORD_OVERHEAD_BYTES = 128
-
-    # a call that waits for the broker gives up after this long and is repeated (librdkafka allows it: the
-    # repeated call resumes the same operation), so that a stopping worker is never stuck in one
-    CALL_TIMEOUT_S = 10.0
-
-    def __init__(self, bootstrap_servers: str, transactional_id: str, linger_ms: int,
-                 stopping: asyncio.Event) -> None:
-        self.transactional_id = transactional_id
-        self._stopping = stopping
-        self._producer = RdKafkaProducer({
-            "bootstrap.servers": bootstrap_servers,
-            "transactional.id": transactional_id,
-            "enable.idempotence": True,
-            "linger.ms": linger_ms,
-            # the Java client's and aiokafka's rule: murmur2 of the key over all partitions (random for no key)
-            "partitioner": "murmur2_random",
-            # the broker answers CONCURRENT_TRANSACTIONS while the previous transaction's markers are written;
-            # the default 100 ms backoff would dominate a step (the aiokafka producer had the same setting)
-            "retry.backoff.ms": 5,
-            # asyncio's sockets (aiokafka) have Nagle off; librdkafka's have it on unless told
-            "socket.nagle.disable": True,
-            # the aiokafka producer's batch bound: a topic with a max.message.bytes below librdkafka's default
-            # batch (1 MB) would refuse a batch of records that each fit
-            "batch.size": 256 * 1024,
-        })
-        self._thread = ThreadPoolExecutor(1, thread_name_prefix=f"rdkafka-{transactional_id}")
-        self._written: dict[tuple[str, int], int] = {}
-        self._failed: list[RdError] = []
-        self.in_transaction = False
-        self.needs_replacing = False  # after a failed transaction: a new producer (same id) takes over
-        self.fenced = False  # another producer took the id over
-
-    async def _call(self, fn, *args):
-        return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
-
-    def _delivered(self, error: RdError | None, message) -> None:
-        """A delivery report (runs in the producer's thread, inside `commit_transaction`'s flush)."""
-        if error is not None:
-            self._failed.append(error)
-            return
-        where = (message.topic(), message.partition())
-        offset = message.offset()
-        if offset > self._written.get(where, -1):
-            self._written[where] = offset
-
-    async def start(self) -> None:
-        """init_transactions: fences a zombie with the same id and ends what it left open."""
-        try:
-            await self._repeat(self._producer.init_transactions)
-        except RdException as exc:
-            raise rd_error(exc.args[0]) from exc
-
-    async def _repeat(self, call) -> None:
-        """`call(timeout)` again for as long as it times out or meets an outage (librdkafka resumes it), unless
-        the worker stops meanwhile."""
-        backoff = 0.05
-        while True:
-            try:
-                await self._call(call, self.CALL_TIMEOUT_S)
-                return
-            except RdException as exc:
-                error = exc.args[0]
-                if (not error.retriable() or error.fatal() or error.txn_requires_abort()
-                        or error.code() == RdError._CONFLICT or self._stopping.is_set()):
-                    raise
-                log.warning("%s: %s: %s (%s); trying again", self.transactional_id, call.__name__, error.str(),
-                            error.name())
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), backoff)
-                backoff = min(backoff * 2, 2.0)
-
-    async def transact(self, outgoing: Sequence[Outgoing]) -> dict[tuple[str, int], int]:
-        """Write `outgoing` in one transaction; the offset of the last record written to each (topic, partition)
-        that a record of `outgoing` names explicitly (`Outgoing.partition`; keyed records placed by the
-        partitioner are not reported).
-
-        On failure the transaction is aborted (nothing of it is visible) and the error is raised as
-        `rd_error` maps it: `ProducerFenced` when another producer took the id over, else the first refused
-        record's error (the reason a dead letter shows) or the transaction's own. `needs_replacing` is set
-        after any failure: a new producer with the same id takes over (`_failure` says why)."""
-        if self.needs_replacing:  # e.g. fenced: librdkafka would answer every later call with _CONFLICT
-            raise ProducerFenced() if self.fenced else KafkaError(f"{self.transactional_id} is to be replaced")
-        producer = self._producer
-        self._written, self._failed = {}, []
-        # the last record of each explicitly placed (topic, partition): only these get a delivery report
-        reported = {(out.topic, out.partition): n for n, out in enumerate(outgoing, 1) if out.partition is not None}
-        reported = set(reported.values())
-        try:
-            producer.begin_transaction()
-            self.in_transaction = True
-            for n, out in enumerate(outgoing, 1):
-                while True:
-                    try:
-                        if n in reported:
-                            producer.produce(out.topic, out.value, out.key, out.partition,
-                                             on_delivery=self._delivered, headers=list(out.headers) or None)
-                        else:
-                            producer.produce(out.topic, out.value, out.key,
-                                             -1 if out.partition is None else out.partition,
-                                             headers=list(out.headers) or None)
-                        break
-                    except BufferError:  # librdkafka's queue is full: let it send, then append again
-                        await self._call(producer.poll, 0.05)
-                if n % 1000 == 0:
-                    await asyncio.sleep(0)  # thousands of appends never suspend: let the heartbeat run
-            await self._repeat(producer.commit_transaction)
-            self.in_transaction = False
-        except RdException as exc:
-            error = exc.args[0]
-            log.info("%s: the transaction failed: %s (%s; retriable %s, abortable %s, fatal %s)",
-                     self.transactional_id, error.str(), error.name(), error.retriable(),
-                     error.txn_requires_abort(), error.fatal())
-            raise self._failure(error, await self._abort(error)) from exc
-        if self._failed:  # cannot happen after a commit (it fails the commit); never claim a partial write
-            raise self._failure(self._failed[0], False)
-        return self._written
-
-    def _failure(self, error: RdError, aborted: bool) -> KafkaError:
-        # Replaced whatever the failure, even after a clean abort: after a refused batch librdkafka's retry
-        # leaves its idempotent sequence numbers out of step with the broker's (OutOfOrderSequenceNumber for
-        # the next transaction, seen on the real broker), as aiokafka's did. A failure is rare; a new
-        # producer costs one init_transactions.
-        self.needs_replacing = True
-        self.fenced = error.code() in _RD_FENCED
-        if self.fenced or error.fatal():
-            return rd_error(error)
-        # the broker's answer to a refused record says why (e.g. too large for its topic); the transaction's
-        # error may be a consequence only (skipped sequence numbers), and the records the abort purged report
-        # a local _PURGE_QUEUE
-        refused = next((e for e in self._failed if e.code() > 0), None)
-        return rd_error(refused if refused is not None else error)
-
-    async def _abort(self, error: RdError) -> bool:
-        """End the failed transaction: aborted (the producer goes on) or not (it is replaced)."""
-        if not self.in_transaction:
-            return True
-        if error.fatal():
-            return False
-        try:
-            await self._repeat(self._producer.abort_transaction)
-        except RdException:
-            log.warning("%s: abort failed", self.transactional_id, exc_info=True)
-            return False
-        self.in_transaction = False
-        return True
-
-    async def stop(self) -> None:
-        """Abort what is open, then destroy the producer in its own thread (librdkafka joins its threads).
-        Stopping a stopped producer does nothing (a replacement that failed to start leaves the old one
-        stopped in the worker's table, and a revocation stops it again)."""
-        if self._producer is None:
-            return
-        if self.in_transaction and not self.needs_replacing:
-            with contextlib.suppress(RdException):
-                await self._call(self._producer.abort_transaction, self.CALL_TIMEOUT_S)
-        producer, self._producer = self._producer, None
-
-        def destroy() -> None:
-            nonlocal producer
-            with contextlib.suppress(RdException):
-                producer.flush(0)
-            producer = None  # the last reference: librdkafka's destroy runs here, not in the event loop
-
-        await self._call(destroy)
-        self._thread.shutdown(wait=False)
 
 
 class Lane:
@@ -495,7 +260,7 @@ class TransactionalWorker:
         self.fetch_wait_ms = fetch_wait_ms
         self.linger_ms = linger_ms
         self.role = role
-        self.producers: dict[int, AIOKafkaProducer | RdTransactionalProducer] = {}
+        self.producers: dict[int, AIOKafkaProducer] = {}
         self.consumer: AIOKafkaConsumer | None = None
         self._lock = asyncio.Lock()
         self._lanes: dict[int, Lane] = {}
@@ -511,7 +276,6 @@ class TransactionalWorker:
         self.offsets_in_changelog = isinstance(logic, OffsetsInChangelog)
         self.group_commit_every_s = group_commit_every_s
         self._consumed: dict[int, dict[tuple[str, int], int]] = {}
-        self._record_limits: dict[str, int] = {}  # topic -> max.message.bytes, for `_check_sizes`
         self._group_due: dict[TopicPartition, int] = {}
 
     # ------------------------------------------------------------------ rebalancing
@@ -607,13 +371,7 @@ class TransactionalWorker:
                 await asyncio.wait_for(self._stopping.wait(), self.group_commit_every_s)
             await self._commit_group()
 
-    def _new_producer(self, partition: int) -> AIOKafkaProducer | RdTransactionalProducer:
-        """The partition's transactional producer: librdkafka's for a logic with its offsets in the changelog
-        (the processor, ADR 19), aiokafka's for the others (the matcher: its offsets go to the group with
-        `send_offsets_to_transaction`, which in confluent-kafka needs its own consumer's group metadata)."""
-        if self.offsets_in_changelog:
-            return RdTransactionalProducer(self.bootstrap_servers, f"{self.transactional_prefix}-p{partition}",
-                                           self.linger_ms, self._stopping)
+    def _new_producer(self, partition: int) -> AIOKafkaProducer:
         return AIOKafkaProducer(
             bootstrap_servers=self.bootstrap_servers,
             transactional_id=f"{self.transactional_prefix}-p{partition}",
@@ -762,8 +520,6 @@ class TransactionalWorker:
                         **{(tp.topic, tp.partition): offset for tp, offset in offsets.items()}}
             stored = self.logic.offsets_record(partition, consumed)
             outgoing = [*outgoing, stored]
-        if self.offsets_in_changelog:
-            return await self._commit_rd(partition, offsets, consumed, stored, outgoing)
         try:
             producer = await self._producer(partition)
             await producer.begin_transaction()
@@ -826,67 +582,7 @@ class TransactionalWorker:
             return Outcome(committed=True, written=written, consumed=stored.value)
         return Outcome(committed=True, written=written) if written else COMMITTED
 
-    async def _commit_rd(self, partition: int, offsets: dict[TopicPartition, int], consumed: dict,
-                         stored: Outgoing, outgoing: list[Outgoing]) -> Outcome:
-        """`_commit` on librdkafka (ADR 19): the records, the offsets record among them, in one transaction."""
-        try:
-            await self._check_sizes(outgoing)
-            producer = await self._producer(partition)
-            written = await producer.transact(outgoing)
-        except ProducerFenced:
-            log.warning("the producer of partition %s was fenced; its records stay uncommitted", partition)
-            metrics.TRANSACTION_FAILURES.labels(self.role).inc()
-            return FENCED
-        except Exception as exc:
-            metrics.TRANSACTION_FAILURES.labels(self.role).inc()
-            producer = self.producers.get(partition)
-            if not isinstance(producer, RdTransactionalProducer) or producer.needs_replacing:
-                log.info("the producer of partition %s is replaced after a failed transaction", partition)
-                self._broken.add(partition)
-            return Outcome(error=exc)
-        self._consumed[partition] = consumed
-        self._group_due.update(offsets)
-        return Outcome(committed=True, written=written, consumed=stored.value)
-
-    async def _check_sizes(self, outgoing: list[Outgoing]) -> None:
-        """Refuse a batch with a record too large for its topic (`max.message.bytes`, read once per topic) or for
-        librdkafka, before its transaction begins.
-
-        Why: the broker refuses the whole produce request of a partition for one such record, and librdkafka
-        then fails the transaction with whatever its retries met last (often `OutOfOrderSequenceNumber`), so
-        the dead letter would not say why. Found here, the record fails alone in the lane's one-at-a-time
-        retry with `MessageSizeTooLargeError`, without a transaction aborted for it. A record the broker still
-        refuses (a limit lowered after it was read) fails its transaction and is isolated all the same."""
-        unknown = {out.topic for out in outgoing} - self._record_limits.keys()
-        if unknown:
-            self._record_limits.update(await self._read_record_limits(unknown))
-        for out in outgoing:
-            size = (len(out.key or b"") + len(out.value or b"") + RdTransactionalProducer.RECORD_OVERHEAD_BYTES
-                    + sum(len(name) + len(value) + 8 for name, value in out.headers))
-            limit = min(self._record_limits.get(out.topic, RdTransactionalProducer.MAX_RECORD_BYTES),
-                        RdTransactionalProducer.MAX_RECORD_BYTES)
-            if size > limit:
-                raise MessageSizeTooLargeError(
-                    f"a record of about {size} bytes for {out.topic}, whose records may have {limit} bytes")
-
-    async def _read_record_limits(self, topics: set[str]) -> dict[str, int]:
-        """Each topic's `max.message.bytes` (a topic that does not exist yet gets none: librdkafka's bound)."""
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap_servers)
-        await admin.start()
-        try:
-            answers = await admin.describe_configs(
-                [ConfigResource(ConfigResourceType.TOPIC, topic) for topic in sorted(topics)])
-        finally:
-            await admin.close()
-        limits = {}
-        for answer in answers:
-            for error_code, _, _, topic, entries in answer.resources:
-                value = next((entry[1] for entry in entries if entry[0] == "max.message.bytes"), None)
-                if error_code == 0 and value is not None:
-                    limits[topic] = int(value)
-        return {topic: limits.get(topic, RdTransactionalProducer.MAX_RECORD_BYTES) for topic in topics}
-
-    async def _producer(self, partition: int) -> AIOKafkaProducer | RdTransactionalProducer:
+    async def _producer(self, partition: int) -> AIOKafkaProducer:
         """The partition's transactional producer; a new one (same id) after a failed transaction."""
         if partition in self._broken:
             old = self.producers[partition]

@@ -57,28 +57,6 @@ class ScriptedLogic:
         return BatchResult(records=out)
 
 
-class ChangelogScriptedLogic(ScriptedLogic):
-    """`ScriptedLogic` with its consumed offsets in a changelog (`OffsetsInChangelog`, as the processor): the
-    worker commits it with librdkafka's transactional producer (docs/adr/0019)."""
-
-    def __init__(self, out_topic: str, small_topic: str, changelog: str) -> None:
-        super().__init__(out_topic, small_topic)
-        self.changelog = changelog
-
-    def offsets_record(self, partition: int, offsets: dict[tuple[str, int], int]) -> Outgoing:
-        value = ",".join(f"{t}/{p}={o}" for (t, p), o in sorted(offsets.items())).encode()
-        return Outgoing(self.changelog, b"offsets", value, partition=partition)
-
-    def stored_offsets(self, partition: int) -> dict[tuple[str, int], int]:
-        return {}
-
-
-async def scripted_logic(client: str, new_topic, out: str, small: str) -> ScriptedLogic:
-    if client == "aiokafka":
-        return ScriptedLogic(out, small)
-    return ChangelogScriptedLogic(out, small, await new_topic("changelog", compacted=True))
-
-
 async def read_all(bootstrap: str, topic: str, expect: int, timeout: float = 60) -> list:
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, isolation_level="read_committed",
                                 auto_offset_reset="earliest", enable_auto_commit=False)
@@ -114,17 +92,13 @@ def worker_for(bootstrap: str, topic: str, dlq: str, logic, group: str, **kw) ->
         **kw)
 
 
-@pytest.mark.parametrize("client", ["aiokafka", "librdkafka"])
-async def test_every_failure_path_of_a_transaction_dead_letters_only_its_record(kafka_bootstrap, new_topic, client):
-    """On both transactional clients: aiokafka (the matcher's) fails only a refused record's future, librdkafka
-    (the processor's) the whole produce request of its partition; the lane's isolation finds the record."""
+async def test_every_failure_path_of_a_transaction_dead_letters_only_its_record(kafka_bootstrap, new_topic):
     source = await new_topic("in")
     out = await new_topic("out")
     dlq = await new_topic("dlq")
     small = await new_topic("small", **{"max.message.bytes": "1000"})
     group = f"g-{source}"
-    logic = await scripted_logic(client, new_topic, out, small)
-    assert worker_for(kafka_bootstrap, source, dlq, logic, group).offsets_in_changelog == (client == "librdkafka")
+    logic = ScriptedLogic(out, small)
     worker = worker_for(kafka_bootstrap, source, dlq, logic, group)
     task = asyncio.create_task(worker.run())
     await asyncio.wait_for(worker.ready.wait(), 30)
@@ -165,15 +139,14 @@ async def test_every_failure_path_of_a_transaction_dead_letters_only_its_record(
     assert await committed(kafka_bootstrap, group, TopicPartition(source, 0)) == len(script)
 
 
-@pytest.mark.parametrize("client", ["aiokafka", "librdkafka"])
-async def test_a_fenced_worker_commits_nothing_twice_and_loses_nothing(kafka_bootstrap, new_topic, client):
+async def test_a_fenced_worker_commits_nothing_twice_and_loses_nothing(kafka_bootstrap, new_topic):
     """A producer that is fenced while its worker still owns the partition (a transaction timeout, a zombie
     that came back) is replaced: the records fetched meanwhile are committed once, none is lost."""
     source = await new_topic("in")
     out = await new_topic("out")
     dlq = await new_topic("dlq")
     group = f"g-{source}"
-    worker = worker_for(kafka_bootstrap, source, dlq, await scripted_logic(client, new_topic, out, out), group)
+    worker = worker_for(kafka_bootstrap, source, dlq, ScriptedLogic(out, out), group)
     task = asyncio.create_task(worker.run())
     await asyncio.wait_for(worker.ready.wait(), 30)
     producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
