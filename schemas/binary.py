@@ -175,7 +175,26 @@ class _Source:
         self.lines.append("    " * depth + line)
 
 
-class BinaryCodecs:
+class GeneratedNames:
+    """The globals that generated functions see: each constant and each enum lookup under a name of its own.
+    One home for the naming both code generators use (this module's, and `schemas.codec`'s dict converters
+    for fastavro)."""
+
+    globals: dict[str, Any]
+    enums: dict[type, str]
+
+    def _const(self, value: Any) -> str:
+        name = f"_k{len(self.globals)}"
+        self.globals[name] = value
+        return name
+
+    def _enum(self, cls: type) -> str:
+        if cls not in self.enums:
+            self.enums[cls] = self._const(EnumLookup(cls))
+        return self.enums[cls]
+
+
+class BinaryCodecs(GeneratedNames):
     """Generates `write(obj, append)` (appends the body's pieces) and `read(data, pos) -> (obj, pos)` per
     record type, from the type's fields and its Avro schema (the schema says the order of each union)."""
 
@@ -196,16 +215,6 @@ class BinaryCodecs:
         return self.globals[f"_r{self._record(cls, schema)}"]
 
     # -- generation ------------------------------------------------------------------------------------------
-    def _const(self, value: Any) -> str:
-        name = f"_k{len(self.globals)}"
-        self.globals[name] = value
-        return name
-
-    def _enum(self, cls: type) -> str:
-        if cls not in self.enums:
-            self.enums[cls] = self._const(EnumLookup(cls))
-        return self.enums[cls]
-
     def _enum_bytes(self, cls: type) -> str:
         if cls not in self.enum_bytes:
             self.enum_bytes[cls] = self._const(EnumBytesLookup(cls))

@@ -50,7 +50,7 @@ from schemas.avro import (
     loads_json,
     record_fields,
 )
-from schemas.binary import BinaryCodecs, EnumLookup, InvalidValue, plain_init
+from schemas.binary import BinaryCodecs, GeneratedNames, InvalidValue, plain_init
 from schemas.settings import env as setting
 
 SINGLE_OBJECT_MAGIC = b"\xc3\x01"
@@ -130,7 +130,7 @@ def load_history(root: Path = HISTORY_DIR) -> list[dict[str, Any]]:
 # -- generated converters ---------------------------------------------------------------------------------
 
 
-class _Converters:
+class _Converters(GeneratedNames):
     """Builds `to_dict(obj) -> dict` and `from_dict(dict) -> obj` per dataclass, as generated source."""
 
     def __init__(self) -> None:
@@ -147,16 +147,6 @@ class _Converters:
         name = f"_{prefix}{len(self.globals)}"
         exec(f"def {name}(x):\n    return {body}\n", self.globals)
         return name
-
-    def _const(self, value: Any) -> str:
-        name = f"_k{len(self.globals)}"
-        self.globals[name] = value
-        return name
-
-    def _enum(self, cls: type) -> str:
-        if cls not in self.enums:
-            self.enums[cls] = self._const(EnumLookup(cls))
-        return self.enums[cls]
 
     def _record(self, cls: type) -> int:
         if cls in self.names:
