@@ -241,6 +241,14 @@ class _Reader:
     read: Any = None  # (data, pos) -> (obj, pos after it) for the current schema; else fastavro resolves
 
 
+def _read_whole(reader: _Reader, end: int, length: int) -> None:
+    """A body must end where the record does: a reader that stopped short or ran past it read a corrupt one."""
+    if end > length:
+        raise DecodeError(f"truncated/corrupt body for record {reader.name}: {end - length} bytes missing")
+    if end < length:
+        raise DecodeError(f"truncated/corrupt body for record {reader.name}: {length - end} bytes after the record")
+
+
 class Codec:
     """Encode the registered dataclasses to bytes and decode bytes back to them.
 
@@ -385,12 +393,7 @@ class Codec:
                 raise DecodeError(f"invalid values for record {reader.name}: {type(e).__name__}: {e}") from e
             except Exception as e:
                 raise DecodeError(f"truncated/corrupt body for record {reader.name}: {type(e).__name__}: {e}") from e
-            if end != len(data):
-                if end > len(data):
-                    raise DecodeError(f"truncated/corrupt body for record {reader.name}: "
-                                      f"{end - len(data)} bytes missing")
-                raise DecodeError(
-                    f"truncated/corrupt body for record {reader.name}: {len(data) - end} bytes after the record")
+            _read_whole(reader, end, len(data))
             return record
         body = BytesIO(data)
         body.seek(body_at)
@@ -398,10 +401,7 @@ class Codec:
             record = schemaless_reader(body, reader.writer, reader.reader)
         except Exception as e:
             raise DecodeError(f"truncated/corrupt body for record {reader.name}: {type(e).__name__}: {e}") from e
-        if body.tell() != len(data):
-            raise DecodeError(
-                f"truncated/corrupt body for record {reader.name}: {len(data) - body.tell()} bytes after the record"
-            )
+        _read_whole(reader, body.tell(), len(data))
         try:
             return reader.from_dict(record)
         except Exception as e:

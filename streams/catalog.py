@@ -117,9 +117,7 @@ class TemplateCatalog:
         Asked here, as the fetch loop hands the events over, the answer is usually in by the time the lane
         is free. It is still the check of ADR 7 for those events: the request begins after this call, so
         after they were fetched. Pass the result to `catch_up`."""
-        ends = self._end_offsets()
-        ends.add_done_callback(_retrieved)  # an answer nobody waits for any more must not log as lost
-        return ends
+        return self._end_offsets()
 
     async def catch_up(self, ends: asyncio.Future | None = None) -> None:
         """Read the topic up to its end as of now: every version published before this call is known after it.
@@ -150,6 +148,7 @@ class TemplateCatalog:
         (Issue 15: one round trip less per lane and batch, in the engine and in the broker.)"""
         if self._asking is None or self._asking.done():  # done before it began: cancelled, never joined again
             self._asking = asyncio.ensure_future(self._ask_end_offsets())
+            self._asking.add_done_callback(_retrieved)  # an answer nobody waits for any more must not log as lost
         return self._asking
 
     async def _ask_end_offsets(self) -> dict[TopicPartition, int]:
