@@ -15,9 +15,11 @@ Ports: `WebhookSender` and `EmailSender`, each with a real and a fake implementa
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
+import socket
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -152,18 +154,30 @@ class SmtpEmailSender:
     message fails on it with a disconnection, and the message is sent once more on a new connection (the
     Message-ID, derived from the idempotency key, lets a mailbox drop the rare copy). Any other failure
     closes the connection it happened on, so a session in an unknown state is never reused.
+
+    At most `pool_size` messages are in a session at once (the others wait for one to end), so a burst
+    reuses the kept connections instead of opening one per message beyond them and closing it right after:
+    at the instrument's procurement load a quarter of the messages paid a whole session that way, and each
+    new session also asked the resolver for the local host's name (aiosmtplib's EHLO default, on a thread).
+    That name is now asked once per sender (docs/performance.md, "The approval handler's mail sessions").
     """
 
     def __init__(self, *, host: str, port: int, sender: str, user: str = "", password: str = "",
-                 starttls: bool = False, timeout: float = 30.0, pool_size: int = 4, idle_seconds: float = 30.0,
+                 starttls: bool = False, timeout: float = 30.0, pool_size: int = 8, idle_seconds: float = 30.0,
                  clock=time.monotonic) -> None:
         self.host, self.port, self.sender = host, port, sender
         self.user, self.password, self.starttls, self.timeout = user, password, starttls, timeout
         self.pool_size, self.idle_seconds, self.clock = pool_size, idle_seconds, clock
         self._idle: list[tuple[Any, float]] = []  # (connected aiosmtplib.SMTP, when it was last used)
+        self._sessions = asyncio.Semaphore(pool_size)  # messages in a session at once
+        self._local_hostname: asyncio.Future | None = None  # what EHLO names this host, asked once
         self.connections_opened = 0
 
     async def send(self, email: Email) -> None:
+        async with self._sessions:
+            await self._send(email)
+
+    async def _send(self, email: Email) -> None:
         import aiosmtplib
 
         message = compose(self.sender, email)
@@ -201,9 +215,11 @@ class SmtpEmailSender:
     async def _connect(self) -> Any:
         import aiosmtplib
 
+        if self._local_hostname is None:  # the first connections share the one question
+            self._local_hostname = asyncio.get_running_loop().run_in_executor(None, socket.getfqdn)
         client = aiosmtplib.SMTP(hostname=self.host, port=self.port, username=self.user or None,
                                  password=self.password or None, start_tls=self.starttls, use_tls=False,
-                                 timeout=self.timeout)
+                                 timeout=self.timeout, local_hostname=await asyncio.shield(self._local_hostname))
         await client.connect()
         self.connections_opened += 1
         return client

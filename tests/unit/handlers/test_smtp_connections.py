@@ -141,3 +141,20 @@ async def test_display_names_stay_in_the_headers_not_in_the_envelope(tmp_path: P
     assert kept["X-RcptTo"] == "fin@acme.test, cfo@acme.test, cto@acme.test"
     assert (kept["From"], kept["To"]) == ("Flowline <flowline@localhost>",
                                           "Finance <fin@acme.test>, cfo@acme.test, cto@acme.test")
+
+
+async def test_a_burst_reuses_the_kept_connections(tmp_path: Path, monkeypatch) -> None:
+    """More messages at once than connections kept: they take turns on `pool_size` sessions, instead of
+    opening a connection per message beyond those and closing it after (issue 15), and the local host's
+    name for EHLO is asked once, not on a thread per new connection."""
+    asked = []
+    real_getfqdn = socket.getfqdn
+    monkeypatch.setattr(socket, "getfqdn", lambda *a: asked.append(a) or real_getfqdn(*a))
+    port, directory = _free_port(), mailcatcher.mail_dir(tmp_path)
+    sender = SmtpEmailSender(host="127.0.0.1", port=port, sender="flowline@localhost", pool_size=3)
+    async with catcher(directory, port):
+        await asyncio.gather(*(sender.send(email(n)) for n in range(30)))
+        await asyncio.gather(*(sender.send(email(n)) for n in range(30, 60)))
+    assert subjects(directory) == sorted(f"Approve wf_{n}" for n in range(60))
+    assert 1 <= sender.connections_opened <= 3
+    assert len(asked) == 1
