@@ -1,0 +1,103 @@
+"""What the analytics rollups' triggers cost PostgreSQL per projector-like statement (issue 15).
+
+A statement shaped like the projector's batch (`store/projector.py` WRITE_BATCH: the instances and their step
+executions upserted in one statement) is run for `--workflows` made-up workflows, `--per-batch` of them per
+statement, each through a procurement-like life (eight batches: started, step 1 ends, two approvals asked
+and decided, the transfer runs and ends). The backend's CPU (from /proc, the server must be on this host)
+over those statements, per workflow and per statement, is what the installed triggers and the writes cost.
+
+Compare trigger sets by installing one before each run (`psql "$DATABASE_URL" -f bench/rollup_variants/X.sql`,
+alternating, and `row_0011.sql` again at the end): `row_0011` is what migration 0011 installs, `none` takes
+the triggers away (their cost, by difference), `per_statement` and `fewer_statements` are the two variants
+tried on branch `pgcpu` (docs/performance.md, "The analytics triggers and the approval handler's mail").
+Run it on a measurement stack only: its rows are written under the tenant `bench-rollups` and deleted after.
+
+    .venv/bin/python -m bench.rollup_trigger_bench --per-batch 1 --workflows 300
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import time
+import uuid
+from pathlib import Path
+
+import asyncpg
+
+from schemas.settings import env
+
+TENANT = "bench-rollups"
+
+STATEMENT = f"""
+WITH inst AS (
+    INSERT INTO workflow_instances AS w (id, tenant_id, template_id, template_version, status, created_at,
+        updated_at, completed_at, last_seq)
+    SELECT id, '{TENANT}', 'bench-template', 1, st, now() - interval '1 minute', now(),
+           CASE WHEN st = 'COMPLETED' THEN now() END, seq
+    FROM unnest($1::text[], $2::text[], $3::bigint[]) AS x(id, st, seq)
+    ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, completed_at = EXCLUDED.completed_at,
+        last_seq = EXCLUDED.last_seq, updated_at = EXCLUDED.updated_at
+),
+steps AS (
+    INSERT INTO workflow_step_executions AS s (instance_id, step, attempt, name, type, status, started_at,
+        ended_at, approved_by, tenant_id, template_id, instance_created_at)
+    SELECT id, step, 1, 'step ' || step, CASE WHEN step IN (2, 3) THEN 'approval' ELSE 'action' END, sst,
+           now() - interval '1 second', CASE WHEN sst <> 'RUNNING' THEN now() END,
+           CASE WHEN sst = 'APPROVED' THEN ARRAY['approver'] ELSE '{{}}'::text[] END,
+           '{TENANT}', 'bench-template', date_trunc('minute', now())
+    FROM unnest($1::text[], $4::int[], $5::text[]) AS y(id, step, sst)
+    ON CONFLICT (instance_id, step, attempt) DO UPDATE SET status = EXCLUDED.status,
+        ended_at = EXCLUDED.ended_at, approved_by = EXCLUDED.approved_by
+)
+SELECT 1
+"""
+
+# a procurement-like life: (instance status, step, step status) written by each of its batches
+LIFE = [("RUNNING", 1, "RUNNING"), ("RUNNING", 1, "COMPLETED"), ("WAITING", 2, "RUNNING"),
+        ("WAITING", 2, "APPROVED"), ("WAITING", 3, "RUNNING"), ("RUNNING", 3, "APPROVED"),
+        ("RUNNING", 4, "RUNNING"), ("COMPLETED", 4, "COMPLETED")]
+
+
+def backend_cpu(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def run(database_url: str, per_batch: int, workflows: int) -> None:
+    conn = await asyncpg.connect(database_url)
+    try:
+        pid = await conn.fetchval("SELECT pg_backend_pid()")
+        triggers = await conn.fetchval(
+            "SELECT string_agg(tgname, ',' ORDER BY tgname) FROM pg_trigger WHERE NOT tgisinternal "
+            "AND tgname LIKE 'analytics%'")
+        await conn.execute(STATEMENT, [], [], [], [], [])  # prepared before the clock starts
+        ids = [f"bench-{uuid.uuid4()}" for _ in range(workflows)]
+        statements, cpu0, wall0 = 0, backend_cpu(pid), time.perf_counter()
+        for first in range(0, workflows, per_batch):
+            group = ids[first:first + per_batch]
+            for seq, (status, step, step_status) in enumerate(LIFE):
+                n = len(group)
+                await conn.execute(STATEMENT, group, [status] * n, [seq] * n, [step] * n, [step_status] * n)
+                statements += 1
+        cpu, wall = backend_cpu(pid) - cpu0, time.perf_counter() - wall0
+        print(f"triggers {triggers or '-'}\n{per_batch} per batch: {statements} statements, backend CPU "
+              f"{1000 * cpu / workflows:.3f} ms per workflow, {1e6 * cpu / statements:.0f} us per statement "
+              f"(wall {1000 * wall / workflows:.2f} ms per workflow)")
+    finally:
+        await conn.execute("DELETE FROM workflow_step_executions WHERE tenant_id = $1", TENANT)
+        await conn.execute("DELETE FROM workflow_instances WHERE tenant_id = $1", TENANT)
+        await conn.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--per-batch", type=int, default=1, help="workflows per statement")
+    parser.add_argument("--workflows", type=int, default=300)
+    args = parser.parse_args()
+    asyncio.run(run(env("DATABASE_URL"), args.per_batch, args.workflows))
+
+
+if __name__ == "__main__":
+    main()
