@@ -10,7 +10,10 @@ Compare trigger sets by installing one before each run (`psql "$DATABASE_URL" -f
 alternating, and `row_0011.sql` again at the end): `row_0011` is what migration 0011 installs, `none` takes
 the triggers away (their cost, by difference), `per_statement` and `fewer_statements` are the two variants
 tried on branch `pgcpu` (docs/performance.md, "The analytics triggers and the approval handler's mail").
-Run it on a measurement stack only: its rows are written under the tenant `bench-rollups` and deleted after.
+`--folded` runs instead a statement that writes the rollups itself, as CTEs fed by its upserts' RETURNING and
+the rows they replace (read under the rows' locks first, as the projector's `current`), built from the
+per-statement variant's SQL: install `none.sql` first. Run it on a measurement stack only: its rows are
+written under the tenant `bench-rollups` and deleted after.
 
     .venv/bin/python -m bench.rollup_trigger_bench --per-batch 1 --workflows 300
 """
@@ -20,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import time
 import uuid
 from pathlib import Path
@@ -54,6 +58,48 @@ steps AS (
 SELECT 1
 """
 
+VARIANTS = Path(__file__).resolve().parent / "rollup_variants"
+
+
+def folded_statement() -> str:
+    """STATEMENT with the rollups as its own CTEs: the per-statement variant's instance and step templates,
+    their CTEs prefixed (`i_`, `s_`) and fed by the upserts' RETURNING (new) and the rows read before (old)."""
+    sql = (VARIANTS / "per_statement.sql").read_text()
+    instances, steps = re.findall(r"\$sql\$\nWITH\n(.*?)\nSELECT 1\$sql\$", sql, re.S)
+
+    def part(template: str, prefix: str) -> str:
+        for name in re.findall(r"^(\w+) AS \(", template, re.M):
+            template = re.sub(rf"(?<![\w.]){name}(?!\w)", prefix + name, template)
+        return template.replace("%1$s", prefix + "old").replace("%2$s", prefix + "new")
+
+    head, _, _ = STATEMENT.partition("SELECT 1")
+    head = head.replace("WITH inst AS (", """WITH
+i_cur AS (
+    SELECT id, tenant_id, template_id, status, created_at, completed_at FROM workflow_instances
+    WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE
+),
+s_old AS (
+    SELECT s.instance_id, s.step, s.attempt, s.tenant_id, s.template_id, s.instance_created_at, s.name, s.type,
+           s.status, s.started_at, s.ended_at, s.approved_by
+    FROM workflow_step_executions s JOIN unnest($1::text[], $4::int[]) AS k(id, step)
+      ON s.instance_id = k.id AND s.step = k.step AND s.attempt = 1
+),
+inst AS (""")
+    # the reads come before the writes (as the projector's `ok` makes them): a row this statement already
+    # wrote is not returned by a FOR UPDATE later in it
+    head = head.replace("AS x(id, st, seq)\n", "AS x(id, st, seq) WHERE (SELECT count(*) FROM i_cur) >= 0\n")
+    head = head.replace("AS y(id, step, sst)\n", "AS y(id, step, sst) WHERE (SELECT count(*) FROM s_old) >= 0\n")
+    head = head.replace("last_seq = EXCLUDED.last_seq, updated_at = EXCLUDED.updated_at\n",
+                        "last_seq = EXCLUDED.last_seq, updated_at = EXCLUDED.updated_at\n"
+                        "    RETURNING id, tenant_id, template_id, status, created_at, completed_at\n")
+    head = head.replace("approved_by = EXCLUDED.approved_by\n",
+                        "approved_by = EXCLUDED.approved_by\n    RETURNING instance_id, step, attempt, tenant_id, "
+                        "template_id, instance_created_at, name, type, status, started_at, ended_at, approved_by\n")
+    return (head.rstrip() + ",\ni_new AS (SELECT * FROM inst),\n"
+            "i_old AS (SELECT * FROM i_cur WHERE id IN (SELECT id FROM inst)),\n"
+            "s_new AS (SELECT * FROM steps),\n" + part(instances, "i_") + ",\n" + part(steps, "s_") + "\nSELECT 1\n")
+
+
 # a procurement-like life: (instance status, step, step status) written by each of its batches
 LIFE = [("RUNNING", 1, "RUNNING"), ("RUNNING", 1, "COMPLETED"), ("WAITING", 2, "RUNNING"),
         ("WAITING", 2, "APPROVED"), ("WAITING", 3, "RUNNING"), ("RUNNING", 3, "APPROVED"),
@@ -65,24 +111,25 @@ def backend_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def run(database_url: str, per_batch: int, workflows: int) -> None:
+async def run(database_url: str, per_batch: int, workflows: int, statement: str = STATEMENT) -> None:
     conn = await asyncpg.connect(database_url)
     try:
         pid = await conn.fetchval("SELECT pg_backend_pid()")
         triggers = await conn.fetchval(
             "SELECT string_agg(tgname, ',' ORDER BY tgname) FROM pg_trigger WHERE NOT tgisinternal "
             "AND tgname LIKE 'analytics%'")
-        await conn.execute(STATEMENT, [], [], [], [], [])  # prepared before the clock starts
+        await conn.execute(statement, [], [], [], [], [])  # prepared before the clock starts
         ids = [f"bench-{uuid.uuid4()}" for _ in range(workflows)]
         statements, cpu0, wall0 = 0, backend_cpu(pid), time.perf_counter()
         for first in range(0, workflows, per_batch):
             group = ids[first:first + per_batch]
             for seq, (status, step, step_status) in enumerate(LIFE):
                 n = len(group)
-                await conn.execute(STATEMENT, group, [status] * n, [seq] * n, [step] * n, [step_status] * n)
+                await conn.execute(statement, group, [status] * n, [seq] * n, [step] * n, [step_status] * n)
                 statements += 1
         cpu, wall = backend_cpu(pid) - cpu0, time.perf_counter() - wall0
-        print(f"triggers {triggers or '-'}\n{per_batch} per batch: {statements} statements, backend CPU "
+        folded = ", rollups in the statement" if statement != STATEMENT else ""
+        print(f"triggers {triggers or '-'}{folded}\n{per_batch} per batch: {statements} statements, backend CPU "
               f"{1000 * cpu / workflows:.3f} ms per workflow, {1e6 * cpu / statements:.0f} us per statement "
               f"(wall {1000 * wall / workflows:.2f} ms per workflow)")
     finally:
@@ -95,8 +142,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--per-batch", type=int, default=1, help="workflows per statement")
     parser.add_argument("--workflows", type=int, default=300)
+    parser.add_argument("--folded", action="store_true", help="the rollups as CTEs of the statement itself")
     args = parser.parse_args()
-    asyncio.run(run(env("DATABASE_URL"), args.per_batch, args.workflows))
+    asyncio.run(run(env("DATABASE_URL"), args.per_batch, args.workflows,
+                    folded_statement() if args.folded else STATEMENT))
 
 
 if __name__ == "__main__":
