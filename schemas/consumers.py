@@ -23,11 +23,23 @@ partition can be left out of a fetch built while the consumer waits in `getmany`
 is enough: it was 5 s, and every consumer kept asking the broker twice a second for 5 s after its last
 record, which put the stack's first seconds after a load or after its start-up probes at 2-3 times its
 idle cost (docs/performance.md, "The idle window, right after start and right after load").
+
+A consumer that trails the workflow instead of carrying it (the read model's projector and the standby
+replicas: no step waits for them, ADR 22) fetches in `TRAILING` shape while it has work: the broker holds
+its fetch until 64 KiB are there or `TRAILING_WAIT_MS` have passed. At 16 workflows in flight a fetch
+answered at the first byte carried one engine transaction (about one fetch per workflow for the projector
+alone, each a request the broker answers and a batch the projector and PostgreSQL pay for); held, one
+fetch carries several. The price is that the read model trails the events by up to that wait while the
+stack is busy; the first record after an idle period is still answered at once (an idle consumer fetches
+with `fetch_min_bytes=1`, or it would wait out the whole idle wait). The consumers on a workflow's path
+keep `fetch_min_bytes=1`: a held fetch there is latency every step pays (docs/performance.md, "Fetch
+shapes").
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
@@ -45,9 +57,29 @@ FETCHER_WAKE_MS = 1_000
 POLL_MS = 1_000
 
 
-def consumer_options(*, busy_fetch_wait_ms: int = BUSY_FETCH_WAIT_MS) -> dict[str, Any]:
-    """The AIOKafkaConsumer keyword arguments every long-lived consumer shares (see the module's why)."""
-    return {"fetch_min_bytes": 1, "fetch_max_wait_ms": busy_fetch_wait_ms, "consumer_timeout_ms": FETCHER_WAKE_MS}
+@dataclass(frozen=True)
+class FetchShape:
+    """What a busy consumer's fetch waits for at the broker: `min_bytes`, or `wait_ms` if fewer come."""
+
+    min_bytes: int
+    wait_ms: int
+
+
+# trailing the workflow (the read model): a few dozen transactions a fetch while busy; see the module's why
+TRAILING_WAIT_MS = 50
+TRAILING = FetchShape(min_bytes=64 * 1024, wait_ms=TRAILING_WAIT_MS)
+
+
+def consumer_options(*, busy_fetch_wait_ms: int = BUSY_FETCH_WAIT_MS,
+                     shape: FetchShape | None = None) -> dict[str, Any]:
+    """The AIOKafkaConsumer keyword arguments every long-lived consumer shares (see the module's why).
+
+    `shape` is the busy fetch (when not given: answered at the first byte, an empty one held
+    `busy_fetch_wait_ms`); pass the same shape to the consumer's `LongPoll`.
+    """
+    shape = shape or FetchShape(1, busy_fetch_wait_ms)
+    return {"fetch_min_bytes": shape.min_bytes, "fetch_max_wait_ms": shape.wait_ms,
+            "consumer_timeout_ms": FETCHER_WAKE_MS}
 
 
 class LongPoll:
@@ -61,9 +93,11 @@ class LongPoll:
     """
 
     def __init__(self, consumer: AIOKafkaConsumer, *, busy_ms: int = BUSY_FETCH_WAIT_MS,
-                 idle_ms: int = IDLE_FETCH_WAIT_MS, idle_after: float = IDLE_AFTER_SECONDS) -> None:
+                 idle_ms: int = IDLE_FETCH_WAIT_MS, idle_after: float = IDLE_AFTER_SECONDS,
+                 shape: FetchShape | None = None) -> None:
         self.consumer = consumer
-        self.busy_ms = busy_ms
+        self.busy = shape or FetchShape(1, busy_ms)
+        self.busy_ms = self.busy.wait_ms
         self.idle_ms = idle_ms
         self.idle_after = idle_after
         self._last_records = time.monotonic()
@@ -80,13 +114,14 @@ class LongPoll:
         if records or self.consumer.paused():
             self._last_records = now
             if self.idle:
-                self._set(self.busy_ms)
+                self._set(self.busy)
                 self.idle = False
         elif not self.idle and now - self._last_records >= self.idle_after:
-            self._set(self.idle_ms)
+            self._set(FetchShape(1, self.idle_ms))  # held long, answered at the first byte
             self.idle = True
 
-    def _set(self, wait_ms: int) -> None:
+    def _set(self, shape: FetchShape) -> None:
         fetcher = getattr(self.consumer, "_fetcher", None)  # created by start(); pinned aiokafka (constraints.txt)
         if fetcher is not None:
-            fetcher._fetch_max_wait_ms = wait_ms
+            fetcher._fetch_max_wait_ms = shape.wait_ms
+            fetcher._fetch_min_bytes = shape.min_bytes

@@ -41,7 +41,7 @@ from core import events as ev
 from schemas import dlq
 from schemas import topics as topics_mod
 from schemas.codec import Codec, DecodeError
-from schemas.consumers import LongPoll, consumer_options
+from schemas.consumers import TRAILING, LongPoll, consumer_options
 from schemas.notify import CHANNEL
 from schemas.process import run_process, wait_for_kafka
 from schemas.settings import VARIABLES, env, env_int
@@ -323,11 +323,11 @@ class Projector:
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap_servers, group_id=self.group_id,
             isolation_level="read_committed", enable_auto_commit=False, auto_offset_reset="earliest",
-            max_partition_fetch_bytes=4 * 1024 * 1024, **consumer_options())
+            max_partition_fetch_bytes=4 * 1024 * 1024, **consumer_options(shape=TRAILING))
         await self.consumer.start()
         self.consumer.subscribe([self.topic], listener=_ResumeFromReadModel(self))
         log.info("projector consuming %s as %s", self.topic, self.group_id)
-        poll = LongPoll(self.consumer)
+        poll = LongPoll(self.consumer, shape=TRAILING)  # no step waits for the read model (schemas/consumers.py)
         try:
             while not self._stop.is_set():
                 batches = await poll.getmany(max_records=self.max_records)

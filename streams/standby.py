@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from schemas.consumers import LongPoll, consumer_options
+from schemas.consumers import TRAILING, LongPoll, consumer_options
 from streams import metrics
 from streams.state_store import DUE_HEADER, PartitionStore, Record
 
@@ -95,7 +95,8 @@ class Standby:
             consumer = AIOKafkaConsumer(bootstrap_servers=self.processor.settings.bootstrap_servers,
                                         enable_auto_commit=False, isolation_level="read_committed",
                                         auto_offset_reset="earliest", max_partition_fetch_bytes=4 * 1024 * 1024,
-                                        **consumer_options())
+                                        # nothing waits for a standby: a takeover reads the rest itself
+                                        **consumer_options(shape=TRAILING))
             await consumer.start()
             try:
                 tps = {p: TopicPartition(topic, p) for p in stores}
@@ -103,7 +104,7 @@ class Standby:
                 for p, tp in tps.items():
                     consumer.seek(tp, stores[p].offset or 0)
                 verified_at = time.monotonic()
-                poll = LongPoll(consumer)
+                poll = LongPoll(consumer, shape=TRAILING)
                 while True:
                     batches = await poll.getmany(timeout_ms=1_000, max_records=5_000)
                     for tp, records in batches.items():

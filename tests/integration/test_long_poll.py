@@ -12,22 +12,24 @@ import time
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from schemas.consumers import LongPoll, consumer_options
+from schemas.consumers import TRAILING, FetchShape, LongPoll, consumer_options
 
 HELD_MS = 60_000  # the idle fetch wait in these tests: a record must not wait for its end
 
 
-async def _idle_consumer(bootstrap: str, topic: str) -> tuple[AIOKafkaConsumer, LongPoll]:
+async def _idle_consumer(bootstrap: str, topic: str,
+                         shape: FetchShape | None = None) -> tuple[AIOKafkaConsumer, LongPoll]:
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
                                 isolation_level="read_committed", auto_offset_reset="earliest",
-                                request_timeout_ms=HELD_MS + 30_000, **consumer_options())
+                                request_timeout_ms=HELD_MS + 30_000, **consumer_options(shape=shape))
     await consumer.start()
-    poll = LongPoll(consumer, idle_ms=HELD_MS, idle_after=0.5)
+    poll = LongPoll(consumer, idle_ms=HELD_MS, idle_after=0.5, shape=shape)
     deadline = time.monotonic() + 30
     while not poll.idle:  # nothing on the topic: it turns idle, and its next fetches are held a minute
         assert time.monotonic() < deadline, "the consumer never turned idle"
         assert not await poll.getmany(timeout_ms=200)
     assert consumer._fetcher._fetch_max_wait_ms == HELD_MS
+    assert consumer._fetcher._fetch_min_bytes == 1  # or a held fetch would wait out the minute for its bytes
     await poll.getmany(timeout_ms=1_000)  # a fetch with the idle wait is now held at the broker
     return consumer, poll
 
@@ -112,3 +114,67 @@ async def test_a_consumer_with_a_paused_partition_never_holds_its_fetches_and_a_
     finally:
         await producer.stop()
         await consumer.stop()
+
+
+async def test_a_trailing_consumer_gets_the_first_record_after_idle_at_once_and_then_fetches_in_batches(
+        kafka_bootstrap, new_topic):
+    """The projector's shape (schemas/consumers.py, TRAILING): idle, its held fetch is answered at the first
+    byte like any other; busy, its fetch waits at the broker for 64 KiB or the shape's wait."""
+    topic = await new_topic("trailing", partitions=2)
+    consumer, poll = await _idle_consumer(kafka_bootstrap, topic, shape=TRAILING)
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, enable_idempotence=True)
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, b"first after idle", key=b"k")
+        records, waited = await _first_batch(poll)
+        assert [r.value for r in records] == [b"first after idle"]
+        assert waited < HELD_MS / 2000, f"the record waited {waited:.1f} s: the held fetch was not answered"
+        assert not poll.idle
+        assert (consumer._fetcher._fetch_min_bytes, consumer._fetcher._fetch_max_wait_ms) == (
+            TRAILING.min_bytes, TRAILING.wait_ms)
+    finally:
+        await producer.stop()
+        await consumer.stop()
+
+
+async def _batches_of_spaced_records(bootstrap: str, topic: str, shape: FetchShape | None) -> list[int]:
+    """Sizes of the batches a busy consumer of `shape` returns for five records sent 100 ms apart."""
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                                isolation_level="read_committed", auto_offset_reset="earliest",
+                                **consumer_options(shape=shape))
+    await consumer.start()
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True)
+    await producer.start()
+    poll = LongPoll(consumer, idle_after=60, shape=shape)  # busy throughout
+
+    async def send() -> None:
+        for i in range(5):
+            await producer.send_and_wait(topic, b"r%d" % i, key=b"k")
+            await asyncio.sleep(0.1)
+
+    sending = asyncio.create_task(send())
+    sizes: list[int] = []
+    try:
+        deadline = time.monotonic() + 60
+        while sum(sizes) < 5:
+            assert time.monotonic() < deadline, f"only {sum(sizes)} of 5 records came"
+            batches = await poll.getmany(timeout_ms=1_000)
+            if batches:
+                sizes.append(sum(len(rs) for rs in batches.values()))
+        await sending
+    finally:
+        await producer.stop()
+        await consumer.stop()
+    return sizes
+
+
+async def test_a_busy_trailing_fetch_is_held_for_its_bytes_and_an_on_path_one_is_answered_at_once(
+        kafka_bootstrap, new_topic):
+    """Five records sent 100 ms apart (0.4 s in all): a busy consumer whose fetch waits for 64 KiB or
+    5 s gets them in one batch; one answered at the first byte (every consumer on a workflow's path)
+    gets them as they come."""
+    held = await _batches_of_spaced_records(kafka_bootstrap, await new_topic("held", partitions=1),
+                                            FetchShape(min_bytes=TRAILING.min_bytes, wait_ms=5_000))
+    assert held == [5]
+    at_once = await _batches_of_spaced_records(kafka_bootstrap, await new_topic("at-once", partitions=1), None)
+    assert len(at_once) > 1
