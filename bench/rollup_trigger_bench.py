@@ -7,9 +7,10 @@ and decided, the transfer runs and ends). The backend's CPU (from /proc, the ser
 over those statements, per workflow and per statement, is what the installed triggers and the writes cost.
 
 Compare trigger sets by installing one before each run (`psql "$DATABASE_URL" -f bench/rollup_variants/X.sql`,
-alternating, and `row_0011.sql` again at the end): `row_0011` is what migration 0011 installs, `none` takes
-the triggers away (their cost, by difference), `per_statement` and `fewer_statements` are the two variants
-tried on branch `pgcpu` (docs/performance.md, "The analytics triggers and the approval handler's mail").
+alternating, and `per_statement.sql`, what migration 0014 installs, again at the end): `row_0011` is what
+migration 0011 installed, `none` takes the triggers away (their cost, by difference), `fewer_statements` is
+0011's with fewer statements per row (tried on branch `pgcpu`, not kept; docs/performance.md, "The analytics
+triggers and the approval handler's mail").
 `--folded` runs instead a statement that writes the rollups itself, as CTEs fed by its upserts' RETURNING and
 the rows they replace (read under the rows' locks first, as the projector's `current`), built from the
 per-statement variant's SQL: install `none.sql` first. Run it on a measurement stack only: its rows are

@@ -1,4 +1,4 @@
--- per statement over transition tables (tried on branch pgcpu, not kept; docs/performance.md)
+-- per statement over transition tables: what migration 0014 installs (0014 replaces 0011's row triggers)
 BEGIN;
 DROP TRIGGER IF EXISTS analytics_instance_updated ON workflow_instances;
 DROP TRIGGER IF EXISTS analytics_instance_written ON workflow_instances;

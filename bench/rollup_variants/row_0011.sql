@@ -1,4 +1,4 @@
--- migration 0011's triggers, as main has them (what the variants are compared with)
+-- migration 0011's row triggers (before 0014; what the variants were compared with)
 BEGIN;
 DROP TRIGGER IF EXISTS analytics_instances_inserted ON workflow_instances;
 DROP TRIGGER IF EXISTS analytics_instances_updated ON workflow_instances;
