@@ -10,6 +10,11 @@ idempotency key and the engine drops a second result for the same attempt.
 Undecodable requests, and requests whose result cannot be published (refused by the broker as too large,
 not encodable), go to `workflow.dlq` with the original bytes and the reason and never stop the partition. A handler
 that raises reports `failed` (retryable): the engine's retry policy, not this loop, decides what next.
+
+The approval handler's consumer fetches in the trailing shape (ADR 22, `TRAILING_KINDS`): it reports no
+step result (an approval step waits for decisions or its timer, never for the notices), so a fetch that
+waits up to 50 ms for more requests while the stack is busy costs no step anything, and saves a fetch and a
+batch per approval. Every other kind's result is on its workflow's path and is fetched at the first byte.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from handlers.results import failed
 from handlers.settings import HandlerSettings
 from schemas import dlq
 from schemas.codec import Codec, DecodeError, EncodeError
-from schemas.consumers import POLL_MS, LongPoll, consumer_options
+from schemas.consumers import POLL_MS, TRAILING, FetchShape, LongPoll, consumer_options
 from schemas.errors import is_transient
 from schemas.process import wait_for_kafka
 
@@ -70,10 +75,20 @@ class OffsetTracker:
         return len(self._started)
 
 
+# the step kinds whose handler no step waits for (see the module's why)
+TRAILING_KINDS = frozenset({"approval"})
+
+
+def fetch_shape(kind: str) -> FetchShape | None:
+    """How a kind's consumer fetches while busy: TRAILING if no step waits for it, else at the first byte."""
+    return TRAILING if kind in TRAILING_KINDS else None
+
+
 class HandlerRuntime:
     def __init__(self, kind: str, handle: Handle, settings: HandlerSettings, *, codec: Codec | None = None,
                  producer: AIOKafkaProducer | None = None) -> None:
         self.kind = kind
+        self.shape = fetch_shape(kind)
         self.handle = handle
         self.settings = settings
         self.codec = codec or Codec.from_env()
@@ -129,13 +144,13 @@ class HandlerRuntime:
             bootstrap_servers=s.bootstrap_servers, group_id=self.group_id, enable_auto_commit=False,
             isolation_level="read_committed", auto_offset_reset="earliest", session_timeout_ms=s.session_timeout_ms,
             heartbeat_interval_ms=max(s.session_timeout_ms // 5, 500), max_poll_records=s.concurrency,
-            **consumer_options(),
+            **consumer_options(shape=self.shape),
         )
         consumer.subscribe([self.topic], listener=self._Listener(self))
         self.consumer = consumer
         await consumer.start()
         committer = asyncio.create_task(self._commit_periodically())
-        poll = LongPoll(consumer)
+        poll = LongPoll(consumer, shape=self.shape)
         log.info("handler %s consuming %s as %s (concurrency %d)", self.kind, self.topic, self.group_id,
                  s.concurrency)
         try:

@@ -139,3 +139,33 @@ async def test_a_request_whose_result_cannot_be_published_is_dead_lettered_and_t
         await asyncio.sleep(0.1)
     assert await committed(world, runtime.group_id) == 4
     await stop(runtime, task)
+
+
+async def test_the_approval_handler_fetches_in_the_trailing_shape_and_a_handler_a_step_waits_for_at_once(world):
+    """ADR 22: no step waits for the approval handler (it reports no result), so its busy fetch waits for
+    bytes; every other kind's result is on its workflow's path. Both still get their requests."""
+    from schemas.consumers import TRAILING
+
+    seen: dict[str, list[str]] = {"approval": [], "notification": []}
+
+    def handler_of(kind: str):
+        async def handle(request):
+            seen[kind].append(request.request_id)
+            return None
+        return handle
+
+    runtimes = {kind: HandlerRuntime(kind, handler_of(kind), handler_settings(world)) for kind in seen}
+    tasks = {kind: await run(runtime) for kind, runtime in runtimes.items()}
+    try:
+        requests = {kind: step_request(kind, {"n": 1}, instance_id=f"wfi_{kind}") for kind in seen}
+        for kind, request in requests.items():
+            await world.send_raw(topics.step_topic(kind), world.codec.encode(request), key=b"k")
+        await world.wait_until(lambda: all(seen[k] == [requests[k].request_id] for k in seen),
+                               message="each handler got its request")
+        shapes = {kind: (r.consumer._fetcher._fetch_min_bytes, r.consumer._fetcher._fetch_max_wait_ms)
+                  for kind, r in runtimes.items()}  # busy: each has just had a record
+        assert shapes["approval"] == (TRAILING.min_bytes, TRAILING.wait_ms)
+        assert shapes["notification"][0] == 1
+    finally:
+        for kind, runtime in runtimes.items():
+            await stop(runtime, tasks[kind])
