@@ -6,16 +6,19 @@ statement, each through a procurement-like life (eight batches: started, step 1 
 and decided, the transfer runs and ends). The backend's CPU (from /proc, the server must be on this host)
 over those statements, per workflow and per statement, is what the installed triggers and the writes cost.
 
-Compare trigger sets by installing one before each run (`psql "$DATABASE_URL" -f bench/rollup_variants/X.sql`,
-alternating, and `per_statement.sql`, what migration 0014 installs, again at the end): `row_0011` is what
-migration 0011 installed, `none` takes the triggers away (their cost, by difference), `fewer_statements` is
+Compare trigger sets by installing one before each run (`--install X`, alternating, and `per_statement`
+again at the end). The sets are read from where they live, never copied: `per_statement` is migration
+0014 as it is, `row_0011` the triggers section of migration 0011 (after its backfill), `none` takes every
+analytics trigger away (their cost, by difference; `bench/rollup_variants/none.sql`), `fewer_statements` is
 0011's with fewer statements per row (tried on branch `pgcpu`, not kept; docs/performance.md, "The analytics
-triggers and the approval handler's mail").
+triggers and the approval handler's mail"; `bench/rollup_variants/fewer_statements.sql`). Each set is
+installed over `none`, so whichever was there before is gone.
 `--folded` runs instead a statement that writes the rollups itself, as CTEs fed by its upserts' RETURNING and
-the rows they replace (read under the rows' locks first, as the projector's `current`), built from the
-per-statement variant's SQL: install `none.sql` first. Run it on a measurement stack only: its rows are
+the rows they replace (read under the rows' locks first, as the projector's `current`), built from
+migration 0014's SQL: install `none` first. Run it on a measurement stack only: its rows are
 written under the tenant `bench-rollups` and deleted after.
 
+    .venv/bin/python -m bench.rollup_trigger_bench --install row_0011
     .venv/bin/python -m bench.rollup_trigger_bench --per-batch 1 --workflows 300
 """
 
@@ -60,12 +63,37 @@ SELECT 1
 """
 
 VARIANTS = Path(__file__).resolve().parent / "rollup_variants"
+MIGRATIONS = Path(__file__).resolve().parent.parent / "store" / "migrations"
+PER_STATEMENT = MIGRATIONS / "0014_analytics_rollups_per_statement.sql"
+TRIGGERS_MARK = re.compile(r"^-- -+ triggers$", re.M)  # the line that opens migration 0011's triggers section
+
+
+def trigger_set(name: str) -> str:
+    """The SQL that installs trigger set `name` over none at all (see the module's why)."""
+    none = (VARIANTS / "none.sql").read_text()
+    if name == "none":
+        return none
+    if name == "per_statement":
+        return none + PER_STATEMENT.read_text()
+    if name == "row_0011":
+        parts = TRIGGERS_MARK.split((MIGRATIONS / "0011_analytics_rollups.sql").read_text())
+        assert len(parts) == 2, "migration 0011 no longer has one triggers section mark"
+        return none + "BEGIN;\n" + parts[1] + "\nCOMMIT;\n"
+    return none + (VARIANTS / f"{name}.sql").read_text()
+
+
+async def install(database_url: str, name: str) -> None:
+    connection = await asyncpg.connect(database_url)
+    try:
+        await connection.execute(trigger_set(name))
+    finally:
+        await connection.close()
 
 
 def folded_statement() -> str:
     """STATEMENT with the rollups as its own CTEs: the per-statement variant's instance and step templates,
     their CTEs prefixed (`i_`, `s_`) and fed by the upserts' RETURNING (new) and the rows read before (old)."""
-    sql = (VARIANTS / "per_statement.sql").read_text()
+    sql = PER_STATEMENT.read_text()
     instances, steps = re.findall(r"\$sql\$\nWITH\n(.*?)\nSELECT 1\$sql\$", sql, re.S)
 
     def part(template: str, prefix: str) -> str:
@@ -144,7 +172,12 @@ def main() -> None:
     parser.add_argument("--per-batch", type=int, default=1, help="workflows per statement")
     parser.add_argument("--workflows", type=int, default=300)
     parser.add_argument("--folded", action="store_true", help="the rollups as CTEs of the statement itself")
+    parser.add_argument("--install", choices=["row_0011", "per_statement", "none", "fewer_statements"],
+                        help="install this trigger set and exit")
     args = parser.parse_args()
+    if args.install:
+        asyncio.run(install(env("DATABASE_URL"), args.install))
+        return
     asyncio.run(run(env("DATABASE_URL"), args.per_batch, args.workflows,
                     folded_statement() if args.folded else STATEMENT))
 

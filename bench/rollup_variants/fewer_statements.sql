@@ -1,16 +1,5 @@
--- 0011's row triggers with fewer statements per row (tried on branch pgcpu, not kept; docs/performance.md)
+-- 0011's row triggers with fewer statements per row (installed over none.sql by `bench/rollup_trigger_bench.py --install`; tried on branch pgcpu, not kept; docs/performance.md)
 BEGIN;
-DROP TRIGGER IF EXISTS analytics_instance_written ON workflow_instances;
-DROP TRIGGER IF EXISTS analytics_instance_updated ON workflow_instances;
-DROP TRIGGER IF EXISTS analytics_step_written ON workflow_step_executions;
-DROP TRIGGER IF EXISTS analytics_step_updated ON workflow_step_executions;
-DROP TRIGGER IF EXISTS analytics_steps_inserted ON workflow_step_executions;
-DROP TRIGGER IF EXISTS analytics_steps_updated ON workflow_step_executions;
-DROP TRIGGER IF EXISTS analytics_steps_deleted ON workflow_step_executions;
-DROP TRIGGER IF EXISTS analytics_instances_inserted ON workflow_instances;
-DROP TRIGGER IF EXISTS analytics_instances_updated ON workflow_instances;
-DROP TRIGGER IF EXISTS analytics_instances_deleted ON workflow_instances;
-DROP TRIGGER IF EXISTS analytics_step_owner ON workflow_step_executions;
 DROP TRIGGER IF EXISTS analytics_instance_written ON workflow_instances;
 CREATE TRIGGER analytics_instance_written AFTER INSERT OR DELETE ON workflow_instances
     FOR EACH ROW EXECUTE FUNCTION analytics_instance_changed();

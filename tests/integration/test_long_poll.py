@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from schemas.consumers import TRAILING, FetchShape, LongPoll, consumer_options
@@ -43,9 +44,13 @@ async def _first_batch(poll: LongPoll) -> tuple[list, float]:
     return [], time.monotonic() - began
 
 
-async def test_an_idle_consumer_gets_a_plain_record_at_once_and_fetches_busy_again(kafka_bootstrap, new_topic):
+@pytest.mark.parametrize("shape", [None, TRAILING], ids=["on-path", "trailing"])
+async def test_an_idle_consumer_gets_a_plain_record_at_once_and_fetches_busy_again(kafka_bootstrap, new_topic,
+                                                                                   shape):
+    """Trailing too (ADR 22, the projector's shape): idle, its held fetch is answered at the first byte like
+    any other; busy again, its fetch waits at the broker for its bytes or its shape's wait."""
     topic = await new_topic("plain", partitions=3)
-    consumer, poll = await _idle_consumer(kafka_bootstrap, topic)
+    consumer, poll = await _idle_consumer(kafka_bootstrap, topic, shape=shape)
     producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, enable_idempotence=True)
     await producer.start()
     try:
@@ -54,7 +59,9 @@ async def test_an_idle_consumer_gets_a_plain_record_at_once_and_fetches_busy_aga
         assert [r.value for r in records] == [b"first after idle"]
         assert waited < HELD_MS / 2000, f"the record waited {waited:.1f} s: the held fetch was not answered"
         assert not poll.idle
-        assert consumer._fetcher._fetch_max_wait_ms == poll.busy_ms
+        busy = shape or FetchShape(1, poll.busy_ms)
+        assert (consumer._fetcher._fetch_min_bytes, consumer._fetcher._fetch_max_wait_ms) == (
+            busy.min_bytes, busy.wait_ms)
     finally:
         await producer.stop()
         await consumer.stop()
@@ -111,27 +118,6 @@ async def test_a_consumer_with_a_paused_partition_never_holds_its_fetches_and_a_
         while not poll.idle:  # nothing paused, nothing arriving: now it turns idle
             assert time.monotonic() < deadline, "the consumer never turned idle once nothing was paused"
             assert not await poll.getmany(timeout_ms=200)
-    finally:
-        await producer.stop()
-        await consumer.stop()
-
-
-async def test_a_trailing_consumer_gets_the_first_record_after_idle_at_once_and_then_fetches_in_batches(
-        kafka_bootstrap, new_topic):
-    """The projector's shape (schemas/consumers.py, TRAILING): idle, its held fetch is answered at the first
-    byte like any other; busy, its fetch waits at the broker for 64 KiB or the shape's wait."""
-    topic = await new_topic("trailing", partitions=2)
-    consumer, poll = await _idle_consumer(kafka_bootstrap, topic, shape=TRAILING)
-    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, enable_idempotence=True)
-    await producer.start()
-    try:
-        await producer.send_and_wait(topic, b"first after idle", key=b"k")
-        records, waited = await _first_batch(poll)
-        assert [r.value for r in records] == [b"first after idle"]
-        assert waited < HELD_MS / 2000, f"the record waited {waited:.1f} s: the held fetch was not answered"
-        assert not poll.idle
-        assert (consumer._fetcher._fetch_min_bytes, consumer._fetcher._fetch_max_wait_ms) == (
-            TRAILING.min_bytes, TRAILING.wait_ms)
     finally:
         await producer.stop()
         await consumer.stop()
