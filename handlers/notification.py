@@ -159,7 +159,8 @@ class SmtpEmailSender:
     reuses the kept connections instead of opening one per message beyond them and closing it right after:
     at the instrument's procurement load a quarter of the messages paid a whole session that way, and each
     new session also asked the resolver for the local host's name (aiosmtplib's EHLO default, on a thread).
-    That name is now asked once per sender (docs/performance.md, "The approval handler's mail sessions").
+    That name is now asked once per sender (docs/performance.md, "The analytics triggers and the approval
+    handler's mail").
     """
 
     def __init__(self, *, host: str, port: int, sender: str, user: str = "", password: str = "",
