@@ -118,3 +118,59 @@ def matches(template: Template, topic: str, data: Mapping[str, Any]) -> bool:
 
 def matching_templates(templates: Iterable[Template], topic: str, data: Mapping[str, Any]) -> list[Template]:
     return [t for t in templates if matches(t, topic, data)]
+
+
+class TriggerIndex:
+    """`matching_templates` for many templates: the same answer, in the same order, without testing every
+    template against every event.
+
+    Why: the matcher tested each event against every ACTIVE template (issue 15: with 83 templates of one
+    tenant on one topic, a fifth of the engine's CPU), and a payment platform keeps far more. Templates are
+    grouped by tenant and topic (an event only ever matches its own tenant's templates on its own topic),
+    and within a group by one condition that pins a field to a text (`{"field": "metadata.type", "op":
+    "eq", "value": "payroll"}`, how templates on one topic tell their events apart): such a template can
+    match only an event whose field holds exactly that text, since `eq` with a text that is not a number
+    holds for an equal text and for nothing else (no number, bool, list or map equals a text). Every
+    candidate is then tested in full by `matches`, so the index only ever leaves out a template that could
+    not match. Built once per catalog change; pure.
+    """
+
+    def __init__(self, templates: Iterable[Template]) -> None:
+        self.templates = list(templates)
+        # (tenant, topic) -> (positions of templates without a pinned field, {field: {text: positions}})
+        self._groups: dict[tuple[str, str], tuple[list[int], dict[str, dict[str, list[int]]]]] = {}
+        for position, template in enumerate(self.templates):
+            if template.status is not WorkflowStatus.ACTIVE or not template.tenant_id or \
+                    template.trigger_type not in (TriggerType.EVENT, TriggerType.THRESHOLD):
+                continue  # `matches` is False for it whatever the event
+            config = template.trigger_config
+            unpinned, pinned = self._groups.setdefault(
+                (template.tenant_id, config.get("topic", DEFAULT_TRIGGER_TOPIC)), ([], {}))
+            pin = _pinned_text(config.get("conditions", []))
+            if pin is None:
+                unpinned.append(position)
+            else:
+                pinned.setdefault(pin[0], {}).setdefault(pin[1], []).append(position)
+
+    def matching(self, topic: str, data: Mapping[str, Any]) -> list[Template]:
+        tenant = data.get("tenant_id")
+        group = self._groups.get((tenant, topic)) if isinstance(tenant, str) else None  # tenants are texts
+        if group is None:
+            return []
+        unpinned, pinned = group
+        positions = list(unpinned)
+        for field, by_text in pinned.items():
+            actual = lookup(data, tuple(field.split(".")))
+            if isinstance(actual, str):
+                positions.extend(by_text.get(actual, ()))
+        return [self.templates[p] for p in sorted(positions) if matches(self.templates[p], topic, data)]
+
+
+def _pinned_text(conditions: Any) -> tuple[str, str] | None:
+    """The first condition that pins a field to a text that is not a number (see `TriggerIndex`), or None."""
+    for condition in conditions if isinstance(conditions, list) else ():
+        if isinstance(condition, Mapping) and condition.get("op") == "eq":
+            value = condition.get("value")
+            if isinstance(value, str) and _number(value) is None:
+                return str(condition["field"]), value
+    return None

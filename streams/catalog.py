@@ -18,6 +18,7 @@ from collections.abc import Callable
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from core.template import CompiledTemplate, Template, compile_template, parse_template
+from core.triggers import TriggerIndex
 from core.types import WorkflowStatus
 from core.validation import validate_template
 from schemas.compacted import read_to_end
@@ -41,6 +42,7 @@ class TemplateCatalog:
         self.decode = decode
         self.versions: dict[tuple[str, int], CompiledTemplate] = {}
         self.latest: dict[str, int] = {}
+        self._index: TriggerIndex | None = None  # of `active()`, built when asked after each change
         self._consumer: AIOKafkaConsumer | None = None
         # asks only for end offsets: on the fetching consumer's connection a ListOffsets request waits behind
         # the fetch long-poll in flight (up to fetch.max.wait.ms, 500 ms), which made every check cost that
@@ -62,6 +64,12 @@ class TemplateCatalog:
                 found.append(compiled.template)
         return found
 
+    def index(self) -> TriggerIndex:
+        """`active()` indexed for matching (core.triggers.TriggerIndex), built once per catalog change."""
+        if self._index is None:
+            self._index = TriggerIndex(self.active())
+        return self._index
+
     def add(self, record) -> None:
         """Compile one TemplateRecord; an invalid one is logged and skipped (the gateway validates first)."""
         problems = validate_template(record.document)
@@ -72,6 +80,7 @@ class TemplateCatalog:
         template = parse_template(record.document, template_id=record.template_id, version=record.version,
                                   tenant_id=record.tenant_id, status=WorkflowStatus(record.status))
         self.versions[(record.template_id, record.version)] = compile_template(template)
+        self._index = None
         if record.version >= self.latest.get(record.template_id, 0):
             self.latest[record.template_id] = record.version
 

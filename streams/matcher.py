@@ -32,7 +32,7 @@ from iso4217 import Currency
 from core.actors import SYSTEM
 from core.commands import StartInstance
 from core.template import Template
-from core.triggers import instance_id_for, instance_id_on, matching_templates, start_command_id
+from core.triggers import TriggerIndex, instance_id_for, instance_id_on, start_command_id
 from core.types import TriggerType
 from schemas.codec import Codec, DecodeError
 from schemas.records import DomainEvent, TransferEvent
@@ -277,15 +277,15 @@ class TriggerMatcher:
     async def revoked(self, partitions: set[int]) -> None:
         pass
 
-    async def templates(self, ends: asyncio.Future | None = None) -> list[Template]:
+    async def templates(self, ends: asyncio.Future | None = None) -> TriggerIndex:
         """The ACTIVE templates an event may start, after the catalog check: every template version the API
         has answered for before the events about to be matched were produced is known after this
         (docs/adr/0007-a-template-matches-from-the-moment-the-api-answered.md). `ends`: a check begun
         (`TemplateCatalog.check_ahead`) after those events were fetched."""
         await self.catalog.catch_up(ends)
-        return self.catalog.active()
+        return self.catalog.index()
 
-    def match(self, record, templates: list[Template], *, partition: int | None = None) -> Matched:
+    def match(self, record, templates: TriggerIndex, *, partition: int | None = None) -> Matched:
         """The instances one trigger-topic record starts (its dead letter if it is invalid or the match
         fails). With `partition`, each instance id lands on that partition of `workflow.commands` (the
         record's own: the processor decides the start where the event was consumed); without, it is
@@ -298,13 +298,12 @@ class TriggerMatcher:
         except (InvalidInput, ValueError, TypeError, ArithmeticError) as exc:
             return Matched(dead_letter=dead_letter(self.codec, self.settings.dlq_topic, record, str(exc),
                                                    "invalid_input", "matcher"))
-        trigger["tenant_id"] = tenant_id
-        own = [t for t in templates if t.tenant_id == tenant_id]  # never another tenant's templates
+        trigger["tenant_id"] = tenant_id  # only this tenant's templates can match (core.triggers.matches)
         try:
             return Matched(starts=[
                 self.start_command(template, trigger, f"event:{topic}:{event.event_id}", tenant_id=tenant_id,
                                    partition=partition)
-                for template in matching_templates(own, topic, trigger)])
+                for template in templates.matching(topic, trigger)])
         except Exception as exc:  # never let one event stop the partition
             log.exception("matching event %s failed", event.event_id)
             return Matched(dead_letter=dead_letter(self.codec, self.settings.dlq_topic, record,

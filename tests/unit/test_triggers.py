@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from core import commands as cmd
 from core.builtin import builtin_template
 from core.decide import decide
 from core.template import parse_template
-from core.triggers import condition_holds, instance_id_for, matches, matching_templates, start_command_id
-from core.types import WorkflowStatus
+from core.triggers import (
+    TriggerIndex,
+    condition_holds,
+    instance_id_for,
+    matches,
+    matching_templates,
+    start_command_id,
+)
+from core.types import TriggerType, WorkflowStatus
 from tests.unit.harness import T0, compiled_builtin
 
 DATA = {"amount": 1500, "currency": "USD", "flag": True, "metadata": {"type": "procurement", "count": "3"},
@@ -112,3 +123,63 @@ def test_a_redelivered_event_maps_to_the_same_instance_and_is_rejected_as_a_dupl
     assert again.rejected
     assert again.events[0].reason == f"Command start:{instance_id} was already applied"
     assert again.effects == []
+
+
+# ------------------------------------------------------------------------------------- the trigger index
+
+_VALUES = st.one_of(st.sampled_from(["payroll", "procurement", "100", "1e2", "nan", "inf", "", "USD", "Payroll"]),
+                    st.sampled_from([100, 100.0, 0, 1, True, False, None, float("nan")]),
+                    st.just(["payroll"]), st.just({"type": "payroll"}))
+_FIELDS = st.sampled_from(["metadata.type", "currency", "amount", "ref", "metadata.count"])
+_CONDITION = st.one_of(  # what template validation accepts (core/validation.py: `in` needs a list)
+    st.fixed_dictionaries({"field": _FIELDS, "op": st.sampled_from(["eq", "eq", "ne", "gt"]), "value": _VALUES}),
+    st.fixed_dictionaries({"field": _FIELDS, "op": st.just("in"), "value": st.lists(_VALUES, max_size=2)}))
+_CONDITIONS = st.lists(_CONDITION, max_size=3)
+
+
+@st.composite
+def _templates(draw):
+    base = template("procurement_approval")
+    found = []
+    for n in range(draw(st.integers(0, 12))):
+        config = {"conditions": draw(_CONDITIONS)}
+        if draw(st.booleans()):
+            config["topic"] = draw(st.sampled_from(["payments.transfers", "other.topic"]))
+        if draw(st.booleans()):
+            config["event_types"] = draw(st.lists(st.sampled_from(["transfer.created", "transfer.done"]),
+                                                  min_size=1, max_size=2))
+        kind = draw(st.sampled_from([TriggerType.EVENT, TriggerType.EVENT, TriggerType.THRESHOLD,
+                                     TriggerType.MANUAL]))
+        if kind is TriggerType.THRESHOLD:
+            config |= {"field": "amount", "op": draw(st.sampled_from(["gt", "eq"])), "value": draw(_VALUES)}
+        found.append(dataclasses.replace(
+            base, template_id=f"tpl_{n}", trigger_type=kind, trigger_config=config,
+            tenant_id=draw(st.sampled_from(["t_acme", "t_acme", "t_other", ""])),
+            status=draw(st.sampled_from([WorkflowStatus.ACTIVE, WorkflowStatus.ACTIVE, WorkflowStatus.PAUSED]))))
+    return found
+
+
+_EVENTS = st.fixed_dictionaries(
+    {"tenant_id": st.sampled_from(["t_acme", "t_other", "", None, 7]), "amount": _VALUES, "currency": _VALUES,
+     "ref": _VALUES, "event_type": st.sampled_from(["transfer.created", "transfer.done", None]),
+     "metadata": st.one_of(st.fixed_dictionaries({"type": _VALUES, "count": _VALUES}), _VALUES)})
+
+
+@settings(max_examples=600, deadline=None)
+@given(templates=_templates(), data=_EVENTS, topic=st.sampled_from(["payments.transfers", "other.topic"]))
+def test_the_trigger_index_matches_exactly_what_testing_every_template_matches(templates, data, topic):
+    """TriggerIndex only leaves out templates that cannot match: same templates, same order, for any mix of
+    tenants, topics, statuses, trigger types and conditions, and events whose fields are texts that look
+    like numbers, numbers, bools, NaN, lists or maps."""
+    assert TriggerIndex(templates).matching(topic, data) == matching_templates(templates, topic, data)
+
+
+def test_the_trigger_index_tests_only_the_templates_pinned_to_the_events_text():
+    base = template("procurement_approval")
+    templates = [dataclasses.replace(base, template_id=f"tpl_{n}", trigger_config={
+        "conditions": [{"field": "metadata.type", "op": "eq", "value": f"kind-{n}"}]}) for n in range(200)]
+    index = TriggerIndex(templates)
+    group = index._groups[("t_acme", "payments.transfers")]
+    assert group[0] == [] and len(group[1]["metadata.type"]) == 200
+    event = {"tenant_id": "t_acme", "metadata": {"type": "kind-42"}}
+    assert [t.template_id for t in index.matching("payments.transfers", event)] == ["tpl_42"]
