@@ -137,8 +137,8 @@ class TriggerIndex:
 
     def __init__(self, templates: Iterable[Template]) -> None:
         self.templates = list(templates)
-        # (tenant, topic) -> (positions of templates without a pinned field, {field: {text: positions}})
-        self._groups: dict[tuple[str, str], tuple[list[int], dict[str, dict[str, list[int]]]]] = {}
+        # (tenant, topic) -> (positions of templates without a pinned field, {field path: {text: positions}})
+        self._groups: dict[tuple[str, str], tuple[list[int], dict[tuple[str, ...], dict[str, list[int]]]]] = {}
         for position, template in enumerate(self.templates):
             if template.status is not WorkflowStatus.ACTIVE or not template.tenant_id or \
                     template.trigger_type not in (TriggerType.EVENT, TriggerType.THRESHOLD):
@@ -159,18 +159,19 @@ class TriggerIndex:
             return []
         unpinned, pinned = group
         positions = list(unpinned)
-        for field, by_text in pinned.items():
-            actual = lookup(data, tuple(field.split(".")))
+        for path, by_text in pinned.items():
+            actual = lookup(data, path)
             if isinstance(actual, str):
                 positions.extend(by_text.get(actual, ()))
         return [self.templates[p] for p in sorted(positions) if matches(self.templates[p], topic, data)]
 
 
-def _pinned_text(conditions: Any) -> tuple[str, str] | None:
-    """The first condition that pins a field to a text that is not a number (see `TriggerIndex`), or None."""
+def _pinned_text(conditions: Any) -> tuple[tuple[str, ...], str] | None:
+    """The first condition that pins a field (its path, as `condition_holds` reads it) to a text that is not
+    a number (see `TriggerIndex`), or None."""
     for condition in conditions if isinstance(conditions, list) else ():
         if isinstance(condition, Mapping) and condition.get("op") == "eq":
             value = condition.get("value")
             if isinstance(value, str) and _number(value) is None:
-                return str(condition["field"]), value
+                return tuple(str(condition["field"]).split(".")), value
     return None

@@ -37,7 +37,7 @@ from handlers.results import failed
 from handlers.settings import HandlerSettings
 from schemas import dlq
 from schemas.codec import Codec, DecodeError, EncodeError
-from schemas.consumers import POLL_MS, TRAILING, FetchShape, LongPoll, consumer_options
+from schemas.consumers import AT_ONCE, POLL_MS, TRAILING, FetchShape, LongPoll, consumer_options
 from schemas.errors import is_transient
 from schemas.process import wait_for_kafka
 
@@ -79,9 +79,9 @@ class OffsetTracker:
 TRAILING_KINDS = frozenset({"approval"})
 
 
-def fetch_shape(kind: str) -> FetchShape | None:
+def fetch_shape(kind: str) -> FetchShape:
     """How a kind's consumer fetches while busy: TRAILING if no step waits for it, else at the first byte."""
-    return TRAILING if kind in TRAILING_KINDS else None
+    return TRAILING if kind in TRAILING_KINDS else AT_ONCE
 
 
 class HandlerRuntime:

@@ -65,19 +65,18 @@ class FetchShape:
     wait_ms: int
 
 
-# trailing the workflow (the read model): a few dozen transactions a fetch while busy; see the module's why
+# on a workflow's path: answered at the first byte, an empty fetch held the busy wait
+AT_ONCE = FetchShape(min_bytes=1, wait_ms=BUSY_FETCH_WAIT_MS)
+# trailing the workflow (the read model): several transactions a fetch while busy; see the module's why
 TRAILING_WAIT_MS = 50
 TRAILING = FetchShape(min_bytes=64 * 1024, wait_ms=TRAILING_WAIT_MS)
 
 
-def consumer_options(*, busy_fetch_wait_ms: int = BUSY_FETCH_WAIT_MS,
-                     shape: FetchShape | None = None) -> dict[str, Any]:
+def consumer_options(*, shape: FetchShape = AT_ONCE) -> dict[str, Any]:
     """The AIOKafkaConsumer keyword arguments every long-lived consumer shares (see the module's why).
 
-    `shape` is the busy fetch (when not given: answered at the first byte, an empty one held
-    `busy_fetch_wait_ms`); pass the same shape to the consumer's `LongPoll`.
+    `shape` is its busy fetch; pass the same shape to the consumer's `LongPoll`.
     """
-    shape = shape or FetchShape(1, busy_fetch_wait_ms)
     return {"fetch_min_bytes": shape.min_bytes, "fetch_max_wait_ms": shape.wait_ms,
             "consumer_timeout_ms": FETCHER_WAKE_MS}
 
@@ -92,16 +91,18 @@ class LongPoll:
     out of the held fetch, and once resumed it would wait for that fetch to end).
     """
 
-    def __init__(self, consumer: AIOKafkaConsumer, *, busy_ms: int = BUSY_FETCH_WAIT_MS,
-                 idle_ms: int = IDLE_FETCH_WAIT_MS, idle_after: float = IDLE_AFTER_SECONDS,
-                 shape: FetchShape | None = None) -> None:
+    def __init__(self, consumer: AIOKafkaConsumer, *, shape: FetchShape = AT_ONCE,
+                 idle_ms: int = IDLE_FETCH_WAIT_MS, idle_after: float = IDLE_AFTER_SECONDS) -> None:
         self.consumer = consumer
-        self.busy = shape or FetchShape(1, busy_ms)
-        self.busy_ms = self.busy.wait_ms
+        self.busy = shape
         self.idle_ms = idle_ms
         self.idle_after = idle_after
         self._last_records = time.monotonic()
         self.idle = False
+
+    @property
+    def busy_ms(self) -> int:
+        return self.busy.wait_ms
 
     async def getmany(self, *partitions, timeout_ms: int = POLL_MS, max_records: int | None = None):
         batches = await self.consumer.getmany(*partitions, timeout_ms=timeout_ms, max_records=max_records)

@@ -31,7 +31,7 @@ from aiokafka.errors import KafkaError, ProducerFenced
 from aiokafka.partitioner import DefaultPartitioner, murmur2
 from aiokafka.producer.transaction_manager import TransactionState
 
-from schemas.consumers import LongPoll, consumer_options
+from schemas.consumers import FetchShape, LongPoll, consumer_options
 from schemas.errors import is_transient
 from streams import metrics
 
@@ -418,6 +418,7 @@ class TransactionalWorker:
         last transaction and commits it as the next one. Lanes run concurrently, so a slow commit on one
         partition never delays another, and records that arrive while a lane commits form its next batch.
         """
+        busy = FetchShape(min_bytes=1, wait_ms=self.fetch_wait_ms)  # on every workflow's path
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap_servers,
             group_id=self.group_id,
@@ -429,7 +430,7 @@ class TransactionalWorker:
             # long poll: the broker answers a fetch as soon as one byte is there (fetch_min_bytes=1), and
             # holds an empty one this long instead of the client asking again every few milliseconds;
             # longer once the worker is idle (schemas/consumers.py says why only then)
-            **consumer_options(busy_fetch_wait_ms=self.fetch_wait_ms),
+            **consumer_options(shape=busy),
             # how soon a dead worker's partitions move: the broker's floor is group.min.session.timeout.ms
             session_timeout_ms=self.session_timeout_ms,
             heartbeat_interval_ms=max(self.session_timeout_ms // 4, 500),
@@ -439,7 +440,7 @@ class TransactionalWorker:
         await consumer.start()
         group_commits = (asyncio.create_task(self._commit_group_every(), name=f"{self.role}-group-offsets")
                          if self.offsets_in_changelog else None)
-        poll = LongPoll(consumer, busy_ms=self.fetch_wait_ms)
+        poll = LongPoll(consumer, shape=busy)
         fetched = getattr(self.logic, "fetched", None)
         try:
             while not self._stopping.is_set():

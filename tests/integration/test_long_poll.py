@@ -13,7 +13,7 @@ import time
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from schemas.consumers import TRAILING, FetchShape, LongPoll, consumer_options
+from schemas.consumers import AT_ONCE, TRAILING, FetchShape, LongPoll, consumer_options
 
 HELD_MS = 60_000  # the idle fetch wait in these tests: a record must not wait for its end
 
@@ -22,9 +22,9 @@ async def _idle_consumer(bootstrap: str, topic: str,
                          shape: FetchShape | None = None) -> tuple[AIOKafkaConsumer, LongPoll]:
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
                                 isolation_level="read_committed", auto_offset_reset="earliest",
-                                request_timeout_ms=HELD_MS + 30_000, **consumer_options(shape=shape))
+                                request_timeout_ms=HELD_MS + 30_000, **consumer_options(shape=shape or AT_ONCE))
     await consumer.start()
-    poll = LongPoll(consumer, idle_ms=HELD_MS, idle_after=0.5, shape=shape)
+    poll = LongPoll(consumer, idle_ms=HELD_MS, idle_after=0.5, shape=shape or AT_ONCE)
     deadline = time.monotonic() + 30
     while not poll.idle:  # nothing on the topic: it turns idle, and its next fetches are held a minute
         assert time.monotonic() < deadline, "the consumer never turned idle"
@@ -127,11 +127,11 @@ async def _batches_of_spaced_records(bootstrap: str, topic: str, shape: FetchSha
     """Sizes of the batches a busy consumer of `shape` returns for five records sent 100 ms apart."""
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
                                 isolation_level="read_committed", auto_offset_reset="earliest",
-                                **consumer_options(shape=shape))
+                                **consumer_options(shape=shape or AT_ONCE))
     await consumer.start()
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True)
     await producer.start()
-    poll = LongPoll(consumer, idle_after=60, shape=shape)  # busy throughout
+    poll = LongPoll(consumer, idle_after=60, shape=shape or AT_ONCE)  # busy throughout
 
     async def send() -> None:
         for i in range(5):
