@@ -11,7 +11,8 @@ again at the end). The sets are read from where they live, never copied: `per_st
 0014 as it is, `row_0011` the triggers section of migration 0011 (after its backfill), `none` takes every
 analytics trigger away (their cost, by difference; `bench/rollup_variants/none.sql`), `fewer_statements` is
 0011's with fewer statements per row (tried on branch `pgcpu`, not kept; docs/performance.md, "The analytics
-triggers and the approval handler's mail"; `bench/rollup_variants/fewer_statements.sql`). Each set is
+triggers and the approval handler's mail"; `bench/rollup_variants/fewer_statements.sql`, its function bodies
+over 0011's triggers). Each set is
 installed over `none`, so whichever was there before is gone.
 `--folded` runs instead a statement that writes the rollups itself, as CTEs fed by its upserts' RETURNING and
 the rows they replace (read under the rows' locks first, as the projector's `current`), built from
@@ -79,7 +80,8 @@ def trigger_set(name: str) -> str:
         parts = TRIGGERS_MARK.split((MIGRATIONS / "0011_analytics_rollups.sql").read_text())
         assert len(parts) == 2, "migration 0011 no longer has one triggers section mark"
         return none + "BEGIN;\n" + parts[1] + "\nCOMMIT;\n"
-    return none + (VARIANTS / f"{name}.sql").read_text()
+    # a variant of 0011's (fewer_statements): its own function bodies over 0011's triggers, which call them
+    return trigger_set("row_0011") + (VARIANTS / f"{name}.sql").read_text()
 
 
 async def install(database_url: str, name: str) -> None:

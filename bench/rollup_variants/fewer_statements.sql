@@ -1,4 +1,4 @@
--- 0011's row triggers with fewer statements per row (installed over none.sql by `bench/rollup_trigger_bench.py --install`; tried on branch pgcpu, not kept; docs/performance.md)
+-- 0011's row triggers with fewer statements per row (its functions and owner trigger, installed over 0011's triggers by `bench/rollup_trigger_bench.py --install`; tried on branch pgcpu, not kept; docs/performance.md)
 BEGIN;
 CREATE OR REPLACE FUNCTION analytics_instance_changed() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
@@ -106,24 +106,4 @@ DROP TRIGGER IF EXISTS analytics_step_owner ON workflow_step_executions;
 CREATE TRIGGER analytics_step_owner BEFORE INSERT OR UPDATE ON workflow_step_executions FOR EACH ROW
     WHEN (NEW.tenant_id IS NULL OR NEW.template_id IS NULL OR NEW.instance_created_at IS NULL)
     EXECUTE FUNCTION analytics_step_owner();
--- the triggers, once their functions exist (migration 0014 drops 0011's functions)
-DROP TRIGGER IF EXISTS analytics_instance_written ON workflow_instances;
-CREATE TRIGGER analytics_instance_written AFTER INSERT OR DELETE ON workflow_instances
-    FOR EACH ROW EXECUTE FUNCTION analytics_instance_changed();
-DROP TRIGGER IF EXISTS analytics_instance_updated ON workflow_instances;
-CREATE TRIGGER analytics_instance_updated AFTER UPDATE ON workflow_instances FOR EACH ROW
-    WHEN (OLD.status IS DISTINCT FROM NEW.status OR OLD.completed_at IS DISTINCT FROM NEW.completed_at
-          OR OLD.created_at IS DISTINCT FROM NEW.created_at OR OLD.tenant_id IS DISTINCT FROM NEW.tenant_id
-          OR OLD.template_id IS DISTINCT FROM NEW.template_id)
-    EXECUTE FUNCTION analytics_instance_changed();
-DROP TRIGGER IF EXISTS analytics_step_written ON workflow_step_executions;
-CREATE TRIGGER analytics_step_written AFTER INSERT OR DELETE ON workflow_step_executions
-    FOR EACH ROW EXECUTE FUNCTION analytics_step_changed();
-DROP TRIGGER IF EXISTS analytics_step_updated ON workflow_step_executions;
-CREATE TRIGGER analytics_step_updated AFTER UPDATE ON workflow_step_executions FOR EACH ROW
-    WHEN (OLD.started_at IS DISTINCT FROM NEW.started_at OR OLD.ended_at IS DISTINCT FROM NEW.ended_at
-          OR OLD.status IS DISTINCT FROM NEW.status OR OLD.type IS DISTINCT FROM NEW.type
-          OR OLD.name IS DISTINCT FROM NEW.name OR OLD.approved_by IS DISTINCT FROM NEW.approved_by
-          OR OLD.tenant_id IS DISTINCT FROM NEW.tenant_id)
-    EXECUTE FUNCTION analytics_step_changed();
 COMMIT;
