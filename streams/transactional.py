@@ -29,6 +29,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import KafkaError, ProducerFenced
 from aiokafka.partitioner import DefaultPartitioner, murmur2
+from aiokafka.producer import sender as aiokafka_sender
 from aiokafka.producer.transaction_manager import TransactionState
 
 from schemas.consumers import FetchShape, LongPoll, consumer_options
@@ -36,6 +37,20 @@ from schemas.errors import is_transient
 from streams import metrics
 
 log = logging.getLogger(__name__)
+
+# How long a transaction's first AddPartitionsToTxn waits before it is sent again after CONCURRENT_TRANSACTIONS
+# (the coordinator has answered the previous EndTxn but not yet written its markers). aiokafka waits a fixed
+# 20 ms there (`sender.BACKOFF_OVERRIDE`) whatever `retry_backoff_ms` says; Kafka's Java producer waits the
+# shorter of 20 ms and its `retry.backoff.ms`. A busy lane begins its next transaction right after a commit,
+# and at 16 workflows in flight over 2 partitions a fifth of the engine's transactions hit that window: 20 ms
+# each, on a hop whose p50 is 10 ms (issue 15, docs/performance.md "CONCURRENT_TRANSACTIONS"). The markers
+# take 1-3 ms, so the request is sent again after 2 ms. The value is process-wide: every producer here that
+# begins transactions is an engine lane's.
+FIRST_ADD_PARTITIONS_RETRY_S = 0.002
+if not hasattr(aiokafka_sender, "BACKOFF_OVERRIDE"):  # pragma: no cover - tests/unit/test_txn_backoff.py
+    raise ImportError("aiokafka.producer.sender.BACKOFF_OVERRIDE is gone: re-check the first AddPartitionsToTxn's "
+                      "retry (streams/transactional.py, FIRST_ADD_PARTITIONS_RETRY_S)")
+aiokafka_sender.BACKOFF_OVERRIDE = FIRST_ADD_PARTITIONS_RETRY_S
 
 
 @functools.lru_cache(maxsize=16_384)
@@ -380,11 +395,9 @@ class TransactionalWorker:
             linger_ms=self.linger_ms,
             max_batch_size=256 * 1024,
             # a transaction begun right after the previous commit gets CONCURRENT_TRANSACTIONS until the
-            # markers are written; retrying after 100 ms (the default) would dominate step latency. (aiokafka
-            # 0.14 waits a fixed 20 ms instead when it is the transaction's first AddPartitionsToTxn, the usual
-            # case. Measured, issue 15: 0.11-0.26 retries per processor transaction with the offsets sent to
-            # the group, 0-0.02 with them in the changelog, ADR 13: the commit no longer waits for a marker on
-            # `__consumer_offsets`. So that 20 ms is left alone.)
+            # markers are written; retrying after 100 ms (the default) would dominate step latency. (The
+            # transaction's first AddPartitionsToTxn, the usual case, waits FIRST_ADD_PARTITIONS_RETRY_S
+            # instead: see there.)
             retry_backoff_ms=5,
         )
 
