@@ -29,3 +29,6 @@ REVOCATIONS = Counter("flowline_engine_revocations_total", "Partitions revoked f
                       ["role"])
 LOOP_LAG = Histogram("flowline_engine_loop_lag_seconds", "How late the event loop woke up (heartbeats share it)",
                      buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+TXN_BUSY_REFUSALS = Counter("flowline_engine_txn_busy_refusals_total",
+                            "First AddPartitionsToTxn of a transaction refused with CONCURRENT_TRANSACTIONS (the "
+                            "previous commit's markers not yet written); each is sent again after a short wait")

@@ -63,6 +63,7 @@ def _add_partitions_answer(handler, response):
     if backoff == FIRST_ADD_PARTITIONS_RETRY_S:
         refusals = getattr(txn, "_flowline_refusals", 0)
         txn._flowline_refusals = refusals + 1
+        metrics.TXN_BUSY_REFUSALS.inc()
         return min(FIRST_ADD_PARTITIONS_RETRY_S * 2 ** refusals, FIRST_ADD_PARTITIONS_RETRY_MAX_S)
     txn._flowline_refusals = 0
     return backoff

@@ -14,6 +14,7 @@ from aiokafka.errors import ConcurrentTransactions, NoError
 from aiokafka.producer.sender import AddPartitionsToTxnHandler
 from aiokafka.structs import TopicPartition
 
+from streams import metrics
 from streams.transactional import FIRST_ADD_PARTITIONS_RETRY_MAX_S, FIRST_ADD_PARTITIONS_RETRY_S
 
 RETRY_BACKOFF_S = 0.005  # the engine producers' retry_backoff_ms
@@ -41,8 +42,10 @@ def test_a_transactions_first_add_partitions_is_retried_after_the_short_wait():
 
 def test_refusals_in_a_row_double_the_wait_up_to_aiokafkas_own():
     txn = _txn()
+    counted = metrics.TXN_BUSY_REFUSALS._value.get()
     waits = [_handler(txn).handle_response(_answer(ConcurrentTransactions)) for _ in range(7)]
     assert waits == [0.002, 0.004, 0.008, 0.016, 0.02, 0.02, 0.02]
+    assert metrics.TXN_BUSY_REFUSALS._value.get() == counted + 7  # SREs see them on /metrics
     assert FIRST_ADD_PARTITIONS_RETRY_MAX_S == 0.02
 
 
