@@ -1,6 +1,6 @@
 """A/B of the engine process on one running stack: hop latencies, CPU per workflow and per transaction.
 
-    source your ports; export FLOWLINE_PARTITIONS=2 FLOWLINE_STATE_DIR=$PWD/.flowline/bench2
+    source your ports; export FLOWLINE_PARTITIONS=1 FLOWLINE_STATE_DIR=$PWD/.flowline/bench2
     deploy/stack up --profile test;  git archive main | tar -x -C /tmp/base
     .venv/bin/python -m bench.engine_ab --base /tmp/base --rounds 2 -- --workload short --in-flight 16
 

@@ -48,7 +48,8 @@ VARIABLES: dict[str, Variable] = {v.name: v for v in (
     Variable("FLOWLINE_KAFKA_BOOTSTRAP", "127.0.0.1:19092", "unset: local broker `127.0.0.1:19092` (`29092`)"),
     Variable("DATABASE_URL", "postgresql://postgres@127.0.0.1:15432/flowline",
              "unset: local `postgresql://postgres@127.0.0.1:15432/flowline` (`25432`)"),
-    Variable("FLOWLINE_PARTITIONS", "6", "`6`; the local stack creates `2` (dev) or `6` (test)"),
+    Variable("FLOWLINE_PARTITIONS", "6", "`6`; the local stack creates `1` (dev) or `6` (test), and an existing "
+             "stack keeps its topics' count"),
     Variable("FLOWLINE_TOPIC_PREFIX", ""),
     Variable("FLOWLINE_ENGINE_ID", "flowline-engine"),
     # Empty: `<hostname>-<pid>` (computed by the engine).

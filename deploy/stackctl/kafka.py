@@ -305,6 +305,23 @@ def ensure_topics(profile: Profile, specs: Sequence[topics_mod.TopicSpec] | None
     return run_coro(ensure_topics_async(profile, specs))
 
 
+async def existing_partitions_async(profile: Profile) -> int | None:
+    """The partition count of the stack's instance-keyed topics (`workflow.commands`), None before they exist."""
+    admin = await _kafka_admin(profile.kafka_bootstrap, 30.0)
+    try:
+        # all topics, as ensure_topics_async reads them: naming one that does not exist could have the broker
+        # create it (auto.create.topics.enable) with its default count
+        found = {t["topic"]: t for t in await admin.describe_topics()}
+    finally:
+        await admin.close()
+    partitions = found.get(topics_mod.WORKFLOW_COMMANDS, {}).get("partitions") or []
+    return len(partitions) or None
+
+
+def existing_partitions(profile: Profile) -> int | None:
+    return run_coro(existing_partitions_async(profile))
+
+
 def stop_kafka(profile: Profile, timeout: float = 30.0) -> str:
     proc = kafka_process(profile)
     if proc is None:

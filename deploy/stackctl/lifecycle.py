@@ -4,6 +4,7 @@ in the reverse order, and checked for leftovers."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import shutil
 import time
@@ -13,7 +14,14 @@ from typing import Any
 
 import psutil
 
-from deploy.stackctl.kafka import ensure_topics, kafka_process, kafka_ready, start_kafka, stop_kafka
+from deploy.stackctl.kafka import (
+    ensure_topics,
+    existing_partitions,
+    kafka_process,
+    kafka_ready,
+    start_kafka,
+    stop_kafka,
+)
 from deploy.stackctl.postgres import pg_processes, postgres_process, postgres_ready, start_postgres, stop_postgres
 from deploy.stackctl.processes import PROCESSES, start_process, stop_process
 from deploy.stackctl.profile import Profile, rel
@@ -27,6 +35,23 @@ def wipe_state(profile: Profile) -> None:
     if kafka_process(profile) or postgres_process(profile):
         raise StackError(f"stack {profile.name} is running; run `deploy/stack down` first")
     shutil.rmtree(profile.state_dir, ignore_errors=True)
+
+
+def _keep_existing_partitions(profile: Profile) -> Profile:
+    """A stack made with another default partition count keeps its count, unless FLOWLINE_PARTITIONS asks.
+
+    Why: the count of an existing installation changes only by a planned migration
+    (docs/runbooks/repartitioning.md: instance ids must keep their partition). A stack created when the dev
+    default was 2 must go on with 2, its missing topics created with 2 and its processes told 2, instead of a
+    warning per topic on every `up`."""
+    if profile.partitions_given:
+        return profile
+    found = existing_partitions(profile)
+    if found is None or found == profile.partitions:
+        return profile
+    say(f"the stack's topics have {found} partitions; keeping {found} (a new {profile.name} stack gets "
+        f"{profile.partitions}; docs/runbooks/repartitioning.md changes the count)")
+    return dataclasses.replace(profile, partitions=found)
 
 
 def _preflight(profile: Profile) -> None:
@@ -83,6 +108,7 @@ def up(profile: Profile | None = None, *, processes: bool = True, fresh: bool | 
     kafka_info, pg_info = results
 
     t_topics = time.monotonic()
+    profile = _keep_existing_partitions(profile)
     created = ensure_topics(profile)
     kafka_info["topics_created"] = created
     topics_seconds = time.monotonic() - t_topics

@@ -19,11 +19,13 @@ KAFKA_VERSION = "4.1.1"
 DATABASE_NAME = "flowline"
 
 _PROFILE_DEFAULTS: dict[str, dict[str, int]] = {
-    # partitions: the dev stack is one broker on one machine, where every partition is one more transactional
-    # producer committing concurrently and one more lane of small transactions; 2 keeps two lanes overlapping
-    # their round trips (docs/performance.md, "Partitions of the local stack", measured). The test stack keeps
-    # 6 so that the suite exercises partitions spread over workers.
-    "dev": {"kafka": 19092, "controller": 19093, "postgres": 15432, "gateway": 8700, "partitions": 2},
+    # partitions: the dev stack is one broker and one engine on one machine, where every partition is one more
+    # lane of transactions in that engine. One lane commits the most records per transaction, and every
+    # consumer downstream then fetches them in one go: at 16 workflows in flight a workflow cost 2.8 ms of CPU
+    # with 1 partition against 6.9 with 2 and 8.3 with 3, and took 31 ms against 61 and 73 (docs/performance.md,
+    # "One partition on the local stack", measured). The test stack keeps 6 so that the suite exercises
+    # partitions spread over workers.
+    "dev": {"kafka": 19092, "controller": 19093, "postgres": 15432, "gateway": 8700, "partitions": 1},
     "test": {"kafka": 29092, "controller": 29093, "postgres": 25432, "gateway": 28700, "partitions": 6},
 }
 
@@ -51,6 +53,9 @@ class Profile:
     kafka_jvm_opts: str | None = None
     external_kafka_bootstrap: str | None = None
     external_database_url: str | None = None
+    # FLOWLINE_PARTITIONS was set: an existing stack's topics with another count are a configuration error
+    # to warn about, not a count to keep (lifecycle.up)
+    partitions_given: bool = False
 
     @classmethod
     def load(cls, name: str | None = None, env: dict[str, str] | None = None) -> Profile:
@@ -74,6 +79,7 @@ class Profile:
             kafka_jvm_opts=given("FLOWLINE_KAFKA_JVM_OPTS", env),
             external_kafka_bootstrap=given("FLOWLINE_KAFKA_BOOTSTRAP", env),
             external_database_url=given("DATABASE_URL", env),
+            partitions_given=bool(given("FLOWLINE_PARTITIONS", env)),
         )
 
     # ---- derived locations -------------------------------------------------------------------------

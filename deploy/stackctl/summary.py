@@ -50,7 +50,7 @@ def print_summary(profile: Profile, result: dict[str, Any]) -> None:
     print(table(rows))
     created = k.get("topics_created") or []
     print(f"topics: {len(topics_mod.TOPICS)} ready, {len(created)} created now, "
-          f"{profile.partitions} partitions (FLOWLINE_PARTITIONS)")
+          f"{profile.partitions} partition{'' if profile.partitions == 1 else 's'} (FLOWLINE_PARTITIONS)")
     parts = []
     if k.get("jars_downloaded"):
         parts.append(f"kafka jars {k['jar_seconds']:.1f} s")

@@ -22,7 +22,7 @@ def test_profiles_have_distinct_default_ports_and_state_dirs():
     assert test.state_dir == stack.REPO_ROOT / ".flowline" / "test"
     assert dev.kafka_bootstrap == "127.0.0.1:19092"
     assert dev.database_url == "postgresql://postgres@127.0.0.1:15432/flowline"
-    assert (dev.partitions, test.partitions) == (2, 6)
+    assert (dev.partitions, test.partitions) == (1, 6)
     assert not dev.external_kafka and not dev.external_postgres
 
 
@@ -112,3 +112,16 @@ def test_the_dev_broker_runs_c1_only_unless_told_otherwise(tmp_path):
                                             "FLOWLINE_KAFKA_JVM_OPTS": "-XX:+UseSerialGC -XX:CICompilerCount=2"})
     cmd = kafka.broker_command(other, tmp_path / "server.properties")
     assert "-XX:+UseSerialGC" in cmd and "-XX:CICompilerCount=2" in cmd and "-XX:TieredStopAtLevel=1" not in cmd
+
+
+def test_an_existing_stack_keeps_its_partition_count_unless_told(monkeypatch):
+    from deploy.stackctl import lifecycle
+
+    dev = stack.Profile.load("dev", env={})
+    assert not dev.partitions_given
+    monkeypatch.setattr(lifecycle, "existing_partitions", lambda profile: 2)  # made when the default was 2
+    assert lifecycle._keep_existing_partitions(dev).partitions == 2
+    told = stack.Profile.load("dev", env={"FLOWLINE_PARTITIONS": "1"})
+    assert told.partitions_given and lifecycle._keep_existing_partitions(told).partitions == 1
+    monkeypatch.setattr(lifecycle, "existing_partitions", lambda profile: None)  # a new stack
+    assert lifecycle._keep_existing_partitions(dev).partitions == 1
