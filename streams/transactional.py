@@ -43,24 +43,23 @@ log = logging.getLogger(__name__)
 # 20 ms there (`sender.BACKOFF_OVERRIDE`) whatever `retry_backoff_ms` says. A busy lane begins its next
 # transaction right after a commit, and at 16 workflows in flight over 2 partitions a fifth of the engine's
 # transactions hit that window: 20 ms each, on a hop whose p50 is 10 ms (issue 15, docs/performance.md
-# "CONCURRENT_TRANSACTIONS"). The markers take 1-3 ms, so the first retry goes after 2 ms; each further
-# refusal in a row doubles the wait up to aiokafka's 20 ms (as Kafka's Java producer backs off exponentially,
-# KIP-580), so markers held up for long (a partition leader away) never turn the lanes into a hot loop on the
-# coordinator. Process-wide: every producer here that begins transactions is an engine lane's.
+# "Where an engine transaction's time goes"). The markers take 1-3 ms, so the first retry goes after 2 ms;
+# each further refusal in a row doubles the wait up to aiokafka's 20 ms (as Kafka's Java producer backs off
+# exponentially, KIP-580), so markers held up for long (a partition leader away) never turn the lanes into a
+# hot loop on the coordinator. Process-wide: every producer here that begins transactions is an engine lane's.
 FIRST_ADD_PARTITIONS_RETRY_S = 0.002
-FIRST_ADD_PARTITIONS_RETRY_MAX_S = 0.02
 if not hasattr(aiokafka_sender, "BACKOFF_OVERRIDE"):  # pragma: no cover - tests/unit/test_txn_backoff.py
     raise ImportError("aiokafka.producer.sender.BACKOFF_OVERRIDE is gone: re-check the first AddPartitionsToTxn's "
                       "retry (streams/transactional.py, FIRST_ADD_PARTITIONS_RETRY_S)")
-aiokafka_sender.BACKOFF_OVERRIDE = FIRST_ADD_PARTITIONS_RETRY_S
+FIRST_ADD_PARTITIONS_RETRY_MAX_S = aiokafka_sender.BACKOFF_OVERRIDE
 _aiokafka_add_partitions_answer = aiokafka_sender.AddPartitionsToTxnHandler.handle_response
 
 
 def _add_partitions_answer(handler, response):
-    """aiokafka's handling of an AddPartitionsToTxn answer; its first-add retry wait escalates (see above)."""
+    """aiokafka's handling of an AddPartitionsToTxn answer, with its first-add wait escalating (see above)."""
     backoff = _aiokafka_add_partitions_answer(handler, response)
     txn = handler._sender._txn_manager
-    if backoff == FIRST_ADD_PARTITIONS_RETRY_S:
+    if backoff == aiokafka_sender.BACKOFF_OVERRIDE:  # the answer was CONCURRENT_TRANSACTIONS to a first add
         refusals = getattr(txn, "_flowline_refusals", 0)
         txn._flowline_refusals = refusals + 1
         metrics.TXN_BUSY_REFUSALS.inc()

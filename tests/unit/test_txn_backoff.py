@@ -1,9 +1,9 @@
 """The first AddPartitionsToTxn of a transaction is sent again soon after CONCURRENT_TRANSACTIONS.
 
-`streams.transactional` makes aiokafka's wait for that answer (a fixed 20 ms in aiokafka 0.14) start at
-`FIRST_ADD_PARTITIONS_RETRY_S` and double with each refusal in a row, up to 20 ms. These tests run aiokafka's
-own handler on the answers the broker gives, so they fail if aiokafka stops reading the value it is given
-(a renamed constant, a changed rule).
+`streams.transactional` wraps aiokafka's answer handler so that its wait for that answer (a fixed 20 ms in
+aiokafka 0.14) starts at `FIRST_ADD_PARTITIONS_RETRY_S` and doubles with each refusal in a row, up to 20 ms.
+These tests run aiokafka's own handler, wrapped, on the answers the broker gives, so they fail if the wrapper
+is gone or aiokafka changes its rule.
 """
 
 from __future__ import annotations
