@@ -277,7 +277,7 @@ class Driver:
             if isinstance(v, PaymentCommand | PaymentResult):
                 put(v.idempotency_key.rsplit(":", 2)[0], "pay_cmd" if topic == "payments.commands" else "pay_res")
         elif topic == "workflow.step-results":
-            if isinstance(v, cmd.ReportStepResult):
+            if isinstance(v, cmd.ReportStepResult | cmd.RecordPaymentResult):  # a handler's, or the relay's
                 put(v.instance_id, f"result{v.step}")
         elif topic == "workflow.events":
             if isinstance(v, ev.InstanceStarted):
@@ -298,13 +298,15 @@ def report(driver: Driver, out: dict) -> None:
     # (FLOWLINE_ENGINE_INLINE_START=off) the start travels through workflow.commands first.
     first_hops = {
         "inline": [("transfer", "request2", "processor: transfer visible + fetched + matched + started")],
+        # the engine orders the payment itself (docs/adr/0023): no step request, the order is the first output
+        "ordered": [("transfer", "pay_cmd", "processor: transfer visible + fetched + matched + payment ordered")],
         "matcher": [("transfer", "start_cmd", "matcher: transfer visible + fetched + matched"),
                     ("start_cmd", "request2", "processor: matcher's txn + StartInstance processed")],
     }
     chains = {
         "short": [("request2", "pay_cmd", "action handler: processor's txn + request fetched"),
                   ("pay_cmd", "pay_res", "simulator: command visible + ledger + answer"),
-                  ("pay_res", "result2", "action handler: payment result fetched -> step result"),
+                  ("pay_res", "result2", "action handler (relay): payment result fetched -> its command"),
                   ("result2", "end_evt", "processor: step result fetched + processed"),
                   ("end_evt", "end_seen", "driver: processor's txn committed + visible")],
     }
@@ -325,7 +327,7 @@ def report(driver: Driver, out: dict) -> None:
             rows["transfer -> InstanceStarted written (the start's engine transactions)"].append(
                 hop["started_evt"] - hop["transfer"])
         if driver.workload == "short":
-            path = "matcher" if "start_cmd" in hop else "inline"
+            path = "matcher" if "start_cmd" in hop else "inline" if "request2" in hop else "ordered"
             for a, b, label in first_hops[path] + chains["short"]:
                 if a in hop and b in hop:
                     rows[f"{a} -> {b}: {label}"].append(hop[b] - hop[a])
@@ -343,6 +345,7 @@ def report(driver: Driver, out: dict) -> None:
         # the Manager's approval as the peers instrument measures it: POST sent -> the simulator's ledger
         # entry (its answer on payments.results is written right after the entry, in the same batch)
         for a, b, label in (("request4", "pay_cmd", "action handler: processor's txn + request fetched"),
+                            ("decision3", "pay_cmd", "engine: visible, lane, process, payment ordered (ADR 23)"),
                             ("pay_cmd", "pay_res", "simulator: command visible + ledger + answer")):
             if "sent3" in hop and a in hop and b in hop:
                 rows[f"approval 3: {a} -> {b}: {label}"].append(hop[b] - hop[a])

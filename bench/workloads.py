@@ -13,12 +13,14 @@ AUTO3 = {
     ],
 }
 
-# Five action steps: every step is a full round trip engine -> handler topic -> results -> engine.
+# Five action steps: every step is a full round trip engine -> handler topic -> results -> engine. A lookup,
+# the action the handler performs itself (a payment would be the engine's own order: docs/adr/0023).
 CHAIN5 = {
     "name": "Five actions",
     "trigger_type": "manual",
-    "steps": [{"type": "action", "name": f"Action {n}", "config": {"action": "simulate_transfer",
-                                                                     "params": {"n": n}}} for n in range(1, 6)],
+    "steps": [{"type": "action", "name": f"Action {n}", "config": {"action": "lookup_transfer",
+                                                                     "params": {"transfer_id": f"tr_{n}"}}}
+              for n in range(1, 6)],
 }
 
 TEMPLATES = {"tpl_auto3": AUTO3, "tpl_chain5": CHAIN5}

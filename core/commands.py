@@ -60,6 +60,22 @@ class ReportStepResult(Command):
 
 
 @dataclass(frozen=True, kw_only=True)
+class RecordPaymentResult(Command):
+    """The payment service's answer to an engine's payment order (docs/adr/0023), relayed from
+    `payments.results` by the action handler's relay.
+
+    Matched by `operation_key` (`instance:step:v<visit>`, the order's idempotency key), not by attempt: the
+    service answers every attempt of a visit with the one result, so whichever attempt's answer arrives first
+    is the step's. `status` is "succeeded" or "failed"."""
+
+    step: int
+    operation_key: str
+    status: str
+    output: Json = None
+    error: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
 class CompleteExternal(Command):
     """An external system's verified callback for an async external step: status "completed" or "failed"."""
 
@@ -191,6 +207,7 @@ COMMAND_TYPES: tuple[type[Command], ...] = (
     StartInstance,
     RecordDecision,
     ReportStepResult,
+    RecordPaymentResult,
     CompleteExternal,
     Advance,
     PauseInstance,

@@ -20,7 +20,7 @@ from core import commands as cmd
 from core import events as ev
 from core.blocking import blocking as who_is_blocking
 from core.blocking import blocking_text as describe_blocking
-from core.effects import StepRequest
+from core.effects import PaymentOrder, StepRequest
 from core.machine_run import on_request_transition, on_transition_due, run_machine
 from core.payments import trigger_refusal
 from core.recorder import Recorder
@@ -38,7 +38,7 @@ MAX_TRANSITIONS_PER_DECISION = 1000
 class Decision:
     state: InstanceState | None
     events: list[ev.Event] = field(default_factory=list)
-    effects: list[StepRequest] = field(default_factory=list)
+    effects: list[StepRequest | PaymentOrder] = field(default_factory=list)
     forget: bool = False  # the engine may drop the instance's state (ExpireInstance of a finished one)
 
     @property
@@ -252,6 +252,11 @@ def _on_result(rec: Recorder, command: cmd.ReportStepResult) -> None:
                 missing="Step {n} is a {type} step; it takes no handler results")
 
 
+def _on_payment_result(rec: Recorder, command: cmd.RecordPaymentResult) -> None:
+    _step_input(rec, command, what="a payment result", lifecycle="on_payment",
+                missing="Step {n} is a {type} step; it orders no payments")
+
+
 def _on_escalate(rec: Recorder, command: cmd.EscalateApproval) -> None:
     _step_input(rec, command, what="an escalation", lifecycle="on_escalate", paused="escalations",
                 missing="Step {n} is a {type} step; only approvals escalate")
@@ -318,6 +323,7 @@ def _on_cancel(rec: Recorder, command: cmd.CancelInstance) -> None:
 HANDLERS: dict[type[cmd.Command], Callable[[Recorder, Any], None]] = {
     cmd.RecordDecision: _on_decision,
     cmd.ReportStepResult: _on_result,
+    cmd.RecordPaymentResult: _on_payment_result,
     cmd.CompleteExternal: _on_complete_external,
     cmd.FireTimer: _on_timer,
     cmd.Advance: _on_advance,

@@ -1,7 +1,8 @@
 """Effects: what the engine must do after a decision, returned as data.
 
-The only effect besides publishing the events is a `StepRequest` to a handler topic. Timers are not
-effects: they live in the instance state and the engine indexes them from there.
+Besides publishing the events there are two: a `StepRequest` to a handler topic, and a `PaymentOrder` to the
+payment service's command topic (an action step's payment, sent by the engine itself: docs/adr/0023).
+Timers are not effects: they live in the instance state and the engine indexes them from there.
 """
 
 from __future__ import annotations
@@ -33,6 +34,27 @@ class StepRequest:
     attempt: int
     config: Json
     context: Json
+    requested_at: int
+
+
+PAYMENT_KIND = "payment"  # the `StepRequested.kind` of a payment order (no handler topic has this kind)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PaymentOrder:
+    """Ask the payment service for one attempt of an action step's payment (`payments.commands`).
+
+    The fields are the payment command's (schemas.records.PaymentCommand): `idempotency_key` is the step's
+    operation key `instance:step:v<visit>` (core/steps/action.py), the same for every attempt of one visit,
+    so the payment service executes a visit's payment once however often it is asked; `params` are the
+    step's, rendered, and for `execute_transfer` with the instance's facts (core/payments.py). Its result
+    comes back as `RecordPaymentResult`, matched by that key.
+    """
+
+    idempotency_key: str
+    action: str
+    tenant_id: str
+    params: Json
     requested_at: int
 
 

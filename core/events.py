@@ -50,13 +50,17 @@ class StepStarted(Event):
 
 @dataclass(frozen=True, kw_only=True)
 class StepRequested(Event):
-    """A request went to the step's handler topic; `idempotency_key` is `instance_id:step:attempt`."""
+    """A request went to the step's handler topic; `idempotency_key` is `instance_id:step:attempt`.
+
+    Kind `payment`: the engine sent the payment service an order itself (`PaymentOrder`, docs/adr/0023);
+    `idempotency_key` is then the payment's operation key and `deadline` when the attempt times out."""
 
     step: int
     attempt: int
     kind: str
     idempotency_key: str
     request: Json = None
+    deadline: int = 0
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from core import events as ev
 from core.commands import Command
-from core.effects import StepRequest, idempotency_key
+from core.effects import PAYMENT_KIND, PaymentOrder, StepRequest, idempotency_key
 from core.expressions import render
 from core.state import InstanceState, StepState, apply
 
@@ -58,7 +58,7 @@ class Recorder:
     template: CompiledTemplate
     now: int
     events: list[ev.Event] = field(default_factory=list)
-    effects: list[StepRequest] = field(default_factory=list)
+    effects: list[StepRequest | PaymentOrder] = field(default_factory=list)
 
     @property
     def instance(self) -> InstanceState:
@@ -130,3 +130,12 @@ class Recorder:
                   idempotency_key=key, request=config)
         self.effects.append(request)
         return request
+
+    def order_payment(self, step: CompiledStep, order: PaymentOrder, audit: dict[str, Any], deadline: int) -> None:
+        """Send the payment service one attempt of a step's payment (and record that it was sent: the
+        `StepRequested` of kind `payment`, whose `audit` is what the trail shows of it, and whose `deadline`
+        arms the attempt's timeout)."""
+        attempt = self.instance.steps[step.spec.number - 1].attempt
+        self.emit(ev.StepRequested, step=step.spec.number, attempt=attempt, kind=PAYMENT_KIND,
+                  idempotency_key=order.idempotency_key, request=audit, deadline=deadline)
+        self.effects.append(order)

@@ -15,6 +15,7 @@ from typing import Any
 
 from core import events as ev
 from core.actors import SYSTEM, Actor
+from core.effects import PAYMENT_KIND
 from core.timers import TimerPurpose
 from core.types import (
     TERMINAL_STATUSES,
@@ -274,6 +275,9 @@ def _apply_step_started(state: InstanceState, e: ev.StepStarted) -> InstanceStat
 
 def _apply_step_requested(state: InstanceState, e: ev.StepRequested) -> InstanceState:
     step = state.steps[e.step - 1]
+    if e.kind == PAYMENT_KIND:  # the engine's own payment order: it waits for the payment service, until a time
+        state = _with_step(state, e.step, awaiting=Awaiting.PAYMENT)
+        return _arm(state, e.step, e.attempt, TimerPurpose.PAYMENT_TIMEOUT, e.deadline) if e.deadline else state
     if step.status is TaskStatus.IN_PROGRESS and step.awaiting is Awaiting.NOTHING:
         return _with_step(state, e.step, awaiting=Awaiting.HANDLER)
     return state  # a side request (approver notice, failure notification) changes no wait

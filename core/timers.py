@@ -32,6 +32,7 @@ class TimerPurpose(StrEnum):
     WAIT_POLL = "wait_poll"
     WAIT_TIMEOUT = "wait_timeout"
     CALLBACK_TIMEOUT = "callback_timeout"
+    PAYMENT_TIMEOUT = "payment_timeout"  # an action step's payment order unanswered (docs/adr/0023)
     # a state-machine transition with a time (`after_hours`, `at`, ...): armed on entering its source state,
     # owned by the machine loop (core/machine_run.py), not by a step type; its timer has step 0
     TRANSITION_DUE = "transition_due"

@@ -89,6 +89,7 @@ class Awaiting(StrEnum):
 
     NOTHING = ""
     HANDLER = "handler"
+    PAYMENT = "payment"  # an action step's payment order, sent by the engine to the payment service (ADR 23)
     APPROVAL = "approval"
     CALLBACK = "callback"
     TIME = "time"

@@ -1,5 +1,11 @@
 """Action handler: PayOS operations through a registry of action adapters (story 29.5).
 
+The engine orders most payments itself (docs/adr/0023: a payment whose params name only `trigger`, `steps`
+and `instance` is a `PaymentOrder` in the engine's transaction, and this process's relay,
+handlers/payment_relay.py, reports the payment service's answers); the adapters below take the rest: a
+payment whose params need a handler placeholder (`{{secrets.*}}`, `{{tenant.*}}`, `{{payos.*}}`), a request
+written before that, lookups and HTTP calls.
+
 - `execute_transfer`, `simulate_transfer`: publish a `PaymentCommand` to `payments.commands` whose
   idempotency key is the step request id, then await the `PaymentResult` with that key on
   `payments.results`. One shared consumer per process reads the results and completes the waiting
@@ -112,9 +118,11 @@ class FakePaymentGateway:
 class KafkaPaymentGateway:
     """Publishes commands and correlates results by idempotency key through one shared consumer.
 
-    The consumer reads every partition of `payments.results` from the end as of start-up (no group: each
+    The consumer reads every partition of `payments.results` from the end as of its start (no group: each
     process must see all results). Its position is fixed before the first command goes out, so a result
-    can never slip past between sending and listening.
+    can never slip past between sending and listening. It starts with the first command this process sends,
+    not before: most payments are the engine's own orders now (docs/adr/0023), whose answers the relay takes,
+    and a listener that never has a waiter would only fetch every answer a second time.
     """
 
     def __init__(self, *, bootstrap_servers: str, commands_topic: str, results_topic: str,
@@ -128,11 +136,24 @@ class KafkaPaymentGateway:
         self._consumer: AIOKafkaConsumer | None = None
         self._waiters: dict[str, list[asyncio.Future[PaymentResult]]] = {}
         self._task: asyncio.Task | None = None
+        self._listening = asyncio.Lock()
 
     async def start(self) -> None:
         if self._producer is None:
             self._producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap_servers, enable_idempotence=True)
             await self._producer.start()
+        cluster = await self._producer.client.fetch_all_metadata()
+        if not cluster.partitions_for_topic(self.results_topic):
+            raise RuntimeError(f"topic {self.results_topic} does not exist")
+
+    async def _listen_from_now(self) -> None:
+        """Start the listener, once, its position at the end as of now (before the caller's command goes out)."""
+        async with self._listening:
+            if self._consumer is not None:
+                return
+            await self._start_listener()
+
+    async def _start_listener(self) -> None:
         consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap_servers, enable_auto_commit=False,
                                     isolation_level="read_committed", auto_offset_reset="latest",
                                     **consumer_options())
@@ -178,6 +199,7 @@ class KafkaPaymentGateway:
 
     async def submit(self, command: PaymentCommand, timeout: float) -> PaymentResult:
         assert self._producer is not None, "start() the gateway first"
+        await self._listen_from_now()
         future: asyncio.Future[PaymentResult] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(command.idempotency_key, []).append(future)
         try:

@@ -84,12 +84,19 @@ async def build(kind: str, settings: HandlerSettings) -> Wiring:
                                       renderer=renderer, default_signing_key=settings.webhook_signing_key)
     elif kind == "action":
         from handlers.action import ActionHandler, KafkaPaymentGateway, default_adapters
+        from handlers.payment_relay import PaymentResultRelay, RelayTopics
 
         gateway = KafkaPaymentGateway(bootstrap_servers=settings.bootstrap_servers,
                                       commands_topic=settings.payments_commands_topic,
                                       results_topic=settings.payments_results_topic)
         await gateway.start()
         closers.append(gateway.stop)
+        relay = PaymentResultRelay(
+            bootstrap_servers=settings.bootstrap_servers, session_timeout_ms=settings.session_timeout_ms,
+            topics=RelayTopics(results=settings.payments_results_topic, commands=settings.results_topic,
+                               group_id=f"{settings.topic_prefix}flowline-payment-relay"))
+        await relay.start()
+        closers.append(relay.stop)
         handler = ActionHandler(default_adapters(gateway, http), renderer,
                                 default_timeout=settings.payment_timeout_seconds)
     elif kind == "approval":

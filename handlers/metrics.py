@@ -12,4 +12,6 @@ RETRIES = Counter("flowline_handler_retries_total",
                   "Requests that are retry attempts (attempt > 1), and publishes retried", ["kind", "what"])
 IN_FLIGHT = Gauge("flowline_handler_in_flight", "Requests being handled now", ["kind"])
 DLQ = Counter("flowline_handler_dlq_total", "Requests sent to the dead-letter topic", ["kind", "reason"])
+PAYMENT_RESULTS_RELAYED = Counter("flowline_handler_payment_results_relayed_total",
+                                  "Payment service answers to the engine's payment orders relayed to their instances")
 DELIVERIES = Counter("flowline_handler_deliveries_total", "Webhooks and emails sent", ["channel", "result"])

@@ -297,6 +297,8 @@ class Codec:
             self._by_fingerprint[fp] = _Reader(cls, cls.__name__, current.parsed, None, self._converters.from_dict(cls),
                                                self._binary.reader(cls, schema))
         for schema in load_history() if history is None else history:
+            if history is None and fullname(schema) not in self._by_name:
+                continue  # the released history of a record this codec was not asked to know
             self._add_writer(schema)
 
     @classmethod

@@ -32,11 +32,14 @@ from aiokafka.protocol.metadata import MetadataRequest
 
 from core.commands import Command, DueTimer, ExpireInstance, FiredTimers, StartInstance
 from core.decide import decide, fail_on_error
+from core.effects import PaymentOrder, StepRequest
 from core.events import CommandRejected
 from core.state import InstanceState
 from schemas import dlq
 from schemas.codec import SINGLE_OBJECT_MAGIC, Codec, DecodeError
 from schemas.compacted import read_to_end
+from schemas.records import PaymentCommand
+from schemas.topics import PAYMENTS_COMMANDS
 from streams import metrics
 from streams.catalog import TemplateCatalog
 from streams.settings import EngineSettings
@@ -127,6 +130,7 @@ class InstanceProcessor:
         self.settings = settings
         self.catalog = catalog
         self.codec = codec
+        self._payments_topic = settings.topic(PAYMENTS_COMMANDS)  # where payment orders go (ADR 23)
         # the owned partitions' stores (streams/state_store.py): states on disk, a small decoded cache
         self.stores: dict[int, PartitionStore] = {}
         self._dir: StateDir | None = None
@@ -526,8 +530,7 @@ class InstanceProcessor:
             decision = decide(state, command, template, now)
             produced = [Outgoing(settings.events_topic, key, self.codec.encode(event))
                         for event in decision.events]
-            produced += [Outgoing(settings.step_topic(request.kind), key, self.codec.encode(request))
-                         for request in decision.effects]
+            produced += [self._effect(effect, key) for effect in decision.effects]
         except Exception as exc:  # a bug must not stop the partition: park the record, keep going
             log.exception("deciding %s failed", command.command_id)
             out.append(dead_letter(self.codec, settings.dlq_topic, record, f"engine error: {exc!r}",
@@ -536,8 +539,7 @@ class InstanceProcessor:
                 decision = fail_on_error(state, command, template, now, f"engine error: {exc!r}")
                 produced = [Outgoing(settings.events_topic, key, self.codec.encode(event))
                             for event in decision.events]
-                produced += [Outgoing(settings.step_topic(request.kind), key, self.codec.encode(request))
-                             for request in decision.effects]
+                produced += [self._effect(effect, key) for effect in decision.effects]
             except Exception:
                 log.exception("recording the failure of %s failed too", command.instance_id)
                 return
@@ -548,6 +550,17 @@ class InstanceProcessor:
         out.extend(produced)
         metrics.DECISIONS.labels(type(command).__name__,
                                  "rejected" if decision.rejected else "applied").inc()
+
+    def _effect(self, effect: StepRequest | PaymentOrder, key: bytes) -> Outgoing:
+        """An effect as the record this transaction writes: a step request to its handler's topic (keyed by
+        instance), or a payment order to the payment service's commands (keyed by its idempotency key, as
+        the payment service expects every command: docs/adr/0023)."""
+        if type(effect) is PaymentOrder:
+            command = PaymentCommand(idempotency_key=effect.idempotency_key, action=effect.action,
+                                     tenant_id=effect.tenant_id, params=effect.params,
+                                     requested_at=effect.requested_at)
+            return Outgoing(self._payments_topic, effect.idempotency_key.encode(), self.codec.encode(command))
+        return Outgoing(self.settings.step_topic(effect.kind), key, self.codec.encode(effect))
 
     # ------------------------------------------------------------------ retention
     def expired(self, now: int) -> list[tuple[int, ExpireInstance]]:

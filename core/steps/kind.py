@@ -54,7 +54,8 @@ class StepKind:
       `falls_through`: whether a finished step may also simply continue (false for a condition, whose only
       exits are its branches).
     - Lifecycle: `start` (always), then whichever inputs the type takes: `on_result` (a handler's report),
-      `on_decision` / `on_escalate` (approvers), `on_callback` (an external system), `on_timer` (a timer in
+      `on_decision` / `on_escalate` (approvers), `on_callback` (an external system), `on_payment` (the
+      payment service's answer to the engine's own payment order), `on_timer` (a timer in
       `timers` fired), `on_advance` (an `advance` asks whether the wait is over; returns True if it
       finished the step). Cancelling is instance-wide (`InstanceCancelled` drops every timer): no step type
       needs its own `on_cancel`.
@@ -71,6 +72,7 @@ class StepKind:
     on_decision: Lifecycle | None = None
     on_escalate: Lifecycle | None = None
     on_callback: Lifecycle | None = None
+    on_payment: Lifecycle | None = None
     on_timer: Lifecycle | None = None
     on_advance: Callable[[Recorder, CompiledStep], bool] | None = None
     timers: tuple[TimerPurpose, ...] = ()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from playwright.async_api import expect
 
-from core.commands import ReportStepResult
+from core.commands import RecordPaymentResult
 from schemas import topics
 from tests.browser.conftest import shot
 from tests.integration.gateway.test_api import manual_procurement
@@ -114,10 +114,7 @@ async def test_retry_a_failed_step_from_the_instance_page(dashboard, world):
     _, started = await world.call("POST", f"{I}?wait=true", tenant, "requester", json={
         "template_id": template["id"], "trigger_data": {"id": "tr_9"}}, expect=201)
     instance_id = started["id"]
-    request = await world.engine.wait_for_request(instance_id, step=1)
-    await world.engine.send_command(ReportStepResult(
-        command_id=f"result:{request.request_id}", instance_id=instance_id, step=1, attempt=request.attempt,
-        outcome="failed", error="insufficient funds", retryable=False), topic=topics.WORKFLOW_STEP_RESULTS)
+    await world.play_action_handler(instance_id, 1, error="insufficient funds")
     await world.wait_instance(tenant, instance_id, lambda d: d["status"] == "FAILED")
 
     page = dashboard.page
@@ -128,12 +125,14 @@ async def test_retry_a_failed_step_from_the_instance_page(dashboard, world):
     await expect(page.get_by_test_id("blocking")).to_contain_text("insufficient funds")
     await confirm(page, "Retry")
     await expect(heading).to_contain_text("ACTIVE")
-    await world.engine.wait_until(lambda: any(r.attempt == 2 for r in world.engine.requests.get(instance_id, [])),
-                                  message="the retried attempt is requested")
-    retried = next(r for r in world.engine.requests[instance_id] if r.attempt == 2)
-    await world.engine.send_command(ReportStepResult(
-        command_id=f"result:{retried.request_id}", instance_id=instance_id, step=1, attempt=2,
-        outcome="succeeded", output={"status": "executed"}), topic=topics.WORKFLOW_STEP_RESULTS)
+    # the retry is a new visit of the step (what failed paid nothing): a new payment order, docs/adr/0023
+    await world.engine.wait_until(lambda: any(o.idempotency_key == f"{instance_id}:1:v2"
+                                              for o in world.engine.payments.get(instance_id, [])),
+                                  message="the retried attempt is ordered")
+    await world.engine.send_command(RecordPaymentResult(
+        command_id=f"payment:{instance_id}:1:v2", instance_id=instance_id, step=1,
+        operation_key=f"{instance_id}:1:v2", status="succeeded", output={"status": "executed"}),
+        topic=topics.WORKFLOW_STEP_RESULTS)
     await expect(heading).to_contain_text("COMPLETED", timeout=20_000)
 
 
@@ -149,10 +148,7 @@ async def test_pipelines_show_failures_to_retry_and_analytics_draws_charts(dashb
             "template_id": template["id"], "trigger_data": {"id": f"tr_{n}"}}, expect=201)
         ids.append(started["id"])
     await world.play_action_handler(ids[0], 1)
-    request = await world.engine.wait_for_request(ids[1], step=1)
-    await world.engine.send_command(ReportStepResult(
-        command_id=f"result:{request.request_id}", instance_id=ids[1], step=1, attempt=request.attempt,
-        outcome="failed", error="account frozen", retryable=False), topic=topics.WORKFLOW_STEP_RESULTS)
+    await world.play_action_handler(ids[1], 1, error="account frozen")
     await world.wait_instance(tenant, ids[1], lambda d: d["status"] == "FAILED")
 
     page = dashboard.page

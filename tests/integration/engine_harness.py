@@ -24,12 +24,12 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from core import events as ev
-from core.commands import Command
+from core.commands import Command, RecordPaymentResult
 from core.effects import StepRequest
 from core.triggers import instance_id_for, instance_id_on
 from schemas import topics as topics_mod
 from schemas.codec import Codec
-from schemas.records import TemplateRecord, TransferEvent
+from schemas.records import PaymentCommand, TemplateRecord, TransferEvent
 from streams.app import Engine
 from streams.settings import EngineSettings
 from streams.transactional import partition_for
@@ -57,6 +57,7 @@ class EngineWorld:
     codec: Codec = field(default_factory=Codec)
     events: dict[str, list[ev.Event]] = field(default_factory=lambda: defaultdict(list))
     requests: dict[str, list[StepRequest]] = field(default_factory=lambda: defaultdict(list))
+    payments: dict[str, list[PaymentCommand]] = field(default_factory=lambda: defaultdict(list))
     dlq: list[Any] = field(default_factory=list)
     _tasks: list[asyncio.Task] = field(default_factory=list)
     _engines: list[Engine] = field(default_factory=list)
@@ -180,8 +181,8 @@ class EngineWorld:
 
     # ------------------------------------------------------------------ output
     async def _watch(self) -> None:
-        watched = [topics_mod.WORKFLOW_EVENTS, topics_mod.WORKFLOW_DLQ, *(topics_mod.step_topic(k) for k in
-                                                                          topics_mod.STEP_KINDS)]
+        watched = [topics_mod.WORKFLOW_EVENTS, topics_mod.WORKFLOW_DLQ, topics_mod.PAYMENTS_COMMANDS,
+                   *(topics_mod.step_topic(k) for k in topics_mod.STEP_KINDS)]
         consumer = AIOKafkaConsumer(*[self.topic(t) for t in watched], bootstrap_servers=self.bootstrap,
                                     isolation_level="read_committed", auto_offset_reset="earliest",
                                     enable_auto_commit=False, metadata_max_age_ms=1000)  # sees grown topics
@@ -206,6 +207,8 @@ class EngineWorld:
                             self.dlq.append(value)
                         elif isinstance(value, StepRequest):
                             self.requests[value.instance_id].append(value)
+                        elif isinstance(value, PaymentCommand):  # the engine's own payment orders (ADR 23)
+                            self.payments[value.idempotency_key.rsplit(":", 2)[0]].append(value)
                         else:
                             self.events[value.instance_id].append(value)
         finally:
@@ -232,6 +235,25 @@ class EngineWorld:
                     return request
             await asyncio.sleep(0.05)
         raise AssertionError(f"no step request for step {step} of {instance_id}; log:\n{self.log_text(instance_id)}")
+
+    async def wait_for_payment(self, instance_id: str, timeout: float = 30, count: int = 1) -> PaymentCommand:
+        """The engine's `count`-th payment order for the instance, as the payment service reads it."""
+        await self.wait_until(lambda: len(self.payments.get(instance_id, [])) >= count, timeout,
+                              f"payment order {count} of {instance_id}")
+        return self.payments[instance_id][count - 1]
+
+    async def pay(self, instance_id: str, step: int, status: str = "succeeded", output: Any = None,
+                  error: str = "") -> PaymentCommand:
+        """Answer the instance's payment order as the payment service would, reported as the relay does."""
+        await self.wait_until(lambda: any(o.idempotency_key.rsplit(":", 2)[1] == str(step)
+                                          for o in self.payments.get(instance_id, [])),
+                              message=f"a payment order for step {step} of {instance_id}")
+        order = [o for o in self.payments[instance_id] if o.idempotency_key.rsplit(":", 2)[1] == str(step)][-1]
+        await self.send_command(RecordPaymentResult(
+            command_id=f"payment:{order.idempotency_key}", instance_id=instance_id, step=step,
+            operation_key=order.idempotency_key, status=status, output=output, error=error),
+            topic=topics_mod.WORKFLOW_STEP_RESULTS)
+        return order
 
     async def wait_until(self, predicate, timeout: float = 30, message: str = "condition") -> None:
         deadline = time.monotonic() + timeout

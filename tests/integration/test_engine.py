@@ -10,7 +10,7 @@ import pytest
 from core import events as ev
 from core.actors import Actor
 from core.builtin import builtin_template
-from core.commands import RecordDecision, ReportStepResult, StartInstance
+from core.commands import RecordDecision, RecordPaymentResult, ReportStepResult, StartInstance
 from schemas import topics
 from schemas.records import TransferEvent
 from tests.integration.engine_harness import EngineWorld
@@ -42,12 +42,9 @@ async def approve(world: EngineWorld, instance_id: str, step: int, actor: Actor)
 
 
 async def execute_payment(world: EngineWorld, instance_id: str) -> None:
-    request = await world.wait_for_request(instance_id, step=4)
-    assert request.config["action"] == "execute_transfer"
-    await world.send_command(ReportStepResult(command_id=f"result:{request.request_id}", instance_id=instance_id,
-                                              step=4, attempt=request.attempt, outcome="succeeded",
-                                              output={"status": "executed"}),
-                             topic=topics.WORKFLOW_STEP_RESULTS)
+    """The engine orders the payment itself (docs/adr/0023); the payment service's answer comes back."""
+    order = await world.pay(instance_id, step=4, output={"status": "executed"})
+    assert order.action == "execute_transfer" and order.idempotency_key == f"{instance_id}:4:v1"
     await world.wait_for_event(instance_id, ev.InstanceCompleted)
 
 
@@ -143,11 +140,16 @@ async def test_a_result_for_an_old_attempt_is_rejected_by_the_engine(world):
     await world.send_transfer(transfer("evt_stale", 10_000))
     instance_id = world.event_instance_id("tpl_procurement", "evt_stale")
     await approve(world, instance_id, 3, MANAGER)
-    await world.wait_for_request(instance_id, step=4)
+    await world.wait_for_payment(instance_id)
     await world.send_command(ReportStepResult(command_id="stale", instance_id=instance_id, step=4, attempt=7,
                                               outcome="succeeded", output={}), topic=topics.WORKFLOW_STEP_RESULTS)
-    rejected = await world.wait_for_event(instance_id, ev.CommandRejected)
-    assert "attempt 1" in rejected.reason
+    rejected = await world.wait_for_event(instance_id, ev.CommandRejected, command_id="stale")
+    assert "attempt 1" in rejected.reason and "awaiting payment" in rejected.reason
+    await world.send_command(RecordPaymentResult(command_id="other-visit", instance_id=instance_id, step=4,
+                                                 operation_key=f"{instance_id}:4:v9", status="succeeded"),
+                             topic=topics.WORKFLOW_STEP_RESULTS)
+    rejected = await world.wait_for_event(instance_id, ev.CommandRejected, command_id="other-visit")
+    assert f"Expected the payment result of {instance_id}:4:v1" in rejected.reason
 
 
 THRESHOLD_TEMPLATE = {

@@ -116,8 +116,8 @@ async def test_a_transfer_starts_its_instance_and_first_step_in_the_transaction_
                                                                                         world.partitions)
             started = await world.wait_for_event(instance_id, ev.InstanceStarted)
             assert started.source == f"event:{topics.PAYMENTS_TRANSFERS}:{event_id}"
-            request = await world.wait_for_request(instance_id, step=1)
-            assert request.config["action"] == "execute_transfer"
+            order = await world.wait_for_payment(instance_id)  # the engine's own order, same transaction (ADR 23)
+            assert order.action == "execute_transfer" and order.idempotency_key == f"{instance_id}:1:v1"
         # no start travelled through workflow.commands: the user sees the same instances, one hop sooner
         assert not [c for c in await read_topic(world, topics.WORKFLOW_COMMANDS) if isinstance(c, StartInstance)]
         assert not world.dlq

@@ -23,7 +23,7 @@ import pytest
 
 from core import events as ev
 from core.actors import Actor
-from core.commands import CancelInstance, RecordDecision, ReportStepResult, StartInstance
+from core.commands import CancelInstance, RecordDecision, RecordPaymentResult, StartInstance
 from schemas import topics
 from tests.integration import invariants
 from tests.integration.chaos import scaled
@@ -128,15 +128,15 @@ async def test_cancel_racing_a_handler_result_ends_once(world):
     admin = Actor(id="u_admin", roles=("workflow_admin",), tenant_id="t1")
     for instance_id in ids:
         await start(world, "tpl_cancel_race", instance_id, {"id": f"tr_{instance_id}"})
-    requests = [await world.wait_for_request(i, step=1) for i in ids]
+    orders = [await world.wait_for_payment(i) for i in ids]  # the engine orders each payment (docs/adr/0023)
 
     async def race(n: int, instance_id: str) -> None:
         cancel = world.send_command(CancelInstance(command_id=f"cancel:{instance_id}", instance_id=instance_id,
                                                    actor=admin, reason="race"))
-        result = world.send_command(ReportStepResult(
-            command_id=f"result:{requests[n].request_id}", instance_id=instance_id, step=1,
-            attempt=requests[n].attempt, outcome="succeeded", output={"payment_id": f"pay_{n}"}),
-            topic=topics.WORKFLOW_STEP_RESULTS)
+        key = orders[n].idempotency_key  # the payment service's answer, as the relay reports it
+        result = world.send_command(RecordPaymentResult(
+            command_id=f"payment:{key}", instance_id=instance_id, step=1, operation_key=key, status="succeeded",
+            output={"payment_id": f"pay_{n}"}), topic=topics.WORKFLOW_STEP_RESULTS)
         # the two arrive on different topics: stagger them by 0-60 ms so that both orders happen
         lag = (n % 4) * 0.02
 

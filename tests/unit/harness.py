@@ -19,10 +19,10 @@ from core import events as ev
 from core.actors import SYSTEM, Actor, ApprovalLimits
 from core.builtin import builtin_template
 from core.decide import Decision, decide
-from core.effects import StepRequest
+from core.effects import PaymentOrder, StepRequest
 from core.state import InstanceState, Timer
 from core.template import CompiledTemplate, compile_template, parse_template
-from core.types import ActorKind, TaskStatus, WorkflowStatus
+from core.types import ActorKind, Awaiting, TaskStatus, WorkflowStatus
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 HOUR = 3_600_000
@@ -74,6 +74,7 @@ class Harness:
         self.log: list[Entry] = []
         self.events: list[ev.Event] = []
         self.requests: list[StepRequest] = []
+        self.orders: list[PaymentOrder] = []  # the engine's own payment orders (docs/adr/0023)
         self.commands: list[cmd.Command] = []
         self.last: Decision | None = None
         self._ids = 0
@@ -94,7 +95,8 @@ class Harness:
         for request in decision.effects:
             self.log.append(Entry("request", self.now, request))
         self.events.extend(decision.events)
-        self.requests.extend(decision.effects)
+        self.requests.extend(e for e in decision.effects if isinstance(e, StepRequest))
+        self.orders.extend(e for e in decision.effects if isinstance(e, PaymentOrder))
         self.state = decision.state
         self.last = decision
         return decision
@@ -118,8 +120,30 @@ class Harness:
     def reject(self, step: int, actor: Actor, reasoning: str = "") -> Decision:
         return self.decide_step(step, actor, "reject", reasoning)
 
+    def orders_for(self, step: int) -> list[PaymentOrder]:
+        return [o for o in self.orders if o.idempotency_key.rsplit(":", 2)[1] == str(step)]
+
+    def paid(self, step: int, status: str = "succeeded", output: Any = None, *, error: str = "",
+             key: str | None = None) -> Decision:
+        """The payment service's answer to the step's last payment order, as the relay reports it."""
+        if key is None:
+            key = self.orders_for(step)[-1].idempotency_key
+        return self.send(cmd.RecordPaymentResult(command_id=self.next_command_id(), instance_id=self.instance_id,
+                                                 step=step, operation_key=key, status=status, output=output,
+                                                 error=error))
+
     def result(self, step: int, outcome: str, output: Any = None, *, error: str = "", retryable: bool = True,
                attempt: int | None = None) -> Decision:
+        """A handler's report. For a step awaiting the engine's payment order (docs/adr/0023) it is what the
+        same outcome is on that path: a success or a final failure is the payment service's answer (`paid`),
+        a retryable failure is the attempt's timeout firing (an order's attempt fails retryably only by
+        going unanswered), anything else is sent as an answer with that status. So a test of what a step
+        does after a success, a refusal or a failed attempt reads the same on both paths."""
+        if attempt is None and self.state is not None and self.step(step).awaiting is Awaiting.PAYMENT:
+            if outcome == "failed" and retryable:
+                [timeout] = [t for t in self.timers("payment_timeout") if t.step == step]
+                return self.fire(timeout)
+            return self.paid(step, outcome, output, error=error)
         if attempt is None:
             attempt = self.step(step).attempt
         return self.send(cmd.ReportStepResult(command_id=self.next_command_id(), instance_id=self.instance_id,

@@ -33,8 +33,10 @@ class TestProcurement:
         h.start({"id": "tr_1", "amount": 1000}, initiated_by=human("u_req"))
         assert h.step_status(2) is TaskStatus.SKIPPED
         h.approve(3, human("u_fm", "finance_manager"))
-        [pay] = h.requests_for(4)
-        assert pay.config["params"] == {"transfer_id": "tr_1"}
+        [pay] = h.orders_for(4)  # the engine orders the payment itself (docs/adr/0023)
+        assert pay.action == "execute_transfer" and pay.params["transfer_id"] == "tr_1"
+        assert pay.params["expected"] == {"instance_id": h.instance_id, "trigger": {"id": "tr_1", "amount": 1000},
+                                          "params": {}}
         h.succeed(4, {"transfer_status": "completed"})
         assert h.status is WorkflowStatus.COMPLETED
 

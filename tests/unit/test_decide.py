@@ -93,7 +93,7 @@ class TestRejections:
         h = run()
         h.approve(1, OPS)
         h.approve(2, OPS)
-        assert h.last_rejection == "Expected step 2 to await a decision, but it awaits handler"
+        assert h.last_rejection == "Expected step 2 to await a decision, but it awaits payment"
 
     def test_a_timer_no_longer_armed_is_rejected(self):
         h = run()
@@ -207,7 +207,7 @@ class TestRetryStep:
         assert h.status is WorkflowStatus.ACTIVE
         assert h.state.failure == ""
         assert h.step(2).attempt == 2
-        assert h.requests_for(2)[-1].request_id == "wfi_test:2:2"
+        assert h.orders_for(2)[-1].idempotency_key == "wfi_test:2:v2"  # a new visit: what failed paid nothing
         h.succeed(2, {"ok": 1})
         assert h.status is WorkflowStatus.COMPLETED
 

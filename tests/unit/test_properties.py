@@ -19,6 +19,7 @@ from core import events as ev
 from core.actors import SYSTEM
 from core.approvers import refusal
 from core.builtin import BUILTIN_NAMES, STATE_MACHINE_NAMES
+from core.effects import StepRequest
 from core.state import InstanceState, apply, replay
 from core.types import TERMINAL_STATUSES, Awaiting, TaskStatus, WorkflowStatus
 from tests.unit.harness import HOUR, T0, Harness, agent, compiled_builtin, human
@@ -60,9 +61,9 @@ RESPONSES = [
 CALLBACK_RESULTS = [{"risk_score": 0.1}, {"risk_score": 0.93}, {"error": "sanctions"}, None, "text"]
 ADVANCES = [0, 1, 1000, 60_000, HOUR, 5 * HOUR, 25 * HOUR, 80 * HOUR, 8 * 24 * HOUR]  # a week: timed transitions
 
-KINDS = ["helpful"] * 10 + ["decision", "decision", "result", "result", "callback", "sweep", "sweep", "fire",
-                           "clock", "advance", "pause", "resume", "resume", "cancel", "retry", "duplicate",
-                           "duplicate", "foreign", "escalate", "transition", "transition"]
+KINDS = ["helpful"] * 10 + ["decision", "decision", "result", "result", "payment", "payment", "callback", "sweep",
+                           "sweep", "fire", "clock", "advance", "pause", "resume", "resume", "cancel", "retry",
+                           "duplicate", "duplicate", "foreign", "escalate", "transition", "transition"]
 GOOD_OUTPUT = {"status": 200, "body": {"passed": True, "metrics": {"auc": 0.91}, "kyc_level": 3, "risk_score": 0.2}}
 
 
@@ -115,11 +116,15 @@ class CheckedHarness(Harness):
         assert all(1 <= t.step <= n or (t.step == 0 and t.purpose == "transition_due") for t in state.timers)
         if state.status in TERMINAL_STATUSES:
             assert state.timers == ()
-        for request in decision.effects:
-            assert request.request_id not in self.request_ids, request.request_id
-            self.request_ids.add(request.request_id)
-        requested = [e.idempotency_key for e in decision.events if isinstance(e, ev.StepRequested)]
-        assert requested == [r.request_id for r in decision.effects]
+        requests = [(e.idempotency_key, e.attempt) for e in decision.events if isinstance(e, ev.StepRequested)]
+        for (key, attempt), effect in zip(requests, decision.effects, strict=True):
+            # a handler request's id is its attempt's; a payment order's key is its visit's, the same for every
+            # attempt of the visit (docs/adr/0023): one key, one payment, however often it is asked
+            unique = key if isinstance(effect, StepRequest) else (key, attempt)
+            assert unique not in self.request_ids, unique
+            self.request_ids.add(unique)
+        assert [key for key, _ in requests] == [
+            e.request_id if isinstance(e, StepRequest) else e.idempotency_key for e in decision.effects]
         self.seen_timers.extend(t.timer_id for t in state.timers if t.timer_id not in self.seen_timers)
         return decision
 
@@ -190,6 +195,12 @@ def one_command(data, h: CheckedHarness) -> None:
         outcome = data.draw(st.sampled_from(["succeeded", "succeeded", "failed", "accepted", "lost"]), label="outcome")
         output = data.draw(st.sampled_from(RESPONSES), label="output")
         h.result(step, outcome, output, error="handler said no", retryable=data.draw(st.booleans()), attempt=attempt)
+    elif kind == "payment":  # the payment service's answer as the relay reports it: any key, any status
+        step = step_number(data, h)
+        keys = [o.idempotency_key for o in h.orders] + [f"{iid}:{step}:v1", f"{iid}:{step}:v2", "lookup:x:1:1"]
+        h.paid(step, data.draw(st.sampled_from(["succeeded", "succeeded", "failed", "pending"]), label="status"),
+               data.draw(st.sampled_from(RESPONSES), label="output"), error="refused",
+               key=data.draw(st.sampled_from(keys), label="key"))
     elif kind == "callback":
         h.callback(step_number(data, h), data.draw(st.sampled_from(["completed", "completed", "failed", "ok"])),
                    data.draw(st.sampled_from(CALLBACK_RESULTS)))

@@ -6,8 +6,6 @@ from __future__ import annotations
 import pytest
 
 from core.builtin import builtin_template
-from core.commands import ReportStepResult
-from schemas import topics
 from tests.integration.gateway.test_api import manual_procurement
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -79,10 +77,7 @@ async def test_throughput_approvers_and_pipeline(api_world, tenant):
         await world.call("POST", f"/v1/workflows/instances/{started['id']}/steps/3/approve?wait=true", tenant,
                          "manager", json={"reasoning": "ok"}, expect=200)
     await world.play_action_handler(ids[0], 4)
-    request = await world.engine.wait_for_request(ids[1], step=4)
-    await world.engine.send_command(ReportStepResult(
-        command_id=f"result:{request.request_id}", instance_id=ids[1], step=4, attempt=request.attempt,
-        outcome="failed", error="insufficient funds", retryable=False), topic=topics.WORKFLOW_STEP_RESULTS)
+    await world.play_action_handler(ids[1], 4, error="insufficient funds")
     await world.wait_instance(tenant, ids[0], lambda d: d["status"] == "COMPLETED")
     await world.wait_instance(tenant, ids[1], lambda d: d["status"] == "FAILED")
 
@@ -103,7 +98,8 @@ async def test_throughput_approvers_and_pipeline(api_world, tenant):
     assert by_step[3]["counts"] == {"APPROVED": 2} and by_step[3]["type"] == "approval"
     assert by_step[4]["counts"] == {"COMPLETED": 1, "FAILED": 1}
     assert p["failures"] == [{"instance_id": ids[1], "instance_status": "FAILED", "step": 4, "attempt": 1,
-                              "name": "Execute Payment", "status": "FAILED", "error": "insufficient funds",
+                              "name": "Execute Payment", "status": "FAILED",
+                              "error": "execute_transfer failed: insufficient funds; nothing was paid",
                               "ended_at": p["failures"][0]["ended_at"], "retryable": True}]
     other = await world.new_tenant()
     status, _ = await world.call("GET", f"/v1/workflows/templates/{template['id']}/pipeline", other, "viewer")

@@ -164,14 +164,28 @@ class ApiWorld:
         await self.engine.wait_until(lambda: all(e.catalog.get(template_id, version) for e in engines),
                                      message=f"engine catalog has {template_id} v{version}")
 
-    async def play_action_handler(self, instance_id: str, step: int, output: dict[str, Any] | None = None) -> None:
-        """Stand in for the action handler: answer the step's request with a success (the real handler in
-        handlers/ runs as its own process; these tests keep the API's behaviour independent of it)."""
-        request = await self.engine.wait_for_request(instance_id, step=step)
-        await self.engine.send_command(ReportStepResult(
-            command_id=f"result:{request.request_id}", instance_id=instance_id, step=step, attempt=request.attempt,
-            outcome="succeeded", output=output or {"status": "executed"}), topic=topics.WORKFLOW_STEP_RESULTS)
-        await self.engine.wait_for_event(instance_id, ev.StepSucceeded, step=step)
+    async def play_action_handler(self, instance_id: str, step: int, output: dict[str, Any] | None = None, *,
+                                  error: str = "") -> None:
+        """Stand in for the payment service (and its relay) or the action handler: answer the step's payment
+        order, or its handler request, with a success (the real ones run as their own processes; these tests
+        keep the API's behaviour independent of them). The engine orders payments itself (docs/adr/0023).
+        With `error`: a final refusal instead (the payment service's, or a non-retryable handler failure)."""
+        engine = self.engine
+        ordered = lambda: [o for o in engine.payments.get(instance_id, [])  # noqa: E731
+                           if o.idempotency_key.rsplit(":", 2)[1] == str(step)]
+        requested = lambda: [r for r in engine.requests.get(instance_id, []) if r.step == step]  # noqa: E731
+        await engine.wait_until(lambda: ordered() or requested(), message=f"step {step} of {instance_id} asking")
+        outcome = "failed" if error else "succeeded"
+        output = None if error else output or {"status": "executed"}
+        if ordered():
+            await engine.pay(instance_id, step, outcome, output=output, error=error)
+        else:
+            request = requested()[0]
+            await engine.send_command(ReportStepResult(
+                command_id=f"result:{request.request_id}", instance_id=instance_id, step=step,
+                attempt=request.attempt, outcome=outcome, output=output, error=error, retryable=False),
+                topic=topics.WORKFLOW_STEP_RESULTS)
+        await engine.wait_for_event(instance_id, ev.StepFailed if error else ev.StepSucceeded, step=step)
 
 
 @contextlib.asynccontextmanager

@@ -1,7 +1,9 @@
 """Payment integrity: what is paid comes from the payment system, and a transfer is paid at most once.
 
 The attacks of issue 10.3/10.4: a manual trigger that names a real transfer with a made-up amount (1, -5),
-and two instances (two manual starts) executing the same transfer.
+and two instances (two manual starts) executing the same transfer. The engine orders the payment itself
+(docs/adr/0023): its `PaymentOrder` goes to the payment service as it is (here the fake one), and the
+service's answer comes back as the relay reports it (`RecordPaymentResult`).
 """
 
 from __future__ import annotations
@@ -11,10 +13,12 @@ import asyncio
 import pytest
 
 from core import events as ev
+from core.effects import PaymentOrder
 from core.payments import MAX_AMOUNT, TransferBook, amount_refusal, expected_facts
 from core.types import WorkflowStatus
 from handlers.action import ActionHandler, FakePaymentGateway, default_adapters
 from handlers.rendering import Renderer, StaticSecretSource
+from schemas.records import PaymentCommand, PaymentResult
 from tests.unit.handlers.fakes import FakeTransport, client
 from tests.unit.harness import Harness, agent, human, workflow
 
@@ -40,6 +44,13 @@ def handler(gateway: FakePaymentGateway) -> ActionHandler:
     return ActionHandler(default_adapters(gateway, client(FakeTransport())), Renderer(StaticSecretSource()))
 
 
+async def submit(gateway: FakePaymentGateway, order: PaymentOrder) -> PaymentResult:
+    """What the engine writes to `payments.commands` for an order, answered by the payment service."""
+    return await gateway.submit(PaymentCommand(idempotency_key=order.idempotency_key, action=order.action,
+                                               tenant_id=order.tenant_id, params=order.params,
+                                               requested_at=order.requested_at), 30)
+
+
 async def run_to_payment(gateway: FakePaymentGateway, trigger: dict, instance_id: str = "wfi_a") -> Harness:
     h = Harness(CFO_UNLESS_SMALL, instance_id=instance_id)
     h.start(trigger, initiated_by=human("mallory", "requester"))
@@ -47,8 +58,8 @@ async def run_to_payment(gateway: FakePaymentGateway, trigger: dict, instance_id
         h.approve(2, human("carol", "cfo"))
     h.approve(3, agent("agent_1", "ops", max_amount=1000))
     assert h.current_step == 4, h.log_text()
-    result = await handler(gateway).handle(h.requests_for(4)[-1])
-    h.send(result)
+    result = await submit(gateway, h.orders_for(4)[-1])
+    h.paid(4, result.status, result.output, error=result.error)
     return h
 
 
@@ -106,11 +117,14 @@ async def test_the_payment_service_refuses_a_second_execution_even_when_both_pay
     for h in (h1, h2):
         h.start({"id": "tr_small", "amount": 500})
         h.approve(3, human("olga", "ops"))
-    reqs = [h.requests_for(4)[-1] for h in (h1, h2)]
+    orders = [h.orders_for(4)[-1] for h in (h1, h2)]
     # both in flight together: only the payment service's one atomic check stands between them
-    results = list(await asyncio.gather(*(handler(gateway).handle(r) for r in reqs)))
-    assert [r.outcome for r in results] == ["succeeded", "failed"]
+    results = list(await asyncio.gather(*(submit(gateway, order) for order in orders)))
+    assert [r.status for r in results] == ["succeeded", "failed"]
     assert "already executed by instance wfi_1" in results[1].error and len(gateway.executed) == 1
+    for h, result in zip((h1, h2), results, strict=True):
+        h.paid(4, result.status, result.output, error=result.error)
+    assert (h1.status, h2.status) == (WorkflowStatus.COMPLETED, WorkflowStatus.FAILED)
 
 
 async def test_retries_of_one_step_visit_still_get_the_first_payment():
@@ -118,15 +132,19 @@ async def test_retries_of_one_step_visit_still_get_the_first_payment():
     h = Harness(CFO_UNLESS_SMALL)
     h.start({"id": "tr_small", "amount": 500})
     h.approve(3, human("olga", "ops"))
-    first = h.requests_for(4)[-1]
-    h.fail(4, "no execute_transfer result within 30 s")  # the answer was lost
+    first = h.orders_for(4)[-1]
+    h.fire_due_timers(30_000)  # the answer was lost: the attempt times out, a retry is due
+    assert "no execute_transfer result within 30 s" in h.events_of(ev.StepFailed)[-1].error
     h.fire_due_timers(60_000)
-    retry = h.requests_for(4)[-1]
-    assert retry.request_id != first.request_id
-    a = await handler(gateway).handle(first)
-    b = await handler(gateway).handle(retry)
-    assert (a.outcome, b.outcome) == ("succeeded", "succeeded")
+    retry = h.orders_for(4)[-1]
+    assert retry is not first and h.step(4).attempt == 2
+    assert retry.idempotency_key == first.idempotency_key  # one visit, one payment key
+    a = await submit(gateway, first)
+    b = await submit(gateway, retry)
+    assert (a.status, b.status) == ("succeeded", "succeeded")
     assert a.output == b.output and len(gateway.executed) == 1
+    h.paid(4, a.status, a.output)
+    assert h.status is WorkflowStatus.COMPLETED
 
 
 @pytest.mark.parametrize("amount", [-5, -0.01, float("nan"), float("inf"), MAX_AMOUNT + 1, "1000", True])
@@ -158,7 +176,7 @@ async def test_a_template_can_route_on_the_payment_systems_facts_instead_of_the_
     gateway = payments()
     h = Harness(verified)
     h.start({"id": "tr_REAL_5M_TRANSFER", "amount": 1}, initiated_by=human("mallory", "requester"))
-    h.send(await handler(gateway).handle(h.requests_for(1)[-1]))
+    h.send(await handler(gateway).handle(h.requests_for(1)[-1]))  # a lookup still goes through the handler
     assert h.step(1).output["amount"] == 5_000_000
     assert h.current_step == 3  # the CFO step is not skipped: the record says 5,000,000
     assert gateway.executed == {}

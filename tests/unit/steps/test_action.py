@@ -1,4 +1,5 @@
-"""Action steps: a request to the action handler, the result judged here, retries and on_failure (story 29.5)."""
+"""Action steps: a payment the engine orders itself, anything else a request to the action handler; the
+result judged here, retries and on_failure (story 29.5, docs/adr/0023)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,11 @@ def action(**config) -> dict:
     return {"type": "action", "name": "Pay", "config": config}
 
 
+def http(**config) -> dict:
+    """An action the action handler performs (the engine orders payments only)."""
+    return action(action="http_request", params={"url": "https://erp.test/po/{{trigger.id}}"}, **config)
+
+
 NEXT = {"type": "notification", "name": "Next", "config": {"channel": "webhook", "url": "https://x.test/h"}}
 
 
@@ -22,15 +28,108 @@ def run(*steps) -> Harness:
     return h
 
 
-def test_action_request_carries_rendered_params_and_the_idempotency_key():
-    h = run(action(), NEXT)
+def test_a_payment_is_ordered_by_the_engine_under_the_visits_key_with_the_instances_facts():
+    h = run(action(timeout_seconds=20), NEXT)
+    assert h.requests_for(1) == []  # no handler request: the order is the engine's own effect
+    [order] = h.orders_for(1)
+    assert order.idempotency_key == "wfi_test:1:v1"
+    assert (order.action, order.tenant_id, order.requested_at) == ("execute_transfer", "t_acme", h.now)
+    assert order.params == {"transfer_id": "tr_9", "amount": 42.5,
+                            "expected": {"instance_id": "wfi_test", "trigger": {"id": "tr_9", "amount": 42.5},
+                                         "params": {"amount": 42.5}}}
+    [requested] = h.events_of(ev.StepRequested)
+    assert (requested.kind, requested.idempotency_key, requested.deadline) == ("payment", "wfi_test:1:v1",
+                                                                                h.now + 20_000)
+    assert requested.request == {"action": "execute_transfer", "params": {"transfer_id": "tr_9", "amount": 42.5},
+                                 "timeout_seconds": 20, "operation_key": "wfi_test:1:v1"}  # the trail: no facts
+    assert h.step(1).awaiting is Awaiting.PAYMENT
+    [timeout] = h.timers("payment_timeout")
+    assert timeout.fire_at == h.now + 20_000
+
+
+def test_a_simulated_transfer_is_ordered_without_facts():
+    h = run(action(action="simulate_transfer"), NEXT)
+    [order] = h.orders_for(1)
+    assert order.action == "simulate_transfer" and "expected" not in order.params
+
+
+def test_a_payment_whose_params_need_a_handler_goes_to_the_action_handler():
+    h = run(action(params={"transfer_id": "{{trigger.id}}", "memo": "{{secrets.memo}}"}), NEXT)
+    assert h.orders == []
     [request] = h.requests_for(1)
-    assert request.request_id == "wfi_test:1:1"
-    assert request.kind == "action"
-    assert request.config == {"action": "execute_transfer", "params": {"transfer_id": "tr_9", "amount": 42.5},
+    assert request.request_id == "wfi_test:1:1" and request.kind == "action"
+    assert request.config == {"action": "execute_transfer",
+                              "params": {"transfer_id": "tr_9", "memo": "{{secrets.memo}}"},
                               "timeout_seconds": 30, "operation_key": "wfi_test:1:v1"}
     assert request.context["trigger"] == {"id": "tr_9", "amount": 42.5}
     assert h.step(1).awaiting is Awaiting.HANDLER
+    h.paid(1, "succeeded", {"paid": True}, key="wfi_test:1:v1")  # the relay's copy: the handler reports it
+    assert "pays through the action handler" in h.last_rejection
+    h.succeed(1, {"paid": True})
+    assert h.current_step == 2
+
+
+def test_the_payment_services_answer_completes_the_step():
+    h = run(action(), NEXT)
+    h.paid(1, "succeeded", {"payment_id": "p1"})
+    assert h.step(1).output == {"payment_id": "p1"} and h.current_step == 2
+    assert h.timers("payment_timeout") == []
+
+
+def test_a_refused_payment_fails_the_step_at_once_and_says_nothing_was_paid():
+    h = run(action(retry_config={"max_retries": 3}), NEXT)
+    h.paid(1, "failed", error="transfer tr_9 is unknown to the payment system")
+    assert h.status is WorkflowStatus.FAILED
+    assert h.step(1).error == ("execute_transfer failed: transfer tr_9 is unknown to the payment system; "
+                               "nothing was paid")
+    assert h.timers() == []
+
+
+def test_an_unanswered_order_times_out_and_is_ordered_again_under_the_same_key():
+    h = run(action(retry_config={"max_retries": 2, "backoff_ms": 1000}), NEXT)
+    h.fire_due_timers(30_000)
+    [failed] = h.events_of(ev.StepFailed)
+    assert failed.error == "no execute_transfer result within 30 s" and failed.on_failure == "retry"
+    assert h.step(1).awaiting is Awaiting.RETRY and h.timers("payment_timeout") == []
+    h.fire_due_timers(10_000)
+    first, retry = h.orders_for(1)
+    assert first.idempotency_key == retry.idempotency_key == "wfi_test:1:v1"  # one visit, one payment
+    assert [e.attempt for e in h.events_of(ev.StepRequested)] == [1, 2]
+    assert h.step(1).awaiting is Awaiting.PAYMENT
+
+
+def test_the_answer_to_a_timed_out_attempt_is_the_steps_answer():
+    """The service executed the visit's payment once under its key: a late answer is the payment's, not
+    something to retry (a retry would be answered the same)."""
+    h = run(action(retry_config={"max_retries": 2, "backoff_ms": 60_000}), NEXT)
+    h.fire_due_timers(30_000)  # waiting to retry
+    h.paid(1, "succeeded", {"payment_id": "p1"})
+    assert h.step_status(1) is TaskStatus.COMPLETED and h.current_step == 2
+    assert h.timers("retry") == []
+    assert len(h.orders_for(1)) == 1  # never asked again
+
+
+def test_a_copy_or_another_visits_answer_changes_nothing():
+    h = run(action(), NEXT)
+    h.paid(1, "succeeded", {"n": 1}, key="wfi_test:1:v2")
+    assert h.last_rejection == "Expected the payment result of wfi_test:1:v1, but got the one of wfi_test:1:v2"
+    h.paid(1, "succeeded", {"n": 1})
+    before = h.state
+    h.paid(1, "failed", error="late copy", key="wfi_test:1:v1")
+    assert h.state.steps == before.steps and h.last.rejected
+
+
+def test_a_handlers_report_for_an_ordered_payment_is_refused():
+    h = run(action(), NEXT)
+    h.succeed(1, {"forged": True}, attempt=1)
+    assert "awaiting payment" in h.last_rejection
+    assert h.step(1).awaiting is Awaiting.PAYMENT
+
+
+def test_an_unknown_payment_status_is_rejected():
+    h = run(action(), NEXT)
+    h.paid(1, "exploded")
+    assert h.last_rejection == "Expected payment status succeeded or failed, but got 'exploded'"
 
 
 def test_success_completes_the_step_with_its_output():
@@ -49,7 +148,7 @@ def test_success_condition_false_counts_as_a_failed_attempt():
 
 
 def test_retries_with_backoff_are_timers_with_growing_delays_and_new_attempts():
-    h = run(action(retry_config={"max_retries": 3, "backoff_ms": 1000}), NEXT)
+    h = run(http(retry_config={"max_retries": 3, "backoff_ms": 1000}), NEXT)
     delays, keys = [], ["wfi_test:1:1"]
     for attempt in (1, 2, 3):
         h.fail(1, f"timeout {attempt}")
@@ -77,7 +176,7 @@ def test_a_non_retryable_failure_skips_the_retry_policy():
 
 
 def test_a_result_for_an_old_attempt_is_rejected():
-    h = run(action(), NEXT)
+    h = run(http(), NEXT)
     h.fail(1, "timeout")
     h.fire_due_timers(60_000)
     h.succeed(1, {"late": True}, attempt=1)
@@ -86,14 +185,14 @@ def test_a_result_for_an_old_attempt_is_rejected():
 
 
 def test_a_result_while_a_retry_is_scheduled_is_rejected():
-    h = run(action(), NEXT)
+    h = run(http(), NEXT)
     h.fail(1, "timeout")
     h.succeed(1, {}, attempt=1)
     assert "awaiting retry" in h.last_rejection
 
 
 def test_an_unknown_outcome_is_rejected():
-    h = run(action(), NEXT)
+    h = run(http(), NEXT)
     h.result(1, "exploded")
     assert h.last_rejection == "Expected outcome succeeded or failed for an action step, but got 'exploded'"
 
@@ -117,7 +216,9 @@ def test_on_failure_human_review_turns_the_step_into_an_approval():
 
 
 def test_retries_keep_the_payment_operation_key_so_a_slow_success_is_not_paid_twice():
-    h = run(action(retry_config={"max_retries": 2, "backoff_ms": 1000}), NEXT)
+    """On the handler's path too (a payment whose params need a handler)."""
+    h = run(action(params={"transfer_id": "{{trigger.id}}", "memo": "{{secrets.memo}}"},
+                   retry_config={"max_retries": 2, "backoff_ms": 1000}), NEXT)
     h.fail(1, "no execute_transfer result within 30 s")
     h.fire_due_timers(10_000)
     first, retry = h.requests_for(1)
@@ -131,5 +232,5 @@ def test_a_loop_back_to_an_action_is_a_new_payment():
     h = run(action(), loop)
     h.succeed(1, {"n": 1})
     h.succeed(1, {"n": 2})
-    keys = [r.config["operation_key"] for r in h.requests_for(1)]
+    keys = [o.idempotency_key for o in h.orders_for(1)]
     assert keys == ["wfi_test:1:v1", "wfi_test:1:v2"]

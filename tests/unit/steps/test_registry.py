@@ -45,7 +45,8 @@ def test_every_timer_purpose_but_the_engine_loops_has_one_owner_with_an_on_timer
 
 def test_timer_purposes_keep_the_strings_recorded_logs_carry():
     assert [p.value for p in TimerPurpose] == ["retry", "approval_timeout", "review_timeout", "wait_until",
-                                               "wait_poll", "wait_timeout", "callback_timeout", "transition_due"]
+                                               "wait_poll", "wait_timeout", "callback_timeout", "payment_timeout",
+                                               "transition_due"]
     assert TimerPurpose.WAIT_POLL == "wait_poll"
 
 
