@@ -8,7 +8,10 @@ turn the one into the other: this relay, which runs in the action handler's proc
 
 - At least once: a batch's commands are acknowledged by the broker before the batch's offsets are
   committed. A copy (a restart before the commit) carries the same command id (`payment:<key>`), which the
-  engine drops; so does the second answer the service gives to a retried order of the same visit.
+  engine drops; so does the second answer the service gives to a retried order of the same visit. That is
+  also why the offsets are committed at most every `COMMIT_EVERY_S` (and when the relay goes idle), not
+  after every batch: an OffsetCommit per batch was a request to the broker per few payments, and what a
+  crash between two commits costs is copies the engine drops.
 - A consumer group of its own: several action handler processes split the partitions, each answer is
   relayed by one. A new group starts at the beginning of the topic: nothing answered before the relay's
   first start is lost (answers for instances that are gone are refused by the engine, and say so).
@@ -36,6 +39,7 @@ from schemas.records import PaymentResult
 log = logging.getLogger(__name__)
 
 OPERATION_KEY = re.compile(r"^(?P<instance>.+):(?P<step>\d+):v(?P<visit>\d+)$")
+COMMIT_EVERY_S = 0.2
 
 
 def command_for(result: PaymentResult) -> RecordPaymentResult | None:
@@ -64,6 +68,7 @@ class PaymentResultRelay:
         self.codec = codec or Codec.from_env()
         self.session_timeout_ms = session_timeout_ms
         self.relayed = 0
+        self.uncommitted = False  # relayed (and acknowledged) answers whose offsets are not committed yet
         self._task: asyncio.Task | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
@@ -96,10 +101,14 @@ class PaymentResultRelay:
     async def _run(self) -> None:
         assert self._consumer is not None and self._producer is not None
         poll = LongPoll(self._consumer)
+        committed_at = time.monotonic()
         while True:
             batches = await poll.getmany()
             self.ready.set()
             if not batches:
+                if self.uncommitted:  # idle: what was relayed is committed now
+                    await self._consumer.commit()
+                    self.uncommitted, committed_at = False, time.monotonic()
                 continue
             sent = []
             for records in batches.values():
@@ -115,6 +124,9 @@ class PaymentResultRelay:
                     sent.append(await self._producer.send(self.topics.commands, self.codec.encode(command),
                                                           key=command.instance_id.encode()))
             await asyncio.gather(*sent)  # acknowledged (acks=all) before the offsets move on
-            await self._consumer.commit()
+            self.uncommitted = True
+            if time.monotonic() - committed_at >= COMMIT_EVERY_S:
+                await self._consumer.commit()
+                self.uncommitted, committed_at = False, time.monotonic()
             self.relayed += len(sent)
             metrics.PAYMENT_RESULTS_RELAYED.inc(len(sent))

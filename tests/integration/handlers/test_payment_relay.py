@@ -49,6 +49,7 @@ async def test_answers_reach_their_instances_and_a_restart_resumes_after_what_wa
             await world.send_raw(topics.PAYMENTS_RESULTS, b"not a record", key=b"junk")
             await answer(world, "wfi_c:2:v3", "failed", error="unknown transfer")
             await world.wait_until(lambda: first.relayed == 2, message="two answers relayed")
+            await world.wait_until(lambda: not first.uncommitted, message="their offsets committed (idle)")
         await answer(world, "wfi_d:4:v1")  # while no relay runs
         async with relay(world) as second:
             await world.wait_until(lambda: len(results.items) >= 3, message="the answer given while down")
