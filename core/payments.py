@@ -14,6 +14,7 @@ simulator, so each is written once.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -106,6 +107,16 @@ def paid_params(params: Mapping[str, Any], record: Mapping[str, Any]) -> dict[st
 def instance_of(payment_key: str) -> str:
     """The instance named by a payment key `instance:step:v<visit>`."""
     return payment_key.split(":", 1)[0]
+
+
+OPERATION_KEY = re.compile(r"^(?P<instance>.+):(?P<step>\d+):v(?P<visit>\d+)$")
+
+
+def operation_key_parts(key: str) -> tuple[str, int] | None:
+    """(instance id, step number) of an operation key `instance:step:v<visit>` (core/steps/action.py
+    `operation_key`), or None for any other key (an action handler's `lookup:...`, a step request id)."""
+    found = OPERATION_KEY.match(key)
+    return (found["instance"], int(found["step"])) if found else None
 
 
 class TransferBook:

@@ -24,13 +24,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import time
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from core.commands import RecordPaymentResult
+from core.payments import operation_key_parts
 from handlers import metrics
 from schemas.codec import Codec, DecodeError
 from schemas.consumers import LongPoll, consumer_options
@@ -38,19 +38,18 @@ from schemas.records import PaymentResult
 
 log = logging.getLogger(__name__)
 
-OPERATION_KEY = re.compile(r"^(?P<instance>.+):(?P<step>\d+):v(?P<visit>\d+)$")
 COMMIT_EVERY_S = 0.2
 
 
 def command_for(result: PaymentResult) -> RecordPaymentResult | None:
     """The command that reports `result` to its instance, or None when its key is not an operation key."""
-    found = OPERATION_KEY.match(result.idempotency_key)
-    if found is None:
+    parts = operation_key_parts(result.idempotency_key)
+    if parts is None:
         return None
-    return RecordPaymentResult(command_id=f"payment:{result.idempotency_key}", instance_id=found["instance"],
-                               issued_at=int(time.time() * 1000), step=int(found["step"]),
-                               operation_key=result.idempotency_key, status=result.status, output=result.output,
-                               error=result.error)
+    instance_id, step = parts
+    return RecordPaymentResult(command_id=f"payment:{result.idempotency_key}", instance_id=instance_id,
+                               issued_at=int(time.time() * 1000), step=step, operation_key=result.idempotency_key,
+                               status=result.status, output=result.output, error=result.error)
 
 
 @dataclass

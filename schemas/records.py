@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from core.effects import PaymentOrder
 from core.types import Json, WorkflowStatus
 
 
@@ -121,6 +122,12 @@ class PaymentCommand:
     tenant_id: str
     params: Json
     requested_at: int
+
+
+def payment_command(order: PaymentOrder) -> PaymentCommand:
+    """The engine's payment order as the command the payment service reads (the same fields: docs/adr/0023)."""
+    return PaymentCommand(idempotency_key=order.idempotency_key, action=order.action, tenant_id=order.tenant_id,
+                          params=order.params, requested_at=order.requested_at)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -38,7 +38,7 @@ from core.state import InstanceState
 from schemas import dlq
 from schemas.codec import SINGLE_OBJECT_MAGIC, Codec, DecodeError
 from schemas.compacted import read_to_end
-from schemas.records import PaymentCommand
+from schemas.records import payment_command
 from schemas.topics import PAYMENTS_COMMANDS
 from streams import metrics
 from streams.catalog import TemplateCatalog
@@ -556,10 +556,8 @@ class InstanceProcessor:
         instance), or a payment order to the payment service's commands (keyed by its idempotency key, as
         the payment service expects every command: docs/adr/0023)."""
         if type(effect) is PaymentOrder:
-            command = PaymentCommand(idempotency_key=effect.idempotency_key, action=effect.action,
-                                     tenant_id=effect.tenant_id, params=effect.params,
-                                     requested_at=effect.requested_at)
-            return Outgoing(self._payments_topic, effect.idempotency_key.encode(), self.codec.encode(command))
+            return Outgoing(self._payments_topic, effect.idempotency_key.encode(),
+                            self.codec.encode(payment_command(effect)))
         return Outgoing(self.settings.step_topic(effect.kind), key, self.codec.encode(effect))
 
     # ------------------------------------------------------------------ retention

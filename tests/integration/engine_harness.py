@@ -26,6 +26,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from core import events as ev
 from core.commands import Command, RecordPaymentResult
 from core.effects import StepRequest
+from core.payments import operation_key_parts
 from core.triggers import instance_id_for, instance_id_on
 from schemas import topics as topics_mod
 from schemas.codec import Codec
@@ -208,7 +209,9 @@ class EngineWorld:
                         elif isinstance(value, StepRequest):
                             self.requests[value.instance_id].append(value)
                         elif isinstance(value, PaymentCommand):  # the engine's own payment orders (ADR 23)
-                            self.payments[value.idempotency_key.rsplit(":", 2)[0]].append(value)
+                            parts = operation_key_parts(value.idempotency_key)
+                            if parts is not None:
+                                self.payments[parts[0]].append(value)
                         else:
                             self.events[value.instance_id].append(value)
         finally:
@@ -242,13 +245,17 @@ class EngineWorld:
                               f"payment order {count} of {instance_id}")
         return self.payments[instance_id][count - 1]
 
+    def orders_for(self, instance_id: str, step: int) -> list[PaymentCommand]:
+        """The engine's payment orders for one step of the instance, as the payment service reads them."""
+        return [o for o in self.payments.get(instance_id, [])
+                if (operation_key_parts(o.idempotency_key) or ("", 0))[1] == step]
+
     async def pay(self, instance_id: str, step: int, status: str = "succeeded", output: Any = None,
                   error: str = "") -> PaymentCommand:
         """Answer the instance's payment order as the payment service would, reported as the relay does."""
-        await self.wait_until(lambda: any(o.idempotency_key.rsplit(":", 2)[1] == str(step)
-                                          for o in self.payments.get(instance_id, [])),
+        await self.wait_until(lambda: self.orders_for(instance_id, step),
                               message=f"a payment order for step {step} of {instance_id}")
-        order = [o for o in self.payments[instance_id] if o.idempotency_key.rsplit(":", 2)[1] == str(step)][-1]
+        order = self.orders_for(instance_id, step)[-1]
         await self.send_command(RecordPaymentResult(
             command_id=f"payment:{order.idempotency_key}", instance_id=instance_id, step=step,
             operation_key=order.idempotency_key, status=status, output=output, error=error),

@@ -20,6 +20,7 @@ from core.actors import SYSTEM, Actor, ApprovalLimits
 from core.builtin import builtin_template
 from core.decide import Decision, decide
 from core.effects import PaymentOrder, StepRequest
+from core.payments import operation_key_parts
 from core.state import InstanceState, Timer
 from core.template import CompiledTemplate, compile_template, parse_template
 from core.types import ActorKind, Awaiting, TaskStatus, WorkflowStatus
@@ -121,7 +122,7 @@ class Harness:
         return self.decide_step(step, actor, "reject", reasoning)
 
     def orders_for(self, step: int) -> list[PaymentOrder]:
-        return [o for o in self.orders if o.idempotency_key.rsplit(":", 2)[1] == str(step)]
+        return [o for o in self.orders if (operation_key_parts(o.idempotency_key) or ("", 0))[1] == step]
 
     def paid(self, step: int, status: str = "succeeded", output: Any = None, *, error: str = "",
              key: str | None = None) -> Decision:

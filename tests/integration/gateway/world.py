@@ -171,13 +171,12 @@ class ApiWorld:
         keep the API's behaviour independent of them). The engine orders payments itself (docs/adr/0023).
         With `error`: a final refusal instead (the payment service's, or a non-retryable handler failure)."""
         engine = self.engine
-        ordered = lambda: [o for o in engine.payments.get(instance_id, [])  # noqa: E731
-                           if o.idempotency_key.rsplit(":", 2)[1] == str(step)]
         requested = lambda: [r for r in engine.requests.get(instance_id, []) if r.step == step]  # noqa: E731
-        await engine.wait_until(lambda: ordered() or requested(), message=f"step {step} of {instance_id} asking")
+        await engine.wait_until(lambda: engine.orders_for(instance_id, step) or requested(),
+                                message=f"step {step} of {instance_id} asking")
         outcome = "failed" if error else "succeeded"
         output = None if error else output or {"status": "executed"}
-        if ordered():
+        if engine.orders_for(instance_id, step):
             await engine.pay(instance_id, step, outcome, output=output, error=error)
         else:
             request = requested()[0]

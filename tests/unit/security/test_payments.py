@@ -18,7 +18,7 @@ from core.payments import MAX_AMOUNT, TransferBook, amount_refusal, expected_fac
 from core.types import WorkflowStatus
 from handlers.action import ActionHandler, FakePaymentGateway, default_adapters
 from handlers.rendering import Renderer, StaticSecretSource
-from schemas.records import PaymentCommand, PaymentResult
+from schemas.records import PaymentResult, payment_command
 from tests.unit.handlers.fakes import FakeTransport, client
 from tests.unit.harness import Harness, agent, human, workflow
 
@@ -46,9 +46,7 @@ def handler(gateway: FakePaymentGateway) -> ActionHandler:
 
 async def submit(gateway: FakePaymentGateway, order: PaymentOrder) -> PaymentResult:
     """What the engine writes to `payments.commands` for an order, answered by the payment service."""
-    return await gateway.submit(PaymentCommand(idempotency_key=order.idempotency_key, action=order.action,
-                                               tenant_id=order.tenant_id, params=order.params,
-                                               requested_at=order.requested_at), 30)
+    return await gateway.submit(payment_command(order), 30)
 
 
 async def run_to_payment(gateway: FakePaymentGateway, trigger: dict, instance_id: str = "wfi_a") -> Harness:
